@@ -1,0 +1,109 @@
+"""The gateway's HTTP intake: a thin adapter from HTTP requests to TicketReceived/FeedbackReceived.
+
+A 202 is returned only after the broker has acknowledged the event, so an accepted ticket is never
+lost; a rejected one gets a 4xx with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.eventbus import EventPublisher, TransientError, new_meta
+from supportflow.observability import ticket_context
+from supportflow.topics import Topic
+
+from services.gateway import metrics
+from services.gateway.intake import PayloadError, feedback_from_payload, ticket_from_payload, verify_signature
+
+log = logging.getLogger(__name__)
+SERVICE = "gateway"
+
+
+class GatewayApp:
+    """Request handling, independent of the HTTP server so tests can call it directly."""
+
+    def __init__(self, publisher: EventPublisher, *, default_tenant: str, webhook_secret: str, max_body_bytes: int):
+        self._publisher = publisher
+        self._default_tenant = default_tenant
+        self._secret = webhook_secret
+        self.max_body_bytes = max_body_bytes
+        self._lock = threading.Lock()  # one flush at a time keeps acknowledgements per request exact
+
+    def handle(self, path: str, body: bytes, signature: str | None) -> tuple[int, dict]:
+        routes: dict[str, Callable[[object], tuple[int, dict]]] = {
+            "/v1/tickets": self._accept_ticket,
+            "/v1/feedback": self._accept_feedback,
+        }
+        route = routes.get(path)
+        if route is None:
+            return 404, {"error": f"no such endpoint {path}"}
+        if self._secret and not verify_signature(self._secret, body, signature):
+            metrics.REJECTED.labels("bad_signature").inc()
+            return 401, {"error": "missing or invalid X-Supportflow-Signature"}
+        try:
+            payload = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            metrics.REJECTED.labels("bad_json").inc()
+            return 400, {"error": f"body is not UTF-8 JSON: {exc}"}
+        try:
+            return route(payload)
+        except PayloadError as exc:
+            metrics.REJECTED.labels("invalid_payload").inc()
+            return 422, {"error": str(exc)}
+        except TransientError as exc:
+            metrics.REJECTED.labels("broker_unavailable").inc()
+            log.error("could not publish", extra={"fields": {"error": str(exc)}})
+            return 503, {"error": "event bus unavailable, retry later"}
+
+    def _accept_ticket(self, payload: object) -> tuple[int, dict]:
+        ticket = ticket_from_payload(payload, default_tenant=self._default_tenant)
+        event = ev.TicketReceived(meta=new_meta(ticket.tenant_id, SERVICE), ticket=ticket)
+        with ticket_context(ticket.ticket_id), self._lock:
+            self._publisher.publish(Topic.TICKETS_RECEIVED, ticket.ticket_id, event)
+            self._publisher.flush(10)
+        metrics.ACCEPTED.labels("ticket").inc()
+        return 202, {"ticket_id": ticket.ticket_id, "tenant_id": ticket.tenant_id}
+
+    def _accept_feedback(self, payload: object) -> tuple[int, dict]:
+        ticket_id, fields = feedback_from_payload(payload)
+        tenant = str(payload.get("tenant_id") or self._default_tenant)  # type: ignore[union-attr]
+        event = ev.FeedbackReceived(meta=new_meta(tenant, SERVICE), ticket_id=ticket_id, **fields)
+        with ticket_context(ticket_id), self._lock:
+            self._publisher.publish(Topic.TICKETS_FEEDBACK, ticket_id, event)
+            self._publisher.flush(10)
+        metrics.ACCEPTED.labels("feedback").inc()
+        return 202, {"ticket_id": ticket_id}
+
+
+def serve(app: GatewayApp, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > app.max_body_bytes:
+                metrics.REJECTED.labels("too_large").inc()
+                self._reply(413, {"error": f"body larger than {app.max_body_bytes} bytes"})
+                return
+            body = self.rfile.read(length)
+            status, reply = app.handle(self.path.split("?")[0], body, self.headers.get("X-Supportflow-Signature"))
+            self._reply(status, reply)
+
+        def _reply(self, status: int, reply: dict) -> None:
+            data = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="gateway-http", daemon=True).start()
+    return server

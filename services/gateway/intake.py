@@ -1,0 +1,140 @@
+"""Turn channel payloads (JSON from webhooks, forms, the API) into contract messages.
+
+Pure: no Kafka, no HTTP. Anything a customer can type is accepted as text; what makes a payload
+unusable (no text at all, wrong types, unknown channel) is rejected with a reason the caller can
+show to the sender.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
+
+MAX_FIELD_CHARS = 100_000  # longer text is cut here; the classifier flags what it truncates further
+MAX_HISTORY_TURNS = 50
+
+CHANNELS = {
+    "email": tk.CHANNEL_EMAIL,
+    "chat": tk.CHANNEL_CHAT,
+    "web_form": tk.CHANNEL_WEB_FORM,
+    "web": tk.CHANNEL_WEB_FORM,
+    "api": tk.CHANNEL_API,
+    "phone": tk.CHANNEL_PHONE,
+    "social": tk.CHANNEL_SOCIAL,
+}
+
+VERDICTS = {"accepted": ev.AGENT_VERDICT_ACCEPTED, "edited": ev.AGENT_VERDICT_EDITED, "rejected": ev.AGENT_VERDICT_REJECTED}
+CSAT_LATENCIES = {
+    "at_resolution": ev.CSAT_LATENCY_AT_RESOLUTION,
+    "delayed": ev.CSAT_LATENCY_DELAYED,
+    "model_scored": ev.CSAT_LATENCY_MODEL_SCORED,
+}
+
+
+class PayloadError(ValueError):
+    """The payload cannot become an event; the message says why."""
+
+
+def verify_signature(secret: str, body: bytes, signature_header: str | None) -> bool:
+    """Check `sha256=<hex>` HMAC of the raw body, in constant time."""
+    if not signature_header or not signature_header.startswith("sha256="):
+        return False
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature_header.removeprefix("sha256="))
+
+
+def _text(payload: dict[str, Any], name: str) -> str:
+    value = payload.get(name, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise PayloadError(f"field {name!r} must be a string")
+    return value.replace("\x00", "")[:MAX_FIELD_CHARS]
+
+
+def ticket_from_payload(payload: Any, *, default_tenant: str, now: Timestamp | None = None) -> tk.Ticket:
+    if not isinstance(payload, dict):
+        raise PayloadError("a ticket must be a JSON object")
+    subject, body = _text(payload, "subject"), _text(payload, "body") or _text(payload, "text")
+    if not (subject.strip() or body.strip()):
+        raise PayloadError("a ticket needs a subject or a body")
+    channel_name = str(payload.get("channel") or "api").lower()
+    if channel_name not in CHANNELS:
+        raise PayloadError(f"unknown channel {channel_name!r}; expected one of {', '.join(sorted(CHANNELS))}")
+    ticket_id = str(payload.get("id") or payload.get("ticket_id") or f"tkt-{uuid.uuid4().hex[:16]}")
+    if len(ticket_id) > 128:
+        raise PayloadError("ticket id longer than 128 characters")
+    metadata = payload.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise PayloadError("metadata must be an object")
+    ticket = tk.Ticket(
+        ticket_id=ticket_id,
+        tenant_id=str(payload.get("tenant_id") or payload.get("tenant") or default_tenant),
+        channel=CHANNELS[channel_name],
+        customer_id=str(payload.get("customer_id") or ""),
+        subject=subject,
+        body=body,
+        language=str(payload.get("language") or ""),
+        metadata={str(k): str(v)[:1000] for k, v in metadata.items()},
+    )
+    history = payload.get("history") or []
+    if not isinstance(history, list):
+        raise PayloadError("history must be a list of {author, text}")
+    for turn in history[-MAX_HISTORY_TURNS:]:
+        if not isinstance(turn, dict):
+            raise PayloadError("each history turn must be an object")
+        ticket.history.add(author=str(turn.get("author") or "customer"), text=_text(turn, "text"))
+    if now is not None:
+        ticket.received_at.CopyFrom(now)
+    else:
+        ticket.received_at.GetCurrentTime()
+    return ticket
+
+
+def feedback_from_payload(payload: Any) -> tuple[str, dict[str, Any]]:
+    """Validate a feedback payload; returns (ticket_id, fields for FeedbackReceived)."""
+    if not isinstance(payload, dict):
+        raise PayloadError("feedback must be a JSON object")
+    ticket_id = str(payload.get("ticket_id") or "")
+    if not ticket_id:
+        raise PayloadError("feedback needs a ticket_id")
+    kind = payload.get("kind")
+    try:
+        if kind == "draft_verdict":
+            fields = {"draft_verdict": ev.DraftVerdict(
+                verdict=VERDICTS[payload["verdict"]], edit_ratio=float(payload.get("edit_ratio", 0.0)))}
+        elif kind == "csat":
+            fields = {"csat": ev.CsatScore(
+                latency=CSAT_LATENCIES[payload.get("latency", "at_resolution")], score=float(payload["score"]))}
+        elif kind == "repeat_contact":
+            fields = {"repeat_contact": ev.RepeatContact(
+                days_after_resolution=int(payload["days_after_resolution"]), reopened=bool(payload.get("reopened")))}
+        elif kind == "context_loss":
+            fields = {"context_loss": True}
+        elif kind == "misroute":
+            fields = {"misroute": True}
+        elif kind == "qa":
+            fields = {"qa": ev.QaResult(
+                hallucinated_policy=bool(payload["hallucinated_policy"]), note=str(payload.get("note", "")))}
+        elif kind == "resolution":
+            fields = {"resolution": ev.Resolution(
+                resolved_by_bot=bool(payload.get("resolved_by_bot")),
+                handle_time_s=float(payload.get("handle_time_s", 0.0)),
+                resolution_notes=str(payload.get("resolution_notes", "")),
+                cited_article_ids=[str(a) for a in payload.get("cited_article_ids", [])])}
+        else:
+            raise PayloadError(
+                "feedback kind must be one of draft_verdict, csat, repeat_contact, context_loss, misroute, qa, resolution"
+            )
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, PayloadError):
+            raise
+        raise PayloadError(f"invalid {kind} feedback: {exc!r}") from exc
+    return ticket_id, fields

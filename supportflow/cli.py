@@ -1,0 +1,217 @@
+"""The `supportflow` command. Each subcommand imports what it needs only when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from supportflow.settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from supportflow.service import run_service
+
+    return run_service(args.service, _settings())
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from supportflow.devinfra.stack import LocalStack
+
+    stack = LocalStack(_settings())
+    if args.action == "up":
+        addresses = stack.up()
+        for name, address in addresses.items():
+            print(f"{name}: {address}")
+    elif args.action == "down":
+        stack.down()
+        print("stopped")
+    else:
+        print(json.dumps(stack.status(), indent=2))
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from supportflow.eventbus import ensure_topics
+
+    created = ensure_topics(_settings())
+    print(f"created {len(created)} topics" + (": " + ", ".join(created) if created else " (all existed)"))
+    return 0
+
+
+def cmd_proto(args: argparse.Namespace) -> int:
+    from supportflow.contracts import codegen
+
+    if args.action == "generate":
+        for path in codegen.generate():
+            print(path)
+    else:
+        codegen.check()
+        print("generated contracts are fresh")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from supportflow.demo import run_demo
+
+    return run_demo(_settings(), tickets=args.tickets, json_path=args.json, rate=args.rate, keep_infra=args.keep_infra)
+
+
+def cmd_classifier(args: argparse.Namespace) -> int:
+    from services.classifier import cli
+
+    if args.action == "train":
+        print(json.dumps(cli.train(args.data, args.text_column, args.label_column, args.out), indent=2))
+    elif args.action == "predict":
+        with _open_in(args.input) as source, _open_out(args.output) as sink:
+            cli.predict(args.model, source, sink)
+    else:
+        cli.bench(args.model)
+    return 0
+
+
+def cmd_kb(args: argparse.Namespace) -> int:
+    from services.retriever import cli
+
+    settings = _settings()
+    if args.action == "ingest":
+        print(json.dumps(cli.ingest(args.path, args.tenant, settings), indent=2))
+    elif args.action == "search":
+        if not args.query and not args.queries:
+            raise SystemExit("kb search needs a QUERY or --queries FILE.jsonl")
+        cli.search(args.query, args.queries, args.tenant, args.k, args.json, settings, sys.stdout)
+    else:
+        cli.bench(settings, args.tenant)
+    return 0
+
+
+def cmd_draft(args: argparse.Namespace) -> int:
+    from services.drafter import cli
+
+    settings = _settings()
+    with _open_in(args.input) as source:
+        cli.draft_jsonl(source, sys.stdout, args.tenant, settings)
+    return 0
+
+
+def cmd_kpis(args: argparse.Namespace) -> int:
+    from services.learner import cli
+
+    return cli.show_kpis(_settings(), as_json=args.json, out=sys.stdout)
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from supportflow.feedback import publish_feedback_file
+
+    counts = publish_feedback_file(_settings(), Path(args.file))
+    print(json.dumps(counts))
+    return 0 if counts["rejected"] == 0 else 1
+
+
+class _StdStream:
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __enter__(self):
+        return self.stream
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _open_in(path: str | None):
+    return open(path, encoding="utf-8", errors="replace") if path else _StdStream(sys.stdin)
+
+
+def _open_out(path: str | None):
+    return open(path, "w", encoding="utf-8") if path else _StdStream(sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="supportflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run one service in this process")
+    p.add_argument("service", choices=["gateway", "classifier", "retriever", "drafter", "escalator", "learner"])
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("dev", help="local Kafka and Weaviate for development and tests")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser("topics", help="create every topic and its dead-letter twin")
+    p.add_argument("action", choices=["create"])
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("proto", help="generate the contract code, or check it is fresh")
+    p.add_argument("action", choices=["generate", "check"])
+    p.set_defaults(func=cmd_proto)
+
+    p = sub.add_parser("demo", help="the whole pipeline on sample tickets, with a summary")
+    p.add_argument("--tickets", type=int, default=200)
+    p.add_argument("--json", help="also write a per-ticket report to this path")
+    p.add_argument("--rate", type=float, default=20.0, help="tickets per second sent to the gateway")
+    p.add_argument("--keep-infra", action="store_true", help="leave Kafka and Weaviate running afterwards")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("classifier", help="train, run and measure the intent classifier")
+    csub = p.add_subparsers(dest="action", required=True)
+    t = csub.add_parser("train")
+    t.add_argument("--data", required=True)
+    t.add_argument("--text-column", default="text")
+    t.add_argument("--label-column", default="category")
+    t.add_argument("--out", required=True)
+    t = csub.add_parser("predict")
+    t.add_argument("--model", required=True)
+    t.add_argument("--input")
+    t.add_argument("--output")
+    t = csub.add_parser("bench")
+    t.add_argument("--model", required=True)
+    p.set_defaults(func=cmd_classifier)
+
+    p = sub.add_parser("kb", help="ingest and search the knowledge base")
+    ksub = p.add_subparsers(dest="action", required=True)
+    t = ksub.add_parser("ingest")
+    t.add_argument("path")
+    t.add_argument("--tenant", required=True)
+    t = ksub.add_parser("search")
+    t.add_argument("query", nargs="?")
+    t.add_argument("--queries")
+    t.add_argument("--tenant", required=True)
+    t.add_argument("--k", type=int, default=10)
+    t.add_argument("--json", action="store_true")
+    t = ksub.add_parser("bench")
+    t.add_argument("--tenant", default="rho-bank")
+    p.set_defaults(func=cmd_kb)
+
+    p = sub.add_parser("draft", help="draft replies for tickets given as JSON lines")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--json", action="store_true", help="JSON lines out (the only format)")
+    p.add_argument("--input")
+    p.set_defaults(func=cmd_draft)
+
+    p = sub.add_parser("kpis", help="the KPI panel from the learner")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_kpis)
+
+    p = sub.add_parser("feedback", help="publish feedback events from a JSON lines file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_feedback)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

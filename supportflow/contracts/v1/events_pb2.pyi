@@ -1,0 +1,414 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from supportflow.contracts.v1 import ticket_pb2 as _ticket_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DECISION_UNSPECIFIED: _ClassVar[Decision]
+    DECISION_RESPOND: _ClassVar[Decision]
+    DECISION_REVIEW: _ClassVar[Decision]
+    DECISION_FOLLOW_UP: _ClassVar[Decision]
+    DECISION_ESCALATE: _ClassVar[Decision]
+
+class CaseType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CASE_TYPE_UNSPECIFIED: _ClassVar[CaseType]
+    CASE_TYPE_EXPECTED_BEHAVIOUR: _ClassVar[CaseType]
+    CASE_TYPE_CONFIGURATION_MISTAKE: _ClassVar[CaseType]
+    CASE_TYPE_PRODUCT_DEFECT: _ClassVar[CaseType]
+    CASE_TYPE_INCIDENT: _ClassVar[CaseType]
+    CASE_TYPE_POLICY_EXCEPTION: _ClassVar[CaseType]
+
+class AgentVerdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGENT_VERDICT_UNSPECIFIED: _ClassVar[AgentVerdict]
+    AGENT_VERDICT_ACCEPTED: _ClassVar[AgentVerdict]
+    AGENT_VERDICT_EDITED: _ClassVar[AgentVerdict]
+    AGENT_VERDICT_REJECTED: _ClassVar[AgentVerdict]
+
+class CsatLatency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CSAT_LATENCY_UNSPECIFIED: _ClassVar[CsatLatency]
+    CSAT_LATENCY_AT_RESOLUTION: _ClassVar[CsatLatency]
+    CSAT_LATENCY_DELAYED: _ClassVar[CsatLatency]
+    CSAT_LATENCY_MODEL_SCORED: _ClassVar[CsatLatency]
+
+class OverrideAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OVERRIDE_ACTION_UNSPECIFIED: _ClassVar[OverrideAction]
+    OVERRIDE_ACTION_SET_AUTOMATION: _ClassVar[OverrideAction]
+    OVERRIDE_ACTION_KILL_SWITCH_ON: _ClassVar[OverrideAction]
+    OVERRIDE_ACTION_KILL_SWITCH_OFF: _ClassVar[OverrideAction]
+    OVERRIDE_ACTION_CLEAR: _ClassVar[OverrideAction]
+
+class ActionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTION_STATUS_UNSPECIFIED: _ClassVar[ActionStatus]
+    ACTION_STATUS_PROPOSED: _ClassVar[ActionStatus]
+    ACTION_STATUS_DRY_RUN: _ClassVar[ActionStatus]
+    ACTION_STATUS_EXECUTED: _ClassVar[ActionStatus]
+    ACTION_STATUS_REFUSED: _ClassVar[ActionStatus]
+DECISION_UNSPECIFIED: Decision
+DECISION_RESPOND: Decision
+DECISION_REVIEW: Decision
+DECISION_FOLLOW_UP: Decision
+DECISION_ESCALATE: Decision
+CASE_TYPE_UNSPECIFIED: CaseType
+CASE_TYPE_EXPECTED_BEHAVIOUR: CaseType
+CASE_TYPE_CONFIGURATION_MISTAKE: CaseType
+CASE_TYPE_PRODUCT_DEFECT: CaseType
+CASE_TYPE_INCIDENT: CaseType
+CASE_TYPE_POLICY_EXCEPTION: CaseType
+AGENT_VERDICT_UNSPECIFIED: AgentVerdict
+AGENT_VERDICT_ACCEPTED: AgentVerdict
+AGENT_VERDICT_EDITED: AgentVerdict
+AGENT_VERDICT_REJECTED: AgentVerdict
+CSAT_LATENCY_UNSPECIFIED: CsatLatency
+CSAT_LATENCY_AT_RESOLUTION: CsatLatency
+CSAT_LATENCY_DELAYED: CsatLatency
+CSAT_LATENCY_MODEL_SCORED: CsatLatency
+OVERRIDE_ACTION_UNSPECIFIED: OverrideAction
+OVERRIDE_ACTION_SET_AUTOMATION: OverrideAction
+OVERRIDE_ACTION_KILL_SWITCH_ON: OverrideAction
+OVERRIDE_ACTION_KILL_SWITCH_OFF: OverrideAction
+OVERRIDE_ACTION_CLEAR: OverrideAction
+ACTION_STATUS_UNSPECIFIED: ActionStatus
+ACTION_STATUS_PROPOSED: ActionStatus
+ACTION_STATUS_DRY_RUN: ActionStatus
+ACTION_STATUS_EXECUTED: ActionStatus
+ACTION_STATUS_REFUSED: ActionStatus
+
+class EventMeta(_message.Message):
+    __slots__ = ("event_id", "occurred_at", "tenant_id", "schema_version", "producer")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    occurred_at: _timestamp_pb2.Timestamp
+    tenant_id: str
+    schema_version: int
+    producer: str
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., producer: _Optional[str] = ...) -> None: ...
+
+class TicketReceived(_message.Message):
+    __slots__ = ("meta", "ticket")
+    META_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    ticket: _ticket_pb2.Ticket
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket: _Optional[_Union[_ticket_pb2.Ticket, _Mapping]] = ...) -> None: ...
+
+class TicketClassified(_message.Message):
+    __slots__ = ("meta", "ticket", "normalized", "classification", "timeline")
+    META_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZED_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    ticket: _ticket_pb2.Ticket
+    normalized: _ticket_pb2.NormalizedTicket
+    classification: _ticket_pb2.Classification
+    timeline: _ticket_pb2.Timeline
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket: _Optional[_Union[_ticket_pb2.Ticket, _Mapping]] = ..., normalized: _Optional[_Union[_ticket_pb2.NormalizedTicket, _Mapping]] = ..., classification: _Optional[_Union[_ticket_pb2.Classification, _Mapping]] = ..., timeline: _Optional[_Union[_ticket_pb2.Timeline, _Mapping]] = ...) -> None: ...
+
+class TicketDrafted(_message.Message):
+    __slots__ = ("meta", "ticket", "normalized", "classification", "draft", "evidence", "timeline")
+    META_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZED_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    ticket: _ticket_pb2.Ticket
+    normalized: _ticket_pb2.NormalizedTicket
+    classification: _ticket_pb2.Classification
+    draft: _ticket_pb2.Draft
+    evidence: _containers.RepeatedCompositeFieldContainer[_ticket_pb2.EvidencePassage]
+    timeline: _ticket_pb2.Timeline
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket: _Optional[_Union[_ticket_pb2.Ticket, _Mapping]] = ..., normalized: _Optional[_Union[_ticket_pb2.NormalizedTicket, _Mapping]] = ..., classification: _Optional[_Union[_ticket_pb2.Classification, _Mapping]] = ..., draft: _Optional[_Union[_ticket_pb2.Draft, _Mapping]] = ..., evidence: _Optional[_Iterable[_Union[_ticket_pb2.EvidencePassage, _Mapping]]] = ..., timeline: _Optional[_Union[_ticket_pb2.Timeline, _Mapping]] = ...) -> None: ...
+
+class ContextPacket(_message.Message):
+    __slots__ = ("intent", "archetype", "urgency", "tier", "account_state", "conversation_summary", "steps_tried", "frustration_signals", "articles", "similar_case_ids", "incident_id", "missing_information", "suggested_next_step", "target_queue", "completeness", "unknown_fields", "risk_flags")
+    class AccountStateEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    INTENT_FIELD_NUMBER: _ClassVar[int]
+    ARCHETYPE_FIELD_NUMBER: _ClassVar[int]
+    URGENCY_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_STATE_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    STEPS_TRIED_FIELD_NUMBER: _ClassVar[int]
+    FRUSTRATION_SIGNALS_FIELD_NUMBER: _ClassVar[int]
+    ARTICLES_FIELD_NUMBER: _ClassVar[int]
+    SIMILAR_CASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MISSING_INFORMATION_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTED_NEXT_STEP_FIELD_NUMBER: _ClassVar[int]
+    TARGET_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETENESS_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    RISK_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    intent: str
+    archetype: _ticket_pb2.Archetype
+    urgency: _ticket_pb2.Urgency
+    tier: _ticket_pb2.CustomerTier
+    account_state: _containers.ScalarMap[str, str]
+    conversation_summary: str
+    steps_tried: _containers.RepeatedScalarFieldContainer[str]
+    frustration_signals: _containers.RepeatedScalarFieldContainer[str]
+    articles: _containers.RepeatedCompositeFieldContainer[_ticket_pb2.EvidencePassage]
+    similar_case_ids: _containers.RepeatedScalarFieldContainer[str]
+    incident_id: str
+    missing_information: _containers.RepeatedScalarFieldContainer[str]
+    suggested_next_step: str
+    target_queue: str
+    completeness: float
+    unknown_fields: _containers.RepeatedScalarFieldContainer[str]
+    risk_flags: _containers.RepeatedScalarFieldContainer[_ticket_pb2.RiskFlag]
+    def __init__(self, intent: _Optional[str] = ..., archetype: _Optional[_Union[_ticket_pb2.Archetype, str]] = ..., urgency: _Optional[_Union[_ticket_pb2.Urgency, str]] = ..., tier: _Optional[_Union[_ticket_pb2.CustomerTier, str]] = ..., account_state: _Optional[_Mapping[str, str]] = ..., conversation_summary: _Optional[str] = ..., steps_tried: _Optional[_Iterable[str]] = ..., frustration_signals: _Optional[_Iterable[str]] = ..., articles: _Optional[_Iterable[_Union[_ticket_pb2.EvidencePassage, _Mapping]]] = ..., similar_case_ids: _Optional[_Iterable[str]] = ..., incident_id: _Optional[str] = ..., missing_information: _Optional[_Iterable[str]] = ..., suggested_next_step: _Optional[str] = ..., target_queue: _Optional[str] = ..., completeness: _Optional[float] = ..., unknown_fields: _Optional[_Iterable[str]] = ..., risk_flags: _Optional[_Iterable[_Union[_ticket_pb2.RiskFlag, str]]] = ...) -> None: ...
+
+class TicketDecided(_message.Message):
+    __slots__ = ("meta", "ticket", "classification", "decision", "reason", "case_type", "target_queue", "draft", "packet", "incident_id", "timeline")
+    META_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CASE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
+    PACKET_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    ticket: _ticket_pb2.Ticket
+    classification: _ticket_pb2.Classification
+    decision: Decision
+    reason: str
+    case_type: CaseType
+    target_queue: str
+    draft: _ticket_pb2.Draft
+    packet: ContextPacket
+    incident_id: str
+    timeline: _ticket_pb2.Timeline
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket: _Optional[_Union[_ticket_pb2.Ticket, _Mapping]] = ..., classification: _Optional[_Union[_ticket_pb2.Classification, _Mapping]] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., case_type: _Optional[_Union[CaseType, str]] = ..., target_queue: _Optional[str] = ..., draft: _Optional[_Union[_ticket_pb2.Draft, _Mapping]] = ..., packet: _Optional[_Union[ContextPacket, _Mapping]] = ..., incident_id: _Optional[str] = ..., timeline: _Optional[_Union[_ticket_pb2.Timeline, _Mapping]] = ...) -> None: ...
+
+class DraftVerdict(_message.Message):
+    __slots__ = ("verdict", "edit_ratio")
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    EDIT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    verdict: AgentVerdict
+    edit_ratio: float
+    def __init__(self, verdict: _Optional[_Union[AgentVerdict, str]] = ..., edit_ratio: _Optional[float] = ...) -> None: ...
+
+class CsatScore(_message.Message):
+    __slots__ = ("latency", "score")
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    latency: CsatLatency
+    score: float
+    def __init__(self, latency: _Optional[_Union[CsatLatency, str]] = ..., score: _Optional[float] = ...) -> None: ...
+
+class RepeatContact(_message.Message):
+    __slots__ = ("days_after_resolution", "reopened")
+    DAYS_AFTER_RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    REOPENED_FIELD_NUMBER: _ClassVar[int]
+    days_after_resolution: int
+    reopened: bool
+    def __init__(self, days_after_resolution: _Optional[int] = ..., reopened: bool = ...) -> None: ...
+
+class QaResult(_message.Message):
+    __slots__ = ("hallucinated_policy", "note")
+    HALLUCINATED_POLICY_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    hallucinated_policy: bool
+    note: str
+    def __init__(self, hallucinated_policy: bool = ..., note: _Optional[str] = ...) -> None: ...
+
+class Resolution(_message.Message):
+    __slots__ = ("resolved_by_bot", "handle_time_s", "resolution_notes", "cited_article_ids")
+    RESOLVED_BY_BOT_FIELD_NUMBER: _ClassVar[int]
+    HANDLE_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_NOTES_FIELD_NUMBER: _ClassVar[int]
+    CITED_ARTICLE_IDS_FIELD_NUMBER: _ClassVar[int]
+    resolved_by_bot: bool
+    handle_time_s: float
+    resolution_notes: str
+    cited_article_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, resolved_by_bot: bool = ..., handle_time_s: _Optional[float] = ..., resolution_notes: _Optional[str] = ..., cited_article_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FeedbackReceived(_message.Message):
+    __slots__ = ("meta", "ticket_id", "draft_verdict", "csat", "repeat_contact", "context_loss", "misroute", "qa", "resolution")
+    META_FIELD_NUMBER: _ClassVar[int]
+    TICKET_ID_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_VERDICT_FIELD_NUMBER: _ClassVar[int]
+    CSAT_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_CONTACT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LOSS_FIELD_NUMBER: _ClassVar[int]
+    MISROUTE_FIELD_NUMBER: _ClassVar[int]
+    QA_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    ticket_id: str
+    draft_verdict: DraftVerdict
+    csat: CsatScore
+    repeat_contact: RepeatContact
+    context_loss: bool
+    misroute: bool
+    qa: QaResult
+    resolution: Resolution
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket_id: _Optional[str] = ..., draft_verdict: _Optional[_Union[DraftVerdict, _Mapping]] = ..., csat: _Optional[_Union[CsatScore, _Mapping]] = ..., repeat_contact: _Optional[_Union[RepeatContact, _Mapping]] = ..., context_loss: bool = ..., misroute: bool = ..., qa: _Optional[_Union[QaResult, _Mapping]] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ...) -> None: ...
+
+class KbArticleChanged(_message.Message):
+    __slots__ = ("meta", "article_id", "deleted", "title", "content", "url", "source", "owner", "updated_at", "review_by", "intents", "locale", "is_policy")
+    META_FIELD_NUMBER: _ClassVar[int]
+    ARTICLE_ID_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_BY_FIELD_NUMBER: _ClassVar[int]
+    INTENTS_FIELD_NUMBER: _ClassVar[int]
+    LOCALE_FIELD_NUMBER: _ClassVar[int]
+    IS_POLICY_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    article_id: str
+    deleted: bool
+    title: str
+    content: str
+    url: str
+    source: str
+    owner: str
+    updated_at: _timestamp_pb2.Timestamp
+    review_by: _timestamp_pb2.Timestamp
+    intents: _containers.RepeatedScalarFieldContainer[str]
+    locale: str
+    is_policy: bool
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., article_id: _Optional[str] = ..., deleted: bool = ..., title: _Optional[str] = ..., content: _Optional[str] = ..., url: _Optional[str] = ..., source: _Optional[str] = ..., owner: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., review_by: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., intents: _Optional[_Iterable[str]] = ..., locale: _Optional[str] = ..., is_policy: bool = ...) -> None: ...
+
+class KbGapDetected(_message.Message):
+    __slots__ = ("meta", "ticket_id", "query", "intent", "best_score")
+    META_FIELD_NUMBER: _ClassVar[int]
+    TICKET_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    INTENT_FIELD_NUMBER: _ClassVar[int]
+    BEST_SCORE_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    ticket_id: str
+    query: str
+    intent: str
+    best_score: float
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket_id: _Optional[str] = ..., query: _Optional[str] = ..., intent: _Optional[str] = ..., best_score: _Optional[float] = ...) -> None: ...
+
+class TicketResolved(_message.Message):
+    __slots__ = ("meta", "ticket_id", "problem_statement", "resolution_notes", "intent", "article_ids")
+    META_FIELD_NUMBER: _ClassVar[int]
+    TICKET_ID_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_NOTES_FIELD_NUMBER: _ClassVar[int]
+    INTENT_FIELD_NUMBER: _ClassVar[int]
+    ARTICLE_IDS_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    ticket_id: str
+    problem_statement: str
+    resolution_notes: str
+    intent: str
+    article_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket_id: _Optional[str] = ..., problem_statement: _Optional[str] = ..., resolution_notes: _Optional[str] = ..., intent: _Optional[str] = ..., article_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class KbProposal(_message.Message):
+    __slots__ = ("meta", "proposal_id", "topic", "title", "body", "source_ticket_ids")
+    META_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_TICKET_IDS_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    proposal_id: str
+    topic: str
+    title: str
+    body: str
+    source_ticket_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., proposal_id: _Optional[str] = ..., topic: _Optional[str] = ..., title: _Optional[str] = ..., body: _Optional[str] = ..., source_ticket_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RoutingOverride(_message.Message):
+    __slots__ = ("meta", "override_id", "archetype", "action", "route", "reason", "issued_by")
+    META_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    ARCHETYPE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_BY_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    override_id: str
+    archetype: _ticket_pb2.Archetype
+    action: OverrideAction
+    route: _ticket_pb2.Route
+    reason: str
+    issued_by: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., override_id: _Optional[str] = ..., archetype: _Optional[_Union[_ticket_pb2.Archetype, str]] = ..., action: _Optional[_Union[OverrideAction, str]] = ..., route: _Optional[_Union[_ticket_pb2.Route, str]] = ..., reason: _Optional[str] = ..., issued_by: _Optional[str] = ...) -> None: ...
+
+class IncidentDetected(_message.Message):
+    __slots__ = ("meta", "incident_id", "signature", "product", "ticket_ids", "first_seen")
+    META_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    TICKET_IDS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    incident_id: str
+    signature: str
+    product: str
+    ticket_ids: _containers.RepeatedScalarFieldContainer[str]
+    first_seen: _timestamp_pb2.Timestamp
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., incident_id: _Optional[str] = ..., signature: _Optional[str] = ..., product: _Optional[str] = ..., ticket_ids: _Optional[_Iterable[str]] = ..., first_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ActionRecorded(_message.Message):
+    __slots__ = ("meta", "ticket_id", "action_id", "tool", "params", "status", "reason")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    META_FIELD_NUMBER: _ClassVar[int]
+    TICKET_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    ticket_id: str
+    action_id: str
+    tool: str
+    params: _containers.ScalarMap[str, str]
+    status: ActionStatus
+    reason: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket_id: _Optional[str] = ..., action_id: _Optional[str] = ..., tool: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[ActionStatus, str]] = ..., reason: _Optional[str] = ...) -> None: ...

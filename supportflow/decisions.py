@@ -1,0 +1,138 @@
+"""Read the pipeline's outcome back from Kafka: every decision for a set of tickets, and every
+event about them on every topic (for tracing a ticket through the pipeline)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from typing import Iterable
+
+from confluent_kafka import Consumer
+from google.protobuf.json_format import MessageToDict
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.eventbus import InvalidEvent, decode, kafka_config
+from supportflow.settings import Settings
+from supportflow.topics import DECISION_TOPICS, Topic
+
+
+def _consumer(settings: Settings, topics: Iterable[Topic]) -> Consumer:
+    consumer = Consumer(
+        kafka_config(settings)
+        | {"group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )
+    consumer.subscribe([t.name_in(settings.topic_prefix) for t in topics])
+    return consumer
+
+
+def collect_decisions(
+    settings: Settings, ticket_ids: set[str], timeout_s: float, on_progress=None
+) -> dict[str, list[ev.TicketDecided]]:
+    """Every decision event for `ticket_ids`, waiting until each has one or the time is up.
+
+    Returns a list per ticket so a duplicate decision would be visible, not hidden.
+    """
+    by_topic = {t.name_in(settings.topic_prefix): t for t in DECISION_TOPICS.values()}
+    consumer = _consumer(settings, by_topic.values())
+    found: dict[str, list[ev.TicketDecided]] = defaultdict(list)
+    deadline = time.monotonic() + timeout_s
+    quiet_until = None
+    try:
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                try:
+                    decided = decode(by_topic[message.topic()], message)
+                except InvalidEvent:
+                    continue
+                if decided.ticket.ticket_id in ticket_ids:
+                    found[decided.ticket.ticket_id].append(decided)
+                    if on_progress:
+                        on_progress(len(found))
+            if len(found) == len(ticket_ids):
+                # Keep reading briefly so a late duplicate would still be caught.
+                quiet_until = quiet_until or time.monotonic() + 2.0
+                if time.monotonic() > quiet_until:
+                    break
+    finally:
+        consumer.close()
+    return dict(found)
+
+
+def trace_tickets(settings: Settings, ticket_ids: set[str], topics: Iterable[Topic], idle_s: float = 3.0) -> dict[str, dict[str, int]]:
+    """For each ticket id, how many events each topic holds about it (read until idle)."""
+    topics = list(topics)
+    by_name = {t.name_in(settings.topic_prefix): t for t in topics}
+    consumer = _consumer(settings, topics)
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    last_message = time.monotonic()
+    try:
+        while time.monotonic() - last_message < idle_s:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            last_message = time.monotonic()
+            key = (message.key() or b"").decode()
+            if key in ticket_ids:
+                counts[key][by_name[message.topic()].base_name] += 1
+    finally:
+        consumer.close()
+    return {k: dict(v) for k, v in counts.items()}
+
+
+def _ms(later, earlier) -> float | None:
+    if not later.seconds or not earlier.seconds:
+        return None
+    return round((later.ToMilliseconds() - earlier.ToMilliseconds()), 1)
+
+
+def decision_record(decided: ev.TicketDecided) -> dict:
+    """One ticket's outcome as a flat, JSON-ready record for reports."""
+    timeline = decided.timeline
+    classification = decided.classification
+    record = {
+        "id": decided.ticket.ticket_id,
+        "tenant_id": decided.ticket.tenant_id,
+        "channel": _enum_name(decided.ticket, "channel"),
+        "label": decided.ticket.metadata.get("demo_label", ""),
+        "intent": classification.intent,
+        "confidence": round(classification.confidence, 4),
+        "archetype": _enum_name(classification, "archetype"),
+        "urgency": _enum_name(classification, "urgency"),
+        "route": _enum_name(classification, "route"),
+        "route_reason": classification.route_reason,
+        "risk_flags": [tk.RiskFlag.Name(f).removeprefix("RISK_FLAG_").lower() for f in classification.risk_flags],
+        "input_flags": list(classification.input_flags),
+        "decision": ev.Decision.Name(decided.decision).removeprefix("DECISION_").lower(),
+        "reason": decided.reason,
+        "case_type": ev.CaseType.Name(decided.case_type).removeprefix("CASE_TYPE_").lower(),
+        "target_queue": decided.target_queue,
+        "incident_id": decided.incident_id,
+        "draft": decided.draft.text if decided.HasField("draft") else "",
+        "draft_status": _enum_name(decided.draft, "status") if decided.HasField("draft") else "",
+        "citations": [
+            {"article_id": c.article_id, "title": c.title, "passage": c.passage} for c in decided.draft.citations
+        ],
+        "ledger": [
+            {"claim": c.claim, "article_id": c.article_id, "verified": c.verified} for c in decided.draft.ledger
+        ],
+        "packet": MessageToDict(decided.packet, preserving_proto_field_name=True) if decided.HasField("packet") else None,
+        "timings_ms": {
+            "received_to_classified": _ms(timeline.classified_at, timeline.received_at),
+            "received_to_evidence": _ms(timeline.evidence_at, timeline.received_at),
+            "received_to_drafted": _ms(timeline.drafted_at, timeline.received_at),
+            "received_to_decided": _ms(timeline.decided_at, timeline.received_at),
+        },
+    }
+    return record
+
+
+def _enum_name(message, field: str) -> str:
+    descriptor = message.DESCRIPTOR.fields_by_name[field].enum_type
+    name = descriptor.values_by_number[getattr(message, field)].name
+    prefix = descriptor.name
+    # ROUTE_AUTO_RESPOND -> auto_respond, ARCHETYPE_FAQ_BOUNDED -> faq_bounded
+    upper = "".join("_" + c if c.isupper() else c for c in prefix).lstrip("_").upper() + "_"
+    return name.removeprefix(upper).lower()

@@ -1,0 +1,1 @@
+"""Local infrastructure for development and tests: real Kafka and Weaviate, built and cached outside git."""

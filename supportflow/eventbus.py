@@ -1,0 +1,429 @@
+"""Kafka plumbing shared by every service: topic creation, the protobuf codec, the publisher and the
+consumer loop with dead letters.
+
+Delivery is at-least-once. The consumer reads a small batch, hands each event to a pure handler,
+publishes what the handlers return, waits for the broker to acknowledge those writes and only then
+commits the batch's offsets. A message that cannot be decoded or that a handler rejects goes to the
+topic's dead-letter twin with the reason and origin in headers; a transient fault is retried with
+backoff and, if it persists, stops the consumer without committing so that nothing is lost. A
+dead-letter budget stops the consumer when most messages fail, as after a bad deploy, instead of
+dead-lettering the whole topic.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message as KafkaMessage, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from google.protobuf.message import DecodeError, Message
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.observability import (
+    CONSUMER_LAG,
+    EVENT_PROCESSING_SECONDS,
+    EVENTS_CONSUMED,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_DUPLICATE,
+    EVENTS_PRODUCED,
+    Health,
+    Stopwatch,
+    ticket_context,
+)
+from supportflow.settings import Settings
+from supportflow.topics import Topic, all_physical_names
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+CONTENT_TYPE = "application/x-protobuf"
+
+# Header names, in one place.
+H_CONTENT_TYPE = "content-type"
+H_MESSAGE_TYPE = "sf-message-type"
+H_SCHEMA_VERSION = "sf-schema-version"
+H_EVENT_ID = "sf-event-id"
+H_TRACEPARENT = "traceparent"
+H_DLQ_REASON = "sf-dlq-reason"
+H_DLQ_ERROR = "sf-dlq-error"
+H_DLQ_TOPIC = "sf-dlq-origin-topic"
+H_DLQ_PARTITION = "sf-dlq-origin-partition"
+H_DLQ_OFFSET = "sf-dlq-origin-offset"
+H_DLQ_SERVICE = "sf-dlq-service"
+
+
+class InvalidEvent(Exception):
+    """The event can never be processed (bad shape, missing fields): dead-letter it and move on."""
+
+
+class TransientError(Exception):
+    """A dependency failed in a way that may pass (timeout, unavailable): retry, then stop."""
+
+
+class DeadLetterBudgetExceeded(RuntimeError):
+    """Too many messages in a row (or too large a share) failed; something is wrong with this
+    consumer, not with the messages, so it stops rather than dead-letter everything."""
+
+
+def kafka_config(settings: Settings) -> dict[str, str]:
+    """librdkafka settings for connecting, including TLS and SASL when configured."""
+    config = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "security.protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_sasl_mechanism:
+        config |= {
+            "sasl.mechanism": settings.kafka_sasl_mechanism,
+            "sasl.username": settings.kafka_sasl_username,
+            "sasl.password": settings.kafka_sasl_password,
+        }
+    if settings.kafka_ssl_ca_location:
+        config["ssl.ca.location"] = settings.kafka_ssl_ca_location
+    return config
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create every registered topic and its dead-letter twin if missing; returns those created."""
+    admin = AdminClient(kafka_config(settings))
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    wanted = [name for name in all_physical_names(settings.topic_prefix) if name not in existing]
+    if not wanted:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(name, settings.topic_partitions, settings.topic_replication) for name in wanted],
+        request_timeout=timeout_s,
+    )
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return wanted
+
+
+def new_meta(tenant_id: str, producer: str) -> ev.EventMeta:
+    meta = ev.EventMeta(
+        event_id=uuid.uuid4().hex, tenant_id=tenant_id, schema_version=SCHEMA_VERSION, producer=producer
+    )
+    meta.occurred_at.GetCurrentTime()
+    return meta
+
+
+def new_traceparent(parent: str | None = None) -> str:
+    """A W3C traceparent: keep the trace id of `parent` if there is one, with a new span id."""
+    trace_id = parent.split("-")[1] if parent and parent.count("-") == 3 else secrets.token_hex(16)
+    return f"00-{trace_id}-{secrets.token_hex(8)}-01"
+
+
+def derived_event_id(source_event_id: str, topic: Topic, index: int) -> str:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"supportflow:{source_event_id}:{topic.base_name}:{index}").hex
+
+
+@dataclass(frozen=True)
+class Emit:
+    """An event a handler wants published, keyed by ticket id (or its own entity id)."""
+
+    topic: Topic
+    key: str
+    event: Message
+
+
+def encode(event: Message, traceparent: str | None = None) -> tuple[bytes, list[tuple[str, bytes]]]:
+    headers = [
+        (H_CONTENT_TYPE, CONTENT_TYPE.encode()),
+        (H_MESSAGE_TYPE, event.DESCRIPTOR.full_name.encode()),
+        (H_SCHEMA_VERSION, str(SCHEMA_VERSION).encode()),
+        (H_TRACEPARENT, (traceparent or new_traceparent()).encode()),
+    ]
+    meta = getattr(event, "meta", None)
+    if meta is not None and meta.event_id:
+        headers.append((H_EVENT_ID, meta.event_id.encode()))
+    return event.SerializeToString(), headers
+
+
+def header(message: KafkaMessage, name: str) -> str | None:
+    for key, value in message.headers() or []:
+        if key == name and value is not None:
+            return value.decode("utf-8", "replace")
+    return None
+
+
+def decode(topic: Topic, message: KafkaMessage) -> Message:
+    """Parse a record into the topic's message type, or raise InvalidEvent saying why not."""
+    declared = header(message, H_MESSAGE_TYPE)
+    expected = topic.message_type.DESCRIPTOR.full_name
+    if declared is not None and declared != expected:
+        raise InvalidEvent(f"wrong message type {declared!r} on {topic.base_name} (expected {expected})")
+    value = message.value()
+    if not value:
+        raise InvalidEvent("empty message value")
+    event = topic.message_type()
+    try:
+        event.ParseFromString(value)
+    except DecodeError as exc:
+        raise InvalidEvent(f"not a valid {expected} protobuf: {exc}") from exc
+    meta = getattr(event, "meta", None)
+    if meta is not None and not meta.event_id:
+        raise InvalidEvent("event has no meta.event_id")
+    return event
+
+
+class EventPublisher:
+    """Publishes protobuf events with the standard headers; idempotent producer, acks=all."""
+
+    def __init__(self, settings: Settings, service: str) -> None:
+        self._settings = settings
+        self._service = service
+        self._producer = Producer(
+            kafka_config(settings)
+            | {
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 2,
+                "compression.type": "lz4",
+                "client.id": f"{service}-{os.getpid()}",
+            }
+        )
+        self._failures: list[str] = []
+
+    def _delivered(self, err: KafkaError | None, _msg: KafkaMessage) -> None:
+        if err is not None:
+            self._failures.append(str(err))
+
+    def publish(self, topic: Topic, key: str, event: Message, traceparent: str | None = None) -> None:
+        value, headers = encode(event, traceparent)
+        self.produce_raw(topic.name_in(self._settings.topic_prefix), key.encode(), value, headers)
+        EVENTS_PRODUCED.labels(self._service, topic.base_name).inc()
+
+    def produce_raw(self, topic_name: str, key: bytes | None, value: bytes | None, headers: list) -> None:
+        while True:
+            try:
+                self._producer.produce(topic_name, value=value, key=key, headers=headers, on_delivery=self._delivered)
+                break
+            except BufferError:  # local queue full: let deliveries drain, then try again
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait for every pending write; raise TransientError if any could not be delivered."""
+        remaining = self._producer.flush(timeout_s)
+        failures, self._failures = self._failures, []
+        if remaining or failures:
+            raise TransientError(f"{remaining} writes pending and {len(failures)} failed: {failures[:3]}")
+
+
+Handler = Callable[[Message], Iterable[Emit]]
+
+
+@dataclass
+class DeadLetterBudget:
+    """Stops a consumer when dead letters are no longer the exception (cf. Arroyo's DlqLimit)."""
+
+    max_consecutive: int = 100
+    max_ratio: float = 0.5
+    window: int = 1000
+    _recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))
+    _consecutive: int = 0
+
+    def record(self, dead_lettered: bool) -> None:
+        self._recent.append(dead_lettered)
+        self._consecutive = self._consecutive + 1 if dead_lettered else 0
+        if self._consecutive > self.max_consecutive:
+            raise DeadLetterBudgetExceeded(f"{self._consecutive} consecutive messages dead-lettered")
+        if len(self._recent) >= self.window // 10:
+            ratio = sum(self._recent) / len(self._recent)
+            if ratio > self.max_ratio:
+                raise DeadLetterBudgetExceeded(f"{ratio:.0%} of the last {len(self._recent)} messages dead-lettered")
+
+
+class _RecentIds:
+    """Event ids seen lately, to skip redeliveries cheaply."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self._ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._capacity = capacity
+
+    def seen(self, event_id: str) -> bool:
+        if event_id in self._ids:
+            return True
+        self._ids[event_id] = None
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+        return False
+
+
+class ConsumerLoop:
+    """Consumes `handlers`' topics in one consumer group and publishes what the handlers return.
+
+    Run it in a thread with `run(stop)`. `broadcast=True` gives this process its own group id so it
+    sees every message (for state every replica needs, such as routing overrides).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        service: str,
+        handlers: dict[Topic, Handler],
+        publisher: EventPublisher,
+        health: Health,
+        *,
+        group: str | None = None,
+        broadcast: bool = False,
+        batch_size: int = 100,
+        max_retries: int = 5,
+        budget: DeadLetterBudget | None = None,
+    ) -> None:
+        self._settings = settings
+        self._service = service
+        self._handlers = handlers
+        self._publisher = publisher
+        self._health = health
+        self._batch_size = batch_size
+        self._max_retries = max_retries
+        self._budget = budget or DeadLetterBudget()
+        self._recent = _RecentIds()
+        self._by_name = {topic.name_in(settings.topic_prefix): topic for topic in handlers}
+        group_id = group or f"{settings.topic_prefix}{service}"
+        if broadcast:
+            group_id = f"{group_id}-{os.uname().nodename}-{os.getpid()}"
+        self._consumer = Consumer(
+            kafka_config(settings)
+            | {
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "client.id": f"{service}-{os.getpid()}",
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+            }
+        )
+        self._assigned = threading.Event()
+        self._last_lag_report = 0.0
+        self.error: BaseException | None = None
+
+    @property
+    def assigned(self) -> threading.Event:
+        """Set once the group has given this consumer its partitions."""
+        return self._assigned
+
+    def run(self, stop: threading.Event) -> None:
+        self._consumer.subscribe(list(self._by_name), on_assign=self._on_assign)
+        try:
+            while not stop.is_set():
+                batch = self._next_batch()
+                if batch:
+                    self._process_batch(batch)
+                self._report_lag()
+        except BaseException as exc:  # noqa: BLE001 - recorded, reported via health, then re-raised
+            self.error = exc
+            self._health.set_dead(f"consumer stopped: {exc}")
+            log.exception("consumer stopped without committing its current batch")
+            raise
+        finally:
+            self._consumer.close()
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.set()
+
+    def _next_batch(self) -> list[KafkaMessage]:
+        first = self._consumer.poll(0.2)
+        if first is None:
+            return []
+        batch = [first]
+        # Take whatever else is already here, without waiting: low latency, cheap commits.
+        batch += self._consumer.consume(num_messages=self._batch_size - 1, timeout=0)
+        return batch
+
+    def _process_batch(self, batch: Sequence[KafkaMessage]) -> None:
+        for message in batch:
+            if message.error():
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(message.error())
+            self._process_with_retries(message)
+        self._publisher.flush()
+        self._consumer.commit(asynchronous=False)
+
+    def _process_with_retries(self, message: KafkaMessage) -> None:
+        delay = 0.1
+        for attempt in range(self._max_retries + 1):
+            try:
+                self._process(message)
+                return
+            except TransientError as exc:
+                if attempt == self._max_retries:
+                    raise
+                log.warning("transient failure, retrying", extra={"fields": {"error": str(exc), "attempt": attempt + 1}})
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _process(self, message: KafkaMessage) -> None:
+        topic = self._by_name[message.topic()]
+        EVENTS_CONSUMED.labels(self._service, topic.base_name).inc()
+        watch = Stopwatch()
+        key = (message.key() or b"").decode("utf-8", "replace")
+        with ticket_context(key):
+            try:
+                event = decode(topic, message)
+                if self._recent.seen(event.meta.event_id):
+                    EVENTS_DUPLICATE.labels(self._service, topic.base_name).inc()
+                    return
+                emits = list(self._handlers[topic](event))
+            except InvalidEvent as exc:
+                self._dead_letter(topic, message, "invalid_event", str(exc))
+                return
+            except TransientError:
+                raise
+            except Exception as exc:  # a handler bug: park the message, keep going within budget
+                log.exception("handler failed")
+                self._dead_letter(topic, message, "handler_error", f"{type(exc).__name__}: {exc}")
+                return
+            parent = header(message, H_TRACEPARENT)
+            for index, emit in enumerate(emits):
+                # Reprocessing the same input yields the same output ids, so consumers downstream
+                # can drop what an interrupted batch had already published.
+                emit.event.meta.event_id = derived_event_id(event.meta.event_id, emit.topic, index)
+                self._publisher.publish(emit.topic, emit.key, emit.event, new_traceparent(parent))
+        self._budget.record(False)
+        EVENT_PROCESSING_SECONDS.labels(self._service, topic.base_name).observe(watch.elapsed)
+
+    def _dead_letter(self, topic: Topic, message: KafkaMessage, reason: str, detail: str) -> None:
+        headers = list(message.headers() or []) + [
+            (H_DLQ_REASON, reason.encode()),
+            (H_DLQ_ERROR, detail[:2000].encode()),
+            (H_DLQ_TOPIC, message.topic().encode()),
+            (H_DLQ_PARTITION, str(message.partition()).encode()),
+            (H_DLQ_OFFSET, str(message.offset()).encode()),
+            (H_DLQ_SERVICE, self._service.encode()),
+        ]
+        self._publisher.produce_raw(
+            topic.dead_letter_in(self._settings.topic_prefix), message.key(), message.value(), headers
+        )
+        EVENTS_DEAD_LETTERED.labels(self._service, topic.base_name, reason).inc()
+        log.warning("dead-lettered", extra={"fields": {"reason": reason, "detail": detail[:500], "topic": topic.base_name}})
+        self._budget.record(True)
+
+    def _report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag_report < 10:
+            return
+        self._last_lag_report = now
+        try:
+            for tp in self._consumer.assignment():
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=1, cached=True)
+                position = self._consumer.position([tp])[0].offset
+                lag = high - position if position >= 0 else high - low
+                topic = self._by_name.get(tp.topic)
+                if topic:
+                    CONSUMER_LAG.labels(self._service, topic.base_name, str(tp.partition)).set(max(lag, 0))
+        except KafkaException:
+            log.debug("lag not available yet")

@@ -1,0 +1,112 @@
+"""Start every service as its own process (as in production) and stop them again.
+
+Used by `supportflow demo`, the end-to-end test and the latency benchmark. Each service gets its
+own ops port; readiness is read from its /readyz, exactly as Kubernetes would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from supportflow.service import SERVICES
+from supportflow.settings import Settings
+
+
+class FleetError(RuntimeError):
+    pass
+
+
+@dataclass
+class RunningService:
+    name: str
+    process: subprocess.Popen
+    ops_port: int
+    log_path: Path
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class ServiceFleet:
+    def __init__(self, settings: Settings, log_dir: Path, *, ops_port_base: int = 9100, services=SERVICES) -> None:
+        self._settings = settings
+        self._log_dir = log_dir
+        self._ops_port_base = ops_port_base
+        self._names = list(services)
+        self.running: list[RunningService] = []
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        for index, name in enumerate(self._names):
+            ops_port = self._ops_port_base + index
+            env = os.environ | self._settings.to_env() | {"SUPPORTFLOW_OPS_PORT": str(ops_port)}
+            env.pop("SUPPORTFLOW_GRPC_PORT", None)  # each service listens on its own default port
+            log_path = self._log_dir / f"{name}.log"
+            handle = open(log_path, "ab")
+            process = subprocess.Popen(
+                [sys.executable, "-m", "supportflow.cli", "run", name],
+                env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            handle.close()
+            self.running.append(RunningService(name, process, ops_port, log_path))
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = list(self.running)
+        while pending:
+            for service in list(pending):
+                if service.process.poll() is not None:
+                    raise FleetError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
+                if _ready(service.ops_port):
+                    pending.remove(service)
+            if pending and time.monotonic() > deadline:
+                names = ", ".join(s.name for s in pending)
+                raise FleetError(f"not ready after {timeout_s:.0f}s: {names}\n{pending[0].log_tail()}")
+            time.sleep(0.25)
+
+    def stop(self, grace_s: float = 20.0) -> dict[str, int]:
+        """SIGTERM everything, wait, SIGKILL stragglers; returns exit codes by service."""
+        for service in self.running:
+            if service.process.poll() is None:
+                service.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        codes = {}
+        for service in self.running:
+            try:
+                codes[service.name] = service.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                service.process.kill()
+                codes[service.name] = service.process.wait()
+        self.running = []
+        return codes
+
+    def __enter__(self) -> "ServiceFleet":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False

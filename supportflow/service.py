@@ -1,0 +1,105 @@
+"""Runs one service as a process: logs, ops endpoint, consumer loops, gRPC server, graceful stop.
+
+A service module `services/<name>/main.py` exposes `build(settings, publisher, health) ->
+ServiceParts`; `supportflow run <name>` calls `run_service`. Everything service-specific lives in
+`build`; everything every service does the same way lives here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from supportflow.eventbus import ConsumerLoop, EventPublisher, ensure_topics
+from supportflow.observability import Health, configure_logging, start_ops_server
+from supportflow.rpc import Registration, create_server
+from supportflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("gateway", "classifier", "retriever", "drafter", "escalator", "learner")
+
+# The gRPC port each service listens on when SUPPORTFLOW_GRPC_PORT is not set (0: no gRPC API).
+DEFAULT_GRPC_PORTS = {"classifier": 50061, "retriever": 50062, "drafter": 50063, "learner": 50065}
+
+
+@dataclass
+class ServiceParts:
+    consumers: list[ConsumerLoop] = field(default_factory=list)
+    grpc: list[Registration] = field(default_factory=list)
+    # Extra start/stop work (the gateway's HTTP server, a policy-file watcher...).
+    on_start: list[Callable[[], None]] = field(default_factory=list)
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+
+
+Builder = Callable[[Settings, EventPublisher, Health], ServiceParts]
+
+
+def load_builder(service: str) -> Builder:
+    if service not in SERVICES:
+        raise ValueError(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
+    return importlib.import_module(f"services.{service}.main").build
+
+
+def run_service(service: str, settings: Settings, stop: threading.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or `stop` is set); returns the process exit code."""
+    configure_logging(service, settings.log_level)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    health = Health(service)
+    ops = start_ops_server(health, settings.ops_port)
+    ensure_topics(settings)
+    publisher = EventPublisher(settings, service)
+    parts = load_builder(service)(settings, publisher, health)
+
+    grpc_server = None
+    grpc_port = settings.grpc_port or DEFAULT_GRPC_PORTS.get(service, 0)
+    if parts.grpc:
+        grpc_server, bound = create_server(service, parts.grpc, health, grpc_port)
+        grpc_server.start()
+        log.info("gRPC serving", extra={"fields": {"port": bound}})
+    for start in parts.on_start:
+        start()
+
+    threads = []
+    for index, consumer in enumerate(parts.consumers):
+        thread = threading.Thread(target=_run_consumer, args=(consumer, stop), name=f"consumer-{index}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    for consumer in parts.consumers:
+        while not consumer.assigned.wait(0.2) and not stop.is_set() and consumer.error is None:
+            pass
+    if not stop.is_set() and all(c.error is None for c in parts.consumers):
+        health.set_ready(True)
+        log.info("ready", extra={"fields": {"ops_port": ops.server_address[1]}})
+
+    while not stop.wait(0.5):
+        if any(c.error is not None for c in parts.consumers):
+            break
+    failed = any(c.error is not None for c in parts.consumers)
+
+    health.set_ready(False, "shutting down")
+    log.info("stopping")
+    for stop_hook in parts.on_stop:
+        stop_hook()
+    if grpc_server is not None:
+        grpc_server.stop(grace=5).wait(6)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=15)
+    publisher.flush()
+    ops.shutdown()
+    return 1 if failed else 0
+
+
+def _run_consumer(consumer: ConsumerLoop, stop: threading.Event) -> None:
+    try:
+        consumer.run(stop)
+    except BaseException:  # noqa: BLE001 - already logged by the loop; the main thread exits non-zero
+        pass

@@ -1,0 +1,125 @@
+"""The one place that reads the environment.
+
+Every knob is an environment variable named SUPPORTFLOW_<FIELD> (upper case). Services receive a
+`Settings` object and pass plain values on to constructors; nothing else calls `os.environ`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "SUPPORTFLOW_"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "supportflow"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; raised at start-up, never later."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where downloads, builds, trained models and local server state live (never in git).
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+
+    # Kafka. The defaults point at the broker that `supportflow dev up` starts.
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_ca_location: str = ""
+    topic_prefix: str = ""
+    topic_partitions: int = 3
+    topic_replication: int = 1
+
+    # Weaviate. The defaults point at the server that `supportflow dev up` starts.
+    weaviate_http_host: str = "127.0.0.1"
+    weaviate_http_port: int = 18080
+    weaviate_grpc_port: int = 18051
+    weaviate_api_key: str = ""
+
+    # Local dev stack (only used by `supportflow dev ...` and the test fixtures).
+    kafka_controller_port: int = 19093
+    weaviate_gossip_port: int = 17946
+    weaviate_data_port: int = 17947
+    weaviate_raft_port: int = 18300
+    weaviate_raft_internal_rpc_port: int = 18301
+
+    # Service addresses (host:port) for gRPC calls between services.
+    classifier_addr: str = "127.0.0.1:50061"
+    retriever_addr: str = "127.0.0.1:50062"
+    drafter_addr: str = "127.0.0.1:50063"
+    learner_addr: str = "127.0.0.1:50065"
+    grpc_deadline_s: float = 2.0
+
+    # Each service process: its gRPC port (0 = none), its ops HTTP port (/metrics, /healthz, /readyz).
+    grpc_port: int = 0
+    ops_port: int = 9000
+    gateway_http_port: int = 8088
+    # HMAC-SHA256 secret for webhook signatures (X-Supportflow-Signature); empty disables the check.
+    gateway_webhook_secret: str = ""
+    gateway_max_body_bytes: int = 256 * 1024
+
+    # Models and data.
+    intent_model_dir: Path | None = None
+    embedding_model: str = "minilm"
+    anthropic_api_key: str = ""
+    anthropic_base_url: str = ""
+    anthropic_model: str = ""
+    default_tenant: str = "rho-bank"
+
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        # The SDK's own variable is honoured so a key set the usual way works.
+        if "anthropic_api_key" not in values and env.get("ANTHROPIC_API_KEY"):
+            values["anthropic_api_key"] = env["ANTHROPIC_API_KEY"]
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: object) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as SUPPORTFLOW_* variables, to hand to a child process."""
+        env = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                env[ENV_PREFIX + f.name.upper()] = str(value)
+        return env
+
+    @property
+    def weaviate_http_url(self) -> str:
+        return f"http://{self.weaviate_http_host}:{self.weaviate_http_port}"
+
+
+def _parse(name: str, type_name: object, raw: str) -> object:
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        if "Path" in kind:
+            return Path(raw).expanduser() if raw else None
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc

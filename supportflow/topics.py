@@ -1,0 +1,61 @@
+"""Every Kafka topic, named once. Nothing else in the code base spells a topic name.
+
+Each topic has a dead-letter twin (`<name>.dlq`) that receives the messages its consumers could
+not process, untouched, with the reason and origin in headers. `SUPPORTFLOW_TOPIC_PREFIX` puts a
+whole deployment (or a test) in its own namespace on a shared cluster.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from google.protobuf.message import Message
+
+from supportflow.contracts.v1 import events_pb2 as ev
+
+DEAD_LETTER_SUFFIX = ".dlq"
+
+
+class Topic(enum.Enum):
+    TICKETS_RECEIVED = ("tickets.received", ev.TicketReceived)
+    TICKETS_CLASSIFIED = ("tickets.classified", ev.TicketClassified)
+    TICKETS_DRAFTED = ("tickets.drafted", ev.TicketDrafted)
+    TICKETS_RESPONDED = ("tickets.responded", ev.TicketDecided)
+    TICKETS_REVIEW = ("tickets.review", ev.TicketDecided)
+    TICKETS_FOLLOW_UP = ("tickets.follow_up", ev.TicketDecided)
+    TICKETS_ESCALATED = ("tickets.escalated", ev.TicketDecided)
+    TICKETS_RESOLVED = ("tickets.resolved", ev.TicketResolved)
+    TICKETS_FEEDBACK = ("tickets.feedback", ev.FeedbackReceived)
+    KB_ARTICLES = ("kb.articles", ev.KbArticleChanged)
+    KB_GAPS = ("kb.gaps", ev.KbGapDetected)
+    KB_PROPOSALS = ("kb.proposals", ev.KbProposal)
+    ROUTING_OVERRIDES = ("routing.overrides", ev.RoutingOverride)
+    INCIDENTS_DETECTED = ("incidents.detected", ev.IncidentDetected)
+    ACTIONS_RECORDED = ("actions.recorded", ev.ActionRecorded)
+
+    def __init__(self, base_name: str, message_type: type[Message]) -> None:
+        self.base_name = base_name
+        self.message_type = message_type
+
+    def name_in(self, prefix: str) -> str:
+        """The physical topic name in a deployment whose topics carry `prefix`."""
+        return f"{prefix}{self.base_name}"
+
+    def dead_letter_in(self, prefix: str) -> str:
+        return f"{prefix}{self.base_name}{DEAD_LETTER_SUFFIX}"
+
+
+DECISION_TOPICS: dict[int, Topic] = {
+    ev.DECISION_RESPOND: Topic.TICKETS_RESPONDED,
+    ev.DECISION_REVIEW: Topic.TICKETS_REVIEW,
+    ev.DECISION_FOLLOW_UP: Topic.TICKETS_FOLLOW_UP,
+    ev.DECISION_ESCALATE: Topic.TICKETS_ESCALATED,
+}
+
+
+def all_physical_names(prefix: str) -> list[str]:
+    """Every topic and its dead-letter twin, as created by `supportflow topics create`."""
+    names: list[str] = []
+    for topic in Topic:
+        names += [topic.name_in(prefix), topic.dead_letter_in(prefix)]
+    return names
