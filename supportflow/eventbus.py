@@ -231,8 +231,11 @@ class DeadLetterBudget:
     max_consecutive: int = 100
     max_ratio: float = 0.5
     window: int = 1000
-    _recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))
-    _consecutive: int = 0
+    _recent: collections.deque = field(init=False)
+    _consecutive: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self._recent = collections.deque(maxlen=self.window)
 
     def record(self, dead_lettered: bool) -> None:
         self._recent.append(dead_lettered)
@@ -252,13 +255,13 @@ class _RecentIds:
         self._ids: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._capacity = capacity
 
-    def seen(self, event_id: str) -> bool:
-        if event_id in self._ids:
-            return True
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
         self._ids[event_id] = None
         if len(self._ids) > self._capacity:
             self._ids.popitem(last=False)
-        return False
 
 
 class ConsumerLoop:
@@ -374,7 +377,7 @@ class ConsumerLoop:
         with ticket_context(key):
             try:
                 event = decode(topic, message)
-                if self._recent.seen(event.meta.event_id):
+                if event.meta.event_id in self._recent:
                     EVENTS_DUPLICATE.labels(self._service, topic.base_name).inc()
                     return
                 emits = list(self._handlers[topic](event))
@@ -393,6 +396,7 @@ class ConsumerLoop:
                 # can drop what an interrupted batch had already published.
                 emit.event.meta.event_id = derived_event_id(event.meta.event_id, emit.topic, index)
                 self._publisher.publish(emit.topic, emit.key, emit.event, new_traceparent(parent))
+            self._recent.add(event.meta.event_id)
         self._budget.record(False)
         EVENT_PROCESSING_SECONDS.labels(self._service, topic.base_name).observe(watch.elapsed)
 

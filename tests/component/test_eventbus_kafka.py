@@ -1,0 +1,143 @@
+"""The consumer loop against the real broker: outputs, dead letters with origin, commits, retries."""
+
+from __future__ import annotations
+
+import threading
+import time
+import pytest
+from confluent_kafka import Producer
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.eventbus import (
+    ConsumerLoop,
+    Emit,
+    EventPublisher,
+    InvalidEvent,
+    TransientError,
+    encode,
+    ensure_topics,
+    header,
+    kafka_config,
+    new_meta,
+)
+from supportflow.observability import Health
+from supportflow.topics import Topic
+from tests.kafka_helpers import read_all
+
+pytestmark = pytest.mark.infra
+
+
+def ticket_event(ticket_id: str) -> ev.TicketReceived:
+    return ev.TicketReceived(meta=new_meta("acme", "test"), ticket=tk.Ticket(ticket_id=ticket_id, body="card declined"))
+
+
+def start_loop(settings, handler, group=None):
+    publisher = EventPublisher(settings, "test")
+    loop = ConsumerLoop(settings, "test", {Topic.TICKETS_RECEIVED: handler}, publisher, Health("test"), group=group)
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    assert loop.assigned.wait(30), "consumer never got its partitions"
+    return loop, stop, thread
+
+
+def classify_echo(event: ev.TicketReceived):
+    if event.ticket.body == "poison":
+        raise InvalidEvent("body is poison")
+    out = ev.TicketClassified(meta=new_meta("acme", "test"), ticket=event.ticket)
+    return [Emit(Topic.TICKETS_CLASSIFIED, event.ticket.ticket_id, out)]
+
+
+def test_malformed_messages_go_to_the_dead_letter_topic_with_reason_and_origin(settings):
+    ensure_topics(settings)
+    source = Topic.TICKETS_RECEIVED.name_in(settings.topic_prefix)
+    producer = Producer(kafka_config(settings))
+    good_a, headers_a = encode(ticket_event("good-a"))
+    poison = ticket_event("poison-1")
+    poison.ticket.body = "poison"
+    poison_value, poison_headers = encode(poison)
+    wrong_value, wrong_headers = encode(ev.KbGapDetected(meta=new_meta("acme", "test"), query="q"))
+    good_b, headers_b = encode(ticket_event("good-b"))
+    for key, value, headers in [
+        (b"good-a", good_a, headers_a),
+        (b"garbage", b"\x08\x96\x01 this is not a ticket \xff", []),
+        (b"poison-1", poison_value, poison_headers),
+        (b"wrong-type", wrong_value, wrong_headers),
+        (b"good-b", good_b, headers_b),
+    ]:
+        producer.produce(source, key=key, value=value, headers=headers)
+    producer.flush(10)
+
+    loop, stop, thread = start_loop(settings, classify_echo)
+    try:
+        outputs = read_all(settings, Topic.TICKETS_CLASSIFIED.name_in(settings.topic_prefix), expected=2)
+        dead = read_all(settings, Topic.TICKETS_RECEIVED.dead_letter_in(settings.topic_prefix), expected=3)
+    finally:
+        stop.set()
+        thread.join(15)
+
+    assert sorted(m.key() for m in outputs) == [b"good-a", b"good-b"]
+    assert loop.error is None, "the consumer must keep going after bad messages"
+    by_key = {m.key(): m for m in dead}
+    assert set(by_key) == {b"garbage", b"poison-1", b"wrong-type"}
+    assert "not a valid" in header(by_key[b"garbage"], "sf-dlq-error")
+    assert header(by_key[b"poison-1"], "sf-dlq-error") == "body is poison"
+    assert "wrong message type" in header(by_key[b"wrong-type"], "sf-dlq-error")
+    for key, offset in [(b"garbage", "1"), (b"poison-1", "2"), (b"wrong-type", "3")]:
+        record = by_key[key]
+        assert header(record, "sf-dlq-origin-topic") == source
+        assert header(record, "sf-dlq-origin-partition") == "0"
+        assert header(record, "sf-dlq-origin-offset") == offset
+        assert header(record, "sf-dlq-reason") == "invalid_event"
+    assert by_key[b"poison-1"].value() == poison_value, "the original bytes are kept for replay"
+
+
+def test_offsets_are_committed_only_after_outputs_and_nothing_is_reprocessed(settings):
+    ensure_topics(settings)
+    publisher = EventPublisher(settings, "test")
+    for index in range(5):
+        publisher.publish(Topic.TICKETS_RECEIVED, f"t-{index}", ticket_event(f"t-{index}"))
+    publisher.flush()
+    group = f"{settings.topic_prefix}grp"
+
+    loop, stop, thread = start_loop(settings, classify_echo, group=group)
+    outputs = read_all(settings, Topic.TICKETS_CLASSIFIED.name_in(settings.topic_prefix), expected=5)
+    stop.set()
+    thread.join(15)
+    assert len(outputs) == 5
+
+    # A restarted consumer in the same group starts after the committed batch: no duplicates.
+    seen = []
+    loop, stop, thread = start_loop(settings, lambda e: seen.append(e) or [], group=group)
+    publisher.publish(Topic.TICKETS_RECEIVED, "t-new", ticket_event("t-new"))
+    publisher.flush()
+    deadline = time.monotonic() + 20
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    stop.set()
+    thread.join(15)
+    assert [e.ticket.ticket_id for e in seen] == ["t-new"]
+
+
+def test_transient_failures_are_retried_then_processed_once(settings):
+    ensure_topics(settings)
+    publisher = EventPublisher(settings, "test")
+    publisher.publish(Topic.TICKETS_RECEIVED, "flaky", ticket_event("flaky"))
+    publisher.flush()
+    attempts = []
+
+    def flaky(event):
+        attempts.append(event.ticket.ticket_id)
+        if len(attempts) < 3:
+            raise TransientError("retriever unavailable")
+        return classify_echo(event)
+
+    loop, stop, thread = start_loop(settings, flaky)
+    outputs = read_all(settings, Topic.TICKETS_CLASSIFIED.name_in(settings.topic_prefix), expected=1)
+    stop.set()
+    thread.join(15)
+    assert attempts == ["flaky", "flaky", "flaky"]
+    assert [m.key() for m in outputs] == [b"flaky"]
+    assert not read_all(settings, Topic.TICKETS_RECEIVED.dead_letter_in(settings.topic_prefix), expected=0, timeout_s=1)

@@ -1,0 +1,53 @@
+"""The gateway's HTTP intake publishing to the real broker."""
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from supportflow.eventbus import EventPublisher, decode, ensure_topics
+from supportflow.topics import Topic
+from services.gateway.http_api import GatewayApp, serve
+from tests.kafka_helpers import read_all
+
+pytestmark = pytest.mark.infra
+
+
+def post(port, path, body: bytes, headers=None):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_tickets_are_published_only_when_valid_and_feedback_too(settings):
+    ensure_topics(settings)
+    app = GatewayApp(EventPublisher(settings, "gateway"), default_tenant="rho-bank", webhook_secret="", max_body_bytes=10_000)
+    server = serve(app, 0, host="127.0.0.1")
+    port = server.server_address[1]
+    try:
+        assert post(port, "/v1/tickets", json.dumps({"id": "T-9", "body": "my card was declined"}).encode()) == (
+            202, {"ticket_id": "T-9", "tenant_id": "rho-bank"})
+        assert post(port, "/v1/tickets", b"{not json")[0] == 400
+        assert post(port, "/v1/tickets", json.dumps({"body": ""}).encode())[0] == 422
+        assert post(port, "/v1/tickets", json.dumps({"body": "x" * 20_000}).encode())[0] == 413
+        assert post(port, "/v1/nope", b"{}")[0] == 404
+        assert post(port, "/v1/feedback", json.dumps({"ticket_id": "T-9", "kind": "csat", "score": 90}).encode())[0] == 202
+    finally:
+        server.shutdown()
+
+    tickets = read_all(settings, Topic.TICKETS_RECEIVED.name_in(settings.topic_prefix), expected=1)
+    assert [m.key() for m in tickets] == [b"T-9"]
+    event = decode(Topic.TICKETS_RECEIVED, tickets[0])
+    assert event.ticket.body == "my card was declined" and event.meta.producer == "gateway"
+    feedback = read_all(settings, Topic.TICKETS_FEEDBACK.name_in(settings.topic_prefix), expected=1)
+    assert decode(Topic.TICKETS_FEEDBACK, feedback[0]).csat.score == 90
+
+
+def test_a_signed_gateway_refuses_unsigned_webhooks(settings):
+    app = GatewayApp(EventPublisher(settings, "gateway"), default_tenant="t", webhook_secret="s3cret", max_body_bytes=10_000)
+    status, reply = app.handle("/v1/tickets", b'{"body": "hi"}', None)
+    assert status == 401 and "Signature" in reply["error"]

@@ -1,0 +1,77 @@
+import hashlib
+import hmac
+
+import pytest
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
+from services.gateway.intake import (
+    MAX_FIELD_CHARS,
+    PayloadError,
+    feedback_from_payload,
+    ticket_from_payload,
+    verify_signature,
+)
+
+
+def test_a_payload_becomes_a_canonical_ticket():
+    ticket = ticket_from_payload(
+        {"id": "T-1", "channel": "email", "customer_id": "cust-0001", "subject": "Card", "body": "declined",
+         "history": [{"author": "customer", "text": "earlier"}], "metadata": {"brand": "rho", "n": 3}},
+        default_tenant="rho-bank",
+    )
+    assert ticket.ticket_id == "T-1"
+    assert ticket.tenant_id == "rho-bank"
+    assert ticket.channel == tk.CHANNEL_EMAIL
+    assert ticket.history[0].text == "earlier"
+    assert dict(ticket.metadata) == {"brand": "rho", "n": "3"}
+    assert ticket.received_at.seconds > 0
+
+
+def test_ids_are_generated_when_absent_and_text_is_an_alias_of_body():
+    ticket = ticket_from_payload({"text": "hello"}, default_tenant="t")
+    assert ticket.ticket_id.startswith("tkt-") and ticket.body == "hello"
+    assert ticket.channel == tk.CHANNEL_API
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ([], "JSON object"),
+        ({"body": "   "}, "subject or a body"),
+        ({"body": 42}, "must be a string"),
+        ({"body": "x", "channel": "pigeon"}, "unknown channel"),
+        ({"body": "x", "history": "nope"}, "history"),
+        ({"body": "x", "id": "x" * 200}, "128"),
+    ],
+)
+def test_unusable_payloads_are_refused_with_a_reason(payload, message):
+    with pytest.raises(PayloadError, match=message):
+        ticket_from_payload(payload, default_tenant="t")
+
+
+def test_huge_text_is_cut_and_nul_bytes_removed():
+    ticket = ticket_from_payload({"body": "a\x00b" + "x" * (MAX_FIELD_CHARS * 2)}, default_tenant="t")
+    assert len(ticket.body) == MAX_FIELD_CHARS
+    assert ticket.body.startswith("abx")
+
+
+def test_signatures_are_checked_against_the_raw_body():
+    body = b'{"body": "hi"}'
+    good = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert verify_signature("s3cret", body, good)
+    assert not verify_signature("s3cret", body + b" ", good)
+    assert not verify_signature("s3cret", body, None)
+    assert not verify_signature("other", body, good)
+
+
+def test_feedback_kinds_map_to_the_contract():
+    ticket_id, fields = feedback_from_payload({"ticket_id": "T-1", "kind": "csat", "score": 80, "latency": "delayed"})
+    event = ev.FeedbackReceived(ticket_id=ticket_id, **fields)
+    assert event.WhichOneof("kind") == "csat" and event.csat.latency == ev.CSAT_LATENCY_DELAYED
+    _, fields = feedback_from_payload({"ticket_id": "T-1", "kind": "draft_verdict", "verdict": "edited", "edit_ratio": 0.3})
+    assert fields["draft_verdict"].verdict == ev.AGENT_VERDICT_EDITED
+    with pytest.raises(PayloadError, match="kind must be"):
+        feedback_from_payload({"ticket_id": "T-1", "kind": "vibes"})
+    with pytest.raises(PayloadError, match="invalid csat"):
+        feedback_from_payload({"ticket_id": "T-1", "kind": "csat"})

@@ -1,0 +1,30 @@
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.topics import DEAD_LETTER_SUFFIX, DECISION_TOPICS, Topic, all_physical_names
+
+
+def test_every_topic_has_a_unique_name_and_a_dead_letter_twin():
+    names = [t.base_name for t in Topic]
+    assert len(names) == len(set(names))
+    physical = all_physical_names("p.")
+    assert len(physical) == 2 * len(names)
+    for topic in Topic:
+        assert topic.name_in("p.") in physical
+        assert topic.dead_letter_in("p.") == f"p.{topic.base_name}{DEAD_LETTER_SUFFIX}"
+
+
+def test_every_event_carries_meta_and_every_event_message_has_a_topic():
+    for topic in Topic:
+        assert "meta" in topic.message_type.DESCRIPTOR.fields_by_name, topic
+    carried = {t.message_type.DESCRIPTOR.full_name for t in Topic}
+    events = {
+        m.full_name
+        for m in ev.DESCRIPTOR.message_types_by_name.values()
+        if "meta" in m.fields_by_name
+    }
+    assert events == carried, f"event messages with no topic: {events - carried}"
+
+
+def test_each_decision_has_its_own_topic():
+    assert set(DECISION_TOPICS) == {ev.DECISION_RESPOND, ev.DECISION_REVIEW, ev.DECISION_FOLLOW_UP, ev.DECISION_ESCALATE}
+    assert len(set(DECISION_TOPICS.values())) == 4
+    assert all(t.message_type is ev.TicketDecided for t in DECISION_TOPICS.values())
