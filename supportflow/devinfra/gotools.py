@@ -29,7 +29,8 @@ def go_install(module: str, version: str, binary: str, bin_dir: Path, *, log_pat
             "(https://go.dev/doc/install or `apt-get install golang`) and run the command again"
         )
     staging = bin_dir / f".staging-{binary}"
-    staging.mkdir(exist_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)  # never trust what an interrupted build left
+    staging.mkdir()
     env = dict(os.environ, CGO_ENABLED="0", GOBIN=str(staging))
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:

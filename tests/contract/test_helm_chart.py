@@ -1,0 +1,375 @@
+"""The Helm chart agrees with the code and renders what an SRE expects, for every ci/ scenario.
+
+Helm is built from source into the cache on the first run (about a minute); every render passes
+--kube-version because a Helm built with `go install` assumes Kubernetes 1.20 otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from supportflow.devinfra.tools import ensure_helm
+from supportflow.service import DEFAULT_GRPC_PORTS, SERVICES
+from supportflow.settings import ENV_PREFIX, Settings
+
+CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "supportflow"
+SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
+KUBE_VERSION = "1.33"
+RELEASE = "sf"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+# Kinds that come from CRDs: no bundled Kubernetes schema knows them.
+CRD_API_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
+# The chart defaults plus the one value without a default: renders that use no ci/ scenario.
+BARE = ("--set", "kafka.bootstrapServers=kafka:9092")
+
+
+@dataclasses.dataclass(frozen=True)
+class Helm:
+    binary: Path
+    home: Path
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        # Keep Helm's repository cache and config out of the user's home.
+        env = dict(
+            os.environ,
+            HELM_CACHE_HOME=str(self.home / "cache"),
+            HELM_CONFIG_HOME=str(self.home / "config"),
+            HELM_DATA_HOME=str(self.home / "data"),
+        )
+        return subprocess.run(
+            [str(self.binary), *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    def template(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.run("template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, *args)
+
+    @functools.cache
+    def render(self, *args: str) -> "Manifests":
+        result = self.template(*args)
+        assert result.returncode == 0, f"helm template {' '.join(args)} failed:\n{result.stderr}"
+        return Manifests([doc for doc in yaml.safe_load_all(result.stdout) if doc])
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifests:
+    docs: list[dict]
+
+    def of_kind(self, kind: str) -> list[dict]:
+        return [doc for doc in self.docs if doc["kind"] == kind]
+
+    def by_component(self, kind: str) -> dict[str, dict]:
+        found: dict[str, dict] = {}
+        for doc in self.of_kind(kind):
+            component = doc["metadata"]["labels"][COMPONENT_LABEL]
+            assert component not in found, f"two {kind}s for {component}"
+            found[component] = doc
+        return found
+
+    def config(self) -> dict[str, str]:
+        (config_map,) = self.of_kind("ConfigMap")
+        return config_map["data"]
+
+
+@pytest.fixture(scope="module")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    binary = ensure_helm(Settings.from_env().cache_dir)
+    home = tmp_path_factory.mktemp("helm-home")
+    return Helm(binary, home)
+
+
+def scenario_args(scenario: Path) -> tuple[str, ...]:
+    return ("-f", str(scenario))
+
+
+def enabled_components(scenario: Path) -> set[str]:
+    """What the chart should deploy: the chart defaults overlaid with the scenario's switches."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["components"]
+    overrides = (yaml.safe_load(scenario.read_text()) or {}).get("components", {})
+    return {
+        name
+        for name, block in defaults.items()
+        if overrides.get(name, {}).get("enabled", block["enabled"])
+    }
+
+
+def container(deployment: dict) -> dict:
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def pod_labels(manifests: Manifests, component: str) -> dict[str, str]:
+    return manifests.by_component("Deployment")[component]["spec"]["template"]["metadata"]["labels"]
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items())
+
+
+def test_there_is_a_scenario_per_purpose() -> None:
+    names = {path.name for path in SCENARIOS}
+    assert {"minimal-values.yaml", "production-values.yaml"} <= names
+
+
+def test_chart_components_are_the_services_the_code_runs() -> None:
+    components = yaml.safe_load((CHART / "values.yaml").read_text())["components"]
+    assert set(components) == set(SERVICES)
+    assert {name: block["grpcPort"] for name, block in components.items() if block["grpcPort"]} == DEFAULT_GRPC_PORTS
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
+def test_helm_lint_is_clean(helm: Helm, scenario: Path) -> None:
+    result = helm.run("lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION, *scenario_args(scenario))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
+def test_one_deployment_and_one_service_per_enabled_component(helm: Helm, scenario: Path) -> None:
+    manifests = helm.render(*scenario_args(scenario))
+    expected = enabled_components(scenario)
+    assert set(manifests.by_component("Deployment")) == expected
+    assert set(manifests.by_component("Service")) == expected
+    for name, deployment in manifests.by_component("Deployment").items():
+        assert deployment["metadata"]["name"] == f"{RELEASE}-supportflow-{name}"
+        assert container(deployment)["command"] == ["supportflow", "run", name]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
+def test_every_component_has_probes_and_a_metrics_port(helm: Helm, scenario: Path) -> None:
+    manifests = helm.render(*scenario_args(scenario))
+    services = manifests.by_component("Service")
+    for name, deployment in manifests.by_component("Deployment").items():
+        main = container(deployment)
+        ports = {port["name"]: port["containerPort"] for port in main["ports"]}
+        assert ports["metrics"] == 9000, name
+        assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}, name
+        assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}, name
+        assert main["startupProbe"]["httpGet"]["port"] == "metrics", name
+        service_ports = {port["name"]: port for port in services[name]["spec"]["ports"]}
+        assert service_ports["metrics"]["targetPort"] == "metrics", name
+        assert selects({"matchLabels": services[name]["spec"]["selector"]}, pod_labels(manifests, name))
+        grpc_port = DEFAULT_GRPC_PORTS.get(name)
+        if grpc_port:
+            assert ports["grpc"] == grpc_port and service_ports["grpc"]["port"] == grpc_port, name
+        else:
+            assert "grpc" not in ports and "grpc" not in service_ports, name
+    if "gateway" in services:
+        assert {port["name"]: port["port"] for port in services["gateway"]["spec"]["ports"]}["http"] == 8088
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
+def test_pods_meet_the_restricted_security_standard(helm: Helm, scenario: Path) -> None:
+    for name, deployment in helm.render(*scenario_args(scenario)).by_component("Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert pod["automountServiceAccountToken"] is False, name
+        security = container(deployment)["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True, name
+        assert security["allowPrivilegeEscalation"] is False, name
+        assert security["capabilities"]["drop"] == ["ALL"], name
+        assert "add" not in security["capabilities"], name
+        mounts = {mount["mountPath"] for mount in container(deployment)["volumeMounts"]}
+        assert {"/tmp", "/var/cache/supportflow"} <= mounts, f"{name} has nowhere to write"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
+def test_environment_comes_from_the_shared_config_and_names_real_settings(helm: Helm, scenario: Path) -> None:
+    manifests = helm.render(*scenario_args(scenario))
+    config_name = manifests.of_kind("ConfigMap")[0]["metadata"]["name"]
+    settings_vars = {ENV_PREFIX + field.name.upper() for field in dataclasses.fields(Settings)}
+    for name in manifests.config():
+        assert name in settings_vars, f"ConfigMap sets {name}, which no Settings field reads"
+    for name, deployment in manifests.by_component("Deployment").items():
+        main = container(deployment)
+        assert {"configMapRef": {"name": config_name}} in main["envFrom"], name
+        env = {item["name"]: item["value"] for item in main["env"]}
+        for variable in env:
+            if variable.startswith(ENV_PREFIX):
+                assert variable in settings_vars, f"{name} sets {variable}, which no Settings field reads"
+        if name in DEFAULT_GRPC_PORTS:
+            assert env["SUPPORTFLOW_GRPC_PORT"] == str(DEFAULT_GRPC_PORTS[name])
+        assert deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+
+def test_grpc_addresses_point_at_the_services(helm: Helm) -> None:
+    manifests = helm.render(*BARE)
+    config = manifests.config()
+    services = manifests.by_component("Service")
+    for name, port in DEFAULT_GRPC_PORTS.items():
+        assert config[f"SUPPORTFLOW_{name.upper()}_ADDR"] == f"{services[name]['metadata']['name']}:{port}"
+
+
+def test_config_change_rolls_the_pods(helm: Helm) -> None:
+    before = helm.render(*BARE).by_component("Deployment")
+    after = helm.render(*BARE, "--set", "config.logLevel=DEBUG").by_component("Deployment")
+    for name in before:
+        checksum = "checksum/config"
+        assert (
+            before[name]["spec"]["template"]["metadata"]["annotations"][checksum]
+            != after[name]["spec"]["template"]["metadata"]["annotations"][checksum]
+        ), name
+
+
+@pytest.mark.parametrize(
+    "typo",
+    ["components.drafter.replicaz=3", "default.autoscaling.enabeld=true", "kafka.bootstrapServer=x:9092", "nope=1"],
+)
+def test_a_values_typo_fails_the_render(helm: Helm, typo: str) -> None:
+    result = helm.template(*BARE, "--set", typo)
+    assert result.returncode != 0
+    misspelt = typo.split("=")[0].rsplit(".", 1)[-1]
+    assert "schema" in result.stderr and misspelt in result.stderr, result.stderr
+
+
+def test_a_wrongly_typed_value_fails_the_render(helm: Helm) -> None:
+    result = helm.template(*BARE, "--set", "components.retriever.grpcPort=not-a-port")
+    assert result.returncode != 0 and "schema" in result.stderr
+
+
+def test_missing_bootstrap_servers_fails_with_a_clear_message(helm: Helm) -> None:
+    result = helm.template()
+    assert result.returncode != 0
+    assert "kafka.bootstrapServers is required" in result.stderr
+
+
+def test_disabling_a_component_removes_its_objects(helm: Helm) -> None:
+    full = helm.render(*BARE)
+    without = helm.render(*BARE, "--set", "components.learner.enabled=false")
+    learner_objects = [doc for doc in full.docs if doc["metadata"].get("labels", {}).get(COMPONENT_LABEL) == "learner"]
+    assert {doc["kind"] for doc in learner_objects} >= {"Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"}
+    assert not [doc for doc in without.docs if doc["metadata"].get("labels", {}).get(COMPONENT_LABEL) == "learner"]
+    assert "SUPPORTFLOW_LEARNER_ADDR" not in without.config()
+    assert len(without.docs) == len(full.docs) - len(learner_objects)
+
+
+def test_disabling_a_component_another_calls_fails_clearly(helm: Helm) -> None:
+    result = helm.template(*BARE, "--set", "components.retriever.enabled=false")
+    assert result.returncode != 0
+    assert "components.drafter calls retriever" in result.stderr
+
+
+def test_autoscaling_and_keda_on_one_component_fail(helm: Helm) -> None:
+    result = helm.template(
+        *BARE, "--set", "components.drafter.autoscaling.enabled=true", "--set", "components.drafter.keda.enabled=true"
+    )
+    assert result.returncode != 0 and "not both" in result.stderr
+
+
+def _grpc_peers(policy: dict) -> list[dict]:
+    rules = policy["spec"].get("ingress", [])
+    grpc = {"port": "grpc", "protocol": "TCP"}
+    return [peer for rule in rules if grpc in rule.get("ports", []) for peer in rule.get("from", [])]
+
+
+def test_network_policy_follows_the_call_graph(helm: Helm) -> None:
+    manifests = helm.render(*BARE)
+    policies = manifests.by_component("NetworkPolicy")
+    assert set(policies) == set(SERVICES)
+
+    def callers_of(component: str) -> set[str]:
+        return {
+            name
+            for peer in _grpc_peers(policies[component])
+            for name in SERVICES
+            if "podSelector" in peer and selects(peer["podSelector"], pod_labels(manifests, name))
+        }
+
+    assert callers_of("retriever") == {"drafter"}
+    assert callers_of("classifier") == {"gateway"}
+    assert callers_of("drafter") == set() and callers_of("learner") == set()
+
+    drafter_egress = policies["drafter"]["spec"]["egress"]
+    to_retriever = [
+        rule
+        for rule in drafter_egress
+        if any(selects(peer.get("podSelector", {}), pod_labels(manifests, "retriever")) for peer in rule.get("to", []))
+    ]
+    assert [rule["ports"] for rule in to_retriever] == [[{"port": 50062, "protocol": "TCP"}]]
+
+    weaviate_port = {"port": 8080, "protocol": "TCP"}
+    reaches_weaviate = {
+        name
+        for name, policy in policies.items()
+        if any(weaviate_port in rule.get("ports", []) for rule in policy["spec"]["egress"])
+    }
+    assert reaches_weaviate == {"retriever"}
+    for name, policy in policies.items():
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+        assert selects(policy["spec"]["podSelector"], pod_labels(manifests, name))
+        ingress_ports = [port for rule in policy["spec"]["ingress"] for port in rule.get("ports", [])]
+        egress_ports = [port for rule in policy["spec"]["egress"] for port in rule.get("ports", [])]
+        assert {"port": "metrics", "protocol": "TCP"} in ingress_ports, name
+        assert {"port": 9092, "protocol": "TCP"} in egress_ports, name
+
+
+def test_production_scenario_autoscales_monitors_and_authenticates(helm: Helm) -> None:
+    manifests = helm.render(*scenario_args(CHART / "ci" / "production-values.yaml"))
+    deployments = manifests.by_component("Deployment")
+    hpas = manifests.by_component("HorizontalPodAutoscaler")
+    scaled = manifests.by_component("ScaledObject")
+    assert set(hpas) == {"gateway"}
+    assert set(scaled) == {"classifier", "retriever", "drafter", "escalator"}
+    for name, deployment in deployments.items():
+        autoscaled = name in hpas or name in scaled
+        assert ("replicas" in deployment["spec"]) != autoscaled, f"{name}: replicas must be left to the autoscaler"
+    assert hpas["gateway"]["spec"]["scaleTargetRef"]["name"] == deployments["gateway"]["metadata"]["name"]
+
+    (auth,) = manifests.of_kind("TriggerAuthentication")
+    for name, scaled_object in scaled.items():
+        assert scaled_object["spec"]["scaleTargetRef"]["name"] == deployments[name]["metadata"]["name"]
+        (trigger,) = scaled_object["spec"]["triggers"]
+        assert trigger["type"] == "kafka"
+        assert trigger["metadata"]["consumerGroup"] == f"prod.{name}"  # the group ConsumerLoop joins
+        assert trigger["metadata"]["sasl"] == "scram_sha512" and trigger["metadata"]["tls"] == "enable"
+        assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    assert {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]} == {"password", "ca"}
+
+    monitors = manifests.by_component("ServiceMonitor")
+    assert set(monitors) == set(deployments)
+    for name, monitor in monitors.items():
+        assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+    config = manifests.config()
+    assert config["SUPPORTFLOW_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert config["SUPPORTFLOW_KAFKA_SSL_CA_LOCATION"] == "/etc/supportflow/kafka-ca/ca.crt"
+    for deployment in deployments.values():
+        assert {"secretRef": {"name": "supportflow-secrets"}} in container(deployment)["envFrom"]
+    assert "SUPPORTFLOW_KAFKA_SASL_PASSWORD" not in config  # secrets never land in the ConfigMap
+    assert "PodDisruptionBudget" not in {
+        doc["kind"] for doc in manifests.docs if doc["metadata"]["labels"].get(COMPONENT_LABEL) == "learner"
+    }
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
+def test_pod_disruption_budgets_select_their_pods(helm: Helm, scenario: Path) -> None:
+    manifests = helm.render(*scenario_args(scenario))
+    for name, budget in manifests.by_component("PodDisruptionBudget").items():
+        assert selects(budget["spec"]["selector"], pod_labels(manifests, name))
+        assert not any(
+            selects(budget["spec"]["selector"], pod_labels(manifests, other))
+            for other in manifests.by_component("Deployment")
+            if other != name
+        )
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
+def test_manifests_validate_against_kubernetes_schemas(helm: Helm, scenario: Path) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
+    manifests = helm.render(*scenario_args(scenario))
+    native = [doc for doc in manifests.docs if not doc["apiVersion"].startswith(CRD_API_GROUPS)]
+    assert {"Deployment", "Service", "ConfigMap"} <= {doc["kind"] for doc in native}
+    problems = []
+    for doc in native:
+        try:
+            kubernetes_validate.validate(doc, f"{KUBE_VERSION}.0", strict=True)
+        except kubernetes_validate.ValidationError as error:
+            problems.append(f"{doc['kind']}/{doc['metadata']['name']}: {error.message} at {list(error.path)}")
+    assert not problems, "\n".join(problems)
