@@ -9,15 +9,13 @@ stale file.
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from supportflow.devinfra.gotools import ToolUnavailable, go_install
+from supportflow.devinfra.process import exclusive_lock
 
 __all__ = ["ToolUnavailable", "ensure_buf", "ensure_helm", "ensure_promtool", "tools_bin_dir"]
 
@@ -40,25 +38,13 @@ def _log_path(cache_dir: Path, name: str) -> Path:
     return logs / f"{name}.log"
 
 
-@contextmanager
-def _exclusive(bin_dir: Path, name: str) -> Iterator[None]:
-    """Serialise builds of one tool across processes (parallel test workers share the cache)."""
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    with open(bin_dir / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _ensure_go_tool(cache_dir: Path, module: str, version: str, name: str) -> Path:
     bin_dir = tools_bin_dir(cache_dir)
     binary = f"{name}-{version}"
     target = bin_dir / binary
     if target.exists():
         return target
-    with _exclusive(bin_dir, name):
+    with exclusive_lock(bin_dir / f".{name}.lock"):
         return go_install(module, version, binary, bin_dir, log_path=_log_path(cache_dir, binary))
 
 
@@ -86,7 +72,7 @@ def ensure_promtool(cache_dir: Path) -> Path:
             f"copy or link it to {target}"
         )
     log_path = _log_path(cache_dir, "promtool")
-    with _exclusive(bin_dir, "promtool"):
+    with exclusive_lock(bin_dir / ".promtool.lock"):
         if target.exists():
             return target
         with tempfile.TemporaryDirectory(prefix="promtool-") as tmp:
