@@ -1,0 +1,135 @@
+"""Escalator and learner handler cost, without Kafka: how many events per second one process's
+pure handlers take, on the demo's tickets (Banking77 held-out messages dressed as channel payloads,
+including oversized and hostile ones), and how long a KPI panel read takes once the learner holds
+many tickets.
+
+    python benchmarks/escalator_learner_throughput.py [--tickets N] [--json]
+
+Routes, draft statuses, CSAT and the rest are drawn from a fixed seed: these are costs, not
+quality figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from supportflow.contracts.v1 import events_pb2 as ev  # noqa: E402
+from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
+from supportflow.eventbus import new_meta  # noqa: E402
+from supportflow.sample_tickets import demo_tickets  # noqa: E402
+from supportflow.topics import DECISION_TOPICS  # noqa: E402
+
+from services.escalator.main import build_escalator  # noqa: E402
+from services.learner.config import LearnerConfig  # noqa: E402
+from services.learner.handlers import Learner  # noqa: E402
+
+T0 = 1_700_000_000
+ROUTES = [tk.ROUTE_AUTO_RESPOND] * 4 + [tk.ROUTE_DRAFT_FOR_REVIEW] * 3 + [tk.ROUTE_ASK_FOLLOW_UP, tk.ROUTE_ESCALATE]
+INTENTS = ["card_arrival", "card_not_working", "request_refund", "passcode_forgotten", "top_up_failed", "exchange_rate"]
+
+
+def classified_events(count: int, rng: random.Random) -> list[ev.TicketClassified]:
+    events = []
+    for index, payload in enumerate(demo_tickets(count, run_id="bench")):
+        ticket = tk.Ticket(ticket_id=payload["id"], tenant_id="rho-bank", customer_id=payload["customer_id"],
+                           subject=payload["subject"], body=payload["body"])
+        ticket.received_at.seconds = T0 + index * 2
+        route = rng.choice(ROUTES)
+        event = ev.TicketClassified(
+            meta=new_meta("rho-bank", "classifier"), ticket=ticket,
+            normalized=tk.NormalizedTicket(missing_identifiers=["transaction_id"] if route == tk.ROUTE_ASK_FOLLOW_UP else []),
+            classification=tk.Classification(
+                intent=rng.choice(INTENTS), confidence=rng.random(), route=route, tier=tk.CUSTOMER_TIER_STANDARD,
+                archetype=rng.choice([tk.ARCHETYPE_REPETITIVE, tk.ARCHETYPE_FAQ_BOUNDED, tk.ARCHETYPE_ACCOUNT_SPECIFIC]),
+                urgency=tk.URGENCY_NORMAL, segment=rng.choice(["uk", "eu", "us"]),
+            ),
+        )
+        event.timeline.received_at.CopyFrom(ticket.received_at)
+        events.append(event)
+    return events
+
+
+def drafted(event: ev.TicketClassified, rng: random.Random) -> ev.TicketDrafted:
+    status = rng.choice([tk.DRAFT_STATUS_READY] * 6 + [tk.DRAFT_STATUS_BLOCKED, tk.DRAFT_STATUS_NO_EVIDENCE])
+    passages = [tk.EvidencePassage(article_id=f"a{i}", chunk_id=f"a{i}#0", text="passage " * 60) for i in range(5)]
+    draft = tk.Draft(text="answer " * 60, status=status, next_step="Do this.",
+                     citations=[tk.Citation(article_id="a0", chunk_id="a0#0", passage="passage")],
+                     ledger=[tk.PolicyClaim(claim="5 days", verified=True)])
+    return ev.TicketDrafted(meta=new_meta("rho-bank", "drafter"), ticket=event.ticket, normalized=event.normalized,
+                            classification=event.classification, draft=draft, evidence=passages, timeline=event.timeline)
+
+
+def run(count: int) -> dict:
+    rng = random.Random(7)
+    classified = classified_events(count, rng)
+    drafts = [drafted(e, rng) for e in classified if e.classification.route in (tk.ROUTE_AUTO_RESPOND, tk.ROUTE_DRAFT_FOR_REVIEW)]
+
+    escalator = build_escalator()
+    decisions: list[ev.TicketDecided] = []
+    per_event_ms: list[float] = []
+    started = time.perf_counter()
+    for event in classified:
+        t = time.perf_counter()
+        emits = escalator.on_classified(event)
+        per_event_ms.append((time.perf_counter() - t) * 1000)
+        decisions += [e.event for e in emits if e.topic in DECISION_TOPICS.values()]
+    for event in drafts:
+        t = time.perf_counter()
+        emits = escalator.on_drafted(event)
+        per_event_ms.append((time.perf_counter() - t) * 1000)
+        decisions += [e.event for e in emits if e.topic in DECISION_TOPICS.values()]
+    escalator_s = time.perf_counter() - started
+    packets = [d.packet.completeness for d in decisions if d.HasField("packet")]
+
+    learner = Learner(LearnerConfig.load())
+    feedback = [ev.FeedbackReceived(meta=new_meta("rho-bank", "gateway"), ticket_id=d.ticket.ticket_id,
+                                    csat=ev.CsatScore(latency=ev.CSAT_LATENCY_AT_RESOLUTION, score=rng.choice([50, 75, 100])))
+                for d in decisions]
+    started = time.perf_counter()
+    for decision in decisions:
+        learner.on_decided(decision)
+    for item in feedback:
+        learner.on_feedback(item)
+    learner_s = time.perf_counter() - started
+    read_started = time.perf_counter()
+    rows = learner.kpi_rows("rho-bank")
+    read_ms = (time.perf_counter() - read_started) * 1000
+    per_event_ms.sort()
+    return {
+        "tickets": count,
+        "decisions": len(decisions),
+        "escalator_events": len(classified) + len(drafts),
+        "escalator_events_per_s": round((len(classified) + len(drafts)) / escalator_s),
+        "escalator_event_ms_p50": round(per_event_ms[len(per_event_ms) // 2], 3),
+        "escalator_event_ms_p99": round(per_event_ms[int(len(per_event_ms) * 0.99)], 3),
+        "packets": len(packets),
+        "packet_completeness_mean": round(statistics.mean(packets), 3) if packets else None,
+        "learner_events": len(decisions) + len(feedback),
+        "learner_events_per_s": round((len(decisions) + len(feedback)) / learner_s),
+        "kpi_rows": len(rows),
+        "kpi_panel_read_ms": round(read_ms, 2),
+    }
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.ERROR)  # the handlers log every decision and alert
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tickets", type=int, default=5000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    figures = run(args.tickets)
+    print(json.dumps(figures, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in figures.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""The routing decision for a ticket: respond, review, follow up or escalate. Pure.
+
+Every ticket is decided exactly once, by one of two paths, and the ticket's route alone says
+which, so no state is needed to keep them apart and a redelivered event cannot decide twice:
+
+- `decide_classified` owns the routes that never reach the drafter (ESCALATE, ASK_FOLLOW_UP, and
+  an unspecified route, which a human should look at) and returns None for the AI routes.
+- `decide_drafted` owns AUTO_RESPOND and DRAFT_FOR_REVIEW and returns None for anything else
+  (a draft for a ticket the classified path already decided).
+
+Checks on a draft, first match wins:
+1. an escalation risk flag (security, legal, billing dispute, prompt injection)  -> ESCALATE
+2. the draft is BLOCKED (unverifiable policy claim or overreach)                   -> ESCALATE
+3. identifiers are missing                                                         -> FOLLOW_UP
+4. NO_EVIDENCE: account-specific archetype -> ESCALATE, otherwise                   -> REVIEW
+5. READY, route AUTO_RESPOND, every ledger claim verified, no risk flag at all,
+   confidence >= threshold, text present, not part of an incident                  -> RESPOND
+6. anything else                                                                   -> REVIEW (the reason
+   lists every condition that stopped an automatic reply)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
+
+from services.escalator.config import risk_flag_name
+
+DEFAULT_CONFIDENCE_THRESHOLD = 0.7
+
+ESCALATION_RISK_FLAGS = frozenset(
+    {tk.RISK_FLAG_SECURITY, tk.RISK_FLAG_LEGAL, tk.RISK_FLAG_BILLING_DISPUTE, tk.RISK_FLAG_PROMPT_INJECTION}
+)
+DRAFTED_ROUTES = frozenset({tk.ROUTE_AUTO_RESPOND, tk.ROUTE_DRAFT_FOR_REVIEW})
+PROMPT_INJECTION_INPUT_FLAG = "prompt_injection"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: int  # events_pb2.Decision
+    reason: str
+
+
+def escalation_flags(classification: tk.Classification) -> list[str]:
+    """Names of the risk flags that send a ticket to a human, including a prompt-injection input
+    flag the classifier raised without the matching risk flag."""
+    names = [risk_flag_name(f) for f in classification.risk_flags if f in ESCALATION_RISK_FLAGS]
+    if PROMPT_INJECTION_INPUT_FLAG in classification.input_flags and "prompt_injection" not in names:
+        names.append("prompt_injection")
+    return names
+
+
+def is_prompt_injection(classification: tk.Classification) -> bool:
+    return "prompt_injection" in escalation_flags(classification)
+
+
+def _missing(normalized: tk.NormalizedTicket) -> str:
+    return ", ".join(normalized.missing_identifiers)
+
+
+def decide_classified(classification: tk.Classification, normalized: tk.NormalizedTicket) -> Verdict | None:
+    """Decide a ticket whose route skips the drafter; None when its draft will decide it."""
+    route = classification.route
+    if route in DRAFTED_ROUTES:
+        return None
+    flags = escalation_flags(classification)
+    if route == tk.ROUTE_ASK_FOLLOW_UP and not flags:
+        missing = _missing(normalized)
+        return Verdict(
+            ev.DECISION_FOLLOW_UP,
+            f"ask the customer for {missing}" if missing else f"classifier asked for a follow-up: {classification.route_reason or 'no reason given'}",
+        )
+    if flags:
+        return Verdict(ev.DECISION_ESCALATE, f"risk flags {', '.join(flags)} need a human")
+    if route == tk.ROUTE_ESCALATE:
+        return Verdict(ev.DECISION_ESCALATE, f"classifier routed to a human: {classification.route_reason or 'no reason given'}")
+    return Verdict(ev.DECISION_ESCALATE, "the classifier gave no route, so a human decides")
+
+
+def decide_drafted(
+    classification: tk.Classification,
+    normalized: tk.NormalizedTicket,
+    draft: tk.Draft,
+    *,
+    in_incident: bool = False,
+    confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
+) -> Verdict | None:
+    """Decide a drafted ticket; None when the classified path owns the ticket's route."""
+    if classification.route not in DRAFTED_ROUTES:
+        return None
+    flags = escalation_flags(classification)
+    if flags:
+        return Verdict(ev.DECISION_ESCALATE, f"risk flags {', '.join(flags)} need a human")
+    if draft.status == tk.DRAFT_STATUS_BLOCKED:
+        return Verdict(ev.DECISION_ESCALATE, f"draft blocked: {draft.block_reason or 'no reason given'}")
+    if normalized.missing_identifiers:
+        return Verdict(ev.DECISION_FOLLOW_UP, f"ask the customer for {_missing(normalized)}")
+    if draft.status == tk.DRAFT_STATUS_NO_EVIDENCE:
+        if classification.archetype == tk.ARCHETYPE_ACCOUNT_SPECIFIC:
+            return Verdict(
+                ev.DECISION_ESCALATE, "no knowledge-base evidence and the answer depends on the customer's account"
+            )
+        return Verdict(ev.DECISION_REVIEW, "no knowledge-base evidence: an agent writes the answer")
+
+    blockers = []
+    if draft.status != tk.DRAFT_STATUS_READY:
+        blockers.append(f"draft status is {tk.DraftStatus.Name(draft.status)}")
+    if classification.route != tk.ROUTE_AUTO_RESPOND:
+        blockers.append("route is draft-for-review")
+    if not draft.text.strip():
+        blockers.append("draft is empty")
+    unverified = [claim.claim for claim in draft.ledger if not claim.verified]
+    if unverified:
+        blockers.append(f"{len(unverified)} policy claim(s) not verified")
+    if classification.risk_flags:
+        blockers.append(f"risk flags {', '.join(risk_flag_name(f) for f in classification.risk_flags)}")
+    if classification.confidence < confidence_threshold:
+        blockers.append(f"confidence {classification.confidence:.2f} < {confidence_threshold:.2f}")
+    if in_incident:
+        blockers.append("the ticket is part of an open incident")
+    if blockers:
+        return Verdict(ev.DECISION_REVIEW, "agent review: " + "; ".join(blockers))
+    claims = len(draft.ledger)
+    return Verdict(
+        ev.DECISION_RESPOND,
+        f"ready draft, confidence {classification.confidence:.2f}, {claims} policy claim(s) all verified",
+    )

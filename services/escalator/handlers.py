@@ -1,0 +1,210 @@
+"""The escalator's consumer handlers: classified and drafted tickets in, decisions, incidents and
+action records out. No Kafka or gRPC here; `main.py` wires these into one ConsumerLoop.
+
+State (in memory, per process; it starts empty after a restart):
+- the incident tracker: a burst spanning a restart is detected late or split in two, and with
+  several replicas each sees only its partitions' tickets, so a burst is only seen whole with one
+  replica (or once the input is re-keyed by signature);
+- the action ledger: daily action limits hold within one process's lifetime.
+Decisions themselves need no state: the ticket's route says which handler decides it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.eventbus import Emit, InvalidEvent, new_meta
+from supportflow.topics import DECISION_TOPICS, Topic
+
+from services.escalator import metrics
+from services.escalator.actions import ActionGate, ActionRequest
+from services.escalator.case_routing import case_type_for, target_queue_for
+from services.escalator.config import EscalationConfig
+from services.escalator.crm import CrmDirectory
+from services.escalator.decision import (
+    DEFAULT_CONFIDENCE_THRESHOLD,
+    Verdict,
+    decide_classified,
+    decide_drafted,
+    is_prompt_injection,
+)
+from services.escalator.incidents import IncidentTracker, IncidentUpdate, incident_signature
+from services.escalator.packet import build_packet
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "escalator"
+# Decisions that hand the ticket to a person get a context packet.
+PACKET_DECISIONS = frozenset({ev.DECISION_ESCALATE, ev.DECISION_REVIEW})
+
+
+def _seconds(ts: Timestamp) -> float | None:
+    return ts.seconds + ts.nanos / 1e9 if (ts.seconds or ts.nanos) else None
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(round(seconds * 1e9)))
+    return ts
+
+
+def _enum_label(enum_type, value: int, prefix: str) -> str:  # type: ignore[no-untyped-def]
+    return enum_type.Name(value).removeprefix(prefix).lower()
+
+
+class Escalator:
+    def __init__(
+        self,
+        config: EscalationConfig,
+        crm: CrmDirectory,
+        incidents: IncidentTracker,
+        actions: ActionGate,
+        *,
+        confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._crm = crm
+        self._incidents = incidents
+        self._actions = actions
+        self._threshold = confidence_threshold
+        self._clock = clock
+
+    def on_classified(self, event: ev.TicketClassified) -> list[Emit]:
+        self._validate(event.ticket, event.HasField("classification"))
+        emits = self._track_incident(event.meta, event.ticket, event.normalized, event.classification)
+        verdict = decide_classified(event.classification, event.normalized)
+        if verdict is None:  # AUTO_RESPOND / DRAFT_FOR_REVIEW: decided when the draft arrives
+            return emits
+        return emits + self._decide(
+            event.meta, event.ticket, event.normalized, event.classification, event.timeline, verdict
+        )
+
+    def on_drafted(self, event: ev.TicketDrafted) -> list[Emit]:
+        self._validate(event.ticket, event.HasField("classification"))
+        if not event.HasField("draft"):
+            raise InvalidEvent("drafted ticket without a draft")
+        # Counted here too (idempotently) in case the classified event was consumed before a restart.
+        emits = self._track_incident(event.meta, event.ticket, event.normalized, event.classification)
+        incident_id = self._incidents.incident_of(event.ticket.ticket_id)
+        verdict = decide_drafted(
+            event.classification, event.normalized, event.draft,
+            in_incident=bool(incident_id), confidence_threshold=self._threshold,
+        )
+        if verdict is None:
+            metrics.DRAFTS_IGNORED.inc()
+            log.warning("draft ignored: the classified path owns this route",
+                        extra={"fields": {"route": tk.Route.Name(event.classification.route)}})
+            return emits
+        return emits + self._decide(
+            event.meta, event.ticket, event.normalized, event.classification, event.timeline, verdict,
+            draft=event.draft, evidence=list(event.evidence),
+        )
+
+    @staticmethod
+    def _validate(ticket: tk.Ticket, has_classification: bool) -> None:
+        if not ticket.ticket_id:
+            raise InvalidEvent("ticket has no ticket_id")
+        if not has_classification:
+            raise InvalidEvent("ticket has no classification")
+
+    def _received_at(self, meta: ev.EventMeta, ticket: tk.Ticket) -> float:
+        return _seconds(ticket.received_at) or _seconds(meta.occurred_at) or self._clock()
+
+    def _track_incident(
+        self, meta: ev.EventMeta, ticket: tk.Ticket, normalized: tk.NormalizedTicket, classification: tk.Classification
+    ) -> list[Emit]:
+        tenant = ticket.tenant_id or meta.tenant_id
+        signature = incident_signature(tenant, normalized, classification, self._config.incidents)
+        if signature is None:
+            return []
+        update = self._incidents.observe(ticket.ticket_id, signature, self._received_at(meta, ticket))
+        return [self._incident_event(update)] if update is not None else []
+
+    @staticmethod
+    def _incident_event(update: IncidentUpdate) -> Emit:
+        kind = "created" if update.created else "grew"
+        metrics.INCIDENT_UPDATES.labels(kind).inc()
+        log.warning("incident %s", kind, extra={"fields": {
+            "incident_id": update.incident_id, "signature": update.signature.text, "size": update.size}})
+        event = ev.IncidentDetected(
+            meta=new_meta(update.signature.tenant_id, PRODUCER),
+            incident_id=update.incident_id,
+            signature=update.signature.text,
+            product=update.signature.product,
+            ticket_ids=list(update.ticket_ids),
+            first_seen=_timestamp(update.first_seen),
+        )
+        return Emit(Topic.INCIDENTS_DETECTED, update.incident_id, event)
+
+    def _decide(
+        self,
+        meta: ev.EventMeta,
+        ticket: tk.Ticket,
+        normalized: tk.NormalizedTicket,
+        classification: tk.Classification,
+        timeline: tk.Timeline,
+        verdict: Verdict,
+        *,
+        draft: tk.Draft | None = None,
+        evidence: list[tk.EvidencePassage] | None = None,
+    ) -> list[Emit]:
+        tenant = ticket.tenant_id or meta.tenant_id
+        now = self._clock()
+        incident_id = self._incidents.incident_of(ticket.ticket_id)
+        case_type = case_type_for(classification, normalized, incident_id, self._config)
+        # A sent reply needs no human queue; everything else lands in one.
+        queue = "" if verdict.decision == ev.DECISION_RESPOND else target_queue_for(classification, incident_id, self._config)
+
+        emits: list[Emit] = []
+        proposed: list[str] = []
+        tool = self._config.proposed_tools.get(classification.intent)
+        if tool and not is_prompt_injection(classification):
+            record = self._actions.attempt(
+                ActionRequest(
+                    tool=tool, ticket_id=ticket.ticket_id, tenant_id=tenant, customer_id=ticket.customer_id,
+                    tier=classification.tier, requested_by=f"escalator:intent:{classification.intent}",
+                ),
+                now,
+            )
+            emits.append(self._action_emit(record))
+            if record.status == ev.ACTION_STATUS_PROPOSED:
+                proposed.append(tool)
+
+        decided = ev.TicketDecided(
+            meta=new_meta(tenant, PRODUCER),
+            ticket=ticket,
+            classification=classification,
+            decision=verdict.decision,
+            reason=verdict.reason,
+            case_type=case_type,
+            target_queue=queue,
+            incident_id=incident_id,
+            timeline=timeline,
+        )
+        if draft is not None:
+            decided.draft.CopyFrom(draft)
+        decided.timeline.decided_at.CopyFrom(_timestamp(now))
+        decision_label = _enum_label(ev.Decision, verdict.decision, "DECISION_")
+        if verdict.decision in PACKET_DECISIONS:
+            decided.packet.CopyFrom(build_packet(
+                ticket=ticket, normalized=normalized, classification=classification,
+                decision=verdict.decision, case_type=case_type, target_queue=queue,
+                account_state=self._crm.account_state(ticket.customer_id),
+                draft=draft, evidence=evidence or [], incident_id=incident_id, proposed_tools=proposed,
+            ))
+            metrics.PACKET_COMPLETENESS.labels(decision_label).observe(decided.packet.completeness)
+        metrics.DECISIONS.labels(decision_label, _enum_label(ev.CaseType, case_type, "CASE_TYPE_")).inc()
+        log.info("decided", extra={"fields": {"decision": decision_label, "reason": verdict.reason, "queue": queue}})
+        return [Emit(DECISION_TOPICS[verdict.decision], ticket.ticket_id, decided)] + emits
+
+    def _action_emit(self, record: ev.ActionRecorded) -> Emit:
+        tool = record.tool if record.tool in self._actions.allow_listed else "other"
+        metrics.ACTIONS.labels(tool, _enum_label(ev.ActionStatus, record.status, "ACTION_STATUS_")).inc()
+        return Emit(Topic.ACTIONS_RECORDED, record.ticket_id, record)

@@ -1,0 +1,30 @@
+"""Escalator metrics. Label values come from fixed sets: decision and case type enum names
+(lower case, without prefix), the allow-listed tools plus "other", action statuses."""
+
+from prometheus_client import Counter, Histogram
+
+DECISIONS = Counter(
+    "supportflow_escalator_decisions_total",
+    "Tickets decided, by decision (respond, review, follow_up, escalate) and case type",
+    ["decision", "case_type"],
+)
+DRAFTS_IGNORED = Counter(
+    "supportflow_escalator_drafts_ignored_total",
+    "Drafts for tickets whose route the classified path already decided (a drafter that drafts what it should not)",
+)
+INCIDENT_UPDATES = Counter(
+    "supportflow_escalator_incident_updates_total",
+    "IncidentDetected events, by kind (created, grew)",
+    ["kind"],
+)
+PACKET_COMPLETENESS = Histogram(
+    "supportflow_escalator_packet_completeness",
+    "Completeness of context packets (share of required fields filled), by decision",
+    ["decision"],
+    buckets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+)
+ACTIONS = Counter(
+    "supportflow_escalator_actions_total",
+    "Action attempts, by tool (allow-listed names, else other) and status (proposed, dry_run, executed, refused)",
+    ["tool", "status"],
+)

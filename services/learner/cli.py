@@ -1,0 +1,84 @@
+"""`supportflow kpis`: the KPI panel, fetched from the learner over gRPC (Learner.GetKpis) and shown
+as a table or as JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Mapping, Protocol, Sequence, TextIO
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
+from supportflow.rpc import open_channel
+from supportflow.settings import Settings
+
+from services.learner.kpis import KPI_NAMES
+
+COLUMNS_PER_BLOCK = 4
+_COUNTS = {"tickets_decided", "respond_decisions", "review_decisions", "follow_up_decisions",
+           "escalate_decisions", "hallucinated_policy_tickets"}
+_RATIOS = {"edit_burden", "escalation_precision"}
+
+
+class KpiRowLike(Protocol):
+    archetype: str
+    segment: str
+    tickets: int
+    values: Mapping[str, float]
+
+
+def format_value(kpi: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if kpi in _COUNTS:
+        return f"{value:.0f}"
+    if kpi.endswith("_rate") or kpi in _RATIOS:
+        return f"{100 * value:.1f}%"
+    if kpi.endswith("_seconds"):
+        return f"{value:.2f}s"
+    if "delta" in kpi:
+        return f"{value:+.1f}"
+    return f"{value:.1f}"  # CSAT points
+
+
+def format_kpi_table(rows: Sequence[KpiRowLike]) -> str:
+    """One column per (archetype, segment), one line per KPI, in blocks of COLUMNS_PER_BLOCK
+    columns so the table fits a terminal; "-" where a KPI has no data yet."""
+    if not rows:
+        return "No decided tickets yet."
+    names = [kpi for kpi in KPI_NAMES if any(kpi in row.values for row in rows)]
+    label_width = max(len(kpi) for kpi in names)
+    blocks = []
+    for start in range(0, len(rows), COLUMNS_PER_BLOCK):
+        block = rows[start:start + COLUMNS_PER_BLOCK]
+        headers = [f"{row.archetype}/{row.segment}" for row in block]
+        cells = [[format_value(kpi, row.values.get(kpi)) for row in block] for kpi in names]
+        widths = [max([len(h)] + [len(line[i]) for line in cells]) for i, h in enumerate(headers)]
+        lines = ["  ".join([" " * label_width] + [h.rjust(w) for h, w in zip(headers, widths)])]
+        lines.append("  ".join(["-" * label_width] + ["-" * w for w in widths]))
+        for kpi, line in zip(names, cells):
+            lines.append("  ".join([kpi.ljust(label_width)] + [c.rjust(w) for c, w in zip(line, widths)]))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def show_kpis(settings: Settings, *, as_json: bool = False, out: TextIO = sys.stdout, tenant: str = "") -> int:
+    """Print the panel for `tenant` (default: the settings' default tenant); exit code 1 when the
+    learner cannot be reached."""
+    tenant = tenant or settings.default_tenant
+    channel = open_channel("cli", settings.learner_addr, settings.grpc_deadline_s)
+    try:
+        response = services_pb2_grpc.LearnerStub(channel).GetKpis(services_pb2.GetKpisRequest(tenant_id=tenant))
+    except grpc.RpcError as err:
+        print(f"learner at {settings.learner_addr} did not answer: {err.code().name} {err.details()}", file=sys.stderr)
+        return 1
+    finally:
+        channel.close()
+    if as_json:
+        out.write(json.dumps({"tenant": tenant, **MessageToDict(response, preserving_proto_field_name=True)}, indent=2) + "\n")
+    else:
+        out.write(f"KPI panel for {tenant} (computed {response.computed_at.ToJsonString()})\n\n")
+        out.write(format_kpi_table(list(response.rows)) + "\n")
+    return 0

@@ -1,0 +1,124 @@
+"""The learner's consumer handlers: decisions, feedback and KB gaps feed the KPI panel and the
+guardrails; guardrails answer with routing overrides. No Kafka or gRPC here.
+
+State is in memory (KPI records, pending feedback, guardrail windows): it starts empty after a
+restart, except the guardrail latches, which are rebuilt by replaying `routing.overrides`.
+Persisting the rest (Faust tables or a compacted changelog topic) is the follow-up. Two consumer
+threads and the gRPC server share it, hence the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.eventbus import Emit, InvalidEvent
+from supportflow.topics import Topic
+
+from services.learner import metrics
+from services.learner.config import LearnerConfig, archetype_name
+from services.learner.guardrails import GuardrailOutcome, Guardrails, GuardrailStatus
+from services.learner.kpis import BucketKey, KpiAccumulator, KpiRowValues
+
+log = logging.getLogger(__name__)
+
+_DECISIONS = (ev.DECISION_RESPOND, ev.DECISION_REVIEW, ev.DECISION_FOLLOW_UP, ev.DECISION_ESCALATE)
+
+
+@dataclass(frozen=True)
+class LearnerSnapshot:
+    rows: dict[str, list[KpiRowValues]]  # tenant -> rows (with the per-archetype "all" rollups)
+    guardrails: list[GuardrailStatus]
+    pending_feedback: int
+    dropped_feedback: int
+
+
+class Learner:
+    def __init__(self, config: LearnerConfig) -> None:
+        self._kpis = KpiAccumulator(config)
+        self._guardrails = Guardrails(config.guardrails, config.baselines)
+        self._lock = threading.Lock()
+
+    def on_decided(self, event: ev.TicketDecided) -> list[Emit]:
+        if not event.ticket.ticket_id:
+            raise InvalidEvent("decision without a ticket id")
+        if event.decision not in _DECISIONS:
+            raise InvalidEvent(f"unknown decision {event.decision}")
+        with self._lock:
+            attached = self._kpis.record_decision(event)
+            key = self._kpis.key_of(event.ticket.tenant_id or event.meta.tenant_id, event.ticket.ticket_id)
+            emits = []
+            for feedback in attached:
+                metrics.FEEDBACK.labels(feedback.WhichOneof("kind"), "attached").inc()
+                emits += self._guard(key, feedback)
+            return emits
+
+    def on_feedback(self, event: ev.FeedbackReceived) -> list[Emit]:
+        kind = event.WhichOneof("kind")
+        if not event.ticket_id or kind is None:
+            raise InvalidEvent("feedback needs a ticket id and a kind")
+        with self._lock:
+            key = self._kpis.record_feedback(event)
+            metrics.FEEDBACK.labels(kind, "attached" if key else "pending").inc()
+            return self._guard(key, event) if key else []
+
+    def on_kb_gap(self, event: ev.KbGapDetected) -> list[Emit]:
+        if not event.ticket_id:  # a gap from an agent's ad-hoc search belongs to no ticket
+            return []
+        with self._lock:
+            key = self._kpis.record_kb_gap(event)
+        metrics.FEEDBACK.labels("kb_gap", "attached" if key else "pending").inc()
+        return []
+
+    def on_override(self, event: ev.RoutingOverride) -> list[Emit]:
+        with self._lock:
+            self._guardrails.observe_override(event)
+        return []
+
+    def kpi_rows(self, tenant: str, archetype: str = "", segment: str = "") -> list[KpiRowValues]:
+        with self._lock:
+            return self._kpis.rows(tenant, archetype, segment)
+
+    def snapshot(self) -> LearnerSnapshot:
+        with self._lock:
+            return LearnerSnapshot(
+                rows={tenant: self._kpis.rows(tenant) for tenant in self._kpis.tenants()},
+                guardrails=self._guardrails.status(),
+                pending_feedback=self._kpis.pending_feedback,
+                dropped_feedback=self._kpis.dropped_feedback,
+            )
+
+    def _guard(self, key: BucketKey, feedback: ev.FeedbackReceived) -> list[Emit]:
+        kind = feedback.WhichOneof("kind")
+        if kind == "csat" and feedback.csat.latency == self._guardrails.latency:
+            outcome = self._guardrails.observe_csat(key.tenant, key.archetype, feedback.ticket_id, feedback.csat.score)
+        elif kind == "qa" and feedback.qa.hallucinated_policy:
+            metrics.HALLUCINATED_POLICY.labels(key.tenant, key.archetype).inc()
+            log.error("hallucinated policy reported by QA", extra={"fields": {
+                "ticket_id": feedback.ticket_id, "archetype": key.archetype, "note": feedback.qa.note[:500]}})
+            outcome = self._guardrails.observe_hallucination(key.tenant, key.archetype, feedback.ticket_id, feedback.qa.note)
+        else:
+            return []
+        return self._act(outcome)
+
+    @staticmethod
+    def _act(outcome: GuardrailOutcome) -> list[Emit]:
+        for change in outcome.alerts:
+            fields = {"tenant": change.tenant, "archetype": change.archetype, "slip_points": round(change.slip, 2),
+                      "csat": round(change.mean, 2), "baseline": change.baseline, "samples": change.samples}
+            if change.raised:
+                log.warning("CSAT slip alert raised", extra={"fields": fields})
+            else:
+                log.info("CSAT slip alert cleared", extra={"fields": fields})
+        emits = []
+        for trigger, override in outcome.overrides:
+            tenant, archetype = override.meta.tenant_id, archetype_name(override.archetype)
+            metrics.GUARDRAIL_OVERRIDES.labels(tenant, archetype, trigger).inc()
+            log.warning("guardrail override issued", extra={"fields": {
+                "tenant": tenant, "archetype": archetype, "trigger": trigger,
+                "reason": override.reason, "override_id": override.override_id}})
+            # RoutingOverride is keyed by archetype, so one archetype's overrides stay in order.
+            emits.append(Emit(Topic.ROUTING_OVERRIDES, archetype, override))
+        return emits

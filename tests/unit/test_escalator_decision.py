@@ -1,0 +1,147 @@
+"""Decision rules of the escalator, one rule per test, plus the exclusivity of the two paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
+
+from services.escalator.decision import decide_classified, decide_drafted
+
+
+def classification(route=tk.ROUTE_AUTO_RESPOND, confidence=0.9, archetype=tk.ARCHETYPE_FAQ_BOUNDED, flags=(), input_flags=()):
+    return tk.Classification(
+        intent="card_arrival", confidence=confidence, archetype=archetype, route=route,
+        risk_flags=list(flags), input_flags=list(input_flags), route_reason="policy says so",
+    )
+
+
+def ready_draft(**changes):
+    draft = tk.Draft(
+        text="Your card arrives within 5 working days.", status=tk.DRAFT_STATUS_READY,
+        ledger=[tk.PolicyClaim(claim="5 working days", kind="days", verified=True)],
+    )
+    for name, value in changes.items():
+        if name == "ledger":
+            del draft.ledger[:]
+            draft.ledger.extend(value)
+        else:
+            setattr(draft, name, value)
+    return draft
+
+
+NORMAL = tk.NormalizedTicket()
+
+
+def test_ready_auto_respond_draft_is_sent():
+    verdict = decide_drafted(classification(), NORMAL, ready_draft())
+    assert verdict.decision == ev.DECISION_RESPOND
+    assert "verified" in verdict.reason
+
+
+def test_confidence_exactly_at_threshold_is_sent_and_just_below_is_reviewed():
+    assert decide_drafted(classification(confidence=0.7), NORMAL, ready_draft()).decision == ev.DECISION_RESPOND
+    below = decide_drafted(classification(confidence=0.69), NORMAL, ready_draft())
+    assert below.decision == ev.DECISION_REVIEW
+    assert "confidence 0.69 < 0.70" in below.reason
+
+
+@pytest.mark.parametrize(
+    "cls, draft, expected_in_reason",
+    [
+        (classification(route=tk.ROUTE_DRAFT_FOR_REVIEW), ready_draft(), "route is draft-for-review"),
+        (classification(), ready_draft(ledger=[tk.PolicyClaim(claim="30 days", verified=False)]), "1 policy claim(s) not verified"),
+        (classification(flags=[tk.RISK_FLAG_CHURN]), ready_draft(), "risk flags churn"),
+        (classification(), ready_draft(text="  "), "draft is empty"),
+        (classification(), ready_draft(status=tk.DRAFT_STATUS_UNSPECIFIED), "draft status is DRAFT_STATUS_UNSPECIFIED"),
+    ],
+)
+def test_each_blocker_turns_a_reply_into_a_review(cls, draft, expected_in_reason):
+    verdict = decide_drafted(cls, NORMAL, draft)
+    assert verdict.decision == ev.DECISION_REVIEW
+    assert expected_in_reason in verdict.reason
+
+
+def test_review_reason_lists_every_blocker():
+    verdict = decide_drafted(
+        classification(route=tk.ROUTE_DRAFT_FOR_REVIEW, confidence=0.4), NORMAL, ready_draft(), in_incident=True
+    )
+    assert verdict.reason == (
+        "agent review: route is draft-for-review; confidence 0.40 < 0.70; the ticket is part of an open incident"
+    )
+
+
+def test_open_incident_stops_automatic_replies():
+    verdict = decide_drafted(classification(), NORMAL, ready_draft(), in_incident=True)
+    assert verdict.decision == ev.DECISION_REVIEW
+
+
+@pytest.mark.parametrize(
+    "flag", [tk.RISK_FLAG_SECURITY, tk.RISK_FLAG_LEGAL, tk.RISK_FLAG_BILLING_DISPUTE, tk.RISK_FLAG_PROMPT_INJECTION]
+)
+def test_escalation_risk_flags_escalate_even_a_perfect_draft(flag):
+    verdict = decide_drafted(classification(flags=[flag]), NORMAL, ready_draft())
+    assert verdict.decision == ev.DECISION_ESCALATE
+    assert tk.RiskFlag.Name(flag).removeprefix("RISK_FLAG_").lower() in verdict.reason
+
+
+def test_prompt_injection_input_flag_alone_escalates():
+    verdict = decide_drafted(classification(input_flags=["prompt_injection"]), NORMAL, ready_draft())
+    assert verdict.decision == ev.DECISION_ESCALATE
+    assert "prompt_injection" in verdict.reason
+
+
+def test_blocked_draft_escalates_with_its_reason():
+    verdict = decide_drafted(
+        classification(), NORMAL, ready_draft(status=tk.DRAFT_STATUS_BLOCKED, block_reason="unverified refund window")
+    )
+    assert verdict.decision == ev.DECISION_ESCALATE
+    assert verdict.reason == "draft blocked: unverified refund window"
+
+
+def test_no_evidence_escalates_account_specific_and_reviews_the_rest():
+    no_evidence = ready_draft(status=tk.DRAFT_STATUS_NO_EVIDENCE)
+    account = decide_drafted(classification(archetype=tk.ARCHETYPE_ACCOUNT_SPECIFIC), NORMAL, no_evidence)
+    faq = decide_drafted(classification(archetype=tk.ARCHETYPE_FAQ_BOUNDED), NORMAL, no_evidence)
+    assert account.decision == ev.DECISION_ESCALATE
+    assert faq.decision == ev.DECISION_REVIEW
+
+
+def test_missing_identifiers_ask_a_follow_up():
+    normalized = tk.NormalizedTicket(missing_identifiers=["transaction_id", "amount"])
+    verdict = decide_drafted(classification(), normalized, ready_draft(status=tk.DRAFT_STATUS_NO_EVIDENCE))
+    assert verdict.decision == ev.DECISION_FOLLOW_UP
+    assert verdict.reason == "ask the customer for transaction_id, amount"
+
+
+def test_classified_path_decides_escalate_and_follow_up_routes_only():
+    assert decide_classified(classification(route=tk.ROUTE_AUTO_RESPOND), NORMAL) is None
+    assert decide_classified(classification(route=tk.ROUTE_DRAFT_FOR_REVIEW), NORMAL) is None
+    escalate = decide_classified(classification(route=tk.ROUTE_ESCALATE), NORMAL)
+    assert escalate.decision == ev.DECISION_ESCALATE
+    assert escalate.reason == "classifier routed to a human: policy says so"
+    follow_up = decide_classified(
+        classification(route=tk.ROUTE_ASK_FOLLOW_UP), tk.NormalizedTicket(missing_identifiers=["card_last4"])
+    )
+    assert follow_up.decision == ev.DECISION_FOLLOW_UP
+    assert follow_up.reason == "ask the customer for card_last4"
+
+
+def test_follow_up_route_with_a_security_flag_escalates():
+    verdict = decide_classified(classification(route=tk.ROUTE_ASK_FOLLOW_UP, flags=[tk.RISK_FLAG_SECURITY]), NORMAL)
+    assert verdict.decision == ev.DECISION_ESCALATE
+
+
+def test_missing_route_goes_to_a_human():
+    verdict = decide_classified(classification(route=tk.ROUTE_UNSPECIFIED), NORMAL)
+    assert verdict.decision == ev.DECISION_ESCALATE
+
+
+@pytest.mark.parametrize("route", list(tk.Route.values()))
+@pytest.mark.parametrize("status", list(tk.DraftStatus.values()))
+def test_exactly_one_path_decides_every_route(route, status):
+    cls = classification(route=route)
+    by_classified = decide_classified(cls, NORMAL)
+    by_drafted = decide_drafted(cls, NORMAL, ready_draft(status=status))
+    assert (by_classified is None) != (by_drafted is None)

@@ -1,0 +1,188 @@
+"""The learner's handlers, GetKpis servicer, metrics collector and KPI table, without Kafka."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import services_pb2
+from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.eventbus import InvalidEvent, new_meta
+from supportflow.topics import Topic
+
+from services.learner.cli import format_kpi_table
+from services.learner.config import LearnerConfig
+from services.learner.handlers import Learner
+from services.learner.metrics import LearnerCollector, metric_names
+from services.learner.servicer import LearnerServicer
+
+T0 = 1_700_000_000
+
+
+def decided(ticket_id, decision=ev.DECISION_RESPOND, archetype=tk.ARCHETYPE_FAQ_BOUNDED, segment="retail",
+            tenant="rho-bank", after_s=2):
+    event = ev.TicketDecided(meta=new_meta(tenant, "escalator"), ticket=tk.Ticket(ticket_id=ticket_id, tenant_id=tenant),
+                             classification=tk.Classification(archetype=archetype, segment=segment), decision=decision)
+    event.timeline.received_at.seconds = T0
+    event.timeline.decided_at.seconds = T0 + after_s
+    return event
+
+
+def csat(ticket_id, score, tenant="rho-bank"):
+    return ev.FeedbackReceived(meta=new_meta(tenant, "gateway"), ticket_id=ticket_id,
+                               csat=ev.CsatScore(latency=ev.CSAT_LATENCY_AT_RESOLUTION, score=score))
+
+
+def qa(ticket_id, hallucinated=True):
+    return ev.FeedbackReceived(meta=new_meta("rho-bank", "gateway"), ticket_id=ticket_id,
+                               qa=ev.QaResult(hallucinated_policy=hallucinated, note="invented fee"))
+
+
+def test_csat_slip_emits_one_override_keyed_by_archetype():
+    learner = Learner(LearnerConfig.load())
+    emits = []
+    for i in range(40):
+        emits += learner.on_decided(decided(f"t{i}"))
+        emits += learner.on_feedback(csat(f"t{i}", 70.0))  # 10 points under the baseline of 80
+    [emit] = emits
+    assert emit.topic is Topic.ROUTING_OVERRIDES
+    assert emit.key == "faq_bounded"
+    assert emit.event.route == tk.ROUTE_DRAFT_FOR_REVIEW and emit.event.issued_by == "learner:guardrail"
+
+
+def test_hallucination_reported_before_the_decision_acts_when_the_decision_arrives():
+    learner = Learner(LearnerConfig.load())
+    assert learner.on_feedback(qa("early")) == []
+    [emit] = learner.on_decided(decided("early", archetype=tk.ARCHETYPE_REPETITIVE))
+    assert emit.event.archetype == tk.ARCHETYPE_REPETITIVE
+    assert "invented fee" in emit.event.reason
+    assert learner.on_feedback(qa("early")) == []  # latched
+
+
+def test_an_override_read_back_from_the_topic_keeps_the_latch():
+    learner = Learner(LearnerConfig.load())
+    learner.on_decided(decided("a"))
+    [emit] = learner.on_feedback(qa("a"))
+    restarted = Learner(LearnerConfig.load())
+    restarted.on_override(emit.event)
+    restarted.on_decided(decided("b"))
+    assert restarted.on_feedback(qa("b")) == []
+
+
+def test_a_clean_qa_result_does_nothing():
+    learner = Learner(LearnerConfig.load())
+    learner.on_decided(decided("a"))
+    assert learner.on_feedback(qa("a", hallucinated=False)) == []
+
+
+def test_invalid_events_are_rejected_and_ticketless_gaps_ignored():
+    learner = Learner(LearnerConfig.load())
+    with pytest.raises(InvalidEvent):
+        learner.on_decided(decided(""))
+    with pytest.raises(InvalidEvent):
+        learner.on_decided(decided("x", decision=ev.DECISION_UNSPECIFIED))
+    with pytest.raises(InvalidEvent):
+        learner.on_feedback(ev.FeedbackReceived(meta=new_meta("rho-bank", "gw"), ticket_id="x"))
+    assert learner.on_kb_gap(ev.KbGapDetected(meta=new_meta("rho-bank", "retriever"), query="q")) == []
+
+
+class FakeContext:
+    def abort(self, code, details):
+        raise grpc.RpcError(f"{code}: {details}")
+
+
+def populated() -> Learner:
+    learner = Learner(LearnerConfig.load())
+    learner.on_decided(decided("a", ev.DECISION_RESPOND, after_s=2))
+    learner.on_decided(decided("b", ev.DECISION_ESCALATE, after_s=6))
+    learner.on_decided(decided("c", ev.DECISION_REVIEW, archetype=tk.ARCHETYPE_ACCOUNT_SPECIFIC, segment="business"))
+    learner.on_decided(decided("z", tenant="acme"))
+    learner.on_feedback(csat("a", 90.0))
+    return learner
+
+
+def test_get_kpis_returns_rows_for_the_default_tenant_and_filters():
+    servicer = LearnerServicer(populated(), default_tenant="rho-bank")
+    response = servicer.GetKpis(services_pb2.GetKpisRequest(), FakeContext())
+    assert [(r.archetype, r.segment, r.tickets) for r in response.rows] == [
+        ("account_specific", "business", 1), ("account_specific", "all", 1),
+        ("faq_bounded", "retail", 2), ("faq_bounded", "all", 2),
+    ]
+    assert response.rows[2].values["deflection_rate"] == 0.5
+    assert response.rows[2].values["csat_delta_at_resolution"] == 10.0
+    assert response.computed_at.seconds > 0
+    only = servicer.GetKpis(services_pb2.GetKpisRequest(archetype="FAQ_BOUNDED", segment="retail"), FakeContext())
+    assert [(r.archetype, r.segment) for r in only.rows] == [("faq_bounded", "retail")]
+    acme = servicer.GetKpis(services_pb2.GetKpisRequest(tenant_id="acme"), FakeContext())
+    assert [r.tickets for r in acme.rows] == [1, 1]
+    with pytest.raises(grpc.RpcError, match="INVALID_ARGUMENT"):
+        servicer.GetKpis(services_pb2.GetKpisRequest(archetype="vip"), FakeContext())
+
+
+def test_collector_exposes_kpis_and_guardrails_under_documented_names():
+    learner = populated()
+    for i in range(20):
+        learner.on_decided(decided(f"s{i}"))
+        learner.on_feedback(csat(f"s{i}", 77.0))
+    registry = CollectorRegistry()
+    registry.register(LearnerCollector(learner))
+    text = generate_latest(registry).decode()
+    assert f'supportflow_learner_deflection_rate{{archetype="faq_bounded",segment="retail",tenant="rho-bank"}} {21 / 22!r}' in text
+    assert 'supportflow_learner_time_to_decision_p95_seconds{archetype="faq_bounded",segment="all",tenant="rho-bank"} 2.0' in text
+    assert 'supportflow_learner_tickets_decided{archetype="faq_bounded",segment="retail",tenant="acme"} 1.0' in text
+    assert 'supportflow_learner_guardrail_csat_samples{archetype="faq_bounded",tenant="rho-bank"} 21.0' in text
+    assert 'supportflow_learner_guardrail_alert{archetype="faq_bounded",tenant="rho-bank"} 1.0' in text
+    assert 'supportflow_learner_guardrail_override_active{archetype="faq_bounded",tenant="rho-bank"} 0.0' in text
+    assert "supportflow_learner_containment_rate{" not in text  # undefined (no resolutions): no series
+    exposed = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    assert exposed <= set(metric_names())
+
+
+def test_kpi_table_renders_every_row_and_marks_missing_values():
+    rows = [services_pb2.KpiRow(archetype="faq_bounded", segment="retail", tickets=2,
+                                values={"tickets_decided": 2, "deflection_rate": 0.5, "csat_delta_at_resolution": -2.25,
+                                        "time_to_decision_p50_seconds": 1.5}),
+            services_pb2.KpiRow(archetype="faq_bounded", segment="all", tickets=2,
+                                values={"tickets_decided": 2, "deflection_rate": 0.5})]
+    assert format_kpi_table(rows) == "\n".join([
+        "                              faq_bounded/retail  faq_bounded/all",
+        "----------------------------  ------------------  ---------------",
+        "tickets_decided                                2                2",
+        "deflection_rate                            50.0%            50.0%",
+        "csat_delta_at_resolution                    -2.2                -",
+        "time_to_decision_p50_seconds               1.50s                -",
+    ])
+    assert format_kpi_table([]) == "No decided tickets yet."
+
+
+def test_show_kpis_fetches_the_panel_over_grpc(base_settings):
+    import io
+    import json
+
+    from supportflow.contracts.v1 import services_pb2_grpc
+    from supportflow.observability import Health
+    from supportflow.rpc import create_server
+
+    from services.learner.cli import show_kpis
+
+    health = Health("learner-test")
+    server, port = create_server(
+        "learner", [(services_pb2_grpc.add_LearnerServicer_to_server, LearnerServicer(populated(), "rho-bank"),
+                     "supportflow.contracts.v1.Learner")], health, 0, host="127.0.0.1")
+    server.start()
+    try:
+        settings = base_settings.replace(learner_addr=f"127.0.0.1:{port}", default_tenant="rho-bank")
+        table, as_json = io.StringIO(), io.StringIO()
+        assert show_kpis(settings, out=table) == 0
+        assert show_kpis(settings, as_json=True, out=as_json) == 0
+    finally:
+        server.stop(0)
+    assert table.getvalue().startswith("KPI panel for rho-bank (computed ")
+    assert "faq_bounded/retail" in table.getvalue()
+    rows = json.loads(as_json.getvalue())["rows"]
+    assert [(r["archetype"], r["segment"]) for r in rows][:2] == [("account_specific", "business"), ("account_specific", "all")]
+    assert rows[2]["values"]["deflection_rate"] == 0.5
+    unreachable = base_settings.replace(learner_addr="127.0.0.1:1", grpc_deadline_s=1.0)
+    assert show_kpis(unreachable, out=io.StringIO()) == 1
