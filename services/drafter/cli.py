@@ -1,0 +1,188 @@
+"""`supportflow draft --tenant T --json [--input FILE.jsonl]`: the stable evaluation contract.
+
+Reads canonical tickets as JSON lines (`{"id", "subject", "body", ...}`, the gateway's payload
+shape) and writes one JSON line per input line, in order, with at least:
+
+- `id`; `text`: the reply, empty when the draft is blocked or was not drafted;
+- `citations`: `[{article_id, chunk_id, title, passage}]`, numbered as the [n] markers in `text`;
+- `ledger`: `[{claim, kind, article_id, passage, verified}]`, every policy claim checked;
+- `decision`: what should happen to the draft, one of
+  `respond`   ready, route AUTO_RESPOND, every claim verified, no risk flag, confidence >= 0.7;
+  `review`    an agent reviews it (the default without a classifier: nothing is sent unreviewed);
+  `follow_up` the customer must first give missing identifiers (or the classifier asked for it);
+  `escalate`  a human takes over: route ESCALATE, a risk flag (security, legal, billing dispute,
+              prompt injection), no evidence for an account-specific question, or unreadable input;
+  `blocked`   the draft had unverifiable policy claims and cannot stand: a human must answer.
+  The same order of checks as the escalator's decision, so the command and the pipeline agree.
+- plus `status`, `generator`, `grounding`, `uncertainties`, `follow_up_questions`, `next_step`,
+  `block_reason`, `evidence` (article ids retrieved) and, with a classifier, `intent`, `route`,
+  `confidence`. A line that is not a valid ticket gets `error` and decision `escalate`.
+
+Evidence comes from `search(SearchRequest) -> SearchResponse`: by default the retriever over gRPC
+at settings.retriever_addr; a caller can inject an in-process search so the command works without
+the services. Classification comes from `classify(Ticket) -> (NormalizedTicket, Classification)`
+when given, or from the in-process classifier when settings.intent_model_dir is set.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterable, TextIO
+
+from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.settings import Settings
+
+from services.drafter.handlers import Search, TicketDrafter
+from services.drafter.reply import ReplyGenerator
+from services.gateway.intake import PayloadError, ticket_from_payload
+
+Classify = Callable[[tk.Ticket], tuple[tk.NormalizedTicket, tk.Classification]]
+
+RESPOND_CONFIDENCE = 0.7
+ESCALATION_RISK_FLAGS = frozenset(
+    {tk.RISK_FLAG_SECURITY, tk.RISK_FLAG_LEGAL, tk.RISK_FLAG_BILLING_DISPUTE, tk.RISK_FLAG_PROMPT_INJECTION}
+)
+
+
+def decision_for(draft: tk.Draft | None, classification: tk.Classification, normalized: tk.NormalizedTicket, *, classified: bool) -> str:
+    route = classification.route
+    if route == tk.ROUTE_ESCALATE or draft is None:
+        return "escalate"
+    if set(classification.risk_flags) & ESCALATION_RISK_FLAGS or "prompt_injection" in classification.input_flags:
+        return "escalate"
+    if draft.status == tk.DRAFT_STATUS_BLOCKED:
+        return "blocked"
+    if route == tk.ROUTE_ASK_FOLLOW_UP or normalized.missing_identifiers:
+        return "follow_up"
+    if draft.status == tk.DRAFT_STATUS_NO_EVIDENCE:
+        return "escalate" if classification.archetype == tk.ARCHETYPE_ACCOUNT_SPECIFIC else "review"
+    ready_to_send = (
+        classified
+        and draft.status == tk.DRAFT_STATUS_READY
+        and route == tk.ROUTE_AUTO_RESPOND
+        and bool(draft.text.strip())
+        and all(claim.verified for claim in draft.ledger)
+        and not classification.risk_flags
+        and classification.confidence >= RESPOND_CONFIDENCE
+    )
+    return "respond" if ready_to_send else "review"
+
+
+def draft_record(
+    ticket_id: Any,
+    draft: tk.Draft | None,
+    evidence: Iterable[tk.EvidencePassage],
+    normalized: tk.NormalizedTicket,
+    classification: tk.Classification,
+    *,
+    classified: bool,
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "id": ticket_id,
+        "text": draft.text if draft else "",
+        "citations": [
+            {"article_id": c.article_id, "chunk_id": c.chunk_id, "title": c.title, "passage": c.passage}
+            for c in (draft.citations if draft else [])
+        ],
+        "ledger": [
+            {"claim": c.claim, "kind": c.kind, "article_id": c.article_id, "passage": c.passage, "verified": c.verified}
+            for c in (draft.ledger if draft else [])
+        ],
+        "decision": decision_for(draft, classification, normalized, classified=classified),
+        "status": tk.DraftStatus.Name(draft.status).removeprefix("DRAFT_STATUS_").lower() if draft else "not_drafted",
+        "generator": draft.generator if draft else "",
+        "grounding": draft.grounding if draft else 0.0,
+        "uncertainties": list(draft.uncertainties) if draft else [],
+        "follow_up_questions": list(draft.follow_up_questions) if draft else [],
+        "next_step": draft.next_step if draft else "",
+        "block_reason": draft.block_reason if draft else "",
+        "evidence": list(dict.fromkeys(p.article_id for p in evidence)),
+    }
+    if classified:
+        record |= {
+            "intent": classification.intent,
+            "route": tk.Route.Name(classification.route).removeprefix("ROUTE_").lower(),
+            "confidence": round(classification.confidence, 4),
+        }
+    return record
+
+
+def _error_record(ticket_id: Any, error: str) -> dict[str, Any]:
+    return {
+        "id": ticket_id, "text": "", "citations": [], "ledger": [], "decision": "escalate",
+        "status": "not_drafted", "error": error,
+    }
+
+
+def draft_jsonl(
+    in_stream: Iterable[str],
+    out_stream: TextIO,
+    tenant: str,
+    settings: Settings,
+    *,
+    search: Search | None = None,
+    classify: Classify | None = None,
+    generator: ReplyGenerator | None = None,
+) -> int:
+    """Draft every ticket of `in_stream` for `tenant`; returns the number of lines written."""
+    search = search or grpc_search(settings)
+    classify = classify or in_process_classifier(settings)
+    if generator is None:
+        from supportflow.embedding import load_encoder
+
+        from services.drafter.generators import generator_from_settings
+
+        generator = generator_from_settings(settings, encoder=load_encoder(settings.embedding_model))
+    drafter = TicketDrafter(search, generator)
+    written = 0
+    for line in in_stream:
+        if not line.strip():
+            continue
+        record = _draft_line(line, tenant, drafter, classify)
+        out_stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        out_stream.flush()
+        written += 1
+    return written
+
+
+def _draft_line(line: str, tenant: str, drafter: TicketDrafter, classify: Classify | None) -> dict[str, Any]:
+    try:
+        payload = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return _error_record(None, f"not JSON: {exc}")
+    ticket_id = payload.get("id", payload.get("ticket_id")) if isinstance(payload, dict) else None
+    try:
+        ticket = ticket_from_payload(payload, default_tenant=tenant)
+    except PayloadError as exc:
+        return _error_record(ticket_id, str(exc))
+    ticket.tenant_id = tenant  # the command runs as one tenant: no ticket reads another's KB
+    if classify is not None:
+        normalized, classification = classify(ticket)
+    else:
+        normalized, classification = tk.NormalizedTicket(), tk.Classification()
+    if classification.route == tk.ROUTE_ESCALATE:
+        return draft_record(ticket_id, None, [], normalized, classification, classified=True)
+    outcome = drafter.draft(ticket, normalized, classification)
+    return draft_record(ticket_id, outcome.draft, outcome.evidence, normalized, classification, classified=classify is not None)
+
+
+def grpc_search(settings: Settings) -> Search:
+    from supportflow.rpc import open_channel
+
+    from services.drafter.retriever_client import retriever_search
+
+    channel = open_channel("drafter-cli", settings.retriever_addr, settings.grpc_deadline_s)
+    return retriever_search(channel, settings.grpc_deadline_s)
+
+
+def in_process_classifier(settings: Settings) -> Classify | None:
+    """The classifier service's own triage, when a trained intent model is configured."""
+    if settings.intent_model_dir is None:
+        return None
+    from services.classifier.crm import crm_from_location
+    from services.classifier.handlers import TicketTriage
+    from services.classifier.main import CRM_LOCATION, ROUTING_POLICY_PATH, load_intent_model
+    from services.classifier.routing import PolicyStore
+
+    triage = TicketTriage(load_intent_model(settings.intent_model_dir), PolicyStore(ROUTING_POLICY_PATH), crm_from_location(CRM_LOCATION))
+    return triage.classify

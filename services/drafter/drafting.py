@@ -1,0 +1,72 @@
+"""Drafting a reply, end to end and pure: generator -> overreach guard -> policy ledger -> status.
+
+Whatever the generator (the extractive offline drafter or Claude), its reply passes the same two
+guards in the same order: action claims are rewritten first (so "I've refunded your $20" becomes a
+proposal and never reaches the ledger as a fee), then every remaining policy quantity must be
+backed by a cited canonical passage. A blocked draft carries no text: it must not be sendable.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from supportflow.contracts.v1 import ticket_pb2 as tk
+
+from services.drafter import metrics
+from services.drafter.lexical import content_words
+from services.drafter.overreach import guard_overreach
+from services.drafter.policy_ledger import check_policy_claims
+from services.drafter.reply import DraftInput, ReplyGenerator, ReplyParts, citations, kept_answer, render_text
+
+
+def customer_text(ticket: tk.Ticket) -> str:
+    return "\n".join([ticket.subject, ticket.body, *(turn.text for turn in ticket.history if turn.author == "customer")])
+
+
+def grounding(parts: ReplyParts) -> float:
+    """Mean share of each factual answer sentence's words found in the passages it cites."""
+    scores = []
+    for sentence in parts.answer:
+        if sentence.proposal:
+            continue
+        words = set(content_words(sentence.text))
+        backing: set[str] = set()
+        for source in sentence.sources:
+            if 0 <= source < len(parts.sources):
+                passage = parts.sources[source].passage
+                backing |= set(content_words(f"{passage.title} {passage.section} {passage.text}"))
+        scores.append(len(words & backing) / len(words) if words else 0.0)
+    return round(sum(scores) / len(scores), 4) if scores else 0.0
+
+
+def draft_reply(
+    ticket: tk.Ticket,
+    normalized: tk.NormalizedTicket,
+    classification: tk.Classification,
+    evidence: Iterable[tk.EvidencePassage],
+    *,
+    generator: ReplyGenerator,
+    executed_actions: frozenset[str] = frozenset(),
+) -> tk.Draft:
+    """A guarded draft for `ticket`. `executed_actions` holds the kinds of action ("refund",
+    "password_reset", ...) actually executed for this ticket; only those may be stated as done."""
+    request = DraftInput(ticket, normalized, classification, tuple(evidence))
+    parts = generator.generate(request)
+    overreach = guard_overreach(parts, executed_actions)
+    ledger = check_policy_claims(overreach.parts, customer_text=customer_text(ticket))
+    final = kept_answer(ledger.parts)
+    status = tk.DRAFT_STATUS_BLOCKED if ledger.blocked else final.status
+    draft = tk.Draft(
+        text="" if ledger.blocked else render_text(final),
+        citations=citations(final),
+        ledger=list(ledger.ledger),
+        uncertainties=list(final.uncertainties),
+        follow_up_questions=list(final.follow_up_questions),
+        next_step=final.next_step,
+        status=status,
+        block_reason=ledger.block_reason,
+        generator=final.generator,
+        grounding=grounding(final),
+    )
+    metrics.record_draft(draft, [finding.action for finding in overreach.findings])
+    return draft

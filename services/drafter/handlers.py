@@ -1,0 +1,126 @@
+"""The drafter's handlers: evidence from the retriever, then a guarded draft. No Kafka or gRPC here:
+`search` is injected (main.py passes a gRPC stub call with a deadline that raises TransientError
+when the retriever is unavailable), and `main.py` / `servicer.py` adapt these to the consumer loop
+and the `Draft` RPC.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import services_pb2 as svc
+from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.eventbus import Emit, InvalidEvent, new_meta
+from supportflow.topics import Topic
+
+from services.drafter.drafting import draft_reply
+from services.drafter.reply import ReplyGenerator
+
+SERVICE = "drafter"
+DRAFTED_ROUTES = frozenset({tk.ROUTE_AUTO_RESPOND, tk.ROUTE_DRAFT_FOR_REVIEW})
+DEFAULT_EVIDENCE_K = 4  # distinct articles asked of the retriever
+MAX_QUERY_CHARS = 2000
+
+Search = Callable[[svc.SearchRequest], svc.SearchResponse]
+ExecutedActions = Callable[[str], frozenset[str]]
+
+
+def no_executed_actions(_ticket_id: str) -> frozenset[str]:
+    return frozenset()
+
+
+def evidence_query(ticket: tk.Ticket, normalized: tk.NormalizedTicket) -> str:
+    """The classifier's problem statement, or the raw subject and body when there is none."""
+    query = normalized.problem_statement.strip() or f"{ticket.subject}\n{ticket.body}".strip()
+    return query[:MAX_QUERY_CHARS]
+
+
+def _now() -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(time.time_ns())
+    return stamp
+
+
+@dataclass(frozen=True)
+class DraftOutcome:
+    draft: tk.Draft
+    evidence: list[tk.EvidencePassage]  # everything the retriever returned, for the reviewer
+    evidence_at: Timestamp
+    drafted_at: Timestamp
+
+
+class TicketDrafter:
+    """Fetch evidence for a ticket and draft a reply: what the consumer and the Draft RPC share."""
+
+    def __init__(
+        self,
+        search: Search,
+        generator: ReplyGenerator,
+        *,
+        k: int = DEFAULT_EVIDENCE_K,
+        executed_actions: ExecutedActions = no_executed_actions,
+        clock: Callable[[], Timestamp] = _now,
+    ) -> None:
+        self._search = search
+        self._generator = generator
+        self._k = k
+        self._executed_actions = executed_actions
+        self._clock = clock
+
+    def draft(self, ticket: tk.Ticket, normalized: tk.NormalizedTicket, classification: tk.Classification) -> DraftOutcome:
+        query = evidence_query(ticket, normalized)
+        if not query:
+            raise InvalidEvent("ticket has neither a problem statement nor a subject or body")
+        response = self._search(
+            svc.SearchRequest(
+                tenant_id=ticket.tenant_id,
+                query=query,
+                k=self._k,
+                intent=classification.intent,
+                ticket_id=ticket.ticket_id,
+            )
+        )
+        evidence_at = self._clock()
+        # Under the gap threshold the passages are the best of a bad lot: quoting them would answer
+        # a question nobody asked, so the reply holds instead (the passages still go to the agent).
+        usable = [] if response.gap else list(response.passages)
+        draft = draft_reply(
+            ticket,
+            normalized,
+            classification,
+            usable,
+            generator=self._generator,
+            executed_actions=self._executed_actions(ticket.ticket_id),
+        )
+        return DraftOutcome(draft, list(response.passages), evidence_at, self._clock())
+
+    def handle_classified(self, event: ev.TicketClassified) -> list[Emit]:
+        """tickets.classified -> tickets.drafted, for the routes that get an AI draft."""
+        if not event.HasField("ticket") or not event.ticket.ticket_id:
+            raise InvalidEvent("classified event has no ticket id")
+        if event.classification.route not in DRAFTED_ROUTES:
+            return []
+        tenant = event.ticket.tenant_id or event.meta.tenant_id
+        if not tenant:
+            raise InvalidEvent("ticket has no tenant (neither ticket.tenant_id nor meta.tenant_id)")
+        ticket = tk.Ticket()
+        ticket.CopyFrom(event.ticket)
+        ticket.tenant_id = tenant
+        outcome = self.draft(ticket, event.normalized, event.classification)
+        drafted = ev.TicketDrafted(
+            meta=new_meta(tenant, SERVICE),
+            ticket=ticket,
+            normalized=event.normalized,
+            classification=event.classification,
+            draft=outcome.draft,
+            evidence=outcome.evidence,
+            timeline=event.timeline,
+        )
+        drafted.timeline.evidence_at.CopyFrom(outcome.evidence_at)
+        drafted.timeline.drafted_at.CopyFrom(outcome.drafted_at)
+        return [Emit(Topic.TICKETS_DRAFTED, ticket.ticket_id, drafted)]

@@ -1,0 +1,39 @@
+"""Drafter: tickets.classified (AI routes) -> tickets.drafted, plus the synchronous `Draft` RPC.
+
+Evidence comes from the retriever over gRPC (every call has a deadline); the generator is Claude
+when SUPPORTFLOW_ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY) is set and the extractive offline
+drafter otherwise. The sentence encoder helps the offline drafter pick sentences.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from supportflow.contracts.v1 import services_pb2_grpc
+from supportflow.embedding import load_encoder
+from supportflow.eventbus import ConsumerLoop, EventPublisher
+from supportflow.observability import Health
+from supportflow.rpc import open_channel
+from supportflow.service import ServiceParts
+from supportflow.settings import Settings
+from supportflow.topics import Topic
+
+from services.drafter.generators import generator_from_settings
+from services.drafter.handlers import SERVICE, TicketDrafter
+from services.drafter.retriever_client import retriever_search
+from services.drafter.servicer import DrafterServicer
+
+log = logging.getLogger(__name__)
+
+
+def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
+    channel = open_channel(SERVICE, settings.retriever_addr, settings.grpc_deadline_s)
+    generator = generator_from_settings(settings, encoder=load_encoder(settings.embedding_model))
+    drafter = TicketDrafter(retriever_search(channel, settings.grpc_deadline_s), generator)
+    log.info("drafter ready", extra={"fields": {"generator": generator.name, "retriever": settings.retriever_addr}})
+    consumer = ConsumerLoop(settings, SERVICE, {Topic.TICKETS_CLASSIFIED: drafter.handle_classified}, publisher, health)
+    return ServiceParts(
+        consumers=[consumer],
+        grpc=[(services_pb2_grpc.add_DrafterServicer_to_server, DrafterServicer(drafter), "supportflow.contracts.v1.Drafter")],
+        on_stop=[channel.close],
+    )

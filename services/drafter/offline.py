@@ -1,0 +1,322 @@
+"""The default drafter: extractive and template-based, so it cannot say anything the knowledge
+base does not say.
+
+It reads the retrieved passages as units (sentences, whole list items, table rows), scores each
+against the ticket's problem statement and intent, and quotes the best few, each tied to its
+source. Scoring is lexical overlap weighted by rarity, plus cosine similarity from the sentence
+encoder when one is given; the retriever's best article is preferred (its rank is a prior), and a
+question that asks for a fee, a time or a rate prefers units that state one. Units whose numbers
+the policy ledger could not back are never picked. The rest of the reply comes from the tenant's
+templates: greeting, what is still missing or uncertain, the next step, sign-off.
+
+No usable evidence gives a NO_EVIDENCE holding reply that promises nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from supportflow.contracts.v1 import ticket_pb2 as tk
+
+from services.drafter.lexical import content_words, idf_weights, named_words, weighted_coverage
+from services.drafter.passage_units import PassageUnit, passage_units
+from services.drafter.policy_ledger import PassageBacking, quantities
+from services.drafter.reply import DraftInput, ReplyParts, Sentence, SourceRef, channel_name
+from services.drafter.templates import ReplyTemplate, TemplateBook, join_items
+
+MAX_QUERY_CHARS = 2000
+# A second unit must score at least this share of the best one to be quoted as well.
+COMPANION_SHARE = 0.6
+# Units of another article than the best one must clear a higher bar: one article reads better.
+OTHER_ARTICLE_SHARE = 0.8
+ARTICLE_RANK_DECAY = 0.15  # prior = 1 / (1 + decay * rank): a hint, the sentence's own fit decides
+LEXICAL_WEIGHT = 0.55  # with an encoder; the cosine gets the rest
+# A unit is relevant when it shares two words with the question and covers a tenth of its weight,
+# or (with an encoder) when its cosine similarity reaches the level the retriever treats as a match.
+MIN_LEXICAL = 0.1
+MIN_SHARED_WORDS = 2  # one shared word ("pay") is a coincidence, not an answer
+MIN_COSINE = 0.35
+EMBEDDING_CACHE_SIZE = 50_000  # unit texts; 384 float32 each, about 75 MB when full
+LOW_CONFIDENCE = 0.5  # classifier confidence under which the reply asks to be corrected
+NEAR_DUPLICATE = 0.6  # Jaccard overlap of content words above which two number-free units say the same
+RELATED = 0.1  # overlap above which a unit restating numbers already quoted adds nothing
+
+_WANTS = (
+    (re.compile(r"\bhow much\b|\bfees?\b|\bcharge|\bcost|\bprice|\bpay\b|\bamount|[$€£]", re.I), {"USD", "EUR", "GBP"}),
+    (re.compile(r"\blimit|\bmaximum|\bminimum|\bup to\b|\bat most\b|\bcap\b", re.I), {"USD", "EUR", "GBP", "count"}),
+    (re.compile(r"\bhow long\b|\bwhen\b|\bdays?\b|\bweeks?\b|\bhours?\b|\btake\b|\bwait|\bdeadline|\bwindow\b|\bquick|\bsoon\b", re.I), {"minute", "hour", "day", "week", "month", "time"}),
+    (re.compile(r"\brate\b|\binterest|\bapy\b|\bapr\b|\bpercent|%|\bcash ?back|\byield", re.I), {"percent", "multiplier"}),
+    (re.compile(r"\bhow many\b|\bnumber of\b|\bhow often\b", re.I), {"count"}),
+    (re.compile(r"\bage\b|\bhow old\b|\byears old\b|\bminor\b|\bteen", re.I), {"age", "year"}),
+)
+
+
+class TextEncoder(Protocol):
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ScoredUnit:
+    unit: PassageUnit
+    score: float
+    article_rank: int
+
+
+def problem_text(request: DraftInput) -> str:
+    text = request.normalized.problem_statement.strip()
+    if not text:
+        text = f"{request.ticket.subject}\n{request.ticket.body}".strip()
+    return text[:MAX_QUERY_CHARS]
+
+
+def intent_words(intent: str) -> str:
+    return re.sub(r"[_?]+", " ", intent).strip()
+
+
+def wanted_units(question: str) -> set[str]:
+    wanted: set[str] = set()
+    for pattern, units in _WANTS:
+        if pattern.search(question):
+            wanted |= units
+    return wanted
+
+
+def is_agent_facing(passage: tk.EvidencePassage) -> bool:
+    """Internal articles are written for staff; an extractive reply would quote them verbatim."""
+    return passage.source == "internal_policy" or bool(re.search(r"\binternal\b", passage.title, re.I))
+
+
+class OfflineDrafter:
+    name = "offline"
+
+    def __init__(self, templates: TemplateBook, encoder: TextEncoder | None = None, *, cache_size: int = EMBEDDING_CACHE_SIZE) -> None:
+        self._templates = templates
+        self._encoder = encoder
+        # KB units recur from ticket to ticket: embed each once (bounded, least recently used out).
+        self._embeddings: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def generate(self, request: DraftInput) -> ReplyParts:
+        template = self._templates.for_reply(request.ticket.tenant_id, channel_name(request.ticket.channel))
+        scored = self.score_units(request)
+        if not scored:
+            return holding_reply(request, template, self.name)
+        chosen = select_units(scored, template.max_sentences, template.max_chars)
+        return compose_reply(request, template, chosen, self.name)
+
+    def score_units(self, request: DraftInput) -> list[ScoredUnit]:
+        """Every quotable unit of the evidence that bears on the question, best first."""
+        evidence = request.evidence
+        ranks: dict[str, int] = {}
+        for passage in evidence:
+            ranks.setdefault(passage.article_id, len(ranks))
+        units = []
+        for index, passage in enumerate(evidence):
+            if is_agent_facing(passage):
+                continue
+            backing = PassageBacking(passage)
+            units += [unit for unit in passage_units(passage, index) if backing.backs(unit.text)]
+        if not units:
+            return []
+        question = problem_text(request)
+        # A bullet's heading is part of what it says ("Outgoing wire fees" / "Domestic: $10.00").
+        unit_words = [content_words(f"{unit.section} {unit.text}") for unit in units]
+        context_words = [content_words(f"{evidence[u.passage].title} {u.context}") for u in units]
+        idf = idf_weights([set(w) | set(c) for w, c in zip(unit_words, context_words)])
+        # A question word no unit contains is the part of the question the evidence leaves open:
+        # it weighs as much as an average word, not nothing.
+        unseen = sum(idf.values()) / len(idf) if idf else 1.0
+        query: dict[str, float] = {}
+        for word in content_words(question):
+            query[word] = idf.get(word, unseen)
+        for word in content_words(intent_words(request.classification.intent)):
+            query[word] = max(query.get(word, 0.0), 0.5 * idf.get(word, unseen))
+        lexical = [
+            0.75 * weighted_coverage(query, words) + 0.25 * weighted_coverage(query, context)
+            for words, context in zip(unit_words, context_words)
+        ]
+        cosine = self._cosines(question, units, evidence)
+        wanted = wanted_units(question)
+        needed = min(MIN_SHARED_WORDS, len(query))
+        on_topic = _passages_naming(named_words(question), evidence)
+        scored = []
+        for position, unit in enumerate(units):
+            if unit.passage not in on_topic:
+                continue
+            similarity = cosine[position] if cosine is not None else 0.0
+            shared = len(query.keys() & (set(unit_words[position]) | set(context_words[position])))
+            if (lexical[position] < MIN_LEXICAL or shared < needed) and similarity < MIN_COSINE:
+                continue
+            score = lexical[position]
+            if cosine is not None:
+                score = LEXICAL_WEIGHT * score + (1 - LEXICAL_WEIGHT) * max(similarity, 0.0)
+            if wanted:
+                states = {q.unit for q in quantities(unit.text, strict=False)}
+                score *= 1.2 if states & wanted else 0.85
+            if unit.from_table:
+                score *= 0.9  # the same fact usually exists as a sentence, which reads better
+            rank = ranks[evidence[unit.passage].article_id]
+            score /= 1 + ARTICLE_RANK_DECAY * rank
+            scored.append(ScoredUnit(unit, score, rank))
+        scored.sort(key=lambda s: (-s.score, s.article_rank, s.unit.passage, s.unit.order))
+        return scored
+
+    def _cosines(self, question: str, units: Sequence[PassageUnit], evidence: Sequence[tk.EvidencePassage]) -> list[float] | None:
+        if self._encoder is None:
+            return None
+        texts = [f"{evidence[u.passage].title}: {u.context} {u.text}".strip() for u in units]
+        with self._lock:  # one cache; encoding is CPU-bound anyway
+            missing = list(dict.fromkeys(t for t in texts if t not in self._embeddings))
+            fresh = self._encoder.encode([question, *missing])
+            for text, vector in zip(missing, fresh[1:]):
+                self._embeddings[text] = vector
+            vectors = [self._embeddings[text] for text in texts]
+            for text in texts:
+                self._embeddings.move_to_end(text)
+            while len(self._embeddings) > self._cache_size:
+                self._embeddings.popitem(last=False)
+        return [float(v) for v in np.stack(vectors) @ fresh[0]]
+
+
+def _passages_naming(names: set[str], evidence: Sequence[tk.EvidencePassage]) -> set[int]:
+    """Passages to draw from: when the question names something ("Purple Account") and some
+    passages mention every name, only those; otherwise all of them."""
+    everything = set(range(len(evidence)))
+    if not names:
+        return everything
+    naming = {
+        index
+        for index, passage in enumerate(evidence)
+        if names <= set(content_words(f"{passage.title} {passage.section} {passage.text}"))
+    }
+    return naming or everything
+
+
+def _quantity_keys(unit: PassageUnit) -> set[tuple[str, float]]:
+    return {(q.unit, q.value) for q in quantities(unit.text, strict=False)}
+
+
+def _jaccard(first: PassageUnit, second: PassageUnit) -> float:
+    a, b = set(content_words(first.text)), set(content_words(second.text))
+    return len(a & b) / len(a | b) if a and b else 0.0
+
+
+def redundant(candidate: PassageUnit, chosen: Sequence[PassageUnit]) -> bool:
+    """Whether `candidate` only repeats what the chosen units already say.
+
+    Numbers decide for units that state them: "Within 60 days: maximum $500" is not a repeat of
+    "Within 2 business days: maximum $50" however alike the words, while a table row restating a
+    bullet's "$2.50" is.
+    """
+    keys = _quantity_keys(candidate)
+    if keys:
+        related = set()
+        for unit in chosen:
+            if _jaccard(candidate, unit) >= RELATED:
+                related |= _quantity_keys(unit)
+        return keys <= related
+    return any(_jaccard(candidate, unit) >= NEAR_DUPLICATE for unit in chosen)
+
+
+def select_units(scored: Sequence[ScoredUnit], max_sentences: int, max_chars: int) -> list[ScoredUnit]:
+    """The best unit, then companions that add to it, the best article's first; document order."""
+    best = scored[0]
+    budget = int(max_chars * 0.6)
+    chosen = [best]
+    used = len(best.unit.text)
+    for candidate in scored[1:]:
+        if len(chosen) >= max_sentences:
+            break
+        bar = COMPANION_SHARE if candidate.article_rank == best.article_rank else OTHER_ARTICLE_SHARE
+        if candidate.score < bar * best.score:
+            continue
+        if used + len(candidate.unit.text) > budget:
+            continue
+        if redundant(candidate.unit, [c.unit for c in chosen]):
+            continue
+        chosen.append(candidate)
+        used += len(candidate.unit.text)
+    return sorted(chosen, key=lambda s: (s.article_rank, s.unit.passage, s.unit.order))
+
+
+def _uncertainties(request: DraftInput, template: ReplyTemplate, cited: Sequence[tk.EvidencePassage]) -> list[str]:
+    lines = []
+    missing = [template.identifier_name(kind) for kind in request.normalized.missing_identifiers]
+    if missing:
+        lines.append(template.missing_identifiers.format(items=join_items(missing)))
+    if any(passage.stale for passage in cited):
+        lines.append(template.stale)
+    classification = request.classification
+    if not missing and classification.archetype == tk.ARCHETYPE_ACCOUNT_SPECIFIC:
+        lines.append(template.account_specific)
+    if 0 < classification.confidence < LOW_CONFIDENCE:
+        lines.append(template.low_confidence)
+    return lines
+
+
+def _follow_ups(request: DraftInput, template: ReplyTemplate) -> tuple[str, ...]:
+    return tuple(
+        template.follow_up_question.format(item=template.identifier_name(kind))
+        for kind in request.normalized.missing_identifiers
+    )
+
+
+def compose_reply(request: DraftInput, template: ReplyTemplate, chosen: Sequence[ScoredUnit], generator: str) -> ReplyParts:
+    sources: list[SourceRef] = []
+    index_of: dict[int, int] = {}
+    quoted: dict[int, list[str]] = {}
+    sentences = []
+    for item in chosen:
+        unit = item.unit
+        if unit.passage not in index_of:
+            index_of[unit.passage] = len(index_of)
+            quoted[unit.passage] = []
+        quoted[unit.passage].append(unit.source_text)
+        sentences.append(Sentence(unit.text, (index_of[unit.passage],), bullet=unit.bullet or unit.from_table))
+    for passage_index in index_of:
+        sources.append(SourceRef(request.evidence[passage_index], tuple(quoted[passage_index])))
+    cited = [ref.passage for ref in sources]
+    missing = [template.identifier_name(kind) for kind in request.normalized.missing_identifiers]
+    return ReplyParts(
+        status=tk.DRAFT_STATUS_READY,
+        generator=generator,
+        greeting=template.greeting,
+        lead_in=template.lead_in,
+        answer=tuple(sentences),
+        uncertainties=tuple(_uncertainties(request, template, cited)[: 1 if not template.bullets else 2]),
+        follow_up_questions=_follow_ups(request, template),
+        ask_questions=False,  # the uncertainty line already says what is missing
+        next_step=template.next_step_missing.format(items=join_items(missing)) if missing else template.next_step,
+        closing=template.closing,
+        sources=tuple(sources),
+        bullets=template.bullets,
+        show_sources=template.show_sources,
+        sources_heading=template.sources_heading,
+        max_chars=template.max_chars,
+    )
+
+
+def holding_reply(request: DraftInput, template: ReplyTemplate, generator: str) -> ReplyParts:
+    missing = [template.identifier_name(kind) for kind in request.normalized.missing_identifiers]
+    uncertainties = [template.missing_identifiers.format(items=join_items(missing))] if missing else []
+    return ReplyParts(
+        status=tk.DRAFT_STATUS_NO_EVIDENCE,
+        generator=generator,
+        greeting=template.greeting,
+        holding=template.holding,
+        uncertainties=tuple(uncertainties),
+        follow_up_questions=_follow_ups(request, template),
+        ask_questions=False,
+        next_step=template.next_step_missing.format(items=join_items(missing)) if missing else template.holding_next_step,
+        closing=template.closing,
+        bullets=template.bullets,
+        show_sources=False,
+        max_chars=template.max_chars,
+    )

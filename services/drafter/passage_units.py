@@ -1,0 +1,183 @@
+"""Split a KB passage (Markdown) into the units an extractive reply can quote: sentences of
+prose, list items kept whole, table rows read as "label: value".
+
+List items stay intact because a bullet such as "International usage: 3% of the amount, minimum
+$5.00" is one statement; cutting it at a comma or re-joining it with its neighbours changes what
+it says. A list introduced by "...the greater of:" is merged into its lead line for the same
+reason. An FAQ answer nested under its question becomes its own unit, with the question kept as
+context for scoring.
+
+Agent-facing material never becomes a unit: sections titled internal / agent / procedure / "do
+not disclose", and lines that talk about "the customer", internal tools or scripts ("Say: ...").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from supportflow.contracts.v1 import ticket_pb2 as tk
+
+MAX_UNIT_CHARS = 360
+MIN_UNIT_WORDS = 3
+
+_HEADING = re.compile(r"^\s*(#{1,6})\s+(.+?)\s*#*\s*$")
+_LIST_ITEM = re.compile(r"^(?P<indent>\s*)(?:[-*+•]|\d{1,2}[.)])\s+(?P<text>.+)$")
+_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_INTERNAL_SECTION = re.compile(
+    r"\binternal\b|\bagents?\b|\btool usage\b|\bdisclose\b|\bprotocol\b|\bprocedure\b|\bchecklist\b|"
+    r"\bcode \d+\b|\bsecurity sensitive\b",
+    re.I,
+)
+_AGENT_FACING = re.compile(
+    r"\bcustomers?\b|\bagents?\b|\bsay:|\bexplain:|\btool:|\b\w+_\w+_\d{3,}\b|transfer_to_human|\binternal\b|"
+    r"\bdo not (?:tell|disclose|proceed|offer)\b|\bnever tell\b|\bescalate to\b|\bdocument the\b|"
+    r"\binteraction notes\b|\bfollow (?:the )?\w* ?protocol\b|\blook up\b|\bcheck if\b|\bask security\b|"
+    r"\bsecurity concern\b|\bextra caution\b|['‘\"“]I ",
+    re.I,
+)
+# Two or more words in capitals ("DO NOT", "EXTRA CAUTION") mark an instruction to staff.
+_SHOUTING = re.compile(r"\b[A-Z]{2,}\b(?:\s+\b[A-Z]{2,}\b)+")
+_UNUSABLE = re.compile(r"\[value not available\]|\bTODO\b|\bTBD\b|lorem ipsum", re.I)
+_ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "approx.", "min.", "max.", "no.", "u.s.", "mr.", "ms.", "dr.", "st.", "inc.")
+
+
+@dataclass(frozen=True)
+class PassageUnit:
+    passage: int  # index of the passage in the evidence list
+    order: int  # position inside the passage
+    text: str  # reads as a sentence
+    source_text: str  # exactly as the passage has it
+    section: str
+    context: str  # what the unit answers (an FAQ question, a list's lead line)
+    bullet: bool
+    from_table: bool
+
+
+def _plain(text: str) -> str:
+    """Markdown emphasis, code and links reduced to their words."""
+    text = re.sub(r"\[([^\]]+)\]\((?:[^)]+)\)", r"\1", text)
+    text = re.sub(r"(\*\*|__|`)", "", text)
+    text = re.sub(r"(?<!\w)[*_](\S[^*_]*?)[*_](?!\w)", r"\1", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    pieces = re.split(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(])", paragraph)
+    sentences: list[str] = []
+    for piece in pieces:
+        if sentences and sentences[-1].lower().endswith(_ABBREVIATIONS):
+            sentences[-1] = f"{sentences[-1]} {piece}"
+        else:
+            sentences.append(piece)
+    return [s.strip() for s in sentences if s.strip()]
+
+
+def _cells(line: str) -> list[str]:
+    return [_plain(cell) for cell in line.strip().strip("|").split("|")]
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text[-1:] in ".!?" else text + "."
+
+
+def passage_units(passage: tk.EvidencePassage, index: int) -> list[PassageUnit]:
+    units: list[PassageUnit] = []
+    section = passage.section
+    internal = bool(_INTERNAL_SECTION.search(section))
+    paragraph: list[str] = []
+    header: list[str] = []
+    items: list[tuple[int, str, str]] = []  # (indent, plain text, source line)
+    in_code = False
+
+    def add(text: str, source: str, *, context: str = "", bullet: bool = False, table: bool = False) -> None:
+        if internal or len(text.split()) < MIN_UNIT_WORDS or len(text) > MAX_UNIT_CHARS:
+            return
+        if _UNUSABLE.search(text) or _AGENT_FACING.search(text) or _AGENT_FACING.search(context):
+            return
+        if _SHOUTING.search(text) or text.rstrip().endswith("?"):
+            return
+        units.append(PassageUnit(index, len(units), _sentence(text), source, section, context, bullet, table))
+
+    def flush_paragraph() -> None:
+        if paragraph:
+            joined = _plain(" ".join(line.strip() for line in paragraph))
+            for sentence in split_sentences(joined):
+                if not sentence.endswith(":"):
+                    add(sentence, sentence)
+            paragraph.clear()
+
+    def flush_items() -> None:
+        position = 0
+        while position < len(items):
+            indent, text, source = items[position]
+            children = []
+            position += 1
+            while position < len(items) and items[position][0] > indent:
+                children.append(items[position])
+                position += 1
+            if not children:
+                add(text, source, bullet=True)
+            elif text.endswith(":") and sum(len(c[1]) for c in children) + len(text) <= MAX_UNIT_CHARS:
+                merged = text
+                for number, (_, child_text, _) in enumerate(children):
+                    joiner = " " if number == 0 or re.search(r"(?:,| or| and)$", merged) else "; "
+                    merged += joiner + child_text.rstrip(".;")
+                add(merged, "\n".join([source, *(c[2] for c in children)]), bullet=True)
+            else:
+                if not text.endswith((":", "?")):
+                    add(text, source, bullet=True)
+                for _, child_text, child_source in children:
+                    add(child_text, child_source, context=text, bullet=True)
+        items.clear()
+
+    for raw in passage.text.splitlines():
+        if raw.strip().startswith("```"):
+            in_code = not in_code
+            continue
+        if in_code:
+            continue
+        heading = _HEADING.match(raw)
+        if heading:
+            flush_paragraph()
+            flush_items()
+            section = _plain(heading.group(2))
+            internal = bool(_INTERNAL_SECTION.search(section))
+            header = []
+            continue
+        line = raw.rstrip()
+        if not line.strip():
+            flush_paragraph()
+            flush_items()
+            header = []
+            continue
+        if line.strip().startswith("|"):
+            flush_paragraph()
+            flush_items()
+            if _TABLE_SEPARATOR.match(line):
+                continue
+            cells = _cells(line)
+            if not header:
+                header = cells
+                continue
+            label, values = cells[0], [c for c in cells[1:] if c]
+            if label and values:
+                notes = [f"{h.lower()}: {v}" for h, v in zip(header[2:], cells[2:]) if v and h]
+                text = f"{label}: {values[0]}" + (f" ({'; '.join(notes)})" if notes else "")
+                add(text, line.strip(), table=True)
+            continue
+        item = _LIST_ITEM.match(line)
+        if item:
+            flush_paragraph()
+            items.append((len(item["indent"].expandtabs(4)), _plain(item["text"]), line.strip()))
+            continue
+        if items and line.startswith((" ", "\t")):
+            indent, text, source = items[-1]
+            items[-1] = (indent, f"{text} {_plain(line)}", f"{source}\n{line.strip()}")
+            continue
+        flush_items()
+        paragraph.append(line)
+    flush_paragraph()
+    flush_items()
+    return units

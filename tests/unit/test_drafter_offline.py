@@ -1,0 +1,187 @@
+"""The offline drafter on real Rho-Bank articles: the right sentence from the right article, list
+items whole, nothing agent-facing, channel limits, honest holding replies."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import pytest
+
+from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.sample_data import kb_articles
+
+from services.drafter.drafting import draft_reply
+from services.drafter.offline import OfflineDrafter
+from services.drafter.overreach import action_claim
+from services.drafter.passage_units import passage_units
+from services.drafter.policy_ledger import quantities
+from services.drafter.templates import TemplateBook
+
+NAVY_ATM = "doc_business_checking_accounts_navy_blue_009"
+LIME_WIRES = "doc_business_checking_accounts_lime_green_004"
+EVERYONE_PAY_FAQ = "doc_everyone_pay_everyone_pay_015"
+REG_E = "doc_bank_accounts_bank_accounts_(general)_037"
+DARK_GREEN = "doc_checking_accounts_dark_green_account_001"
+INTERNAL_SAVINGS = "doc_bank_accounts_bank_accounts_(general)_002"
+
+
+@lru_cache(maxsize=1)
+def articles() -> dict[str, dict]:
+    return {a["id"]: a for a in kb_articles()}
+
+
+def passage(article_id: str, *, policy: bool = True, stale: bool = False) -> tk.EvidencePassage:
+    article = articles()[article_id]
+    return tk.EvidencePassage(
+        article_id=article_id,
+        chunk_id=f"{article_id}#0",
+        title=article["title"],
+        text=article["content"],
+        is_policy=policy,
+        stale=stale,
+        source="internal_policy" if article["title"].startswith("Internal:") else "help_center",
+    )
+
+
+@pytest.fixture(scope="module")
+def drafter() -> OfflineDrafter:
+    return OfflineDrafter(TemplateBook.load())
+
+
+def draft(
+    drafter: OfflineDrafter,
+    question: str,
+    evidence: list[tk.EvidencePassage],
+    *,
+    channel: int = tk.CHANNEL_EMAIL,
+    missing: tuple[str, ...] = (),
+    tenant: str = "rho-bank",
+    classification: tk.Classification | None = None,
+) -> tk.Draft:
+    return draft_reply(
+        tk.Ticket(ticket_id="t-1", tenant_id=tenant, channel=channel, body=question),
+        tk.NormalizedTicket(problem_statement=question, missing_identifiers=list(missing)),
+        classification or tk.Classification(confidence=0.9, route=tk.ROUTE_AUTO_RESPOND),
+        evidence,
+        generator=drafter,
+    )
+
+
+def answer_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if re.search(r"\[\d\]\.$", line)]
+
+
+def test_quotes_the_fee_that_answers_the_question_with_its_citation(drafter: OfflineDrafter) -> None:
+    result = draft(drafter, "What does a domestic outgoing wire cost on Lime Green?", [passage(LIME_WIRES), passage(NAVY_ATM)])
+    assert result.status == tk.DRAFT_STATUS_READY
+    assert result.generator == "offline"
+    assert "Domestic outgoing wire: $10.00 per transfer [1]." in result.text
+    assert [c.article_id for c in result.citations] == [LIME_WIRES]  # the top article only
+    assert "$10.00" in result.citations[0].passage
+    assert result.ledger and all(c.verified for c in result.ledger)
+    assert result.grounding == 1.0
+
+
+def test_a_time_question_gets_the_time_not_a_fee(drafter: OfflineDrafter) -> None:
+    result = draft(drafter, "How long do I have to cancel an Everyone Pay payment?", [passage(EVERYONE_PAY_FAQ)], channel=tk.CHANNEL_CHAT)
+    assert "within 17 minutes of submission [1]" in result.text
+    assert "$0.75" not in result.text
+
+
+def test_list_items_are_quoted_whole(drafter: OfflineDrafter) -> None:
+    result = draft(drafter, "What is my liability if someone uses my debit card without permission?", [passage(REG_E)])
+    assert "Within 2 business days: Maximum $50 liability [1]." in result.text
+    assert "Within 60 days: Maximum $500 liability [1]." in result.text
+
+
+def test_nested_list_lines_are_merged_into_their_lead() -> None:
+    units = passage_units(passage(NAVY_ATM), 0)
+    assert any(u.text == "Calculation: The fee equals the greater of: 3% of the cash withdrawal amount, or $5.00 (minimum)." for u in units)
+
+
+def test_agent_facing_content_is_never_quoted(drafter: OfflineDrafter) -> None:
+    units = [u.text for u in passage_units(passage(REG_E), 0)]
+    assert not any("CODE" in text or "transfer_to_human" in text or "Say:" in text for text in units)
+    result = draft(drafter, "How do I open a savings account and fund it?", [passage(INTERNAL_SAVINGS)])
+    assert result.status == tk.DRAFT_STATUS_NO_EVIDENCE  # an internal article alone is not quotable
+    assert "open_bank_account" not in result.text
+
+
+def test_chat_is_short_and_email_is_longer(drafter: OfflineDrafter) -> None:
+    question = "What fees apply at ATMs outside the network and abroad for Navy Blue?"
+    chat = draft(drafter, question, [passage(NAVY_ATM)], channel=tk.CHANNEL_CHAT)
+    email = draft(drafter, question, [passage(NAVY_ATM)], channel=tk.CHANNEL_EMAIL)
+    assert len(chat.text) <= 480
+    assert len(answer_lines(chat.text.replace(". ", ".\n"))) <= 2
+    assert len(email.text) > len(chat.text)
+    assert chat.text.startswith("Hi!") and email.text.startswith("Hello,")
+    assert email.text.rstrip().endswith("Rho-Bank Support")
+
+
+def test_the_same_number_is_not_repeated(drafter: OfflineDrafter) -> None:
+    result = draft(drafter, "What is the minimum age for a Dark Green account?", [passage(DARK_GREEN)])
+    assert result.text.count(": 17") == 1
+
+
+def test_missing_identifiers_and_stale_articles_are_said(drafter: OfflineDrafter) -> None:
+    result = draft(
+        drafter,
+        "I was charged for a wire, what does a domestic outgoing wire cost?",
+        [passage(LIME_WIRES, stale=True)],
+        missing=("transaction_id",),
+    )
+    assert "I still need the transaction ID." in result.text
+    assert "due for review" in result.text
+    assert list(result.follow_up_questions) == ["Could you send us the transaction ID?"]
+    assert result.next_step and result.next_step in result.text
+
+
+def test_numbers_from_non_canonical_passages_are_never_quoted(drafter: OfflineDrafter) -> None:
+    forum = tk.EvidencePassage(
+        article_id="community-1", title="Community tips", is_policy=False,
+        text="- A domestic outgoing wire on Lime Green costs $5.00 per transfer, a friend told me.",
+    )
+    result = draft(drafter, "What does a domestic outgoing wire cost on Lime Green?", [forum, passage(LIME_WIRES)])
+    assert "$5.00" not in result.text
+    assert "$10.00" in result.text
+
+
+def test_no_evidence_gives_an_honest_holding_reply(drafter: OfflineDrafter) -> None:
+    result = draft(drafter, "Can I pay my rent in bitcoin?", [], channel=tk.CHANNEL_EMAIL)
+    assert result.status == tk.DRAFT_STATUS_NO_EVIDENCE
+    assert result.citations == [] and result.ledger == []
+    assert "couldn't find" in result.text
+    assert quantities(result.text) == []
+    assert all(action_claim(line) is None for line in result.text.splitlines())
+
+
+def test_irrelevant_evidence_is_no_evidence(drafter: OfflineDrafter) -> None:
+    result = draft(drafter, "Can I pay my rent in bitcoin?", [passage(DARK_GREEN)])
+    assert result.status == tk.DRAFT_STATUS_NO_EVIDENCE
+
+
+def test_templates_follow_the_tenant(drafter: OfflineDrafter) -> None:
+    result = draft(drafter, "What does a domestic outgoing wire cost on Lime Green?", [passage(LIME_WIRES)], tenant="acme")
+    assert result.text.rstrip().endswith("Customer Support")
+    assert "Here is what applies to your question:" in result.text
+
+
+class KeywordEncoder:
+    """A stand-in encoder that knows one synonym: money to another bank is a wire."""
+
+    def encode(self, texts: list[str]):  # type: ignore[no-untyped-def]
+        import numpy as np
+
+        def topic(text: str) -> list[float]:
+            return [1.0, 0.0] if "wire" in text.lower() or "another bank" in text.lower() else [0.0, 1.0]
+
+        return np.array([topic(t) for t in texts], dtype=np.float32)
+
+
+def test_the_encoder_can_make_a_passage_relevant_without_shared_words() -> None:
+    question = "What do I pay to send money to another bank?"
+    plain = draft(OfflineDrafter(TemplateBook.load()), question, [passage(LIME_WIRES)])
+    with_encoder = draft(OfflineDrafter(TemplateBook.load(), KeywordEncoder()), question, [passage(LIME_WIRES)])
+    assert plain.status == tk.DRAFT_STATUS_NO_EVIDENCE
+    assert with_encoder.status == tk.DRAFT_STATUS_READY
