@@ -302,7 +302,7 @@ def main() -> int:
         if settings.anthropic_api_key:
             from services.drafter.generators import generator_from_settings
 
-            generators["claude"] = generator_from_settings(settings, encoder=encoder)
+            generators["claude"] = generator_from_settings(settings.replace(drafter_sentence_embeddings=args.encoder))
         elif args.generator == "claude":
             print("no Anthropic API key configured", file=sys.stderr)
             return 2

@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
+from supportflow.embedding import limit_blas_threads
 from supportflow.eventbus import ConsumerLoop, EventPublisher, ensure_topics
 from supportflow.observability import Health, configure_logging, start_ops_server
 from supportflow.rpc import Registration, create_server
@@ -52,6 +53,7 @@ def run_service(service: str, settings: Settings, stop: threading.Event | None =
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
+    limit_blas_threads()
     health = Health(service)
     ops = start_ops_server(health, settings.ops_port)
     ensure_topics(settings)

@@ -73,7 +73,27 @@ class Settings:
     anthropic_api_key: str = ""
     anthropic_base_url: str = ""
     anthropic_model: str = ""
+    anthropic_timeout_s: float = 20.0
+    anthropic_max_tokens: int = 1024
     default_tenant: str = "rho-bank"
+
+    # Policy and configuration files. Unset: the file shipped beside the service.
+    routing_policy_path: Path | None = None  # classifier; re-read when it changes
+    escalation_config_path: Path | None = None
+    action_limits_path: Path | None = None
+    learner_config_path: Path | None = None
+    drafter_templates_path: Path | None = None
+    drafter_evidence_k: int = 4  # distinct articles the drafter asks the retriever for
+    # Score quotable sentences with the sentence encoder as well as lexically. Better picks for
+    # paraphrased questions, but each uncached sentence costs ~1 ms of CPU per word piece: about
+    # 0.5 s per draft on a 2-core machine, which caps the offline pipeline near 5 tickets/s.
+    drafter_sentence_embeddings: bool = False
+    # Actions (refunds, resets, plan changes) are recorded but not executed unless this is false.
+    actions_dry_run: bool = True
+    # The CRM: a JSON export or an http(s) base URL (GET {url}/customers/{id}). Unset: the demo's
+    # sample customers.
+    crm_location: str = ""
+    crm_timeout_s: float = 0.5
 
     log_level: str = "INFO"
 

@@ -128,12 +128,10 @@ def draft_jsonl(
     search = search or grpc_search(settings)
     classify = classify or in_process_classifier(settings)
     if generator is None:
-        from supportflow.embedding import load_encoder
-
         from services.drafter.generators import generator_from_settings
 
-        generator = generator_from_settings(settings, encoder=load_encoder(settings.embedding_model))
-    drafter = TicketDrafter(search, generator)
+        generator = generator_from_settings(settings)
+    drafter = TicketDrafter(search, generator, k=settings.drafter_evidence_k)
     written = 0
     for line in in_stream:
         if not line.strip():
@@ -179,10 +177,6 @@ def in_process_classifier(settings: Settings) -> Classify | None:
     """The classifier service's own triage, when a trained intent model is configured."""
     if settings.intent_model_dir is None:
         return None
-    from services.classifier.crm import crm_from_location
-    from services.classifier.handlers import TicketTriage
-    from services.classifier.main import CRM_LOCATION, ROUTING_POLICY_PATH, load_intent_model
-    from services.classifier.routing import PolicyStore
+    from services.classifier.main import build_triage
 
-    triage = TicketTriage(load_intent_model(settings.intent_model_dir), PolicyStore(ROUTING_POLICY_PATH), crm_from_location(CRM_LOCATION))
-    return triage.classify
+    return build_triage(settings).classify

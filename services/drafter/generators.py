@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from supportflow.settings import Settings
 
 from services.drafter.claude import ClaudeDrafter, claude_client
@@ -12,16 +10,19 @@ from services.drafter.offline import OfflineDrafter, TextEncoder
 from services.drafter.reply import ReplyGenerator
 from services.drafter.templates import DEFAULT_TEMPLATES_PATH, TemplateBook
 
-# Until Settings has drafter_templates_path, the shipped templates are used.
-TEMPLATES_PATH = DEFAULT_TEMPLATES_PATH
 
+def generator_from_settings(settings: Settings) -> ReplyGenerator:
+    encoder: TextEncoder | None = None
+    if settings.drafter_sentence_embeddings:
+        from supportflow.embedding import load_encoder
 
-def generator_from_settings(
-    settings: Settings, *, encoder: TextEncoder | None = None, templates_path: Path = TEMPLATES_PATH
-) -> ReplyGenerator:
-    templates = TemplateBook.load(templates_path)
+        encoder = load_encoder(settings.embedding_model)
+    templates = TemplateBook.load(settings.drafter_templates_path or DEFAULT_TEMPLATES_PATH)
     offline = OfflineDrafter(templates, encoder)
     if not settings.anthropic_api_key:
         return offline
-    client = claude_client(settings.anthropic_api_key, settings.anthropic_base_url)
-    return ClaudeDrafter(client, offline, templates, model=settings.anthropic_model)
+    client = claude_client(settings.anthropic_api_key, settings.anthropic_base_url, timeout_s=settings.anthropic_timeout_s)
+    return ClaudeDrafter(
+        client, offline, templates, model=settings.anthropic_model,
+        max_tokens=settings.anthropic_max_tokens, request_timeout_s=settings.anthropic_timeout_s,
+    )

@@ -2,7 +2,7 @@
 
 Evidence comes from the retriever over gRPC (every call has a deadline); the generator is Claude
 when SUPPORTFLOW_ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY) is set and the extractive offline
-drafter otherwise. The sentence encoder helps the offline drafter pick sentences.
+drafter otherwise (SUPPORTFLOW_DRAFTER_SENTENCE_EMBEDDINGS adds the sentence encoder to its picks).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 from supportflow.contracts.v1 import services_pb2_grpc
-from supportflow.embedding import load_encoder
 from supportflow.eventbus import ConsumerLoop, EventPublisher
 from supportflow.observability import Health
 from supportflow.rpc import open_channel
@@ -28,8 +27,8 @@ log = logging.getLogger(__name__)
 
 def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
     channel = open_channel(SERVICE, settings.retriever_addr, settings.grpc_deadline_s)
-    generator = generator_from_settings(settings, encoder=load_encoder(settings.embedding_model))
-    drafter = TicketDrafter(retriever_search(channel, settings.grpc_deadline_s), generator)
+    generator = generator_from_settings(settings)
+    drafter = TicketDrafter(retriever_search(channel, settings.grpc_deadline_s), generator, k=settings.drafter_evidence_k)
     log.info("drafter ready", extra={"fields": {"generator": generator.name, "retriever": settings.retriever_addr}})
     consumer = ConsumerLoop(settings, SERVICE, {Topic.TICKETS_CLASSIFIED: drafter.handle_classified}, publisher, health)
     return ServiceParts(

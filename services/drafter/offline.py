@@ -35,6 +35,10 @@ MAX_QUERY_CHARS = 2000
 COMPANION_SHARE = 0.6
 # Units of another article than the best one must clear a higher bar: one article reads better.
 OTHER_ARTICLE_SHARE = 0.8
+# A passage the retriever scores under this share of its best passage (internal ones included) is
+# off the question: quoting it because it shares a word or two reads as a wrong answer. When the
+# only good match is an internal article, the reply is a holding one and an agent takes over.
+MIN_EVIDENCE_SHARE = 0.6
 ARTICLE_RANK_DECAY = 0.15  # prior = 1 / (1 + decay * rank): a hint, the sentence's own fit decides
 LEXICAL_WEIGHT = 0.55  # with an encoder; the cosine gets the rest
 # A unit is relevant when it shares two words with the question and covers a tenth of its weight,
@@ -118,8 +122,9 @@ class OfflineDrafter:
         for passage in evidence:
             ranks.setdefault(passage.article_id, len(ranks))
         units = []
+        best_score = max((passage.score for passage in evidence), default=0.0)
         for index, passage in enumerate(evidence):
-            if is_agent_facing(passage):
+            if is_agent_facing(passage) or passage.score < MIN_EVIDENCE_SHARE * best_score:
                 continue
             backing = PassageBacking(passage)
             units += [unit for unit in passage_units(passage, index) if backing.backs(unit.text)]

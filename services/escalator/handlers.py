@@ -19,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.crm import CustomerDirectory, account_fields
 from supportflow.eventbus import Emit, InvalidEvent, new_meta
 from supportflow.topics import DECISION_TOPICS, Topic
 
@@ -26,7 +27,6 @@ from services.escalator import metrics
 from services.escalator.actions import ActionGate, ActionRequest
 from services.escalator.case_routing import case_type_for, target_queue_for
 from services.escalator.config import EscalationConfig
-from services.escalator.crm import CrmDirectory
 from services.escalator.decision import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     Verdict,
@@ -62,7 +62,7 @@ class Escalator:
     def __init__(
         self,
         config: EscalationConfig,
-        crm: CrmDirectory,
+        crm: CustomerDirectory,
         incidents: IncidentTracker,
         actions: ActionGate,
         *,
@@ -196,7 +196,7 @@ class Escalator:
             decided.packet.CopyFrom(build_packet(
                 ticket=ticket, normalized=normalized, classification=classification,
                 decision=verdict.decision, case_type=case_type, target_queue=queue,
-                account_state=self._crm.account_state(ticket.customer_id),
+                account_state=account_fields(self._crm, ticket.customer_id),
                 draft=draft, evidence=evidence or [], incident_id=incident_id, proposed_tools=proposed,
             ))
             metrics.PACKET_COMPLETENESS.labels(decision_label).observe(decided.packet.completeness)

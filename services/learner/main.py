@@ -26,7 +26,7 @@ SERVICE = "learner"
 
 
 def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
-    learner = Learner(LearnerConfig.load())
+    learner = Learner(LearnerConfig.load(settings.learner_config_path))
     handlers = {topic: learner.on_decided for topic in DECISION_TOPICS.values()}
     handlers |= {Topic.TICKETS_FEEDBACK: learner.on_feedback, Topic.KB_GAPS: learner.on_kb_gap}
     outcomes = ConsumerLoop(settings, SERVICE, handlers, publisher, health)

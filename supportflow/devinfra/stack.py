@@ -73,10 +73,10 @@ class LocalStack:
         started it, it is stopped first so that the next `up()` starts it afresh.
         """
         with exclusive_lock(self._lock_path):
-            deadline = time.monotonic() + timeout_s
             plan = {name: self._plan(name) for name in self.COMPONENTS}
             to_start = [name for name, action in plan.items() if action == "start"]
             self._install(to_start)
+            deadline = time.monotonic() + timeout_s  # after the install: a first build takes minutes
             for name in to_start:
                 self._servers[name].start()
                 self._started.add(name)

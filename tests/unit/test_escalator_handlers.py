@@ -14,7 +14,7 @@ from supportflow.topics import DECISION_TOPICS, Topic
 
 from services.escalator.actions import ActionGate, ActionLedger
 from services.escalator.config import ActionLimits, EscalationConfig
-from services.escalator.crm import CrmDirectory
+from supportflow.crm import FileCrm
 from services.escalator.handlers import Escalator
 from services.escalator.incidents import IncidentTracker
 
@@ -26,7 +26,7 @@ _ids = itertools.count()
 
 def escalator() -> Escalator:
     return Escalator(
-        CONFIG, CrmDirectory.from_json(), IncidentTracker(CONFIG.incidents),
+        CONFIG, FileCrm(), IncidentTracker(CONFIG.incidents),
         ActionGate(ActionLimits.load(), ActionLedger()), clock=lambda: NOW,
     )
 

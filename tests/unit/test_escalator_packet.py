@@ -5,7 +5,7 @@ from __future__ import annotations
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
-from services.escalator.crm import CrmDirectory
+from supportflow.crm import FileCrm, account_fields
 from services.escalator.packet import (
     MAX_SUMMARY_CHARS,
     REQUIRED_FIELDS,
@@ -50,7 +50,7 @@ def packet(**overrides):
     args = dict(
         ticket=ticket(), normalized=tk.NormalizedTicket(steps_tried=["Tried another shop"]),
         classification=classification(), decision=ev.DECISION_REVIEW, case_type=ev.CASE_TYPE_PRODUCT_DEFECT,
-        target_queue="cards", account_state=CrmDirectory.from_json().account_state("cust-0001"),
+        target_queue="cards", account_state=account_fields(FileCrm(), "cust-0001"),
         draft=draft(), evidence=EVIDENCE,
     )
     args.update(overrides)
@@ -134,10 +134,9 @@ def test_security_flag_leads_the_next_step_and_proposals_are_mentioned():
     assert list(built.risk_flags) == [tk.RISK_FLAG_SECURITY]
 
 
-def test_crm_reads_the_classifier_format_and_the_flat_one():
-    nested = CrmDirectory({"c1": {"tier": "premium", "segment": "uk", "account_state": {"plan": "metal"}}})
-    flat = CrmDirectory({"c2": {"plan": "standard", "kyc": "pending"}})
-    assert nested.account_state("c1") == {"plan": "metal", "tier": "premium", "segment": "uk"}
-    assert flat.account_state("c2") == {"plan": "standard", "kyc": "pending"}
-    assert nested.account_state("c2") is None and nested.account_state("") is None
-    assert len(CrmDirectory.from_json()) == 50
+def test_account_fields_carry_tier_and_segment_and_unknown_customers_have_none(tmp_path):
+    export = tmp_path / "crm.json"
+    export.write_text('{"c1": {"tier": "premium", "segment": "uk", "account_state": {"plan": "metal"}}}')
+    crm = FileCrm(export)
+    assert account_fields(crm, "c1") == {"plan": "metal", "tier": "premium", "segment": "uk"}
+    assert account_fields(crm, "c2") is None and account_fields(crm, "") is None

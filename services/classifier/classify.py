@@ -1,0 +1,144 @@
+"""Classification of a ticket, end to end: intake, input guard, signals, intent model, CRM tier,
+intent catalog and routing, combined into (NormalizedTicket, Classification).
+
+Pure orchestration: the intent model, the routing policy and the CRM come in as arguments.
+`classify_batch` sends every readable ticket of a batch to the model in one call (the encoder is
+far faster per text in batches); `classify_ticket` is a batch of one.
+
+A ticket without readable text gets no intent and is routed to a follow-up. A ticket confidently
+written in a language the policy does not support is still given the model's best guess (a hint for
+the human who gets it) but is flagged and escalated, never automated on that guess.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+from supportflow.contracts.v1 import ticket_pb2 as tk
+
+from services.classifier import input_guard
+from supportflow.crm import ERROR, CustomerDirectory
+from services.classifier.intake import TicketReading, missing_identifiers, read_ticket
+from services.classifier.intent_catalog import IntentCatalog, default_catalog
+from services.classifier.routing import RoutingFacts, RoutingPolicy, decide_route
+from services.classifier.signals import read_signals
+
+TOP_INTENTS = 5  # alternatives kept in Classification.top_intents
+
+
+class IntentPrediction(Protocol):
+    intent: str
+    confidence: float
+    top_k: Sequence[tuple[str, float]]
+
+
+class IntentPredictor(Protocol):
+    version: str
+
+    def predict(self, texts: list[str]) -> Sequence[IntentPrediction]: ...
+
+
+def classify_ticket(
+    ticket: tk.Ticket,
+    *,
+    model: IntentPredictor,
+    policy: RoutingPolicy,
+    crm: CustomerDirectory,
+    catalog: IntentCatalog | None = None,
+) -> tuple[tk.NormalizedTicket, tk.Classification]:
+    return classify_batch([ticket], model=model, policy=policy, crm=crm, catalog=catalog)[0]
+
+
+def classify_batch(
+    tickets: Sequence[tk.Ticket],
+    *,
+    model: IntentPredictor,
+    policy: RoutingPolicy,
+    crm: CustomerDirectory,
+    catalog: IntentCatalog | None = None,
+) -> list[tuple[tk.NormalizedTicket, tk.Classification]]:
+    """Classify tickets that share one routing policy (one tenant, or the file's policy)."""
+    catalog = catalog or default_catalog()
+    readings = [read_ticket(ticket) for ticket in tickets]
+    readable = [index for index, reading in enumerate(readings) if reading.model_text]
+    predictions: dict[int, IntentPrediction] = {}
+    if readable:
+        predicted = model.predict([readings[index].model_text for index in readable])
+        predictions = dict(zip(readable, predicted))
+    return [
+        _classification(ticket, reading, predictions.get(index), model.version, policy, crm, catalog)
+        for index, (ticket, reading) in enumerate(zip(tickets, readings))
+    ]
+
+
+def _classification(
+    ticket: tk.Ticket,
+    reading: TicketReading,
+    prediction: IntentPrediction | None,
+    model_version: str,
+    policy: RoutingPolicy,
+    crm: CustomerDirectory,
+    catalog: IntentCatalog,
+) -> tuple[tk.NormalizedTicket, tk.Classification]:
+    normalized = tk.NormalizedTicket()
+    normalized.CopyFrom(reading.normalized)
+    flags = set(reading.input_flags)
+    if reading.model_text and not policy.language_supported(normalized.language, reading.language_confident):
+        flags.add(input_guard.LANGUAGE_UNSUPPORTED)
+    if reading.injection_styles:
+        flags.add(input_guard.PROMPT_INJECTION)
+
+    signals = read_signals(reading.signal_text, earlier_customer_turns=reading.earlier_customer_turns)
+    risk_flags = list(signals.risk_flags)
+    if reading.injection_styles:
+        risk_flags.append(tk.RISK_FLAG_PROMPT_INJECTION)
+
+    customer = crm.lookup(ticket.customer_id)
+    if customer.outcome == ERROR:
+        flags.add(input_guard.TIER_FALLBACK)
+
+    intent, confidence, top_intents = "", 0.0, []
+    if prediction is not None:
+        intent, confidence = prediction.intent, float(prediction.confidence)
+        top_intents = [(name, float(probability)) for name, probability in prediction.top_k[:TOP_INTENTS]]
+    archetype = catalog.archetype(intent) if intent else tk.ARCHETYPE_UNSPECIFIED
+    normalized.missing_identifiers.extend(
+        missing_identifiers(intent, normalized.identifiers, catalog.required_identifiers) if intent else []
+    )
+    urgency = signals.urgency
+    if intent in policy.always_escalate_intents:
+        urgency = max(urgency, tk.URGENCY_HIGH)
+
+    input_flags = [flag for flag in input_guard.INPUT_FLAGS if flag in flags]
+    decision = decide_route(
+        RoutingFacts(
+            intent=intent,
+            confidence=confidence,
+            top_intents=top_intents,
+            archetype=archetype,
+            tier=customer.record.tier,
+            risk_flags=risk_flags,
+            missing_identifiers=list(normalized.missing_identifiers),
+            input_flags=input_flags,
+            language=normalized.language,
+            injection_styles=reading.injection_styles,
+        ),
+        policy,
+    )
+    classification = tk.Classification(
+        intent=intent,
+        confidence=confidence,
+        top_intents=[tk.IntentScore(intent=name, probability=p) for name, p in top_intents],
+        archetype=archetype,
+        urgency=urgency,
+        sentiment=signals.sentiment,
+        frustration_signals=signals.frustration_signals,
+        risk_flags=risk_flags,
+        tier=customer.record.tier,
+        route=decision.route,
+        route_reason=decision.reason,
+        model_version=model_version,
+        input_flags=input_flags,
+        segment=customer.record.segment,
+    )
+    return normalized, classification

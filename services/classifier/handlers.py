@@ -1,0 +1,100 @@
+"""The classifier's event handlers: tickets.received -> tickets.classified, and routing overrides
+into the policy store. Pure of Kafka and gRPC; `main.py` and `servicer.py` adapt them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.eventbus import Emit, InvalidEvent, new_meta
+from supportflow.topics import Topic
+
+from services.classifier import metrics
+from services.classifier.classify import IntentPredictor, classify_ticket
+from supportflow.crm import CustomerDirectory
+from services.classifier.intent_catalog import IntentCatalog, archetype_name
+from services.classifier.routing import InvalidOverride, PolicyStore, route_name
+
+SERVICE = "classifier"
+
+
+class TicketTriage:
+    """Classifies tickets with the current policy of their tenant, and records what it decided."""
+
+    def __init__(
+        self,
+        model: IntentPredictor,
+        policies: PolicyStore,
+        crm: CustomerDirectory,
+        *,
+        catalog: IntentCatalog | None = None,
+    ) -> None:
+        self._model = model
+        self._policies = policies
+        self._crm = crm
+        self._catalog = catalog
+
+    @property
+    def model(self) -> IntentPredictor:
+        return self._model
+
+    @property
+    def policies(self) -> PolicyStore:
+        return self._policies
+
+    def classify(self, ticket: tk.Ticket) -> tuple[tk.NormalizedTicket, tk.Classification]:
+        normalized, classification = classify_ticket(
+            ticket,
+            model=self._model,
+            policy=self._policies.current(ticket.tenant_id),
+            crm=self._crm,
+            catalog=self._catalog,
+        )
+        _record(classification)
+        return normalized, classification
+
+    def handle_ticket_received(self, event: ev.TicketReceived) -> list[Emit]:
+        if not event.ticket.ticket_id:
+            raise InvalidEvent("ticket has no ticket_id")
+        tenant = event.ticket.tenant_id or event.meta.tenant_id
+        if not tenant:
+            raise InvalidEvent("ticket has no tenant (neither ticket.tenant_id nor meta.tenant_id)")
+        ticket = tk.Ticket()
+        ticket.CopyFrom(event.ticket)
+        ticket.tenant_id = tenant
+        normalized, classification = self.classify(ticket)
+        classified = ev.TicketClassified(
+            meta=new_meta(tenant, SERVICE), ticket=ticket, normalized=normalized, classification=classification
+        )
+        # The gateway stamps received_at; an event from elsewhere falls back to when it was emitted.
+        received_at = ticket.received_at if ticket.HasField("received_at") else event.meta.occurred_at
+        classified.timeline.received_at.CopyFrom(received_at)
+        classified.timeline.classified_at.GetCurrentTime()
+        return [Emit(Topic.TICKETS_CLASSIFIED, ticket.ticket_id, classified)]
+
+
+def routing_override_handler(policies: PolicyStore) -> Callable[[ev.RoutingOverride], list[Emit]]:
+    """Applies each override to `policies`; it publishes nothing (the override event is the audit
+    record, and the store logs an audit line). Run it in a broadcast consumer: every replica needs
+    every override."""
+
+    def handle_routing_override(event: ev.RoutingOverride) -> list[Emit]:
+        try:
+            policies.apply_override(event)
+        except InvalidOverride as exc:
+            raise InvalidEvent(str(exc)) from exc
+        return []
+
+    return handle_routing_override
+
+
+def _record(classification: tk.Classification) -> None:
+    metrics.TICKETS_CLASSIFIED.labels(route_name(classification.route), archetype_name(classification.archetype)).inc()
+    if classification.intent:
+        metrics.CONFIDENCE.observe(classification.confidence)
+    for flag in classification.input_flags:
+        metrics.INPUT_FLAGS.labels(flag).inc()
+    for risk in classification.risk_flags:
+        metrics.RISK_FLAGS.labels(tk.RiskFlag.Name(risk).removeprefix("RISK_FLAG_").lower()).inc()

@@ -1,0 +1,67 @@
+"""Classifier: tickets.received -> tickets.classified, plus the synchronous `Classify` RPC.
+
+Two consumer loops: tickets in the service's consumer group (replicas share the partitions), and
+routing overrides in a broadcast group (every replica applies every override; on start a replica
+replays the topic from the beginning, which rebuilds the override table).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from supportflow.contracts.v1 import services_pb2_grpc
+from supportflow.eventbus import ConsumerLoop, EventPublisher
+from supportflow.observability import Health
+from supportflow.service import ServiceParts
+from supportflow.settings import Settings, SettingsError
+from supportflow.topics import Topic
+
+from supportflow.crm import crm_from_settings
+from services.classifier.handlers import SERVICE, TicketTriage, routing_override_handler
+from services.classifier.intent_model import IntentModel
+from services.classifier.routing import DEFAULT_POLICY_PATH, PolicyStore
+from services.classifier.servicer import ClassifierServicer
+
+log = logging.getLogger(__name__)
+
+
+
+def load_intent_model(model_dir: Path | None) -> IntentModel:
+    """The trained model, or a start-up failure that says how to get one."""
+    how = (
+        "train one with `supportflow classifier train --data FILE.csv --text-column text "
+        "--label-column category --out DIR` and set SUPPORTFLOW_INTENT_MODEL_DIR=DIR"
+    )
+    if model_dir is None:
+        raise SettingsError(f"SUPPORTFLOW_INTENT_MODEL_DIR is not set: {how}")
+    if not Path(model_dir).is_dir():
+        raise SettingsError(f"SUPPORTFLOW_INTENT_MODEL_DIR={model_dir} does not exist: {how}")
+    return IntentModel.load(Path(model_dir))
+
+
+def build_triage(settings: Settings) -> TicketTriage:
+    """The intent model, routing policy and CRM that the settings name, ready to classify."""
+    model = load_intent_model(settings.intent_model_dir)
+    model.predict(["warm-up: where is my card?"])  # the first real ticket should not pay for loading
+    return TicketTriage(model, PolicyStore(settings.routing_policy_path or DEFAULT_POLICY_PATH), crm_from_settings(settings))
+
+
+def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
+    triage = build_triage(settings)
+    model, policies = triage.model, triage.policies
+    log.info("intent model loaded", extra={"fields": {"model_version": model.version, "dir": str(settings.intent_model_dir)}})
+    overrides = ConsumerLoop(
+        settings,
+        SERVICE,
+        {Topic.ROUTING_OVERRIDES: routing_override_handler(policies)},
+        publisher,
+        health,
+        group=f"{settings.topic_prefix}{SERVICE}-overrides",
+        broadcast=True,
+    )
+    tickets = ConsumerLoop(settings, SERVICE, {Topic.TICKETS_RECEIVED: triage.handle_ticket_received}, publisher, health)
+    return ServiceParts(
+        consumers=[overrides, tickets],
+        grpc=[(services_pb2_grpc.add_ClassifierServicer_to_server, ClassifierServicer(triage), "supportflow.contracts.v1.Classifier")],
+    )

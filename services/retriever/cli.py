@@ -1,0 +1,219 @@
+"""`supportflow kb ingest | search | bench`: the retriever from the command line.
+
+    supportflow kb ingest PATH --tenant T          PATH: .jsonl / .jsonl.gz file or a folder of .md
+    supportflow kb search "QUERY" --tenant T --k 10 [--json]
+    supportflow kb search --queries FILE.jsonl --tenant T --k 10
+        input lines {"id", "query"}; output one JSON line per input, in order:
+        {"id", "results": [{"article_id", "title", "score", "snippet"}, ...]} (at most k articles)
+    supportflow kb bench [--tenant T]              queries/s and p50/p99 latency of Search at k=10
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import random
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, TextIO
+
+from supportflow.embedding import limit_blas_threads
+from supportflow.settings import Settings
+
+from services.retriever.articles import load_articles
+from services.retriever.components import RetrieverComponents, build_components
+from services.retriever.search import SearchResult
+
+SNIPPET_CHARS = 240
+SAMPLE_DATA = Path(__file__).resolve().parents[2] / "supportflow" / "sample_data"
+SAMPLE_KB = SAMPLE_DATA / "kb_articles.jsonl.gz"
+SAMPLE_QUERIES = SAMPLE_DATA / "banking77_train.csv.gz"
+
+
+def ingest(path: str | Path, tenant: str, settings: Settings) -> dict:
+    """Index every article under `path` for `tenant` (re-ingesting replaces earlier chunks)."""
+    articles = load_articles(Path(path))
+    parts = build_components(settings, query_timeout_s=30.0)
+    try:
+        started = time.perf_counter()
+        report = parts.knowledge.upsert(tenant, articles)
+        return {
+            "tenant": tenant,
+            "articles": report.articles,
+            "chunks": report.chunks,
+            "stale_chunks_deleted": report.stale_chunks_deleted,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    finally:
+        parts.close()
+
+
+def indexed_chunks(settings: Settings, tenant: str) -> int:
+    """How many knowledge chunks `tenant` has in Weaviate (0 for a tenant never ingested)."""
+    parts = build_components(settings)
+    try:
+        return parts.knowledge.count(tenant)
+    finally:
+        parts.close()
+
+
+def result_json(result: SearchResult) -> list[dict]:
+    return [
+        {
+            "article_id": article.article_id,
+            "title": article.title,
+            "score": round(article.score, 4),
+            "snippet": _snippet(article.passages[0].text) if article.passages else "",
+        }
+        for article in result.articles
+    ]
+
+
+def _snippet(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1].rstrip() + "…"
+
+
+def search(
+    query: str | None,
+    queries_file: str | Path | None,
+    tenant: str,
+    k: int,
+    as_json: bool,
+    settings: Settings,
+    out: TextIO,
+) -> None:
+    """Search one query (human-readable, or one JSON object with --json), or every line of a
+    {"id","query"} JSON-lines file (one JSON line out per line in, in order)."""
+    parts = build_components(settings, query_timeout_s=10.0)
+    try:
+        if queries_file is not None:
+            with open(queries_file, encoding="utf-8") as lines:
+                for number, line in enumerate(lines, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        item = json.loads(line)
+                        query_id, text = item["id"], str(item["query"])
+                    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                        raise SystemExit(f"{queries_file}:{number}: expected {{\"id\", \"query\"}}: {exc}") from exc
+                    result = parts.searcher.search(tenant, text, k)
+                    out.write(json.dumps({"id": query_id, "results": result_json(result)}, ensure_ascii=False) + "\n")
+            return
+        result = parts.searcher.search(tenant, query or "", k)
+        if as_json:
+            payload = {"query": query, "gap": result.gap, "best_score": round(result.best_score, 4),
+                       "results": result_json(result)}
+            out.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+            return
+        out.write(f"{len(result.articles)} articles (best similarity {result.best_score:.3f}"
+                  f"{', KB GAP' if result.gap else ''})\n")
+        for rank, row in enumerate(result_json(result), start=1):
+            out.write(f"{rank:2d}. {row['score']:.3f}  {row['title']}  [{row['article_id']}]\n    {row['snippet']}\n")
+    finally:
+        parts.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Benchmark
+
+
+def sample_queries(count: int, seed: int = 7) -> list[str]:
+    """Banking77 customer messages (the shipped train split): short, ticket-like queries."""
+    with gzip.open(SAMPLE_QUERIES, "rt", encoding="utf-8") as handle:
+        texts = [row["text"] for row in csv.DictReader(handle)]
+    return random.Random(seed).sample(texts, min(count, len(texts)))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def measure(call: Callable[[str], object], queries: list[str], concurrency: int) -> dict:
+    """Latency percentiles of sequential calls, then throughput with `concurrency` callers."""
+    for text in queries[:20]:  # warm-up: connections, caches, BLAS threads
+        call(text)
+    latencies = []
+    for text in queries:
+        started = time.perf_counter()
+        call(text)
+        latencies.append((time.perf_counter() - started) * 1000)
+    cursor = iter(queries * 2)
+    lock = threading.Lock()
+
+    def worker() -> int:
+        done = 0
+        while True:
+            with lock:
+                text = next(cursor, None)
+            if text is None:
+                return done
+            call(text)
+            done += 1
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        total = sum(pool.map(lambda _: worker(), range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return {
+        "queries": len(latencies),
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p99_ms": round(_percentile(latencies, 0.99), 1),
+        "qps": round(total / elapsed, 1),
+        "concurrency": concurrency,
+    }
+
+
+def _ensure_sample_index(parts: RetrieverComponents, tenant: str, out: TextIO) -> None:
+    if parts.knowledge.count(tenant) == 0:
+        out.write(f"tenant {tenant} is empty: indexing the sample KB first\n")
+        parts.knowledge.upsert(tenant, load_articles(SAMPLE_KB))
+
+
+def bench(settings: Settings, tenant: str, queries: int = 300, k: int = 10, concurrency: int = 4,
+          out: TextIO | None = None) -> dict:
+    """Search at k=10 in-process (the core: encode + Weaviate hybrid + grouping) and over gRPC
+    (a local server on a free port); prints and returns queries/s and p50/p99 latency of each."""
+    from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
+    from supportflow.observability import Health
+    from supportflow.rpc import create_server, open_channel
+
+    from services.retriever.servicer import RetrieverServicer
+
+    out = out or sys.stdout
+    limit_blas_threads()  # as the service does (services/retriever/main.py)
+    parts = build_components(settings)
+    texts = sample_queries(queries)
+    figures: dict[str, dict] = {}
+    try:
+        _ensure_sample_index(parts, tenant, out)
+        figures["in_process"] = measure(lambda text: parts.searcher.search(tenant, text, k), texts, concurrency)
+
+        health = Health("retriever-bench")
+        servicer = RetrieverServicer(parts.searcher, parts.cases, parts.encoder)
+        server, port = create_server(
+            "retriever-bench",
+            [(services_pb2_grpc.add_RetrieverServicer_to_server, servicer, "supportflow.contracts.v1.Retriever")],
+            health, 0, host="127.0.0.1",
+        )
+        server.start()
+        try:
+            stub = services_pb2_grpc.RetrieverStub(open_channel("retriever-bench", f"127.0.0.1:{port}", 5.0))
+            figures["grpc"] = measure(
+                lambda text: stub.Search(services_pb2.SearchRequest(tenant_id=tenant, query=text, k=k)),
+                texts, concurrency,
+            )
+        finally:
+            server.stop(grace=1).wait(2)
+    finally:
+        parts.close()
+    for path, row in figures.items():
+        out.write(f"{path:10s} k={k}: {row['qps']:.1f} queries/s ({row['concurrency']} callers), "
+                  f"p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms over {row['queries']} queries\n")
+    return figures

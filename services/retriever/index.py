@@ -1,0 +1,565 @@
+"""The Weaviate adapter: knowledge chunks and resolved cases, one Weaviate tenant per Supportflow
+tenant.
+
+Isolation comes from Weaviate's multi-tenancy: every read and write names a tenant, a tenant's
+objects live in their own shard, and a query against a tenant that does not exist fails (we turn
+that into an empty result) instead of falling back to shared data.
+
+Ingest is idempotent: a chunk's UUID is derived from (article id, chunk index), so re-ingesting an
+article overwrites its chunks in place, and chunks beyond the new chunk count are deleted after.
+Readers never see the article vanish between a delete and an insert.
+
+Failures: every call has a deadline (see WeaviateConnection); a connection-level failure or an
+expired deadline becomes `WeaviateUnavailable` and drops the client, which is rebuilt on the next
+call (lazily, at most once per `reconnect_interval_s`), so a dead server costs callers a fast
+failure, not a hang, and the retriever recovers by itself when the server returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Iterable, TypeVar
+
+import grpc
+import httpx
+import numpy as np
+import weaviate
+from weaviate.classes.config import Configure, DataType, Property, Tokenization
+from weaviate.classes.data import DataObject
+from weaviate.classes.init import AdditionalConfig, Auth, Timeout
+from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
+from weaviate.collections import Collection
+from weaviate.exceptions import (
+    UnexpectedStatusCodeError,
+    WeaviateBaseError,
+    WeaviateClosedClientError,
+    WeaviateConnectionError,
+    WeaviateGRPCUnavailableError,
+    WeaviateStartUpError,
+    WeaviateTimeoutError,
+)
+
+from supportflow.settings import Settings
+
+from services.retriever.articles import Chunk, KnowledgeArticle, chunk_article
+from services.retriever.search import (
+    CaseHit,
+    InvalidTenant,
+    PassageHit,
+    ResolvedCase,
+    SearchFilters,
+    StoreUnavailable,
+    TextEncoder,
+)
+
+log = logging.getLogger(__name__)
+
+KB_COLLECTION = "SupportflowKbChunk"
+CASES_COLLECTION = "SupportflowResolvedCase"
+# Fixed namespace for chunk and case UUIDs (uuid5), so ids are stable across processes and runs.
+OBJECT_ID_NAMESPACE = uuid.UUID("3f6c1a7e-6a55-4c1e-9a8e-5b1f2f1d7c20")
+# Weaviate tenant names allow these characters only; other tenant ids are refused, not rewritten,
+# because rewriting could make two Supportflow tenants share one Weaviate tenant.
+TENANT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+KB_TEXT_PROPERTIES = ["title", "section", "text"]
+CASE_TEXT_PROPERTIES = ["problem_statement", "resolution_notes"]
+
+
+class WeaviateUnavailable(StoreUnavailable):
+    """Weaviate did not answer (down, unreachable, timed out)."""
+
+
+def weaviate_tenant(tenant_id: str) -> str:
+    if not TENANT_ID.match(tenant_id or ""):
+        raise InvalidTenant(f"tenant id {tenant_id!r} must match {TENANT_ID.pattern}")
+    return tenant_id
+
+
+@dataclass(frozen=True)
+class WeaviateAddress:
+    http_host: str
+    http_port: int
+    grpc_port: int
+    api_key: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "WeaviateAddress":
+        return cls(settings.weaviate_http_host, settings.weaviate_http_port, settings.weaviate_grpc_port,
+                   settings.weaviate_api_key)
+
+
+# Errors that mean "the server is not there" rather than "the request is wrong".
+_CONNECTION_ERRORS = (
+    WeaviateConnectionError,
+    WeaviateStartUpError,
+    WeaviateGRPCUnavailableError,
+    WeaviateTimeoutError,
+    WeaviateClosedClientError,
+    httpx.TransportError,
+    grpc.RpcError,
+    OSError,
+)
+_UNAVAILABLE_MARKERS = ("unavailable", "deadline", "connection refused", "failed to connect", "timed out",
+                        "timeout", "socket closed", "connection reset", "closed channel")
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return True
+    # ValueError: a call racing a reset finds the client's gRPC channel closed.
+    return isinstance(exc, (WeaviateBaseError, ValueError)) and any(m in str(exc).lower() for m in _UNAVAILABLE_MARKERS)
+
+
+def _is_missing_tenant(exc: BaseException) -> bool:
+    message = str(exc).lower()
+    return isinstance(exc, WeaviateBaseError) and ("tenant not found" in message or "could not find class" in message)
+
+
+T = TypeVar("T")
+
+
+class WeaviateConnection:
+    """A lazily (re)connected Weaviate client, shared by threads, whose every call has a deadline.
+
+    The client retries a gRPC call that finds the server unavailable for about a minute (sleeping
+    1, 2, 4... s, not configurable in 4.23), which would hold a request thread long after its
+    caller gave up. So each call runs on a worker thread and the caller waits at most its deadline;
+    on expiry the client is closed, which also ends the abandoned call's retries (its next attempt
+    finds the channel closed), and the caller gets WeaviateUnavailable.
+    """
+
+    def __init__(
+        self,
+        address: WeaviateAddress,
+        *,
+        query_timeout_s: float = 1.0,
+        insert_timeout_s: float = 60.0,
+        init_timeout_s: float = 1.0,
+        reconnect_interval_s: float = 0.5,
+        workers: int = 16,
+    ) -> None:
+        self.address = address
+        self._timeout = Timeout(init=init_timeout_s, query=query_timeout_s, insert=insert_timeout_s)
+        # A read answers within its gRPC timeout or fails; the margin covers one retry sleep at most.
+        self.read_deadline_s = query_timeout_s + 0.5
+        self.write_deadline_s = insert_timeout_s + 1.0
+        self._connect_deadline_s = 3 * init_timeout_s + 0.5  # REST meta + OIDC probe + gRPC health
+        self._reconnect_interval_s = reconnect_interval_s
+        self._calls = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weaviate-call")
+        self._client: weaviate.WeaviateClient | None = None
+        self._last_attempt = 0.0
+        self._last_error = ""
+        self._lock = threading.Lock()
+        self._prepared: set[str] = set()  # collections known to exist on this connection
+
+    def _connect(self) -> weaviate.WeaviateClient:
+        with self._lock:
+            if self._client is not None:
+                return self._client
+            now = time.monotonic()
+            if now - self._last_attempt < self._reconnect_interval_s:
+                raise WeaviateUnavailable(f"Weaviate unavailable ({self._last_error})")
+            self._last_attempt = now
+            pending = self._calls.submit(self._open_client)
+            try:
+                self._client = pending.result(timeout=self._connect_deadline_s)
+            except Exception as exc:  # noqa: BLE001 - any start-up failure means "not available"
+                if isinstance(exc, FutureTimeout):
+                    # Close the client if the connect completes after all.
+                    pending.add_done_callback(lambda f: f.exception() is None and f.result().close())
+                self._last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                raise WeaviateUnavailable(
+                    f"cannot reach Weaviate at {self.address.http_host}:{self.address.http_port} "
+                    f"(gRPC {self.address.grpc_port}): {self._last_error}"
+                ) from exc
+            self._prepared.clear()
+            return self._client
+
+    def _open_client(self) -> weaviate.WeaviateClient:
+        return weaviate.connect_to_custom(
+            http_host=self.address.http_host,
+            http_port=self.address.http_port,
+            http_secure=False,
+            grpc_host=self.address.http_host,
+            grpc_port=self.address.grpc_port,
+            grpc_secure=False,
+            auth_credentials=Auth.api_key(self.address.api_key) if self.address.api_key else None,
+            additional_config=AdditionalConfig(timeout=self._timeout),
+        )
+
+    def reset(self) -> None:
+        """Drop the client after a connection failure; the next call reconnects."""
+        with self._lock:
+            client, self._client = self._client, None
+            self._prepared.clear()
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing a broken client may fail; it is gone either way
+                log.debug("closing a broken Weaviate client failed", exc_info=True)
+
+    def run(self, operation: Callable[[weaviate.WeaviateClient], T], *, deadline_s: float | None = None) -> T:
+        """`operation(client)` within `deadline_s` (the read deadline by default); connection
+        failures and expired deadlines become WeaviateUnavailable, other errors pass through."""
+        client = self._connect()
+        deadline = self.read_deadline_s if deadline_s is None else deadline_s
+        try:
+            return self._calls.submit(operation, client).result(timeout=deadline)
+        except FutureTimeout as exc:
+            self._last_error = f"no answer within {deadline:.1f} s"
+            self.reset()
+            raise WeaviateUnavailable(f"Weaviate call failed: {self._last_error}") from exc
+        except Exception as exc:
+            if _is_unavailable(exc):
+                self._last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                self.reset()
+                raise WeaviateUnavailable(f"Weaviate call failed: {self._last_error}") from exc
+            raise
+
+    def is_ready(self) -> bool:
+        try:
+            return bool(self.run(lambda client: client.is_ready()))
+        except WeaviateUnavailable:
+            return False
+
+    def ensure_collection(self, name: str, create: Callable[[weaviate.WeaviateClient], None]) -> None:
+        """Create collection `name` with `create(client)` unless it exists (checked once per connection)."""
+        if name in self._prepared:
+            return
+
+        def ensure(client: weaviate.WeaviateClient) -> None:
+            if client.collections.exists(name):
+                return
+            try:
+                create(client)
+            except UnexpectedStatusCodeError as exc:  # another replica created it first
+                if "already exists" not in str(exc).lower():
+                    raise
+
+        self.run(ensure, deadline_s=self.write_deadline_s)
+        self._prepared.add(name)
+
+    def close(self) -> None:
+        self.reset()
+        self._calls.shutdown(wait=False, cancel_futures=True)
+
+
+def _multi_tenancy():  # type: ignore[no-untyped-def]
+    return Configure.multi_tenancy(enabled=True, auto_tenant_creation=True, auto_tenant_activation=True)
+
+
+def _vector_index(kind: str):  # type: ignore[no-untyped-def]
+    """"flat" (exact brute force) by default: a tenant's KB is thousands of chunks, where exact
+    search costs about a millisecond and, unlike HNSW after in-place re-ingests, never misses a
+    neighbour. "hnsw" is for tenants with hundreds of thousands of chunks."""
+    if kind == "flat":
+        return Configure.VectorIndex.flat()
+    if kind == "hnsw":
+        return Configure.VectorIndex.hnsw()
+    raise ValueError(f"unknown vector index {kind!r} (flat or hnsw)")
+
+
+def _keyword(name: str, data_type: DataType = DataType.TEXT) -> Property:
+    """An exact-match property for filters, kept out of BM25."""
+    return Property(name=name, data_type=data_type, tokenization=Tokenization.FIELD, index_searchable=False)
+
+
+def chunk_uuid(chunk_id: str) -> uuid.UUID:
+    return uuid.uuid5(OBJECT_ID_NAMESPACE, f"chunk:{chunk_id}")
+
+
+def case_uuid(ticket_id: str) -> uuid.UUID:
+    return uuid.uuid5(OBJECT_ID_NAMESPACE, f"case:{ticket_id}")
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    articles: int
+    chunks: int
+    stale_chunks_deleted: int
+
+
+class _TenantCollection:
+    """One multi-tenant collection; every operation runs inside one Weaviate tenant."""
+
+    def __init__(self, connection: WeaviateConnection, collection: str) -> None:
+        self._connection = connection
+        self.collection_name = collection
+
+    def _create(self, client: weaviate.WeaviateClient) -> None:
+        raise NotImplementedError
+
+    def _run(self, tenant_id: str, operation: Callable[[Collection], T], *, write: bool = False) -> T:
+        tenant = weaviate_tenant(tenant_id)
+        self._connection.ensure_collection(self.collection_name, self._create)
+        return self._connection.run(
+            lambda client: operation(client.collections.use(self.collection_name).with_tenant(tenant)),
+            deadline_s=self._connection.write_deadline_s if write else None,
+        )
+
+    def _read(self, tenant_id: str, operation: Callable[[Collection], T], empty: T, *, write: bool = False) -> T:
+        """An operation on what a tenant holds; a tenant that does not exist (never ingested
+        anything) holds nothing, which is not an error: the result is `empty`."""
+        try:
+            return self._run(tenant_id, operation, write=write)
+        except WeaviateBaseError as exc:
+            if _is_missing_tenant(exc):
+                return empty
+            raise
+
+    def drop_tenant(self, tenant_id: str) -> None:
+        tenant = weaviate_tenant(tenant_id)
+        self._connection.ensure_collection(self.collection_name, self._create)
+        self._connection.run(lambda client: client.collections.use(self.collection_name).tenants.remove([tenant]),
+                             deadline_s=self._connection.write_deadline_s)
+
+
+class KnowledgeIndex(_TenantCollection):
+    """Article chunks in one multi-tenant collection (tenants are created on first ingest)."""
+
+    def __init__(
+        self,
+        connection: WeaviateConnection,
+        encoder: TextEncoder,
+        *,
+        collection: str = KB_COLLECTION,
+        batch_size: int = 256,
+        chunker: Callable[[KnowledgeArticle], list[Chunk]] = chunk_article,
+        vector_index: str = "flat",
+    ) -> None:
+        super().__init__(connection, collection)
+        self._encoder = encoder
+        self._batch_size = batch_size
+        self._chunker = chunker
+        self._vector_index = vector_index
+
+    def _create(self, client: weaviate.WeaviateClient) -> None:
+        client.collections.create(
+            self.collection_name,
+            description="Knowledge-base article chunks (one Weaviate tenant per Supportflow tenant)",
+            properties=[
+                Property(name="text", data_type=DataType.TEXT),
+                Property(name="title", data_type=DataType.TEXT),
+                Property(name="section", data_type=DataType.TEXT),
+                _keyword("article_id"),
+                _keyword("chunk_id"),
+                Property(name="chunk_index", data_type=DataType.INT),
+                _keyword("url"),
+                _keyword("source"),
+                _keyword("owner"),
+                _keyword("locale"),
+                _keyword("intents", DataType.TEXT_ARRAY),
+                Property(name="is_policy", data_type=DataType.BOOL),
+                Property(name="updated_at", data_type=DataType.DATE),
+                Property(name="review_by", data_type=DataType.DATE),
+            ],
+            vector_config=Configure.Vectors.self_provided(vector_index_config=_vector_index(self._vector_index)),
+            multi_tenancy_config=_multi_tenancy(),
+        )
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def upsert(self, tenant_id: str, articles: Iterable[KnowledgeArticle]) -> IngestReport:
+        """Index (or re-index) `articles` for a tenant; each article's old chunks are replaced."""
+        articles = list(articles)
+        chunks_by_article = {a.article_id: self._chunker(a) for a in articles}
+        chunks = [c for group in chunks_by_article.values() for c in group]
+        for start in range(0, len(chunks), self._batch_size):
+            batch = chunks[start:start + self._batch_size]
+            vectors = np.asarray(self._encoder.encode([c.search_text for c in batch]), dtype=np.float32)
+            objects = [
+                DataObject(properties=_chunk_properties(c), uuid=chunk_uuid(c.chunk_id), vector=v.tolist())
+                for c, v in zip(batch, vectors)
+            ]
+            result = self._run(tenant_id, lambda collection: collection.data.insert_many(objects), write=True)
+            if result.has_errors:
+                first = next(iter(result.errors.values()))
+                raise RuntimeError(f"{len(result.errors)} chunks failed to index, e.g. {first.message}")
+        deleted = self._delete_leftovers(tenant_id, {a: len(c) for a, c in chunks_by_article.items()})
+        return IngestReport(articles=len(articles), chunks=len(chunks), stale_chunks_deleted=deleted)
+
+    def _delete_leftovers(self, tenant_id: str, chunk_counts: dict[str, int], group: int = 50) -> int:
+        """Delete chunks whose index is beyond the article's current chunk count."""
+        deleted = 0
+        items = list(chunk_counts.items())
+        for start in range(0, len(items), group):
+            where = Filter.any_of([
+                Filter.by_property("article_id").equal(article_id) & Filter.by_property("chunk_index").greater_or_equal(count)
+                for article_id, count in items[start:start + group]
+            ])
+            deleted += self._run(tenant_id, lambda collection: collection.data.delete_many(where=where), write=True).successful
+        return deleted
+
+    def delete(self, tenant_id: str, article_id: str) -> int:
+        """Remove every chunk of an article; returns how many were removed (0 if none or no tenant)."""
+        where = Filter.by_property("article_id").equal(article_id)
+        return self._read(tenant_id, lambda collection: collection.data.delete_many(where=where).successful, 0, write=True)
+
+    def count(self, tenant_id: str, article_id: str | None = None) -> int:
+        where = Filter.by_property("article_id").equal(article_id) if article_id else None
+        return int(self._read(
+            tenant_id, lambda collection: collection.aggregate.over_all(filters=where, total_count=True).total_count or 0, 0
+        ))
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def hybrid(
+        self, tenant_id: str, keywords: str, vector: np.ndarray, *, alpha: float, limit: int,
+        filters: SearchFilters = SearchFilters(),
+    ) -> list[PassageHit]:
+        """BM25 + vector (relative-score fusion); each hit carries its passage vector."""
+        objects = self._read(tenant_id, lambda collection: collection.query.hybrid(
+            query=keywords,
+            vector=np.asarray(vector, dtype=np.float32).tolist(),
+            alpha=alpha,
+            limit=limit,
+            query_properties=KB_TEXT_PROPERTIES,
+            fusion_type=HybridFusion.RELATIVE_SCORE,
+            filters=_where(filters),
+            include_vector=True,
+            return_metadata=MetadataQuery(score=True),
+        ).objects, [])
+        return [_passage(o, o.metadata.score or 0.0, None, _default_vector(o.vector)) for o in objects]
+
+    def bm25(self, tenant_id: str, keywords: str, *, limit: int, filters: SearchFilters = SearchFilters()) -> list[PassageHit]:
+        objects = self._read(tenant_id, lambda collection: collection.query.bm25(
+            query=keywords, limit=limit, query_properties=KB_TEXT_PROPERTIES, filters=_where(filters),
+            return_metadata=MetadataQuery(score=True),
+        ).objects, [])
+        return [_passage(o, o.metadata.score or 0.0, None) for o in objects]
+
+    def near_vector(self, tenant_id: str, vector: np.ndarray, *, limit: int, filters: SearchFilters = SearchFilters()) -> list[PassageHit]:
+        objects = self._read(tenant_id, lambda collection: collection.query.near_vector(
+            near_vector=np.asarray(vector, dtype=np.float32).tolist(), limit=limit, filters=_where(filters),
+            return_metadata=MetadataQuery(distance=True),
+        ).objects, [])
+        # Cosine distance = 1 - cosine similarity.
+        return [_passage(o, 1.0 - (o.metadata.distance or 0.0), 1.0 - (o.metadata.distance or 0.0)) for o in objects]
+
+
+def _where(filters: SearchFilters):  # type: ignore[no-untyped-def]
+    clauses = []
+    if filters.locale:
+        clauses.append(Filter.by_property("locale").equal(filters.locale))
+    if filters.intents:
+        clauses.append(Filter.by_property("intents").contains_any(list(filters.intents)))
+    if filters.sources:
+        clauses.append(Filter.by_property("source").contains_any(list(filters.sources)))
+    if filters.policy_only:
+        clauses.append(Filter.by_property("is_policy").equal(True))
+    return Filter.all_of(clauses) if clauses else None
+
+
+def _chunk_properties(chunk: Chunk) -> dict:
+    article = chunk.article
+    return {
+        "text": chunk.text,
+        "title": article.title,
+        "section": chunk.section,
+        "article_id": article.article_id,
+        "chunk_id": chunk.chunk_id,
+        "chunk_index": chunk.index,
+        "url": article.url,
+        "source": article.source,
+        "owner": article.owner,
+        "locale": article.locale,
+        "intents": list(article.intents),
+        "is_policy": article.is_policy,
+        "updated_at": article.updated_at,
+        "review_by": article.review_by,
+    }
+
+
+def _default_vector(vector: object) -> np.ndarray | None:
+    values = vector.get("default") if isinstance(vector, dict) else vector
+    return None if values is None else np.asarray(values, dtype=np.float32)
+
+
+def _passage(obj, score: float, similarity: float | None, vector: np.ndarray | None = None) -> PassageHit:  # type: ignore[no-untyped-def]
+    p = obj.properties
+    return PassageHit(
+        article_id=str(p.get("article_id", "")),
+        chunk_id=str(p.get("chunk_id", "")),
+        title=str(p.get("title", "")),
+        section=str(p.get("section", "")),
+        text=str(p.get("text", "")),
+        score=float(score),
+        similarity=similarity,
+        url=str(p.get("url", "")),
+        source=str(p.get("source", "")),
+        owner=str(p.get("owner", "")),
+        is_policy=bool(p.get("is_policy", False)),
+        review_by=_as_datetime(p.get("review_by")),
+        updated_at=_as_datetime(p.get("updated_at")),
+        vector=vector,
+    )
+
+
+def _as_datetime(value: object) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+class CaseIndex(_TenantCollection):
+    """Resolved tickets, searchable by problem statement, one Weaviate tenant per Supportflow tenant.
+    HNSW: unlike a tenant's KB, the case history only grows."""
+
+    def __init__(self, connection: WeaviateConnection, encoder: TextEncoder, *, collection: str = CASES_COLLECTION) -> None:
+        super().__init__(connection, collection)
+        self._encoder = encoder
+
+    def _create(self, client: weaviate.WeaviateClient) -> None:
+        client.collections.create(
+            self.collection_name,
+            description="Resolved tickets for similar-case retrieval",
+            properties=[
+                _keyword("ticket_id"),
+                Property(name="problem_statement", data_type=DataType.TEXT),
+                Property(name="resolution_notes", data_type=DataType.TEXT),
+                _keyword("intent"),
+                _keyword("article_ids", DataType.TEXT_ARRAY),
+            ],
+            vector_config=Configure.Vectors.self_provided(vector_index_config=_vector_index("hnsw")),
+            multi_tenancy_config=_multi_tenancy(),
+        )
+
+    def upsert(self, tenant_id: str, case: ResolvedCase) -> None:
+        """Index a resolved case; the same ticket resolved again replaces its earlier entry."""
+        vector = np.asarray(self._encoder.encode([case.problem_statement]), dtype=np.float32)[0]
+        properties = {
+            "ticket_id": case.ticket_id,
+            "problem_statement": case.problem_statement,
+            "resolution_notes": case.resolution_notes,
+            "intent": case.intent,
+            "article_ids": list(case.article_ids),
+        }
+        objects = [DataObject(properties=properties, uuid=case_uuid(case.ticket_id), vector=vector.tolist())]
+        result = self._run(tenant_id, lambda collection: collection.data.insert_many(objects), write=True)
+        if result.has_errors:
+            raise RuntimeError(f"case {case.ticket_id} failed to index: {next(iter(result.errors.values())).message}")
+
+    def search(self, tenant_id: str, keywords: str, vector: np.ndarray, *, k: int, alpha: float) -> list[CaseHit]:
+        objects = self._read(tenant_id, lambda collection: collection.query.hybrid(
+            query=keywords, vector=np.asarray(vector, dtype=np.float32).tolist(), alpha=alpha, limit=k,
+            query_properties=CASE_TEXT_PROPERTIES, fusion_type=HybridFusion.RELATIVE_SCORE,
+            return_metadata=MetadataQuery(score=True),
+        ).objects, [])
+        return [CaseHit(_case(o.properties), float(o.metadata.score or 0.0)) for o in objects]
+
+
+def _case(p: dict) -> ResolvedCase:
+    return ResolvedCase(
+        ticket_id=str(p.get("ticket_id", "")),
+        problem_statement=str(p.get("problem_statement", "")),
+        resolution_notes=str(p.get("resolution_notes", "")),
+        intent=str(p.get("intent", "")),
+        article_ids=tuple(p.get("article_ids") or ()),
+    )

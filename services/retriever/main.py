@@ -1,0 +1,50 @@
+"""Retriever: evidence search (gRPC Search, SimilarCases) over Weaviate; consumes `kb.articles` and
+`tickets.resolved`; reports KB gaps on `kb.gaps`."""
+
+from __future__ import annotations
+
+from supportflow.contracts.v1 import services_pb2_grpc
+from supportflow.eventbus import ConsumerLoop, EventPublisher
+from supportflow.observability import Health
+from supportflow.service import ServiceParts
+from supportflow.settings import Settings
+from supportflow.topics import Topic
+
+from services.retriever.components import build_components
+from services.retriever.handlers import SERVICE, KbArticleHandler, ResolvedCaseHandler
+from services.retriever.readiness import WeaviateReadinessWatch
+from services.retriever.servicer import RetrieverServicer
+
+# How long start-up waits for Weaviate before carrying on not ready (the watch keeps probing).
+WEAVIATE_START_WAIT_S = 60.0
+
+
+def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
+    parts = build_components(settings)
+    servicer = RetrieverServicer(parts.searcher, parts.cases, parts.encoder, publisher)
+    consumer = ConsumerLoop(
+        settings,
+        SERVICE,
+        {
+            Topic.KB_ARTICLES: KbArticleHandler(parts.knowledge).handle,
+            Topic.TICKETS_RESOLVED: ResolvedCaseHandler(parts.cases).handle,
+        },
+        publisher,
+        health,
+    )
+    watch = WeaviateReadinessWatch(parts.connection.is_ready, health)
+
+    def start() -> None:
+        watch.wait_until_available(WEAVIATE_START_WAIT_S)
+        watch.start()
+
+    def stop() -> None:
+        watch.stop()
+        parts.close()
+
+    return ServiceParts(
+        consumers=[consumer],
+        grpc=[(services_pb2_grpc.add_RetrieverServicer_to_server, servicer, "supportflow.contracts.v1.Retriever")],
+        on_start=[start],
+        on_stop=[stop],
+    )

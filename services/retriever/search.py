@@ -1,0 +1,365 @@
+"""Evidence search: query understanding, grouping passages by article, freshness and the KB-gap
+decision. The core is pure; `Searcher` ties it to an index adapter and an encoder.
+
+Query understanding. A raw ticket is a poor query: greetings, signatures, quoted replies and
+pleasantries dilute BM25, and the sentence encoder reads only its first 128 word pieces. Callers
+that have the classifier's normalized problem statement send it as the query, with the intent,
+which is added as words ("card_payment_fee_charged" -> "card payment fee charged"); raw text is
+stripped of its noise first (a problem statement has none, so it passes unchanged). A long query
+is cut into segments that are embedded separately and averaged, so the vector reflects the whole
+ticket, not its first paragraph.
+
+Scores. Weaviate's hybrid search (relative-score fusion of BM25 and vector results) finds the
+candidate passages. Each candidate is then re-scored with its *segment similarity*: the best cosine
+similarity between any query segment and the passage (a long ticket asks several things; a passage
+that answers one of them well should not be diluted by the others). The final passage score mixes
+the two (`rerank_weight`). The fused score is normalised per query, so it cannot tell "good match"
+from "best of a bad lot"; the gap decision therefore uses the best segment similarity, an absolute
+measure.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+# Chosen on the tau2 banking dev split only (benchmarks/retrieval_eval.py prints the sweeps).
+DEFAULT_ALPHA = 0.7  # 0 = BM25 only, 1 = vectors only
+DEFAULT_RERANK_WEIGHT = 0.7  # share of the segment similarity in a passage's final score
+# Best segment similarity below this -> KB gap. On dev, answerable tickets score 0.597-0.806 and
+# the one ticket the KB cannot answer 0.555; the threshold sits between them.
+DEFAULT_GAP_THRESHOLD = 0.58
+PASSAGES_PER_ARTICLE = 2
+# Passages fetched per requested article: articles have 2-3 chunks on average, and grouping needs
+# enough candidates to still find k distinct articles.
+CANDIDATES_PER_ARTICLE = 4
+MIN_CANDIDATES = 40
+SEGMENT_CHARS = 450  # a query segment the encoder reads whole (MiniLM stops at 128 word pieces)
+MAX_SEGMENTS = 8
+MAX_QUERY_CHARS = 4000  # BM25 text cap: beyond it a ticket is a transcript, not a question
+
+
+class StoreUnavailable(RuntimeError):
+    """The search store (Weaviate) did not answer: down, unreachable or timed out."""
+
+
+class InvalidTenant(ValueError):
+    """A tenant id the store cannot hold as its own isolated tenant."""
+
+
+class TextEncoder(Protocol):
+    dim: int
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    locale: str = ""
+    intents: tuple[str, ...] = ()  # articles tagged with any of these
+    sources: tuple[str, ...] = ()  # help_center, internal_policy, ...
+    policy_only: bool = False
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """What is sent to the index: text for BM25 and the segments whose embeddings form the vector."""
+
+    keywords: str
+    segments: tuple[str, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.keywords.strip()
+
+
+@dataclass(frozen=True)
+class PassageHit:
+    """One chunk as the index returned it."""
+
+    article_id: str
+    chunk_id: str
+    title: str
+    section: str
+    text: str
+    score: float  # what ranks the passage: fused hybrid score, then the re-scored value
+    similarity: float | None = None  # best cosine(query segment, passage) once re-scored
+    url: str = ""
+    source: str = ""
+    owner: str = ""
+    is_policy: bool = False
+    review_by: datetime | None = None
+    updated_at: datetime | None = None
+    vector: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ArticleResult:
+    article_id: str
+    title: str
+    score: float
+    passages: tuple[PassageHit, ...]
+    stale: bool
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    articles: tuple[ArticleResult, ...]
+    gap: bool
+    best_score: float  # the gap signal: best segment similarity (0 when nothing was found)
+    query: SearchQuery
+
+
+# ---------------------------------------------------------------------------------------------
+# Query understanding
+
+_QUOTED_REPLY = re.compile(
+    r"^\s*(?:On .{3,200}wrote:|-{2,}\s*Original Message\s*-{2,}|From: .+|_{5,})\s*$", re.I | re.M
+)
+_SIGN_OFF = re.compile(
+    r"^\s*(?:--\s*|(?:best|kind|warm)?\s*regards,?.*|best,?|cheers,?|thanks?(?: you)?(?: so much)?[,!.]?"
+    r"|many thanks[,!.]?|sincerely,?.*|sent from my \w+.*)\s*$",
+    re.I,
+)
+_GREETING = re.compile(
+    r"^\s*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|greetings)\b[^\n.!?]{0,40}[,!.:\n-]\s*",
+    re.I,
+)
+_PLEASANTRY = re.compile(
+    r"(?:i hope (?:you are|you're|this finds you) [^.!?\n]*[.!?]"
+    r"|thanks? (?:you )?(?:in advance|for (?:your|the) (?:help|time|assistance|support))[^.!?\n]*[.!?]?"
+    r"|(?:any|your) help (?:would be|is) (?:much |greatly )?appreciated[.!?]?"
+    r"|please (?:help|advise)[.!?]?)",
+    re.I,
+)
+_MARKUP = re.compile(r"[*_`#>|]+")
+_SPACES = re.compile(r"[ \t\r\f\v]+")
+
+
+def strip_ticket_noise(text: str) -> str:
+    """The customer's actual words: no greeting, sign-off, signature, quoted reply or pleasantry."""
+    match = _QUOTED_REPLY.search(text)
+    if match:
+        text = text[: match.start()]
+    lines = text.splitlines()
+    # A sign-off line ends the message: what follows is a name, a title, a phone number.
+    for index, line in enumerate(lines):
+        if _SIGN_OFF.match(line):
+            lines = lines[:index]
+            break
+    text = "\n".join(line for line in lines if not line.lstrip().startswith(">"))
+    text = _GREETING.sub("", text, count=1)
+    text = _PLEASANTRY.sub(" ", text)
+    text = _MARKUP.sub(" ", text)
+    text = _SPACES.sub(" ", text)
+    return re.sub(r"\n\s*\n+", "\n", text).strip()
+
+
+def intent_phrase(intent: str) -> str:
+    """A taxonomy label as words: "card_payment_fee_charged" -> "card payment fee charged"."""
+    return re.sub(r"[\s_?\-]+", " ", intent).strip().lower()
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def segment_text(text: str, max_chars: int = SEGMENT_CHARS, max_segments: int = MAX_SEGMENTS) -> tuple[str, ...]:
+    """Consecutive sentences packed into segments of at most `max_chars` (a longer sentence is cut)."""
+    segments: list[str] = []
+    current = ""
+    for sentence in (s.strip() for s in _SENTENCE_END.split(text)):
+        if not sentence:
+            continue
+        while len(sentence) > max_chars:
+            if current:
+                segments.append(current)
+                current = ""
+            segments.append(sentence[:max_chars])
+            sentence = sentence[max_chars:].strip()
+        candidate = f"{current} {sentence}".strip()
+        if len(candidate) > max_chars:
+            segments.append(current)
+            current = sentence
+        else:
+            current = candidate
+    if current:
+        segments.append(current)
+    return tuple(segments[:max_segments])
+
+
+def build_query(text: str, *, intent: str = "") -> SearchQuery:
+    """The search query for a ticket text (a problem statement or a raw message) without its noise,
+    with the intent added as words."""
+    base = strip_ticket_noise(text)
+    phrase = intent_phrase(intent) if intent else ""
+    if phrase and phrase not in base.lower():
+        base = f"{base}\n{phrase}" if base else phrase
+    base = base[:MAX_QUERY_CHARS]
+    return SearchQuery(keywords=base, segments=segment_text(base) if base else ())
+
+
+def segment_vectors(encoder: TextEncoder, query: SearchQuery) -> np.ndarray:
+    return np.asarray(encoder.encode(list(query.segments)), dtype=np.float32)
+
+
+def mean_vector(vectors: np.ndarray) -> np.ndarray:
+    """The normalised mean of the segments' embeddings: the query vector for the vector search."""
+    mean = vectors.mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    return mean / norm if norm > 0 else mean
+
+
+def rescore_by_segments(hits: Sequence[PassageHit], segments: np.ndarray, weight: float) -> list[PassageHit]:
+    """Each hit's similarity becomes its best cosine with any query segment, and its score
+    (1 - weight) * fused score + weight * that similarity. Hits without a vector keep their score."""
+    rescored = []
+    for hit in hits:
+        if hit.vector is None:
+            rescored.append(hit)
+            continue
+        vector = np.asarray(hit.vector, dtype=np.float32)
+        norm = float(np.linalg.norm(vector))
+        similarity = float((segments @ vector).max()) / norm if norm else 0.0
+        rescored.append(replace(hit, similarity=similarity, score=(1 - weight) * hit.score + weight * similarity))
+    return rescored
+
+
+# ---------------------------------------------------------------------------------------------
+# Grouping, freshness, gap
+
+
+def group_by_article(
+    hits: Sequence[PassageHit],
+    k: int,
+    *,
+    passages_per_article: int = PASSAGES_PER_ARTICLE,
+    now: datetime | None = None,
+) -> tuple[ArticleResult, ...]:
+    """The k best distinct articles, each scored by its best passage and carrying its best
+    `passages_per_article` passages, best article first (ties keep the index's order)."""
+    now = now or datetime.now(timezone.utc)
+    by_article: dict[str, list[PassageHit]] = {}
+    for hit in sorted(hits, key=lambda h: -h.score):
+        by_article.setdefault(hit.article_id, []).append(hit)
+    results = []
+    for article_id, passages in by_article.items():
+        best = passages[0]
+        results.append(
+            ArticleResult(
+                article_id=article_id,
+                title=best.title,
+                score=best.score,
+                passages=tuple(passages[:passages_per_article]),
+                stale=best.review_by is not None and best.review_by < now,
+            )
+        )
+        if len(results) == k:
+            break
+    return tuple(results)
+
+
+def candidate_limit(k: int) -> int:
+    """Passages to fetch for k distinct articles."""
+    return max(MIN_CANDIDATES, k * CANDIDATES_PER_ARTICLE)
+
+
+def is_gap(best_similarity: float, threshold: float = DEFAULT_GAP_THRESHOLD) -> bool:
+    return best_similarity < threshold
+
+
+def best_similarity(hits: Sequence[PassageHit]) -> float:
+    similarities = [h.similarity for h in hits if h.similarity is not None]
+    return max(similarities, default=0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The search itself
+
+
+class PassageIndex(Protocol):
+    """What Searcher needs from the store (services/retriever/index.py implements it). Hits must
+    carry their passage vectors."""
+
+    def hybrid(
+        self, tenant: str, keywords: str, vector: np.ndarray, *, alpha: float, limit: int, filters: SearchFilters
+    ) -> list[PassageHit]: ...
+
+
+@dataclass
+class Searcher:
+    index: PassageIndex
+    encoder: TextEncoder
+    alpha: float = DEFAULT_ALPHA
+    rerank_weight: float = DEFAULT_RERANK_WEIGHT
+    gap_threshold: float = DEFAULT_GAP_THRESHOLD
+    passages_per_article: int = PASSAGES_PER_ARTICLE
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+
+    def candidates(
+        self, tenant: str, query: SearchQuery, k: int, filters: SearchFilters = SearchFilters()
+    ) -> list[PassageHit]:
+        """Re-scored candidate passages for a query, enough to fill k distinct articles."""
+        segments = segment_vectors(self.encoder, query)
+        hits = self.index.hybrid(
+            tenant,
+            query.keywords,
+            mean_vector(segments),
+            alpha=self.alpha,
+            limit=candidate_limit(k),
+            filters=filters,
+        )
+        return rescore_by_segments(hits, segments, self.rerank_weight)
+
+    def search(
+        self,
+        tenant: str,
+        text: str,
+        k: int = 10,
+        *,
+        filters: SearchFilters = SearchFilters(),
+        intent: str = "",
+    ) -> SearchResult:
+        query = build_query(text, intent=intent)
+        if query.empty or k <= 0:  # nothing to look for is not a gap in the KB
+            return SearchResult(articles=(), gap=False, best_score=0.0, query=query)
+        hits = self.candidates(tenant, query, k, filters)
+        best = best_similarity(hits)
+        articles = group_by_article(hits, k, passages_per_article=self.passages_per_article, now=self.clock())
+        return SearchResult(articles=articles, gap=is_gap(best, self.gap_threshold), best_score=best, query=query)
+
+
+# ---------------------------------------------------------------------------------------------
+# Similar resolved cases
+
+
+@dataclass(frozen=True)
+class ResolvedCase:
+    ticket_id: str
+    problem_statement: str
+    resolution_notes: str
+    intent: str = ""
+    article_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CaseHit:
+    case: ResolvedCase
+    score: float
+
+
+class CaseStore(Protocol):
+    def search(self, tenant: str, keywords: str, vector: np.ndarray, *, k: int, alpha: float) -> list[CaseHit]: ...
+
+
+def find_similar_cases(
+    store: CaseStore, encoder: TextEncoder, tenant: str, text: str, k: int, *, alpha: float = DEFAULT_ALPHA
+) -> list[CaseHit]:
+    """Resolved cases most like `text` (same query understanding as the article search)."""
+    query = build_query(text)
+    if query.empty or k <= 0:
+        return []
+    return store.search(tenant, query.keywords, mean_vector(segment_vectors(encoder, query)), k=k, alpha=alpha)

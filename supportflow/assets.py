@@ -1,0 +1,63 @@
+"""What the demo and the end-to-end test need before services start: a trained intent model and
+the sample knowledge base indexed in Weaviate. Both are built once and reused from the cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from supportflow.sample_data import path as sample_path
+from supportflow.sample_tickets import HOLDOUT_MODULUS, training_rows
+from supportflow.settings import Settings
+
+Progress = Callable[[str], None]
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return h.hexdigest()[:12]
+
+
+def ensure_demo_intent_model(settings: Settings, progress: Progress = lambda _: None) -> Path:
+    """The demo's Banking77 intent model (trained without the demo's held-out tickets)."""
+    from services.classifier.intent_model import IntentModel
+    from supportflow.embedding import load_encoder
+
+    if settings.intent_model_dir is not None:
+        return settings.intent_model_dir
+    data = sample_path("banking77_train.csv.gz").read_bytes()
+    target = settings.cache_dir / "models" / f"intent-banking77-{_digest(data, str(HOLDOUT_MODULUS).encode())}"
+    if (target / "model.json").exists():
+        return target
+    rows = training_rows()
+    progress(f"training the intent model on {len(rows)} Banking77 messages (first run only) ...")
+    model = IntentModel.train(
+        [r["text"] for r in rows], [r["category"] for r in rows],
+        encoder=load_encoder(settings.embedding_model), cache_dir=settings.cache_dir / "embeddings",
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted run
+    model.save(staging)
+    staging.rename(target)
+    return target
+
+
+def ensure_sample_kb(settings: Settings, progress: Progress = lambda _: None) -> dict:
+    """Index the Rho-Bank sample KB for the default tenant unless this Weaviate already has it."""
+    from services.retriever import cli as retriever_cli
+
+    kb = sample_path("kb_articles.jsonl.gz")
+    marker = settings.cache_dir / "state" / "weaviate" / f"kb-{settings.default_tenant}-{_digest(kb.read_bytes())}.json"
+    if marker.exists() and retriever_cli.indexed_chunks(settings, settings.default_tenant) > 0:
+        return json.loads(marker.read_text())
+    progress(f"indexing the sample knowledge base into Weaviate (tenant {settings.default_tenant}) ...")
+    summary = retriever_cli.ingest(str(kb), settings.default_tenant, settings)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(summary))
+    return summary

@@ -1,0 +1,129 @@
+"""`supportflow demo`: the main job. Real Kafka and Weaviate, every service in its own process,
+sample tickets through the gateway's HTTP intake, and a summary of what came out.
+
+Also used by the end-to-end test and the latency benchmark (`run_pipeline`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from supportflow.decisions import collect_decisions, decision_record
+from supportflow.demo_report import build_report, format_summary
+from supportflow.eventbus import ensure_topics
+from supportflow.fleet import ServiceFleet
+from supportflow.sample_tickets import demo_tickets
+from supportflow.settings import Settings
+
+
+def say(message: str) -> None:
+    print(f"[demo] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class PipelineRun:
+    records: list[dict]
+    sent: list[str]
+    missing: list[str]
+    duplicated: list[str]
+    wall_s: float
+
+
+def prepare(settings: Settings) -> Settings:
+    """Everything the services need before they start: topics, a trained model, an indexed KB."""
+    from supportflow.assets import ensure_demo_intent_model, ensure_sample_kb
+
+    ensure_topics(settings)
+    say("intent model ...")
+    model_dir = ensure_demo_intent_model(settings, progress=say)
+    say(f"intent model ready: {model_dir}")
+    say("knowledge base ...")
+    summary = ensure_sample_kb(settings, progress=say)
+    say(f"knowledge base ready: {summary}")
+    return settings.replace(intent_model_dir=model_dir)
+
+
+def post_ticket(gateway_port: int, payload: dict, attempts: int = 5) -> None:
+    body = json.dumps(payload).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{gateway_port}/v1/tickets", data=body, method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                if response.status == 202:
+                    return
+        except urllib.error.HTTPError as err:
+            if err.code < 500:
+                raise RuntimeError(f"gateway refused {payload.get('id')}: {err.code} {err.read()[:200]!r}") from err
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5 * (attempt + 1))
+    raise RuntimeError(f"gateway did not accept {payload.get('id')} after {attempts} attempts")
+
+
+def run_pipeline(settings: Settings, tickets: list[dict], *, rate: float, timeout_s: float = 300.0) -> PipelineRun:
+    """Send `tickets` through the running gateway at `rate` per second and collect every decision."""
+    started = time.monotonic()
+    interval = 1.0 / rate if rate > 0 else 0.0
+    for index, payload in enumerate(tickets):
+        due = started + index * interval
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        post_ticket(settings.gateway_http_port, payload)
+    sent = [t["id"] for t in tickets]
+    say(f"sent {len(sent)} tickets in {time.monotonic() - started:.1f}s; waiting for decisions ...")
+    found = collect_decisions(settings, set(sent), timeout_s)
+    wall = time.monotonic() - started
+    records = [decision_record(events[0]) for ticket_id in sent for events in [found.get(ticket_id)] if events]
+    return PipelineRun(
+        records=records,
+        sent=sent,
+        missing=[t for t in sent if t not in found],
+        duplicated=[t for t, events in found.items() if len(events) > 1],
+        wall_s=wall,
+    )
+
+
+def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: float, keep_infra: bool) -> int:
+    from supportflow.devinfra.stack import LocalStack
+
+    stack = LocalStack(settings)
+    say("starting Kafka and Weaviate (the first run builds and downloads them: many minutes) ...")
+    stack.install()
+    addresses = stack.up()
+    say("infrastructure: " + ", ".join(f"{k} {v}" for k, v in addresses.items()))
+    fleet = None
+    try:
+        ready = prepare(settings)
+        log_dir = settings.cache_dir / "demo-logs" / time.strftime("%Y%m%d-%H%M%S")
+        fleet = ServiceFleet(ready, log_dir)
+        say(f"starting the six services (logs in {log_dir}) ...")
+        fleet.start()
+        run_id = f"demo-{uuid.uuid4().hex[:6]}"
+        payloads = list(demo_tickets(tickets, run_id=run_id))
+        result = run_pipeline(ready, payloads, rate=rate)
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        if not keep_infra and stack.started_by_us:
+            say("stopping the Kafka and Weaviate this demo started (use --keep-infra to keep them)")
+            stack.down(stack.started_by_us)
+    report = build_report(
+        result.records, tickets_sent=len(result.sent), missing=result.missing,
+        duplicated=result.duplicated, wall_s=result.wall_s,
+    )
+    print(format_summary(report))
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2))
+        print(f"per-ticket report: {json_path}")
+    return 0 if not result.missing and not result.duplicated else 1

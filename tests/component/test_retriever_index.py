@@ -1,0 +1,315 @@
+"""The retriever against the real Weaviate: ingest and search, idempotent re-ingest, delete, tenant
+isolation, and Weaviate going away (UNAVAILABLE, no hang) and coming back (recovery).
+
+Each test module works in collections of its own, dropped at the end, so it never touches the
+service's collections. Outages are simulated with TCP proxies in front of the real server: the
+client talks to the proxies, and the test cuts or black-holes them.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+
+import grpc
+import pytest
+import weaviate
+
+from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
+from supportflow.embedding import load_encoder
+from supportflow.observability import Health
+from supportflow.rpc import create_server, open_channel
+
+from services.retriever.articles import KnowledgeArticle, chunk_article
+from services.retriever.components import build_components
+from services.retriever.search import SearchFilters
+from services.retriever.servicer import RetrieverServicer
+
+pytestmark = pytest.mark.infra
+
+LONG = " ".join(["Please read the whole section before you contact support."] * 6)
+
+
+def article(article_id: str, title: str, sections: dict[str, str], **metadata) -> KnowledgeArticle:
+    content = "\n\n".join(f"## {heading}\n{body} {LONG}" for heading, body in sections.items())
+    return KnowledgeArticle(article_id, title, content, **metadata)
+
+
+KB = [
+    article("fees-foreign", "Foreign transaction fees", {
+        "Card payments abroad": "Card payments in a foreign currency cost a 2% foreign transaction fee.",
+        "Cash withdrawals abroad": "Withdrawing cash abroad costs $3 per withdrawal plus 2%.",
+    }, is_policy=True, source="help_center"),
+    article("card-arrival", "When will my card arrive?", {
+        "Delivery times": "New cards arrive within 5 to 7 business days by post.",
+        "Tracking": "You can track the delivery in the app under Cards > Delivery.",
+    }),
+    article("lost-card", "Lost or stolen card", {
+        "Freeze your card": "Freeze the card in the app immediately if it is lost or stolen.",
+        "Order a replacement": "A replacement card is free once a year.",
+    }, source="internal_policy"),
+    article("savings-rates", "Savings interest rates", {
+        "Rates": "The Gold savings account pays 4.1% APY on balances up to $50,000.",
+    }, is_policy=True, review_by=None, locale="de"),
+]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder("minilm")
+
+
+@pytest.fixture
+def parts(settings, encoder):
+    suffix = uuid.uuid4().hex[:8]
+    components = build_components(settings, encoder=encoder, kb_collection=f"TestKb{suffix}",
+                                  cases_collection=f"TestCases{suffix}", query_timeout_s=5.0)
+    yield components
+    with weaviate.connect_to_custom(http_host=settings.weaviate_http_host, http_port=settings.weaviate_http_port,
+                                    http_secure=False, grpc_host=settings.weaviate_http_host,
+                                    grpc_port=settings.weaviate_grpc_port, grpc_secure=False) as client:
+        client.collections.delete([f"TestKb{suffix}", f"TestCases{suffix}"])
+    components.close()
+
+
+def test_ingest_then_search_finds_the_right_article(parts):
+    report = parts.knowledge.upsert("acme", KB)
+    assert report.articles == len(KB)
+    assert parts.knowledge.count("acme") == report.chunks == sum(len(chunk_article(a)) for a in KB)
+
+    result = parts.searcher.search("acme", "I paid with my card in euros and was charged a fee", 3)
+    assert result.articles[0].article_id == "fees-foreign"
+    assert not result.gap
+    best = result.articles[0].passages[0]
+    assert "foreign" in best.text.lower() and best.section and best.title == "Foreign transaction fees"
+    assert best.is_policy and best.url == "" and best.source == "help_center"
+
+    assert parts.searcher.search("acme", "my new card has not arrived yet", 1).articles[0].article_id == "card-arrival"
+
+
+def test_filters_restrict_sources_policy_and_locale(parts):
+    parts.knowledge.upsert("acme", KB)
+    query = "card fees rates lost card delivery"
+    only_internal = parts.searcher.search("acme", query, 10, filters=SearchFilters(sources=("internal_policy",)))
+    assert {a.article_id for a in only_internal.articles} == {"lost-card"}
+    policy = parts.searcher.search("acme", query, 10, filters=SearchFilters(policy_only=True))
+    assert {a.article_id for a in policy.articles} == {"fees-foreign", "savings-rates"}
+    german = parts.searcher.search("acme", query, 10, filters=SearchFilters(locale="de"))
+    assert {a.article_id for a in german.articles} == {"savings-rates"}
+
+
+def test_reingest_is_idempotent_and_shrinking_an_article_drops_its_old_chunks(parts):
+    parts.knowledge.upsert("acme", KB)
+    first = parts.knowledge.count("acme")
+    parts.knowledge.upsert("acme", KB)
+    assert parts.knowledge.count("acme") == first
+
+    fees = KB[0]
+    before = parts.knowledge.count("acme", "fees-foreign")
+    assert before > 1
+    shorter = KnowledgeArticle(fees.article_id, fees.title, "The foreign transaction fee is now 1%.")
+    report = parts.knowledge.upsert("acme", [shorter])
+    assert report.stale_chunks_deleted == before - 1
+    assert parts.knowledge.count("acme", "fees-foreign") == 1
+    passage = parts.searcher.search("acme", "foreign transaction fee", 1).articles[0].passages[0]
+    assert passage.text == "The foreign transaction fee is now 1%."
+
+
+def test_delete_removes_every_chunk_of_the_article(parts):
+    parts.knowledge.upsert("acme", KB)
+    removed = parts.knowledge.delete("acme", "lost-card")
+    assert removed == len(chunk_article(KB[2]))
+    assert parts.knowledge.count("acme", "lost-card") == 0
+    hits = parts.searcher.search("acme", "my card was stolen, how do I freeze it", 10)
+    assert "lost-card" not in {a.article_id for a in hits.articles}
+    assert parts.knowledge.delete("acme", "lost-card") == 0  # deleting again is harmless
+    assert parts.knowledge.delete("never-ingested", "lost-card") == 0
+
+
+def test_tenants_never_see_each_other(parts):
+    # Same subjects, different ids: a leak would show up as a foreign id in the results.
+    acme = [KnowledgeArticle(f"acme-{a.article_id}", a.title, a.content) for a in KB]
+    globex = [KnowledgeArticle(f"globex-{a.article_id}", a.title, a.content + " Globex edition.") for a in KB]
+    parts.knowledge.upsert("acme", acme)
+    parts.knowledge.upsert("globex", globex)
+    queries = ["foreign transaction fee", "card delivery time", "lost card", "savings interest",
+               "Globex edition", "acme", "anything at all"]
+    for query in queries:
+        for tenant, prefix in (("acme", "acme-"), ("globex", "globex-")):
+            ids = {a.article_id for a in parts.searcher.search(tenant, query, 10).articles}
+            assert ids and all(i.startswith(prefix) for i in ids), (tenant, query, ids)
+            assert all(h.article_id.startswith(prefix) for h in parts.knowledge.bm25(tenant, query, limit=50))
+    # Deleting in one tenant leaves the other alone.
+    parts.knowledge.delete("acme", "acme-card-arrival")
+    assert parts.knowledge.count("globex", "globex-card-arrival") > 0
+
+
+def test_a_tenant_without_an_index_gets_an_empty_result(parts):
+    parts.knowledge.upsert("acme", KB)
+    result = parts.searcher.search("nobody", "foreign transaction fee", 5)
+    assert result.articles == () and result.gap
+    assert parts.knowledge.count("nobody") == 0
+
+
+def test_similar_cases_are_found_per_tenant(parts):
+    from services.retriever.search import ResolvedCase, find_similar_cases
+
+    parts.cases.upsert("acme", ResolvedCase("t1", "Card declined at a petrol station abroad", "Travel block lifted", "declined_card_payment"))
+    parts.cases.upsert("acme", ResolvedCase("t2", "Cannot log in after changing phone", "Re-registered the device", "passcode_forgotten"))
+    parts.cases.upsert("acme", ResolvedCase("t1", "Card declined at a petrol station abroad", "Block lifted, card re-issued", "declined_card_payment"))
+    hits = find_similar_cases(parts.cases, parts.encoder, "acme", "my card got declined at a gas station in Spain", 2)
+    assert [h.case.ticket_id for h in hits] == ["t1", "t2"]
+    assert hits[0].case.resolution_notes == "Block lifted, card re-issued"  # resolved again: replaced
+    assert find_similar_cases(parts.cases, parts.encoder, "globex", "card declined", 2) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Weaviate going away and coming back
+
+
+class TcpProxy:
+    """Forwards a local port to the real server; `cut()` closes everything, `blackhole()` accepts
+    connections but never answers, `restore()` forwards again (on the same port)."""
+
+    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+        self.host, self.target_port = host, target_port
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            self.port = probe.getsockname()[1]
+        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._forward = True
+        self._lock = threading.Lock()
+
+    def restore(self) -> None:
+        self._forward = True
+        if self._listener is None:
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self.port))
+            listener.listen(64)
+            self._listener = listener
+            threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def blackhole(self) -> None:
+        self._drop_connections()
+        self._forward = False
+
+    def cut(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            except OSError:
+                pass
+            listener.close()
+        self._drop_connections()
+
+    def _drop_connections(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._sockets.append(client)
+            if not self._forward:
+                continue  # held open, never answered
+            try:
+                upstream = socket.create_connection((self.host, self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets.append(upstream)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+@pytest.fixture
+def proxied(settings, encoder):
+    """(retriever stub, http proxy, grpc proxy) with the retriever reaching Weaviate via proxies."""
+    http, grpc_proxy = TcpProxy(settings.weaviate_http_port), TcpProxy(settings.weaviate_grpc_port)
+    http.restore()
+    grpc_proxy.restore()
+    suffix = uuid.uuid4().hex[:8]
+    proxied_settings = settings.replace(weaviate_http_port=http.port, weaviate_grpc_port=grpc_proxy.port)
+    components = build_components(proxied_settings, encoder=encoder, kb_collection=f"TestKb{suffix}",
+                                  cases_collection=f"TestCases{suffix}")
+    components.knowledge.upsert("acme", KB[:2])
+    servicer = RetrieverServicer(components.searcher, components.cases, components.encoder)
+    server, port = create_server(
+        "retriever-test", [(services_pb2_grpc.add_RetrieverServicer_to_server, servicer, "supportflow.contracts.v1.Retriever")],
+        Health("retriever-test"), 0, host="127.0.0.1",
+    )
+    server.start()
+    stub = services_pb2_grpc.RetrieverStub(open_channel("retriever-test", f"127.0.0.1:{port}", 5.0))
+    yield stub, http, grpc_proxy
+    server.stop(grace=0)
+    http.restore()
+    grpc_proxy.restore()
+    components.close()
+    with weaviate.connect_to_custom(http_host=settings.weaviate_http_host, http_port=settings.weaviate_http_port,
+                                    http_secure=False, grpc_host=settings.weaviate_http_host,
+                                    grpc_port=settings.weaviate_grpc_port, grpc_secure=False) as client:
+        client.collections.delete([f"TestKb{suffix}", f"TestCases{suffix}"])
+    http.cut()
+    grpc_proxy.cut()
+
+
+REQUEST = services_pb2.SearchRequest(tenant_id="acme", query="foreign transaction fee on card payments", k=3)
+
+
+def search_until_ok(stub, attempts: int = 40) -> services_pb2.SearchResponse:
+    for _ in range(attempts):
+        try:
+            return stub.Search(REQUEST, timeout=5.0)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+            time.sleep(0.25)
+    raise AssertionError("the retriever did not recover after Weaviate came back")
+
+
+@pytest.mark.parametrize("outage", ["cut", "blackhole"])
+def test_weaviate_outage_is_unavailable_and_the_retriever_recovers(proxied, outage):
+    stub, http, grpc_proxy = proxied
+    assert stub.Search(REQUEST, timeout=5.0).passages[0].article_id == "fees-foreign"
+
+    for proxy in (http, grpc_proxy):
+        getattr(proxy, outage)()
+    for _ in range(3):  # every call fails fast with UNAVAILABLE, within the caller's deadline
+        with pytest.raises(grpc.RpcError) as failure:
+            stub.Search(REQUEST, timeout=5.0)
+        assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "knowledge base unavailable" in failure.value.details()
+
+    http.restore()
+    grpc_proxy.restore()
+    response = search_until_ok(stub)
+    assert response.passages[0].article_id == "fees-foreign"

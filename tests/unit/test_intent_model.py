@@ -1,0 +1,211 @@
+"""The intent model on a small synthetic CSV: trains in seconds, so these run in every CI pass.
+
+Accuracy on real data is measured by benchmarks/classifier_eval.py, not here.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from services.classifier.intent_model import (
+    IntentModel,
+    IntentPrediction,
+    TrainingConfig,
+    cross_validate,
+    expected_calibration_error,
+    read_labeled_csv,
+    train_from_csv,
+)
+from supportflow.embedding import TextEncoder, load_encoder
+
+# Label strings copied from Banking77's quirks: capitals and a trailing "?" must survive as-is.
+TEMPLATES = {
+    "card_arrival": [
+        "where is my new card",
+        "my card has not arrived yet",
+        "when will my card come",
+    ],
+    "Refund_not_showing_up": [
+        "my refund is not showing",
+        "refund still missing",
+        "no refund in my account",
+    ],
+    "reverted_card_payment?": [
+        "my card payment was reverted",
+        "payment got reversed",
+        "why was my payment returned",
+    ],
+    "change_pin": ["how do I change my PIN", "I want a new PIN", "reset the pin on my card"],
+}
+PREFIXES = ["", "hi, ", "hello there, ", "please help: ", "urgent - "]
+SUFFIXES = ["", "?", " thanks", " asap!", " (sent from my phone)"]
+
+
+def synthetic_rows() -> list[tuple[str, str]]:
+    rows = []
+    for label, phrases in TEMPLATES.items():
+        for phrase, prefix, suffix in itertools.product(phrases, PREFIXES, SUFFIXES[:3]):
+            rows.append((prefix + phrase + suffix, label))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def encoder() -> TextEncoder:
+    return load_encoder("minilm")
+
+
+@pytest.fixture(scope="module")
+def csv_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "tickets.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["body", "intent", "ignored"])
+        for text, label in synthetic_rows():
+            writer.writerow([text, label, "x"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(csv_path, encoder, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("model")
+    cache_dir = tmp_path_factory.mktemp("cache")
+    report = train_from_csv(
+        csv_path, "body", "intent", out_dir, encoder=encoder, cache_dir=cache_dir
+    )
+    json.dumps(report)  # the CLI prints it
+    assert report["out_dir"] == str(out_dir)
+    return IntentModel.load(out_dir, encoder=encoder), out_dir
+
+
+def test_labels_come_from_the_csv(trained):
+    model, _ = trained
+    assert model.labels == sorted(TEMPLATES)
+
+
+def test_predicts_the_training_intents(trained):
+    model, _ = trained
+    predictions = model.predict(["where is my new card?", "I want a new PIN please"])
+    assert [p.intent for p in predictions] == ["card_arrival", "change_pin"]
+    assert all(isinstance(p, IntentPrediction) for p in predictions)
+
+
+def test_probabilities_sum_to_one_and_top_k_is_sorted(trained):
+    model, _ = trained
+    texts = ["refund missing", "card?", "pin"]
+    probabilities = model.predict_proba(texts)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-9)
+    for prediction, row in zip(model.predict(texts), probabilities, strict=True):
+        scores = [score for _, score in prediction.top_k]
+        assert scores == sorted(scores, reverse=True)
+        assert len(prediction.top_k) == model.config.top_k
+        assert prediction.intent == prediction.top_k[0][0]
+        assert prediction.confidence == pytest.approx(row.max())
+
+
+def test_save_load_round_trip_is_identical(trained, encoder):
+    model, out_dir = trained
+    loaded = IntentModel.load(out_dir, encoder=encoder)
+    texts = ["my payment got reversed", "", "hello"]
+    np.testing.assert_array_equal(loaded.predict_proba(texts), model.predict_proba(texts))
+    assert loaded.predict(texts) == model.predict(texts)
+    assert loaded.labels == model.labels
+    assert loaded.version == model.version
+    assert IntentModel.load(out_dir).encoder is encoder  # the encoder recorded at training
+
+
+def test_artifact_is_json_and_npz_with_training_metadata(trained, csv_path):
+    _, out_dir = trained
+    assert sorted(p.name for p in out_dir.iterdir()) == ["arrays.npz", "model.json"]
+    manifest = json.loads((out_dir / "model.json").read_text("utf-8"))
+    metadata = manifest["metadata"]
+    assert metadata["rows"] == len(synthetic_rows())
+    assert metadata["encoder"] == load_encoder("minilm").name
+    assert len(metadata["data_sha256"]) == 64
+    assert metadata["source"]["label_column"] == "intent"
+    assert metadata["created_at"].endswith("+00:00")
+    assert metadata["version"].endswith(metadata["data_sha256"][:8])
+    with np.load(out_dir / "arrays.npz", allow_pickle=False) as arrays:
+        assert arrays["knn_vectors"].shape[0] == len(synthetic_rows())
+
+
+def test_load_refuses_another_encoder(trained):
+    _, out_dir = trained
+
+    class OtherEncoder(TextEncoder):
+        name = "other"
+        dim = 384
+
+        def encode(self, texts, batch_size=64):
+            raise AssertionError("never called")
+
+    with pytest.raises(ValueError, match="encoder"):
+        IntentModel.load(out_dir, encoder=OtherEncoder())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "card " * 20_000,
+        "我的卡还没到，请问什么时候能收到？",
+        "Моя карта не пришла",
+        "بطاقتي لم تصل",
+        "🙂🙂🙂",
+        "\x00\x01 control \ufffd chars",
+    ],
+)
+def test_odd_input_does_not_crash(trained, text):
+    model, _ = trained
+    (prediction,) = model.predict([text])
+    assert prediction.intent in model.labels
+    assert 0.0 < prediction.confidence <= 1.0
+
+
+def test_empty_batch_and_wrong_types(trained):
+    model, _ = trained
+    assert model.predict([]) == []
+    with pytest.raises(TypeError):
+        model.predict("a single string")
+
+
+def test_training_input_is_validated(encoder):
+    with pytest.raises(ValueError, match="labels"):
+        IntentModel.train(["a", "b"], ["x"], encoder=encoder)
+    with pytest.raises(ValueError, match="two distinct labels"):
+        IntentModel.train(["a", "b"], ["x", "x"], encoder=encoder)
+
+
+def test_two_labels_and_a_rare_label_train(encoder):
+    rows = synthetic_rows()
+    texts = [t for t, label in rows if label in ("change_pin", "card_arrival")] + ["lost my phone"]
+    labels = [label for t, label in rows if label in ("change_pin", "card_arrival")] + [
+        "lost_phone"
+    ]
+    model = IntentModel.train(texts, labels, encoder=encoder, config=TrainingConfig(top_k=5))
+    (prediction,) = model.predict(["change my pin"])
+    assert prediction.intent == "change_pin"
+    assert len(prediction.top_k) == 3  # capped by the number of labels
+    two = IntentModel.train(texts[:-1], labels[:-1], encoder=encoder)
+    assert two.predict(["where is my new card"])[0].intent == "card_arrival"
+
+
+def test_cross_validation_reports_sane_metrics(csv_path, encoder):
+    texts, labels = read_labeled_csv(csv_path, "body", "intent")
+    summary = cross_validate(texts, labels, encoder=encoder, folds=3).summary()
+    assert summary["rows"] == len(texts)
+    assert summary["accuracy"] > 0.8
+    for key in ("macro_f1", "ece", "coverage"):
+        assert 0.0 <= summary[key] <= 1.0
+
+
+def test_expected_calibration_error():
+    confidence = np.array([0.95, 0.95, 0.55, 0.55])
+    correct = np.array([True, True, True, False])
+    # bin of 0.95: accuracy 1.0 -> gap 0.05; bin of 0.55: accuracy 0.5 -> gap 0.05
+    assert expected_calibration_error(confidence, correct) == pytest.approx(0.05)
