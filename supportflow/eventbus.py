@@ -268,7 +268,9 @@ class ConsumerLoop:
     """Consumes `handlers`' topics in one consumer group and publishes what the handlers return.
 
     Run it in a thread with `run(stop)`. `broadcast=True` gives this process its own group id so it
-    sees every message (for state every replica needs, such as routing overrides).
+    sees every message from the beginning (for state every replica needs, such as routing
+    overrides, or state rebuilt by replay). `caught_up` is set once the loop has handled everything
+    that was on its partitions when they were assigned.
     """
 
     def __init__(
@@ -297,7 +299,10 @@ class ConsumerLoop:
         self._by_name = {topic.name_in(settings.topic_prefix): topic for topic in handlers}
         group_id = group or f"{settings.topic_prefix}{service}"
         if broadcast:
-            group_id = f"{group_id}-{os.uname().nodename}-{os.getpid()}"
+            # Unique per loop (a restarted container keeps its hostname and pid), and never
+            # committed: every start reads the topics from the beginning.
+            group_id = f"{group_id}-{os.uname().nodename}-{uuid.uuid4().hex[:12]}"
+        self._commits = not broadcast
         self._consumer = Consumer(
             kafka_config(settings)
             | {
@@ -310,6 +315,9 @@ class ConsumerLoop:
             }
         )
         self._assigned = threading.Event()
+        self.caught_up = threading.Event()
+        self._catch_up_targets: dict[tuple[str, int], int] | None = None  # high watermarks at assignment
+        self._consumed_to: dict[tuple[str, int], int] = {}
         self._last_lag_report = 0.0
         self.error: BaseException | None = None
 
@@ -325,6 +333,7 @@ class ConsumerLoop:
                 batch = self._next_batch()
                 if batch:
                     self._process_batch(batch)
+                self._check_caught_up(batch)
                 self._report_lag()
         except BaseException as exc:  # noqa: BLE001 - recorded, reported via health, then re-raised
             self.error = exc
@@ -354,7 +363,8 @@ class ConsumerLoop:
                 raise KafkaException(message.error())
             self._process_with_retries(message)
         self._publisher.flush()
-        self._consumer.commit(asynchronous=False)
+        if self._commits:
+            self._consumer.commit(asynchronous=False)
 
     def _process_with_retries(self, message: KafkaMessage) -> None:
         delay = 0.1
@@ -415,6 +425,30 @@ class ConsumerLoop:
         EVENTS_DEAD_LETTERED.labels(self._service, topic.base_name, reason).inc()
         log.warning("dead-lettered", extra={"fields": {"reason": reason, "detail": detail[:500], "topic": topic.base_name}})
         self._budget.record(True)
+
+    def _check_caught_up(self, batch: Sequence[KafkaMessage]) -> None:
+        if self.caught_up.is_set():
+            return
+        for message in batch:
+            if not message.error():
+                self._consumed_to[(message.topic(), message.partition())] = message.offset() + 1
+        if not self._assigned.is_set():
+            return
+        if self._catch_up_targets is None:
+            self._catch_up_targets = {}
+            for tp in self._consumer.assignment():
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=10)
+                if high > low:
+                    self._catch_up_targets[(tp.topic, tp.partition)] = high
+        pending = [key for key, high in self._catch_up_targets.items() if self._consumed_to.get(key, -1) < high]
+        if pending:  # a group with committed offsets may start at the end without reading anything
+            positions = self._consumer.position([TopicPartition(topic, partition) for topic, partition in pending])
+            for tp in positions:
+                if tp.offset >= 0:
+                    self._consumed_to[(tp.topic, tp.partition)] = max(self._consumed_to.get((tp.topic, tp.partition), -1), tp.offset)
+        if all(self._consumed_to.get(key, -1) >= high for key, high in self._catch_up_targets.items()):
+            self.caught_up.set()
+            log.info("caught up", extra={"fields": {"partitions": len(self._catch_up_targets)}})
 
     def _report_lag(self) -> None:
         now = time.monotonic()

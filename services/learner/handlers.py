@@ -1,10 +1,13 @@
 """The learner's consumer handlers: decisions, feedback and KB gaps feed the KPI panel and the
 guardrails; guardrails answer with routing overrides. No Kafka or gRPC here.
 
-State is in memory (KPI records, pending feedback, guardrail windows): it starts empty after a
-restart, except the guardrail latches, which are rebuilt by replaying `routing.overrides`.
-Persisting the rest (Faust tables or a compacted changelog topic) is the follow-up. Two consumer
-threads and the gRPC server share it, hence the lock.
+State is in memory and rebuilt at every start by replaying the input topics from the beginning
+(services/learner/main.py): every update is idempotent per ticket (a decision replaces the
+ticket's record, feedback sets a field), so a replay neither loses nor double-counts. While the
+learner replays (`replaying=True`) it holds the guardrail overrides it would issue; `finish_replay`
+then returns only those that `routing.overrides` does not already hold (their ids are
+deterministic), so a restart never repeats an override and never drops one that a crash kept from
+being published. Two consumer threads and the gRPC server share the state, hence the lock.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from supportflow.topics import Topic
 
 from services.learner import metrics
 from services.learner.config import LearnerConfig, archetype_name
-from services.learner.guardrails import GuardrailOutcome, Guardrails, GuardrailStatus
+from services.learner.guardrails import ISSUER, GuardrailOutcome, Guardrails, GuardrailStatus
 from services.learner.kpis import BucketKey, KpiAccumulator, KpiRowValues
 
 log = logging.getLogger(__name__)
@@ -36,10 +39,21 @@ class LearnerSnapshot:
 
 
 class Learner:
-    def __init__(self, config: LearnerConfig) -> None:
+    def __init__(self, config: LearnerConfig, *, replaying: bool = False) -> None:
         self._kpis = KpiAccumulator(config)
         self._guardrails = Guardrails(config.guardrails, config.baselines)
         self._lock = threading.Lock()
+        self._replaying = replaying
+        self._held: dict[str, tuple[str, ev.RoutingOverride]] = {}  # override id -> (trigger, override)
+        self._published: set[str] = set()  # ids of our overrides seen on routing.overrides
+
+    def finish_replay(self) -> list[Emit]:
+        """End the replay: the held overrides that were never published, to publish now."""
+        with self._lock:
+            self._replaying = False
+            missing = [held for override_id, held in self._held.items() if override_id not in self._published]
+            self._held.clear()
+        return [_issue(trigger, override) for trigger, override in missing]
 
     def on_decided(self, event: ev.TicketDecided) -> list[Emit]:
         if not event.ticket.ticket_id:
@@ -75,6 +89,8 @@ class Learner:
     def on_override(self, event: ev.RoutingOverride) -> list[Emit]:
         with self._lock:
             self._guardrails.observe_override(event)
+            if event.issued_by == ISSUER:
+                self._published.add(event.override_id)
         return []
 
     def kpi_rows(self, tenant: str, archetype: str = "", segment: str = "") -> list[KpiRowValues]:
@@ -101,10 +117,17 @@ class Learner:
             outcome = self._guardrails.observe_hallucination(key.tenant, key.archetype, feedback.ticket_id, feedback.qa.note)
         else:
             return []
-        return self._act(outcome)
+        self._log_alerts(outcome)
+        issued = []
+        for trigger, override in outcome.overrides:
+            if self._replaying:
+                self._held[override.override_id] = (trigger, override)
+            else:
+                issued.append(_issue(trigger, override))
+        return issued
 
     @staticmethod
-    def _act(outcome: GuardrailOutcome) -> list[Emit]:
+    def _log_alerts(outcome: GuardrailOutcome) -> None:
         for change in outcome.alerts:
             fields = {"tenant": change.tenant, "archetype": change.archetype, "slip_points": round(change.slip, 2),
                       "csat": round(change.mean, 2), "baseline": change.baseline, "samples": change.samples}
@@ -112,13 +135,14 @@ class Learner:
                 log.warning("CSAT slip alert raised", extra={"fields": fields})
             else:
                 log.info("CSAT slip alert cleared", extra={"fields": fields})
-        emits = []
-        for trigger, override in outcome.overrides:
-            tenant, archetype = override.meta.tenant_id, archetype_name(override.archetype)
-            metrics.GUARDRAIL_OVERRIDES.labels(tenant, archetype, trigger).inc()
-            log.warning("guardrail override issued", extra={"fields": {
-                "tenant": tenant, "archetype": archetype, "trigger": trigger,
-                "reason": override.reason, "override_id": override.override_id}})
-            # RoutingOverride is keyed by archetype, so one archetype's overrides stay in order.
-            emits.append(Emit(Topic.ROUTING_OVERRIDES, archetype, override))
-        return emits
+
+
+def _issue(trigger: str, override: ev.RoutingOverride) -> Emit:
+    """Count and log a guardrail override; the Emit that publishes it."""
+    tenant, archetype = override.meta.tenant_id, archetype_name(override.archetype)
+    metrics.GUARDRAIL_OVERRIDES.labels(tenant, archetype, trigger).inc()
+    log.warning("guardrail override issued", extra={"fields": {
+        "tenant": tenant, "archetype": archetype, "trigger": trigger,
+        "reason": override.reason, "override_id": override.override_id}})
+    # RoutingOverride is keyed by archetype, so one archetype's overrides stay in order.
+    return Emit(Topic.ROUTING_OVERRIDES, archetype, override)

@@ -1,17 +1,25 @@
 """Learner: the KPI panel (GetKpis and Prometheus), guardrails that pull an archetype back to
 draft-for-review, from decisions, feedback and KB gaps.
 
-Two consumer loops: the main one (a consumer group) for decisions, feedback and gaps, and a
-broadcast one that reads `routing.overrides` from the beginning at every start so the guardrail
-latches survive restarts. Everything else is in memory (see handlers.py); run one replica.
+Two consumer loops, both reading their topics from the beginning at every start (a group of their
+own per process): `routing.overrides`, which rebuilds the guardrail latches, and the outcomes
+(decisions, feedback, gaps), which rebuild the KPI panel. The retained topics are the learner's
+state, as a changelog is a Faust table's: a restart loses nothing and counts nothing twice. The
+outcomes wait until the overrides are replayed; once both loops have caught up, the overrides held
+during the replay that were never published are published. Run one replica; retention of the
+outcome topics bounds the history the panel can show (and the replay time at start).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+
+from google.protobuf.message import Message
 from prometheus_client import REGISTRY
 
 from supportflow.contracts.v1 import services_pb2_grpc
-from supportflow.eventbus import ConsumerLoop, EventPublisher
+from supportflow.eventbus import ConsumerLoop, Emit, EventPublisher, Handler
 from supportflow.observability import Health
 from supportflow.service import ServiceParts
 from supportflow.settings import Settings
@@ -24,21 +32,46 @@ from services.learner.servicer import LearnerServicer
 
 SERVICE = "learner"
 
+log = logging.getLogger(__name__)
+
 
 def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
-    learner = Learner(LearnerConfig.load(settings.learner_config_path))
-    handlers = {topic: learner.on_decided for topic in DECISION_TOPICS.values()}
-    handlers |= {Topic.TICKETS_FEEDBACK: learner.on_feedback, Topic.KB_GAPS: learner.on_kb_gap}
-    outcomes = ConsumerLoop(settings, SERVICE, handlers, publisher, health)
+    learner = Learner(LearnerConfig.load(settings.learner_config_path), replaying=True)
     overrides = ConsumerLoop(
         settings, SERVICE, {Topic.ROUTING_OVERRIDES: learner.on_override}, publisher, health,
         group=f"{settings.topic_prefix}{SERVICE}-overrides", broadcast=True,
     )
+
+    def after_overrides(handler: Handler) -> Handler:
+        def handle(event: Message) -> list[Emit]:
+            overrides.caught_up.wait()  # latches first, so replayed evidence cannot re-fire them
+            return handler(event)
+        return handle
+
+    handlers = {topic: after_overrides(learner.on_decided) for topic in DECISION_TOPICS.values()}
+    handlers |= {Topic.TICKETS_FEEDBACK: after_overrides(learner.on_feedback),
+                 Topic.KB_GAPS: after_overrides(learner.on_kb_gap)}
+    outcomes = ConsumerLoop(settings, SERVICE, handlers, publisher, health,
+                            group=f"{settings.topic_prefix}{SERVICE}-outcomes", broadcast=True)
+    stop_replay_watch = threading.Event()
+
+    def finish_replay() -> None:
+        for loop in (overrides, outcomes):
+            while not loop.caught_up.wait(0.5):
+                if stop_replay_watch.is_set():
+                    return
+        held = learner.finish_replay()
+        for emit in held:
+            publisher.publish(emit.topic, emit.key, emit.event)
+        publisher.flush()
+        log.info("replay finished", extra={"fields": {"overrides_published_after_replay": len(held)}})
+
     collector = LearnerCollector(learner)
     REGISTRY.register(collector)
     return ServiceParts(
         consumers=[outcomes, overrides],
         grpc=[(services_pb2_grpc.add_LearnerServicer_to_server, LearnerServicer(learner, settings.default_tenant),
                "supportflow.contracts.v1.Learner")],
-        on_stop=[lambda: REGISTRY.unregister(collector)],
+        on_start=[lambda: threading.Thread(target=finish_replay, name="learner-replay", daemon=True).start()],
+        on_stop=[stop_replay_watch.set, lambda: REGISTRY.unregister(collector)],
     )

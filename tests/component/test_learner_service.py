@@ -37,42 +37,60 @@ def qa(ticket_id: str) -> ev.FeedbackReceived:
                                qa=ev.QaResult(hallucinated_policy=True, note="invented a fee"))
 
 
+class RunningLearner:
+    """build() as the service runner uses it: consumer threads, on_start hooks, the gRPC server."""
+
+    def __init__(self, settings) -> None:
+        self.health = Health("learner")
+        self.parts = build(settings, EventPublisher(settings, "learner"), self.health)
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=c.run, args=(self.stop,), daemon=True) for c in self.parts.consumers]
+        self.server, port = create_server("learner", self.parts.grpc, self.health, 0, host="127.0.0.1")
+        self.stub = services_pb2_grpc.LearnerStub(open_channel("test", f"127.0.0.1:{port}", 5.0))
+
+    def __enter__(self) -> "RunningLearner":
+        self.server.start()
+        for thread in self.threads:
+            thread.start()
+        for hook in self.parts.on_start:
+            hook()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for hook in self.parts.on_stop:
+            hook()
+        for thread in self.threads:
+            thread.join(timeout=15)
+        self.server.stop(0)
+        assert [c.error for c in self.parts.consumers] == [None, None]
+
+    def wait_for_row(self, tickets: int, timeout_s: float = 30.0):
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = self.stub.GetKpis(services_pb2.GetKpisRequest(tenant_id="rho-bank", segment="retail")).rows
+            if (rows and rows[0].tickets == tickets) or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.2)
+
+
+DECISIONS = [ev.DECISION_RESPOND, ev.DECISION_RESPOND, ev.DECISION_REVIEW, ev.DECISION_ESCALATE]
+
+
 def test_learner_computes_kpis_and_issues_one_override(settings):
     ensure_topics(settings)
     publisher = EventPublisher(settings, "test")
     # Feedback first: it must wait for its decision, then act once; the second P0 must not repeat it.
     publisher.publish(Topic.TICKETS_FEEDBACK, "t-1", qa("t-1"))
-    for index, decision in enumerate([ev.DECISION_RESPOND, ev.DECISION_RESPOND, ev.DECISION_REVIEW, ev.DECISION_ESCALATE]):
+    for index, decision in enumerate(DECISIONS):
         publisher.publish(DECISION_TOPICS[decision], f"t-{index}", decided(f"t-{index}", decision))
     publisher.publish(Topic.TICKETS_FEEDBACK, "t-2", qa("t-2"))
     publisher.flush()
 
-    health = Health("learner")
-    parts = build(settings, EventPublisher(settings, "learner"), health)
-    stop = threading.Event()
-    threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in parts.consumers]
-    server, port = create_server("learner", parts.grpc, health, 0, host="127.0.0.1")
-    server.start()
-    for thread in threads:
-        thread.start()
-    try:
+    with RunningLearner(settings) as learner:
         overrides = read_all(settings, Topic.ROUTING_OVERRIDES.name_in(settings.topic_prefix), expected=1, timeout_s=60)
-        stub = services_pb2_grpc.LearnerStub(open_channel("test", f"127.0.0.1:{port}", 5.0))
-        deadline = time.monotonic() + 30
-        while True:
-            rows = stub.GetKpis(services_pb2.GetKpisRequest(tenant_id="rho-bank", segment="retail")).rows
-            if rows and rows[0].tickets == 4 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=15)
-        server.stop(0)
-        for hook in parts.on_stop:
-            hook()
+        rows = learner.wait_for_row(4)
 
-    assert [c.error for c in parts.consumers] == [None, None]
     [record] = overrides
     override = decode(Topic.ROUTING_OVERRIDES, record)
     assert record.key() == b"faq_bounded"
@@ -85,3 +103,39 @@ def test_learner_computes_kpis_and_issues_one_override(settings):
     assert row.values["deflection_rate"] == 0.5
     assert row.values["hallucinated_policy_tickets"] == 2
     assert row.values["time_to_decision_p95_seconds"] == 3.0
+
+
+def test_a_restart_mid_stream_loses_nothing_counts_nothing_twice_and_repeats_no_override(settings):
+    ensure_topics(settings)
+    publisher = EventPublisher(settings, "test")
+    for index, decision in enumerate(DECISIONS):
+        publisher.publish(DECISION_TOPICS[decision], f"t-{index}", decided(f"t-{index}", decision))
+    publisher.publish(Topic.TICKETS_FEEDBACK, "t-0", qa("t-0"))
+    publisher.flush()
+    overrides_topic = Topic.ROUTING_OVERRIDES.name_in(settings.topic_prefix)
+
+    with RunningLearner(settings) as first:
+        assert len(read_all(settings, overrides_topic, expected=1, timeout_s=60)) == 1
+        assert first.wait_for_row(4)[0].tickets == 4
+
+    # While the learner is down: four more tickets (one a redelivery of t-3), another P0 in the
+    # latched archetype, and a redelivered decision for t-0.
+    for index, decision in enumerate(DECISIONS):
+        ticket = f"t-{index + 3}"
+        publisher.publish(DECISION_TOPICS[decision], ticket, decided(ticket, decision))
+    publisher.publish(DECISION_TOPICS[ev.DECISION_RESPOND], "t-0", decided("t-0", ev.DECISION_RESPOND))
+    publisher.publish(Topic.TICKETS_FEEDBACK, "t-5", qa("t-5"))
+    publisher.flush()
+
+    with RunningLearner(settings) as second:
+        [row] = second.wait_for_row(7)
+        time.sleep(2)  # time for a wrongly repeated override to reach the topic
+        overrides = read_all(settings, overrides_topic, expected=2, timeout_s=5)
+
+    assert (row.tickets, row.values["hallucinated_policy_tickets"]) == (7, 2)
+    # Each ticket counts once, with its latest decision (t-3 was decided twice).
+    final = {f"t-{i}": d for i, d in enumerate(DECISIONS)} | {f"t-{i + 3}": d for i, d in enumerate(DECISIONS)}
+    final["t-0"] = ev.DECISION_RESPOND
+    responded = sum(d == ev.DECISION_RESPOND for d in final.values())
+    assert row.values["deflection_rate"] == responded / len(final)
+    assert len(overrides) == 1

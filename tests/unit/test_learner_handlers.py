@@ -52,6 +52,24 @@ def test_csat_slip_emits_one_override_keyed_by_archetype():
     assert emit.event.route == tk.ROUTE_DRAFT_FOR_REVIEW and emit.event.issued_by == "learner:guardrail"
 
 
+def test_a_replay_holds_overrides_and_publishes_only_those_the_topic_lacks():
+    published = Learner(LearnerConfig.load())
+    [original] = published.on_decided(decided("t1")) + published.on_feedback(qa("t1"))
+
+    # Restart, override on the topic: the replayed P0 re-derives the same override id; nothing new.
+    replayed = Learner(LearnerConfig.load(), replaying=True)
+    assert replayed.on_decided(decided("t1")) + replayed.on_feedback(qa("t1")) == []
+    replayed.on_override(original.event)
+    assert replayed.finish_replay() == []
+
+    # Restart after a crash that kept the override from being published: it is published now, once.
+    crashed = Learner(LearnerConfig.load(), replaying=True)
+    assert crashed.on_decided(decided("t1")) + crashed.on_feedback(qa("t1")) == []
+    [late] = crashed.finish_replay()
+    assert late.event.override_id == original.event.override_id and late.topic is Topic.ROUTING_OVERRIDES
+    assert crashed.on_feedback(qa("t1")) == [] and crashed.finish_replay() == []
+
+
 def test_hallucination_reported_before_the_decision_acts_when_the_decision_arrives():
     learner = Learner(LearnerConfig.load())
     assert learner.on_feedback(qa("early")) == []
