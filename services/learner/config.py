@@ -53,6 +53,11 @@ class CsatBaselines:
 
 
 @dataclass(frozen=True)
+class KnowledgeConfig:
+    proposal_min_tickets: int = 3  # unbacked resolutions of one topic that make a KB proposal
+
+
+@dataclass(frozen=True)
 class GuardrailConfig:
     latency: int = ev.CSAT_LATENCY_AT_RESOLUTION
     window: int = 200
@@ -69,6 +74,7 @@ class LearnerConfig:
     guardrails: GuardrailConfig
     max_tickets: int
     max_pending_feedback: int
+    knowledge: KnowledgeConfig
 
     @classmethod
     def load(cls, path: Path | None = None) -> "LearnerConfig":
@@ -99,12 +105,17 @@ class LearnerConfig:
                 ),
                 max_tickets=int(data.get("max_tickets", 500_000)),
                 max_pending_feedback=int(data.get("max_pending_feedback", 50_000)),
+                knowledge=KnowledgeConfig(
+                    proposal_min_tickets=int((data.get("knowledge") or {}).get("proposal_min_tickets", 3)),
+                ),
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"learner config: {exc}") from exc
         g = config.guardrails
         if not g.alert_clear_slip_points <= g.alert_slip_points <= g.override_slip_points or g.alert_slip_points <= 0:
             raise ConfigError("guardrails need alert_clear_slip_points <= alert_slip_points <= override_slip_points, alert > 0")
+        if config.knowledge.proposal_min_tickets < 1:
+            raise ConfigError("knowledge.proposal_min_tickets must be at least 1")
         if not 0 < g.min_samples <= g.window:
             raise ConfigError("guardrails need 0 < min_samples <= window")
         if config.baselines.baseline("unspecified", g.latency) is None:

@@ -23,6 +23,7 @@ from supportflow.topics import Topic
 from services.learner import metrics
 from services.learner.config import LearnerConfig, archetype_name
 from services.learner.guardrails import ISSUER, GuardrailOutcome, Guardrails, GuardrailStatus
+from services.learner.knowledge import KnowledgeLoop
 from services.learner.kpis import BucketKey, KpiAccumulator, KpiRowValues
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Learner:
     def __init__(self, config: LearnerConfig, *, replaying: bool = False) -> None:
         self._kpis = KpiAccumulator(config)
         self._guardrails = Guardrails(config.guardrails, config.baselines)
+        self._knowledge = KnowledgeLoop(config.knowledge, config.max_tickets)
         self._lock = threading.Lock()
         self._replaying = replaying
         self._held: dict[str, tuple[str, ev.RoutingOverride]] = {}  # override id -> (trigger, override)
@@ -62,11 +64,12 @@ class Learner:
             raise InvalidEvent(f"unknown decision {event.decision}")
         with self._lock:
             attached = self._kpis.record_decision(event)
+            self._knowledge.remember(event)
             key = self._kpis.key_of(event.ticket.tenant_id or event.meta.tenant_id, event.ticket.ticket_id)
             emits = []
             for feedback in attached:
                 metrics.FEEDBACK.labels(feedback.WhichOneof("kind"), "attached").inc()
-                emits += self._guard(key, feedback)
+                emits += self._guard(key, feedback) + self._learn(key, feedback)
             return emits
 
     def on_feedback(self, event: ev.FeedbackReceived) -> list[Emit]:
@@ -76,7 +79,7 @@ class Learner:
         with self._lock:
             key = self._kpis.record_feedback(event)
             metrics.FEEDBACK.labels(kind, "attached" if key else "pending").inc()
-            return self._guard(key, event) if key else []
+            return self._guard(key, event) + self._learn(key, event) if key else []
 
     def on_kb_gap(self, event: ev.KbGapDetected) -> list[Emit]:
         if not event.ticket_id:  # a gap from an agent's ad-hoc search belongs to no ticket
@@ -105,6 +108,23 @@ class Learner:
                 pending_feedback=self._kpis.pending_feedback,
                 dropped_feedback=self._kpis.dropped_feedback,
             )
+
+    def _learn(self, key: BucketKey, feedback: ev.FeedbackReceived) -> list[Emit]:
+        """A resolution feeds the knowledge loop. During a replay its outputs are already on their
+        topics: the loop's state is rebuilt, nothing is re-published."""
+        if feedback.WhichOneof("kind") != "resolution":
+            return []
+        emits = self._knowledge.on_resolution(
+            key.tenant, feedback.ticket_id, feedback.resolution, kb_gap=self._kpis.had_gap(key.tenant, feedback.ticket_id)
+        )
+        if self._replaying:
+            return []
+        for emit in emits:
+            if emit.topic is Topic.KB_PROPOSALS:
+                metrics.KB_PROPOSALS.labels(key.tenant).inc()
+                log.info("KB article proposed", extra={"fields": {
+                    "topic": emit.event.topic, "tickets": len(emit.event.source_ticket_ids)}})
+        return emits
 
     def _guard(self, key: BucketKey, feedback: ev.FeedbackReceived) -> list[Emit]:
         kind = feedback.WhichOneof("kind")

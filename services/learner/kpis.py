@@ -308,6 +308,10 @@ class KpiAccumulator:
         self.dropped_feedback = 0  # pushed out of the bounded pending list
 
 
+    def had_gap(self, tenant: str, ticket_id: str) -> bool:
+        record = self._records.get((tenant, ticket_id))
+        return record is not None and record.kb_gap
+
     def key_of(self, tenant: str, ticket_id: str) -> BucketKey | None:
         record = self._records.get((tenant, ticket_id))
         return record.key if record is not None else None

@@ -57,6 +57,12 @@ GUARDRAIL_OVERRIDES = Counter(
     ["tenant", "archetype", "trigger"],
 )
 
+KB_PROPOSALS = Counter(
+    "supportflow_learner_kb_proposals_total",
+    "KB article drafts proposed from resolved tickets the knowledge base did not back",
+    ["tenant"],
+)
+
 
 def kpi_metric_name(kpi: str) -> str:
     return PREFIX + kpi
@@ -71,7 +77,8 @@ def metric_names() -> list[str]:
             "guardrail_override_active", "pending_feedback",
         )]
         + ["supportflow_learner_feedback_dropped_total", "supportflow_learner_feedback_total",
-           "supportflow_learner_hallucinated_policy_total", "supportflow_learner_guardrail_overrides_total"]
+           "supportflow_learner_hallucinated_policy_total", "supportflow_learner_guardrail_overrides_total",
+           "supportflow_learner_kb_proposals_total"]
     )
 
 

@@ -204,3 +204,54 @@ def test_show_kpis_fetches_the_panel_over_grpc(base_settings):
     assert rows[2]["values"]["deflection_rate"] == 0.5
     unreachable = base_settings.replace(learner_addr="127.0.0.1:1", grpc_deadline_s=1.0)
     assert show_kpis(unreachable, out=io.StringIO()) == 1
+
+
+def resolution(ticket_id, notes, cited=()):
+    return ev.FeedbackReceived(meta=new_meta("rho-bank", "helpdesk"), ticket_id=ticket_id,
+                               resolution=ev.Resolution(resolved_by_bot=False, handle_time_s=300,
+                                                        resolution_notes=notes, cited_article_ids=list(cited)))
+
+
+def decided_about(ticket_id, intent, problem):
+    event = decided(ticket_id)
+    event.classification.intent = intent
+    event.ticket.body = problem
+    return event
+
+
+def test_resolved_tickets_are_sent_for_indexing_and_ten_unbacked_ones_make_one_proposal():
+    learner = Learner(LearnerConfig.load())
+    emits = []
+    for i in range(10):
+        emits += learner.on_decided(decided_about(f"gap{i}", "travel_notice", f"Going abroad, card use #{i}?"))
+        emits += learner.on_feedback(resolution(f"gap{i}", "No notice needed; the card works abroad."))
+    # A backed resolution (it cites an article) of another topic is indexed but proposes nothing.
+    emits += learner.on_decided(decided_about("ok", "card_arrival", "Where is my card?"))
+    emits += learner.on_feedback(resolution("ok", "Cards arrive in 5 days.", cited=["doc_cards_1"]))
+    # A resolution without notes teaches nothing.
+    emits += learner.on_decided(decided_about("bare", "travel_notice", "Abroad?"))
+    emits += learner.on_feedback(resolution("bare", ""))
+
+    resolved = [e.event for e in emits if e.topic is Topic.TICKETS_RESOLVED]
+    proposals = [e.event for e in emits if e.topic is Topic.KB_PROPOSALS]
+    assert [r.ticket_id for r in resolved] == [f"gap{i}" for i in range(10)] + ["ok"]
+    assert resolved[-1].article_ids == ["doc_cards_1"] and resolved[0].intent == "travel_notice"
+    [proposal] = proposals
+    assert proposal.topic == "travel_notice" and proposal.title == "Travel notice"
+    assert list(proposal.source_ticket_ids) == ["gap0", "gap1", "gap2"]  # the default threshold is 3
+    assert "No notice needed; the card works abroad." in proposal.body and "Going abroad, card use #0?" in proposal.body
+
+
+def test_a_kb_gap_makes_a_cited_resolution_count_as_unbacked_and_a_replay_republishes_nothing():
+    def feed(learner):
+        out = []
+        for i in range(3):
+            out += learner.on_decided(decided_about(f"g{i}", "exchange_rate", "What rate do I get?"))
+            learner.on_kb_gap(ev.KbGapDetected(meta=new_meta("rho-bank", "retriever"), ticket_id=f"g{i}",
+                                               query="rate", intent="exchange_rate", best_score=0.3))
+            out += learner.on_feedback(resolution(f"g{i}", "Told the customer the day's rate.", cited=["doc_fx"]))
+        return out
+
+    live = feed(Learner(LearnerConfig.load()))
+    assert sum(e.topic is Topic.KB_PROPOSALS for e in live) == 1
+    assert feed(Learner(LearnerConfig.load(), replaying=True)) == []
