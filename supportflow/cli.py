@@ -105,6 +105,12 @@ def cmd_kpis(args: argparse.Namespace) -> int:
     return cli.show_kpis(_settings(), as_json=args.json, out=sys.stdout)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from services.learner import cli
+
+    return cli.write_weekly_report(_settings(), args.since, Path(args.out), tenant=args.tenant)
+
+
 def cmd_feedback(args: argparse.Namespace) -> int:
     from supportflow.feedback import publish_feedback_file
 
@@ -198,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("kpis", help="the KPI panel from the learner")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_kpis)
+
+    p = sub.add_parser("report", help="the weekly review: an HTML page of the KPI panel's trends, from the topics")
+    p.add_argument("--since", default="7d", help="period to cover, for example 7d, 36h (default 7d)")
+    p.add_argument("--out", required=True, help="directory to write index.html and panel.json into")
+    p.add_argument("--tenant", default="", help="tenant (default: SUPPORTFLOW_DEFAULT_TENANT)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("feedback", help="publish feedback events from a JSON lines file")
     p.add_argument("file")

@@ -136,3 +136,45 @@ def _enum_name(message, field: str) -> str:
     # ROUTE_AUTO_RESPOND -> auto_respond, ARCHETYPE_FAQ_BOUNDED -> faq_bounded
     upper = "".join("_" + c if c.isupper() else c for c in prefix).lstrip("_").upper() + "_"
     return name.removeprefix(upper).lower()
+
+
+def read_history(settings: Settings, topics: Iterable[Topic], since_ms: int, timeout_s: float = 60.0) -> list[tuple[Topic, object]]:
+    """Every valid event on `topics` with a record time at or after `since_ms`, up to what the
+    topics held when the call started (in partition order; topics interleaved)."""
+    from confluent_kafka import TopicPartition
+
+    by_name = {t.name_in(settings.topic_prefix): t for t in topics}
+    consumer = Consumer(kafka_config(settings) | {"group.id": f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    events: list[tuple[Topic, object]] = []
+    try:
+        partitions = []
+        for name in by_name:
+            metadata = consumer.list_topics(name, timeout=10).topics.get(name)
+            if metadata is None or metadata.error is not None:
+                continue
+            partitions += [TopicPartition(name, p, since_ms) for p in metadata.partitions]
+        starts = consumer.offsets_for_times(partitions, timeout=10) if partitions else []
+        ends = {}
+        for tp in starts:
+            _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+            if tp.offset >= 0 and tp.offset < high:
+                ends[(tp.topic, tp.partition)] = high
+        limits = dict(ends)
+        consumer.assign([tp for tp in starts if (tp.topic, tp.partition) in ends])
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            key = (message.topic(), message.partition())
+            if message.offset() >= limits[key]:
+                continue
+            if message.offset() == limits[key] - 1:
+                ends.pop(key, None)
+            try:
+                events.append((by_name[message.topic()], decode(by_name[message.topic()], message)))
+            except InvalidEvent:
+                continue
+    finally:
+        consumer.close()
+    return events

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Mapping, Protocol, Sequence, TextIO
 
 import grpc
@@ -81,4 +83,22 @@ def show_kpis(settings: Settings, *, as_json: bool = False, out: TextIO = sys.st
     else:
         out.write(f"KPI panel for {tenant} (computed {response.computed_at.ToJsonString()})\n\n")
         out.write(format_kpi_table(list(response.rows)) + "\n")
+    return 0
+
+
+def write_weekly_report(settings: Settings, since: str, out_dir: Path, *, tenant: str = "", out: TextIO = sys.stdout) -> int:
+    """`supportflow report --since 7d --out DIR`: read the period from the topics, write DIR/index.html."""
+    from supportflow.decisions import read_history
+    from supportflow.topics import DECISION_TOPICS, Topic
+
+    from services.learner.config import LearnerConfig
+    from services.learner.report import build_review, parse_since, write_report
+
+    until = datetime.now(timezone.utc)
+    start = until - timedelta(seconds=parse_since(since))
+    topics = [*DECISION_TOPICS.values(), Topic.TICKETS_FEEDBACK, Topic.KB_GAPS]
+    events = [event for _, event in read_history(settings, topics, int(start.timestamp() * 1000))]
+    report = build_review(events, tenant or settings.default_tenant, LearnerConfig.load(settings.learner_config_path), start, until)
+    page = write_report(report, out_dir)
+    out.write(f"weekly review of {report.tenant}: {len(report.days)} day(s), {len(events)} events -> {page}\n")
     return 0

@@ -47,7 +47,7 @@ Nearest-rank percentile p of n sorted values: the value at rank ceil(p * n / 100
 Rows come per (archetype, segment) and, with segment "all", per archetype over its segments;
 archetypes are never blended. An empty segment is reported as "unknown".
 
-State is in memory: it starts empty after a restart. Bounded: beyond `max_tickets` the oldest
+State is in memory, rebuilt at start by replaying the input topics (services/learner/main.py). Bounded: beyond `max_tickets` the oldest
 ticket records are forgotten (their contribution to the KPIs stays; feedback arriving for them
 later waits as pending and, beyond `max_pending_feedback`, is dropped and counted).
 """

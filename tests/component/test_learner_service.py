@@ -139,3 +139,30 @@ def test_a_restart_mid_stream_loses_nothing_counts_nothing_twice_and_repeats_no_
     responded = sum(d == ev.DECISION_RESPOND for d in final.values())
     assert row.values["deflection_rate"] == responded / len(final)
     assert len(overrides) == 1
+
+
+def test_the_weekly_report_reads_the_period_from_the_topics(settings, tmp_path):
+    import io
+    import json
+
+    from services.learner.cli import write_weekly_report
+
+    ensure_topics(settings)
+    publisher = EventPublisher(settings, "test")
+    now = int(time.time())
+    for index, decision in enumerate(DECISIONS):
+        event = decided(f"w-{index}", decision)
+        event.timeline.received_at.seconds, event.timeline.decided_at.seconds = now - 5, now - 2
+        publisher.publish(DECISION_TOPICS[decision], f"w-{index}", event)
+    publisher.publish(Topic.TICKETS_FEEDBACK, "w-0", ev.FeedbackReceived(
+        meta=new_meta("rho-bank", "gateway"), ticket_id="w-0",
+        csat=ev.CsatScore(latency=ev.CSAT_LATENCY_AT_RESOLUTION, score=100.0)))
+    publisher.flush()
+
+    out = io.StringIO()
+    assert write_weekly_report(settings, "7d", tmp_path / "review", tenant="rho-bank", out=out) == 0
+    panel = json.loads((tmp_path / "review" / "panel.json").read_text())
+    [row] = [r for r in panel["totals"] if r["segment"] == "all"]
+    assert (row["archetype"], row["tickets"], row["deflection_rate"]) == ("faq_bounded", 4, 0.5)
+    assert row["csat_protected_deflection_rate"] == 0.25
+    assert "5 events" in out.getvalue() and (tmp_path / "review" / "index.html").read_text().count("<svg") > 0

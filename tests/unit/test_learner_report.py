@@ -1,0 +1,68 @@
+"""The weekly review: the panel per day and for the period, and the page that shows it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.eventbus import new_meta
+
+from services.learner.config import LearnerConfig
+from services.learner.report import build_review, parse_since, render_html, write_report
+
+DAY1 = int(datetime(2026, 11, 20, 12, tzinfo=timezone.utc).timestamp())
+DAY2 = DAY1 + 86400
+
+
+def decided(ticket_id, decision, day, archetype=tk.ARCHETYPE_FAQ_BOUNDED, tenant="rho-bank"):
+    event = ev.TicketDecided(meta=new_meta(tenant, "escalator"), ticket=tk.Ticket(ticket_id=ticket_id, tenant_id=tenant),
+                             classification=tk.Classification(archetype=archetype, segment="retail"), decision=decision)
+    event.timeline.received_at.seconds = day
+    event.timeline.decided_at.seconds = day + 2
+    return event
+
+
+def csat(ticket_id, score):
+    return ev.FeedbackReceived(meta=new_meta("rho-bank", "gateway"), ticket_id=ticket_id,
+                               csat=ev.CsatScore(latency=ev.CSAT_LATENCY_AT_RESOLUTION, score=score))
+
+
+def test_since_takes_days_hours_and_minutes():
+    assert parse_since("7d") == 7 * 86400 and parse_since("36h") == 36 * 3600 and parse_since("90m") == 5400
+    with pytest.raises(ValueError, match="--since"):
+        parse_since("a week")
+
+
+def test_trends_per_day_and_totals_for_the_period(tmp_path):
+    events = [
+        decided("a", ev.DECISION_RESPOND, DAY1), decided("b", ev.DECISION_REVIEW, DAY1),
+        decided("c", ev.DECISION_RESPOND, DAY2), decided("d", ev.DECISION_RESPOND, DAY2),
+        decided("e", ev.DECISION_ESCALATE, DAY2, archetype=tk.ARCHETYPE_ACCOUNT_SPECIFIC),
+        decided("x", ev.DECISION_RESPOND, DAY2, tenant="other-bank"),  # another tenant's ticket stays out
+        csat("a", 60.0), csat("c", 90.0),
+    ]
+    since, until = datetime.fromtimestamp(DAY1 - 3600, timezone.utc), datetime.fromtimestamp(DAY2 + 3600, timezone.utc)
+    report = build_review(events, "rho-bank", LearnerConfig.load(), since, until)
+
+    assert report.days == ["2026-11-20", "2026-11-21"]
+    assert report.trends["deflection_rate"]["faq_bounded"] == [0.5, 1.0]
+    assert report.trends["deflection_rate"]["account_specific"] == [None, 0.0]
+    assert report.trends["csat_delta_at_resolution"]["faq_bounded"] == [60.0 - 80.0, 90.0 - 80.0]
+    faq_all = next(r for r in report.totals if r["archetype"] == "faq_bounded" and r["segment"] == "all")
+    assert faq_all["tickets"] == 4 and faq_all["deflection_rate"] == 0.75
+
+    page = write_report(report, tmp_path / "review").read_text()
+    # 11 charts: 8 with data; no verdicts and no evidence timestamps here, so 3 say so.
+    assert page.startswith("<!doctype html>") and page.count("<svg") == 8
+    assert page.count("no data in this period") == 3
+    assert "faq_bounded" in page and "other-bank" not in page and "<script" not in page
+    assert (tmp_path / "review" / "panel.json").exists()
+
+
+def test_an_empty_period_says_so():
+    now = datetime.now(timezone.utc)
+    page = render_html(build_review([], "rho-bank", LearnerConfig.load(), now, now))
+    assert "No decisions in this period" in page
