@@ -26,6 +26,7 @@ from supportflow.contracts.v1 import events_pb2 as ev  # noqa: E402
 from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
 from supportflow.eventbus import new_meta  # noqa: E402
 from supportflow.sample_tickets import demo_tickets  # noqa: E402
+from supportflow.settings import Settings  # noqa: E402
 from supportflow.topics import DECISION_TOPICS  # noqa: E402
 
 from services.escalator.main import build_escalator  # noqa: E402
@@ -73,7 +74,7 @@ def run(count: int) -> dict:
     classified = classified_events(count, rng)
     drafts = [drafted(e, rng) for e in classified if e.classification.route in (tk.ROUTE_AUTO_RESPOND, tk.ROUTE_DRAFT_FOR_REVIEW)]
 
-    escalator = build_escalator()
+    escalator = build_escalator(Settings())
     decisions: list[ev.TicketDecided] = []
     per_event_ms: list[float] = []
     started = time.perf_counter()

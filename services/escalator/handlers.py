@@ -36,6 +36,7 @@ from services.escalator.decision import (
 )
 from services.escalator.incidents import IncidentTracker, IncidentUpdate, incident_signature
 from services.escalator.packet import build_packet
+from services.escalator.similar_cases import SimilarCaseLookup, no_similar_cases
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,12 @@ class Escalator:
         incidents: IncidentTracker,
         actions: ActionGate,
         *,
+        similar_cases: SimilarCaseLookup = no_similar_cases,
         confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
+        self._similar_cases = similar_cases
         self._crm = crm
         self._incidents = incidents
         self._actions = actions
@@ -198,6 +201,7 @@ class Escalator:
                 decision=verdict.decision, case_type=case_type, target_queue=queue,
                 account_state=account_fields(self._crm, ticket.customer_id),
                 draft=draft, evidence=evidence or [], incident_id=incident_id, proposed_tools=proposed,
+                similar_case_ids=self._similar_cases(tenant, normalized.problem_statement or ticket.body),
             ))
             metrics.PACKET_COMPLETENESS.labels(decision_label).observe(decided.packet.completeness)
         metrics.DECISIONS.labels(decision_label, _enum_label(ev.CaseType, case_type, "CASE_TYPE_")).inc()

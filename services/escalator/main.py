@@ -11,6 +11,7 @@ from supportflow.eventbus import ConsumerLoop, EventPublisher
 from supportflow.observability import Health
 from supportflow.service import ServiceParts
 from supportflow.crm import crm_from_settings
+from supportflow.rpc import open_channel
 from supportflow.settings import Settings
 from supportflow.topics import Topic
 
@@ -18,11 +19,12 @@ from services.escalator.actions import ActionGate, ActionLedger
 from services.escalator.config import ActionLimits, EscalationConfig
 from services.escalator.handlers import Escalator
 from services.escalator.incidents import IncidentTracker
+from services.escalator.similar_cases import SimilarCaseLookup, grpc_similar_cases, no_similar_cases
 
 SERVICE = "escalator"
 
 
-def build_escalator(settings: Settings) -> Escalator:
+def build_escalator(settings: Settings, similar_cases: SimilarCaseLookup = no_similar_cases) -> Escalator:
     """The escalator with its configuration, CRM and action gate as the settings say."""
     config = EscalationConfig.load(settings.escalation_config_path)
     return Escalator(
@@ -30,11 +32,13 @@ def build_escalator(settings: Settings) -> Escalator:
         crm_from_settings(settings),
         IncidentTracker(config.incidents),
         ActionGate(ActionLimits.load(settings.action_limits_path), ActionLedger(), dry_run=settings.actions_dry_run),
+        similar_cases=similar_cases,
     )
 
 
 def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
-    escalator = build_escalator(settings)
+    channel = open_channel(SERVICE, settings.retriever_addr, settings.grpc_deadline_s)
+    escalator = build_escalator(settings, grpc_similar_cases(channel, settings.grpc_deadline_s))
     consumer = ConsumerLoop(
         settings,
         SERVICE,
@@ -42,4 +46,4 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
         publisher,
         health,
     )
-    return ServiceParts(consumers=[consumer])
+    return ServiceParts(consumers=[consumer], on_stop=[channel.close])

@@ -23,6 +23,11 @@ PACKET_COMPLETENESS = Histogram(
     ["decision"],
     buckets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
 )
+SIMILAR_CASE_LOOKUPS = Counter(
+    "supportflow_escalator_similar_cases_lookups_total",
+    "SimilarCases calls for context packets, by outcome (found, none, error: the packet goes without)",
+    ["outcome"],
+)
 ACTIONS = Counter(
     "supportflow_escalator_actions_total",
     "Action attempts, by tool (allow-listed names, else other) and status (proposed, dry_run, executed, refused)",

@@ -12,9 +12,10 @@ from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import InvalidEvent, new_meta
 from supportflow.topics import DECISION_TOPICS, Topic
 
+from supportflow.crm import FileCrm
+
 from services.escalator.actions import ActionGate, ActionLedger
 from services.escalator.config import ActionLimits, EscalationConfig
-from supportflow.crm import FileCrm
 from services.escalator.handlers import Escalator
 from services.escalator.incidents import IncidentTracker
 
@@ -211,3 +212,37 @@ def test_events_without_ticket_id_or_classification_are_invalid():
     no_draft.ClearField("draft")
     with pytest.raises(InvalidEvent):
         service.on_drafted(no_draft)
+
+
+def test_escalation_packets_carry_similar_resolved_cases_and_go_without_when_the_lookup_fails():
+    asked = []
+
+    def lookup(tenant, query):
+        asked.append((tenant, query))
+        return ["resolved-7", "resolved-2"]
+
+    with_cases = Escalator(CONFIG, FileCrm(), IncidentTracker(CONFIG.incidents),
+                           ActionGate(ActionLimits.load(), ActionLedger()), similar_cases=lookup, clock=lambda: NOW)
+    t = ticket(body="My card was declined at the shop")
+    [decision] = [e for e in with_cases.on_classified(classified(t, tk.ROUTE_ESCALATE)) if e.topic in DECISION_TOPICS.values()]
+    assert list(decision.event.packet.similar_case_ids) == ["resolved-7", "resolved-2"]
+    assert asked == [("rho-bank", "My card was declined at the shop")]
+
+
+def test_the_grpc_similar_cases_lookup_is_best_effort():
+    import grpc
+
+    from supportflow.rpc import open_channel
+
+    from services.escalator import metrics
+    from services.escalator.similar_cases import grpc_similar_cases
+
+    errors = metrics.SIMILAR_CASE_LOOKUPS.labels("error")
+    before = errors._value.get()
+    channel = open_channel("test", "127.0.0.1:1", 0.5)  # nothing listens there
+    try:
+        assert grpc_similar_cases(channel, 0.5)("rho-bank", "card declined") == []
+    finally:
+        channel.close()
+    assert errors._value.get() == before + 1
+    assert grpc_similar_cases(grpc.insecure_channel("127.0.0.1:1"), 0.5)("rho-bank", "   ") == []
