@@ -76,6 +76,10 @@ class Settings:
     anthropic_timeout_s: float = 20.0
     anthropic_max_tokens: int = 1024
     default_tenant: str = "rho-bank"
+    # With an API key, low-confidence tickets go to Claude for extraction, at most this many a
+    # minute (0: never), each call bounded by the timeout (the triage path must not stall).
+    classifier_claude_assist_per_minute: int = 30
+    classifier_claude_timeout_s: float = 4.0
 
     # Policy and configuration files. Unset: the file shipped beside the service.
     routing_policy_path: Path | None = None  # classifier; re-read when it changes

@@ -17,6 +17,7 @@ from typing import Protocol, Sequence
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
 from services.classifier import input_guard
+from services.classifier.claude_assist import TEXT_FIELDS, Refinement
 from supportflow.crm import ERROR, CustomerDirectory
 from services.classifier.intake import TicketReading, missing_identifiers, read_ticket
 from services.classifier.intent_catalog import IntentCatalog, default_catalog
@@ -24,12 +25,21 @@ from services.classifier.routing import RoutingFacts, RoutingPolicy, decide_rout
 from services.classifier.signals import read_signals
 
 TOP_INTENTS = 5  # alternatives kept in Classification.top_intents
+# Never sent to Claude: an injection attempt, a language we do not serve, unreadable text.
+_NEVER_ASSISTED = {input_guard.PROMPT_INJECTION, input_guard.LANGUAGE_UNSUPPORTED, input_guard.BINARY,
+                   input_guard.INVALID_UNICODE}
 
 
 class IntentPrediction(Protocol):
     intent: str
     confidence: float
     top_k: Sequence[tuple[str, float]]
+
+
+class HardCaseAssist(Protocol):
+    """Refines a low-confidence ticket (services/classifier/claude_assist.py)."""
+
+    def refine(self, ticket: tk.Ticket, candidates: Sequence[str]) -> Refinement | None: ...
 
 
 class IntentPredictor(Protocol):
@@ -45,8 +55,9 @@ def classify_ticket(
     policy: RoutingPolicy,
     crm: CustomerDirectory,
     catalog: IntentCatalog | None = None,
+    assist: HardCaseAssist | None = None,
 ) -> tuple[tk.NormalizedTicket, tk.Classification]:
-    return classify_batch([ticket], model=model, policy=policy, crm=crm, catalog=catalog)[0]
+    return classify_batch([ticket], model=model, policy=policy, crm=crm, catalog=catalog, assist=assist)[0]
 
 
 def classify_batch(
@@ -56,6 +67,7 @@ def classify_batch(
     policy: RoutingPolicy,
     crm: CustomerDirectory,
     catalog: IntentCatalog | None = None,
+    assist: HardCaseAssist | None = None,
 ) -> list[tuple[tk.NormalizedTicket, tk.Classification]]:
     """Classify tickets that share one routing policy (one tenant, or the file's policy)."""
     catalog = catalog or default_catalog()
@@ -66,7 +78,7 @@ def classify_batch(
         predicted = model.predict([readings[index].model_text for index in readable])
         predictions = dict(zip(readable, predicted))
     return [
-        _classification(ticket, reading, predictions.get(index), model.version, policy, crm, catalog)
+        _classification(ticket, reading, predictions.get(index), model.version, policy, crm, catalog, assist)
         for index, (ticket, reading) in enumerate(zip(tickets, readings))
     ]
 
@@ -79,6 +91,7 @@ def _classification(
     policy: RoutingPolicy,
     crm: CustomerDirectory,
     catalog: IntentCatalog,
+    assist: HardCaseAssist | None = None,
 ) -> tuple[tk.NormalizedTicket, tk.Classification]:
     normalized = tk.NormalizedTicket()
     normalized.CopyFrom(reading.normalized)
@@ -101,6 +114,16 @@ def _classification(
     if prediction is not None:
         intent, confidence = prediction.intent, float(prediction.confidence)
         top_intents = [(name, float(probability)) for name, probability in prediction.top_k[:TOP_INTENTS]]
+        hard = confidence < policy.confidence_threshold and not flags & _NEVER_ASSISTED
+        refinement = assist.refine(ticket, [name for name, _ in top_intents]) if assist and hard else None
+        if refinement is not None:
+            flags.add(input_guard.CLAUDE_ASSISTED)
+            if refinement.intent and refinement.intent != intent:
+                # The model's own probability of Claude's pick: still low, so still routed to review.
+                intent, confidence = refinement.intent, dict(top_intents)[refinement.intent]
+            for name in TEXT_FIELDS:
+                if getattr(refinement, name) and not getattr(normalized, name):
+                    setattr(normalized, name, getattr(refinement, name))
     archetype = catalog.archetype(intent) if intent else tk.ARCHETYPE_UNSPECIFIED
     normalized.missing_identifiers.extend(
         missing_identifiers(intent, normalized.identifiers, catalog.required_identifiers) if intent else []

@@ -12,7 +12,7 @@ from supportflow.eventbus import Emit, InvalidEvent, new_meta
 from supportflow.topics import Topic
 
 from services.classifier import metrics
-from services.classifier.classify import IntentPredictor, classify_ticket
+from services.classifier.classify import HardCaseAssist, IntentPredictor, classify_ticket
 from supportflow.crm import CustomerDirectory
 from services.classifier.intent_catalog import IntentCatalog, archetype_name
 from services.classifier.routing import InvalidOverride, PolicyStore, route_name
@@ -30,8 +30,10 @@ class TicketTriage:
         crm: CustomerDirectory,
         *,
         catalog: IntentCatalog | None = None,
+        assist: HardCaseAssist | None = None,
     ) -> None:
         self._model = model
+        self._assist = assist
         self._policies = policies
         self._crm = crm
         self._catalog = catalog
@@ -51,6 +53,7 @@ class TicketTriage:
             policy=self._policies.current(ticket.tenant_id),
             crm=self._crm,
             catalog=self._catalog,
+            assist=self._assist,
         )
         _record(classification)
         return normalized, classification

@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from supportflow.claude import claude_client
 from supportflow.contracts.v1 import services_pb2_grpc
+from supportflow.crm import crm_from_settings
 from supportflow.eventbus import ConsumerLoop, EventPublisher
 from supportflow.observability import Health
 from supportflow.service import ServiceParts
 from supportflow.settings import Settings, SettingsError
 from supportflow.topics import Topic
 
-from supportflow.crm import crm_from_settings
+from services.classifier.claude_assist import ClaudeAssist
 from services.classifier.handlers import SERVICE, TicketTriage, routing_override_handler
 from services.classifier.intent_model import IntentModel
 from services.classifier.routing import DEFAULT_POLICY_PATH, PolicyStore
@@ -44,7 +46,20 @@ def build_triage(settings: Settings) -> TicketTriage:
     """The intent model, routing policy and CRM that the settings name, ready to classify."""
     model = load_intent_model(settings.intent_model_dir)
     model.predict(["warm-up: where is my card?"])  # the first real ticket should not pay for loading
-    return TicketTriage(model, PolicyStore(settings.routing_policy_path or DEFAULT_POLICY_PATH), crm_from_settings(settings))
+    return TicketTriage(
+        model, PolicyStore(settings.routing_policy_path or DEFAULT_POLICY_PATH), crm_from_settings(settings),
+        assist=claude_assist(settings),
+    )
+
+
+def claude_assist(settings: Settings) -> ClaudeAssist | None:
+    """Claude for low-confidence tickets when an API key is set (and the budget is not 0)."""
+    if not settings.anthropic_api_key or settings.classifier_claude_assist_per_minute <= 0:
+        return None
+    client = claude_client(settings.anthropic_api_key, settings.anthropic_base_url,
+                           timeout_s=settings.classifier_claude_timeout_s, max_retries=0)
+    return ClaudeAssist(client, model=settings.anthropic_model, per_minute=settings.classifier_claude_assist_per_minute,
+                        timeout_s=settings.classifier_claude_timeout_s)
 
 
 def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:

@@ -13,6 +13,12 @@ CONFIDENCE = Histogram(
     "Calibrated confidence of the top intent (a shift means drift)",
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
 )
+CLAUDE_ASSIST = Counter(
+    "supportflow_classifier_claude_assist_total",
+    "Low-confidence tickets sent to Claude, by outcome (ok, skipped_budget, timeout, overloaded, "
+    "rate_limited, connection, malformed, api_error)",
+    ["outcome"],
+)
 INPUT_FLAGS = Counter(
     "supportflow_classifier_input_flags_total", "Tickets carrying each input flag", ["flag"]
 )

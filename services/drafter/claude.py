@@ -7,7 +7,7 @@ ledger as the offline drafter's (see drafting.py), so the model can never add an
   instruction. A ticket the classifier flagged as a prompt-injection attempt is not sent at all:
   the extractive drafter, which follows no instructions, answers it.
 - Personal data (e-mails, phones, card numbers, IBANs) is replaced by placeholders before the call
-  and restored in the answer (pii_redaction.py).
+  and restored in the answer (supportflow/pii.py).
 - The answer is structured: the model must call the `submit_draft` tool (answer with [P#]
   passage markers, citations, uncertainty, follow-up questions); anything else is malformed.
 - Failures are bounded: the SDK retries 429/5xx/529 and timeouts itself (`max_retries`), and this
@@ -22,33 +22,29 @@ import html
 import logging
 import re
 import time
-import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import anthropic
-from anthropic.types import Model
 
+from supportflow.claude import DEFAULT_TIMEOUT_S, ClaudeFailure, classify_failure, default_model
 from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.pii import PiiVault
 
 from services.drafter import metrics
 from services.drafter.passage_units import split_sentences
-from services.drafter.pii_redaction import PiiVault
 from services.drafter.reply import DraftInput, ReplyGenerator, ReplyParts, Sentence, SourceRef, channel_name
 from services.drafter.templates import TemplateBook, join_items
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 1024
-DEFAULT_TIMEOUT_S = 20.0  # one HTTP request
-DEFAULT_SDK_RETRIES = 2
 DEFAULT_ATTEMPTS = 2  # this class's attempts, each with the SDK's retries inside
 DEFAULT_BACKOFF_S = 1.0
 DEFAULT_BUDGET_S = 45.0  # everything, retries included; past it the offline drafter answers
 MAX_TICKET_CHARS = 8000
 MAX_PASSAGE_CHARS = 2500
 PROMPT_INJECTION_FLAG = "prompt_injection"
-FALLBACK_MODEL = "claude-sonnet-4-5"
 
 TOOL_NAME = "submit_draft"
 DRAFT_TOOL: dict[str, Any] = {
@@ -100,48 +96,6 @@ password reset, a plan changed). You can offer to help once the customer confirm
 as they are.
 5. Be brief and plain: one to four sentences, each ending with its passage markers such as [P1].
 Always reply by calling the submit_draft tool."""
-
-
-class ClaudeFailure(Exception):
-    """A Claude draft could not be obtained; `reason` is a label of the fallback metric."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.retryable = reason in {"timeout", "overloaded", "rate_limited", "connection"}
-
-
-def default_model() -> str:
-    """The newest Sonnet the installed SDK knows (its `Model` literal), undated ids preferred."""
-    literal = typing.get_args(Model)[0]
-    sonnets = [m for m in typing.get_args(literal) if m.startswith("claude-sonnet-") and not re.search(r"-\d{8}$", m)]
-    if not sonnets:
-        return FALLBACK_MODEL
-    return max(sonnets, key=lambda m: tuple(int(part) for part in re.findall(r"\d+", m)))
-
-
-def claude_client(
-    api_key: str, base_url: str = "", *, timeout_s: float = DEFAULT_TIMEOUT_S, max_retries: int = DEFAULT_SDK_RETRIES
-) -> anthropic.Anthropic:
-    return anthropic.Anthropic(api_key=api_key, base_url=base_url or None, timeout=timeout_s, max_retries=max_retries)
-
-
-def _failure(exc: Exception) -> ClaudeFailure:
-    if isinstance(exc, anthropic.APITimeoutError):
-        return ClaudeFailure("timeout", str(exc))
-    if isinstance(exc, anthropic.APIConnectionError):
-        return ClaudeFailure("connection", str(exc))
-    if isinstance(exc, anthropic.RateLimitError):
-        return ClaudeFailure("rate_limited", str(exc))
-    if isinstance(exc, anthropic.APIStatusError) and exc.status_code in (503, 529):
-        return ClaudeFailure("overloaded", str(exc))
-    if isinstance(exc, anthropic.APIResponseValidationError):
-        return ClaudeFailure("malformed", str(exc))
-    if isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 500:
-        return ClaudeFailure("overloaded", str(exc))
-    if isinstance(exc, anthropic.APIError):
-        return ClaudeFailure("api_error", str(exc))
-    return ClaudeFailure("malformed", f"{type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -291,7 +245,7 @@ class ClaudeDrafter:
             except ClaudeFailure:
                 raise
             except Exception as exc:  # noqa: BLE001 - every SDK or decoding error is classified
-                failure = _failure(exc)
+                failure = classify_failure(exc)
             delay = self._backoff_s * (2**attempt)
             attempt += 1
             out_of_time = self._clock() - started + delay >= self._budget_s

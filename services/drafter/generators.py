@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+from supportflow.claude import claude_client
 from supportflow.settings import Settings
 
-from services.drafter.claude import ClaudeDrafter, claude_client
+from services.drafter.claude import ClaudeDrafter
 from services.drafter.offline import OfflineDrafter, TextEncoder
 from services.drafter.reply import ReplyGenerator
 from services.drafter.templates import DEFAULT_TEMPLATES_PATH, TemplateBook

@@ -9,7 +9,7 @@ renumbered so that [1], [2]... always point at a source the text still uses.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Protocol, Sequence
 
 from supportflow.contracts.v1 import ticket_pb2 as tk
