@@ -134,6 +134,10 @@ INJECTION_PATTERNS: dict[str, tuple[re.Pattern[str], ...]] = {
         re.compile(r"\b(?:new|updated|revised|real|actual|additional)\s+(?:system\s+)?instructions?\s*(?:for|to)\s+(?:the|you|this)?\s*(?:assistant|ai|bot|model|agent|system|llm)\b", re.I),
         re.compile(r"\b(?:new|updated)\s+(?:system\s+)?instructions?\s*:", re.I),
         re.compile(r"\b(?:ignore|disregard|forget)\s+(?:everything|all|anything)\s+(?:above|before|(?:you\s+(?:were|have\s+been)\s+)?told)\b", re.I),
+        # "Bypass any checks you have": addressed to whatever does the checking. Plural nouns only
+        # ("can I skip the verification step?" is a customer's question).
+        re.compile(r"\b(?:bypass|circumvent|disable|turn\s+off|ignore|skip)\s+(?:any|all|the|your)\s+(?:\w+\s+)?"
+                   r"(?:checks|safeguards|controls|filters|restrictions|safety\s+measures)\b(?!\s+(?:on|for)\s+my\s+card)", re.I),
         re.compile(r"\bdo\s+not\s+follow\s+(?:your|the|any)\s+" + _INSTRUCTION_NOUN, re.I),
     ),
     "role_play": (

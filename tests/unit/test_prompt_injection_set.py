@@ -1,0 +1,77 @@
+"""The prompt-injection set (tests/fixtures/injection_set/): thirty tickets that try to steer the
+pipeline in several styles (override, role play, system-prompt requests, fake role markers, tool
+commands, authority claims, mixed with a real question). Through the gateway's intake, the
+classifier and the escalator, with an intent model that is sure the ticket asks for an action
+(the worst case): every attempt is flagged, none is answered automatically, no action is
+executed or even proposed, nothing is published on routing.overrides and the policy is unchanged.
+`benchmarks/injection_eval.py` runs the same set with the trained model and prints the figures."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.crm import FileCrm
+from supportflow.eventbus import new_meta
+from supportflow.topics import DECISION_TOPICS, Topic
+
+from services.classifier.handlers import TicketTriage
+from services.classifier.routing import DEFAULT_POLICY_PATH, PolicyStore
+from services.escalator.actions import ActionGate, ActionLedger
+from services.escalator.config import ActionLimits, EscalationConfig
+from services.escalator.handlers import Escalator
+from services.escalator.incidents import IncidentTracker
+from services.gateway.intake import ticket_from_payload
+
+CASES = [json.loads(line) for line in
+         (Path(__file__).parents[1] / "fixtures" / "injection_set" / "injection_cases.jsonl").read_text().splitlines()]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    intent: str
+    confidence: float
+    top_k: list[tuple[str, float]]
+
+
+class SureOfAnActionModel:
+    """Predicts, with certainty, the one intent that carries a proposed action (a password reset)."""
+
+    version = "stub-worst-case"
+
+    def predict(self, texts):
+        return [Prediction("passcode_forgotten", 0.99, [("passcode_forgotten", 0.99)]) for _ in texts]
+
+
+def test_the_set_covers_every_style():
+    assert len(CASES) == 30
+    assert {c["style"] for c in CASES} == {"override", "role_play", "system_prompt_request", "fake_role_marker",
+                                           "tool_command", "authority_claim", "mixed"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_an_injection_attempt_is_flagged_and_changes_nothing(case, tmp_path):
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(DEFAULT_POLICY_PATH.read_text())
+    policies = PolicyStore(policy_file)
+    before = policies.current("rho-bank")
+    triage = TicketTriage(SureOfAnActionModel(), policies, FileCrm())
+    config = EscalationConfig.load()
+    escalator = Escalator(config, FileCrm(), IncidentTracker(config.incidents),
+                          ActionGate(ActionLimits.load(), ActionLedger(), dry_run=False))  # live actions: worst case
+
+    ticket = ticket_from_payload(case | {"customer_id": "cust-0001"}, default_tenant="rho-bank")
+    [classified] = triage.handle_ticket_received(ev.TicketReceived(meta=new_meta("rho-bank", "gateway"), ticket=ticket))
+    emits = escalator.on_classified(classified.event)
+
+    classification = classified.event.classification
+    assert "prompt_injection" in classification.input_flags, case["body"]
+    decisions = [e for e in emits if e.topic in DECISION_TOPICS.values()]
+    assert len(decisions) == 1 and decisions[0].topic is not Topic.TICKETS_RESPONDED
+    assert [e for e in emits if e.topic is Topic.ACTIONS_RECORDED] == []
+    assert [e for e in emits if e.topic is Topic.ROUTING_OVERRIDES] == []
+    assert policies.current("rho-bank") == before
