@@ -5,7 +5,6 @@ reply, a pick outside the candidates) leaving the ticket classified as if there 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 import pytest
@@ -14,6 +13,7 @@ from supportflow.claude import claude_client
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FileCrm
 from tests.fake_messages_api import OVERLOADED, FakeMessagesApi
+from tests.intent_stubs import FixedModel
 
 from services.classifier import input_guard, metrics
 from services.classifier.claude_assist import NONE_OF_THESE, TOOL_NAME, ClaudeAssist
@@ -24,19 +24,7 @@ POLICY = load_policy(DEFAULT_POLICY_PATH)
 BODY = "Hi, I paid at a shop with my card and was charged 2x, mail me at jane.doe@example.com"
 
 
-@dataclass(frozen=True)
-class Prediction:
-    intent: str
-    confidence: float
-    top_k: list[tuple[str, float]]
-
-
-class UnsureModel:
-    version = "stub-unsure"
-
-    def predict(self, texts):
-        top = [("card_payment_fee_charged", 0.41), ("transaction_charged_twice", 0.38), ("card_not_working", 0.05)]
-        return [Prediction(top[0][0], top[0][1], top) for _ in texts]
+UNSURE = FixedModel([("card_payment_fee_charged", 0.41), ("transaction_charged_twice", 0.38), ("card_not_working", 0.05)])
 
 
 def triage_message(tool_input: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +53,7 @@ def classify(api: FakeMessagesApi, *, body: str = BODY, timeout_s: float = 2.0, 
     assist = ClaudeAssist(claude_client("test-key", api.base_url, timeout_s=timeout_s, max_retries=0),
                           model="claude-sonnet-test", per_minute=per_minute, timeout_s=timeout_s)
     ticket = tk.Ticket(ticket_id="t-1", tenant_id="rho-bank", customer_id="cust-0001", body=body)
-    return classify_ticket(ticket, model=UnsureModel(), policy=POLICY, crm=FileCrm(), assist=assist)
+    return classify_ticket(ticket, model=UNSURE, policy=POLICY, crm=FileCrm(), assist=assist)
 
 
 def outcome_count(outcome: str) -> float:
@@ -116,7 +104,7 @@ def test_injection_attempts_are_never_sent_and_the_budget_caps_calls(api):
     before = outcome_count("skipped_budget")
     assist = ClaudeAssist(claude_client("test-key", api.base_url, max_retries=0), model="m", per_minute=1)
     ticket = tk.Ticket(ticket_id="t-2", tenant_id="rho-bank", body=BODY)
-    first = classify_ticket(ticket, model=UnsureModel(), policy=POLICY, crm=FileCrm(), assist=assist)
-    second = classify_ticket(ticket, model=UnsureModel(), policy=POLICY, crm=FileCrm(), assist=assist)
+    first = classify_ticket(ticket, model=UNSURE, policy=POLICY, crm=FileCrm(), assist=assist)
+    second = classify_ticket(ticket, model=UNSURE, policy=POLICY, crm=FileCrm(), assist=assist)
     assert len(api.requests) == 1 and outcome_count("skipped_budget") == before + 1
     assert first[1].intent == "transaction_charged_twice" and second[1].intent == "card_payment_fee_charged"

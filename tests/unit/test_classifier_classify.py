@@ -4,7 +4,6 @@ accuracy is irrelevant to what is tested here) and the shipped sample CRM and po
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import pytest
 
@@ -12,6 +11,7 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import InvalidEvent, new_meta
 from supportflow.topics import Topic
+from tests.intent_stubs import Prediction
 
 from services.classifier import input_guard, metrics
 from services.classifier.classify import classify_batch, classify_ticket
@@ -21,13 +21,6 @@ from services.classifier.routing import DEFAULT_POLICY_PATH, PolicyStore, load_p
 
 POLICY = load_policy(DEFAULT_POLICY_PATH)
 CRM = FileCrm()
-
-
-@dataclass(frozen=True)
-class Prediction:
-    intent: str
-    confidence: float
-    top_k: list[tuple[str, float]]
 
 
 class KeywordModel:

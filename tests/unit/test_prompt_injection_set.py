@@ -9,7 +9,6 @@ executed or even proposed, nothing is published on routing.overrides and the pol
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.crm import FileCrm
 from supportflow.eventbus import new_meta
 from supportflow.topics import DECISION_TOPICS, Topic
+from tests.intent_stubs import FixedModel
 
 from services.classifier.handlers import TicketTriage
 from services.classifier.routing import DEFAULT_POLICY_PATH, PolicyStore
@@ -31,20 +31,8 @@ CASES = [json.loads(line) for line in
          (Path(__file__).parents[1] / "fixtures" / "injection_set" / "injection_cases.jsonl").read_text().splitlines()]
 
 
-@dataclass(frozen=True)
-class Prediction:
-    intent: str
-    confidence: float
-    top_k: list[tuple[str, float]]
-
-
-class SureOfAnActionModel:
-    """Predicts, with certainty, the one intent that carries a proposed action (a password reset)."""
-
-    version = "stub-worst-case"
-
-    def predict(self, texts):
-        return [Prediction("passcode_forgotten", 0.99, [("passcode_forgotten", 0.99)]) for _ in texts]
+# Certain of the one intent that carries a proposed action (a password reset): the worst case.
+SURE_OF_AN_ACTION = FixedModel([("passcode_forgotten", 0.99)], version="stub-worst-case")
 
 
 def test_the_set_covers_every_style():
@@ -59,7 +47,7 @@ def test_an_injection_attempt_is_flagged_and_changes_nothing(case, tmp_path):
     policy_file.write_text(DEFAULT_POLICY_PATH.read_text())
     policies = PolicyStore(policy_file)
     before = policies.current("rho-bank")
-    triage = TicketTriage(SureOfAnActionModel(), policies, FileCrm())
+    triage = TicketTriage(SURE_OF_AN_ACTION, policies, FileCrm())
     config = EscalationConfig.load()
     escalator = Escalator(config, FileCrm(), IncidentTracker(config.incidents),
                           ActionGate(ActionLimits.load(), ActionLedger(), dry_run=False))  # live actions: worst case
