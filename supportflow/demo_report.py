@@ -45,7 +45,7 @@ def build_report(records: list[dict], *, tickets_sent: int, missing: list[str], 
             "drafts_with_unverified_claims": sum(
                 1 for r in records if r["decision"] == "respond" and any(not c["verified"] for c in r["ledger"])
             ),
-            "hostile_inputs": {r["id"]: {"label": r["label"], "decision": r["decision"], "flags": r["risk_flags"] + r["input_flags"]} for r in hostile},
+            "hostile_inputs": {r["id"]: {"label": r["label"], "decision": r["decision"], "flags": list(dict.fromkeys(r["risk_flags"] + r["input_flags"]))} for r in hostile},
         },
         "tickets": records,
     }

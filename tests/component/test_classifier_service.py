@@ -5,7 +5,6 @@ trained here on a few Banking77 intents."""
 
 from __future__ import annotations
 
-import csv
 import socket
 import threading
 import time
@@ -22,6 +21,7 @@ from supportflow.rpc import open_channel
 from supportflow.service import run_service
 from supportflow.settings import SettingsError
 from supportflow.topics import Topic
+from supportflow.sample_data import banking77_rows
 
 from services.classifier.intent_model import IntentModel
 from services.classifier.main import load_intent_model
@@ -29,14 +29,12 @@ from tests.kafka_helpers import read_all
 
 pytestmark = pytest.mark.infra
 
-BANKING77_TRAIN = Path("/work/shared/datasets/banking77/train.csv")
 INTENTS = ("exchange_rate", "card_arrival", "lost_or_stolen_card", "transaction_charged_twice", "top_up_limits")
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    with BANKING77_TRAIN.open(encoding="utf-8") as handle:
-        rows = [row for row in csv.DictReader(handle) if row["category"] in INTENTS]
+    rows = [row for row in banking77_rows() if row["category"] in INTENTS]
     model = IntentModel.train([r["text"] for r in rows], [r["category"] for r in rows], encoder=load_encoder("minilm"), seed=0)
     directory = tmp_path_factory.mktemp("intent-model")
     model.save(directory)

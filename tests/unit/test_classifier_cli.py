@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from supportflow.sample_data import banking77_rows
+
 from services.classifier import cli
 
-BANKING77_TRAIN = Path("/work/shared/datasets/banking77/train.csv")
 INTENTS = ("exchange_rate", "card_arrival", "lost_or_stolen_card", "transaction_charged_twice", "top_up_limits")
 REQUIRED_FIELDS = {"id", "intent", "confidence", "archetype", "urgency", "route", "route_reason", "risk_flags",
                    "missing_identifiers", "input_flags"}
@@ -23,10 +24,10 @@ REQUIRED_FIELDS = {"id", "intent", "confidence", "archetype", "urgency", "route"
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("cli")
     data = directory / "train.csv"
-    with BANKING77_TRAIN.open(encoding="utf-8") as source, data.open("w", encoding="utf-8", newline="") as target:
+    with data.open("w", encoding="utf-8", newline="") as target:
         writer = csv.DictWriter(target, fieldnames=["utterance", "label"])
         writer.writeheader()
-        for row in csv.DictReader(source):
+        for row in banking77_rows():
             if row["category"] in INTENTS:
                 writer.writerow({"utterance": row["text"], "label": row["category"]})
     out = directory / "model"
