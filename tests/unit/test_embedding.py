@@ -1,4 +1,4 @@
-"""The numpy MiniLM must reproduce sentence-transformers, whose reference vectors are a fixture.
+"""Both MiniLM backends must reproduce sentence-transformers, whose reference vectors are a fixture.
 
 The fixture (tests/unit/fixtures/minilm_reference.json) was made once with torch and
 sentence-transformers in a throwaway venv (versions are recorded in the file); neither is a
@@ -8,21 +8,38 @@ dependency of the project.
 from __future__ import annotations
 
 import json
+import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from supportflow import embedding
 from supportflow.embedding import (
     EmbeddingCache,
     MiniLMEncoder,
+    OnnxMiniLMEncoder,
     TextEncoder,
     available_encoders,
     load_encoder,
+    minilm_encoder,
     register_encoder,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "minilm_reference.json"
+# Texts of every length class, deliberately not sorted by length: a one-word-piece text, an empty
+# one ([CLS] [SEP] only), a long sentence, and two longer than the 128-token limit.
+MIXED_TEXTS = [
+    "my card payment was declined twice at the supermarket and I was charged anyway",
+    "hi",
+    "refund " * 300,
+    "",
+    "where is my new card?",
+    "Überweisung nach Deutschland dauert zu lange 😕",
+    "top up " * 200,
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +52,75 @@ def encoder() -> TextEncoder:
     return load_encoder("minilm")
 
 
+@pytest.fixture(scope="module")
+def numpy_encoder() -> MiniLMEncoder:
+    return MiniLMEncoder()
+
+
+@pytest.fixture(scope="module", params=["onnx", "numpy"])
+def backend(request, encoder, numpy_encoder) -> TextEncoder:
+    """Each MiniLM backend: the registry's (ONNX Runtime) and the numpy one."""
+    return encoder if request.param == "onnx" else numpy_encoder
+
+
+def test_registry_uses_onnx_runtime_when_installed(encoder):
+    assert isinstance(encoder, OnnxMiniLMEncoder)
+
+
+def test_registry_falls_back_to_numpy_without_onnx_runtime(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
+    with caplog.at_level(logging.INFO, logger="supportflow.embedding"):
+        fallback = minilm_encoder()
+    assert type(fallback) is MiniLMEncoder
+    assert "numpy backend" in caplog.text
+
+
 @pytest.mark.parametrize("batch_size", [1, 2, 64])
-def test_matches_sentence_transformers(encoder, reference, batch_size):
+def test_matches_sentence_transformers(backend, reference, batch_size):
     texts = [item["text"] for item in reference["items"]]
     expected = np.array([item["embedding"] for item in reference["items"]], dtype=np.float64)
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
 
-    got = encoder.encode(texts, batch_size=batch_size)
+    got = backend.encode(texts, batch_size=batch_size)
 
     cosines = np.sum(got * expected, axis=1)
-    assert cosines.min() > 0.999, cosines
+    assert cosines.min() > 0.99999, cosines
+
+
+def test_backends_agree_and_share_a_name(encoder, numpy_encoder):
+    onnx_vectors = encoder.encode(MIXED_TEXTS, batch_size=3)
+    numpy_vectors = numpy_encoder.encode(MIXED_TEXTS, batch_size=3)
+
+    cosines = np.sum(onnx_vectors * numpy_vectors, axis=1)
+    assert cosines.min() > 0.99999, cosines
+    # Same vectors, so one name: caches and trained models carry over between backends.
+    assert encoder.name == numpy_encoder.name
+    assert encoder.dim == numpy_encoder.dim
+
+
+def test_onnx_model_is_built_once_then_reused(tmp_path, monkeypatch):
+    first = OnnxMiniLMEncoder(cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == [first.onnx_path]  # no temp file left behind
+    built_at = first.onnx_path.stat().st_mtime_ns
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("the cached ONNX model should have been reused")
+
+    monkeypatch.setattr(embedding, "_minilm_onnx_model", must_not_build)
+    second = OnnxMiniLMEncoder(cache_dir=tmp_path, max_tokens=32)
+
+    assert second.onnx_path == first.onnx_path  # the graph does not depend on max_tokens
+    assert first.onnx_path.stat().st_mtime_ns == built_at
+    assert list(tmp_path.iterdir()) == [first.onnx_path]
+    np.testing.assert_allclose(second.encode(["hello"]), first.encode(["hello"]), atol=1e-6)
+
+
+def test_concurrent_encodes_match_sequential_ones(encoder):
+    sequential = [encoder.encode([text]) for text in MIXED_TEXTS]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(lambda text: encoder.encode([text]), MIXED_TEXTS * 3))
+    for i, vectors in enumerate(concurrent):
+        np.testing.assert_allclose(vectors, sequential[i % len(MIXED_TEXTS)], atol=1e-6)
 
 
 def test_fixture_covers_truncation_and_edge_cases(reference):
@@ -54,25 +130,24 @@ def test_fixture_covers_truncation_and_edge_cases(reference):
     assert any(not t.isascii() for t in texts)
 
 
-def test_output_shape_dtype_and_norm(encoder):
-    got = encoder.encode(["hello", "my card was swallowed by the ATM", "x " * 2000])
-    assert got.shape == (3, encoder.dim) == (3, 384)
+def test_output_shape_dtype_and_norm(backend):
+    got = backend.encode(["hello", "my card was swallowed by the ATM", "x " * 2000])
+    assert got.shape == (3, backend.dim) == (3, 384)
     assert got.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
-def test_batching_keeps_input_order(encoder):
-    texts = ["a much longer sentence about a pending top up from yesterday", "short", "medium one"]
-    one_by_one = np.vstack([encoder.encode([t]) for t in texts])
-    np.testing.assert_allclose(encoder.encode(texts, batch_size=2), one_by_one, atol=1e-5)
+def test_batching_keeps_input_order(backend):
+    one_by_one = np.vstack([backend.encode([t]) for t in MIXED_TEXTS])
+    np.testing.assert_allclose(backend.encode(MIXED_TEXTS, batch_size=2), one_by_one, atol=1e-5)
 
 
-def test_empty_input_and_bad_arguments(encoder):
-    assert encoder.encode([]).shape == (0, encoder.dim)
+def test_empty_input_and_bad_arguments(backend):
+    assert backend.encode([]).shape == (0, backend.dim)
     with pytest.raises(TypeError):
-        encoder.encode("a single string is a common mistake")
+        backend.encode("a single string is a common mistake")
     with pytest.raises(ValueError):
-        encoder.encode(["x"], batch_size=0)
+        backend.encode(["x"], batch_size=0)
 
 
 def test_registry_caches_instances_and_accepts_plugins(encoder):
