@@ -19,6 +19,7 @@ import secrets
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -271,6 +272,11 @@ class ConsumerLoop:
     sees every message from the beginning (for state every replica needs, such as routing
     overrides, or state rebuilt by replay). `caught_up` is set once the loop has handled everything
     that was on its partitions when they were assigned.
+
+    `workers > 1` handles the messages of a batch on that many threads, one key (ticket) per
+    thread at a time so one ticket's events keep their order; the batch is still published and
+    acknowledged before its offsets are committed. For handlers that wait on other services (the
+    drafter waits on the retriever) or release the GIL (model inference); they must be thread-safe.
     """
 
     def __init__(
@@ -286,6 +292,7 @@ class ConsumerLoop:
         batch_size: int = 100,
         max_retries: int = 5,
         budget: DeadLetterBudget | None = None,
+        workers: int = 1,
     ) -> None:
         self._settings = settings
         self._service = service
@@ -296,6 +303,8 @@ class ConsumerLoop:
         self._max_retries = max_retries
         self._budget = budget or DeadLetterBudget()
         self._recent = _RecentIds()
+        self._bookkeeping = threading.Lock()  # the recent ids and the dead-letter budget, across workers
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"{service}-worker") if workers > 1 else None
         self._by_name = {topic.name_in(settings.topic_prefix): topic for topic in handlers}
         group_id = group or f"{settings.topic_prefix}{service}"
         if broadcast:
@@ -341,6 +350,8 @@ class ConsumerLoop:
             log.exception("consumer stopped without committing its current batch")
             raise
         finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
             self._consumer.close()
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -356,15 +367,28 @@ class ConsumerLoop:
         return batch
 
     def _process_batch(self, batch: Sequence[KafkaMessage]) -> None:
+        messages = []
         for message in batch:
             if message.error():
                 if message.error().code() == KafkaError._PARTITION_EOF:
                     continue
                 raise KafkaException(message.error())
-            self._process_with_retries(message)
+            messages.append(message)
+        if self._pool is None or len(messages) < 2:
+            self._process_in_order(messages)
+        else:
+            by_key: dict[bytes | None, list[KafkaMessage]] = collections.defaultdict(list)
+            for message in messages:
+                by_key[message.key()].append(message)
+            for done in [self._pool.submit(self._process_in_order, same_key) for same_key in by_key.values()]:
+                done.result()  # re-raises a worker's failure: the batch is not committed
         self._publisher.flush()
         if self._commits:
             self._consumer.commit(asynchronous=False)
+
+    def _process_in_order(self, messages: Sequence[KafkaMessage]) -> None:
+        for message in messages:
+            self._process_with_retries(message)
 
     def _process_with_retries(self, message: KafkaMessage) -> None:
         delay = 0.1
@@ -387,7 +411,9 @@ class ConsumerLoop:
         with ticket_context(key):
             try:
                 event = decode(topic, message)
-                if event.meta.event_id in self._recent:
+                with self._bookkeeping:
+                    duplicate = event.meta.event_id in self._recent
+                if duplicate:
                     EVENTS_DUPLICATE.labels(self._service, topic.base_name).inc()
                     return
                 emits = list(self._handlers[topic](event))
@@ -406,8 +432,10 @@ class ConsumerLoop:
                 # can drop what an interrupted batch had already published.
                 emit.event.meta.event_id = derived_event_id(event.meta.event_id, emit.topic, index)
                 self._publisher.publish(emit.topic, emit.key, emit.event, new_traceparent(parent))
-            self._recent.add(event.meta.event_id)
-        self._budget.record(False)
+            with self._bookkeeping:
+                self._recent.add(event.meta.event_id)
+        with self._bookkeeping:
+            self._budget.record(False)
         EVENT_PROCESSING_SECONDS.labels(self._service, topic.base_name).observe(watch.elapsed)
 
     def _dead_letter(self, topic: Topic, message: KafkaMessage, reason: str, detail: str) -> None:
@@ -424,7 +452,8 @@ class ConsumerLoop:
         )
         EVENTS_DEAD_LETTERED.labels(self._service, topic.base_name, reason).inc()
         log.warning("dead-lettered", extra={"fields": {"reason": reason, "detail": detail[:500], "topic": topic.base_name}})
-        self._budget.record(True)
+        with self._bookkeeping:
+            self._budget.record(True)
 
     def _check_caught_up(self, batch: Sequence[KafkaMessage]) -> None:
         if self.caught_up.is_set():

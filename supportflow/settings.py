@@ -88,6 +88,10 @@ class Settings:
     learner_config_path: Path | None = None
     drafter_templates_path: Path | None = None
     drafter_evidence_k: int = 4  # distinct articles the drafter asks the retriever for
+    # Tickets handled at once per process: the drafter mostly waits on the retriever; the
+    # classifier's model inference releases the GIL.
+    drafter_workers: int = 4
+    classifier_workers: int = 2
     # Score quotable sentences with the sentence encoder as well as lexically. Better picks for
     # paraphrased questions, but each uncached sentence costs ~1 ms of CPU per word piece: about
     # 0.5 s per draft on a 2-core machine, which caps the offline pipeline near 5 tickets/s.

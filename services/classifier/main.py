@@ -75,7 +75,8 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
         group=f"{settings.topic_prefix}{SERVICE}-overrides",
         broadcast=True,
     )
-    tickets = ConsumerLoop(settings, SERVICE, {Topic.TICKETS_RECEIVED: triage.handle_ticket_received}, publisher, health)
+    tickets = ConsumerLoop(settings, SERVICE, {Topic.TICKETS_RECEIVED: triage.handle_ticket_received}, publisher, health,
+                           workers=settings.classifier_workers)
     return ServiceParts(
         consumers=[overrides, tickets],
         grpc=[(services_pb2_grpc.add_ClassifierServicer_to_server, ClassifierServicer(triage), "supportflow.contracts.v1.Classifier")],

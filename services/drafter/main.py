@@ -30,7 +30,8 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     generator = generator_from_settings(settings)
     drafter = TicketDrafter(retriever_search(channel, settings.grpc_deadline_s), generator, k=settings.drafter_evidence_k)
     log.info("drafter ready", extra={"fields": {"generator": generator.name, "retriever": settings.retriever_addr}})
-    consumer = ConsumerLoop(settings, SERVICE, {Topic.TICKETS_CLASSIFIED: drafter.handle_classified}, publisher, health)
+    consumer = ConsumerLoop(settings, SERVICE, {Topic.TICKETS_CLASSIFIED: drafter.handle_classified}, publisher, health,
+                            workers=settings.drafter_workers)
     return ServiceParts(
         consumers=[consumer],
         grpc=[(services_pb2_grpc.add_DrafterServicer_to_server, DrafterServicer(drafter), "supportflow.contracts.v1.Drafter")],

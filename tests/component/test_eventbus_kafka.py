@@ -141,3 +141,38 @@ def test_transient_failures_are_retried_then_processed_once(settings):
     assert attempts == ["flaky", "flaky", "flaky"]
     assert [m.key() for m in outputs] == [b"flaky"]
     assert not read_all(settings, Topic.TICKETS_RECEIVED.dead_letter_in(settings.topic_prefix), expected=0, timeout_s=1)
+
+
+def test_workers_handle_tickets_concurrently_keep_each_tickets_order_and_lose_nothing(settings):
+    ensure_topics(settings)
+    publisher = EventPublisher(settings, "test")
+    for step in range(3):  # three events per ticket, published in order
+        for ticket in range(8):
+            event = ticket_event(f"t-{ticket}")
+            event.ticket.body = f"step {step}"
+            publisher.publish(Topic.TICKETS_RECEIVED, f"t-{ticket}", event)
+    publisher.flush()
+    lock, active, most_active, order = threading.Lock(), [0], [0], {}
+
+    def slow_echo(event):
+        with lock:
+            active[0] += 1
+            most_active[0] = max(most_active[0], active[0])
+            order.setdefault(event.ticket.ticket_id, []).append(event.ticket.body)
+        time.sleep(0.2)  # waiting on another service
+        with lock:
+            active[0] -= 1
+        return classify_echo(event)
+
+    loop = ConsumerLoop(settings, "test", {Topic.TICKETS_RECEIVED: slow_echo}, EventPublisher(settings, "test"),
+                        Health("test"), workers=4)
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    outputs = read_all(settings, Topic.TICKETS_CLASSIFIED.name_in(settings.topic_prefix), expected=24, timeout_s=60)
+    stop.set()
+    thread.join(15)
+
+    assert loop.error is None and len(outputs) == 24
+    assert most_active[0] > 1  # tickets were handled at the same time
+    assert order == {f"t-{t}": ["step 0", "step 1", "step 2"] for t in range(8)}

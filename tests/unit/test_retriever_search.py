@@ -129,7 +129,8 @@ def test_gap_decision_and_best_similarity():
 
 
 def test_candidate_limit_grows_with_k():
-    assert candidate_limit(1) == candidate_limit(10) < candidate_limit(50)
+    assert candidate_limit(1) == candidate_limit(3) < candidate_limit(4) < candidate_limit(10) < candidate_limit(50)
+    assert candidate_limit(10) == 40
 
 
 class FakeEncoder:
