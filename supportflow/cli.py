@@ -71,7 +71,7 @@ def cmd_classifier(args: argparse.Namespace) -> int:
         with _open_in(args.input) as source, _open_out(args.output) as sink:
             cli.predict(args.model, source, sink)
     else:
-        cli.bench(args.model)
+        cli.bench(args.model, workers=_settings().classifier_workers)
     return 0
 
 
