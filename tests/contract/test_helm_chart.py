@@ -281,7 +281,7 @@ def test_network_policy_follows_the_call_graph(helm: Helm) -> None:
             if "podSelector" in peer and selects(peer["podSelector"], pod_labels(manifests, name))
         }
 
-    assert callers_of("retriever") == {"drafter"}
+    assert callers_of("retriever") == {"drafter", "escalator"}  # Search; SimilarCases for packets
     assert callers_of("classifier") == {"gateway"}
     assert callers_of("drafter") == set() and callers_of("learner") == set()
 
