@@ -325,6 +325,7 @@ class ConsumerLoop:
         )
         self._assigned = threading.Event()
         self.caught_up = threading.Event()
+        self.stopped = threading.Event()
         self._catch_up_targets: dict[tuple[str, int], int] | None = None  # high watermarks at assignment
         self._consumed_to: dict[tuple[str, int], int] = {}
         self._last_lag_report = 0.0
@@ -353,6 +354,7 @@ class ConsumerLoop:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
             self._consumer.close()
+            self.stopped.set()
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned.set()
@@ -464,11 +466,16 @@ class ConsumerLoop:
         if not self._assigned.is_set():
             return
         if self._catch_up_targets is None:
-            self._catch_up_targets = {}
-            for tp in self._consumer.assignment():
-                low, high = self._consumer.get_watermark_offsets(tp, timeout=10)
-                if high > low:
-                    self._catch_up_targets[(tp.topic, tp.partition)] = high
+            targets = {}
+            try:
+                for tp in self._consumer.assignment():
+                    low, high = self._consumer.get_watermark_offsets(tp, timeout=10)
+                    if high > low:
+                        targets[(tp.topic, tp.partition)] = high
+            except KafkaException as exc:  # e.g. a new topic whose leader is not elected yet
+                log.info("watermarks not available yet", extra={"fields": {"error": str(exc)}})
+                return
+            self._catch_up_targets = targets
         pending = [key for key, high in self._catch_up_targets.items() if self._consumed_to.get(key, -1) < high]
         if pending:  # a group with committed offsets may start at the end without reading anything
             positions = self._consumer.position([TopicPartition(topic, partition) for topic, partition in pending])

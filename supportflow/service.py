@@ -88,13 +88,14 @@ def run_service(service: str, settings: Settings, stop: threading.Event | None =
 
     health.set_ready(False, "shutting down")
     log.info("stopping")
-    for stop_hook in parts.on_stop:
-        stop_hook()
+    # Inputs first (RPCs, then the consumers finish their batch), then what they were using.
     if grpc_server is not None:
         grpc_server.stop(grace=5).wait(6)
     stop.set()
     for thread in threads:
         thread.join(timeout=15)
+    for stop_hook in parts.on_stop:
+        stop_hook()
     publisher.flush()
     ops.shutdown()
     return 1 if failed else 0

@@ -3,7 +3,9 @@
 Decisions (TicketDecided) open a ticket's record; feedback (FeedbackReceived) and KB gaps
 (KbGapDetected) are attached to it by (tenant, ticket id). Feedback that arrives before its
 decision waits in a bounded pending list and is attached when the decision comes. When a fact
-is reported twice for one ticket (two CSATs at one latency, two verdicts), the latest counts.
+is reported twice for one ticket (two CSATs at one latency, two verdicts), the latest counts; of
+two decisions for one ticket, the one decided last (by its timeline), whatever the order they are
+read in.
 
 Definitions. N = tickets decided in the bucket; a KPI whose denominator is 0 is absent (not 0).
 
@@ -135,6 +137,7 @@ class TicketRecord:
     decision: int
     decision_seconds: float | None
     evidence_seconds: float | None
+    decided_at: float = 0.0  # when the recorded decision was made (0: unknown)
     csat: dict[int, float] = field(default_factory=dict)  # latency -> latest score
     verdict: int = ev.AGENT_VERDICT_UNSPECIFIED
     edit_ratio: float = 0.0
@@ -323,11 +326,16 @@ class KpiAccumulator:
         key = self._keys.setdefault(key, key)  # one key object (and tenant string) per bucket, not per ticket
         ident = (key.tenant, event.ticket.ticket_id)
         timeline = event.timeline
+        decided_at = _seconds(timeline.decided_at) or 0.0
         previous = self._records.get(ident)
+        if previous is not None and decided_at < previous.decided_at:
+            # An older decision read after a newer one (decision topics are not ordered against
+            # each other, e.g. in a replay): the newer one stands.
+            return []
         if previous is not None:
             self._apply(previous, -1)
             record = previous
-            record.key, record.decision = key, event.decision
+            record.key, record.decision, record.decided_at = key, event.decision, decided_at
             record.decision_seconds = _elapsed(timeline.received_at, timeline.decided_at)
             record.evidence_seconds = _elapsed(timeline.received_at, timeline.evidence_at)
         else:
@@ -335,6 +343,7 @@ class KpiAccumulator:
                 key=key, decision=event.decision,
                 decision_seconds=_elapsed(timeline.received_at, timeline.decided_at),
                 evidence_seconds=_elapsed(timeline.received_at, timeline.evidence_at),
+                decided_at=decided_at,
             )
             self._records[ident] = record
             while len(self._records) > self._config.max_tickets:

@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from prometheus_client import REGISTRY
 
 from supportflow.contracts.v1 import services_pb2_grpc
-from supportflow.eventbus import ConsumerLoop, Emit, EventPublisher, Handler
+from supportflow.eventbus import ConsumerLoop, Emit, EventPublisher, Handler, TransientError
 from supportflow.observability import Health
 from supportflow.service import ServiceParts
 from supportflow.settings import Settings
@@ -44,7 +44,10 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
 
     def after_overrides(handler: Handler) -> Handler:
         def handle(event: Message) -> list[Emit]:
-            overrides.caught_up.wait()  # latches first, so replayed evidence cannot re-fire them
+            # Latches first, so replayed evidence cannot re-fire them.
+            while not overrides.caught_up.wait(0.5):
+                if overrides.stopped.is_set():
+                    raise TransientError("routing.overrides consumer stopped before it caught up")
             return handler(event)
         return handle
 

@@ -255,3 +255,11 @@ def test_a_kb_gap_makes_a_cited_resolution_count_as_unbacked_and_a_replay_republ
     live = feed(Learner(LearnerConfig.load()))
     assert sum(e.topic is Topic.KB_PROPOSALS for e in live) == 1
     assert feed(Learner(LearnerConfig.load(), replaying=True)) == []
+
+
+def test_an_older_decision_read_after_a_newer_one_does_not_replace_it():
+    learner = Learner(LearnerConfig.load())
+    learner.on_decided(decided("x", ev.DECISION_ESCALATE, after_s=9))
+    learner.on_decided(decided("x", ev.DECISION_RESPOND, after_s=5))  # from another topic, read late
+    [row] = [r for r in learner.kpi_rows("rho-bank") if r.segment == "retail"]
+    assert (row.tickets, row.values["escalate_decisions"], row.values["respond_decisions"]) == (1, 1, 0)
