@@ -371,11 +371,17 @@ class ConsumerLoop:
     def _process_batch(self, batch: Sequence[KafkaMessage]) -> None:
         messages = []
         for message in batch:
-            if message.error():
-                if message.error().code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaException(message.error())
-            messages.append(message)
+            error = message.error()
+            if error is None:
+                messages.append(message)
+            elif error.fatal():
+                raise KafkaException(error)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                # Informational: the client recovers by itself (a topic whose metadata has not
+                # propagated yet right after it was created, a broker connection that dropped).
+                log.warning("consumer error, continuing", extra={"fields": {"error": str(error)}})
+        if not messages:
+            return
         if self._pool is None or len(messages) < 2:
             self._process_in_order(messages)
         else:

@@ -176,3 +176,21 @@ def test_workers_handle_tickets_concurrently_keep_each_tickets_order_and_lose_no
     assert loop.error is None and len(outputs) == 24
     assert most_active[0] > 1  # tickets were handled at the same time
     assert order == {f"t-{t}": ["step 0", "step 1", "step 2"] for t in range(8)}
+
+
+def test_a_consumer_started_before_its_topic_exists_waits_for_it(settings):
+    publisher = EventPublisher(settings, "test")
+    loop = ConsumerLoop(settings, "test", {Topic.TICKETS_RECEIVED: classify_echo}, publisher, Health("test"))
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    time.sleep(3)  # the broker answers "unknown topic" meanwhile
+    assert loop.error is None and thread.is_alive()
+
+    ensure_topics(settings)
+    publisher.publish(Topic.TICKETS_RECEIVED, "late", ticket_event("late"))
+    publisher.flush()
+    outputs = read_all(settings, Topic.TICKETS_CLASSIFIED.name_in(settings.topic_prefix), expected=1, timeout_s=60)
+    stop.set()
+    thread.join(15)
+    assert loop.error is None and [m.key() for m in outputs] == [b"late"]
