@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from supportflow.demo import prepare, run_pipeline  # noqa: E402
 from supportflow.demo_report import percentile  # noqa: E402
 from supportflow.devinfra.stack import LocalStack  # noqa: E402
+from supportflow.eventbus import delete_namespace_topics  # noqa: E402
 from supportflow.fleet import ServiceFleet  # noqa: E402
 from supportflow.sample_tickets import demo_tickets  # noqa: E402
 from supportflow.settings import Settings  # noqa: E402
@@ -47,6 +48,7 @@ def main() -> int:
             tickets = list(demo_tickets(args.warmup + args.tickets, run_id="bench"))
             run_pipeline(ready, tickets[: args.warmup], rate=args.rate)
             run = run_pipeline(ready, tickets[args.warmup:], rate=args.rate)
+        delete_namespace_topics(settings)
     finally:
         if stack.started_by_us:
             stack.down(stack.started_by_us)

@@ -111,6 +111,20 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     return wanted
 
 
+def delete_namespace_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Delete the registered topics (and dead-letter twins) of a prefixed namespace: a test's, a
+    benchmark's. Refuses the unprefixed namespace, which is a deployment's."""
+    if not settings.topic_prefix:
+        raise ValueError("refusing to delete the topics of the unprefixed (deployment) namespace")
+    admin = AdminClient(kafka_config(settings))
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    doomed = [name for name in all_physical_names(settings.topic_prefix) if name in existing]
+    if doomed:
+        for future in admin.delete_topics(doomed, request_timeout=timeout_s).values():
+            future.result(timeout=timeout_s)
+    return doomed
+
+
 def new_meta(tenant_id: str, producer: str) -> ev.EventMeta:
     meta = ev.EventMeta(
         event_id=uuid.uuid4().hex, tenant_id=tenant_id, schema_version=SCHEMA_VERSION, producer=producer

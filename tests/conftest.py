@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Iterator
 
 import pytest
 
+from supportflow.eventbus import delete_namespace_topics
 from supportflow.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,6 +33,9 @@ def local_stack(base_settings: Settings):
 
 
 @pytest.fixture
-def settings(local_stack, base_settings: Settings) -> Settings:
-    """Settings pointing at the local stack, with topics in a namespace of this test's own."""
-    return base_settings.replace(topic_prefix=f"t{uuid.uuid4().hex[:10]}.", topic_partitions=1)
+def settings(local_stack, base_settings: Settings) -> Iterator[Settings]:
+    """Settings pointing at the local stack, with topics in a namespace of this test's own, deleted
+    afterwards (thousands of leftover partitions slow a small broker down)."""
+    own = base_settings.replace(topic_prefix=f"t{uuid.uuid4().hex[:10]}.", topic_partitions=1)
+    yield own
+    delete_namespace_topics(own)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from supportflow.decisions import trace_tickets
 from supportflow.demo import prepare, run_pipeline
+from supportflow.eventbus import delete_namespace_topics
 from supportflow.fleet import ServiceFleet
 from supportflow.sample_tickets import demo_tickets
 from supportflow.topics import DECISION_TOPICS, Topic
-from supportflow.decisions import trace_tickets
 
 pytestmark = pytest.mark.infra
 
@@ -26,6 +27,7 @@ def pipeline_run(local_stack, base_settings, tmp_path_factory):
     with ServiceFleet(ready, tmp_path_factory.mktemp("fleet-logs")):
         run = run_pipeline(ready, payloads, rate=40.0, timeout_s=240)
         traces = trace_tickets(ready, set(run.sent), list(Topic))
+    delete_namespace_topics(settings)
     return run, traces
 
 

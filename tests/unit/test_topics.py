@@ -28,3 +28,13 @@ def test_each_decision_has_its_own_topic():
     assert set(DECISION_TOPICS) == {ev.DECISION_RESPOND, ev.DECISION_REVIEW, ev.DECISION_FOLLOW_UP, ev.DECISION_ESCALATE}
     assert len(set(DECISION_TOPICS.values())) == 4
     assert all(t.message_type is ev.TicketDecided for t in DECISION_TOPICS.values())
+
+
+def test_the_deployment_namespace_is_never_deleted():
+    import pytest
+
+    from supportflow.eventbus import delete_namespace_topics
+    from supportflow.settings import Settings
+
+    with pytest.raises(ValueError, match="unprefixed"):
+        delete_namespace_topics(Settings(topic_prefix=""))
