@@ -163,7 +163,12 @@ def _is_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return _proc_state(pid) != "Z"
+    if _proc_state(pid) != "Z":
+        return True
+    # It became a zombie after the waitpid above: reap it now if it is ours, so it is really gone.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    return False
 
 
 def _proc_state(pid: int) -> str:
