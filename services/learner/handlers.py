@@ -64,6 +64,8 @@ class Learner:
             raise InvalidEvent(f"unknown decision {event.decision}")
         with self._lock:
             attached = self._kpis.record_decision(event)
+            if attached is None:  # older than the decision already recorded for the ticket
+                return []
             self._knowledge.remember(event)
             key = self._kpis.key_of(event.ticket.tenant_id or event.meta.tenant_id, event.ticket.ticket_id)
             emits = []

@@ -319,8 +319,9 @@ class KpiAccumulator:
         record = self._records.get((tenant, ticket_id))
         return record.key if record is not None else None
 
-    def record_decision(self, event: ev.TicketDecided) -> list[ev.FeedbackReceived]:
-        """Open (or replace) the ticket's record; returns the pending feedback it now carries."""
+    def record_decision(self, event: ev.TicketDecided) -> list[ev.FeedbackReceived] | None:
+        """Open (or replace) the ticket's record; returns the pending feedback it now carries, or
+        None when the ticket already has a newer decision (this one is ignored)."""
         key = BucketKey(event.ticket.tenant_id or event.meta.tenant_id, archetype_name(event.classification.archetype),
                         event.classification.segment or UNKNOWN_SEGMENT)
         key = self._keys.setdefault(key, key)  # one key object (and tenant string) per bucket, not per ticket
@@ -331,7 +332,7 @@ class KpiAccumulator:
         if previous is not None and decided_at < previous.decided_at:
             # An older decision read after a newer one (decision topics are not ordered against
             # each other, e.g. in a replay): the newer one stands.
-            return []
+            return None
         if previous is not None:
             self._apply(previous, -1)
             record = previous

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import csv
-import gzip
 import json
 import random
 import statistics
@@ -23,6 +21,8 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from supportflow.embedding import limit_blas_threads
+from supportflow.sample_data import banking77_rows
+from supportflow.sample_data import path as sample_path
 from supportflow.settings import Settings
 
 from services.retriever.articles import load_articles
@@ -30,9 +30,6 @@ from services.retriever.components import RetrieverComponents, build_components
 from services.retriever.search import SearchResult
 
 SNIPPET_CHARS = 240
-SAMPLE_DATA = Path(__file__).resolve().parents[2] / "supportflow" / "sample_data"
-SAMPLE_KB = SAMPLE_DATA / "kb_articles.jsonl.gz"
-SAMPLE_QUERIES = SAMPLE_DATA / "banking77_train.csv.gz"
 
 
 def ingest(path: str | Path, tenant: str, settings: Settings) -> dict:
@@ -125,8 +122,7 @@ def search(
 
 def sample_queries(count: int, seed: int = 7) -> list[str]:
     """Banking77 customer messages (the shipped train split): short, ticket-like queries."""
-    with gzip.open(SAMPLE_QUERIES, "rt", encoding="utf-8") as handle:
-        texts = [row["text"] for row in csv.DictReader(handle)]
+    texts = [row["text"] for row in banking77_rows()]
     return random.Random(seed).sample(texts, min(count, len(texts)))
 
 
@@ -173,7 +169,7 @@ def measure(call: Callable[[str], object], queries: list[str], concurrency: int)
 def _ensure_sample_index(parts: RetrieverComponents, tenant: str, out: TextIO) -> None:
     if parts.knowledge.count(tenant) == 0:
         out.write(f"tenant {tenant} is empty: indexing the sample KB first\n")
-        parts.knowledge.upsert(tenant, load_articles(SAMPLE_KB))
+        parts.knowledge.upsert(tenant, load_articles(sample_path("kb_articles.jsonl.gz")))
 
 
 def bench(settings: Settings, tenant: str, queries: int = 300, k: int = 10, concurrency: int = 4,
