@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         f"selective_accuracy  {summary['selective_accuracy']:.4f}  (confidence >= {args.threshold})"
     )
     print(f"coverage            {summary['coverage']:.4f}")
+    fast_accuracy = summary["fast_path_accuracy"]
+    print(
+        f"fast_path_share     {summary['fast_path_share']:.4f}  (answered by n-grams alone, "
+        f"accuracy {'n/a' if fast_accuracy is None else f'{fast_accuracy:.4f}'})"
+    )
     for threshold, row in summary["selective_by_threshold"].items():
         accuracy = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
         coverage = row["coverage"]

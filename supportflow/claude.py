@@ -13,6 +13,10 @@ import typing
 import anthropic
 from anthropic.types import Model
 
+# The most of one ticket text field (subject, body) a model is ever shown: the drafter's prompt
+# cuts there, and the classifier reads exactly this much, so its injection scan covers all of it.
+TICKET_CHARS_SHOWN = 8_000
+
 DEFAULT_TIMEOUT_S = 20.0  # one HTTP request
 DEFAULT_SDK_RETRIES = 2
 FALLBACK_MODEL = "claude-sonnet-4-5"

@@ -10,6 +10,7 @@ class Prediction:
     intent: str
     confidence: float
     top_k: list[tuple[str, float]]
+    encoded: bool = True
 
 
 class FixedModel:

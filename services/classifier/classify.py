@@ -34,6 +34,7 @@ class IntentPrediction(Protocol):
     intent: str
     confidence: float
     top_k: Sequence[tuple[str, float]]
+    encoded: bool  # False when the model's n-gram fast path answered without the encoder
 
 
 class HardCaseAssist(Protocol):

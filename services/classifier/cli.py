@@ -33,7 +33,7 @@ from services.gateway.intake import PayloadError, ticket_from_payload
 
 PREDICT_BATCH = 64
 BENCH_TICKETS = 1_000
-BENCH_LATENCY_TICKETS = 300
+BENCH_LATENCY_TICKETS = 1_000
 CLI_TENANT = "cli"
 
 
@@ -147,14 +147,26 @@ def predict(model_dir: str, in_stream: Iterable[str], out_stream: TextIO) -> int
     return written
 
 
+def _latency_summary(latencies_ms: list[float]) -> dict[str, Any]:
+    ordered = sorted(latencies_ms)
+    return {
+        "tickets": len(ordered),
+        "p50": round(statistics.median(ordered), 2),
+        "p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2),
+        "max": round(ordered[-1], 2),
+    }
+
+
 def bench(model_dir: str, out_stream: TextIO = sys.stdout, *, workers: int = 2) -> dict[str, Any]:
     """Throughput (batches of PREDICT_BATCH on `workers` threads, as the service's consumer runs
     them) and single-ticket latency of the whole classify path, on demo tickets (held-out
     Banking77 messages dressed as email/chat/form, with hostile and oversized ones)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from supportflow.embedding import limit_blas_threads
     from supportflow.sample_tickets import demo_tickets
 
+    limit_blas_threads()  # as every service process does (supportflow/service.py)
     model = IntentModel.load(Path(model_dir))
     policy, crm = load_policy(DEFAULT_POLICY_PATH), FileCrm()
     tickets = [ticket_from_payload(p, default_tenant=CLI_TENANT) for p in demo_tickets(BENCH_TICKETS, run_id="bench")]
@@ -166,24 +178,24 @@ def bench(model_dir: str, out_stream: TextIO = sys.stdout, *, workers: int = 2) 
         list(pool.map(lambda batch: classify_batch(batch, model=model, policy=policy, crm=crm), batches))
     batched_s = time.perf_counter() - started
 
-    latencies_ms = []
+    latencies_ms, ordinary_ms = [], []
     for ticket in tickets[:BENCH_LATENCY_TICKETS]:
         started = time.perf_counter()
         classify_ticket(ticket, model=model, policy=policy, crm=crm)
-        latencies_ms.append((time.perf_counter() - started) * 1000)
-    latencies_ms.sort()
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        latencies_ms.append(elapsed_ms)
+        if ":" not in ticket.metadata.get("demo_label", ""):  # not hostile, oversized or foreign
+            ordinary_ms.append(elapsed_ms)
 
     report = {
         "tickets": len(tickets),
         "batch_size": PREDICT_BATCH,
         "workers": workers,
         "batched_tickets_per_s": round(len(tickets) / batched_s, 1),
-        "single_ticket_latency_ms": {
-            "tickets": len(latencies_ms),
-            "p50": round(statistics.median(latencies_ms), 2),
-            "p99": round(latencies_ms[min(len(latencies_ms) - 1, int(0.99 * len(latencies_ms)))], 2),
-            "max": round(latencies_ms[-1], 2),
-        },
+        # Every 100th demo ticket is a 100,000-character paste: it sits right at p99, so the
+        # latency of ordinary tickets is given apart too.
+        "single_ticket_latency_ms": _latency_summary(latencies_ms),
+        "ordinary_ticket_latency_ms": _latency_summary(ordinary_ms),
         "model_version": model.version,
         "cpus": os.cpu_count(),
     }

@@ -4,7 +4,7 @@ into the policy store. Pure of Kafka and gRPC; `main.py` and `servicer.py` adapt
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
@@ -12,12 +12,29 @@ from supportflow.eventbus import Emit, InvalidEvent, new_meta
 from supportflow.topics import Topic
 
 from services.classifier import metrics
-from services.classifier.classify import HardCaseAssist, IntentPredictor, classify_ticket
+from services.classifier.classify import HardCaseAssist, IntentPrediction, IntentPredictor, classify_ticket
 from supportflow.crm import CustomerDirectory
 from services.classifier.intent_catalog import IntentCatalog, archetype_name
 from services.classifier.routing import InvalidOverride, PolicyStore, route_name
 
 SERVICE = "classifier"
+
+
+class _PathCountingModel:
+    """The intent model, counting predictions by path: the n-gram fast path or the encoder."""
+
+    def __init__(self, model: IntentPredictor) -> None:
+        self._model = model
+
+    @property
+    def version(self) -> str:
+        return self._model.version
+
+    def predict(self, texts: list[str]) -> Sequence[IntentPrediction]:
+        predictions = self._model.predict(texts)
+        for prediction in predictions:
+            metrics.INTENT_PATH.labels("encoder" if prediction.encoded else "ngram_fast_path").inc()
+        return predictions
 
 
 class TicketTriage:
@@ -33,6 +50,7 @@ class TicketTriage:
         assist: HardCaseAssist | None = None,
     ) -> None:
         self._model = model
+        self._counted_model = _PathCountingModel(model)
         self._assist = assist
         self._policies = policies
         self._crm = crm
@@ -49,7 +67,7 @@ class TicketTriage:
     def classify(self, ticket: tk.Ticket) -> tuple[tk.NormalizedTicket, tk.Classification]:
         normalized, classification = classify_ticket(
             ticket,
-            model=self._model,
+            model=self._counted_model,
             policy=self._policies.current(ticket.tenant_id),
             crm=self._crm,
             catalog=self._catalog,

@@ -15,6 +15,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from supportflow.claude import TICKET_CHARS_SHOWN
+
 # Input flags, a fixed set (they label metrics and travel in Classification.input_flags).
 EMPTY = "empty"
 TRUNCATED = "truncated"
@@ -41,9 +43,10 @@ INPUT_FLAGS = (
     CLAUDE_ASSISTED,
 )
 
-# What the classifier reads of one text field. Far beyond what a problem statement needs (the intent
-# model reads ~1,000 characters) yet small enough that every regex pass stays cheap.
-MAX_TEXT_CHARS = 20_000
+# What the classifier reads of one text field: all that any model is shown of it, so the injection
+# scan sees everything a model could obey. Far beyond what a problem statement needs (the intent
+# model reads ~1,000 characters).
+MAX_TEXT_CHARS = TICKET_CHARS_SHOWN
 # Above this share of unreadable characters (control bytes, replacement characters) the field is
 # binary data pasted as text, not a message with a few stray bytes.
 BINARY_SHARE = 0.10

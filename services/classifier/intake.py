@@ -22,6 +22,10 @@ PROBLEM_STATEMENT_CHARS = 300
 # are stated in the first sentences of a message.
 MODEL_TEXT_CHARS = 1_000
 MAX_SENTENCES = 40
+# What the structure extraction (sentences, identifiers, product, timing...) reads of the message
+# and of each earlier turn. Problems are stated early; past this a message is a paste, and each of
+# the ~60 extraction patterns costs ~1 ms per 4,000 characters. The injection scan reads it all.
+EXTRACTION_CHARS = 4_000
 UNDETERMINED_LANGUAGE = "und"
 
 # --- cleaning: greetings, signatures, quoted replies, boilerplate -----------------------------------
@@ -474,12 +478,14 @@ def read_ticket(ticket: tk.Ticket) -> TicketReading:
     # Injection is looked for everywhere the customer wrote, quoted parts included: a model reading
     # the raw ticket would see them too.
     injection = input_guard.injection_styles("\n".join([subject, body, *customer_turns]))
-    message = clean_message(body)
-    earlier = [clean_message(turn) for turn in customer_turns]
+    message = clean_message(body[:EXTRACTION_CHARS])
+    earlier = [clean_message(turn[:EXTRACTION_CHARS]) for turn in customer_turns]
+    other_turns = [turn[:EXTRACTION_CHARS] for turn in other_turns]
 
     message_sentences = split_sentences(redact_card_numbers(message))
-    if input_guard.TRUNCATED in body_result.flags and len(message_sentences) > 1:
-        message_sentences.pop()  # cut mid-sentence by truncation
+    cut = input_guard.TRUNCATED in body_result.flags or len(body) > EXTRACTION_CHARS
+    if cut and len(message_sentences) > 1:
+        message_sentences.pop()  # cut mid-sentence
     # Past a few dozen sentences a message is a transcript or a paste; its problem is stated early.
     all_sentences = [s for s in _unique(message_sentences)[:MAX_SENTENCES] if not _PLEASANTRY.match(s)]
     if is_informative_subject(subject, message):

@@ -13,6 +13,11 @@ CONFIDENCE = Histogram(
     "Calibrated confidence of the top intent (a shift means drift)",
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
 )
+INTENT_PATH = Counter(
+    "supportflow_classifier_intent_predictions_total",
+    "Intent predictions by path: ngram_fast_path (n-grams alone were sure) or encoder",
+    ["path"],
+)
 CLAUDE_ASSIST = Counter(
     "supportflow_classifier_claude_assist_total",
     "Low-confidence tickets sent to Claude, by outcome (ok, skipped_budget, timeout, overloaded, "

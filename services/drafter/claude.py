@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import anthropic
 
-from supportflow.claude import DEFAULT_TIMEOUT_S, ClaudeFailure, classify_failure, default_model
+from supportflow.claude import DEFAULT_TIMEOUT_S, TICKET_CHARS_SHOWN, ClaudeFailure, classify_failure, default_model
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.pii import PiiVault
 
@@ -42,7 +42,6 @@ DEFAULT_MAX_TOKENS = 1024
 DEFAULT_ATTEMPTS = 2  # this class's attempts, each with the SDK's retries inside
 DEFAULT_BACKOFF_S = 1.0
 DEFAULT_BUDGET_S = 45.0  # everything, retries included; past it the offline drafter answers
-MAX_TICKET_CHARS = 8000
 MAX_PASSAGE_CHARS = 2500
 PROMPT_INJECTION_FLAG = "prompt_injection"
 
@@ -149,8 +148,8 @@ def build_user_message(request: DraftInput, vault: PiiVault) -> str:
     ticket = request.ticket
     problem = request.normalized.problem_statement
     lines.append(f'<ticket channel="{channel_name(ticket.channel)}" intent="{_escape(request.classification.intent)}">')
-    lines.append(f"<subject>{_escape(vault.redact(ticket.subject))}</subject>")
-    lines.append(f"<body>{_escape(vault.redact(ticket.body[:MAX_TICKET_CHARS]))}</body>")
+    lines.append(f"<subject>{_escape(vault.redact(ticket.subject[:TICKET_CHARS_SHOWN]))}</subject>")
+    lines.append(f"<body>{_escape(vault.redact(ticket.body[:TICKET_CHARS_SHOWN]))}</body>")
     if problem:
         lines.append(f"<problem_statement>{_escape(vault.redact(problem))}</problem_statement>")
     lines.append("</ticket>")

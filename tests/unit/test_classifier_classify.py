@@ -220,8 +220,12 @@ def test_a_received_ticket_becomes_one_classified_event_keyed_by_ticket_id(triag
     counter = metrics.TICKETS_CLASSIFIED.labels("auto_respond", "faq_bounded")
     before = counter._value.get()
 
+    path = metrics.INTENT_PATH.labels("encoder")
+    path_before = path._value.get()
+
     [emit] = triage.handle_ticket_received(event)
 
+    assert path._value.get() == path_before + 1  # the stub's predictions all say they were encoded
     assert (emit.topic, emit.key) == (Topic.TICKETS_CLASSIFIED, "t-9")
     out = emit.event
     assert out.ticket == event.ticket

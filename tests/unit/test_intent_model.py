@@ -6,12 +6,14 @@ Accuracy on real data is measured by benchmarks/classifier_eval.py, not here.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 
 import numpy as np
 import pytest
 
+from services.classifier import intent_model
 from services.classifier.intent_model import (
     IntentModel,
     IntentPrediction,
@@ -133,6 +135,46 @@ def test_artifact_is_json_and_npz_with_training_metadata(trained, csv_path):
         assert arrays["knn_vectors"].shape[0] == len(synthetic_rows())
 
 
+class CountingEncoder(TextEncoder):
+    """The real encoder, recording which texts it was asked to embed."""
+
+    def __init__(self, inner: TextEncoder) -> None:
+        self.inner = inner
+        self.seen: list[str] = []
+
+    name = property(lambda self: self.inner.name)
+    dim = property(lambda self: self.inner.dim)
+
+    def encode(self, texts, batch_size=8):
+        self.seen.extend(texts)
+        return self.inner.encode(texts, batch_size)
+
+
+def test_fast_path_answers_sure_tickets_without_the_encoder(trained, encoder):
+    model, _ = trained
+    counting = CountingEncoder(encoder)
+    cascade = dataclasses.replace(model, encoder=counting)
+    full = dataclasses.replace(
+        model, config=dataclasses.replace(model.config, fast_path_confidence=None)
+    )
+    texts = ["where is my new card?", "my refund is not showing thanks", "card?", "pin", "hello"]
+    predictions = cascade.predict(texts)
+    threshold = model.config.fast_path_confidence
+    assert counting.seen == [t for t, p in zip(texts, predictions) if p.encoded]
+    # The sample has both kinds: sure n-gram matches and vague texts.
+    assert {p.encoded for p in predictions} == {True, False}
+    full_probabilities = full.predict_proba(texts)
+    ngram_scores = intent_model._svm_scores(model._heads, texts)
+    for prediction, full_row, ngram_row in zip(predictions, full_probabilities, ngram_scores, strict=True):
+        if prediction.encoded:  # the full stack's answer, unchanged
+            assert prediction.confidence == pytest.approx(full_row.max())
+        else:  # the n-gram head's answer
+            assert prediction.intent == model.labels[int(np.argmax(ngram_row))]
+            assert 0.0 < prediction.confidence <= 1.0
+    assert threshold is not None
+    assert all(p.encoded for p in full.predict(texts))
+
+
 def test_load_refuses_another_encoder(trained):
     _, out_dir = trained
 
@@ -200,7 +242,7 @@ def test_cross_validation_reports_sane_metrics(csv_path, encoder):
     summary = cross_validate(texts, labels, encoder=encoder, folds=3).summary()
     assert summary["rows"] == len(texts)
     assert summary["accuracy"] > 0.8
-    for key in ("macro_f1", "ece", "coverage"):
+    for key in ("macro_f1", "ece", "coverage", "fast_path_share"):
         assert 0.0 <= summary[key] <= 1.0
 
 
@@ -209,3 +251,11 @@ def test_expected_calibration_error():
     correct = np.array([True, True, True, False])
     # bin of 0.95: accuracy 1.0 -> gap 0.05; bin of 0.55: accuracy 0.5 -> gap 0.05
     assert expected_calibration_error(confidence, correct) == pytest.approx(0.05)
+
+
+def test_inference_features_match_scikit_learn(trained):
+    model, _ = trained
+    heads = model._heads
+    texts = ["where is my new card?", "", "Card card CARD!!", "ünïcödé pin", "x" * 3000, "🙂 refund"]
+    expected = intent_model._tfidf(heads.word, heads.char, texts).toarray()
+    np.testing.assert_allclose(heads.features.transform(texts).toarray(), expected, rtol=1e-9, atol=1e-12)
