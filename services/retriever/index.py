@@ -22,6 +22,7 @@ import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -71,6 +72,9 @@ OBJECT_ID_NAMESPACE = uuid.UUID("3f6c1a7e-6a55-4c1e-9a8e-5b1f2f1d7c20")
 TENANT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 KB_TEXT_PROPERTIES = ["title", "section", "text"]
+# Chunks whose content a retriever keeps in memory (~4 KB each with its vector): the whole sample
+# KB is ~2,000.
+CHUNK_CACHE_SIZE = 20_000
 CASE_TEXT_PROPERTIES = ["problem_statement", "resolution_notes"]
 
 
@@ -341,6 +345,7 @@ class KnowledgeIndex(_TenantCollection):
         self._batch_size = batch_size
         self._chunker = chunker
         self._vector_index = vector_index
+        self._chunks = _ChunkCache()
 
     def _create(self, client: weaviate.WeaviateClient) -> None:
         client.collections.create(
@@ -425,25 +430,88 @@ class KnowledgeIndex(_TenantCollection):
             query_properties=KB_TEXT_PROPERTIES,
             fusion_type=HybridFusion.RELATIVE_SCORE,
             filters=_where(filters),
-            include_vector=True,
-            return_metadata=MetadataQuery(score=True),
+            return_properties=[],
+            return_metadata=MetadataQuery(score=True, last_update_time=True),
         ).objects, [])
-        return [_passage(o, o.metadata.score or 0.0, None, _default_vector(o.vector)) for o in objects]
+        return self._with_content(tenant_id, [(o, o.metadata.score or 0.0, None) for o in objects])
 
     def bm25(self, tenant_id: str, keywords: str, *, limit: int, filters: SearchFilters = SearchFilters()) -> list[PassageHit]:
         objects = self._read(tenant_id, lambda collection: collection.query.bm25(
             query=keywords, limit=limit, query_properties=KB_TEXT_PROPERTIES, filters=_where(filters),
-            return_metadata=MetadataQuery(score=True),
+            return_properties=[], return_metadata=MetadataQuery(score=True, last_update_time=True),
         ).objects, [])
-        return [_passage(o, o.metadata.score or 0.0, None) for o in objects]
+        return self._with_content(tenant_id, [(o, o.metadata.score or 0.0, None) for o in objects])
 
     def near_vector(self, tenant_id: str, vector: np.ndarray, *, limit: int, filters: SearchFilters = SearchFilters()) -> list[PassageHit]:
         objects = self._read(tenant_id, lambda collection: collection.query.near_vector(
             near_vector=np.asarray(vector, dtype=np.float32).tolist(), limit=limit, filters=_where(filters),
-            return_metadata=MetadataQuery(distance=True),
+            return_properties=[], return_metadata=MetadataQuery(distance=True, last_update_time=True),
         ).objects, [])
         # Cosine distance = 1 - cosine similarity.
-        return [_passage(o, 1.0 - (o.metadata.distance or 0.0), 1.0 - (o.metadata.distance or 0.0)) for o in objects]
+        scored = [(o, 1.0 - (o.metadata.distance or 0.0)) for o in objects]
+        return self._with_content(tenant_id, [(o, score, score) for o, score in scored])
+
+    def _with_content(self, tenant_id: str, ranked: list[tuple[object, float, float | None]]) -> list[PassageHit]:
+        """Hits for objects a query returned as bare ids and scores, their text, metadata and vector
+        taken from the chunk cache, fetched in one request for those it lacks. An object deleted
+        between the two requests is dropped."""
+        keys = [_ChunkKey(tenant_id, str(o.uuid), o.metadata.last_update_time) for o, _, _ in ranked]
+        cached = self._chunks.get_many(keys)
+        missing = [key.object_id for key in keys if key not in cached]
+        if missing:
+            fetched = self._read(tenant_id, lambda collection: collection.query.fetch_objects(
+                filters=Filter.by_id().contains_any(missing), limit=len(missing), include_vector=True,
+                return_metadata=MetadataQuery(last_update_time=True),
+            ).objects, [])
+            for obj in fetched:
+                key = _ChunkKey(tenant_id, str(obj.uuid), obj.metadata.last_update_time)
+                content = _passage(obj, 0.0, None, _default_vector(obj.vector))
+                self._chunks.put(key, content)
+                # Rewritten between the two requests: the newer content serves the older key too.
+                cached.update({k: content for k in keys if k.object_id == key.object_id and k not in cached})
+        return [
+            cached[key].rescored(float(score), similarity)
+            for key, (_, score, similarity) in zip(keys, ranked)
+            if key in cached
+        ]
+
+
+@dataclass(frozen=True)
+class _ChunkKey:
+    tenant_id: str
+    object_id: str
+    updated: datetime | None  # Weaviate's last update time: a rewritten chunk gets a new key
+
+
+class _ChunkCache:
+    """Chunk content by tenant, object id and last update time, least recently used out first.
+
+    A search asks Weaviate for ids and scores only: the text, metadata and vector of 40 candidates
+    cost ~11 ms more per query to send and decode, more than the search itself. The key holds the
+    object's last update time, so a re-ingested chunk is a miss, never a stale hit.
+    """
+
+    def __init__(self, max_chunks: int = CHUNK_CACHE_SIZE) -> None:
+        self._entries: OrderedDict[_ChunkKey, PassageHit] = OrderedDict()
+        self._max_chunks = max_chunks
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: list[_ChunkKey]) -> dict[_ChunkKey, PassageHit]:
+        with self._lock:
+            found = {}
+            for key in keys:
+                content = self._entries.get(key)
+                if content is not None:
+                    self._entries.move_to_end(key)
+                    found[key] = content
+            return found
+
+    def put(self, key: _ChunkKey, content: PassageHit) -> None:
+        with self._lock:
+            self._entries[key] = content
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_chunks:
+                self._entries.popitem(last=False)
 
 
 def _where(filters: SearchFilters):  # type: ignore[no-untyped-def]

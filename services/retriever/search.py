@@ -21,7 +21,7 @@ measure.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Protocol, Sequence
 
@@ -96,6 +96,13 @@ class PassageHit:
     review_by: datetime | None = None
     updated_at: datetime | None = None
     vector: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def rescored(self, score: float, similarity: float | None) -> PassageHit:
+        """A copy with another score. dataclasses.replace costs ~25 us a call, and a search makes
+        ~80 of these; copying the field dict is the same thing for this plain (non-slots) class."""
+        copy = object.__new__(PassageHit)
+        copy.__dict__.update(self.__dict__, score=score, similarity=similarity)
+        return copy
 
 
 @dataclass(frozen=True)
@@ -217,15 +224,17 @@ def mean_vector(vectors: np.ndarray) -> np.ndarray:
 def rescore_by_segments(hits: Sequence[PassageHit], segments: np.ndarray, weight: float) -> list[PassageHit]:
     """Each hit's similarity becomes its best cosine with any query segment, and its score
     (1 - weight) * fused score + weight * that similarity. Hits without a vector keep their score."""
-    rescored = []
-    for hit in hits:
-        if hit.vector is None:
-            rescored.append(hit)
-            continue
-        vector = np.asarray(hit.vector, dtype=np.float32)
-        norm = float(np.linalg.norm(vector))
-        similarity = float((segments @ vector).max()) / norm if norm else 0.0
-        rescored.append(replace(hit, similarity=similarity, score=(1 - weight) * hit.score + weight * similarity))
+    rescored = list(hits)
+    with_vectors = [i for i, hit in enumerate(hits) if hit.vector is not None]
+    if not with_vectors:
+        return rescored
+    vectors = np.stack([np.asarray(hits[i].vector, dtype=np.float32) for i in with_vectors])
+    norms = np.linalg.norm(vectors, axis=1)
+    best = (vectors @ np.asarray(segments, dtype=np.float32).T).max(axis=1)
+    similarities = np.divide(best, norms, out=np.zeros_like(best), where=norms > 0)
+    for i, similarity in zip(with_vectors, similarities.tolist()):
+        hit = hits[i]
+        rescored[i] = hit.rescored((1 - weight) * hit.score + weight * similarity, similarity)
     return rescored
 
 

@@ -109,6 +109,9 @@ def test_reingest_is_idempotent_and_shrinking_an_article_drops_its_old_chunks(pa
     fees = KB[0]
     before = parts.knowledge.count("acme", "fees-foreign")
     assert before > 1
+    # Searched once first: the retriever now holds the old chunk's text in memory.
+    old = parts.searcher.search("acme", "foreign transaction fee", 1).articles[0].passages[0]
+    assert old.article_id == "fees-foreign" and old.text != "The foreign transaction fee is now 1%."
     shorter = KnowledgeArticle(fees.article_id, fees.title, "The foreign transaction fee is now 1%.")
     report = parts.knowledge.upsert("acme", [shorter])
     assert report.stale_chunks_deleted == before - 1
@@ -141,6 +144,13 @@ def test_tenants_never_see_each_other(parts):
             ids = {a.article_id for a in parts.searcher.search(tenant, query, 10).articles}
             assert ids and all(i.startswith(prefix) for i in ids), (tenant, query, ids)
             assert all(h.article_id.startswith(prefix) for h in parts.knowledge.bm25(tenant, query, limit=50))
+    # The same article id in two tenants: each sees its own text (ids alone would not tell).
+    parts.knowledge.upsert("acme", [KnowledgeArticle("shared-faq", "Opening hours", "Acme branches open at 9.")])
+    parts.knowledge.upsert("globex", [KnowledgeArticle("shared-faq", "Opening hours", "Globex branches open at 10.")])
+    for tenant, text in (("acme", "Acme branches open at 9."), ("globex", "Globex branches open at 10.")):
+        for _ in range(2):  # the second search is served from the retriever's chunk cache
+            top = parts.searcher.search(tenant, "branch opening hours", 1).articles[0]
+            assert (top.article_id, top.passages[0].text) == ("shared-faq", text)
     # Deleting in one tenant leaves the other alone.
     parts.knowledge.delete("acme", "acme-card-arrival")
     assert parts.knowledge.count("globex", "globex-card-arrival") > 0
