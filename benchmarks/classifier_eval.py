@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from services.classifier.intent_model import cross_validate, read_labeled_csv
+from services.classifier.intent_model import TrainingConfig, cross_validate, read_labeled_csv
 from supportflow.embedding import load_encoder
 
 DEFAULT_CSV = (
@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoder", default="minilm")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="embedding cache")
     parser.add_argument("--json", type=Path, help="also write the metrics to this file")
+    parser.add_argument(
+        "--fast-path-confidence",
+        type=float,
+        default=TrainingConfig.fast_path_confidence,
+        help="n-gram fast path threshold (0 or more than 1: no fast path)",
+    )
     args = parser.parse_args(argv)
 
     texts, labels = read_labeled_csv(args.csv, args.text_column, args.label_column)
@@ -52,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         folds=args.folds,
         seed=args.seed,
         cache_dir=args.cache_dir,
+        config=TrainingConfig(
+            fast_path_confidence=args.fast_path_confidence
+            if 0 < args.fast_path_confidence <= 1
+            else None
+        ),
     )
     summary = result.summary(threshold=args.threshold)
     print(f"accuracy            {summary['accuracy']:.4f}")

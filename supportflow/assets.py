@@ -25,13 +25,17 @@ def _digest(*parts: bytes) -> str:
 
 def ensure_demo_intent_model(settings: Settings, progress: Progress = lambda _: None) -> Path:
     """The demo's Banking77 intent model (trained without the demo's held-out tickets)."""
-    from services.classifier.intent_model import ARTIFACT_FORMAT, IntentModel
+    from dataclasses import asdict
+
+    from services.classifier.intent_model import ARTIFACT_FORMAT, IntentModel, TrainingConfig
     from supportflow.embedding import load_encoder
 
     if settings.intent_model_dir is not None:
         return settings.intent_model_dir
     data = sample_path("banking77_train.csv.gz").read_bytes()
-    target = settings.cache_dir / "models" / f"intent-banking77-{_digest(data, str(HOLDOUT_MODULUS).encode(), str(ARTIFACT_FORMAT).encode())}"
+    # A new artifact format or training recipe retrains the cached model.
+    recipe = json.dumps([ARTIFACT_FORMAT, asdict(TrainingConfig())]).encode()
+    target = settings.cache_dir / "models" / f"intent-banking77-{_digest(data, str(HOLDOUT_MODULUS).encode(), recipe)}"
     if (target / "model.json").exists():
         return target
     rows = training_rows()

@@ -32,7 +32,7 @@ from services.classifier.routing import DEFAULT_POLICY_PATH, load_policy, route_
 from services.gateway.intake import PayloadError, ticket_from_payload
 
 PREDICT_BATCH = 64
-BENCH_TICKETS = 1_000
+BENCH_TICKETS = 3_000
 BENCH_LATENCY_TICKETS = 1_000
 CLI_TENANT = "cli"
 
