@@ -16,13 +16,13 @@ The weights are fitted by minimising log-loss on out-of-fold scores (cross-fitti
 data only), so they both set the mix and act as the temperature: the confidence that comes out
 is calibrated without a separate step.
 
-The encoder is ~90% of the cost of a prediction (about 10 ms per short ticket per core here), so
-prediction runs as a cascade. The n-gram head alone, with its own temperature fitted the same way,
+The encoder is most of the cost of a prediction (about 10 ms per short ticket per core here, the
+rest of the classifier ~3 ms), so prediction runs as a cascade. The n-gram head alone, with its own temperature fitted the same way,
 answers the tickets it puts at or above `fast_path_confidence`; only the rest are embedded and get
 the full stack. The confidence a fast-path answer reports comes from a second temperature, fitted
-on the out-of-fold rows the gate lets through: fitted on all rows, the sure tail would claim
-~99.5% where it is right ~99%. benchmarks/classifier_eval.py prints the fast path's share and
-accuracy.
+on the out-of-fold rows the gate lets through: the temperature fitted on all rows makes that sure
+tail claim more certainty than it has. benchmarks/classifier_eval.py prints the fast path's share
+and accuracy.
 
 Artifacts hold no pickle: vocabularies and settings are JSON, every array is in one .npz, and
 `load` rebuilds the scikit-learn vectorizers from them.
