@@ -95,6 +95,7 @@ class ServerProcess:
                 os.kill(pid, signal.SIGKILL)
             wait_for(lambda: not _is_alive(pid), timeout_s=10)
         self.pid_file.unlink(missing_ok=True)
+        _forget_child(pid)
         return True
 
     def log_tail(self, lines: int = 25) -> str:
@@ -149,6 +150,15 @@ def exclusive_lock(lock_path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _forget_child(pid: int) -> None:
+    """Drop the Popen of a server we started and stopped. _is_alive reaped it behind Popen's back;
+    poll() sees that (ECHILD) and records it as exited, so Python does not warn at exit that it is
+    "still running"."""
+    for child in [c for c in _detached_children if c.pid == pid]:
+        child.poll()
+        _detached_children.remove(child)
 
 
 def _is_alive(pid: int) -> bool:

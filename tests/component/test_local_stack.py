@@ -23,6 +23,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from weaviate.classes.config import Configure, DataType, Property
 from weaviate.classes.query import MetadataQuery
 
+from supportflow.devinfra import process
 from supportflow.devinfra.process import ServerProcess
 from supportflow.devinfra.stack import LocalStack
 from supportflow.settings import Settings
@@ -196,6 +197,8 @@ def test_server_process_runs_in_its_own_session_and_stops_on_sigterm(start_sleep
     assert not server.pid_file.exists()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+    # Its Popen is let go as exited: Python would otherwise warn at exit it is "still running".
+    assert pid not in {child.pid for child in process._detached_children}
     assert server.stop(grace_s=10) is False
 
 
