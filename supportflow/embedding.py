@@ -16,11 +16,11 @@ models made with one work with the other.
 
 `load_encoder(name)` is the only way services obtain an encoder: a registry maps names to
 factories so another model can be plugged in by `register_encoder`, and a process-wide cache
-keeps one instance per name (each holds ~90 MB of weights).
+keeps one instance per name (the ONNX one holds two sessions of ~90 MB of weights each).
 
-Threads: an ONNX Runtime session here has one intra-op and one inter-op thread, so each `encode`
-computes on its caller's thread and concurrent requests spread over the cores without a pool of
-ONNX Runtime's own competing with them. The numpy backend's matmuls run on numpy's BLAS, which
+Threads: concurrent `encode` calls each compute on one thread, so they spread over the cores
+without a pool of ONNX Runtime's own competing with them; only a lone text with nothing else
+running gets a second core (see `OnnxMiniLMEncoder`). The numpy backend's matmuls run on numpy's BLAS, which
 uses every core by default. On the 2-core target that is fastest when the cores are free; when
 other processes load them, one BLAS thread per process (OPENBLAS_NUM_THREADS=1, or
 benchmarks/classifier_bench.py --blas-threads 1 to compare) avoids the long stalls of
