@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 
 from services.classifier import intent_model
 from services.classifier.intent_model import (
@@ -168,10 +169,10 @@ def test_fast_path_answers_sure_tickets_without_the_encoder(trained, encoder):
     for prediction, full_row, ngram_row in zip(predictions, full_probabilities, ngram_scores, strict=True):
         if prediction.encoded:  # the full stack's answer, unchanged
             assert prediction.confidence == pytest.approx(full_row.max())
-        else:  # the n-gram head's answer
+        else:  # the n-gram head's answer, which its gate probability let through
             assert prediction.intent == model.labels[int(np.argmax(ngram_row))]
+            assert softmax(model.fast_path_gate_weight * ngram_row).max() >= threshold
             assert 0.0 < prediction.confidence <= 1.0
-    assert threshold is not None
     assert all(p.encoded for p in full.predict(texts))
 
 
