@@ -28,6 +28,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from google.protobuf.message import DecodeError, Message
 
 from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.observability import (
     CONSUMER_LAG,
     EVENT_PROCESSING_SECONDS,
@@ -131,6 +132,18 @@ def new_meta(tenant_id: str, producer: str) -> ev.EventMeta:
     )
     meta.occurred_at.GetCurrentTime()
     return meta
+
+
+def ticket_with_tenant(ticket: tk.Ticket, meta: ev.EventMeta) -> tk.Ticket:
+    """A copy of an event's ticket with its tenant set: the ticket's own, else the event's.
+    Neither is an InvalidEvent: a ticket must never be handled under a guessed tenant."""
+    tenant = ticket.tenant_id or meta.tenant_id
+    if not tenant:
+        raise InvalidEvent("ticket has no tenant (neither ticket.tenant_id nor meta.tenant_id)")
+    copy = tk.Ticket()
+    copy.CopyFrom(ticket)
+    copy.tenant_id = tenant
+    return copy
 
 
 def new_traceparent(parent: str | None = None) -> str:

@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.eventbus import Emit, InvalidEvent, new_meta
+from supportflow.eventbus import Emit, InvalidEvent, new_meta, ticket_with_tenant
 from supportflow.topics import Topic
 
 from services.classifier import metrics
@@ -79,12 +79,8 @@ class TicketTriage:
     def handle_ticket_received(self, event: ev.TicketReceived) -> list[Emit]:
         if not event.ticket.ticket_id:
             raise InvalidEvent("ticket has no ticket_id")
-        tenant = event.ticket.tenant_id or event.meta.tenant_id
-        if not tenant:
-            raise InvalidEvent("ticket has no tenant (neither ticket.tenant_id nor meta.tenant_id)")
-        ticket = tk.Ticket()
-        ticket.CopyFrom(event.ticket)
-        ticket.tenant_id = tenant
+        ticket = ticket_with_tenant(event.ticket, event.meta)
+        tenant = ticket.tenant_id
         normalized, classification = self.classify(ticket)
         classified = ev.TicketClassified(
             meta=new_meta(tenant, SERVICE), ticket=ticket, normalized=normalized, classification=classification

@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2 as svc
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.eventbus import Emit, InvalidEvent, new_meta
+from supportflow.eventbus import Emit, InvalidEvent, new_meta, ticket_with_tenant
 from supportflow.topics import Topic
 
 from services.drafter.drafting import draft_reply
@@ -105,12 +105,8 @@ class TicketDrafter:
             raise InvalidEvent("classified event has no ticket id")
         if event.classification.route not in DRAFTED_ROUTES:
             return []
-        tenant = event.ticket.tenant_id or event.meta.tenant_id
-        if not tenant:
-            raise InvalidEvent("ticket has no tenant (neither ticket.tenant_id nor meta.tenant_id)")
-        ticket = tk.Ticket()
-        ticket.CopyFrom(event.ticket)
-        ticket.tenant_id = tenant
+        ticket = ticket_with_tenant(event.ticket, event.meta)
+        tenant = ticket.tenant_id
         outcome = self.draft(ticket, event.normalized, event.classification)
         drafted = ev.TicketDrafted(
             meta=new_meta(tenant, SERVICE),
