@@ -77,16 +77,37 @@ def cmd_classifier(args: argparse.Namespace) -> int:
 
 def cmd_kb(args: argparse.Namespace) -> int:
     from services.retriever import cli
+    from services.retriever.articles import ArticleError
 
     settings = _settings()
     if args.action == "ingest":
-        print(json.dumps(cli.ingest(args.path, args.tenant, settings), indent=2))
+        try:
+            summary = cli.ingest(args.path, args.tenant, settings)
+        except (ArticleError, OSError) as exc:  # a file we cannot use: say where and why, nothing indexed
+            raise SystemExit(f"supportflow kb ingest: {exc}") from exc
+        print(json.dumps(summary, indent=2))
     elif args.action == "search":
         if not args.query and not args.queries:
             raise SystemExit("kb search needs a QUERY or --queries FILE.jsonl")
         cli.search(args.query, args.queries, args.tenant, args.k, args.json, settings, sys.stdout)
     else:
         cli.bench(settings, args.tenant)
+    return 0
+
+
+def cmd_cases(args: argparse.Namespace) -> int:
+    from services.retriever import cli
+    from services.retriever.case_files import CaseFileError
+
+    settings = _settings()
+    if args.action == "ingest":
+        try:
+            summary = cli.ingest_cases(args.path, args.tenant, settings)
+        except (CaseFileError, OSError) as exc:  # a file we cannot use: say where and why, nothing indexed
+            raise SystemExit(f"supportflow cases ingest: {exc}") from exc
+        print(json.dumps(summary, indent=2))
+    else:
+        cli.search_cases(args.query, args.tenant, args.k, args.json, settings, sys.stdout)
     return 0
 
 
@@ -194,6 +215,18 @@ def build_parser() -> argparse.ArgumentParser:
     t = ksub.add_parser("bench")
     t.add_argument("--tenant", default="rho-bank")
     p.set_defaults(func=cmd_kb)
+
+    p = sub.add_parser("cases", help="import and search resolved tickets (similar-case search)")
+    csub = p.add_subparsers(dest="action", required=True)
+    t = csub.add_parser("ingest", help="JSON lines: ticket_id, problem_statement, resolution_notes, intent, article_ids")
+    t.add_argument("path")
+    t.add_argument("--tenant", required=True)
+    t = csub.add_parser("search")
+    t.add_argument("query")
+    t.add_argument("--tenant", required=True)
+    t.add_argument("--k", type=int, default=3)
+    t.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_cases)
 
     p = sub.add_parser("draft", help="draft replies for tickets given as JSON lines")
     p.add_argument("--tenant", required=True)

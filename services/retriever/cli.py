@@ -6,6 +6,8 @@
         input lines {"id", "query"}; output one JSON line per input, in order:
         {"id", "results": [{"article_id", "title", "score", "snippet"}, ...]} (at most k articles)
     supportflow kb bench [--tenant T]              queries/s and p50/p99 latency of Search at k=10
+    supportflow cases ingest FILE.jsonl --tenant T  resolved tickets for similar-case search
+    supportflow cases search "QUERY" --tenant T --k 3 [--json]
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from supportflow.sample_data import path as sample_path
 from supportflow.settings import Settings
 
 from services.retriever.articles import load_articles
+from services.retriever.case_files import load_cases
 from services.retriever.components import RetrieverComponents, build_components
-from services.retriever.search import SearchResult
+from services.retriever.search import SearchResult, find_similar_cases
 
 SNIPPET_CHARS = 240
 
@@ -48,6 +51,53 @@ def ingest(path: str | Path, tenant: str, settings: Settings) -> dict:
         }
     finally:
         parts.close()
+
+
+def ingest_cases(path: str | Path, tenant: str, settings: Settings) -> dict:
+    """Index the resolved cases in `path` for `tenant` (a case imported again replaces itself)."""
+    cases = load_cases(path)
+    parts = build_components(settings, query_timeout_s=30.0)
+    try:
+        started = time.perf_counter()
+        written = parts.cases.upsert_many(tenant, cases)
+        return {"tenant": tenant, "cases": written, "seconds": round(time.perf_counter() - started, 1)}
+    finally:
+        parts.close()
+
+
+def indexed_cases(settings: Settings, tenant: str) -> int:
+    """How many resolved cases `tenant` has in Weaviate (0 for a tenant never given any)."""
+    parts = build_components(settings)
+    try:
+        return parts.cases.count(tenant)
+    finally:
+        parts.close()
+
+
+def search_cases(query: str, tenant: str, k: int, as_json: bool, settings: Settings, out: TextIO) -> None:
+    """The resolved cases most like `query`, best first, with their resolution notes."""
+    parts = build_components(settings, query_timeout_s=10.0)
+    try:
+        hits = find_similar_cases(parts.cases, parts.encoder, tenant, query, k)
+    finally:
+        parts.close()
+    rows = [
+        {
+            "ticket_id": hit.case.ticket_id,
+            "score": round(hit.score, 4),
+            "intent": hit.case.intent,
+            "problem_statement": hit.case.problem_statement,
+            "resolution_notes": hit.case.resolution_notes,
+        }
+        for hit in hits
+    ]
+    if as_json:
+        out.write(json.dumps({"query": query, "cases": rows}, ensure_ascii=False, indent=2) + "\n")
+        return
+    out.write(f"{len(rows)} similar resolved cases\n")
+    for rank, row in enumerate(rows, start=1):
+        out.write(f"{rank:2d}. {row['score']:.3f}  [{row['ticket_id']}] {row['problem_statement']}\n"
+                  f"    resolution: {_snippet(row['resolution_notes'])}\n")
 
 
 def indexed_chunks(settings: Settings, tenant: str) -> int:

@@ -24,7 +24,7 @@ from supportflow.topics import Topic
 
 from services.retriever import metrics
 from services.retriever.articles import DEFAULT_LOCALE, DEFAULT_SOURCE, KnowledgeArticle
-from services.retriever.search import InvalidTenant, ResolvedCase, SearchResult, StoreUnavailable
+from services.retriever.search import InvalidCase, InvalidTenant, ResolvedCase, SearchResult, StoreUnavailable, resolved_case
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +100,12 @@ class ResolvedCaseHandler:
 
     def handle(self, event: ev.TicketResolved) -> list[Emit]:
         tenant = _tenant_of(event)
-        if not event.ticket_id:
-            raise InvalidEvent("TicketResolved without ticket_id")
-        if not event.problem_statement.strip():
-            raise InvalidEvent(f"ticket {event.ticket_id} resolved without a problem statement")
-        case = ResolvedCase(
-            ticket_id=event.ticket_id,
-            problem_statement=event.problem_statement.strip(),
-            resolution_notes=event.resolution_notes.strip(),
-            intent=event.intent,
-            article_ids=tuple(event.article_ids),
-        )
+        try:
+            case = resolved_case(
+                event.ticket_id, event.problem_statement, event.resolution_notes, event.intent, event.article_ids
+            )
+        except InvalidCase as exc:
+            raise InvalidEvent(f"TicketResolved: {exc}") from exc
         try:
             self._store.upsert(tenant, case)
         except InvalidTenant as exc:

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, Sequence, TypeVar
 
 import grpc
 import httpx
@@ -601,18 +601,29 @@ class CaseIndex(_TenantCollection):
 
     def upsert(self, tenant_id: str, case: ResolvedCase) -> None:
         """Index a resolved case; the same ticket resolved again replaces its earlier entry."""
-        vector = np.asarray(self._encoder.encode([case.problem_statement]), dtype=np.float32)[0]
-        properties = {
-            "ticket_id": case.ticket_id,
-            "problem_statement": case.problem_statement,
-            "resolution_notes": case.resolution_notes,
-            "intent": case.intent,
-            "article_ids": list(case.article_ids),
-        }
-        objects = [DataObject(properties=properties, uuid=case_uuid(case.ticket_id), vector=vector.tolist())]
-        result = self._run(tenant_id, lambda collection: collection.data.insert_many(objects), write=True)
-        if result.has_errors:
-            raise RuntimeError(f"case {case.ticket_id} failed to index: {next(iter(result.errors.values())).message}")
+        self.upsert_many(tenant_id, [case])
+
+    def upsert_many(self, tenant_id: str, cases: Sequence[ResolvedCase], batch_size: int = 256) -> int:
+        """Index cases in batches (an import of helpdesk history); returns how many were written."""
+        for start in range(0, len(cases), batch_size):
+            batch = cases[start:start + batch_size]
+            vectors = np.asarray(self._encoder.encode([c.problem_statement for c in batch]), dtype=np.float32)
+            objects = [
+                DataObject(properties=_case_properties(case), uuid=case_uuid(case.ticket_id), vector=vector.tolist())
+                for case, vector in zip(batch, vectors)
+            ]
+            result = self._run(tenant_id, lambda collection: collection.data.insert_many(objects), write=True)
+            if result.has_errors:
+                index, error = next(iter(result.errors.items()))
+                raise RuntimeError(
+                    f"{len(result.errors)} case(s) failed to index, e.g. {batch[index].ticket_id}: {error.message}"
+                )
+        return len(cases)
+
+    def count(self, tenant_id: str) -> int:
+        return int(self._read(
+            tenant_id, lambda collection: collection.aggregate.over_all(total_count=True).total_count or 0, 0
+        ))
 
     def search(self, tenant_id: str, keywords: str, vector: np.ndarray, *, k: int, alpha: float) -> list[CaseHit]:
         objects = self._read(tenant_id, lambda collection: collection.query.hybrid(
@@ -621,6 +632,16 @@ class CaseIndex(_TenantCollection):
             return_metadata=MetadataQuery(score=True),
         ).objects, [])
         return [CaseHit(_case(o.properties), float(o.metadata.score or 0.0)) for o in objects]
+
+
+def _case_properties(case: ResolvedCase) -> dict:
+    return {
+        "ticket_id": case.ticket_id,
+        "problem_statement": case.problem_statement,
+        "resolution_notes": case.resolution_notes,
+        "intent": case.intent,
+        "article_ids": list(case.article_ids),
+    }
 
 
 def _case(p: dict) -> ResolvedCase:

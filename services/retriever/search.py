@@ -355,6 +355,28 @@ class ResolvedCase:
     article_ids: tuple[str, ...] = ()
 
 
+class InvalidCase(ValueError):
+    """A resolved case without the ticket id or the problem statement it is stored and found by."""
+
+
+def resolved_case(
+    ticket_id: str, problem_statement: str, resolution_notes: str = "", intent: str = "", article_ids: Sequence[str] = ()
+) -> ResolvedCase:
+    """A ResolvedCase from untrusted fields (an event, an imported file), whitespace trimmed."""
+    ticket_id, problem_statement = ticket_id.strip(), problem_statement.strip()
+    if not ticket_id:
+        raise InvalidCase("a resolved case needs a ticket_id")
+    if not problem_statement:
+        raise InvalidCase(f"case {ticket_id} has no problem statement")
+    return ResolvedCase(
+        ticket_id=ticket_id,
+        problem_statement=problem_statement,
+        resolution_notes=resolution_notes.strip(),
+        intent=intent.strip(),
+        article_ids=tuple(article_ids),
+    )
+
+
 @dataclass(frozen=True)
 class CaseHit:
     case: ResolvedCase

@@ -9,7 +9,9 @@ import uuid
 import pytest
 
 from services.retriever import cli
+from services.retriever.case_files import CaseFileError
 from services.retriever.components import build_components
+from supportflow.sample_data import path as sample_path
 
 pytestmark = pytest.mark.infra
 
@@ -21,6 +23,7 @@ def tenant(settings):
     parts = build_components(settings)
     try:
         parts.knowledge.drop_tenant(name)
+        parts.cases.drop_tenant(name)
     finally:
         parts.close()
 
@@ -67,3 +70,34 @@ def test_queries_file_gives_one_line_per_query_in_order(settings, tenant, tmp_pa
     for line in lines:
         ids = [r["article_id"] for r in line["results"]]
         assert len(ids) <= 2 and len(ids) == len(set(ids))
+
+
+def test_resolved_cases_import_then_search_with_their_resolutions(settings, tenant):
+    cases_file = sample_path("resolved_cases.jsonl")
+    shipped = sum(1 for line in cases_file.read_text(encoding="utf-8").splitlines() if line.strip())
+    assert cli.ingest_cases(cases_file, tenant, settings)["cases"] == shipped
+    assert cli.ingest_cases(cases_file, tenant, settings)["cases"] == shipped
+    assert cli.indexed_cases(settings, tenant) == shipped  # imported twice, stored once
+
+    out = io.StringIO()
+    cli.search_cases("I ordered a card two weeks ago and it still has not come", tenant, 2, True, settings, out)
+    rows = json.loads(out.getvalue())["cases"]
+    assert len(rows) == 2
+    assert rows[0]["intent"] == "card_arrival"
+    assert "re-issued" in rows[0]["resolution_notes"].lower()
+
+    other = io.StringIO()
+    cli.search_cases("my card has not arrived", f"{tenant}-other", 3, True, settings, other)
+    assert json.loads(other.getvalue())["cases"] == []  # another tenant sees none of them
+
+
+def test_a_cases_file_with_a_bad_line_indexes_nothing(settings, tenant, tmp_path):
+    cases_file = tmp_path / "cases.jsonl"
+    cases_file.write_text(
+        json.dumps({"ticket_id": "T-1", "problem_statement": "Card declined abroad", "resolution_notes": "Unfroze it"})
+        + "\n" + json.dumps({"ticket_id": "T-2", "resolution_notes": "no problem statement"}) + "\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(CaseFileError, match=r"cases.jsonl:2: case T-2 has no problem statement"):
+        cli.ingest_cases(cases_file, tenant, settings)
+    assert cli.indexed_cases(settings, tenant) == 0

@@ -138,3 +138,12 @@ def test_headings_inside_code_fences_are_not_sections():
 def test_title_only_article_still_gets_a_chunk():
     chunks = chunk_article(_article("", title="Holiday opening hours"))
     assert len(chunks) == 1 and chunks[0].text == "Holiday opening hours"
+
+
+def test_kb_ingest_rejects_a_bad_file_with_where_and_why(tmp_path):
+    from supportflow.cli import main
+
+    bad = tmp_path / "kb.jsonl"
+    bad.write_text('{"id": "a1", "title": "Fees", "content": "Wires cost $5."}\n{not json\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"supportflow kb ingest: .*kb.jsonl:2: not JSON"):
+        main(["kb", "ingest", str(bad), "--tenant", "acme"])
