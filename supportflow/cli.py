@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 from supportflow.settings import Settings
 
@@ -75,17 +76,23 @@ def cmd_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_ingest(command: str, ingest: Callable[[], dict], unusable_file: type[Exception]) -> None:
+    """Run an import and print its summary; a file that cannot be used (malformed, missing) ends
+    the command with where and why, before anything is indexed."""
+    try:
+        summary = ingest()
+    except (unusable_file, OSError) as exc:
+        raise SystemExit(f"supportflow {command}: {exc}") from exc
+    print(json.dumps(summary, indent=2))
+
+
 def cmd_kb(args: argparse.Namespace) -> int:
     from services.retriever import cli
     from services.retriever.articles import ArticleError
 
     settings = _settings()
     if args.action == "ingest":
-        try:
-            summary = cli.ingest(args.path, args.tenant, settings)
-        except (ArticleError, OSError) as exc:  # a file we cannot use: say where and why, nothing indexed
-            raise SystemExit(f"supportflow kb ingest: {exc}") from exc
-        print(json.dumps(summary, indent=2))
+        _print_ingest("kb ingest", lambda: cli.ingest(args.path, args.tenant, settings), ArticleError)
     elif args.action == "search":
         if not args.query and not args.queries:
             raise SystemExit("kb search needs a QUERY or --queries FILE.jsonl")
@@ -101,11 +108,7 @@ def cmd_cases(args: argparse.Namespace) -> int:
 
     settings = _settings()
     if args.action == "ingest":
-        try:
-            summary = cli.ingest_cases(args.path, args.tenant, settings)
-        except (CaseFileError, OSError) as exc:  # a file we cannot use: say where and why, nothing indexed
-            raise SystemExit(f"supportflow cases ingest: {exc}") from exc
-        print(json.dumps(summary, indent=2))
+        _print_ingest("cases ingest", lambda: cli.ingest_cases(args.path, args.tenant, settings), CaseFileError)
     else:
         cli.search_cases(args.query, args.tenant, args.k, args.json, settings, sys.stdout)
     return 0

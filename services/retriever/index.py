@@ -320,6 +320,13 @@ class _TenantCollection:
                 return empty
             raise
 
+    def _insert_many(self, tenant_id: str, objects: list[DataObject], noun: str) -> None:
+        """Write objects (new or replacing those with the same ids); any rejected one is an error."""
+        result = self._run(tenant_id, lambda collection: collection.data.insert_many(objects), write=True)
+        if result.has_errors:
+            first = next(iter(result.errors.values()))
+            raise RuntimeError(f"{len(result.errors)} {noun} failed to index, e.g. {first.message}")
+
     def drop_tenant(self, tenant_id: str) -> None:
         tenant = weaviate_tenant(tenant_id)
         self._connection.ensure_collection(self.collection_name, self._create)
@@ -385,10 +392,7 @@ class KnowledgeIndex(_TenantCollection):
                 DataObject(properties=_chunk_properties(c), uuid=chunk_uuid(c.chunk_id), vector=v.tolist())
                 for c, v in zip(batch, vectors)
             ]
-            result = self._run(tenant_id, lambda collection: collection.data.insert_many(objects), write=True)
-            if result.has_errors:
-                first = next(iter(result.errors.values()))
-                raise RuntimeError(f"{len(result.errors)} chunks failed to index, e.g. {first.message}")
+            self._insert_many(tenant_id, objects, "chunks")
         deleted = self._delete_leftovers(tenant_id, {a: len(c) for a, c in chunks_by_article.items()})
         return IngestReport(articles=len(articles), chunks=len(chunks), stale_chunks_deleted=deleted)
 
@@ -612,12 +616,7 @@ class CaseIndex(_TenantCollection):
                 DataObject(properties=_case_properties(case), uuid=case_uuid(case.ticket_id), vector=vector.tolist())
                 for case, vector in zip(batch, vectors)
             ]
-            result = self._run(tenant_id, lambda collection: collection.data.insert_many(objects), write=True)
-            if result.has_errors:
-                index, error = next(iter(result.errors.items()))
-                raise RuntimeError(
-                    f"{len(result.errors)} case(s) failed to index, e.g. {batch[index].ticket_id}: {error.message}"
-                )
+            self._insert_many(tenant_id, objects, "cases")
         return len(cases)
 
     def count(self, tenant_id: str) -> int:
