@@ -52,6 +52,22 @@ def ensure_demo_intent_model(settings: Settings, progress: Progress = lambda _: 
     return target
 
 
+def ensure_sample_cases(settings: Settings, progress: Progress = lambda _: None) -> dict:
+    """Import the sample resolved cases for the default tenant unless this Weaviate already has them,
+    so escalation packets can name similar cases from the first ticket on."""
+    from services.retriever import cli as retriever_cli
+
+    cases = sample_path("resolved_cases.jsonl")
+    marker = settings.cache_dir / "state" / "weaviate" / f"cases-{settings.default_tenant}-{_digest(cases.read_bytes())}.json"
+    if marker.exists() and retriever_cli.indexed_cases(settings, settings.default_tenant) > 0:
+        return json.loads(marker.read_text())
+    progress(f"importing the sample resolved cases into Weaviate (tenant {settings.default_tenant}) ...")
+    summary = retriever_cli.ingest_cases(cases, settings.default_tenant, settings)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(summary))
+    return summary
+
+
 def ensure_sample_kb(settings: Settings, progress: Progress = lambda _: None) -> dict:
     """Index the Rho-Bank sample KB for the default tenant unless this Weaviate already has it."""
     from services.retriever import cli as retriever_cli

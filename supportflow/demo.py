@@ -14,6 +14,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from supportflow.decisions import collect_decisions, decision_record
 from supportflow.demo_report import build_report, format_summary
@@ -21,6 +22,9 @@ from supportflow.eventbus import ensure_topics
 from supportflow.fleet import ServiceFleet
 from supportflow.sample_tickets import demo_tickets
 from supportflow.settings import Settings
+
+if TYPE_CHECKING:
+    from services.retriever.search import ResolvedCase
 
 
 def say(message: str) -> None:
@@ -38,7 +42,7 @@ class PipelineRun:
 
 def prepare(settings: Settings) -> Settings:
     """Everything the services need before they start: topics, a trained model, an indexed KB."""
-    from supportflow.assets import ensure_demo_intent_model, ensure_sample_kb
+    from supportflow.assets import ensure_demo_intent_model, ensure_sample_cases, ensure_sample_kb
 
     ensure_topics(settings)
     say("intent model ...")
@@ -47,6 +51,7 @@ def prepare(settings: Settings) -> Settings:
     say("knowledge base ...")
     summary = ensure_sample_kb(settings, progress=say)
     say(f"knowledge base ready: {summary}")
+    say(f"resolved cases ready: {ensure_sample_cases(settings, progress=say)}")
     return settings.replace(intent_model_dir=model_dir)
 
 
@@ -94,6 +99,14 @@ def run_pipeline(settings: Settings, tickets: list[dict], *, rate: float, timeou
     )
 
 
+def sample_cases() -> dict[str, ResolvedCase]:
+    """The sample resolved cases by ticket id, to show what a packet's similar cases say."""
+    from services.retriever.case_files import load_cases
+    from supportflow.sample_data import path as sample_path
+
+    return {case.ticket_id: case for case in load_cases(sample_path("resolved_cases.jsonl"))}
+
+
 def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: float, keep_infra: bool) -> int:
     from supportflow.devinfra.stack import LocalStack
 
@@ -122,7 +135,7 @@ def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: f
         result.records, tickets_sent=len(result.sent), missing=result.missing,
         duplicated=result.duplicated, wall_s=result.wall_s,
     )
-    print(format_summary(report))
+    print(format_summary(report, cases=sample_cases()))
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=2))
         print(f"per-ticket report: {json_path}")

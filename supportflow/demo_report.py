@@ -5,6 +5,11 @@ from __future__ import annotations
 import statistics
 import textwrap
 from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.retriever.search import ResolvedCase
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -39,6 +44,7 @@ def build_report(records: list[dict], *, tickets_sent: int, missing: list[str], 
                 "p95": percentile(latencies, 95),
                 "max": max(latencies) if latencies else None,
             },
+            "escalation_packets_naming_similar_cases": sum(1 for p in packets if p.get("similar_case_ids")),
             "escalation_packet_completeness_mean": (
                 round(statistics.mean(p.get("completeness", 0.0) for p in packets), 3) if packets else None
             ),
@@ -51,7 +57,9 @@ def build_report(records: list[dict], *, tickets_sent: int, missing: list[str], 
     }
 
 
-def format_summary(report: dict, *, examples: int = 3) -> str:
+def format_summary(report: dict, *, examples: int = 3, cases: Mapping[str, ResolvedCase] | None = None) -> str:
+    """The report as text; `cases` (resolved cases by ticket id) lets it show what the similar
+    cases named in escalation packets say."""
     s = report["summary"]
     lines = [
         "",
@@ -71,7 +79,8 @@ def format_summary(report: dict, *, examples: int = 3) -> str:
     if lat["p50"] is not None:
         lines.append(f"time from ticket received to decision: p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, max {lat['max']:.0f} ms")
     if s["escalation_packet_completeness_mean"] is not None:
-        lines.append(f"escalation packets: mean completeness {s['escalation_packet_completeness_mean']:.2f}")
+        lines.append(f"escalation packets: mean completeness {s['escalation_packet_completeness_mean']:.2f}, "
+                     f"{s['escalation_packets_naming_similar_cases']} name a similar resolved case")
     lines.append(f"auto-sent drafts with an unverified policy claim: {s['drafts_with_unverified_claims']}")
 
     tickets = report["tickets"]
@@ -94,6 +103,18 @@ def format_summary(report: dict, *, examples: int = 3) -> str:
                     value = p[key]
                     text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
                     lines.append(f"    {key}: {text[:140]}")
+    with_cases = [r for r in tickets if r["decision"] == "escalate" and r["packet"] and r["packet"].get("similar_case_ids")]
+    if with_cases:
+        lines += ["", "Similar resolved cases in escalation packets", "--------------------------------------------"]
+        for r in with_cases[:examples]:
+            lines.append(f"[{r['id']}] {str(r['packet'].get('conversation_summary', ''))[:120]}")
+            for case_id in r["packet"]["similar_case_ids"]:
+                case = (cases or {}).get(case_id)
+                if case is None:
+                    lines.append(f"    similar case {case_id}")
+                    continue
+                lines.append(f"    similar case {case_id}: {case.problem_statement}")
+                lines += ["        " + line for line in textwrap.wrap(f"resolution: {case.resolution_notes}", 92)]
     if s["hostile_inputs"]:
         lines += ["", "Hostile and unusual inputs", "--------------------------"]
         for ticket_id, h in s["hostile_inputs"].items():

@@ -30,7 +30,7 @@ from supportflow.settings import Settings
 from services.retriever.articles import load_articles
 from services.retriever.case_files import load_cases
 from services.retriever.components import RetrieverComponents, build_components
-from services.retriever.search import SearchResult, find_similar_cases
+from services.retriever.search import DEFAULT_CASE_MIN_SIMILARITY, SearchResult, find_similar_cases
 
 SNIPPET_CHARS = 240
 
@@ -85,6 +85,7 @@ def search_cases(query: str, tenant: str, k: int, as_json: bool, settings: Setti
         {
             "ticket_id": hit.case.ticket_id,
             "score": round(hit.score, 4),
+            "similarity": round(hit.similarity, 4),
             "intent": hit.case.intent,
             "problem_statement": hit.case.problem_statement,
             "resolution_notes": hit.case.resolution_notes,
@@ -94,9 +95,9 @@ def search_cases(query: str, tenant: str, k: int, as_json: bool, settings: Setti
     if as_json:
         out.write(json.dumps({"query": query, "cases": rows}, ensure_ascii=False, indent=2) + "\n")
         return
-    out.write(f"{len(rows)} similar resolved cases\n")
+    out.write(f"{len(rows)} similar resolved cases (similarity >= {DEFAULT_CASE_MIN_SIMILARITY})\n")
     for rank, row in enumerate(rows, start=1):
-        out.write(f"{rank:2d}. {row['score']:.3f}  [{row['ticket_id']}] {row['problem_statement']}\n"
+        out.write(f"{rank:2d}. similarity {row['similarity']:.2f}  [{row['ticket_id']}] {row['problem_statement']}\n"
                   f"    resolution: {_snippet(row['resolution_notes'])}\n")
 
 

@@ -625,12 +625,24 @@ class CaseIndex(_TenantCollection):
         ))
 
     def search(self, tenant_id: str, keywords: str, vector: np.ndarray, *, k: int, alpha: float) -> list[CaseHit]:
+        """Hybrid search; each hit also carries the cosine of `vector` and the case's vector."""
+        query = np.asarray(vector, dtype=np.float32)
         objects = self._read(tenant_id, lambda collection: collection.query.hybrid(
-            query=keywords, vector=np.asarray(vector, dtype=np.float32).tolist(), alpha=alpha, limit=k,
+            query=keywords, vector=query.tolist(), alpha=alpha, limit=k,
             query_properties=CASE_TEXT_PROPERTIES, fusion_type=HybridFusion.RELATIVE_SCORE,
-            return_metadata=MetadataQuery(score=True),
+            return_metadata=MetadataQuery(score=True), include_vector=True,
         ).objects, [])
-        return [CaseHit(_case(o.properties), float(o.metadata.score or 0.0)) for o in objects]
+        return [
+            CaseHit(_case(o.properties), float(o.metadata.score or 0.0), _cosine(query, _default_vector(o.vector)))
+            for o in objects
+        ]
+
+
+def _cosine(query: np.ndarray, other: np.ndarray | None) -> float:
+    if other is None:
+        return 0.0
+    norms = float(np.linalg.norm(query) * np.linalg.norm(other))
+    return float(query @ other) / norms if norms > 0 else 0.0
 
 
 def _case_properties(case: ResolvedCase) -> dict:

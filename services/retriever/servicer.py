@@ -116,6 +116,7 @@ class RetrieverServicer(services_pb2_grpc.RetrieverServicer):
                     resolution_notes=h.case.resolution_notes,
                     intent=h.case.intent,
                     score=h.score,
+                    similarity=h.similarity,
                 )
                 for h in hits
             ]

@@ -11,6 +11,7 @@ import pytest
 from services.retriever import cli
 from services.retriever.case_files import CaseFileError
 from services.retriever.components import build_components
+from services.retriever.search import DEFAULT_CASE_MIN_SIMILARITY
 from supportflow.sample_data import path as sample_path
 
 pytestmark = pytest.mark.infra
@@ -85,6 +86,11 @@ def test_resolved_cases_import_then_search_with_their_resolutions(settings, tena
     assert len(rows) == 2
     assert rows[0]["intent"] == "card_arrival"
     assert "re-issued" in rows[0]["resolution_notes"].lower()
+    assert all(row["similarity"] >= DEFAULT_CASE_MIN_SIMILARITY for row in rows)
+
+    unlike = io.StringIO()
+    cli.search_cases("The weather in Lisbon is sunny and warm today", tenant, 3, True, settings, unlike)
+    assert json.loads(unlike.getvalue())["cases"] == []  # nearest cases exist, none is alike
 
     other = io.StringIO()
     cli.search_cases("my card has not arrived", f"{tenant}-other", 3, True, settings, other)

@@ -164,14 +164,19 @@ def test_a_tenant_without_an_index_gets_an_empty_result(parts):
 
 
 def test_similar_cases_are_found_per_tenant(parts):
-    from services.retriever.search import ResolvedCase, find_similar_cases
+    from services.retriever.search import DEFAULT_CASE_MIN_SIMILARITY, ResolvedCase, find_similar_cases
 
     parts.cases.upsert("acme", ResolvedCase("t1", "Card declined at a petrol station abroad", "Travel block lifted", "declined_card_payment"))
     parts.cases.upsert("acme", ResolvedCase("t2", "Cannot log in after changing phone", "Re-registered the device", "passcode_forgotten"))
     parts.cases.upsert("acme", ResolvedCase("t1", "Card declined at a petrol station abroad", "Block lifted, card re-issued", "declined_card_payment"))
     hits = find_similar_cases(parts.cases, parts.encoder, "acme", "my card got declined at a gas station in Spain", 2)
-    assert [h.case.ticket_id for h in hits] == ["t1", "t2"]
+    assert [h.case.ticket_id for h in hits] == ["t1"]  # t2 is the next nearest, but nothing alike
     assert hits[0].case.resolution_notes == "Block lifted, card re-issued"  # resolved again: replaced
+    assert hits[0].similarity >= DEFAULT_CASE_MIN_SIMILARITY
+    unfloored = find_similar_cases(parts.cases, parts.encoder, "acme", "my card got declined at a gas station in Spain", 2,
+                                   min_similarity=0.0)
+    assert [h.case.ticket_id for h in unfloored] == ["t1", "t2"]
+    assert unfloored[1].similarity < DEFAULT_CASE_MIN_SIMILARITY
     assert find_similar_cases(parts.cases, parts.encoder, "globex", "card declined", 2) == []
 
 

@@ -21,6 +21,7 @@ from supportflow.service import run_service
 from supportflow.topics import Topic
 
 from services.retriever.components import build_components
+from services.retriever.search import DEFAULT_CASE_MIN_SIMILARITY
 from tests.component.test_retriever_index import TcpProxy
 from tests.kafka_helpers import read_all
 
@@ -119,10 +120,13 @@ def test_resolved_tickets_feed_similar_cases(retriever) -> None:
         meta=new_meta(tenant, "learner"), ticket_id="t-100", problem_statement="Card declined at a hotel in Lisbon",
         resolution_notes="Fraud hold released after verification", intent="declined_card_payment"))
     publisher.flush()
-    request = services_pb2.SimilarCasesRequest(tenant_id=tenant, query="my card keeps getting declined abroad", k=3)
+    request = services_pb2.SimilarCasesRequest(tenant_id=tenant, query="my card was declined at a hotel abroad", k=3)
     response = eventually(lambda: stub.SimilarCases(request, wait_for_ready=True).cases)
     assert [c.ticket_id for c in response] == ["t-100"]
     assert response[0].resolution_notes == "Fraud hold released after verification"
+    assert response[0].similarity >= DEFAULT_CASE_MIN_SIMILARITY
+    unlike = services_pb2.SimilarCasesRequest(tenant_id=tenant, query="how do I change the language of the app", k=3)
+    assert stub.SimilarCases(unlike).cases == []  # the only case is nothing like it
 
 
 def test_a_search_with_no_relevant_article_publishes_a_kb_gap(retriever) -> None:

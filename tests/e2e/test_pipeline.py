@@ -67,3 +67,18 @@ def test_decisions_carry_what_each_route_promises(pipeline_run):
             assert all(claim["verified"] for claim in record["ledger"]), record["id"]
     hostile = [r for r in run.records if r["label"].startswith("hostile:")]
     assert hostile and all(r["decision"] != "respond" for r in hostile)
+
+
+def test_escalation_packets_name_similar_cases_from_the_imported_history(pipeline_run):
+    from supportflow.demo import sample_cases
+
+    run, _ = pipeline_run
+    history = sample_cases()
+    named = [
+        case_id
+        for record in run.records
+        if record["decision"] == "escalate" and record["packet"]
+        for case_id in record["packet"].get("similar_case_ids", [])
+    ]
+    assert named, "no escalation packet named a similar resolved case"
+    assert set(named) <= set(history)  # only cases the demo imported, in this tenant

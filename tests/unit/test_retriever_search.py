@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from services.retriever.search import (
+    DEFAULT_CASE_MIN_SIMILARITY,
     MAX_QUERY_CHARS,
     PassageHit,
     ResolvedCase,
@@ -179,14 +180,37 @@ def test_mean_vector_is_normalised():
     assert np.allclose(mean_vector(np.array([[1.0, 0.0], [0.0, 1.0]])), [2 ** -0.5, 2 ** -0.5])
 
 
-def test_similar_cases_use_the_understood_query():
-    class Store:
-        def search(self, tenant, keywords, vector, *, k, alpha):
-            self.args = (tenant, keywords, k)
-            return [CaseHit(ResolvedCase("t1", "card blocked", "unblocked it"), 0.9)]
+class CaseStoreStub:
+    def __init__(self, *hits):
+        self.hits = list(hits)
+        self.args = None
 
-    store = Store()
+    def search(self, tenant, keywords, vector, *, k, alpha):
+        self.args = (tenant, keywords, k)
+        return self.hits[:k]
+
+
+def case_hit(ticket_id, score, similarity):
+    return CaseHit(ResolvedCase(ticket_id, f"problem {ticket_id}", "resolved"), score, similarity)
+
+
+def test_similar_cases_use_the_understood_query():
+    store = CaseStoreStub(case_hit("t1", 0.9, 0.8))
     hits = find_similar_cases(store, FakeEncoder(), "acme", "Hi,\nmy card is blocked", 3)
-    assert store.args == ("acme", "my card is blocked", 3)
+    assert store.args == ("acme", "my card is blocked", 6)  # twice k, so the floor can drop some
     assert hits[0].case.ticket_id == "t1"
     assert find_similar_cases(store, FakeEncoder(), "acme", "Thanks!", 3) == []
+
+
+def test_similar_cases_under_the_floor_are_left_out_and_k_still_filled():
+    store = CaseStoreStub(
+        case_hit("keyword-only", 1.0, DEFAULT_CASE_MIN_SIMILARITY - 0.2),
+        case_hit("a", 0.8, 0.9),
+        case_hit("b", 0.7, DEFAULT_CASE_MIN_SIMILARITY),
+        case_hit("c", 0.6, 0.75),
+    )
+    hits = find_similar_cases(store, FakeEncoder(), "acme", "my card is blocked", 2)
+    assert [h.case.ticket_id for h in hits] == ["a", "b"]
+    unlike = CaseStoreStub(case_hit("x", 1.0, 0.3), case_hit("y", 0.5, 0.2))
+    assert find_similar_cases(unlike, FakeEncoder(), "acme", "my card is blocked", 3) == []
+    assert len(find_similar_cases(unlike, FakeEncoder(), "acme", "my card is blocked", 3, min_similarity=0.0)) == 2

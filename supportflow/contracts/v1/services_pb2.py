@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from supportflow.contracts.v1 import ticket_pb2 as supportflow_dot_contracts_dot_v1_dot_ticket__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'supportflow/contracts/v1/services.proto\x12\x18supportflow.contracts.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%supportflow/contracts/v1/ticket.proto\"C\n\x0f\x43lassifyRequest\x12\x30\n\x06ticket\x18\x01 \x01(\x0b\x32 .supportflow.contracts.v1.Ticket\"\x94\x01\n\x10\x43lassifyResponse\x12>\n\nnormalized\x18\x01 \x01(\x0b\x32*.supportflow.contracts.v1.NormalizedTicket\x12@\n\x0e\x63lassification\x18\x02 \x01(\x0b\x32(.supportflow.contracts.v1.Classification\"V\n\rSearchFilters\x12\x0e\n\x06locale\x18\x01 \x01(\t\x12\x0f\n\x07intents\x18\x02 \x03(\t\x12\x0f\n\x07sources\x18\x03 \x03(\t\x12\x13\n\x0bpolicy_only\x18\x04 \x01(\x08\"\x99\x01\n\rSearchRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\r\x12\x38\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\'.supportflow.contracts.v1.SearchFilters\x12\x0e\n\x06intent\x18\x05 \x01(\t\x12\x11\n\tticket_id\x18\x06 \x01(\t\"n\n\x0eSearchResponse\x12;\n\x08passages\x18\x01 \x03(\x0b\x32).supportflow.contracts.v1.EvidencePassage\x12\x0b\n\x03gap\x18\x02 \x01(\x08\x12\x12\n\nbest_score\x18\x03 \x01(\x01\"B\n\x13SimilarCasesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\r\"t\n\x0bSimilarCase\x12\x11\n\tticket_id\x18\x01 \x01(\t\x12\x19\n\x11problem_statement\x18\x02 \x01(\t\x12\x18\n\x10resolution_notes\x18\x03 \x01(\t\x12\x0e\n\x06intent\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\"L\n\x14SimilarCasesResponse\x12\x34\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32%.supportflow.contracts.v1.SimilarCase\"\xc2\x01\n\x0c\x44raftRequest\x12\x30\n\x06ticket\x18\x01 \x01(\x0b\x32 .supportflow.contracts.v1.Ticket\x12>\n\nnormalized\x18\x02 \x01(\x0b\x32*.supportflow.contracts.v1.NormalizedTicket\x12@\n\x0e\x63lassification\x18\x03 \x01(\x0b\x32(.supportflow.contracts.v1.Classification\"|\n\rDraftResponse\x12.\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1f.supportflow.contracts.v1.Draft\x12;\n\x08\x65vidence\x18\x02 \x03(\x0b\x32).supportflow.contracts.v1.EvidencePassage\"G\n\x0eGetKpisRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tarchetype\x18\x02 \x01(\t\x12\x0f\n\x07segment\x18\x03 \x01(\t\"\xaa\x01\n\x06KpiRow\x12\x11\n\tarchetype\x18\x01 \x01(\t\x12\x0f\n\x07segment\x18\x02 \x01(\t\x12<\n\x06values\x18\x03 \x03(\x0b\x32,.supportflow.contracts.v1.KpiRow.ValuesEntry\x12\x0f\n\x07tickets\x18\x04 \x01(\x04\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"r\n\x0fGetKpisResponse\x12.\n\x04rows\x18\x01 \x03(\x0b\x32 .supportflow.contracts.v1.KpiRow\x12/\n\x0b\x63omputed_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2o\n\nClassifier\x12\x61\n\x08\x43lassify\x12).supportflow.contracts.v1.ClassifyRequest\x1a*.supportflow.contracts.v1.ClassifyResponse2\xd7\x01\n\tRetriever\x12[\n\x06Search\x12\'.supportflow.contracts.v1.SearchRequest\x1a(.supportflow.contracts.v1.SearchResponse\x12m\n\x0cSimilarCases\x12-.supportflow.contracts.v1.SimilarCasesRequest\x1a..supportflow.contracts.v1.SimilarCasesResponse2c\n\x07\x44rafter\x12X\n\x05\x44raft\x12&.supportflow.contracts.v1.DraftRequest\x1a\'.supportflow.contracts.v1.DraftResponse2i\n\x07Learner\x12^\n\x07GetKpis\x12(.supportflow.contracts.v1.GetKpisRequest\x1a).supportflow.contracts.v1.GetKpisResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'supportflow/contracts/v1/services.proto\x12\x18supportflow.contracts.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%supportflow/contracts/v1/ticket.proto\"C\n\x0f\x43lassifyRequest\x12\x30\n\x06ticket\x18\x01 \x01(\x0b\x32 .supportflow.contracts.v1.Ticket\"\x94\x01\n\x10\x43lassifyResponse\x12>\n\nnormalized\x18\x01 \x01(\x0b\x32*.supportflow.contracts.v1.NormalizedTicket\x12@\n\x0e\x63lassification\x18\x02 \x01(\x0b\x32(.supportflow.contracts.v1.Classification\"V\n\rSearchFilters\x12\x0e\n\x06locale\x18\x01 \x01(\t\x12\x0f\n\x07intents\x18\x02 \x03(\t\x12\x0f\n\x07sources\x18\x03 \x03(\t\x12\x13\n\x0bpolicy_only\x18\x04 \x01(\x08\"\x99\x01\n\rSearchRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\r\x12\x38\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\'.supportflow.contracts.v1.SearchFilters\x12\x0e\n\x06intent\x18\x05 \x01(\t\x12\x11\n\tticket_id\x18\x06 \x01(\t\"n\n\x0eSearchResponse\x12;\n\x08passages\x18\x01 \x03(\x0b\x32).supportflow.contracts.v1.EvidencePassage\x12\x0b\n\x03gap\x18\x02 \x01(\x08\x12\x12\n\nbest_score\x18\x03 \x01(\x01\"B\n\x13SimilarCasesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\r\"\x88\x01\n\x0bSimilarCase\x12\x11\n\tticket_id\x18\x01 \x01(\t\x12\x19\n\x11problem_statement\x18\x02 \x01(\t\x12\x18\n\x10resolution_notes\x18\x03 \x01(\t\x12\x0e\n\x06intent\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x12\n\nsimilarity\x18\x06 \x01(\x01\"L\n\x14SimilarCasesResponse\x12\x34\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32%.supportflow.contracts.v1.SimilarCase\"\xc2\x01\n\x0c\x44raftRequest\x12\x30\n\x06ticket\x18\x01 \x01(\x0b\x32 .supportflow.contracts.v1.Ticket\x12>\n\nnormalized\x18\x02 \x01(\x0b\x32*.supportflow.contracts.v1.NormalizedTicket\x12@\n\x0e\x63lassification\x18\x03 \x01(\x0b\x32(.supportflow.contracts.v1.Classification\"|\n\rDraftResponse\x12.\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1f.supportflow.contracts.v1.Draft\x12;\n\x08\x65vidence\x18\x02 \x03(\x0b\x32).supportflow.contracts.v1.EvidencePassage\"G\n\x0eGetKpisRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tarchetype\x18\x02 \x01(\t\x12\x0f\n\x07segment\x18\x03 \x01(\t\"\xaa\x01\n\x06KpiRow\x12\x11\n\tarchetype\x18\x01 \x01(\t\x12\x0f\n\x07segment\x18\x02 \x01(\t\x12<\n\x06values\x18\x03 \x03(\x0b\x32,.supportflow.contracts.v1.KpiRow.ValuesEntry\x12\x0f\n\x07tickets\x18\x04 \x01(\x04\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"r\n\x0fGetKpisResponse\x12.\n\x04rows\x18\x01 \x03(\x0b\x32 .supportflow.contracts.v1.KpiRow\x12/\n\x0b\x63omputed_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2o\n\nClassifier\x12\x61\n\x08\x43lassify\x12).supportflow.contracts.v1.ClassifyRequest\x1a*.supportflow.contracts.v1.ClassifyResponse2\xd7\x01\n\tRetriever\x12[\n\x06Search\x12\'.supportflow.contracts.v1.SearchRequest\x1a(.supportflow.contracts.v1.SearchResponse\x12m\n\x0cSimilarCases\x12-.supportflow.contracts.v1.SimilarCasesRequest\x1a..supportflow.contracts.v1.SimilarCasesResponse2c\n\x07\x44rafter\x12X\n\x05\x44raft\x12&.supportflow.contracts.v1.DraftRequest\x1a\'.supportflow.contracts.v1.DraftResponse2i\n\x07Learner\x12^\n\x07GetKpis\x12(.supportflow.contracts.v1.GetKpisRequest\x1a).supportflow.contracts.v1.GetKpisResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,28 +47,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHRESPONSE']._serialized_end=715
   _globals['_SIMILARCASESREQUEST']._serialized_start=717
   _globals['_SIMILARCASESREQUEST']._serialized_end=783
-  _globals['_SIMILARCASE']._serialized_start=785
-  _globals['_SIMILARCASE']._serialized_end=901
-  _globals['_SIMILARCASESRESPONSE']._serialized_start=903
-  _globals['_SIMILARCASESRESPONSE']._serialized_end=979
-  _globals['_DRAFTREQUEST']._serialized_start=982
-  _globals['_DRAFTREQUEST']._serialized_end=1176
-  _globals['_DRAFTRESPONSE']._serialized_start=1178
-  _globals['_DRAFTRESPONSE']._serialized_end=1302
-  _globals['_GETKPISREQUEST']._serialized_start=1304
-  _globals['_GETKPISREQUEST']._serialized_end=1375
-  _globals['_KPIROW']._serialized_start=1378
-  _globals['_KPIROW']._serialized_end=1548
-  _globals['_KPIROW_VALUESENTRY']._serialized_start=1503
-  _globals['_KPIROW_VALUESENTRY']._serialized_end=1548
-  _globals['_GETKPISRESPONSE']._serialized_start=1550
-  _globals['_GETKPISRESPONSE']._serialized_end=1664
-  _globals['_CLASSIFIER']._serialized_start=1666
-  _globals['_CLASSIFIER']._serialized_end=1777
-  _globals['_RETRIEVER']._serialized_start=1780
-  _globals['_RETRIEVER']._serialized_end=1995
-  _globals['_DRAFTER']._serialized_start=1997
-  _globals['_DRAFTER']._serialized_end=2096
-  _globals['_LEARNER']._serialized_start=2098
-  _globals['_LEARNER']._serialized_end=2203
+  _globals['_SIMILARCASE']._serialized_start=786
+  _globals['_SIMILARCASE']._serialized_end=922
+  _globals['_SIMILARCASESRESPONSE']._serialized_start=924
+  _globals['_SIMILARCASESRESPONSE']._serialized_end=1000
+  _globals['_DRAFTREQUEST']._serialized_start=1003
+  _globals['_DRAFTREQUEST']._serialized_end=1197
+  _globals['_DRAFTRESPONSE']._serialized_start=1199
+  _globals['_DRAFTRESPONSE']._serialized_end=1323
+  _globals['_GETKPISREQUEST']._serialized_start=1325
+  _globals['_GETKPISREQUEST']._serialized_end=1396
+  _globals['_KPIROW']._serialized_start=1399
+  _globals['_KPIROW']._serialized_end=1569
+  _globals['_KPIROW_VALUESENTRY']._serialized_start=1524
+  _globals['_KPIROW_VALUESENTRY']._serialized_end=1569
+  _globals['_GETKPISRESPONSE']._serialized_start=1571
+  _globals['_GETKPISRESPONSE']._serialized_end=1685
+  _globals['_CLASSIFIER']._serialized_start=1687
+  _globals['_CLASSIFIER']._serialized_end=1798
+  _globals['_RETRIEVER']._serialized_start=1801
+  _globals['_RETRIEVER']._serialized_end=2016
+  _globals['_DRAFTER']._serialized_start=2018
+  _globals['_DRAFTER']._serialized_end=2117
+  _globals['_LEARNER']._serialized_start=2119
+  _globals['_LEARNER']._serialized_end=2224
 # @@protoc_insertion_point(module_scope)

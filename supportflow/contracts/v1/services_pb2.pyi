@@ -73,18 +73,20 @@ class SimilarCasesRequest(_message.Message):
     def __init__(self, tenant_id: _Optional[str] = ..., query: _Optional[str] = ..., k: _Optional[int] = ...) -> None: ...
 
 class SimilarCase(_message.Message):
-    __slots__ = ("ticket_id", "problem_statement", "resolution_notes", "intent", "score")
+    __slots__ = ("ticket_id", "problem_statement", "resolution_notes", "intent", "score", "similarity")
     TICKET_ID_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_STATEMENT_FIELD_NUMBER: _ClassVar[int]
     RESOLUTION_NOTES_FIELD_NUMBER: _ClassVar[int]
     INTENT_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     ticket_id: str
     problem_statement: str
     resolution_notes: str
     intent: str
     score: float
-    def __init__(self, ticket_id: _Optional[str] = ..., problem_statement: _Optional[str] = ..., resolution_notes: _Optional[str] = ..., intent: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    similarity: float
+    def __init__(self, ticket_id: _Optional[str] = ..., problem_statement: _Optional[str] = ..., resolution_notes: _Optional[str] = ..., intent: _Optional[str] = ..., score: _Optional[float] = ..., similarity: _Optional[float] = ...) -> None: ...
 
 class SimilarCasesResponse(_message.Message):
     __slots__ = ("cases",)
