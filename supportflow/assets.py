@@ -57,27 +57,40 @@ def ensure_sample_cases(settings: Settings, progress: Progress = lambda _: None)
     so escalation packets can name similar cases from the first ticket on."""
     from services.retriever import cli as retriever_cli
 
-    cases = sample_path("resolved_cases.jsonl")
-    marker = settings.cache_dir / "state" / "weaviate" / f"cases-{settings.default_tenant}-{_digest(cases.read_bytes())}.json"
-    if marker.exists() and retriever_cli.indexed_cases(settings, settings.default_tenant) > 0:
-        return json.loads(marker.read_text())
-    progress(f"importing the sample resolved cases into Weaviate (tenant {settings.default_tenant}) ...")
-    summary = retriever_cli.ingest_cases(cases, settings.default_tenant, settings)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(summary))
-    return summary
+    return _index_sample_once(
+        settings, "cases", sample_path("resolved_cases.jsonl"), "the sample resolved cases",
+        indexed=retriever_cli.indexed_cases, ingest=retriever_cli.ingest_cases, progress=progress,
+    )
 
 
 def ensure_sample_kb(settings: Settings, progress: Progress = lambda _: None) -> dict:
     """Index the Rho-Bank sample KB for the default tenant unless this Weaviate already has it."""
     from services.retriever import cli as retriever_cli
 
-    kb = sample_path("kb_articles.jsonl.gz")
-    marker = settings.cache_dir / "state" / "weaviate" / f"kb-{settings.default_tenant}-{_digest(kb.read_bytes())}.json"
-    if marker.exists() and retriever_cli.indexed_chunks(settings, settings.default_tenant) > 0:
+    return _index_sample_once(
+        settings, "kb", sample_path("kb_articles.jsonl.gz"), "the sample knowledge base",
+        indexed=retriever_cli.indexed_chunks, ingest=retriever_cli.ingest, progress=progress,
+    )
+
+
+def _index_sample_once(
+    settings: Settings,
+    kind: str,
+    data: Path,
+    what: str,
+    *,
+    indexed: Callable[[Settings, str], int],
+    ingest: Callable[[Path, str, Settings], dict],
+    progress: Progress,
+) -> dict:
+    """Index `data` for the default tenant unless a marker says this version already is (and the
+    tenant is not empty, in case Weaviate's data was wiped); returns the ingest summary."""
+    tenant = settings.default_tenant
+    marker = settings.cache_dir / "state" / "weaviate" / f"{kind}-{tenant}-{_digest(data.read_bytes())}.json"
+    if marker.exists() and indexed(settings, tenant) > 0:
         return json.loads(marker.read_text())
-    progress(f"indexing the sample knowledge base into Weaviate (tenant {settings.default_tenant}) ...")
-    summary = retriever_cli.ingest(str(kb), settings.default_tenant, settings)
+    progress(f"indexing {what} into Weaviate (tenant {tenant}) ...")
+    summary = ingest(data, tenant, settings)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(summary))
     return summary

@@ -41,7 +41,8 @@ class PipelineRun:
 
 
 def prepare(settings: Settings) -> Settings:
-    """Everything the services need before they start: topics, a trained model, an indexed KB."""
+    """Everything the services need before they start: topics, a trained model, an indexed KB and
+    a history of resolved cases."""
     from supportflow.assets import ensure_demo_intent_model, ensure_sample_cases, ensure_sample_kb
 
     ensure_topics(settings)
