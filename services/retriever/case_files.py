@@ -31,7 +31,7 @@ def case_from_record(record: object) -> ResolvedCase:
     unknown = sorted(set(record) - _FIELDS)
     if unknown:
         raise InvalidCase(f"unknown field(s) {', '.join(unknown)}; expected {', '.join(sorted(_FIELDS))}")
-    text_fields = {name: record.get(name, "") for name in _FIELDS - {"article_ids"}}
+    text_fields = {name: record.get(name, "") for name in sorted(_FIELDS - {"article_ids"})}
     for name, value in text_fields.items():
         if not isinstance(value, str):
             raise InvalidCase(f"{name} must be a string")

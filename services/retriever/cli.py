@@ -19,8 +19,9 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Callable, Iterator, TextIO
 
 from supportflow.embedding import limit_blas_threads
 from supportflow.sample_data import banking77_rows
@@ -35,11 +36,20 @@ from services.retriever.search import DEFAULT_CASE_MIN_SIMILARITY, SearchResult,
 SNIPPET_CHARS = 240
 
 
+@contextmanager
+def _connected(settings: Settings, query_timeout_s: float = 1.0) -> Iterator[RetrieverComponents]:
+    """The retriever's components for one command, closed when it is done."""
+    parts = build_components(settings, query_timeout_s=query_timeout_s)
+    try:
+        yield parts
+    finally:
+        parts.close()
+
+
 def ingest(path: str | Path, tenant: str, settings: Settings) -> dict:
     """Index every article under `path` for `tenant` (re-ingesting replaces earlier chunks)."""
     articles = load_articles(Path(path))
-    parts = build_components(settings, query_timeout_s=30.0)
-    try:
+    with _connected(settings, query_timeout_s=30.0) as parts:
         started = time.perf_counter()
         report = parts.knowledge.upsert(tenant, articles)
         return {
@@ -49,38 +59,27 @@ def ingest(path: str | Path, tenant: str, settings: Settings) -> dict:
             "stale_chunks_deleted": report.stale_chunks_deleted,
             "seconds": round(time.perf_counter() - started, 1),
         }
-    finally:
-        parts.close()
 
 
 def ingest_cases(path: str | Path, tenant: str, settings: Settings) -> dict:
     """Index the resolved cases in `path` for `tenant` (a case imported again replaces itself)."""
     cases = load_cases(path)
-    parts = build_components(settings, query_timeout_s=30.0)
-    try:
+    with _connected(settings, query_timeout_s=30.0) as parts:
         started = time.perf_counter()
         written = parts.cases.upsert_many(tenant, cases)
         return {"tenant": tenant, "cases": written, "seconds": round(time.perf_counter() - started, 1)}
-    finally:
-        parts.close()
 
 
 def indexed_cases(settings: Settings, tenant: str) -> int:
     """How many resolved cases `tenant` has in Weaviate (0 for a tenant never given any)."""
-    parts = build_components(settings)
-    try:
+    with _connected(settings) as parts:
         return parts.cases.count(tenant)
-    finally:
-        parts.close()
 
 
 def search_cases(query: str, tenant: str, k: int, as_json: bool, settings: Settings, out: TextIO) -> None:
     """The resolved cases most like `query`, best first, with their resolution notes."""
-    parts = build_components(settings, query_timeout_s=10.0)
-    try:
+    with _connected(settings, query_timeout_s=10.0) as parts:
         hits = find_similar_cases(parts.cases, parts.encoder, tenant, query, k)
-    finally:
-        parts.close()
     rows = [
         {
             "ticket_id": hit.case.ticket_id,
@@ -103,11 +102,8 @@ def search_cases(query: str, tenant: str, k: int, as_json: bool, settings: Setti
 
 def indexed_chunks(settings: Settings, tenant: str) -> int:
     """How many knowledge chunks `tenant` has in Weaviate (0 for a tenant never ingested)."""
-    parts = build_components(settings)
-    try:
+    with _connected(settings) as parts:
         return parts.knowledge.count(tenant)
-    finally:
-        parts.close()
 
 
 def result_json(result: SearchResult) -> list[dict]:
@@ -138,8 +134,7 @@ def search(
 ) -> None:
     """Search one query (human-readable, or one JSON object with --json), or every line of a
     {"id","query"} JSON-lines file (one JSON line out per line in, in order)."""
-    parts = build_components(settings, query_timeout_s=10.0)
-    try:
+    with _connected(settings, query_timeout_s=10.0) as parts:
         if queries_file is not None:
             with open(queries_file, encoding="utf-8") as lines:
                 for number, line in enumerate(lines, start=1):
@@ -163,8 +158,6 @@ def search(
                   f"{', KB GAP' if result.gap else ''})\n")
         for rank, row in enumerate(result_json(result), start=1):
             out.write(f"{rank:2d}. {row['score']:.3f}  {row['title']}  [{row['article_id']}]\n    {row['snippet']}\n")
-    finally:
-        parts.close()
 
 
 # ---------------------------------------------------------------------------------------------
