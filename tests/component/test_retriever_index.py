@@ -16,6 +16,7 @@ import uuid
 import grpc
 import pytest
 import weaviate
+from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
 
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
 from supportflow.embedding import load_encoder
@@ -98,6 +99,42 @@ def test_filters_restrict_sources_policy_and_locale(parts):
     assert {a.article_id for a in policy.articles} == {"fees-foreign", "savings-rates"}
     german = parts.searcher.search("acme", query, 10, filters=SearchFilters(locale="de"))
     assert {a.article_id for a in german.articles} == {"savings-rates"}
+
+
+def test_direct_grpc_searches_rank_as_weaviate_client_does(parts):
+    """The hot path calls Weaviate's gRPC Search itself: same ids and scores as the client's own
+    hybrid, BM25 and vector queries, filters included."""
+    parts.knowledge.upsert("acme", KB)
+    collection = parts.connection.run(lambda client: client.collections.use(parts.knowledge.collection_name)
+                                      .with_tenant("acme"))
+    vector = parts.encoder.encode(["lost card and foreign fees"])[0]
+    keywords = "card fees lost savings rates"
+    metadata = MetadataQuery(score=True, distance=True)
+
+    def client_ranking(objects, score):
+        return [(o.properties["chunk_id"], round(score(o.metadata), 5)) for o in objects]
+
+    def ranking(hits):
+        return [(h.chunk_id, round(h.score, 5)) for h in hits]
+
+    expected_hybrid = client_ranking(collection.query.hybrid(
+        query=keywords, vector=vector.tolist(), alpha=0.7, limit=20, query_properties=["title", "section", "text"],
+        fusion_type=HybridFusion.RELATIVE_SCORE, return_metadata=metadata).objects, lambda m: m.score)
+    assert len(expected_hybrid) > 3
+    assert ranking(parts.knowledge.hybrid("acme", keywords, vector, alpha=0.7, limit=20)) == expected_hybrid
+    for where, filters in (
+        (Filter.by_property("is_policy").equal(True) & Filter.by_property("locale").equal("en"),
+         SearchFilters(locale="en", policy_only=True)),
+        (Filter.by_property("source").contains_any(["internal_policy"]), SearchFilters(sources=("internal_policy",))),
+    ):
+        expected_bm25 = client_ranking(collection.query.bm25(
+            query=keywords, limit=20, query_properties=["title", "section", "text"], filters=where,
+            return_metadata=metadata).objects, lambda m: m.score)
+        assert 0 < len(expected_bm25) < len(expected_hybrid)
+        assert ranking(parts.knowledge.bm25("acme", keywords, limit=20, filters=filters)) == expected_bm25
+    expected_nearest = client_ranking(collection.query.near_vector(
+        near_vector=vector.tolist(), limit=20, return_metadata=metadata).objects, lambda m: 1 - m.distance)
+    assert ranking(parts.knowledge.near_vector("acme", vector, limit=20)) == expected_nearest
 
 
 def test_reingest_is_idempotent_and_shrinking_an_article_drops_its_old_chunks(parts):
