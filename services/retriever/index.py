@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Iterable, NamedTuple, Sequence, TypeVar
 
 import grpc
 import httpx
@@ -560,8 +560,7 @@ class _Ranked:
     distance: float  # cosine distance, in a vector search
 
 
-@dataclass(frozen=True)
-class _ChunkKey:
+class _ChunkKey(NamedTuple):  # a tuple: hashed in C, ~6 lookups per candidate per search
     tenant_id: str
     object_id: str
     updated_ms: int | None  # Weaviate's last update time: a rewritten chunk gets a new key
