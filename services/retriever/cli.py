@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 import sys
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
+from supportflow.devinfra.weaviate import WeaviateServer
 from supportflow.embedding import limit_blas_threads
 from supportflow.sample_data import banking77_rows
 from supportflow.sample_data import path as sample_path
@@ -175,8 +177,26 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def measure(call: Callable[[str], object], queries: list[str], concurrency: int) -> dict:
-    """Latency percentiles of sequential calls, then throughput with `concurrency` callers."""
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """CPU time (user + system, all threads) used so far by this process, or by process `pid`
+    (None when it cannot be read: not Linux, gone, or not ours to read)."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def _cpu_ms_per_query(before: float | None, after: float | None, queries: int) -> float | None:
+    return None if before is None or after is None else round(1000 * (after - before) / queries, 1)
+
+
+def measure(call: Callable[[str], object], queries: list[str], concurrency: int, *, store_pid: int | None = None) -> dict:
+    """Latency percentiles of sequential calls, then throughput with `concurrency` callers and the
+    CPU each query of that phase cost this process and, given its pid, the local Weaviate."""
     for text in queries[:20]:  # warm-up: connections, caches, BLAS threads
         call(text)
     latencies = []
@@ -197,11 +217,14 @@ def measure(call: Callable[[str], object], queries: list[str], concurrency: int)
             call(text)
             done += 1
 
+    own_cpu, store_cpu = cpu_seconds(), cpu_seconds(store_pid) if store_pid else None
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         total = sum(pool.map(lambda _: worker(), range(concurrency)))
     elapsed = time.perf_counter() - started
     return {
+        "cpu_ms_per_query": _cpu_ms_per_query(own_cpu, cpu_seconds(), total),
+        "weaviate_cpu_ms_per_query": _cpu_ms_per_query(store_cpu, cpu_seconds(store_pid) if store_pid else None, total),
         "queries": len(latencies),
         "p50_ms": round(statistics.median(latencies), 1),
         "p99_ms": round(_percentile(latencies, 0.99), 1),
@@ -230,10 +253,12 @@ def bench(settings: Settings, tenant: str, queries: int = 300, k: int = 10, conc
     limit_blas_threads()  # as the service does (services/retriever/main.py)
     parts = build_components(settings)
     texts = sample_queries(queries)
+    store_pid = WeaviateServer(settings).process.pid()  # the local node's, when this machine runs it
     figures: dict[str, dict] = {}
     try:
         _ensure_sample_index(parts, tenant, out)
-        figures["in_process"] = measure(lambda text: parts.searcher.search(tenant, text, k), texts, concurrency)
+        figures["in_process"] = measure(lambda text: parts.searcher.search(tenant, text, k), texts, concurrency,
+                                        store_pid=store_pid)
 
         health = Health("retriever-bench")
         servicer = RetrieverServicer(parts.searcher, parts.cases, parts.encoder)
@@ -247,7 +272,7 @@ def bench(settings: Settings, tenant: str, queries: int = 300, k: int = 10, conc
             stub = services_pb2_grpc.RetrieverStub(open_channel("retriever-bench", f"127.0.0.1:{port}", 5.0))
             figures["grpc"] = measure(
                 lambda text: stub.Search(services_pb2.SearchRequest(tenant_id=tenant, query=text, k=k)),
-                texts, concurrency,
+                texts, concurrency, store_pid=store_pid,
             )
         finally:
             server.stop(grace=1).wait(2)
@@ -256,4 +281,8 @@ def bench(settings: Settings, tenant: str, queries: int = 300, k: int = 10, conc
     for path, row in figures.items():
         out.write(f"{path:10s} k={k}: {row['qps']:.1f} queries/s ({row['concurrency']} callers), "
                   f"p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms over {row['queries']} queries\n")
+        cpu = [f"{row['cpu_ms_per_query']} ms this process"]
+        if row["weaviate_cpu_ms_per_query"] is not None:
+            cpu.append(f"{row['weaviate_cpu_ms_per_query']} ms the local Weaviate")
+        out.write(f"{'':10s} CPU per query at full load: {', '.join(cpu)}\n")
     return figures
