@@ -46,7 +46,7 @@ KB = [
     article("card-arrival", "When will my card arrive?", {
         "Delivery times": "New cards arrive within 5 to 7 business days by post.",
         "Tracking": "You can track the delivery in the app under Cards > Delivery.",
-    }),
+    }, intents=("card_arrival", "card_delivery_estimate")),
     article("lost-card", "Lost or stolen card", {
         "Freeze your card": "Freeze the card in the app immediately if it is lost or stolen.",
         "Order a replacement": "A replacement card is free once a year.",
@@ -126,6 +126,8 @@ def test_direct_grpc_searches_rank_as_weaviate_client_does(parts):
         (Filter.by_property("is_policy").equal(True) & Filter.by_property("locale").equal("en"),
          SearchFilters(locale="en", policy_only=True)),
         (Filter.by_property("source").contains_any(["internal_policy"]), SearchFilters(sources=("internal_policy",))),
+        (Filter.by_property("intents").contains_any(["card_arrival", "lost_card"]),
+         SearchFilters(intents=("card_arrival", "lost_card"))),
     ):
         expected_bm25 = client_ranking(collection.query.bm25(
             query=keywords, limit=20, query_properties=["title", "section", "text"], filters=where,
