@@ -143,8 +143,8 @@ def _is_missing_tenant(exc: BaseException) -> bool:
     return isinstance(exc, WeaviateBaseError) and _names_missing_tenant(str(exc))
 
 
-# gRPC outcomes of a direct search that mean "the server is not there" (CANCELLED: a reset closed
-# the channel under the call).
+# gRPC outcomes of a direct search that mean "the server is not there" (CANCELLED: the channel
+# was closed under the call, after another call failed on it or by a reset).
 _UNAVAILABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
@@ -269,12 +269,22 @@ class WeaviateConnection:
         except grpc.RpcError as exc:
             code, details = exc.code(), str(exc.details() or "")  # type: ignore[attr-defined]
             if code in _UNAVAILABLE_CODES:
-                self._last_error = f"gRPC {code.name}: {details[:200]}"
-                self.reset()
-                raise WeaviateUnavailable(f"Weaviate search failed: {self._last_error}") from exc
+                # A fresh channel retries at once; one left in TRANSIENT_FAILURE would wait out
+                # gRPC's reconnect backoff (up to two minutes) after the server is back.
+                self._drop_search_channel(stub)
+                raise WeaviateUnavailable(f"Weaviate search failed: gRPC {code.name}: {details[:200]}") from exc
             if _names_missing_tenant(details):
                 return None
             raise RuntimeError(f"Weaviate search failed: gRPC {code.name}: {details[:500]}") from exc
+
+    def _drop_search_channel(self, failed: weaviate_pb2_grpc.WeaviateStub) -> None:
+        """Close the channel a call failed on, unless another call has already replaced it."""
+        with self._lock:
+            if self._search_stub is not failed:
+                return
+            channel, self._search_channel, self._search_stub = self._search_channel, None, None
+        if channel is not None:
+            channel.close()
 
     def _open_search_stub(self) -> weaviate_pb2_grpc.WeaviateStub:
         with self._lock:
