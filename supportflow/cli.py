@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from supportflow.settings import Settings
 
@@ -86,11 +87,34 @@ def _print_ingest(command: str, ingest: Callable[[], dict], unusable_file: type[
     print(json.dumps(summary, indent=2))
 
 
+@contextmanager
+def _knowledge_store(command: str, settings: Settings) -> Iterator[None]:
+    """A kb or cases command whose store cannot be reached, or refuses the tenant id, ends with
+    one line saying so and where it looked, not a traceback."""
+    from services.retriever.search import InvalidTenant, StoreUnavailable
+
+    try:
+        yield
+    except StoreUnavailable as exc:
+        raise SystemExit(
+            f"supportflow {command}: {exc}\nIs Weaviate running at {settings.weaviate_http_url} (gRPC port "
+            f"{settings.weaviate_grpc_port})? `bin/supportflow dev up` starts a local one; "
+            "SUPPORTFLOW_WEAVIATE_HTTP_HOST, _HTTP_PORT and _GRPC_PORT point elsewhere."
+        ) from exc
+    except InvalidTenant as exc:
+        raise SystemExit(f"supportflow {command}: {exc}") from exc
+
+
 def cmd_kb(args: argparse.Namespace) -> int:
+    settings = _settings()
+    with _knowledge_store(f"kb {args.action}", settings):
+        return _kb(args, settings)
+
+
+def _kb(args: argparse.Namespace, settings: Settings) -> int:
     from services.retriever import cli
     from services.retriever.articles import ArticleError
 
-    settings = _settings()
     if args.action == "ingest":
         _print_ingest("kb ingest", lambda: cli.ingest(args.path, args.tenant, settings), ArticleError)
     elif args.action == "search":
@@ -103,10 +127,15 @@ def cmd_kb(args: argparse.Namespace) -> int:
 
 
 def cmd_cases(args: argparse.Namespace) -> int:
+    settings = _settings()
+    with _knowledge_store(f"cases {args.action}", settings):
+        return _cases(args, settings)
+
+
+def _cases(args: argparse.Namespace, settings: Settings) -> int:
     from services.retriever import cli
     from services.retriever.case_files import CaseFileError
 
-    settings = _settings()
     if args.action == "ingest":
         _print_ingest("cases ingest", lambda: cli.ingest_cases(args.path, args.tenant, settings), CaseFileError)
     else:
