@@ -38,6 +38,9 @@ _AGENT_FACING = re.compile(
 )
 # Two or more words in capitals ("DO NOT", "EXTRA CAUTION") mark an instruction to staff.
 _SHOUTING = re.compile(r"\b[A-Z]{2,}\b(?:\s+\b[A-Z]{2,}\b)+")
+# A branch of a decision ("If Yes, enable ...", "Otherwise, ...") answers a question stated
+# elsewhere: quoted alone it reads as an instruction the customer never asked for.
+_BRANCH = re.compile(r"^\s*(?:if (?:yes|no)\b|(?:if so|if not|otherwise)\s*,)", re.I)
 _UNUSABLE = re.compile(r"\[value not available\]|\bTODO\b|\bTBD\b|lorem ipsum", re.I)
 _ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "approx.", "min.", "max.", "no.", "u.s.", "mr.", "ms.", "dr.", "st.", "inc.")
 
@@ -96,7 +99,7 @@ def passage_units(passage: tk.EvidencePassage, index: int) -> list[PassageUnit]:
             return
         if _UNUSABLE.search(text) or _AGENT_FACING.search(text) or _AGENT_FACING.search(context):
             return
-        if _SHOUTING.search(text) or text.rstrip().endswith("?"):
+        if _SHOUTING.search(text) or text.rstrip().endswith("?") or _BRANCH.match(text):
             return
         units.append(PassageUnit(index, len(units), _sentence(text), source, section, context, bullet, table))
 

@@ -100,6 +100,23 @@ def test_nested_list_lines_are_merged_into_their_lead() -> None:
     assert any(u.text == "Calculation: The fee equals the greater of: 3% of the cash withdrawal amount, or $5.00 (minimum)." for u in units)
 
 
+def test_a_branch_of_a_decision_is_not_quoted_without_its_question() -> None:
+    flow = tk.EvidencePassage(
+        article_id="limits", chunk_id="limits#0", title="Setting spending limits per card", section="Restrict categories",
+        text="- Decide whether the card should be restricted to some merchants.\n"
+             "- If Yes, enable category restrictions and select the allowed categories.\n"
+             "- If No, leave every category open.\n"
+             "- Otherwise, ask your administrator for the policy.\n"
+             "- If not activated within 30 days, the card is cancelled.",
+        score=1.0,
+    )
+    texts = [u.text for u in passage_units(flow, 0)]
+    assert texts == [
+        "Decide whether the card should be restricted to some merchants.",
+        "If not activated within 30 days, the card is cancelled.",
+    ]
+
+
 def test_agent_facing_content_is_never_quoted(drafter: OfflineDrafter) -> None:
     units = [u.text for u in passage_units(passage(REG_E), 0)]
     assert not any("CODE" in text or "transfer_to_human" in text or "Say:" in text for text in units)
