@@ -14,14 +14,15 @@ expired deadline becomes `WeaviateUnavailable` and drops the client, which is re
 call (lazily, at most once per `reconnect_interval_s`), so a dead server costs callers a fast
 failure, not a hang, and the retriever recovers by itself when the server returns.
 
-Searches that return ids and scores (the hot path: every ticket's evidence) call Weaviate's gRPC
-`Search` directly, with the protobuf messages that ship with weaviate-client; everything else
-(schema, writes, fetching content) goes through the client. On the sample KB, a hybrid query
-returning 40 ids cost ~3.8 ms of the retriever's CPU through the client (argument checks, a
-Collection object per call, a worker thread for the deadline, each result parsed into typed
-objects) and costs ~0.9 ms called directly, out of ~20 ms for a whole search; `supportflow kb
-bench` went from 80-87 to 95-97 queries/s. The test
-`test_direct_grpc_searches_rank_as_weaviate_client_does` checks both rank alike.
+Searches (every ticket's evidence, every similar-case lookup) call Weaviate's gRPC `Search`
+directly, with the protobuf messages that ship with weaviate-client; the client does the rest
+(schema, writes, counts, fetching chunk content by id). On the sample KB, a hybrid query returning
+40 ids cost ~3.8 ms of the retriever's CPU through the client (argument checks, a Collection
+object per call, a worker thread for the deadline, each result parsed into typed objects) and
+costs ~0.9 ms called directly, out of ~20 ms for a whole search; `supportflow kb bench` went from
+78-87 to 92-98 queries/s. A case search went from ~3.0 to ~1.3 ms. Two tests
+(`test_direct_grpc_searches_rank_as_weaviate_client_does`,
+`test_similar_case_search_reads_what_the_client_reads`) check that both read the same.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterable, NamedTuple, Sequence, TypeVar
+from typing import Callable, Iterable, Mapping, NamedTuple, Sequence, TypeVar
 
 import grpc
 import httpx
@@ -45,7 +46,7 @@ import weaviate
 from weaviate.classes.config import Configure, DataType, Property, Tokenization
 from weaviate.classes.data import DataObject
 from weaviate.classes.init import AdditionalConfig, Auth, Timeout
-from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
+from weaviate.classes.query import Filter, MetadataQuery
 from weaviate.collections import Collection
 from weaviate.exceptions import (
     UnexpectedStatusCodeError,
@@ -56,7 +57,7 @@ from weaviate.exceptions import (
     WeaviateStartUpError,
     WeaviateTimeoutError,
 )
-from weaviate.proto.v1 import base_pb2, base_search_pb2, search_get_pb2, weaviate_pb2_grpc
+from weaviate.proto.v1 import base_pb2, base_search_pb2, properties_pb2, search_get_pb2, weaviate_pb2_grpc
 
 from supportflow.settings import Settings
 
@@ -384,27 +385,34 @@ class _TenantCollection:
                 return empty
             raise
 
-    def _ranked(self, tenant_id: str, *, limit: int, filters: SearchFilters, **search: object) -> list[_Ranked]:
+    def _search(
+        self, tenant_id: str, *, limit: int, filters: SearchFilters, metadata: search_get_pb2.MetadataRequest,
+        content: bool, **search: object,
+    ) -> Sequence[search_get_pb2.SearchResult]:
         """The best `limit` objects of a search (`search` names one of SearchRequest's searches:
-        hybrid_search, bm25_search, near_vector), as ids, scores and update times only; a tenant
-        that does not exist holds nothing."""
+        hybrid_search, bm25_search, near_vector), with their properties if `content` and the
+        `metadata` asked for; a tenant that does not exist holds nothing."""
         request = search_get_pb2.SearchRequest(
             collection=self.collection_name,
             tenant=weaviate_tenant(tenant_id),
             limit=limit,
             filters=_filters(filters),
-            properties=search_get_pb2.PropertiesRequest(),  # none
-            metadata=search_get_pb2.MetadataRequest(uuid=True, last_update_time_unix=True, score=True, distance=True),
+            # Absent: every property; empty: none.
+            properties=None if content else search_get_pb2.PropertiesRequest(),
+            metadata=metadata,
             # The reply layout weaviate-client 4.23 asks for (and this code reads).
             uses_123_api=True, uses_125_api=True, uses_127_api=True,
             **search,  # type: ignore[arg-type]
         )
         reply = self._connection.search(request)
-        if reply is None:
-            return []
+        return () if reply is None else reply.results
+
+    def _ranked(self, tenant_id: str, *, limit: int, filters: SearchFilters, **search: object) -> list[_Ranked]:
+        """The best `limit` objects of a search as ids, scores and update times only."""
+        results = self._search(tenant_id, limit=limit, filters=filters, content=False, metadata=_RANKED_METADATA, **search)
         return [
             _Ranked(r.metadata.id, r.metadata.last_update_time_unix, r.metadata.score, r.metadata.distance)
-            for r in reply.results
+            for r in results
         ]
 
     def _insert_many(self, tenant_id: str, objects: list[DataObject], noun: str) -> None:
@@ -558,6 +566,9 @@ class KnowledgeIndex(_TenantCollection):
             for key, (_, score, similarity) in zip(keys, ranked)
             if key in cached
         ]
+
+
+_RANKED_METADATA = search_get_pb2.MetadataRequest(uuid=True, last_update_time_unix=True, score=True, distance=True)
 
 
 @dataclass(frozen=True)
@@ -737,14 +748,21 @@ class CaseIndex(_TenantCollection):
     def search(self, tenant_id: str, keywords: str, vector: np.ndarray, *, k: int, alpha: float) -> list[CaseHit]:
         """Hybrid search; each hit also carries the cosine of `vector` and the case's vector."""
         query = np.asarray(vector, dtype=np.float32)
-        objects = self._read(tenant_id, lambda collection: collection.query.hybrid(
-            query=keywords, vector=query.tolist(), alpha=alpha, limit=k,
-            query_properties=CASE_TEXT_PROPERTIES, fusion_type=HybridFusion.RELATIVE_SCORE,
-            return_metadata=MetadataQuery(score=True), include_vector=True,
-        ).objects, [])
+        results = self._search(
+            tenant_id, limit=k, filters=SearchFilters(), content=True,
+            metadata=search_get_pb2.MetadataRequest(uuid=True, score=True, vector=True),
+            hybrid_search=base_search_pb2.Hybrid(
+                query=keywords,
+                properties=CASE_TEXT_PROPERTIES,
+                fusion_type=base_search_pb2.Hybrid.FUSION_TYPE_RELATIVE_SCORE,
+                alpha_param=alpha,
+                use_alpha_param=True,
+                vector_bytes=_vector_bytes(query),
+            ),
+        )
         return [
-            CaseHit(_case(o.properties), float(o.metadata.score or 0.0), _cosine(query, _default_vector(o.vector)))
-            for o in objects
+            CaseHit(_case(r.properties.non_ref_props.fields), r.metadata.score, _cosine(query, _reply_vector(r.metadata)))
+            for r in results
         ]
 
 
@@ -765,11 +783,24 @@ def _case_properties(case: ResolvedCase) -> dict:
     }
 
 
-def _case(p: dict) -> ResolvedCase:
+def _case(fields: Mapping[str, properties_pb2.Value]) -> ResolvedCase:
+    """A case from the properties of a search result."""
+
+    def text(name: str) -> str:
+        return fields[name].text_value if name in fields else ""
+
+    article_ids = fields["article_ids"].list_value.text_values.values if "article_ids" in fields else ()
     return ResolvedCase(
-        ticket_id=str(p.get("ticket_id", "")),
-        problem_statement=str(p.get("problem_statement", "")),
-        resolution_notes=str(p.get("resolution_notes", "")),
-        intent=str(p.get("intent", "")),
-        article_ids=tuple(p.get("article_ids") or ()),
+        ticket_id=text("ticket_id"),
+        problem_statement=text("problem_statement"),
+        resolution_notes=text("resolution_notes"),
+        intent=text("intent"),
+        article_ids=tuple(article_ids),
     )
+
+
+def _reply_vector(metadata: search_get_pb2.MetadataResult) -> np.ndarray | None:
+    """The object's (single, unnamed) vector in a search result, if it was asked for."""
+    for vector in metadata.vectors:
+        return np.frombuffer(vector.vector_bytes, dtype="<f4")
+    return None

@@ -14,6 +14,7 @@ import time
 import uuid
 
 import grpc
+import numpy as np
 import pytest
 import weaviate
 from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
@@ -217,6 +218,35 @@ def test_similar_cases_are_found_per_tenant(parts):
     assert [h.case.ticket_id for h in unfloored] == ["t1", "t2"]
     assert unfloored[1].similarity < DEFAULT_CASE_MIN_SIMILARITY
     assert find_similar_cases(parts.cases, parts.encoder, "globex", "card declined", 2) == []
+
+
+def test_similar_case_search_reads_what_the_client_reads(parts):
+    """The case search calls Weaviate's gRPC Search itself too: the same cases, fields, scores and
+    vectors (hence similarities) as the client's own hybrid query."""
+    from services.retriever.search import ResolvedCase
+
+    cases = [
+        ResolvedCase("t1", "Card declined at a petrol station abroad", "Travel block lifted", "declined_card_payment",
+                     ("travel-notice", "card-blocks")),
+        ResolvedCase("t2", "Cannot log in after changing phone", "Re-registered the device", "passcode_forgotten"),
+        ResolvedCase("t3", "Card payment declined online", "3-D Secure was off; turned it on", ""),
+    ]
+    parts.cases.upsert_many("acme", cases)
+    vector = parts.encoder.encode(["my card was declined"])[0]
+    hits = parts.cases.search("acme", "card declined", vector, k=3, alpha=0.7)
+    collection = parts.connection.run(lambda client: client.collections.use(parts.cases.collection_name)
+                                      .with_tenant("acme"))
+    objects = collection.query.hybrid(
+        query="card declined", vector=vector.tolist(), alpha=0.7, limit=3,
+        query_properties=["problem_statement", "resolution_notes"], fusion_type=HybridFusion.RELATIVE_SCORE,
+        return_metadata=MetadataQuery(score=True), include_vector=True,
+    ).objects
+    assert [h.case.ticket_id for h in hits] == [o.properties["ticket_id"] for o in objects]
+    assert {h.case.ticket_id: h.case for h in hits} == {c.ticket_id: c for c in cases}
+    assert [round(h.score, 5) for h in hits] == [round(o.metadata.score, 5) for o in objects]
+    expected = [float(np.dot(vector, o.vector["default"]) / np.linalg.norm(o.vector["default"]) / np.linalg.norm(vector))
+                for o in objects]
+    assert [h.similarity for h in hits] == pytest.approx(expected, abs=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
