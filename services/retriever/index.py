@@ -400,7 +400,8 @@ class _TenantCollection:
             # Absent: every property; empty: none.
             properties=None if content else search_get_pb2.PropertiesRequest(),
             metadata=metadata,
-            # The reply layout weaviate-client 4.23 asks for (and this code reads).
+            # The reply layout weaviate-client 4.23 asks for and this code reads: Weaviate 1.27 or
+            # newer, the oldest that client accepts (the local node is 1.39).
             uses_123_api=True, uses_125_api=True, uses_127_api=True,
             **search,  # type: ignore[arg-type]
         )
