@@ -33,7 +33,13 @@ from supportflow.settings import Settings
 from services.retriever.articles import load_articles
 from services.retriever.case_files import load_cases
 from services.retriever.components import RetrieverComponents, build_components
-from services.retriever.search import DEFAULT_CASE_MIN_SIMILARITY, SearchResult, find_similar_cases
+from services.retriever.search import (
+    DEFAULT_CASE_MIN_SIMILARITY,
+    SearchResult,
+    build_query,
+    find_similar_cases,
+    segment_vectors,
+)
 
 SNIPPET_CHARS = 240
 
@@ -242,7 +248,8 @@ def _ensure_sample_index(parts: RetrieverComponents, tenant: str, out: TextIO) -
 def bench(settings: Settings, tenant: str, queries: int = 300, k: int = 10, concurrency: int = 4,
           out: TextIO | None = None) -> dict:
     """Search at k=10 in-process (the core: encode + Weaviate hybrid + grouping) and over gRPC
-    (a local server on a free port); prints and returns queries/s and p50/p99 latency of each."""
+    (a local server on a free port), and the query encoding alone (the ceiling it sets on this
+    machine); prints and returns queries/s, p50/p99 latency and CPU per query of each."""
     from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
     from supportflow.observability import Health
     from supportflow.rpc import create_server, open_channel
@@ -276,13 +283,15 @@ def bench(settings: Settings, tenant: str, queries: int = 300, k: int = 10, conc
             )
         finally:
             server.stop(grace=1).wait(2)
+        figures["encode"] = measure(lambda text: segment_vectors(parts.encoder, build_query(text)), texts, concurrency)
     finally:
         parts.close()
     for path, row in figures.items():
-        out.write(f"{path:10s} k={k}: {row['qps']:.1f} queries/s ({row['concurrency']} callers), "
+        what = "encode only" if path == "encode" else f"{path} k={k}"
+        out.write(f"{what:16s} {row['qps']:.1f} queries/s ({row['concurrency']} callers), "
                   f"p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms over {row['queries']} queries\n")
         cpu = [f"{row['cpu_ms_per_query']} ms this process"]
         if row["weaviate_cpu_ms_per_query"] is not None:
             cpu.append(f"{row['weaviate_cpu_ms_per_query']} ms the local Weaviate")
-        out.write(f"{'':10s} CPU per query at full load: {', '.join(cpu)}\n")
+        out.write(f"{'':16s} CPU per query at full load: {', '.join(cpu)}\n")
     return figures
