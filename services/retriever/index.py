@@ -522,14 +522,8 @@ class KnowledgeIndex(_TenantCollection):
         filters: SearchFilters = SearchFilters(),
     ) -> list[PassageHit]:
         """BM25 + vector (relative-score fusion); each hit carries its passage vector."""
-        ranked = self._ranked(tenant_id, limit=limit, filters=filters, hybrid_search=base_search_pb2.Hybrid(
-            query=keywords,
-            properties=KB_TEXT_PROPERTIES,
-            fusion_type=base_search_pb2.Hybrid.FUSION_TYPE_RELATIVE_SCORE,
-            alpha_param=alpha,
-            use_alpha_param=True,
-            vector_bytes=_vector_bytes(vector),
-        ))
+        ranked = self._ranked(tenant_id, limit=limit, filters=filters,
+                              hybrid_search=_hybrid(keywords, KB_TEXT_PROPERTIES, vector, alpha))
         return self._with_content(tenant_id, [(r, r.score, None) for r in ranked])
 
     def bm25(self, tenant_id: str, keywords: str, *, limit: int, filters: SearchFilters = SearchFilters()) -> list[PassageHit]:
@@ -645,6 +639,18 @@ def _filters(filters: SearchFilters) -> base_pb2.Filters | None:
     return base_pb2.Filters(operator=base_pb2.Filters.OPERATOR_AND, filters=clauses)
 
 
+def _hybrid(keywords: str, properties: list[str], vector: np.ndarray, alpha: float) -> base_search_pb2.Hybrid:
+    """BM25 over `properties` and the vector search, fused by relative score (alpha: the vector's share)."""
+    return base_search_pb2.Hybrid(
+        query=keywords,
+        properties=properties,
+        fusion_type=base_search_pb2.Hybrid.FUSION_TYPE_RELATIVE_SCORE,
+        alpha_param=alpha,
+        use_alpha_param=True,
+        vector_bytes=_vector_bytes(vector),
+    )
+
+
 def _vector_bytes(vector: np.ndarray) -> bytes:
     return np.asarray(vector, dtype="<f4").tobytes()
 
@@ -752,14 +758,7 @@ class CaseIndex(_TenantCollection):
         results = self._search(
             tenant_id, limit=k, filters=SearchFilters(), content=True,
             metadata=search_get_pb2.MetadataRequest(uuid=True, score=True, vector=True),
-            hybrid_search=base_search_pb2.Hybrid(
-                query=keywords,
-                properties=CASE_TEXT_PROPERTIES,
-                fusion_type=base_search_pb2.Hybrid.FUSION_TYPE_RELATIVE_SCORE,
-                alpha_param=alpha,
-                use_alpha_param=True,
-                vector_bytes=_vector_bytes(query),
-            ),
+            hybrid_search=_hybrid(keywords, CASE_TEXT_PROPERTIES, query, alpha),
         )
         return [
             CaseHit(_case(r.properties.non_ref_props.fields), r.metadata.score, _cosine(query, _reply_vector(r.metadata)))
