@@ -106,40 +106,32 @@ def _knowledge_store(command: str, settings: Settings) -> Iterator[None]:
 
 
 def cmd_kb(args: argparse.Namespace) -> int:
-    settings = _settings()
-    with _knowledge_store(f"kb {args.action}", settings):
-        return _kb(args, settings)
-
-
-def _kb(args: argparse.Namespace, settings: Settings) -> int:
     from services.retriever import cli
     from services.retriever.articles import ArticleError
 
-    if args.action == "ingest":
-        _print_ingest("kb ingest", lambda: cli.ingest(args.path, args.tenant, settings), ArticleError)
-    elif args.action == "search":
-        if not args.query and not args.queries:
-            raise SystemExit("kb search needs a QUERY or --queries FILE.jsonl")
-        cli.search(args.query, args.queries, args.tenant, args.k, args.json, settings, sys.stdout)
-    else:
-        cli.bench(settings, args.tenant)
+    settings = _settings()
+    with _knowledge_store(f"kb {args.action}", settings):
+        if args.action == "ingest":
+            _print_ingest("kb ingest", lambda: cli.ingest(args.path, args.tenant, settings), ArticleError)
+        elif args.action == "search":
+            if not args.query and not args.queries:
+                raise SystemExit("kb search needs a QUERY or --queries FILE.jsonl")
+            cli.search(args.query, args.queries, args.tenant, args.k, args.json, settings, sys.stdout)
+        else:
+            cli.bench(settings, args.tenant)
     return 0
 
 
 def cmd_cases(args: argparse.Namespace) -> int:
-    settings = _settings()
-    with _knowledge_store(f"cases {args.action}", settings):
-        return _cases(args, settings)
-
-
-def _cases(args: argparse.Namespace, settings: Settings) -> int:
     from services.retriever import cli
     from services.retriever.case_files import CaseFileError
 
-    if args.action == "ingest":
-        _print_ingest("cases ingest", lambda: cli.ingest_cases(args.path, args.tenant, settings), CaseFileError)
-    else:
-        cli.search_cases(args.query, args.tenant, args.k, args.json, settings, sys.stdout)
+    settings = _settings()
+    with _knowledge_store(f"cases {args.action}", settings):
+        if args.action == "ingest":
+            _print_ingest("cases ingest", lambda: cli.ingest_cases(args.path, args.tenant, settings), CaseFileError)
+        else:
+            cli.search_cases(args.query, args.tenant, args.k, args.json, settings, sys.stdout)
     return 0
 
 
