@@ -97,6 +97,7 @@ def decision_record(decided: ev.TicketDecided) -> dict:
         "tenant_id": decided.ticket.tenant_id,
         "channel": _enum_name(decided.ticket, "channel"),
         "label": decided.ticket.metadata.get("demo_label", ""),
+        "message": _clipped(f"{decided.ticket.subject}\n{decided.ticket.body}".strip()),
         "intent": classification.intent,
         "confidence": round(classification.confidence, 4),
         "archetype": _enum_name(classification, "archetype"),
@@ -113,7 +114,8 @@ def decision_record(decided: ev.TicketDecided) -> dict:
         "draft": decided.draft.text if decided.HasField("draft") else "",
         "draft_status": _enum_name(decided.draft, "status") if decided.HasField("draft") else "",
         "citations": [
-            {"article_id": c.article_id, "title": c.title, "passage": c.passage} for c in decided.draft.citations
+            {"article_id": c.article_id, "title": c.title, "passage": c.passage, "stale": c.stale}
+            for c in decided.draft.citations
         ],
         "ledger": [
             {"claim": c.claim, "article_id": c.article_id, "verified": c.verified} for c in decided.draft.ledger
@@ -127,6 +129,14 @@ def decision_record(decided: ev.TicketDecided) -> dict:
         },
     }
     return record
+
+
+# A report shows what the customer asked, not a 100,000-character paste.
+REPORT_MESSAGE_CHARS = 500
+
+
+def _clipped(text: str) -> str:
+    return text if len(text) <= REPORT_MESSAGE_CHARS else text[: REPORT_MESSAGE_CHARS - 1] + "…"
 
 
 def _enum_name(message, field: str) -> str:

@@ -256,6 +256,7 @@ def citations(parts: ReplyParts) -> list[tk.Citation]:
         text = " ".join(ref.quoted) if ref.quoted else passage.text
         if number in result:
             result[number].passage += "\n" + text
+            result[number].stale |= passage.stale
             continue
         result[number] = tk.Citation(
             article_id=passage.article_id,
@@ -263,5 +264,6 @@ def citations(parts: ReplyParts) -> list[tk.Citation]:
             title=passage.title,
             passage=text,
             url=passage.url,
+            stale=passage.stale,
         )
     return [result[number] for number in sorted(result)]

@@ -14,7 +14,8 @@ Checks on a draft, first match wins:
 3. identifiers are missing                                                         -> FOLLOW_UP
 4. NO_EVIDENCE: account-specific archetype -> ESCALATE, otherwise                   -> REVIEW
 5. READY, route AUTO_RESPOND, every ledger claim verified, no risk flag at all,
-   confidence >= threshold, text present, not part of an incident                  -> RESPOND
+   confidence >= threshold, text present, no cited article past its review date,
+   not part of an incident                                                         -> RESPOND
 6. anything else                                                                   -> REVIEW (the reason
    lists every condition that stopped an automatic reply)
 """
@@ -41,6 +42,12 @@ PROMPT_INJECTION_INPUT_FLAG = "prompt_injection"
 class Verdict:
     decision: int  # events_pb2.Decision
     reason: str
+    # What held an auto-respond draft for an agent, as fixed names (HOLDS), for the metric.
+    holds: tuple[str, ...] = ()
+
+
+# Why a draft on the auto-respond route went to an agent instead (the metric's label values).
+HOLDS = ("not_ready", "empty", "unverified_claims", "risk_flags", "low_confidence", "stale_article", "incident")
 
 
 def escalation_flags(classification: tk.Classification) -> list[str]:
@@ -104,24 +111,30 @@ def decide_drafted(
             )
         return Verdict(ev.DECISION_REVIEW, "no knowledge-base evidence: an agent writes the answer")
 
-    blockers = []
-    if draft.status != tk.DRAFT_STATUS_READY:
-        blockers.append(f"draft status is {tk.DraftStatus.Name(draft.status)}")
+    blockers: list[tuple[str, str]] = []  # (hold, what the agent reads)
     if classification.route != tk.ROUTE_AUTO_RESPOND:
-        blockers.append("route is draft-for-review")
+        blockers.append(("", "route is draft-for-review"))  # policy, not a hold
+    if draft.status != tk.DRAFT_STATUS_READY:
+        blockers.append(("not_ready", f"draft status is {tk.DraftStatus.Name(draft.status)}"))
     if not draft.text.strip():
-        blockers.append("draft is empty")
+        blockers.append(("empty", "draft is empty"))
     unverified = [claim.claim for claim in draft.ledger if not claim.verified]
     if unverified:
-        blockers.append(f"{len(unverified)} policy claim(s) not verified")
+        blockers.append(("unverified_claims", f"{len(unverified)} policy claim(s) not verified"))
     if classification.risk_flags:
-        blockers.append(f"risk flags {', '.join(risk_flag_name(f) for f in classification.risk_flags)}")
+        flags = ", ".join(risk_flag_name(f) for f in classification.risk_flags)
+        blockers.append(("risk_flags", f"risk flags {flags}"))
     if classification.confidence < confidence_threshold:
-        blockers.append(f"confidence {classification.confidence:.2f} < {confidence_threshold:.2f}")
+        blockers.append(("low_confidence", f"confidence {classification.confidence:.2f} < {confidence_threshold:.2f}"))
+    stale = [citation.title or citation.article_id for citation in draft.citations if citation.stale]
+    if stale:
+        # The KB owner's review-by date says the article may no longer be right: an agent checks.
+        blockers.append(("stale_article", f"cites {len(stale)} article(s) past their review date: {'; '.join(stale)}"))
     if in_incident:
-        blockers.append("the ticket is part of an open incident")
+        blockers.append(("incident", "the ticket is part of an open incident"))
     if blockers:
-        return Verdict(ev.DECISION_REVIEW, "agent review: " + "; ".join(blockers))
+        holds = () if classification.route != tk.ROUTE_AUTO_RESPOND else tuple(hold for hold, _ in blockers)
+        return Verdict(ev.DECISION_REVIEW, "agent review: " + "; ".join(text for _, text in blockers), holds)
     claims = len(draft.ledger)
     return Verdict(
         ev.DECISION_RESPOND,

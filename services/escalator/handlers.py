@@ -205,6 +205,8 @@ class Escalator:
             ))
             metrics.PACKET_COMPLETENESS.labels(decision_label).observe(decided.packet.completeness)
         metrics.DECISIONS.labels(decision_label, _enum_label(ev.CaseType, case_type, "CASE_TYPE_")).inc()
+        for hold in verdict.holds:
+            metrics.AUTO_REPLIES_HELD.labels(hold).inc()
         log.info("decided", extra={"fields": {"decision": decision_label, "reason": verdict.reason, "queue": queue}})
         return [Emit(DECISION_TOPICS[verdict.decision], ticket.ticket_id, decided)] + emits
 

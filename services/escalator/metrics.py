@@ -8,6 +8,12 @@ DECISIONS = Counter(
     "Tickets decided, by decision (respond, review, follow_up, escalate) and case type",
     ["decision", "case_type"],
 )
+AUTO_REPLIES_HELD = Counter(
+    "supportflow_escalator_auto_replies_held_total",
+    "Drafts on the auto-respond route sent to an agent instead, by each condition that held them "
+    "(decision.HOLDS: stale_article means a cited article is past its review date)",
+    ["hold"],
+)
 DRAFTS_IGNORED = Counter(
     "supportflow_escalator_drafts_ignored_total",
     "Drafts for tickets whose route the classified path already decided (a drafter that drafts what it should not)",

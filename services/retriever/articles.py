@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -195,8 +195,10 @@ def _is_bare(record: dict) -> bool:
 # exercise filters, ownership and freshness.
 
 SAMPLE_KB_BASE_URL = "https://help.rho-bank.example"
-# Dates are spread deterministically (from a hash of the id) over the year before this moment.
-SAMPLE_KB_EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+# Dates are spread deterministically (from a hash of the id) over the year before the day the
+# sample KB is loaded, so it has the same freshness mix whenever it is indexed: every help-centre
+# article is within its review interval and canonical policy older than 180 days (about half of
+# it) is due for review. A fixed date would let every article go stale as the calendar moves on.
 HELP_CENTER_REVIEW_DAYS = 365
 POLICY_REVIEW_DAYS = 180  # canonical policy is re-checked twice a year
 
@@ -251,18 +253,21 @@ def sample_url(article_id: str, source: str) -> str:
     return f"{SAMPLE_KB_BASE_URL}/{folder}/{slug}"
 
 
-def sample_dates(article_id: str, is_policy: bool) -> tuple[datetime, datetime]:
-    """updated_at within the year before SAMPLE_KB_EPOCH; review_by a fixed interval later."""
+def sample_dates(article_id: str, is_policy: bool, loaded_on: date | None = None) -> tuple[datetime, datetime]:
+    """updated_at within the year before `loaded_on` (default: today, UTC); review_by a fixed
+    interval later."""
+    loaded_on = loaded_on or datetime.now(timezone.utc).date()
+    epoch = datetime(loaded_on.year, loaded_on.month, loaded_on.day, tzinfo=timezone.utc)
     age_days = int.from_bytes(hashlib.sha256(article_id.encode()).digest()[:4], "big") % 365
-    updated_at = SAMPLE_KB_EPOCH - timedelta(days=age_days)
+    updated_at = epoch - timedelta(days=age_days)
     interval = POLICY_REVIEW_DAYS if is_policy else HELP_CENTER_REVIEW_DAYS
     return updated_at, updated_at + timedelta(days=interval)
 
 
-def enrich_sample_article(article: KnowledgeArticle) -> KnowledgeArticle:
+def enrich_sample_article(article: KnowledgeArticle, loaded_on: date | None = None) -> KnowledgeArticle:
     source = sample_source(article.title)
     is_policy = states_policy(article.content)
-    updated_at, review_by = sample_dates(article.article_id, is_policy)
+    updated_at, review_by = sample_dates(article.article_id, is_policy, loaded_on)
     return replace(
         article,
         source=source,

@@ -150,6 +150,7 @@ def test_missing_identifiers_and_stale_articles_are_said(drafter: OfflineDrafter
     )
     assert "I still need the transaction ID." in result.text
     assert "due for review" in result.text
+    assert [citation.stale for citation in result.citations] == [True]  # the escalator holds it for an agent
     assert list(result.follow_up_questions) == ["Could you send us the transaction ID?"]
     assert result.next_step and result.next_step in result.text
 

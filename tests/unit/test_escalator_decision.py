@@ -7,7 +7,7 @@ import pytest
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
-from services.escalator.decision import decide_classified, decide_drafted
+from services.escalator.decision import HOLDS, decide_classified, decide_drafted
 
 
 def classification(route=tk.ROUTE_AUTO_RESPOND, confidence=0.9, archetype=tk.ARCHETYPE_FAQ_BOUNDED, flags=(), input_flags=()):
@@ -23,9 +23,9 @@ def ready_draft(**changes):
         ledger=[tk.PolicyClaim(claim="5 working days", kind="days", verified=True)],
     )
     for name, value in changes.items():
-        if name == "ledger":
-            del draft.ledger[:]
-            draft.ledger.extend(value)
+        if isinstance(value, list):  # repeated fields: ledger, citations
+            del getattr(draft, name)[:]
+            getattr(draft, name).extend(value)
         else:
             setattr(draft, name, value)
     return draft
@@ -34,8 +34,11 @@ def ready_draft(**changes):
 NORMAL = tk.NormalizedTicket()
 
 
+FRESH = tk.Citation(article_id="a1", title="Ordering a card")
+
+
 def test_ready_auto_respond_draft_is_sent():
-    verdict = decide_drafted(classification(), NORMAL, ready_draft())
+    verdict = decide_drafted(classification(), NORMAL, ready_draft(citations=[FRESH]))
     assert verdict.decision == ev.DECISION_RESPOND
     assert "verified" in verdict.reason
 
@@ -48,19 +51,33 @@ def test_confidence_exactly_at_threshold_is_sent_and_just_below_is_reviewed():
 
 
 @pytest.mark.parametrize(
-    "cls, draft, expected_in_reason",
+    "cls, draft, expected_in_reason, hold",
     [
-        (classification(route=tk.ROUTE_DRAFT_FOR_REVIEW), ready_draft(), "route is draft-for-review"),
-        (classification(), ready_draft(ledger=[tk.PolicyClaim(claim="30 days", verified=False)]), "1 policy claim(s) not verified"),
-        (classification(flags=[tk.RISK_FLAG_CHURN]), ready_draft(), "risk flags churn"),
-        (classification(), ready_draft(text="  "), "draft is empty"),
-        (classification(), ready_draft(status=tk.DRAFT_STATUS_UNSPECIFIED), "draft status is DRAFT_STATUS_UNSPECIFIED"),
+        (classification(route=tk.ROUTE_DRAFT_FOR_REVIEW), ready_draft(), "route is draft-for-review", None),
+        (
+            classification(), ready_draft(ledger=[tk.PolicyClaim(claim="30 days", verified=False)]),
+            "1 policy claim(s) not verified", "unverified_claims",
+        ),
+        (classification(flags=[tk.RISK_FLAG_CHURN]), ready_draft(), "risk flags churn", "risk_flags"),
+        (classification(), ready_draft(text="  "), "draft is empty", "empty"),
+        (
+            classification(), ready_draft(status=tk.DRAFT_STATUS_UNSPECIFIED),
+            "draft status is DRAFT_STATUS_UNSPECIFIED", "not_ready",
+        ),
+        (
+            classification(),
+            ready_draft(citations=[FRESH, tk.Citation(article_id="a2", title="Card delivery times", stale=True)]),
+            "cites 1 article(s) past their review date: Card delivery times", "stale_article",
+        ),
     ],
 )
-def test_each_blocker_turns_a_reply_into_a_review(cls, draft, expected_in_reason):
+def test_each_blocker_turns_a_reply_into_a_review(cls, draft, expected_in_reason, hold):
     verdict = decide_drafted(cls, NORMAL, draft)
     assert verdict.decision == ev.DECISION_REVIEW
     assert expected_in_reason in verdict.reason
+    # Holds count what stopped an automatic reply; a draft-for-review route never was one.
+    assert verdict.holds == ((hold,) if hold else ())
+    assert set(verdict.holds) <= set(HOLDS)
 
 
 def test_review_reason_lists_every_blocker():
@@ -75,6 +92,7 @@ def test_review_reason_lists_every_blocker():
 def test_open_incident_stops_automatic_replies():
     verdict = decide_drafted(classification(), NORMAL, ready_draft(), in_incident=True)
     assert verdict.decision == ev.DECISION_REVIEW
+    assert verdict.holds == ("incident",)
 
 
 @pytest.mark.parametrize(

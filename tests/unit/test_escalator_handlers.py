@@ -246,3 +246,17 @@ def test_the_grpc_similar_cases_lookup_is_best_effort():
         channel.close()
     assert errors._value.get() == before + 1
     assert grpc_similar_cases(grpc.insecure_channel("127.0.0.1:1"), 0.5)("rho-bank", "   ") == []
+
+
+def test_a_draft_citing_an_article_past_its_review_date_goes_to_an_agent_and_is_counted():
+    from services.escalator import metrics
+
+    held = metrics.AUTO_REPLIES_HELD.labels("stale_article")
+    before = held._value.get()
+    event = drafted(classified(ticket(), tk.ROUTE_AUTO_RESPOND))
+    event.draft.citations[0].stale = True
+    event.draft.citations[0].title = "Card delivery times"
+    [emit] = decisions(escalator().on_drafted(event))
+    assert emit.topic is Topic.TICKETS_REVIEW
+    assert "past their review date: Card delivery times" in emit.event.reason
+    assert held._value.get() == before + 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
@@ -17,6 +17,7 @@ from services.retriever.articles import (
     chunk_article,
     enrich_sample_article,
     load_articles,
+    sample_dates,
     sample_owner,
     states_policy,
 )
@@ -94,6 +95,18 @@ def test_sample_enrichment_is_deterministic():
     assert first.updated_at < first.review_by
     assert first.url == f"{SAMPLE_KB_BASE_URL}/articles/doc-savings-accounts-gold-account-003"
     assert sample_owner("unknown") == "knowledge-team"
+
+
+def test_sample_dates_age_from_the_day_the_kb_is_loaded():
+    loaded_on = date(2031, 5, 17)
+    day = datetime(2031, 5, 17, tzinfo=timezone.utc)
+    ids = [f"doc_savings_accounts_article_{i:03d}" for i in range(200)]
+    help_centre = [sample_dates(i, False, loaded_on) for i in ids]
+    policy = [sample_dates(i, True, loaded_on) for i in ids]
+    assert all(day - timedelta(days=365) < updated <= day for updated, _ in help_centre)
+    assert all(review_by > day for _, review_by in help_centre)  # a year's interval: none is due yet
+    due = sum(review_by < day for _, review_by in policy)  # 180 days: policy older than that is due
+    assert 0.3 < due / len(ids) < 0.7
 
 
 def _article(content: str, title: str = "Card fees") -> KnowledgeArticle:

@@ -243,18 +243,20 @@ class EvidencePassage(_message.Message):
     def __init__(self, article_id: _Optional[str] = ..., chunk_id: _Optional[str] = ..., title: _Optional[str] = ..., section: _Optional[str] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., url: _Optional[str] = ..., source: _Optional[str] = ..., is_policy: bool = ..., stale: bool = ...) -> None: ...
 
 class Citation(_message.Message):
-    __slots__ = ("article_id", "chunk_id", "title", "passage", "url")
+    __slots__ = ("article_id", "chunk_id", "title", "passage", "url", "stale")
     ARTICLE_ID_FIELD_NUMBER: _ClassVar[int]
     CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     PASSAGE_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
     article_id: str
     chunk_id: str
     title: str
     passage: str
     url: str
-    def __init__(self, article_id: _Optional[str] = ..., chunk_id: _Optional[str] = ..., title: _Optional[str] = ..., passage: _Optional[str] = ..., url: _Optional[str] = ...) -> None: ...
+    stale: bool
+    def __init__(self, article_id: _Optional[str] = ..., chunk_id: _Optional[str] = ..., title: _Optional[str] = ..., passage: _Optional[str] = ..., url: _Optional[str] = ..., stale: bool = ...) -> None: ...
 
 class PolicyClaim(_message.Message):
     __slots__ = ("claim", "kind", "article_id", "passage", "verified")
