@@ -2,7 +2,8 @@
 builds context packets and records action attempts. One consumer loop reads both input topics.
 
 Incident windows and the action ledger are in memory (see handlers.py): they start empty after a
-restart.
+restart, and they hold only the tickets this process consumed. So the escalator runs as one
+replica (the Helm chart refuses more).
 """
 
 from __future__ import annotations

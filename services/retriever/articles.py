@@ -264,10 +264,10 @@ def sample_dates(article_id: str, is_policy: bool, loaded_on: date | None = None
     return updated_at, updated_at + timedelta(days=interval)
 
 
-def enrich_sample_article(article: KnowledgeArticle, loaded_on: date | None = None) -> KnowledgeArticle:
+def enrich_sample_article(article: KnowledgeArticle) -> KnowledgeArticle:
     source = sample_source(article.title)
     is_policy = states_policy(article.content)
-    updated_at, review_by = sample_dates(article.article_id, is_policy, loaded_on)
+    updated_at, review_by = sample_dates(article.article_id, is_policy)
     return replace(
         article,
         source=source,

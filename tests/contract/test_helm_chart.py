@@ -262,6 +262,16 @@ def test_autoscaling_and_keda_on_one_component_fail(helm: Helm) -> None:
     assert result.returncode != 0 and "not both" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "setting", ["components.escalator.replicas=2", "components.escalator.keda.enabled=true",
+                "components.escalator.autoscaling.enabled=true"],
+)
+def test_the_escalator_cannot_be_scaled_out(helm: Helm, setting: str) -> None:
+    result = helm.template(*BARE, "--set", setting)
+    assert result.returncode != 0
+    assert "components.escalator runs one replica" in result.stderr
+
+
 def _grpc_peers(policy: dict) -> list[dict]:
     rules = policy["spec"].get("ingress", [])
     grpc = {"port": "grpc", "protocol": "TCP"}
@@ -315,7 +325,8 @@ def test_production_scenario_autoscales_monitors_and_authenticates(helm: Helm) -
     hpas = manifests.by_component("HorizontalPodAutoscaler")
     scaled = manifests.by_component("ScaledObject")
     assert set(hpas) == {"gateway"}
-    assert set(scaled) == {"classifier", "retriever", "drafter", "escalator"}
+    assert set(scaled) == {"classifier", "retriever", "drafter"}
+    assert deployments["escalator"]["spec"]["replicas"] == 1
     for name, deployment in deployments.items():
         autoscaled = name in hpas or name in scaled
         assert ("replicas" in deployment["spec"]) != autoscaled, f"{name}: replicas must be left to the autoscaler"
@@ -344,7 +355,7 @@ def test_production_scenario_autoscales_monitors_and_authenticates(helm: Helm) -
         assert {"secretRef": {"name": "supportflow-secrets"}} in container(deployment)["envFrom"]
     assert "SUPPORTFLOW_KAFKA_SASL_PASSWORD" not in config  # secrets never land in the ConfigMap
     assert "PodDisruptionBudget" not in {
-        doc["kind"] for doc in manifests.docs if doc["metadata"]["labels"].get(COMPONENT_LABEL) == "learner"
+        doc["kind"] for doc in manifests.docs if doc["metadata"]["labels"].get(COMPONENT_LABEL) in ("learner", "escalator")
     }
 
 

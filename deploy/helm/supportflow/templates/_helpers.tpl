@@ -132,6 +132,9 @@ Call with (dict "root" $ "name" "retriever"); returns YAML.
 {{- if and $component.autoscaling.enabled $component.keda.enabled -}}
 {{- fail (printf "components.%s: enable autoscaling or keda, not both (KEDA creates its own HorizontalPodAutoscaler)" $name) -}}
 {{- end -}}
+{{- if and (eq $name "escalator") (or (gt (int $component.replicas) 1) $component.autoscaling.enabled $component.keda.enabled) -}}
+{{- fail "components.escalator runs one replica, without autoscaling or keda: its incident windows and daily action limits are per process, and replicas would each see only part of the tickets" -}}
+{{- end -}}
 {{- range $callee := $component.calls -}}
 {{- if not (has $callee $enabled) -}}
 {{- fail (printf "components.%s calls %s, which is not an enabled component: enable it or remove it from calls" $name $callee) -}}
