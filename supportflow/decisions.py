@@ -113,6 +113,7 @@ def decision_record(decided: ev.TicketDecided) -> dict:
         "incident_id": decided.incident_id,
         "draft": decided.draft.text if decided.HasField("draft") else "",
         "draft_status": _enum_name(decided.draft, "status") if decided.HasField("draft") else "",
+        "draft_answerability": _enum_name(decided.draft, "answerability") if decided.HasField("draft") else "",
         "citations": [
             {"article_id": c.article_id, "title": c.title, "passage": c.passage, "stale": c.stale}
             for c in decided.draft.citations

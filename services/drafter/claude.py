@@ -73,8 +73,16 @@ DRAFT_TOOL: dict[str, Any] = {
                 "items": {"type": "string"},
                 "description": "Questions to ask the customer, at most two; empty if none are needed.",
             },
+            "answers_the_question": {
+                "type": "boolean",
+                "description": (
+                    "true only if the passages answer the question the customer asked; false if they "
+                    "are about a neighbouring question (another product, the other direction of a "
+                    "payment, a different fee)."
+                ),
+            },
         },
-        "required": ["answer", "citations", "uncertainty", "follow_up_questions"],
+        "required": ["answer", "citations", "uncertainty", "follow_up_questions", "answers_the_question"],
     },
 }
 
@@ -94,6 +102,9 @@ password reset, a plan changed). You can offer to help once the customer confirm
 4. Placeholders such as [EMAIL_1] or [CARD_1] stand for the customer's personal data; keep them \
 as they are.
 5. Be brief and plain: one to four sentences, each ending with its passage markers such as [P1].
+6. Passages can be close to the question without answering it: fees for sending when the customer \
+asks about receiving, one account's rules when the customer has another. Set \
+answers_the_question to false then, and say in `uncertainty` what the passages do not cover.
 Always reply by calling the submit_draft tool."""
 
 
@@ -103,6 +114,7 @@ class ToolReply:
     citations: tuple[str, ...]
     uncertainty: str
     follow_up_questions: tuple[str, ...]
+    answers_question: bool
 
 
 def parse_tool_reply(message: Any) -> ToolReply:
@@ -127,7 +139,12 @@ def parse_tool_reply(message: Any) -> ToolReply:
         raise ClaudeFailure("malformed", "uncertainty must be text")
     if not (isinstance(questions, list) and all(isinstance(q, str) for q in questions)):
         raise ClaudeFailure("malformed", "follow_up_questions must be a list of text")
-    return ToolReply(answer.strip(), tuple(citations), uncertainty.strip(), tuple(q.strip() for q in questions if q.strip()))
+    answers = data.get("answers_the_question")
+    if not isinstance(answers, bool):
+        raise ClaudeFailure("malformed", "answers_the_question must be true or false")
+    return ToolReply(
+        answer.strip(), tuple(citations), uncertainty.strip(), tuple(q.strip() for q in questions if q.strip()), answers
+    )
 
 
 def _escape(text: str) -> str:
@@ -298,4 +315,5 @@ class ClaudeDrafter:
             show_sources=template.show_sources,
             sources_heading=template.sources_heading,
             max_chars=template.max_chars,
+            answerability=tk.ANSWERABILITY_ANSWERED if reply.answers_question else tk.ANSWERABILITY_NOT_ANSWERED,
         )

@@ -4,17 +4,20 @@ Reads canonical tickets as JSON lines (`{"id", "subject", "body", ...}`, the gat
 shape) and writes one JSON line per input line, in order, with at least:
 
 - `id`; `text`: the reply, empty when the draft is blocked or was not drafted;
-- `citations`: `[{article_id, chunk_id, title, passage}]`, numbered as the [n] markers in `text`;
+- `citations`: `[{article_id, chunk_id, title, passage, stale}]`, numbered as the [n] markers in
+  `text`;
 - `ledger`: `[{claim, kind, article_id, passage, verified}]`, every policy claim checked;
 - `decision`: what should happen to the draft, one of
-  `respond`   ready, route AUTO_RESPOND, every claim verified, no risk flag, confidence >= 0.7;
+  `respond`   ready, route AUTO_RESPOND, every claim verified, no risk flag, confidence >= 0.7, no
+              cited article past its review date, not judged off the question by the generator;
   `review`    an agent reviews it (the default without a classifier: nothing is sent unreviewed);
   `follow_up` the customer must first give missing identifiers (or the classifier asked for it);
   `escalate`  a human takes over: route ESCALATE, a risk flag (security, legal, billing dispute,
               prompt injection), no evidence for an account-specific question, or unreadable input;
   `blocked`   the draft had unverifiable policy claims and cannot stand: a human must answer.
   The same order of checks as the escalator's decision, so the command and the pipeline agree.
-- plus `status`, `generator`, `grounding`, `uncertainties`, `follow_up_questions`, `next_step`,
+- plus `status`, `generator`, `grounding`, `answerability` (`answered`, `not_answered`, or
+  `unspecified` when the generator does not judge it), `uncertainties`, `follow_up_questions`, `next_step`,
   `block_reason`, `evidence` (article ids retrieved) and, with a classifier, `intent`, `route`,
   `confidence`. A line that is not a valid ticket gets `error` and decision `escalate`.
 
@@ -64,6 +67,8 @@ def decision_for(draft: tk.Draft | None, classification: tk.Classification, norm
         and all(claim.verified for claim in draft.ledger)
         and not classification.risk_flags
         and classification.confidence >= RESPOND_CONFIDENCE
+        and not any(citation.stale for citation in draft.citations)
+        and draft.answerability != tk.ANSWERABILITY_NOT_ANSWERED
     )
     return "respond" if ready_to_send else "review"
 
@@ -81,7 +86,7 @@ def draft_record(
         "id": ticket_id,
         "text": draft.text if draft else "",
         "citations": [
-            {"article_id": c.article_id, "chunk_id": c.chunk_id, "title": c.title, "passage": c.passage}
+            {"article_id": c.article_id, "chunk_id": c.chunk_id, "title": c.title, "passage": c.passage, "stale": c.stale}
             for c in (draft.citations if draft else [])
         ],
         "ledger": [
@@ -92,6 +97,8 @@ def draft_record(
         "status": tk.DraftStatus.Name(draft.status).removeprefix("DRAFT_STATUS_").lower() if draft else "not_drafted",
         "generator": draft.generator if draft else "",
         "grounding": draft.grounding if draft else 0.0,
+        "answerability": tk.Answerability.Name(draft.answerability).removeprefix("ANSWERABILITY_").lower()
+        if draft else "unspecified",
         "uncertainties": list(draft.uncertainties) if draft else [],
         "follow_up_questions": list(draft.follow_up_questions) if draft else [],
         "next_step": draft.next_step if draft else "",

@@ -67,6 +67,7 @@ def draft_reply(
         block_reason=ledger.block_reason,
         generator=final.generator,
         grounding=grounding(final),
+        answerability=final.answerability,
     )
     metrics.record_draft(draft, [finding.action for finding in overreach.findings])
     return draft

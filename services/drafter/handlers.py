@@ -52,6 +52,8 @@ class DraftOutcome:
     evidence: list[tk.EvidencePassage]  # everything the retriever returned, for the reviewer
     evidence_at: Timestamp
     drafted_at: Timestamp
+    query: str  # what the retriever was asked
+    best_score: float  # the retriever's gap signal for that query
 
 
 class TicketDrafter:
@@ -97,7 +99,7 @@ class TicketDrafter:
             generator=self._generator,
             executed_actions=self._executed_actions(ticket.ticket_id),
         )
-        return DraftOutcome(draft, list(response.passages), evidence_at, self._clock())
+        return DraftOutcome(draft, list(response.passages), evidence_at, self._clock(), query, response.best_score)
 
     def handle_classified(self, event: ev.TicketClassified) -> list[Emit]:
         """tickets.classified -> tickets.drafted, for the routes that get an AI draft."""
@@ -119,4 +121,14 @@ class TicketDrafter:
         )
         drafted.timeline.evidence_at.CopyFrom(outcome.evidence_at)
         drafted.timeline.drafted_at.CopyFrom(outcome.drafted_at)
-        return [Emit(Topic.TICKETS_DRAFTED, ticket.ticket_id, drafted)]
+        emits = [Emit(Topic.TICKETS_DRAFTED, ticket.ticket_id, drafted)]
+        if outcome.draft.answerability == tk.ANSWERABILITY_NOT_ANSWERED:
+            # Passages close enough to pass the retriever's gap threshold that still do not answer
+            # the question are a knowledge gap too: the learner proposes an article from how the
+            # agent resolves the ticket.
+            gap = ev.KbGapDetected(
+                meta=new_meta(tenant, SERVICE), ticket_id=ticket.ticket_id, query=outcome.query,
+                intent=event.classification.intent, best_score=outcome.best_score,
+            )
+            emits.append(Emit(Topic.KB_GAPS, ticket.ticket_id, gap))
+        return emits

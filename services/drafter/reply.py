@@ -70,6 +70,8 @@ class ReplyParts:
     show_sources: bool = True
     sources_heading: str = "Sources:"
     max_chars: int = 1200
+    # tk.Answerability: whether the generator judged that its sources answer the question asked.
+    answerability: int = tk.ANSWERABILITY_UNSPECIFIED
 
     def replace(self, **changes: object) -> "ReplyParts":
         return dataclasses.replace(self, **changes)

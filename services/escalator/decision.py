@@ -15,7 +15,7 @@ Checks on a draft, first match wins:
 4. NO_EVIDENCE: account-specific archetype -> ESCALATE, otherwise                   -> REVIEW
 5. READY, route AUTO_RESPOND, every ledger claim verified, no risk flag at all,
    confidence >= threshold, text present, no cited article past its review date,
-   not part of an incident                                                         -> RESPOND
+   not judged off the question by the drafter, not part of an incident             -> RESPOND
 6. anything else                                                                   -> REVIEW (the reason
    lists every condition that stopped an automatic reply)
 """
@@ -47,7 +47,10 @@ class Verdict:
 
 
 # Why a draft on the auto-respond route went to an agent instead (the metric's label values).
-HOLDS = ("not_ready", "empty", "unverified_claims", "risk_flags", "low_confidence", "stale_article", "incident")
+HOLDS = (
+    "not_ready", "empty", "unverified_claims", "risk_flags", "low_confidence", "stale_article", "not_answered",
+    "incident",
+)
 
 
 def escalation_flags(classification: tk.Classification) -> list[str]:
@@ -130,6 +133,8 @@ def decide_drafted(
     if stale:
         # The KB owner's review-by date says the article may no longer be right: an agent checks.
         blockers.append(("stale_article", f"cites {len(stale)} article(s) past their review date: {'; '.join(stale)}"))
+    if draft.answerability == tk.ANSWERABILITY_NOT_ANSWERED:
+        blockers.append(("not_answered", f"{draft.generator or 'the drafter'} judged that the passages do not answer the question"))
     if in_incident:
         blockers.append(("incident", "the ticket is part of an open incident"))
     if blockers:

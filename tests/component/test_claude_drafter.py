@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from supportflow.claude import claude_client, default_model
+from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from tests.fake_messages_api import OVERLOADED, FakeMessagesApi
 
@@ -38,7 +39,9 @@ EVIDENCE = [
 ]
 
 
-def tool_message(answer: str, citations: list[str], uncertainty: str = "", questions: list[str] | None = None) -> dict[str, Any]:
+def tool_message(
+    answer: str, citations: list[str], uncertainty: str = "", questions: list[str] | None = None, answers: Any = True
+) -> dict[str, Any]:
     return {
         "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
         "type": "message",
@@ -54,6 +57,7 @@ def tool_message(answer: str, citations: list[str], uncertainty: str = "", quest
                     "citations": citations,
                     "uncertainty": uncertainty,
                     "follow_up_questions": questions or [],
+                    "answers_the_question": answers,
                 },
             }
         ],
@@ -127,13 +131,16 @@ def test_a_structured_reply_becomes_a_cited_verified_draft(api: FakeMessagesApi,
     assert "A domestic outgoing wire costs $10.00 per transfer [1]." in result.text
     assert [c.article_id for c in result.citations] == ["doc_business_checking_accounts_lime_green_004"]
     assert [(c.kind, c.verified) for c in result.ledger] == [("fee", True)]
+    assert result.answerability == tk.ANSWERABILITY_ANSWERED
 
     assert api.paths == ["/v1/messages"]
     sent = api.requests[0]
     assert sent["model"] == "claude-sonnet-test"
     assert sent["system"] == SYSTEM_PROMPT
     assert sent["tool_choice"] == {"type": "tool", "name": TOOL_NAME}
-    assert sent["tools"][0]["input_schema"]["required"] == ["answer", "citations", "uncertainty", "follow_up_questions"]
+    assert sent["tools"][0]["input_schema"]["required"] == [
+        "answer", "citations", "uncertainty", "follow_up_questions", "answers_the_question",
+    ]
     assert sent["max_tokens"] > 0
     user_text = sent["messages"][0]["content"]
     assert "jane.doe@example.com" not in json.dumps(sent)  # redacted before the call
@@ -207,8 +214,9 @@ def test_timeout_falls_back_to_offline_and_is_counted(api: FakeMessagesApi, temp
         {"id": "msg_2", "type": "message", "role": "assistant", "model": "m", "stop_reason": "end_turn",
          "content": [{"type": "text", "text": "Sure, the fee is $5."}], "usage": {"input_tokens": 1, "output_tokens": 1}},
         tool_message("", []),  # the tool was called with an empty answer
+        tool_message("A wire costs $10.00 [P1].", ["P1"], answers="yes"),  # not a boolean
     ],
-    ids=["invalid-json", "no-tool-call", "empty-answer"],
+    ids=["invalid-json", "no-tool-call", "empty-answer", "answers-not-boolean"],
 )
 def test_malformed_replies_fall_back_to_offline(api: FakeMessagesApi, templates: TemplateBook, reply: Any) -> None:
     before = fallbacks("malformed")
@@ -217,6 +225,28 @@ def test_malformed_replies_fall_back_to_offline(api: FakeMessagesApi, templates:
     assert result.generator == "offline"
     assert "$5" not in result.text
     assert fallbacks("malformed") == before + 1
+
+
+def test_passages_that_miss_the_question_are_marked_and_held_for_an_agent(
+    api: FakeMessagesApi, templates: TemplateBook
+) -> None:
+    from services.escalator.decision import decide_drafted
+
+    api.script.append((200, tool_message(
+        "A domestic outgoing wire costs $10.00 per transfer [P1].", ["P1"],
+        uncertainty="The passages cover sending wires, not receiving them.", answers=False,
+    ), 0.0, {}))
+    result = draft(drafter_for(api, templates), "What does it cost to receive a wire?")
+    assert result.generator == "claude:claude-sonnet-test" and result.status == tk.DRAFT_STATUS_READY
+    assert result.answerability == tk.ANSWERABILITY_NOT_ANSWERED
+    assert "not receiving them" in result.text
+    classification = tk.Classification(
+        intent="receiving_money", confidence=0.95, archetype=tk.ARCHETYPE_FAQ_BOUNDED, route=tk.ROUTE_AUTO_RESPOND
+    )
+    verdict = decide_drafted(classification, tk.NormalizedTicket(), result)
+    assert verdict.decision == ev.DECISION_REVIEW
+    assert verdict.holds == ("not_answered",)
+    assert "judged that the passages do not answer the question" in verdict.reason
 
 
 def test_an_injected_reply_is_cleaned_by_the_guards(api: FakeMessagesApi, templates: TemplateBook) -> None:

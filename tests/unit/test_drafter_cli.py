@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2 as svc
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.settings import Settings
@@ -103,3 +104,21 @@ def test_missing_identifiers_ask_for_a_follow_up() -> None:
     draft = tk.Draft(status=tk.DRAFT_STATUS_READY, text="Hello")
     normalized = tk.NormalizedTicket(missing_identifiers=["transaction_id"])
     assert decision_for(draft, tk.Classification(route=tk.ROUTE_AUTO_RESPOND, confidence=0.99), normalized, classified=True) == "follow_up"
+
+
+@pytest.mark.parametrize(
+    "draft, decision",
+    [
+        (tk.Draft(status=tk.DRAFT_STATUS_READY, text="Hello", citations=[tk.Citation(article_id="a")]), "respond"),
+        (tk.Draft(status=tk.DRAFT_STATUS_READY, text="Hello", citations=[tk.Citation(article_id="a", stale=True)]), "review"),
+        (tk.Draft(status=tk.DRAFT_STATUS_READY, text="Hello", answerability=tk.ANSWERABILITY_NOT_ANSWERED), "review"),
+    ],
+    ids=["fresh", "stale-article", "not-answered"],
+)
+def test_the_command_holds_what_the_escalator_holds(draft: tk.Draft, decision: str) -> None:
+    from services.escalator.decision import decide_drafted
+
+    classification = tk.Classification(route=tk.ROUTE_AUTO_RESPOND, confidence=0.99)
+    assert decision_for(draft, classification, tk.NormalizedTicket(), classified=True) == decision
+    verdict = decide_drafted(classification, tk.NormalizedTicket(), draft)
+    assert (verdict.decision == ev.DECISION_RESPOND) == (decision == "respond")

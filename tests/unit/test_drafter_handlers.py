@@ -137,3 +137,35 @@ def test_executed_actions_are_looked_up_per_ticket() -> None:
     drafter = TicketDrafter(RecordingSearch(svc.SearchResponse(passages=[WIRES])), OfflineDrafter(TemplateBook.load()), executed_actions=executed)
     drafter.handle_classified(classified())
     assert asked == ["tkt-42"]
+
+
+class JudgingGenerator:
+    """The offline drafter's reply, judged as a model would judge it (the Claude path's field)."""
+
+    name = "judge"
+
+    def __init__(self, answerability: int) -> None:
+        self._offline = OfflineDrafter(TemplateBook.load())
+        self._answerability = answerability
+
+    def generate(self, request):  # type: ignore[no-untyped-def]
+        return self._offline.generate(request).replace(answerability=self._answerability)
+
+
+@pytest.mark.parametrize("answerability", [tk.ANSWERABILITY_ANSWERED, tk.ANSWERABILITY_NOT_ANSWERED])
+def test_passages_judged_off_the_question_are_reported_as_a_knowledge_gap(answerability: int) -> None:
+    search = RecordingSearch(svc.SearchResponse(passages=[WIRES], best_score=0.8))
+    drafter = TicketDrafter(search, JudgingGenerator(answerability), k=3)
+    emits = drafter.handle_classified(classified())
+    assert emits[0].topic is Topic.TICKETS_DRAFTED
+    assert emits[0].event.draft.answerability == answerability
+    gaps = [emit for emit in emits if emit.topic is Topic.KB_GAPS]
+    if answerability == tk.ANSWERABILITY_ANSWERED:
+        assert gaps == []
+        return
+    [gap] = gaps
+    assert gap.key == "tkt-42"
+    assert isinstance(gap.event, ev.KbGapDetected)
+    assert (gap.event.ticket_id, gap.event.intent, gap.event.best_score) == ("tkt-42", "transfer_fee_charged", 0.8)
+    assert gap.event.query == "What does a domestic outgoing wire cost?"
+    assert gap.event.meta.tenant_id == "rho-bank" and gap.event.meta.producer == "drafter"

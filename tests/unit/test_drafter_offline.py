@@ -151,6 +151,7 @@ def test_missing_identifiers_and_stale_articles_are_said(drafter: OfflineDrafter
     assert "I still need the transaction ID." in result.text
     assert "due for review" in result.text
     assert [citation.stale for citation in result.citations] == [True]  # the escalator holds it for an agent
+    assert result.answerability == tk.ANSWERABILITY_UNSPECIFIED  # the offline drafter does not judge it
     assert list(result.follow_up_questions) == ["Could you send us the transaction ID?"]
     assert result.next_step and result.next_step in result.text
 

@@ -69,6 +69,11 @@ def test_confidence_exactly_at_threshold_is_sent_and_just_below_is_reviewed():
             ready_draft(citations=[FRESH, tk.Citation(article_id="a2", title="Card delivery times", stale=True)]),
             "cites 1 article(s) past their review date: Card delivery times", "stale_article",
         ),
+        (
+            classification(),
+            ready_draft(generator="claude:m", answerability=tk.ANSWERABILITY_NOT_ANSWERED),
+            "claude:m judged that the passages do not answer the question", "not_answered",
+        ),
     ],
 )
 def test_each_blocker_turns_a_reply_into_a_review(cls, draft, expected_in_reason, hold):

@@ -65,6 +65,12 @@ class DraftStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DRAFT_STATUS_READY: _ClassVar[DraftStatus]
     DRAFT_STATUS_BLOCKED: _ClassVar[DraftStatus]
     DRAFT_STATUS_NO_EVIDENCE: _ClassVar[DraftStatus]
+
+class Answerability(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ANSWERABILITY_UNSPECIFIED: _ClassVar[Answerability]
+    ANSWERABILITY_ANSWERED: _ClassVar[Answerability]
+    ANSWERABILITY_NOT_ANSWERED: _ClassVar[Answerability]
 CHANNEL_UNSPECIFIED: Channel
 CHANNEL_EMAIL: Channel
 CHANNEL_CHAT: Channel
@@ -100,6 +106,9 @@ DRAFT_STATUS_UNSPECIFIED: DraftStatus
 DRAFT_STATUS_READY: DraftStatus
 DRAFT_STATUS_BLOCKED: DraftStatus
 DRAFT_STATUS_NO_EVIDENCE: DraftStatus
+ANSWERABILITY_UNSPECIFIED: Answerability
+ANSWERABILITY_ANSWERED: Answerability
+ANSWERABILITY_NOT_ANSWERED: Answerability
 
 class ConversationTurn(_message.Message):
     __slots__ = ("author", "text", "at")
@@ -273,7 +282,7 @@ class PolicyClaim(_message.Message):
     def __init__(self, claim: _Optional[str] = ..., kind: _Optional[str] = ..., article_id: _Optional[str] = ..., passage: _Optional[str] = ..., verified: bool = ...) -> None: ...
 
 class Draft(_message.Message):
-    __slots__ = ("text", "citations", "ledger", "uncertainties", "follow_up_questions", "next_step", "status", "block_reason", "generator", "grounding")
+    __slots__ = ("text", "citations", "ledger", "uncertainties", "follow_up_questions", "next_step", "status", "block_reason", "generator", "grounding", "answerability")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CITATIONS_FIELD_NUMBER: _ClassVar[int]
     LEDGER_FIELD_NUMBER: _ClassVar[int]
@@ -284,6 +293,7 @@ class Draft(_message.Message):
     BLOCK_REASON_FIELD_NUMBER: _ClassVar[int]
     GENERATOR_FIELD_NUMBER: _ClassVar[int]
     GROUNDING_FIELD_NUMBER: _ClassVar[int]
+    ANSWERABILITY_FIELD_NUMBER: _ClassVar[int]
     text: str
     citations: _containers.RepeatedCompositeFieldContainer[Citation]
     ledger: _containers.RepeatedCompositeFieldContainer[PolicyClaim]
@@ -294,7 +304,8 @@ class Draft(_message.Message):
     block_reason: str
     generator: str
     grounding: float
-    def __init__(self, text: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., ledger: _Optional[_Iterable[_Union[PolicyClaim, _Mapping]]] = ..., uncertainties: _Optional[_Iterable[str]] = ..., follow_up_questions: _Optional[_Iterable[str]] = ..., next_step: _Optional[str] = ..., status: _Optional[_Union[DraftStatus, str]] = ..., block_reason: _Optional[str] = ..., generator: _Optional[str] = ..., grounding: _Optional[float] = ...) -> None: ...
+    answerability: Answerability
+    def __init__(self, text: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., ledger: _Optional[_Iterable[_Union[PolicyClaim, _Mapping]]] = ..., uncertainties: _Optional[_Iterable[str]] = ..., follow_up_questions: _Optional[_Iterable[str]] = ..., next_step: _Optional[str] = ..., status: _Optional[_Union[DraftStatus, str]] = ..., block_reason: _Optional[str] = ..., generator: _Optional[str] = ..., grounding: _Optional[float] = ..., answerability: _Optional[_Union[Answerability, str]] = ...) -> None: ...
 
 class Timeline(_message.Message):
     __slots__ = ("received_at", "classified_at", "evidence_at", "drafted_at", "decided_at")
