@@ -4,9 +4,10 @@
 order. An input line is `{"id", "text"}` or a canonical ticket as the gateway accepts it
 (`{"id", "subject", "body", "channel", "customer_id", "history", "metadata", ...}`). Every output
 line has `id`, `intent`, `confidence`, `archetype`, `urgency`, `route`, `route_reason`,
-`risk_flags`, `input_flags`, `missing_identifiers` and more (see `classification_record`); a line
-that cannot be read yields `{"id": ..., "error": "..."}` in its place. Nothing is dropped and a bad
-line never stops the run.
+`risk_flags`, `input_flags`, `missing_identifiers` and more (see `classification_record`). A line
+that cannot be read is rejected in its place with `error` (the reason) and the same fields: no
+intent (null), confidence 0 and route `escalate`, since a person must look at what the model could
+not read (see `rejected_record`). Nothing is dropped and a bad line never stops the run.
 
 Routing uses the shipped policy file without run-time overrides, and tiers come from the shipped
 sample CRM, as in a freshly started service.
@@ -44,6 +45,23 @@ def train(data: str, text_column: str, label_column: str, out: str) -> dict[str,
 
 def _enum(enum_type: Any, value: int, prefix: str) -> str:
     return enum_type.Name(value).removeprefix(prefix).lower()
+
+
+def rejected_record(input_id: Any, error: str) -> dict[str, Any]:
+    """The output line of an input that could not be classified: every contract field, and why."""
+    return {
+        "id": input_id,
+        "intent": None,
+        "confidence": 0.0,
+        "archetype": None,
+        "urgency": None,
+        "route": route_name(tk.ROUTE_ESCALATE),
+        "route_reason": f"rejected: {error}",
+        "risk_flags": [],
+        "input_flags": [],
+        "missing_identifiers": [],
+        "error": error,
+    }
 
 
 def classification_record(input_id: Any, normalized: tk.NormalizedTicket, c: tk.Classification) -> dict[str, Any]:
@@ -127,13 +145,13 @@ def predict(model_dir: str, in_stream: Iterable[str], out_stream: TextIO) -> int
             results = None
         for input_id, ticket, error in pending:
             if ticket is None:
-                record = {"id": input_id, "error": error}
+                record = rejected_record(input_id, error)
             else:
                 try:
                     normalized, c = next(results) if results else classify_ticket(ticket, model=model, policy=policy, crm=crm)
                     record = classification_record(input_id, normalized, c)
                 except Exception as exc:  # noqa: BLE001 - the contract: an error line, never a crash
-                    record = {"id": input_id, "error": f"classification failed: {type(exc).__name__}: {exc}"}
+                    record = rejected_record(input_id, f"classification failed: {type(exc).__name__}: {exc}")
             out_stream.write(json.dumps(record) + "\n")
             written += 1
         out_stream.flush()

@@ -126,6 +126,20 @@ def result_json(result: SearchResult) -> list[dict]:
     ]
 
 
+def _query_line(line: str) -> tuple[object, str, str]:
+    """(id, query, error) of one line of a queries file; error is empty when the line is usable."""
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, "", f"not JSON: {exc}"
+    if not isinstance(item, dict):
+        return None, "", 'expected an object {"id", "query"}'
+    query_id, text = item.get("id"), item.get("query")
+    if not isinstance(text, str) or not text.strip():
+        return query_id, "", 'no "query" text'
+    return query_id, text, ""
+
+
 def _snippet(text: str) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1].rstrip() + "…"
@@ -141,20 +155,22 @@ def search(
     out: TextIO,
 ) -> None:
     """Search one query (human-readable, or one JSON object with --json), or every line of a
-    {"id","query"} JSON-lines file (one JSON line out per line in, in order)."""
+    {"id","query"} JSON-lines file: one JSON line out per non-blank line in, in order. A line that
+    is not such an object, or has an empty query, gets no results and an `error` saying why; the
+    run goes on (only an unreachable store stops it)."""
     with _connected(settings, query_timeout_s=10.0) as parts:
         if queries_file is not None:
-            with open(queries_file, encoding="utf-8") as lines:
+            with open(queries_file, encoding="utf-8", errors="replace") as lines:
                 for number, line in enumerate(lines, start=1):
                     if not line.strip():
                         continue
-                    try:
-                        item = json.loads(line)
-                        query_id, text = item["id"], str(item["query"])
-                    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                        raise SystemExit(f"{queries_file}:{number}: expected {{\"id\", \"query\"}}: {exc}") from exc
-                    result = parts.searcher.search(tenant, text, k)
-                    out.write(json.dumps({"id": query_id, "results": result_json(result)}, ensure_ascii=False) + "\n")
+                    query_id, text, error = _query_line(line)
+                    record = {"id": query_id, "results": []}
+                    if error:
+                        record["error"] = f"line {number}: {error}"
+                    else:
+                        record["results"] = result_json(parts.searcher.search(tenant, text, k))
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
             return
         result = parts.searcher.search(tenant, query or "", k)
         if as_json:

@@ -62,12 +62,19 @@ def test_queries_file_gives_one_line_per_query_in_order(settings, tenant, tmp_pa
         {"id": "b", "query": "change my PIN"},
         {"id": "a", "query": "savings account interest rate"},
         {"id": "c", "query": "wire fee"},
-    ]) + "\n", encoding="utf-8")
+    ]) + "\nnot json\n" + json.dumps({"id": "d", "query": " "}) + "\n" + json.dumps({"id": "e"}) + "\n"
+      + json.dumps({"id": "f", "query": "wire fee"}) + "\n", encoding="utf-8")
     out = io.StringIO()
     cli.search(None, queries, tenant, 2, False, settings, out)
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [line["id"] for line in lines] == ["b", "a", "c"]
-    assert [line["results"][0]["article_id"] for line in lines] == ["card-pin", "savings-rate", "wire-fees"]
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    # A bad line gets its own line with the reason and no results, and the run goes on.
+    assert [r["id"] for r in records] == ["b", "a", "c", None, "d", "e", "f"]
+    assert [r.get("error", "") for r in records[3:6]] == [
+        "line 4: not JSON: Expecting value: line 1 column 1 (char 0)", 'line 5: no "query" text', 'line 6: no "query" text',
+    ]
+    assert all(r["results"] == [] for r in records[3:6])
+    lines = [r for r in records if "error" not in r]
+    assert [line["results"][0]["article_id"] for line in lines] == ["card-pin", "savings-rate", "wire-fees", "wire-fees"]
     for line in lines:
         ids = [r["article_id"] for r in line["results"]]
         assert len(ids) <= 2 and len(ids) == len(set(ids))

@@ -66,6 +66,10 @@ def test_predict_answers_every_line_in_order_and_marks_bad_ones(model_dir: Path)
     assert set(errors) == {1, 3, 4, 5, 6, 8}
     assert errors[1].startswith("not JSON")
     assert errors[5] == "no text, body or subject field"
+    for i in errors:  # a rejected line still has every contract field, and a person looks at it
+        assert REQUIRED_FIELDS <= set(records[i])
+        assert (records[i]["intent"], records[i]["confidence"], records[i]["route"]) == (None, 0.0, "escalate")
+        assert records[i]["route_reason"] == f"rejected: {errors[i]}"
 
     by_id = {r["id"]: r for r in records if "error" not in r}
     for record in by_id.values():
