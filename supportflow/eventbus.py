@@ -339,6 +339,7 @@ class ConsumerLoop:
             # committed: every start reads the topics from the beginning.
             group_id = f"{group_id}-{os.uname().nodename}-{uuid.uuid4().hex[:12]}"
         self._commits = not broadcast
+        self.group_id = group_id
         self._consumer = Consumer(
             kafka_config(settings)
             | {

@@ -80,6 +80,8 @@ class IncidentConfig:
     window_s: float = 600.0
     min_tickets: int = 5
     intents: frozenset[str] = frozenset()
+    # How far back a starting escalator re-reads tickets.classified to rebuild its windows.
+    replay_s: float = 21600.0
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class EscalationConfig:
                     window_s=float(incidents.get("window_s", 600)),
                     min_tickets=int(incidents.get("min_tickets", 5)),
                     intents=frozenset(str(i) for i in incidents.get("intents") or []),
+                    replay_s=float(incidents.get("replay_s", 21600)),
                 ),
                 proposed_tools={str(k): str(v) for k, v in (data.get("proposed_tools") or {}).items()},
             )
@@ -125,6 +128,8 @@ class EscalationConfig:
             raise ConfigError(f"escalation config lacks {exc.args[0]!r}") from exc
         if config.incidents.min_tickets < 2 or config.incidents.window_s <= 0:
             raise ConfigError("incidents need min_tickets >= 2 and a positive window_s")
+        if config.incidents.replay_s < 0:
+            raise ConfigError("incidents.replay_s must be >= 0 (0: no replay at start)")
         return config
 
 

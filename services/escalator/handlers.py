@@ -1,10 +1,10 @@
 """The escalator's consumer handlers: classified and drafted tickets in, decisions, incidents and
 action records out. No Kafka or gRPC here; `main.py` wires these into one ConsumerLoop.
 
-State (in memory, per process; it starts empty after a restart):
-- the incident tracker: a burst spanning a restart is detected late or split in two, and with
-  several replicas each sees only its partitions' tickets, so a burst is only seen whole with one
-  replica (or once the input is re-keyed by signature);
+State (in memory, per process):
+- the incident tracker: rebuilt at start from the recent tickets this consumer group had already
+  processed (`replay_classified`, fed by incident_replay.py). With several replicas each would see
+  only its partitions' tickets, so the escalator runs one (the Helm chart enforces it);
 - the action ledger: daily action limits hold within one process's lifetime.
 Decisions themselves need no state: the ticket's route says which handler decides it.
 """
@@ -79,6 +79,10 @@ class Escalator:
         self._threshold = confidence_threshold
         self._clock = clock
 
+    @property
+    def config(self) -> EscalationConfig:
+        return self._config
+
     def on_classified(self, event: ev.TicketClassified) -> list[Emit]:
         self._validate(event.ticket, event.HasField("classification"))
         emits = self._track_incident(event.meta, event.ticket, event.normalized, event.classification)
@@ -123,12 +127,23 @@ class Escalator:
     def _track_incident(
         self, meta: ev.EventMeta, ticket: tk.Ticket, normalized: tk.NormalizedTicket, classification: tk.Classification
     ) -> list[Emit]:
+        update = self._observe_incident(meta, ticket, normalized, classification)
+        return [self._incident_event(update)] if update is not None else []
+
+    def replay_classified(self, event: ev.TicketClassified) -> None:
+        """Count a ticket processed before this process started into the incident windows. Emits
+        nothing: the updates it caused were published then."""
+        if event.ticket.ticket_id:
+            self._observe_incident(event.meta, event.ticket, event.normalized, event.classification)
+
+    def _observe_incident(
+        self, meta: ev.EventMeta, ticket: tk.Ticket, normalized: tk.NormalizedTicket, classification: tk.Classification
+    ) -> IncidentUpdate | None:
         tenant = ticket.tenant_id or meta.tenant_id
         signature = incident_signature(tenant, normalized, classification, self._config.incidents)
         if signature is None:
-            return []
-        update = self._incidents.observe(ticket.ticket_id, signature, self._received_at(meta, ticket))
-        return [self._incident_event(update)] if update is not None else []
+            return None
+        return self._incidents.observe(ticket.ticket_id, signature, self._received_at(meta, ticket))
 
     @staticmethod
     def _incident_event(update: IncidentUpdate) -> Emit:

@@ -1,9 +1,10 @@
 """Escalator: decides every ticket (respond, review, follow up, escalate), detects incidents,
 builds context packets and records action attempts. One consumer loop reads both input topics.
 
-Incident windows and the action ledger are in memory (see handlers.py): they start empty after a
-restart, and they hold only the tickets this process consumed. So the escalator runs as one
-replica (the Helm chart refuses more).
+Incident windows and the action ledger are in memory (see handlers.py). Before the loop starts,
+the windows are rebuilt from the recent tickets the group had already processed
+(incident_replay.py); the action ledger starts empty. Both hold only the tickets this process
+consumed, so the escalator runs as one replica (the Helm chart refuses more).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from supportflow.topics import Topic
 from services.escalator.actions import ActionGate, ActionLedger
 from services.escalator.config import ActionLimits, EscalationConfig
 from services.escalator.handlers import Escalator
+from services.escalator.incident_replay import replay_recent_classified
 from services.escalator.incidents import IncidentTracker
 from services.escalator.similar_cases import SimilarCaseLookup, grpc_similar_cases, no_similar_cases
 
@@ -47,4 +49,10 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
         publisher,
         health,
     )
-    return ServiceParts(consumers=[consumer], on_stop=[channel.close])
+
+    def rebuild_incident_windows() -> None:
+        replay_recent_classified(
+            settings, consumer.group_id, escalator.config.incidents.replay_s, escalator.replay_classified
+        )
+
+    return ServiceParts(consumers=[consumer], on_start=[rebuild_incident_windows], on_stop=[channel.close])

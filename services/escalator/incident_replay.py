@@ -1,0 +1,101 @@
+"""Rebuild the escalator's incident windows at start: re-read the recent `tickets.classified`
+events its consumer group has already processed and count them, emitting nothing.
+
+Why only up to the committed offsets: everything before them was handled and its incident updates
+published, so counting it again silently is right. What comes after is not replayed here; the
+consumer loop handles it as usual (a batch that was handled but not committed before a crash is
+handled again, and may publish again: at-least-once, as everywhere in the pipeline).
+
+Why a time bound (`incidents.replay_s`): an incident stays open only while its tickets keep coming
+within `window_s` of each other, so the recent past is enough to carry one across a restart with its
+id (ids derive from the signature and the first ticket's time). One that has been open for longer
+than the bound is re-detected under a new id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.eventbus import InvalidEvent, decode, kafka_config
+from supportflow.settings import Settings
+from supportflow.topics import Topic
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEADLINE_S = 120.0
+
+
+def replay_recent_classified(
+    settings: Settings,
+    group_id: str,
+    replay_s: float,
+    count: Callable[[ev.TicketClassified], None],
+    *,
+    now: Callable[[], float] = time.time,
+    deadline_s: float = DEFAULT_DEADLINE_S,
+) -> int:
+    """Pass every `tickets.classified` event received in the last `replay_s` seconds and already
+    committed by `group_id` to `count`, in partition order; returns how many were passed. Gives up
+    (with a warning) after `deadline_s`: the windows are then partly rebuilt, never wrong."""
+    if replay_s <= 0:
+        return 0
+    topic = Topic.TICKETS_CLASSIFIED.name_in(settings.topic_prefix)
+    # The group id only reads the group's committed offsets: with assign() and no commit, this
+    # consumer never joins the group or moves its offsets.
+    consumer = Consumer(kafka_config(settings) | {"group.id": group_id, "enable.auto.commit": False})
+    started = time.monotonic()
+    try:
+        ranges = _ranges(consumer, topic, since_ms=int((now() - replay_s) * 1000))
+        if not ranges:
+            return 0
+        consumer.assign([TopicPartition(topic, partition, start) for partition, (start, _) in ranges.items()])
+        counted, pending = 0, set(ranges)
+        while pending:
+            if time.monotonic() - started > deadline_s:
+                log.warning("incident replay stopped at its deadline", extra={"fields": {
+                    "counted": counted, "partitions_left": len(pending), "deadline_s": deadline_s}})
+                break
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error() is not None:
+                if message.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("incident replay: consumer error", extra={"fields": {"error": str(message.error())}})
+                continue
+            partition, offset = message.partition(), message.offset()
+            if partition not in pending:
+                continue
+            end = ranges[partition][1]
+            if offset < end:
+                try:
+                    count(decode(Topic.TICKETS_CLASSIFIED, message))
+                    counted += 1
+                except InvalidEvent:
+                    pass  # the consumer loop dead-lettered it when it first came
+            if offset + 1 >= end:
+                pending.discard(partition)
+        log.info("incident windows rebuilt", extra={"fields": {"tickets": counted, "seconds": round(time.monotonic() - started, 2)}})
+        return counted
+    finally:
+        consumer.close()
+
+
+def _ranges(consumer: Consumer, topic: str, since_ms: int) -> dict[int, tuple[int, int]]:
+    """partition -> (first offset at or after `since_ms`, the group's committed offset), for the
+    partitions where that range holds anything."""
+    metadata = consumer.list_topics(topic, timeout=10)
+    partitions = [TopicPartition(topic, p) for p in sorted(metadata.topics[topic].partitions)]
+    committed = consumer.committed(partitions, timeout=10)
+    starts = consumer.offsets_for_times([TopicPartition(topic, p.partition, since_ms) for p in partitions], timeout=10)
+    ranges = {}
+    for done, first in zip(committed, starts):
+        end = done.offset  # negative: the group never committed on this partition
+        start = first.offset  # negative: nothing that recent
+        if start >= 0 and end > start:
+            ranges[done.partition] = (start, end)
+    return ranges
