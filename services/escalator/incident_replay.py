@@ -79,6 +79,7 @@ def replay_recent_classified(
                     pass  # the consumer loop dead-lettered it when it first came
             if offset + 1 >= end:
                 pending.discard(partition)
+                consumer.pause([TopicPartition(topic, partition)])  # what follows is the loop's
         log.info("incident windows rebuilt", extra={"fields": {"tickets": counted, "seconds": round(time.monotonic() - started, 2)}})
         return counted
     finally:
