@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Callable
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.eventbus import InvalidEvent, decode, kafka_config
@@ -40,8 +40,9 @@ def replay_recent_classified(
     deadline_s: float = DEFAULT_DEADLINE_S,
 ) -> int:
     """Pass every `tickets.classified` event received in the last `replay_s` seconds and already
-    committed by `group_id` to `count`, in partition order; returns how many were passed. Gives up
-    (with a warning) after `deadline_s`: the windows are then partly rebuilt, never wrong."""
+    committed by `group_id` to `count`, in partition order; returns how many were passed. Never
+    raises for Kafka's sake: after `deadline_s`, or when Kafka cannot answer, it logs a warning and
+    the windows are partly rebuilt (possibly not at all), as they were before this replay."""
     if replay_s <= 0:
         return 0
     topic = Topic.TICKETS_CLASSIFIED.name_in(settings.topic_prefix)
@@ -49,18 +50,18 @@ def replay_recent_classified(
     # consumer never joins the group or moves its offsets.
     consumer = Consumer(kafka_config(settings) | {"group.id": group_id, "enable.auto.commit": False})
     started = time.monotonic()
+
+    def remaining() -> float:
+        return deadline_s - (time.monotonic() - started)
+
+    counted = 0
     try:
-        ranges = _ranges(consumer, topic, since_ms=int((now() - replay_s) * 1000))
-        if not ranges:
-            return 0
-        consumer.assign([TopicPartition(topic, partition, start) for partition, (start, _) in ranges.items()])
-        counted, pending = 0, set(ranges)
-        while pending:
-            if time.monotonic() - started > deadline_s:
-                log.warning("incident replay stopped at its deadline", extra={"fields": {
-                    "counted": counted, "partitions_left": len(pending), "deadline_s": deadline_s}})
-                break
-            message = consumer.poll(0.5)
+        ranges = _ranges(consumer, topic, int((now() - replay_s) * 1000), remaining)
+        if ranges:
+            consumer.assign([TopicPartition(topic, partition, start) for partition, (start, _) in ranges.items()])
+        pending = set(ranges)
+        while pending and remaining() > 0:
+            message = consumer.poll(min(0.5, max(remaining(), 0.01)))
             if message is None:
                 continue
             if message.error() is not None:
@@ -80,19 +81,43 @@ def replay_recent_classified(
             if offset + 1 >= end:
                 pending.discard(partition)
                 consumer.pause([TopicPartition(topic, partition)])  # what follows is the loop's
-        log.info("incident windows rebuilt", extra={"fields": {"tickets": counted, "seconds": round(time.monotonic() - started, 2)}})
-        return counted
+        if pending:
+            log.warning("incident replay stopped at its deadline", extra={"fields": {
+                "counted": counted, "partitions_left": len(pending), "deadline_s": deadline_s}})
+        else:
+            log.info("incident windows rebuilt", extra={"fields": {
+                "tickets": counted, "seconds": round(time.monotonic() - started, 2)}})
+    except KafkaException as exc:
+        # Kafka could not say what to replay: start with the windows as far as they got (an empty
+        # tracker is what every start had before the replay existed), never fail the start.
+        log.warning("incident windows not rebuilt", extra={"fields": {"error": str(exc), "counted": counted}})
     finally:
         consumer.close()
+    return counted
 
 
-def _ranges(consumer: Consumer, topic: str, since_ms: int) -> dict[int, tuple[int, int]]:
+def _ranges(consumer: Consumer, topic: str, since_ms: int, remaining: Callable[[], float]) -> dict[int, tuple[int, int]]:
     """partition -> (first offset at or after `since_ms`, the group's committed offset), for the
-    partitions where that range holds anything."""
-    metadata = consumer.list_topics(topic, timeout=10)
-    partitions = [TopicPartition(topic, p) for p in sorted(metadata.topics[topic].partitions)]
-    committed = consumer.committed(partitions, timeout=10)
-    starts = consumer.offsets_for_times([TopicPartition(topic, p.partition, since_ms) for p in partitions], timeout=10)
+    partitions where that range holds anything. Retries what Kafka says is retriable (a topic just
+    created has no partition leader for a moment) while time remains."""
+    while True:
+        try:
+            timeout = max(min(10.0, remaining()), 0.1)
+            info = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+            if info is None:
+                return {}
+            if info.error is not None:
+                raise KafkaException(info.error)
+            partitions = [TopicPartition(topic, p) for p in sorted(info.partitions)]
+            committed = consumer.committed(partitions, timeout=timeout)
+            starts = consumer.offsets_for_times(
+                [TopicPartition(topic, p.partition, since_ms) for p in partitions], timeout=timeout
+            )
+            break
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or remaining() <= 0.5:
+                raise
+            time.sleep(0.5)
     ranges = {}
     for done, first in zip(committed, starts):
         end = done.offset  # negative: the group never committed on this partition
