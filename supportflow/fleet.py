@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from supportflow.service import SERVICES
+from supportflow.service import DEFAULT_GRPC_PORTS, SERVICES
 from supportflow.settings import Settings
 
 
@@ -40,7 +41,13 @@ class RunningService:
 
 class ServiceFleet:
     def __init__(self, settings: Settings, log_dir: Path, *, ops_port_base: int = 9100, services=SERVICES) -> None:
-        self._settings = settings
+        # gRPC ports are picked free for each fleet. The defaults (50061-50065) lie in Linux's
+        # ephemeral port range, where an outgoing connection can hold one just when a service
+        # starts to listen on it (a clean-clone CI run met that once).
+        self._grpc_ports = {name: _free_port() for name in services if name in DEFAULT_GRPC_PORTS}
+        self.settings = settings.replace(
+            **{f"{name}_addr": f"127.0.0.1:{port}" for name, port in self._grpc_ports.items()}
+        )
         self._log_dir = log_dir
         self._ops_port_base = ops_port_base
         self._names = list(services)
@@ -50,8 +57,10 @@ class ServiceFleet:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         for index, name in enumerate(self._names):
             ops_port = self._ops_port_base + index
-            env = os.environ | self._settings.to_env() | {"SUPPORTFLOW_OPS_PORT": str(ops_port)}
-            env.pop("SUPPORTFLOW_GRPC_PORT", None)  # each service listens on its own default port
+            env = os.environ | self.settings.to_env() | {"SUPPORTFLOW_OPS_PORT": str(ops_port)}
+            env.pop("SUPPORTFLOW_GRPC_PORT", None)
+            if name in self._grpc_ports:
+                env["SUPPORTFLOW_GRPC_PORT"] = str(self._grpc_ports[name])
             log_path = self._log_dir / f"{name}.log"
             handle = open(log_path, "ab")
             process = subprocess.Popen(
@@ -102,6 +111,12 @@ class ServiceFleet:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _ready(port: int) -> bool:
