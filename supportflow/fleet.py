@@ -44,8 +44,8 @@ class ServiceFleet:
         # gRPC ports are picked free for each fleet. The defaults (50061-50065) lie in Linux's
         # ephemeral port range, where an outgoing connection can hold one just when a service
         # starts to listen on it (a clean-clone CI run met that once).
-        self._grpc_ports = {name: _free_port() for name in services if name in DEFAULT_GRPC_PORTS}
-        self.settings = settings.replace(
+        self._grpc_ports = {name: free_port() for name in services if name in DEFAULT_GRPC_PORTS}
+        self._settings = settings.replace(
             **{f"{name}_addr": f"127.0.0.1:{port}" for name, port in self._grpc_ports.items()}
         )
         self._log_dir = log_dir
@@ -57,7 +57,7 @@ class ServiceFleet:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         for index, name in enumerate(self._names):
             ops_port = self._ops_port_base + index
-            env = os.environ | self.settings.to_env() | {"SUPPORTFLOW_OPS_PORT": str(ops_port)}
+            env = os.environ | self._settings.to_env() | {"SUPPORTFLOW_OPS_PORT": str(ops_port)}
             env.pop("SUPPORTFLOW_GRPC_PORT", None)
             if name in self._grpc_ports:
                 env["SUPPORTFLOW_GRPC_PORT"] = str(self._grpc_ports[name])
@@ -113,7 +113,8 @@ class ServiceFleet:
         self.stop()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the kernel's pick), for a server about to start."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]

@@ -5,7 +5,6 @@ trained here on a few Banking77 intents."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.embedding import load_encoder
 from supportflow.eventbus import EventPublisher, decode, ensure_topics, new_meta
+from supportflow.fleet import free_port
 from supportflow.rpc import open_channel
 from supportflow.service import run_service
 from supportflow.settings import SettingsError
@@ -39,12 +39,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("intent-model")
     model.save(directory)
     return directory
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

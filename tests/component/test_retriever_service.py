@@ -4,7 +4,6 @@ published on `kb.gaps`, bad events dead-lettered, and readiness that follows Wea
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -16,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
 from supportflow.eventbus import EventPublisher, decode, ensure_topics, new_meta
+from supportflow.fleet import free_port
 from supportflow.rpc import open_channel
 from supportflow.service import run_service
 from supportflow.topics import Topic
@@ -26,12 +26,6 @@ from tests.component.test_retriever_index import TcpProxy
 from tests.kafka_helpers import read_all
 
 pytestmark = pytest.mark.infra
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_retriever(service_settings):
