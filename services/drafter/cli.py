@@ -15,7 +15,7 @@ shape) and writes one JSON line per input line, in order, with at least:
   `escalate`  a human takes over: route ESCALATE, a risk flag (security, legal, billing dispute,
               prompt injection), no evidence for an account-specific question, or unreadable input;
   `blocked`   the draft had unverifiable policy claims and cannot stand: a human must answer.
-  The same order of checks as the escalator's decision, so the command and the pipeline agree.
+  The escalator's own rule (services/escalator/decision.py), so the command and the pipeline agree.
 - plus `status`, `generator`, `grounding`, `answerability` (`answered`, `not_answered`, or
   `unspecified` when the generator does not judge it), `uncertainties`, `follow_up_questions`, `next_step`,
   `block_reason`, `evidence` (article ids retrieved) and, with a classifier, `intent`, `route`,
@@ -32,45 +32,37 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterable, TextIO
 
+from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.settings import Settings
 
 from services.drafter.handlers import Search, TicketDrafter
 from services.drafter.reply import ReplyGenerator
+from services.escalator.decision import decide_classified, decide_drafted
 from services.gateway.intake import PayloadError, ticket_from_payload
 
 Classify = Callable[[tk.Ticket], tuple[tk.NormalizedTicket, tk.Classification]]
 
-RESPOND_CONFIDENCE = 0.7
-ESCALATION_RISK_FLAGS = frozenset(
-    {tk.RISK_FLAG_SECURITY, tk.RISK_FLAG_LEGAL, tk.RISK_FLAG_BILLING_DISPUTE, tk.RISK_FLAG_PROMPT_INJECTION}
-)
+# The escalator's decisions in this command's words.
+_DECISION_NAMES = {
+    ev.DECISION_RESPOND: "respond",
+    ev.DECISION_REVIEW: "review",
+    ev.DECISION_FOLLOW_UP: "follow_up",
+    ev.DECISION_ESCALATE: "escalate",
+}
 
 
 def decision_for(draft: tk.Draft | None, classification: tk.Classification, normalized: tk.NormalizedTicket, *, classified: bool) -> str:
-    route = classification.route
-    if route == tk.ROUTE_ESCALATE or draft is None:
+    """What the escalator would decide for this ticket and draft (services/escalator/decision.py:
+    one rule for the pipeline and the command), with `blocked` for a draft that cannot stand.
+    Without a classifier the draft is decided as on the draft-for-review route: nothing is sent
+    unreviewed."""
+    if draft is None:
         return "escalate"
-    if set(classification.risk_flags) & ESCALATION_RISK_FLAGS or "prompt_injection" in classification.input_flags:
-        return "escalate"
-    if draft.status == tk.DRAFT_STATUS_BLOCKED:
-        return "blocked"
-    if route == tk.ROUTE_ASK_FOLLOW_UP or normalized.missing_identifiers:
-        return "follow_up"
-    if draft.status == tk.DRAFT_STATUS_NO_EVIDENCE:
-        return "escalate" if classification.archetype == tk.ARCHETYPE_ACCOUNT_SPECIFIC else "review"
-    ready_to_send = (
-        classified
-        and draft.status == tk.DRAFT_STATUS_READY
-        and route == tk.ROUTE_AUTO_RESPOND
-        and bool(draft.text.strip())
-        and all(claim.verified for claim in draft.ledger)
-        and not classification.risk_flags
-        and classification.confidence >= RESPOND_CONFIDENCE
-        and not any(citation.stale for citation in draft.citations)
-        and draft.answerability != tk.ANSWERABILITY_NOT_ANSWERED
-    )
-    return "respond" if ready_to_send else "review"
+    if not classified:
+        classification = tk.Classification(route=tk.ROUTE_DRAFT_FOR_REVIEW)
+    verdict = decide_classified(classification, normalized) or decide_drafted(classification, normalized, draft)
+    return "blocked" if verdict.draft_blocked else _DECISION_NAMES[verdict.decision]
 
 
 def draft_record(

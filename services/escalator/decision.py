@@ -44,6 +44,8 @@ class Verdict:
     reason: str
     # What held an auto-respond draft for an agent, as fixed names (HOLDS), for the metric.
     holds: tuple[str, ...] = ()
+    # Escalated because the draft itself cannot stand (BLOCKED), not for the ticket's risk.
+    draft_blocked: bool = False
 
 
 # Why a draft on the auto-respond route went to an agent instead (the metric's label values).
@@ -104,7 +106,7 @@ def decide_drafted(
     if flags:
         return Verdict(ev.DECISION_ESCALATE, f"risk flags {', '.join(flags)} need a human")
     if draft.status == tk.DRAFT_STATUS_BLOCKED:
-        return Verdict(ev.DECISION_ESCALATE, f"draft blocked: {draft.block_reason or 'no reason given'}")
+        return Verdict(ev.DECISION_ESCALATE, f"draft blocked: {draft.block_reason or 'no reason given'}", draft_blocked=True)
     if normalized.missing_identifiers:
         return Verdict(ev.DECISION_FOLLOW_UP, f"ask the customer for {_missing(normalized)}")
     if draft.status == tk.DRAFT_STATUS_NO_EVIDENCE:
