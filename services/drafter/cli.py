@@ -9,7 +9,8 @@ shape) and writes one JSON line per input line, in order, with at least:
 - `ledger`: `[{claim, kind, article_id, passage, verified}]`, every policy claim checked;
 - `decision`: what should happen to the draft, one of
   `respond`   ready, route AUTO_RESPOND, every claim verified, no risk flag, confidence >= 0.7, no
-              cited article past its review date, not judged off the question by the generator;
+              cited article past its review date, not judged off the question by the generator,
+              not a policy exception (escalation.yaml's case type for the intent);
   `review`    an agent reviews it (the default without a classifier: nothing is sent unreviewed);
   `follow_up` the customer must first give missing identifiers (or the classifier asked for it);
   `escalate`  a human takes over: route ESCALATE, a risk flag (security, legal, billing dispute,
@@ -38,6 +39,8 @@ from supportflow.settings import Settings
 
 from services.drafter.handlers import Search, TicketDrafter
 from services.drafter.reply import ReplyGenerator
+from services.escalator.case_routing import case_type_for
+from services.escalator.config import EscalationConfig
 from services.escalator.decision import decide_classified, decide_drafted
 from services.gateway.intake import PayloadError, ticket_from_payload
 
@@ -52,16 +55,26 @@ _DECISION_NAMES = {
 }
 
 
-def decision_for(draft: tk.Draft | None, classification: tk.Classification, normalized: tk.NormalizedTicket, *, classified: bool) -> str:
+def decision_for(
+    draft: tk.Draft | None,
+    classification: tk.Classification,
+    normalized: tk.NormalizedTicket,
+    escalation: EscalationConfig,
+    *,
+    classified: bool,
+) -> str:
     """What the escalator would decide for this ticket and draft (services/escalator/decision.py:
     one rule for the pipeline and the command), with `blocked` for a draft that cannot stand.
     Without a classifier the draft is decided as on the draft-for-review route: nothing is sent
-    unreviewed."""
+    unreviewed. The command sees no incidents: the pipeline may hold a draft it would send."""
     if draft is None:
         return "escalate"
     if not classified:
         classification = tk.Classification(route=tk.ROUTE_DRAFT_FOR_REVIEW)
-    verdict = decide_classified(classification, normalized) or decide_drafted(classification, normalized, draft)
+    case_type = case_type_for(classification, normalized, "", escalation)
+    verdict = decide_classified(classification, normalized) or decide_drafted(
+        classification, normalized, draft, policy_exception=case_type == ev.CASE_TYPE_POLICY_EXCEPTION
+    )
     return "blocked" if verdict.draft_blocked else _DECISION_NAMES[verdict.decision]
 
 
@@ -71,6 +84,7 @@ def draft_record(
     evidence: Iterable[tk.EvidencePassage],
     normalized: tk.NormalizedTicket,
     classification: tk.Classification,
+    escalation: EscalationConfig,
     *,
     classified: bool,
 ) -> dict[str, Any]:
@@ -85,7 +99,7 @@ def draft_record(
             {"claim": c.claim, "kind": c.kind, "article_id": c.article_id, "passage": c.passage, "verified": c.verified}
             for c in (draft.ledger if draft else [])
         ],
-        "decision": decision_for(draft, classification, normalized, classified=classified),
+        "decision": decision_for(draft, classification, normalized, escalation, classified=classified),
         "status": tk.DraftStatus.Name(draft.status).removeprefix("DRAFT_STATUS_").lower() if draft else "not_drafted",
         "generator": draft.generator if draft else "",
         "grounding": draft.grounding if draft else 0.0,
@@ -131,18 +145,21 @@ def draft_jsonl(
 
         generator = generator_from_settings(settings)
     drafter = TicketDrafter(search, generator, k=settings.drafter_evidence_k)
+    escalation = EscalationConfig.load(settings.escalation_config_path)
     written = 0
     for line in in_stream:
         if not line.strip():
             continue
-        record = _draft_line(line, tenant, drafter, classify)
+        record = _draft_line(line, tenant, drafter, classify, escalation)
         out_stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         out_stream.flush()
         written += 1
     return written
 
 
-def _draft_line(line: str, tenant: str, drafter: TicketDrafter, classify: Classify | None) -> dict[str, Any]:
+def _draft_line(
+    line: str, tenant: str, drafter: TicketDrafter, classify: Classify | None, escalation: EscalationConfig
+) -> dict[str, Any]:
     try:
         payload = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -158,9 +175,11 @@ def _draft_line(line: str, tenant: str, drafter: TicketDrafter, classify: Classi
     else:
         normalized, classification = tk.NormalizedTicket(), tk.Classification()
     if classification.route == tk.ROUTE_ESCALATE:
-        return draft_record(ticket_id, None, [], normalized, classification, classified=True)
+        return draft_record(ticket_id, None, [], normalized, classification, escalation, classified=True)
     outcome = drafter.draft(ticket, normalized, classification)
-    return draft_record(ticket_id, outcome.draft, outcome.evidence, normalized, classification, classified=classify is not None)
+    return draft_record(
+        ticket_id, outcome.draft, outcome.evidence, normalized, classification, escalation, classified=classify is not None
+    )
 
 
 def grpc_search(settings: Settings) -> Search:

@@ -15,7 +15,9 @@ Checks on a draft, first match wins:
 4. NO_EVIDENCE: account-specific archetype -> ESCALATE, otherwise                   -> REVIEW
 5. READY, route AUTO_RESPOND, every ledger claim verified, no risk flag at all,
    confidence >= threshold, text present, no cited article past its review date,
-   not judged off the question by the drafter, not part of an incident             -> RESPOND
+   not judged off the question by the drafter, not a policy exception (the case
+   type escalation.yaml gives the intent: a fee charged, a refund), not part of an
+   incident                                                                       -> RESPOND
 6. anything else                                                                   -> REVIEW (the reason
    lists every condition that stopped an automatic reply)
 """
@@ -51,7 +53,7 @@ class Verdict:
 # Why a draft on the auto-respond route went to an agent instead (the metric's label values).
 HOLDS = (
     "not_ready", "empty", "unverified_claims", "risk_flags", "low_confidence", "stale_article", "not_answered",
-    "incident",
+    "policy_exception", "incident",
 )
 
 
@@ -97,6 +99,7 @@ def decide_drafted(
     draft: tk.Draft,
     *,
     in_incident: bool = False,
+    policy_exception: bool = False,
     confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
 ) -> Verdict | None:
     """Decide a drafted ticket; None when the classified path owns the ticket's route."""
@@ -137,6 +140,9 @@ def decide_drafted(
         blockers.append(("stale_article", f"cites {len(stale)} article(s) past their review date: {'; '.join(stale)}"))
     if draft.answerability == tk.ANSWERABILITY_NOT_ANSWERED:
         blockers.append(("not_answered", f"{draft.generator or 'the drafter'} judged that the passages do not answer the question"))
+    if policy_exception:
+        # Whether to waive the fee or grant the refund is an agent's call; the draft helps them.
+        blockers.append(("policy_exception", f"a policy exception case ({classification.intent or 'no intent'}): an agent decides"))
     if in_incident:
         blockers.append(("incident", "the ticket is part of an open incident"))
     if blockers:

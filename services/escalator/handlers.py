@@ -100,9 +100,11 @@ class Escalator:
         # Counted here too (idempotently) in case the classified event was consumed before a restart.
         emits = self._track_incident(event.meta, event.ticket, event.normalized, event.classification)
         incident_id = self._incidents.incident_of(event.ticket.ticket_id)
+        case_type = case_type_for(event.classification, event.normalized, incident_id, self._config)
         verdict = decide_drafted(
             event.classification, event.normalized, event.draft,
-            in_incident=bool(incident_id), confidence_threshold=self._threshold,
+            in_incident=bool(incident_id), policy_exception=case_type == ev.CASE_TYPE_POLICY_EXCEPTION,
+            confidence_threshold=self._threshold,
         )
         if verdict is None:
             metrics.DRAFTS_IGNORED.inc()

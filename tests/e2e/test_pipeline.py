@@ -66,6 +66,7 @@ def test_decisions_carry_what_each_route_promises(pipeline_run):
             assert record["citations"], record["id"]
             assert all(claim["verified"] for claim in record["ledger"]), record["id"]
             assert not any(citation["stale"] for citation in record["citations"]), record["id"]
+            assert record["case_type"] != "policy_exception", record["id"]
     hostile = [r for r in run.records if r["label"].startswith("hostile:")]
     assert hostile and all(r["decision"] != "respond" for r in hostile)
 

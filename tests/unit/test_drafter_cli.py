@@ -16,6 +16,7 @@ from services.drafter.cli import decision_for, draft_jsonl
 from services.drafter.offline import OfflineDrafter
 from services.drafter.reply import DraftInput, ReplyParts, Sentence, SourceRef
 from services.drafter.templates import TemplateBook
+from services.escalator.config import EscalationConfig
 
 WIRES = tk.EvidencePassage(
     article_id="lime_green_004", chunk_id="lime_green_004#0", title="Lime Green Account: Wire Transfer Pricing",
@@ -75,9 +76,9 @@ def test_a_blocked_draft_has_no_text() -> None:
     assert record["ledger"] == [{"claim": "the wire fee is $5", "kind": "fee", "article_id": "", "passage": "", "verified": False}]
 
 
-def classify_as(route: int, **fields):  # type: ignore[no-untyped-def]
+def classify_as(route: int, intent: str = "wire_pricing", **fields):  # type: ignore[no-untyped-def]
     def classify(ticket: tk.Ticket):  # type: ignore[no-untyped-def]
-        return tk.NormalizedTicket(problem_statement=ticket.body), tk.Classification(intent="transfer_fee_charged", route=route, **fields)
+        return tk.NormalizedTicket(problem_statement=ticket.body), tk.Classification(intent=intent, route=route, **fields)
 
     return classify
 
@@ -90,12 +91,14 @@ def classify_as(route: int, **fields):  # type: ignore[no-untyped-def]
         (tk.ROUTE_DRAFT_FOR_REVIEW, {"confidence": 0.95}, "review"),
         (tk.ROUTE_AUTO_RESPOND, {"confidence": 0.95, "input_flags": ["prompt_injection"]}, "escalate"),
         (tk.ROUTE_ESCALATE, {"confidence": 0.95}, "escalate"),
+        # escalation.yaml types a fee the customer was charged as a policy exception: an agent decides.
+        (tk.ROUTE_AUTO_RESPOND, {"confidence": 0.95, "intent": "transfer_fee_charged"}, "review"),
     ],
 )
 def test_decision_follows_the_classification(route: int, fields: dict, decision: str) -> None:
     [record] = run([json.dumps({"id": "c", "body": "What does a domestic outgoing wire cost?"})], classify=classify_as(route, **fields))
     assert record["decision"] == decision
-    assert record["route"] and record["intent"] == "transfer_fee_charged"
+    assert record["route"] and record["intent"] == fields.get("intent", "wire_pricing")
     if route == tk.ROUTE_ESCALATE:
         assert record["text"] == "" and record["status"] == "not_drafted"
 
@@ -103,7 +106,8 @@ def test_decision_follows_the_classification(route: int, fields: dict, decision:
 def test_missing_identifiers_ask_for_a_follow_up() -> None:
     draft = tk.Draft(status=tk.DRAFT_STATUS_READY, text="Hello")
     normalized = tk.NormalizedTicket(missing_identifiers=["transaction_id"])
-    assert decision_for(draft, tk.Classification(route=tk.ROUTE_AUTO_RESPOND, confidence=0.99), normalized, classified=True) == "follow_up"
+    classification = tk.Classification(route=tk.ROUTE_AUTO_RESPOND, confidence=0.99)
+    assert decision_for(draft, classification, normalized, EscalationConfig.load(), classified=True) == "follow_up"
 
 
 @pytest.mark.parametrize(
@@ -119,6 +123,6 @@ def test_the_command_holds_what_the_escalator_holds(draft: tk.Draft, decision: s
     from services.escalator.decision import decide_drafted
 
     classification = tk.Classification(route=tk.ROUTE_AUTO_RESPOND, confidence=0.99)
-    assert decision_for(draft, classification, tk.NormalizedTicket(), classified=True) == decision
+    assert decision_for(draft, classification, tk.NormalizedTicket(), EscalationConfig.load(), classified=True) == decision
     verdict = decide_drafted(classification, tk.NormalizedTicket(), draft)
     assert (verdict.decision == ev.DECISION_RESPOND) == (decision == "respond")

@@ -100,6 +100,13 @@ def test_open_incident_stops_automatic_replies():
     assert verdict.holds == ("incident",)
 
 
+def test_a_policy_exception_is_never_answered_automatically():
+    verdict = decide_drafted(classification(), NORMAL, ready_draft(), policy_exception=True)
+    assert verdict.decision == ev.DECISION_REVIEW
+    assert verdict.holds == ("policy_exception",)
+    assert "policy exception case (card_arrival)" in verdict.reason
+
+
 @pytest.mark.parametrize(
     "flag", [tk.RISK_FLAG_SECURITY, tk.RISK_FLAG_LEGAL, tk.RISK_FLAG_BILLING_DISPUTE, tk.RISK_FLAG_PROMPT_INJECTION]
 )

@@ -160,6 +160,16 @@ def test_a_drafted_ticket_in_an_incident_is_reviewed_not_sent():
     assert emit.event.incident_id and emit.event.case_type == ev.CASE_TYPE_INCIDENT
 
 
+def test_a_fee_the_customer_was_charged_is_reviewed_not_sent():
+    # escalation.yaml types card_payment_fee_charged as a policy exception: an agent decides.
+    c = classified(ticket(body="Why was I charged a fee for a card payment?"), tk.ROUTE_AUTO_RESPOND,
+                   intent="card_payment_fee_charged")
+    [emit] = decisions(escalator().on_drafted(drafted(c)))
+    assert emit.event.decision == ev.DECISION_REVIEW
+    assert emit.event.case_type == ev.CASE_TYPE_POLICY_EXCEPTION
+    assert "policy exception" in emit.event.reason and emit.event.draft.text
+
+
 def test_proposed_password_reset_is_recorded_and_mentioned_in_the_packet():
     emits = escalator().on_classified(classified(ticket(), tk.ROUTE_ESCALATE, intent="passcode_forgotten"))
     [action] = [e for e in emits if e.topic is Topic.ACTIONS_RECORDED]
