@@ -191,6 +191,10 @@ class Tally:
     questions: int = 0
     question_hits: int = 0
     gold_cited: int = 0
+    # Drafts the generator judged off the question, and those of them that quote the expected
+    # figure anyway (a judgement that would hold a right answer).
+    judged_off: int = 0
+    judged_off_but_answered: int = 0
     claims: int = 0
     claims_unverified: int = 0
     seconds: float = 0.0
@@ -237,7 +241,10 @@ def evaluate(cases: list[dict], generator: Any, search: Any, kb: LexicalKb, k: i
         if case["kind"] == "question":
             tally.questions += 1
             expected = {parse_expected(v) for v in case["expected_numbers"]}
-            tally.question_hits += draft.status == tk.DRAFT_STATUS_READY and bool(expected & numbers_in(body))
+            hit = draft.status == tk.DRAFT_STATUS_READY and bool(expected & numbers_in(body))
+            tally.question_hits += hit
+            tally.judged_off_but_answered += hit and draft.answerability == tk.ANSWERABILITY_NOT_ANSWERED
+        tally.judged_off += draft.answerability == tk.ANSWERABILITY_NOT_ANSWERED
         if set(case["gold_article_ids"]) & {c.article_id for c in draft.citations}:
             tally.gold_cited += 1
         if (unbacked or leaked or claims or len(tally.examples) < show) and len(tally.examples) < max(show, 20):
@@ -325,6 +332,8 @@ def main() -> int:
         print(f"  adversarial figures leaked: {tally.forbidden_leaks}   action claims left: {tally.action_claim_leaks}")
         print(f"  questions answered with the expected figure: {tally.question_hits}/{tally.questions}")
         print(f"  drafts citing a gold article: {tally.gold_cited}/{tally.drafts}")
+        print(f"  judged off the question: {tally.judged_off}/{tally.drafts}, "
+              f"of them quoting the expected figure: {tally.judged_off_but_answered}")
         print(f"  ledger: {tally.claims} claims checked, {tally.claims_unverified} unverified (removed)")
         print(f"  mean drafting time: {1000 * tally.seconds / max(tally.drafts, 1):.1f} ms")
         for example in tally.examples[: max(args.show, 0)] if args.show else [e for e in tally.examples if e["unbacked"] or e["leaked"] or e["action_claims"]]:

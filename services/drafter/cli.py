@@ -18,7 +18,8 @@ shape) and writes one JSON line per input line, in order, with at least:
   `blocked`   the draft had unverifiable policy claims and cannot stand: a human must answer.
   The escalator's own rule (services/escalator/decision.py), so the command and the pipeline agree.
 - plus `status`, `generator`, `grounding`, `answerability` (`answered`, `not_answered`, or
-  `unspecified` when the generator does not judge it), `uncertainties`, `follow_up_questions`, `next_step`,
+  `unspecified` when the generator does not judge it) and `answerability_reason`, `uncertainties`,
+  `follow_up_questions`, `next_step`,
   `block_reason`, `evidence` (article ids retrieved) and, with a classifier, `intent`, `route`,
   `confidence`. A line that is not a valid ticket gets `error` and decision `escalate`.
 
@@ -105,6 +106,7 @@ def draft_record(
         "grounding": draft.grounding if draft else 0.0,
         "answerability": tk.Answerability.Name(draft.answerability).removeprefix("ANSWERABILITY_").lower()
         if draft else "unspecified",
+        "answerability_reason": draft.answerability_reason if draft else "",
         "uncertainties": list(draft.uncertainties) if draft else [],
         "follow_up_questions": list(draft.follow_up_questions) if draft else [],
         "next_step": draft.next_step if draft else "",

@@ -68,6 +68,7 @@ def draft_reply(
         generator=final.generator,
         grounding=grounding(final),
         answerability=final.answerability,
+        answerability_reason=final.answerability_reason,
     )
     metrics.record_draft(draft, [finding.action for finding in overreach.findings])
     return draft

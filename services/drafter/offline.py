@@ -25,6 +25,7 @@ import numpy as np
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
 from services.drafter.lexical import content_words, idf_weights, named_words, weighted_coverage
+from services.drafter.money_direction import Direction, money_direction
 from services.drafter.passage_units import PassageUnit, passage_units
 from services.drafter.policy_ledger import PassageBacking, quantities
 from services.drafter.reply import DraftInput, ReplyParts, Sentence, SourceRef, channel_name
@@ -70,6 +71,7 @@ class ScoredUnit:
     unit: PassageUnit
     score: float
     article_rank: int
+    direction: Direction | None = None  # which way the unit moves money, if it says
 
 
 def problem_text(request: DraftInput) -> str:
@@ -113,7 +115,10 @@ class OfflineDrafter:
         if not scored:
             return holding_reply(request, template, self.name)
         chosen = select_units(scored, template.max_sentences, template.max_chars)
-        return compose_reply(request, template, chosen, self.name)
+        judged, reason = answerability(money_direction(problem_text(request)), chosen)
+        return compose_reply(request, template, chosen, self.name).replace(
+            answerability=judged, answerability_reason=reason
+        )
 
     def score_units(self, request: DraftInput) -> list[ScoredUnit]:
         """Every quotable unit of the evidence that bears on the question, best first."""
@@ -169,7 +174,7 @@ class OfflineDrafter:
                 score *= 0.9  # the same fact usually exists as a sentence, which reads better
             rank = ranks[evidence[unit.passage].article_id]
             score /= 1 + ARTICLE_RANK_DECAY * rank
-            scored.append(ScoredUnit(unit, score, rank))
+            scored.append(ScoredUnit(unit, score, rank, unit_direction(unit, evidence[unit.passage])))
         scored.sort(key=lambda s: (-s.score, s.article_rank, s.unit.passage, s.unit.order))
         return scored
 
@@ -188,6 +193,25 @@ class OfflineDrafter:
             while len(self._embeddings) > self._cache_size:
                 self._embeddings.popitem(last=False)
         return [float(v) for v in np.stack(vectors) @ fresh[0]]
+
+
+def unit_direction(unit: PassageUnit, passage: tk.EvidencePassage) -> Direction | None:
+    """The unit's own direction, else its section heading's, else its article title's."""
+    for text in (unit.text, unit.section, passage.title):
+        direction = money_direction(text)
+        if direction is not None:
+            return direction
+    return None
+
+
+def answerability(asked: Direction | None, chosen: Sequence[ScoredUnit]) -> tuple[int, str]:
+    """NOT_ANSWERED, with the reason, when the question moves money one way and the reply only
+    quotes units about the other way; otherwise UNSPECIFIED: shared words prove no answer."""
+    said = {item.direction for item in chosen} - {None}
+    if asked is not None and said and asked not in said:
+        (other,) = said
+        return tk.ANSWERABILITY_NOT_ANSWERED, f"the question is about {asked.value} money; the quoted passages are about {other.value}"
+    return tk.ANSWERABILITY_UNSPECIFIED, ""
 
 
 def _passages_naming(names: set[str], evidence: Sequence[tk.EvidencePassage]) -> set[int]:

@@ -72,6 +72,7 @@ class ReplyParts:
     max_chars: int = 1200
     # tk.Answerability: whether the generator judged that its sources answer the question asked.
     answerability: int = tk.ANSWERABILITY_UNSPECIFIED
+    answerability_reason: str = ""  # for the agent, when the generator gives one
 
     def replace(self, **changes: object) -> "ReplyParts":
         return dataclasses.replace(self, **changes)

@@ -139,7 +139,8 @@ def decide_drafted(
         # The KB owner's review-by date says the article may no longer be right: an agent checks.
         blockers.append(("stale_article", f"cites {len(stale)} article(s) past their review date: {'; '.join(stale)}"))
     if draft.answerability == tk.ANSWERABILITY_NOT_ANSWERED:
-        blockers.append(("not_answered", f"{draft.generator or 'the drafter'} judged that the passages do not answer the question"))
+        because = f" ({draft.answerability_reason})" if draft.answerability_reason else ""
+        blockers.append(("not_answered", f"{draft.generator or 'the drafter'} judged that the passages do not answer the question{because}"))
     if policy_exception:
         # Whether to waive the fee or grant the refund is an agent's call; the draft helps them.
         blockers.append(("policy_exception", f"a policy exception case ({classification.intent or 'no intent'}): an agent decides"))

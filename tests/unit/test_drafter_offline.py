@@ -83,6 +83,24 @@ def test_quotes_the_fee_that_answers_the_question_with_its_citation(drafter: Off
     assert result.grounding == 1.0
 
 
+def test_a_reply_about_the_other_direction_of_money_is_judged_off_the_question(drafter: OfflineDrafter) -> None:
+    # Only the outgoing half of the wire article is retrieved; the customer asks about receiving.
+    outgoing_only = passage(LIME_WIRES)
+    outgoing_only.text = outgoing_only.text.split("## Incoming")[0]
+    result = draft(drafter, "What does it cost to receive a wire on Lime Green?", [outgoing_only])
+    assert "outgoing" in result.text.lower()
+    assert result.answerability == tk.ANSWERABILITY_NOT_ANSWERED
+    assert result.answerability_reason == "the question is about incoming money; the quoted passages are about outgoing"
+
+
+def test_a_reply_that_moves_money_the_asked_way_is_left_unjudged(drafter: OfflineDrafter) -> None:
+    for question in ("How many incoming wires are free on Lime Green?", "What does a domestic outgoing wire cost on Lime Green?"):
+        result = draft(drafter, question, [passage(LIME_WIRES)])
+        assert result.status == tk.DRAFT_STATUS_READY and result.citations, question
+        # Matching words is no proof of an answer: the offline drafter never claims ANSWERED.
+        assert result.answerability == tk.ANSWERABILITY_UNSPECIFIED and not result.answerability_reason, question
+
+
 def test_a_time_question_gets_the_time_not_a_fee(drafter: OfflineDrafter) -> None:
     result = draft(drafter, "How long do I have to cancel an Everyone Pay payment?", [passage(EVERYONE_PAY_FAQ)], channel=tk.CHANNEL_CHAT)
     assert "within 17 minutes of submission [1]" in result.text

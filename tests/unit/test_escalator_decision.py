@@ -100,6 +100,17 @@ def test_open_incident_stops_automatic_replies():
     assert verdict.holds == ("incident",)
 
 
+def test_the_drafters_reason_for_judging_a_draft_off_the_question_reaches_the_agent():
+    draft = ready_draft(answerability=tk.ANSWERABILITY_NOT_ANSWERED, generator="offline",
+                        answerability_reason="the question is about incoming money; the quoted passages are about outgoing")
+    verdict = decide_drafted(classification(), NORMAL, draft)
+    assert verdict.holds == ("not_answered",)
+    assert verdict.reason.endswith(
+        "offline judged that the passages do not answer the question "
+        "(the question is about incoming money; the quoted passages are about outgoing)"
+    )
+
+
 def test_a_policy_exception_is_never_answered_automatically():
     verdict = decide_drafted(classification(), NORMAL, ready_draft(), policy_exception=True)
     assert verdict.decision == ev.DECISION_REVIEW

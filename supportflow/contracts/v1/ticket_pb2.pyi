@@ -282,7 +282,7 @@ class PolicyClaim(_message.Message):
     def __init__(self, claim: _Optional[str] = ..., kind: _Optional[str] = ..., article_id: _Optional[str] = ..., passage: _Optional[str] = ..., verified: bool = ...) -> None: ...
 
 class Draft(_message.Message):
-    __slots__ = ("text", "citations", "ledger", "uncertainties", "follow_up_questions", "next_step", "status", "block_reason", "generator", "grounding", "answerability")
+    __slots__ = ("text", "citations", "ledger", "uncertainties", "follow_up_questions", "next_step", "status", "block_reason", "generator", "grounding", "answerability", "answerability_reason")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CITATIONS_FIELD_NUMBER: _ClassVar[int]
     LEDGER_FIELD_NUMBER: _ClassVar[int]
@@ -294,6 +294,7 @@ class Draft(_message.Message):
     GENERATOR_FIELD_NUMBER: _ClassVar[int]
     GROUNDING_FIELD_NUMBER: _ClassVar[int]
     ANSWERABILITY_FIELD_NUMBER: _ClassVar[int]
+    ANSWERABILITY_REASON_FIELD_NUMBER: _ClassVar[int]
     text: str
     citations: _containers.RepeatedCompositeFieldContainer[Citation]
     ledger: _containers.RepeatedCompositeFieldContainer[PolicyClaim]
@@ -305,7 +306,8 @@ class Draft(_message.Message):
     generator: str
     grounding: float
     answerability: Answerability
-    def __init__(self, text: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., ledger: _Optional[_Iterable[_Union[PolicyClaim, _Mapping]]] = ..., uncertainties: _Optional[_Iterable[str]] = ..., follow_up_questions: _Optional[_Iterable[str]] = ..., next_step: _Optional[str] = ..., status: _Optional[_Union[DraftStatus, str]] = ..., block_reason: _Optional[str] = ..., generator: _Optional[str] = ..., grounding: _Optional[float] = ..., answerability: _Optional[_Union[Answerability, str]] = ...) -> None: ...
+    answerability_reason: str
+    def __init__(self, text: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., ledger: _Optional[_Iterable[_Union[PolicyClaim, _Mapping]]] = ..., uncertainties: _Optional[_Iterable[str]] = ..., follow_up_questions: _Optional[_Iterable[str]] = ..., next_step: _Optional[str] = ..., status: _Optional[_Union[DraftStatus, str]] = ..., block_reason: _Optional[str] = ..., generator: _Optional[str] = ..., grounding: _Optional[float] = ..., answerability: _Optional[_Union[Answerability, str]] = ..., answerability_reason: _Optional[str] = ...) -> None: ...
 
 class Timeline(_message.Message):
     __slots__ = ("received_at", "classified_at", "evidence_at", "drafted_at", "decided_at")
