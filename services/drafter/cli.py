@@ -10,7 +10,8 @@ shape) and writes one JSON line per input line, in order, with at least:
 - `decision`: what should happen to the draft, one of
   `respond`   ready, route AUTO_RESPOND, every claim verified, no risk flag, confidence >= 0.7, no
               cited article past its review date, not judged off the question by the generator,
-              not a policy exception (escalation.yaml's case type for the intent);
+              not a policy exception (escalation.yaml's case type for the intent), not the
+              customer writing back after an answer (an `agent` or `bot` turn in `history`);
   `review`    an agent reviews it (the default without a classifier: nothing is sent unreviewed);
   `follow_up` the customer must first give missing identifiers (or the classifier asked for it);
   `escalate`  a human takes over: route ESCALATE, a risk flag (security, legal, billing dispute,
@@ -42,7 +43,7 @@ from services.drafter.handlers import Search, TicketDrafter
 from services.drafter.reply import ReplyGenerator
 from services.escalator.case_routing import case_type_for
 from services.escalator.config import EscalationConfig
-from services.escalator.decision import decide_classified, decide_drafted
+from services.escalator.decision import decide_classified, decide_drafted, writes_back_after_an_answer
 from services.gateway.intake import PayloadError, ticket_from_payload
 
 Classify = Callable[[tk.Ticket], tuple[tk.NormalizedTicket, tk.Classification]]
@@ -57,6 +58,7 @@ _DECISION_NAMES = {
 
 
 def decision_for(
+    ticket: tk.Ticket,
     draft: tk.Draft | None,
     classification: tk.Classification,
     normalized: tk.NormalizedTicket,
@@ -74,7 +76,8 @@ def decision_for(
         classification = tk.Classification(route=tk.ROUTE_DRAFT_FOR_REVIEW)
     case_type = case_type_for(classification, normalized, "", escalation)
     verdict = decide_classified(classification, normalized) or decide_drafted(
-        classification, normalized, draft, policy_exception=case_type == ev.CASE_TYPE_POLICY_EXCEPTION
+        classification, normalized, draft, policy_exception=case_type == ev.CASE_TYPE_POLICY_EXCEPTION,
+        writes_back=writes_back_after_an_answer(ticket),
     )
     return "blocked" if verdict.draft_blocked else _DECISION_NAMES[verdict.decision]
 
@@ -85,7 +88,7 @@ def draft_record(
     evidence: Iterable[tk.EvidencePassage],
     normalized: tk.NormalizedTicket,
     classification: tk.Classification,
-    escalation: EscalationConfig,
+    decision: str,
     *,
     classified: bool,
 ) -> dict[str, Any]:
@@ -100,7 +103,7 @@ def draft_record(
             {"claim": c.claim, "kind": c.kind, "article_id": c.article_id, "passage": c.passage, "verified": c.verified}
             for c in (draft.ledger if draft else [])
         ],
-        "decision": decision_for(draft, classification, normalized, escalation, classified=classified),
+        "decision": decision,
         "status": tk.DraftStatus.Name(draft.status).removeprefix("DRAFT_STATUS_").lower() if draft else "not_drafted",
         "generator": draft.generator if draft else "",
         "grounding": draft.grounding if draft else 0.0,
@@ -176,12 +179,13 @@ def _draft_line(
         normalized, classification = classify(ticket)
     else:
         normalized, classification = tk.NormalizedTicket(), tk.Classification()
+    classified = classify is not None
     if classification.route == tk.ROUTE_ESCALATE:
-        return draft_record(ticket_id, None, [], normalized, classification, escalation, classified=True)
+        decision = decision_for(ticket, None, classification, normalized, escalation, classified=classified)
+        return draft_record(ticket_id, None, [], normalized, classification, decision, classified=classified)
     outcome = drafter.draft(ticket, normalized, classification)
-    return draft_record(
-        ticket_id, outcome.draft, outcome.evidence, normalized, classification, escalation, classified=classify is not None
-    )
+    decision = decision_for(ticket, outcome.draft, classification, normalized, escalation, classified=classified)
+    return draft_record(ticket_id, outcome.draft, outcome.evidence, normalized, classification, decision, classified=classified)
 
 
 def grpc_search(settings: Settings) -> Search:

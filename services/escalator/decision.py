@@ -16,7 +16,8 @@ Checks on a draft, first match wins:
 5. READY, route AUTO_RESPOND, every ledger claim verified, no risk flag at all,
    confidence >= threshold, text present, no cited article past its review date,
    not judged off the question by the drafter, not a policy exception (the case
-   type escalation.yaml gives the intent: a fee charged, a refund), not part of an
+   type escalation.yaml gives the intent: a fee charged, a refund), not a reply to
+   an earlier answer (an agent or bot turn in the history), not part of an
    incident                                                                       -> RESPOND
 6. anything else                                                                   -> REVIEW (the reason
    lists every condition that stopped an automatic reply)
@@ -53,8 +54,10 @@ class Verdict:
 # Why a draft on the auto-respond route went to an agent instead (the metric's label values).
 HOLDS = (
     "not_ready", "empty", "unverified_claims", "risk_flags", "low_confidence", "stale_article", "not_answered",
-    "policy_exception", "incident",
+    "policy_exception", "writes_back", "incident",
 )
+# Conversation turns by our side (ConversationTurn.author): a human agent, or an automated answer.
+ANSWERING_AUTHORS = frozenset({"agent", "bot"})
 
 
 def escalation_flags(classification: tk.Classification) -> list[str]:
@@ -68,6 +71,12 @@ def escalation_flags(classification: tk.Classification) -> list[str]:
 
 def is_prompt_injection(classification: tk.Classification) -> bool:
     return "prompt_injection" in escalation_flags(classification)
+
+
+def writes_back_after_an_answer(ticket: tk.Ticket) -> bool:
+    """Whether the customer is writing back after an answer from us: every automatic reply tells
+    them that a colleague will look at their reply, and an agent's conversation is theirs."""
+    return any(turn.author in ANSWERING_AUTHORS for turn in ticket.history)
 
 
 def _missing(normalized: tk.NormalizedTicket) -> str:
@@ -100,6 +109,7 @@ def decide_drafted(
     *,
     in_incident: bool = False,
     policy_exception: bool = False,
+    writes_back: bool = False,
     confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
 ) -> Verdict | None:
     """Decide a drafted ticket; None when the classified path owns the ticket's route."""
@@ -144,6 +154,8 @@ def decide_drafted(
     if policy_exception:
         # Whether to waive the fee or grant the refund is an agent's call; the draft helps them.
         blockers.append(("policy_exception", f"a policy exception case ({classification.intent or 'no intent'}): an agent decides"))
+    if writes_back:
+        blockers.append(("writes_back", "the customer wrote back after an earlier answer: a colleague takes over"))
     if in_incident:
         blockers.append(("incident", "the ticket is part of an open incident"))
     if blockers:

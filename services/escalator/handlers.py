@@ -33,6 +33,7 @@ from services.escalator.decision import (
     decide_classified,
     decide_drafted,
     is_prompt_injection,
+    writes_back_after_an_answer,
 )
 from services.escalator.incidents import IncidentTracker, IncidentUpdate, incident_signature
 from services.escalator.packet import build_packet
@@ -104,7 +105,7 @@ class Escalator:
         verdict = decide_drafted(
             event.classification, event.normalized, event.draft,
             in_incident=bool(incident_id), policy_exception=case_type == ev.CASE_TYPE_POLICY_EXCEPTION,
-            confidence_threshold=self._threshold,
+            writes_back=writes_back_after_an_answer(event.ticket), confidence_threshold=self._threshold,
         )
         if verdict is None:
             metrics.DRAFTS_IGNORED.inc()

@@ -103,11 +103,22 @@ def test_decision_follows_the_classification(route: int, fields: dict, decision:
         assert record["text"] == "" and record["status"] == "not_drafted"
 
 
+def test_a_customer_writing_back_after_an_answer_gets_a_colleague() -> None:
+    first = {"id": "c", "body": "What does a domestic outgoing wire cost?"}
+    reply = first | {"body": "That is not what I asked, the fee was higher.", "history": [
+        {"author": "customer", "text": first["body"]},
+        {"author": "bot", "text": "Domestic outgoing wire: $10.00 per transfer."},
+    ]}
+    classify = classify_as(tk.ROUTE_AUTO_RESPOND, confidence=0.95)
+    records = run([json.dumps(first), json.dumps(reply)], classify=classify)
+    assert [r["decision"] for r in records] == ["respond", "review"]
+
+
 def test_missing_identifiers_ask_for_a_follow_up() -> None:
     draft = tk.Draft(status=tk.DRAFT_STATUS_READY, text="Hello")
     normalized = tk.NormalizedTicket(missing_identifiers=["transaction_id"])
     classification = tk.Classification(route=tk.ROUTE_AUTO_RESPOND, confidence=0.99)
-    assert decision_for(draft, classification, normalized, EscalationConfig.load(), classified=True) == "follow_up"
+    assert decision_for(tk.Ticket(), draft, classification, normalized, EscalationConfig.load(), classified=True) == "follow_up"
 
 
 @pytest.mark.parametrize(
@@ -123,6 +134,6 @@ def test_the_command_holds_what_the_escalator_holds(draft: tk.Draft, decision: s
     from services.escalator.decision import decide_drafted
 
     classification = tk.Classification(route=tk.ROUTE_AUTO_RESPOND, confidence=0.99)
-    assert decision_for(draft, classification, tk.NormalizedTicket(), EscalationConfig.load(), classified=True) == decision
+    assert decision_for(tk.Ticket(), draft, classification, tk.NormalizedTicket(), EscalationConfig.load(), classified=True) == decision
     verdict = decide_drafted(classification, tk.NormalizedTicket(), draft)
     assert (verdict.decision == ev.DECISION_RESPOND) == (decision == "respond")

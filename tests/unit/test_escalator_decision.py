@@ -7,7 +7,7 @@ import pytest
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
-from services.escalator.decision import HOLDS, decide_classified, decide_drafted
+from services.escalator.decision import HOLDS, decide_classified, decide_drafted, writes_back_after_an_answer
 
 
 def classification(route=tk.ROUTE_AUTO_RESPOND, confidence=0.9, archetype=tk.ARCHETYPE_FAQ_BOUNDED, flags=(), input_flags=()):
@@ -109,6 +109,15 @@ def test_the_drafters_reason_for_judging_a_draft_off_the_question_reaches_the_ag
         "offline judged that the passages do not answer the question "
         "(the question is about incoming money; the quoted passages are about outgoing)"
     )
+
+
+@pytest.mark.parametrize("author, writes_back", [("bot", True), ("agent", True), ("customer", False), ("", False)])
+def test_a_customer_writing_back_after_an_answer_is_never_answered_automatically(author, writes_back):
+    ticket = tk.Ticket(history=[tk.ConversationTurn(author="customer", text="Where is my card?"),
+                                tk.ConversationTurn(author=author, text="Cards arrive within 5 working days.")])
+    assert writes_back_after_an_answer(ticket) is writes_back
+    verdict = decide_drafted(classification(), NORMAL, ready_draft(), writes_back=writes_back)
+    assert verdict.holds == (("writes_back",) if writes_back else ())
 
 
 def test_a_policy_exception_is_never_answered_automatically():

@@ -170,6 +170,20 @@ def test_a_fee_the_customer_was_charged_is_reviewed_not_sent():
     assert "policy exception" in emit.event.reason and emit.event.draft.text
 
 
+def test_a_customer_writing_back_after_an_automatic_answer_gets_a_colleague():
+    service = escalator()
+    first = classified(ticket("t-back"), tk.ROUTE_AUTO_RESPOND)
+    [sent] = decisions(service.on_drafted(drafted(first)))
+    assert sent.event.decision == ev.DECISION_RESPOND
+    again = ticket("t-back", body="That did not help, it has been two weeks.")
+    again.history.add(author="customer", text="Where is my new card?")
+    again.history.add(author="bot", text=sent.event.draft.text)
+    [emit] = decisions(service.on_drafted(drafted(classified(again, tk.ROUTE_AUTO_RESPOND))))
+    assert emit.event.decision == ev.DECISION_REVIEW
+    assert "wrote back after an earlier answer" in emit.event.reason
+    assert emit.event.target_queue and emit.event.packet.conversation_summary
+
+
 def test_proposed_password_reset_is_recorded_and_mentioned_in_the_packet():
     emits = escalator().on_classified(classified(ticket(), tk.ROUTE_ESCALATE, intent="passcode_forgotten"))
     [action] = [e for e in emits if e.topic is Topic.ACTIONS_RECORDED]
