@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 from benchmarks.classifier_eval import DEFAULT_CACHE, DEFAULT_CSV
 from services.classifier.intent_model import IntentModel, read_labeled_csv
 from supportflow.embedding import load_encoder
+from supportflow.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="category")
     parser.add_argument("--model", type=Path, help="saved model directory (else: train on --csv)")
-    parser.add_argument("--encoder", default="minilm")
+    parser.add_argument("--encoder", default=Settings().intent_encoder, help="registry name")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="embedding cache")
     parser.add_argument("--batch", type=int, default=2000, help="tickets in the throughput run")
     parser.add_argument("--single", type=int, default=500, help="tickets timed one by one")

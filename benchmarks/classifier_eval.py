@@ -18,6 +18,7 @@ from pathlib import Path
 
 from services.classifier.intent_model import TrainingConfig, cross_validate, read_labeled_csv
 from supportflow.embedding import load_encoder
+from supportflow.settings import Settings
 
 DEFAULT_CSV = (
     Path(__file__).resolve().parents[2] / "shared" / "datasets" / "banking77" / "train.csv"
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, default=0.7)
-    parser.add_argument("--encoder", default="minilm")
+    parser.add_argument("--encoder", default=Settings().intent_encoder, help="registry name")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="embedding cache")
     parser.add_argument("--json", type=Path, help="also write the metrics to this file")
     parser.add_argument(

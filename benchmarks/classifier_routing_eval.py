@@ -25,6 +25,7 @@ from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
 from supportflow.embedding import load_encoder  # noqa: E402
 from supportflow.sample_data import banking77_rows  # noqa: E402
 from supportflow.sample_tickets import is_held_out, training_rows  # noqa: E402
+from supportflow.settings import Settings  # noqa: E402
 
 from services.classifier.classify import classify_batch  # noqa: E402
 from supportflow.crm import FileCrm  # noqa: E402
@@ -131,7 +132,7 @@ def main() -> int:
         train = training_rows()
         started = time.perf_counter()
         model = IntentModel.train([r["text"] for r in train], [r["category"] for r in train],
-                                  encoder=load_encoder("minilm"), seed=0)
+                                  encoder=load_encoder(Settings().intent_encoder), seed=0)
         trained_on = f"{len(train)} Banking77 train rows (minus the held-out slice) in {time.perf_counter() - started:.0f} s"
         with tempfile.TemporaryDirectory() as directory:  # a save/load round trip, as the service does
             model.save(Path(directory))

@@ -34,7 +34,7 @@ def ensure_demo_intent_model(settings: Settings, progress: Progress = lambda _: 
         return settings.intent_model_dir
     data = sample_path("banking77_train.csv.gz").read_bytes()
     # A new artifact format or training recipe retrains the cached model.
-    recipe = json.dumps([ARTIFACT_FORMAT, asdict(TrainingConfig())]).encode()
+    recipe = json.dumps([ARTIFACT_FORMAT, asdict(TrainingConfig()), settings.intent_encoder]).encode()
     target = settings.cache_dir / "models" / f"intent-banking77-{_digest(data, str(HOLDOUT_MODULUS).encode(), recipe)}"
     if (target / "model.json").exists():
         return target
@@ -42,7 +42,7 @@ def ensure_demo_intent_model(settings: Settings, progress: Progress = lambda _: 
     progress(f"training the intent model on {len(rows)} Banking77 messages (first run only) ...")
     model = IntentModel.train(
         [r["text"] for r in rows], [r["category"] for r in rows],
-        encoder=load_encoder(settings.embedding_model), cache_dir=settings.cache_dir / "embeddings",
+        encoder=load_encoder(settings.intent_encoder), cache_dir=settings.cache_dir / "embeddings",
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(target.name + ".partial")

@@ -68,7 +68,8 @@ def cmd_classifier(args: argparse.Namespace) -> int:
     from services.classifier import cli
 
     if args.action == "train":
-        print(json.dumps(cli.train(args.data, args.text_column, args.label_column, args.out), indent=2))
+        report = cli.train(args.data, args.text_column, args.label_column, args.out, encoder=_settings().intent_encoder)
+        print(json.dumps(report, indent=2))
     elif args.action == "predict":
         with _open_in(args.input) as source, _open_out(args.output) as sink:
             cli.predict(args.model, source, sink)

@@ -89,9 +89,14 @@ class _MiniLMBase(TextEncoder):
     Holds what both backends share: the config, the tokenizer and the batching. Texts are sorted
     by token count before batching so a batch pads to nearly nothing; results come back in input
     order. Subclasses run one padded batch through the network in `_embed_padded`.
+
+    With `also_pool_layer=n` the vector is the sentence embedding followed by the mean of layer n's
+    outputs, each of unit length, the pair scaled by 1/sqrt(2) (twice the width, at no extra
+    encoder cost). The intent model reads both: a middle layer keeps more of the words than the
+    last (Banking77 5-fold CV: 93.32% with layer 3 against 93.09% without).
     """
 
-    def __init__(self, model_dir: Path | None, max_tokens: int) -> None:
+    def __init__(self, model_dir: Path | None, max_tokens: int, also_pool_layer: int | None = None) -> None:
         from tokenizers import Tokenizer
 
         self._model_dir = Path(model_dir) if model_dir is not None else minilm_model_dir()
@@ -101,6 +106,9 @@ class _MiniLMBase(TextEncoder):
             raise ValueError(f"max_tokens must be in [2, {max_positions}]")
         self._max_tokens = max_tokens
         self._hidden = self._config["hidden_size"]
+        if also_pool_layer is not None and not 1 <= also_pool_layer < self._config["num_hidden_layers"]:
+            raise ValueError(f"also_pool_layer must be in [1, {self._config['num_hidden_layers'] - 1}]")
+        self._also_pool_layer = also_pool_layer
 
         tokenizer = Tokenizer.from_file(str(self._model_dir / "tokenizer.json"))
         tokenizer.no_padding()  # we pad per length-sorted batch ourselves
@@ -111,18 +119,19 @@ class _MiniLMBase(TextEncoder):
     def name(self) -> str:
         # Both backends give the same vectors (cosine > 0.99999, tests/unit/test_embedding.py),
         # so they share one name and therefore embedding caches and trained intent models.
-        return f"all-MiniLM-L6-v2@{self._max_tokens}"
+        layer = f"+layer{self._also_pool_layer}" if self._also_pool_layer else ""
+        return f"all-MiniLM-L6-v2@{self._max_tokens}{layer}"
 
     @property
     def dim(self) -> int:
-        return self._hidden
+        return self._hidden * (2 if self._also_pool_layer else 1)
 
     def encode(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         if isinstance(texts, str):
             raise TypeError("encode() takes a sequence of texts, not a single str")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        out = np.empty((len(texts), self._hidden), dtype=np.float32)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
         ids = [enc.ids for enc in self._tokenizer.encode_batch(list(texts))]
@@ -134,8 +143,16 @@ class _MiniLMBase(TextEncoder):
 
     @abstractmethod
     def _embed_padded(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Pooled, L2-normalised embeddings of one batch: int64 token ids (batch, length), 0 for
-        [PAD], and the float32 attention mask of the same shape (1 for real tokens)."""
+        """Pooled, L2-normalised embeddings (batch, dim) of one batch: int64 token ids (batch,
+        length), 0 for [PAD], and the float32 attention mask of the same shape (1 for real
+        tokens)."""
+
+
+def _unit_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean over the real tokens of x (batch, length, hidden), scaled to unit length."""
+    pooled = np.einsum("blh,bl->bh", x, mask) / mask.sum(axis=1, keepdims=True)
+    pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    return pooled
 
 
 def _pad(batch_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -156,8 +173,10 @@ class MiniLMEncoder(_MiniLMBase):
     tests/unit/test_embedding.py).
     """
 
-    def __init__(self, model_dir: Path | None = None, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
-        super().__init__(model_dir, max_tokens)
+    def __init__(
+        self, model_dir: Path | None = None, max_tokens: int = DEFAULT_MAX_TOKENS, also_pool_layer: int | None = None
+    ) -> None:
+        super().__init__(model_dir, max_tokens, also_pool_layer)
         self._heads = self._config["num_attention_heads"]
         self._head_dim = self._hidden // self._heads
         self._eps = np.float32(self._config["layer_norm_eps"])
@@ -173,13 +192,16 @@ class MiniLMEncoder(_MiniLMBase):
         x = _layer_norm(x.reshape(batch * length, self._hidden), *self._embed_norm, self._eps)
         # Padded keys get a large negative score so softmax gives them ~0 weight.
         key_bias = ((mask - 1.0) * np.float32(1e9))[:, None, None, :]
-        for layer in self._layers:
+        middle = None
+        for number, layer in enumerate(self._layers, start=1):
             x = self._layer(layer, x, batch, length, key_bias)
+            if number == self._also_pool_layer:
+                middle = _unit_mean(x.reshape(batch, length, self._hidden), mask)
 
-        x = x.reshape(batch, length, self._hidden)
-        pooled = np.einsum("blh,bl->bh", x, mask) / mask.sum(axis=1, keepdims=True)
-        pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return pooled
+        pooled = _unit_mean(x.reshape(batch, length, self._hidden), mask)
+        if middle is None:
+            return pooled
+        return np.concatenate([pooled, middle], axis=1) * np.float32(np.sqrt(0.5))
 
     def _layer(
         self, layer: _Layer, x: np.ndarray, batch: int, length: int, key_bias: np.ndarray
@@ -324,7 +346,7 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 # --- ONNX Runtime backend -----------------------------------------------------------------------
 
 # Part of the cached .onnx file's name: bump it whenever `_minilm_onnx_model` builds another graph.
-ONNX_GRAPH_VERSION = 1
+ONNX_GRAPH_VERSION = 2
 _ONNX_OPSET = 17  # the first opset with LayerNormalization
 _ONNX_OUTPUT = "sentence_embedding"
 
@@ -360,8 +382,9 @@ class OnnxMiniLMEncoder(_MiniLMBase):
         max_tokens: int = DEFAULT_MAX_TOKENS,
         cache_dir: Path | str | None = None,
         lone_text_threads: int | None = None,
+        also_pool_layer: int | None = None,
     ) -> None:
-        super().__init__(model_dir, max_tokens)
+        super().__init__(model_dir, max_tokens, also_pool_layer)
         cache_dir = Path(cache_dir) if cache_dir is not None else default_onnx_cache_dir()
         self._onnx_path = self._cached_onnx_model(cache_dir)
         self._session = self._new_session(threads=1)
@@ -401,23 +424,26 @@ class OnnxMiniLMEncoder(_MiniLMBase):
 
     def _cached_onnx_model(self, cache_dir: Path) -> Path:
         """The .onnx file for this model directory, built and written first if missing."""
-        digest = hashlib.sha256(f"supportflow MiniLM graph v{ONNX_GRAPH_VERSION}\n".encode())
+        digest = hashlib.sha256(
+            f"supportflow MiniLM graph v{ONNX_GRAPH_VERSION} layer {self._also_pool_layer}\n".encode()
+        )
         for file_name in ("config.json", "model.safetensors"):
             with open(self._model_dir / file_name, "rb") as fh:
                 digest.update(hashlib.file_digest(fh, "sha256").digest())
         path = cache_dir / f"all-MiniLM-L6-v2-{digest.hexdigest()[:16]}.onnx"
         if not path.exists():
             weights = _MiniLMWeights.load(self._model_dir, self._config)
-            serialized = _minilm_onnx_model(weights, self._config).SerializeToString()
+            serialized = _minilm_onnx_model(weights, self._config, self._also_pool_layer).SerializeToString()
             _write_atomically(path, lambda fh: fh.write(serialized))
             log.info("built the ONNX graph of all-MiniLM-L6-v2 into %s", path)
         return path
 
 
-def _minilm_onnx_model(weights: _MiniLMWeights, config: dict) -> onnx.ModelProto:
+def _minilm_onnx_model(weights: _MiniLMWeights, config: dict, also_pool_layer: int | None = None) -> onnx.ModelProto:
     """The ONNX model of MiniLM: input_ids (int64) and attention_mask (float32, 1 for real tokens),
-    both (batch, sequence) with dynamic sizes, to unit-length `sentence_embedding` (batch, hidden).
-    The sequence may be at most max_position_embeddings long."""
+    both (batch, sequence) with dynamic sizes, to unit-length `sentence_embedding` (batch, hidden;
+    twice that with `also_pool_layer`, see `_MiniLMBase`). The sequence may be at most
+    max_position_embeddings long."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -461,6 +487,16 @@ def _minilm_onnx_model(weights: _MiniLMWeights, config: dict) -> onnx.ModelProto
     key_bias = op("Mul", op("Sub", "attention_mask", one), const("pad_penalty", 1e9))
     key_bias = op("Unsqueeze", key_bias, const("axes_1_2", [1, 2], np.int64))
 
+    # Mean over real tokens, then unit length: (batch, 1, seq) @ (batch, seq, hidden) / token count.
+    token_weights = op("Unsqueeze", "attention_mask", axis_1)
+    count = op("ReduceSum", token_weights, axis_2, keepdims=1)
+    min_norm = const("min_norm", 1e-12)
+
+    def unit_mean(states: str) -> str:
+        mean = op("Squeeze", op("Div", op("MatMul", token_weights, states), count), axis_1)
+        return op("Div", mean, op("Max", op("ReduceL2", mean, axes=[1], keepdims=1), min_norm))
+
+    middle = None
     split_heads = const("split_heads", [0, 0, 3, heads, hidden // heads], np.int64)
     merge_heads = const("merge_heads", [0, 0, hidden], np.int64)
     query_index = const("query_index", 0, np.int64)
@@ -482,14 +518,16 @@ def _minilm_onnx_model(weights: _MiniLMWeights, config: dict) -> onnx.ModelProto
         inner = gelu(linear(x, layer.ffn_in_weight, layer.ffn_in_bias, f"{prefix}.ffn_in"))
         ffn = linear(inner, layer.ffn_out_weight, layer.ffn_out_bias, f"{prefix}.ffn_out")
         x = layer_norm(op("Add", x, ffn), layer.ffn_norm, f"{prefix}.ffn_norm")
+        if i + 1 == also_pool_layer:
+            middle = unit_mean(x)
 
-    # Mean over real tokens: (batch, 1, seq) @ (batch, seq, hidden) / token count; then L2 norm.
-    token_weights = op("Unsqueeze", "attention_mask", axis_1)
-    summed = op("MatMul", token_weights, x)
-    count = op("ReduceSum", token_weights, axis_2, keepdims=1)
-    mean = op("Squeeze", op("Div", summed, count), axis_1)
-    norm = op("Max", op("ReduceL2", mean, axes=[1], keepdims=1), const("min_norm", 1e-12))
-    nodes.append(helper.make_node("Div", [mean, norm], [_ONNX_OUTPUT], name=_ONNX_OUTPUT))
+    pooled = unit_mean(x)
+    if middle is None:
+        nodes.append(helper.make_node("Identity", [pooled], [_ONNX_OUTPUT], name=_ONNX_OUTPUT))
+    else:
+        pair = op("Concat", pooled, middle, axis=1)
+        nodes.append(helper.make_node("Mul", [pair, const("half_sqrt2", np.sqrt(0.5))], [_ONNX_OUTPUT], name=_ONNX_OUTPUT))
+        hidden *= 2
 
     graph = helper.make_graph(
         nodes,
@@ -511,19 +549,24 @@ def _minilm_onnx_model(weights: _MiniLMWeights, config: dict) -> onnx.ModelProto
 # --- registry ---------------------------------------------------------------------------------
 
 
-def minilm_encoder() -> TextEncoder:
+def minilm_encoder(also_pool_layer: int | None = None) -> TextEncoder:
     """MiniLM on ONNX Runtime when `onnxruntime` and `onnx` import, else the numpy one."""
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError as exc:
         log.info("MiniLM encoder: numpy backend (ONNX Runtime unavailable: %s)", exc)
-        return MiniLMEncoder()
+        return MiniLMEncoder(also_pool_layer=also_pool_layer)
     log.info("MiniLM encoder: ONNX Runtime backend")
-    return OnnxMiniLMEncoder()
+    return OnnxMiniLMEncoder(also_pool_layer=also_pool_layer)
 
 
-_FACTORIES: dict[str, Callable[[], TextEncoder]] = {"minilm": minilm_encoder}
+# "minilm": sentence embeddings (search, similar cases, the drafter); "minilm+layer3": the intent
+# model's features, the sentence embedding and the mean of layer 3 (see `_MiniLMBase`).
+_FACTORIES: dict[str, Callable[[], TextEncoder]] = {
+    "minilm": minilm_encoder,
+    "minilm+layer3": lambda: minilm_encoder(also_pool_layer=3),
+}
 _INSTANCES: dict[str, TextEncoder] = {}
 _LOCK = threading.Lock()
 

@@ -69,7 +69,8 @@ class Settings:
 
     # Models and data.
     intent_model_dir: Path | None = None
-    embedding_model: str = "minilm"
+    embedding_model: str = "minilm"  # search, similar cases and the drafter (supportflow/embedding.py)
+    intent_encoder: str = "minilm+layer3"  # what new intent models train on; a model keeps its own
     anthropic_api_key: str = ""
     anthropic_base_url: str = ""
     anthropic_model: str = ""

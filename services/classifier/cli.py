@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any, Iterable, TextIO
 
 from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.crm import FileCrm
+from supportflow.embedding import load_encoder
 
 from services.classifier.classify import classify_batch, classify_ticket
-from supportflow.crm import FileCrm
 from services.classifier.intent_catalog import archetype_name
 from services.classifier.intent_model import IntentModel, train_from_csv
 from services.classifier.routing import DEFAULT_POLICY_PATH, load_policy, route_name
@@ -38,9 +39,10 @@ BENCH_LATENCY_TICKETS = 1_000
 CLI_TENANT = "cli"
 
 
-def train(data: str, text_column: str, label_column: str, out: str) -> dict[str, Any]:
-    """Train the intent model on a labeled CSV and save it to `out`; returns the training report."""
-    return train_from_csv(Path(data), text_column, label_column, Path(out))
+def train(data: str, text_column: str, label_column: str, out: str, *, encoder: str) -> dict[str, Any]:
+    """Train the intent model on a labeled CSV with the registry's `encoder` and save it to `out`;
+    returns the training report."""
+    return train_from_csv(Path(data), text_column, label_column, Path(out), encoder=load_encoder(encoder))
 
 
 def _enum(enum_type: Any, value: int, prefix: str) -> str:

@@ -5,7 +5,10 @@ Why this shape (measured by 5-fold CV on Banking77 train, see benchmarks/classif
 a single head on frozen MiniLM embeddings reaches ~92%, a linear SVM on word+char TF-IDF ~90%,
 and they err on different tickets: the embedding knows paraphrases, the n-grams know the exact
 banking words ("top-up", "PIN", "SEPA") that a small general-purpose encoder blurs. The model adds
-the three heads' scores with non-negative weights:
+the three heads' scores with non-negative weights. The embedding is the encoder the model was
+trained with: by default ("minilm+layer3", Settings.intent_encoder) MiniLM's sentence embedding
+next to the mean of its third layer, which keeps more of the words (93.32% against 93.09% with
+the sentence embedding alone):
 
     logits = a_svm * svm_margins(tfidf)
            + a_lr * lr_logits(embedding)
@@ -363,7 +366,7 @@ def train_from_csv(
     label_column: str,
     out_dir: Path | str,
     *,
-    encoder: TextEncoder | None = None,
+    encoder: TextEncoder,
     seed: int = 0,
     cache_dir: Path | str | None = None,
     cv_folds: int = 0,
@@ -371,9 +374,8 @@ def train_from_csv(
     """Train on a CSV, optionally run `cv_folds`-fold CV first, and save the model to `out_dir`.
 
     Returns the training report (JSON-ready: the artifact's metadata plus where it is);
-    `IntentModel.load(out_dir)` gives the model. `encoder` defaults to the registry's "minilm".
+    `IntentModel.load(out_dir)` gives the model (with the same encoder from the registry).
     """
-    encoder = encoder or load_encoder()
     texts, labels = read_labeled_csv(path, text_column, label_column)
     cv = None
     if cv_folds:

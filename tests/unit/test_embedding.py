@@ -167,6 +167,25 @@ def test_registry_caches_instances_and_accepts_plugins(encoder):
     assert load_encoder("test-constant").encode(["a"]).tolist() == [[1.0, 0.0]]
 
 
+def test_a_middle_layer_can_be_pooled_too(encoder, numpy_encoder):
+    both = load_encoder("minilm+layer3")
+    vectors = both.encode(MIXED_TEXTS, batch_size=3)
+    assert both.dim == 2 * encoder.dim == vectors.shape[1] and both.name != encoder.name
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # The first half is the sentence embedding; the second half is a different view of the text.
+    sentence = encoder.encode(MIXED_TEXTS, batch_size=3)
+    assert np.allclose(vectors[:, : encoder.dim] * np.sqrt(2), sentence, atol=1e-5)
+    middle = vectors[:, encoder.dim :] * np.sqrt(2)
+    assert np.allclose(np.linalg.norm(middle, axis=1), 1.0, atol=1e-5)
+    assert np.sum(middle * sentence, axis=1).max() < 0.99
+    # The numpy backend computes the same pair and so shares the name.
+    numpy_both = MiniLMEncoder(also_pool_layer=3)
+    assert numpy_both.name == both.name
+    assert np.sum(numpy_both.encode(MIXED_TEXTS, batch_size=3) * vectors, axis=1).min() > 0.99999
+    with pytest.raises(ValueError, match="also_pool_layer"):
+        MiniLMEncoder(also_pool_layer=6)
+
+
 def test_max_tokens_is_part_of_the_name():
     assert MiniLMEncoder(max_tokens=32).name != load_encoder("minilm").name
 
