@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from supportflow.sample_data import banking77_rows
+from supportflow.settings import Settings
 
 from services.classifier import cli
 
@@ -31,7 +32,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             if row["category"] in INTENTS:
                 writer.writerow({"utterance": row["text"], "label": row["category"]})
     out = directory / "model"
-    report = cli.train(str(data), "utterance", "label", str(out))
+    report = cli.train(str(data), "utterance", "label", str(out), encoder=Settings().intent_encoder)
+    assert report["encoder_registry_name"] == "minilm+layer3"
     json.dumps(report)  # the lead prints it as JSON
     return out
 
