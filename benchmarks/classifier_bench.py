@@ -29,19 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="category")
     parser.add_argument("--model", type=Path, help="saved model directory (else: train on --csv)")
-    parser.add_argument("--encoder", default=Settings().intent_encoder, help="registry name")
+    parser.add_argument("--encoder", help="registry name (default: the model's own, or Settings.intent_encoder)")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="embedding cache")
     parser.add_argument("--batch", type=int, default=2000, help="tickets in the throughput run")
     parser.add_argument("--single", type=int, default=500, help="tickets timed one by one")
     parser.add_argument("--blas-threads", type=int, help="cap BLAS threads (default: library's)")
     args = parser.parse_args(argv)
 
-    encoder = load_encoder(args.encoder)
     texts, labels = read_labeled_csv(args.csv, args.text_column, args.label_column)
     if args.model:
-        model = IntentModel.load(args.model, encoder=encoder)
+        model = IntentModel.load(args.model, encoder=load_encoder(args.encoder) if args.encoder else None)
     else:
         started = time.perf_counter()
+        encoder = load_encoder(args.encoder or Settings().intent_encoder)
         model = IntentModel.train(texts, labels, encoder=encoder, cache_dir=args.cache_dir)
         print(f"trained on {len(texts)} rows in {time.perf_counter() - started:.1f}s")
 

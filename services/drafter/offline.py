@@ -71,7 +71,6 @@ class ScoredUnit:
     unit: PassageUnit
     score: float
     article_rank: int
-    direction: Direction | None = None  # which way the unit moves money, if it says
 
 
 def problem_text(request: DraftInput) -> str:
@@ -115,7 +114,7 @@ class OfflineDrafter:
         if not scored:
             return holding_reply(request, template, self.name)
         chosen = select_units(scored, template.max_sentences, template.max_chars)
-        judged, reason = answerability(money_direction(problem_text(request)), chosen)
+        judged, reason = answerability(problem_text(request), chosen, request.evidence)
         return compose_reply(request, template, chosen, self.name).replace(
             answerability=judged, answerability_reason=reason
         )
@@ -174,7 +173,7 @@ class OfflineDrafter:
                 score *= 0.9  # the same fact usually exists as a sentence, which reads better
             rank = ranks[evidence[unit.passage].article_id]
             score /= 1 + ARTICLE_RANK_DECAY * rank
-            scored.append(ScoredUnit(unit, score, rank, unit_direction(unit, evidence[unit.passage])))
+            scored.append(ScoredUnit(unit, score, rank))
         scored.sort(key=lambda s: (-s.score, s.article_rank, s.unit.passage, s.unit.order))
         return scored
 
@@ -204,11 +203,16 @@ def unit_direction(unit: PassageUnit, passage: tk.EvidencePassage) -> Direction 
     return None
 
 
-def answerability(asked: Direction | None, chosen: Sequence[ScoredUnit]) -> tuple[int, str]:
+def answerability(
+    question: str, chosen: Sequence[ScoredUnit], evidence: Sequence[tk.EvidencePassage]
+) -> tuple[int, str]:
     """NOT_ANSWERED, with the reason, when the question moves money one way and the reply only
     quotes units about the other way; otherwise UNSPECIFIED: shared words prove no answer."""
-    said = {item.direction for item in chosen} - {None}
-    if asked is not None and said and asked not in said:
+    asked = money_direction(question)
+    if asked is None:
+        return tk.ANSWERABILITY_UNSPECIFIED, ""
+    said = {unit_direction(item.unit, evidence[item.unit.passage]) for item in chosen} - {None}
+    if said and asked not in said:
         (other,) = said
         return tk.ANSWERABILITY_NOT_ANSWERED, f"the question is about {asked.value} money; the quoted passages are about {other.value}"
     return tk.ANSWERABILITY_UNSPECIFIED, ""
