@@ -24,6 +24,7 @@ import numpy as np
 
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
+from services.drafter.arrival import awaits_arrival, speaks_of_arrival
 from services.drafter.lexical import content_words, idf_weights, named_words, weighted_coverage
 from services.drafter.money_direction import Direction, money_direction
 from services.drafter.passage_units import PassageUnit, passage_units
@@ -206,15 +207,22 @@ def unit_direction(unit: PassageUnit, passage: tk.EvidencePassage) -> Direction 
 def answerability(
     question: str, chosen: Sequence[ScoredUnit], evidence: Sequence[tk.EvidencePassage]
 ) -> tuple[int, str]:
-    """NOT_ANSWERED, with the reason, when the question moves money one way and the reply only
-    quotes units about the other way; otherwise UNSPECIFIED: shared words prove no answer."""
+    """NOT_ANSWERED, with the reason, for the two near misses read here: the question moves money
+    one way and the reply only quotes units about the other way, or the question waits for
+    something and no quoted unit says a word about delivery, timing or status. Otherwise
+    UNSPECIFIED: shared words prove no answer."""
     asked = money_direction(question)
-    if asked is None:
-        return tk.ANSWERABILITY_UNSPECIFIED, ""
-    said = {unit_direction(item.unit, evidence[item.unit.passage]) for item in chosen} - {None}
-    if said and asked not in said:
-        (other,) = said
-        return tk.ANSWERABILITY_NOT_ANSWERED, f"the question is about {asked.value} money; the quoted passages are about {other.value}"
+    if asked is not None:
+        said = {unit_direction(item.unit, evidence[item.unit.passage]) for item in chosen} - {None}
+        if said and asked not in said:
+            (other,) = said
+            return tk.ANSWERABILITY_NOT_ANSWERED, f"the question is about {asked.value} money; the quoted passages are about {other.value}"
+    if awaits_arrival(question) and not any(
+        speaks_of_arrival(text)
+        for item in chosen
+        for text in (item.unit.text, item.unit.section, evidence[item.unit.passage].title)
+    ):
+        return tk.ANSWERABILITY_NOT_ANSWERED, "the customer is waiting for something; the quoted passages say nothing of delivery, timing or status"
     return tk.ANSWERABILITY_UNSPECIFIED, ""
 
 

@@ -24,6 +24,8 @@ EVERYONE_PAY_FAQ = "doc_everyone_pay_everyone_pay_015"
 REG_E = "doc_bank_accounts_bank_accounts_(general)_037"
 DARK_GREEN = "doc_checking_accounts_dark_green_account_001"
 INTERNAL_SAVINGS = "doc_bank_accounts_bank_accounts_(general)_002"
+VIRTUAL_CARDS = "doc_credit_cards_virtual_card_management_001"
+CARD_REPLACEMENT = "doc_credit_cards_credit_card_replacements_003"
 
 
 @lru_cache(maxsize=1)
@@ -99,6 +101,23 @@ def test_a_reply_that_moves_money_the_asked_way_is_left_unjudged(drafter: Offlin
         assert result.status == tk.DRAFT_STATUS_READY and result.citations, question
         # Matching words is no proof of an answer: the offline drafter never claims ANSWERED.
         assert result.answerability == tk.ANSWERABILITY_UNSPECIFIED and not result.answerability_reason, question
+
+
+def test_how_to_steps_for_a_customer_who_is_waiting_are_judged_off_the_question(drafter: OfflineDrafter) -> None:
+    # On chat the reply has room for the first steps only; on email it also quotes step 4
+    # ("issued in 5 seconds if instant issuance is enabled"), which does speak of timing.
+    result = draft(drafter, "Why have I not received a virtual card yet?", [passage(VIRTUAL_CARDS)], channel=tk.CHANNEL_CHAT)
+    assert result.status == tk.DRAFT_STATUS_READY and result.citations  # it quotes the steps...
+    assert result.answerability == tk.ANSWERABILITY_NOT_ANSWERED  # ...which do not answer
+    assert result.answerability_reason == (
+        "the customer is waiting for something; the quoted passages say nothing of delivery, timing or status"
+    )
+
+
+def test_a_reply_saying_when_a_card_arrives_is_left_unjudged(drafter: OfflineDrafter) -> None:
+    result = draft(drafter, "I ordered a replacement card, when will it arrive?", [passage(CARD_REPLACEMENT)])
+    assert result.status == tk.DRAFT_STATUS_READY and result.citations
+    assert result.answerability == tk.ANSWERABILITY_UNSPECIFIED and not result.answerability_reason
 
 
 def test_a_time_question_gets_the_time_not_a_fee(drafter: OfflineDrafter) -> None:
