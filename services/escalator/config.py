@@ -95,6 +95,9 @@ class EscalationConfig:
     intent_case_types: Mapping[str, int]
     incidents: IncidentConfig
     proposed_tools: Mapping[str, str]
+    # How long a ticket answered automatically is remembered: a new message under its id within
+    # that time is the customer writing back (answered.py). 0: only the channel's history says so.
+    answered_memory_s: float = 604800.0
 
     @classmethod
     def load(cls, path: Path | None = None) -> "EscalationConfig":
@@ -123,6 +126,7 @@ class EscalationConfig:
                     replay_s=float(incidents.get("replay_s", 21600)),
                 ),
                 proposed_tools={str(k): str(v) for k, v in (data.get("proposed_tools") or {}).items()},
+                answered_memory_s=float(data.get("answered_memory_s", 604800)),
             )
         except KeyError as exc:
             raise ConfigError(f"escalation config lacks {exc.args[0]!r}") from exc
@@ -130,6 +134,8 @@ class EscalationConfig:
             raise ConfigError("incidents need min_tickets >= 2 and a positive window_s")
         if config.incidents.replay_s < 0:
             raise ConfigError("incidents.replay_s must be >= 0 (0: no replay at start)")
+        if config.answered_memory_s < 0:
+            raise ConfigError("answered_memory_s must be >= 0 (0: remember no answered ticket)")
         return config
 
 

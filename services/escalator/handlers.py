@@ -3,10 +3,13 @@ action records out. No Kafka or gRPC here; `main.py` wires these into one Consum
 
 State (in memory, per process):
 - the incident tracker: rebuilt at start from the recent tickets this consumer group had already
-  processed (`replay_classified`, fed by incident_replay.py). With several replicas each would see
+  processed (`replay_classified`, fed by replay.py). With several replicas each would see
   only its partitions' tickets, so the escalator runs one (the Helm chart enforces it);
-- the action ledger: daily action limits hold within one process's lifetime.
-Decisions themselves need no state: the ticket's route says which handler decides it.
+- the action ledger: daily action limits hold within one process's lifetime;
+- the tickets answered automatically (answered.py): rebuilt at start from tickets.responded
+  (`replay_responded`), so that a customer writing back under an answered ticket id gets a
+  colleague even when the channel sends no history.
+Otherwise decisions need no state: the ticket's route says which handler decides it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from supportflow.topics import DECISION_TOPICS, Topic
 
 from services.escalator import metrics
 from services.escalator.actions import ActionGate, ActionRequest
+from services.escalator.answered import AnsweredTickets
 from services.escalator.case_routing import case_type_for, target_queue_for
 from services.escalator.config import EscalationConfig
 from services.escalator.decision import (
@@ -69,10 +73,12 @@ class Escalator:
         actions: ActionGate,
         *,
         similar_cases: SimilarCaseLookup = no_similar_cases,
+        answered: AnsweredTickets | None = None,
         confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
+        self._answered = answered if answered is not None else AnsweredTickets(config.answered_memory_s)
         self._similar_cases = similar_cases
         self._crm = crm
         self._incidents = incidents
@@ -102,10 +108,13 @@ class Escalator:
         emits = self._track_incident(event.meta, event.ticket, event.normalized, event.classification)
         incident_id = self._incidents.incident_of(event.ticket.ticket_id)
         case_type = case_type_for(event.classification, event.normalized, incident_id, self._config)
+        writes_back = writes_back_after_an_answer(event.ticket) or self._answered.wrote_back(
+            event.ticket.tenant_id or event.meta.tenant_id, event.ticket, self._clock()
+        )
         verdict = decide_drafted(
             event.classification, event.normalized, event.draft,
             in_incident=bool(incident_id), policy_exception=case_type == ev.CASE_TYPE_POLICY_EXCEPTION,
-            writes_back=writes_back_after_an_answer(event.ticket), confidence_threshold=self._threshold,
+            writes_back=writes_back, confidence_threshold=self._threshold,
         )
         if verdict is None:
             metrics.DRAFTS_IGNORED.inc()
@@ -138,6 +147,12 @@ class Escalator:
         nothing: the updates it caused were published then."""
         if event.ticket.ticket_id:
             self._observe_incident(event.meta, event.ticket, event.normalized, event.classification)
+
+    def replay_responded(self, event: ev.TicketDecided) -> None:
+        """Remember a ticket answered automatically before this process started."""
+        if event.ticket.ticket_id and event.decision == ev.DECISION_RESPOND:
+            answered_at = _seconds(event.timeline.decided_at) or _seconds(event.meta.occurred_at) or self._clock()
+            self._answered.record(event.ticket.tenant_id or event.meta.tenant_id, event.ticket, answered_at)
 
     def _observe_incident(
         self, meta: ev.EventMeta, ticket: tk.Ticket, normalized: tk.NormalizedTicket, classification: tk.Classification
@@ -225,6 +240,8 @@ class Escalator:
         metrics.DECISIONS.labels(decision_label, _enum_label(ev.CaseType, case_type, "CASE_TYPE_")).inc()
         for hold in verdict.holds:
             metrics.AUTO_REPLIES_HELD.labels(hold).inc()
+        if verdict.decision == ev.DECISION_RESPOND:
+            self._answered.record(tenant, ticket, now)
         log.info("decided", extra={"fields": {"decision": decision_label, "reason": verdict.reason, "queue": queue}})
         return [Emit(DECISION_TOPICS[verdict.decision], ticket.ticket_id, decided)] + emits
 

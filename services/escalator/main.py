@@ -1,10 +1,11 @@
 """Escalator: decides every ticket (respond, review, follow up, escalate), detects incidents,
 builds context packets and records action attempts. One consumer loop reads both input topics.
 
-Incident windows and the action ledger are in memory (see handlers.py). Before the loop starts,
-the windows are rebuilt from the recent tickets the group had already processed
-(incident_replay.py); the action ledger starts empty. Both hold only the tickets this process
-consumed, so the escalator runs as one replica (the Helm chart refuses more).
+Incident windows, the tickets answered automatically and the action ledger are in memory (see
+handlers.py). Before the loop starts, the windows are rebuilt from the recent tickets the group had
+already processed and the answered tickets from tickets.responded (replay.py); the action ledger
+starts empty. All hold only the tickets this process consumed, so the escalator runs as one replica
+(the Helm chart refuses more).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from supportflow.topics import Topic
 from services.escalator.actions import ActionGate, ActionLedger
 from services.escalator.config import ActionLimits, EscalationConfig
 from services.escalator.handlers import Escalator
-from services.escalator.incident_replay import replay_recent_classified
+from services.escalator.replay import replay_recent_classified, replay_recent_responded
 from services.escalator.incidents import IncidentTracker
 from services.escalator.similar_cases import SimilarCaseLookup, grpc_similar_cases, no_similar_cases
 
@@ -50,9 +51,12 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
         health,
     )
 
-    def rebuild_incident_windows() -> None:
+    def rebuild_memory() -> None:
         replay_recent_classified(
             settings, consumer.group_id, escalator.config.incidents.replay_s, escalator.replay_classified
         )
+        replay_recent_responded(
+            settings, consumer.group_id, escalator.config.answered_memory_s, escalator.replay_responded
+        )
 
-    return ServiceParts(consumers=[consumer], on_start=[rebuild_incident_windows], on_stop=[channel.close])
+    return ServiceParts(consumers=[consumer], on_start=[rebuild_memory], on_stop=[channel.close])

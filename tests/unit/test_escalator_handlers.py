@@ -184,6 +184,37 @@ def test_a_customer_writing_back_after_an_automatic_answer_gets_a_colleague():
     assert emit.event.target_queue and emit.event.packet.conversation_summary
 
 
+def test_a_message_under_an_answered_ticket_id_without_history_is_writing_back():
+    service = escalator()
+    first = drafted(classified(ticket("t-repost"), tk.ROUTE_AUTO_RESPOND))
+    [sent] = decisions(service.on_drafted(first))
+    assert sent.event.decision == ev.DECISION_RESPOND
+    # The channel re-posts the ticket with the new message only: the escalator remembers it answered.
+    again = ticket("t-repost", body="That did not help, it has been two weeks.", received=T0 + 20)
+    [emit] = decisions(service.on_drafted(drafted(classified(again, tk.ROUTE_AUTO_RESPOND))))
+    assert emit.event.decision == ev.DECISION_REVIEW and "wrote back" in emit.event.reason
+    # The answered message itself delivered again (at least once) is no writing back.
+    [redelivered] = decisions(service.on_drafted(first))
+    assert redelivered.event.decision == ev.DECISION_RESPOND
+    # Another ticket id, or the same id at another tenant, is a first message.
+    other = ticket("t-repost", body="That did not help, it has been two weeks.", received=T0 + 20)
+    other.tenant_id = "other-bank"
+    [fresh] = decisions(service.on_drafted(drafted(classified(other, tk.ROUTE_AUTO_RESPOND))))
+    assert fresh.event.decision == ev.DECISION_RESPOND
+
+
+def test_a_restarted_escalator_remembers_answers_it_replays():
+    answered = drafted(classified(ticket("t-replayed"), tk.ROUTE_AUTO_RESPOND))
+    [sent] = decisions(escalator().on_drafted(answered))
+    restarted, forgetful = escalator(), escalator()
+    restarted.replay_responded(sent.event)
+    again = ticket("t-replayed", body="Still nothing.", received=T0 + 20)
+    [emit] = decisions(restarted.on_drafted(drafted(classified(again, tk.ROUTE_AUTO_RESPOND))))
+    assert emit.event.decision == ev.DECISION_REVIEW
+    [emit] = decisions(forgetful.on_drafted(drafted(classified(again, tk.ROUTE_AUTO_RESPOND))))
+    assert emit.event.decision == ev.DECISION_RESPOND
+
+
 def test_proposed_password_reset_is_recorded_and_mentioned_in_the_packet():
     emits = escalator().on_classified(classified(ticket(), tk.ROUTE_ESCALATE, intent="passcode_forgotten"))
     [action] = [e for e in emits if e.topic is Topic.ACTIONS_RECORDED]

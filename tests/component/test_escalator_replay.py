@@ -1,6 +1,7 @@
-"""A restarted escalator rebuilds its incident windows from tickets.classified on the real Kafka:
-it carries a burst in progress across the restart under the same id, without announcing it again,
-and counts only what its consumer group had already committed."""
+"""A restarted escalator rebuilds its memory on the real Kafka: its incident windows from
+tickets.classified (it carries a burst in progress across the restart under the same id, without
+announcing it again, and counts only what its consumer group had already committed), and the
+tickets it answered automatically from tickets.responded."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.crm import FileCrm
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import EventPublisher, ensure_topics, kafka_config, new_meta
-from supportflow.topics import Topic
+from supportflow.topics import DECISION_TOPICS, Topic
 
 from services.escalator.actions import ActionGate, ActionLedger
 from services.escalator.config import ActionLimits, EscalationConfig
 from services.escalator.handlers import Escalator
-from services.escalator.incident_replay import replay_recent_classified
+from services.escalator.replay import replay_recent_classified, replay_recent_responded
 from services.escalator.incidents import IncidentTracker
 
 pytestmark = pytest.mark.infra
@@ -83,3 +84,42 @@ def test_a_restart_keeps_a_burst_in_progress_under_its_id(settings) -> None:
     later, untouched = escalator()
     assert replay_recent_classified(settings, group, 3600, later.replay_classified, now=lambda: time.time() + 7200) == 0
     assert untouched.incident_of("burst-0") == ""
+
+
+def test_a_restart_remembers_the_tickets_it_answered(settings) -> None:
+    ensure_topics(settings)
+    group = f"{settings.topic_prefix}escalator"
+    now = time.time()
+    answered = tk.Ticket(ticket_id="answered-1", tenant_id="rho-bank", body="Where is my new card?")
+    answered.received_at.seconds = int(now) - 60
+    # Drafted and answered automatically before the restart.
+    before, _ = escalator()
+    draft = tk.Draft(text="Cards arrive in 5 working days.", status=tk.DRAFT_STATUS_READY,
+                     citations=[tk.Citation(article_id="a1", chunk_id="a1#0", passage="5 working days")],
+                     ledger=[tk.PolicyClaim(claim="5 working days", verified=True)])
+
+    def drafted(ticket: tk.Ticket) -> ev.TicketDrafted:
+        return ev.TicketDrafted(
+            meta=new_meta("rho-bank", "drafter"), ticket=ticket, draft=draft,
+            classification=tk.Classification(intent="card_arrival", confidence=0.95, route=tk.ROUTE_AUTO_RESPOND,
+                                             archetype=tk.ARCHETYPE_FAQ_BOUNDED),
+            evidence=[tk.EvidencePassage(article_id="a1", chunk_id="a1#0", text="5 working days")],
+        )
+
+    [sent] = [e for e in before.on_drafted(drafted(answered)) if e.topic is Topic.TICKETS_RESPONDED]
+    publisher = EventPublisher(settings, "test")
+    publisher.publish(sent.topic, sent.key, sent.event)
+    publisher.flush()
+
+    restarted, _ = escalator()
+    assert replay_recent_responded(settings, group, CONFIG.answered_memory_s, restarted.replay_responded) >= 1
+    again = tk.Ticket(ticket_id="answered-1", tenant_id="rho-bank", body="It still has not come.")
+    again.received_at.seconds = int(now)
+    [decided] = [e for e in restarted.on_drafted(drafted(again)) if e.topic in DECISION_TOPICS.values()]
+    assert decided.event.decision == ev.DECISION_REVIEW and "wrote back" in decided.event.reason
+
+    # Older than the memory: not read back, and the same message is answered afresh.
+    later, _ = escalator()
+    assert replay_recent_responded(settings, group, 3600, later.replay_responded, now=lambda: now + 7200) == 0
+    [decided] = [e for e in later.on_drafted(drafted(again)) if e.topic in DECISION_TOPICS.values()]
+    assert decided.event.decision == ev.DECISION_RESPOND
