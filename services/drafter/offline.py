@@ -63,6 +63,25 @@ _WANTS = (
 )
 
 
+# A question that asks how much or how long wants a figure of that kind, or a word standing for one
+# ("free", "instantly"); a reply that quotes none answers something else ("How much is a wire?"
+# answered with how to send one).
+_ASKED_FIGURES = (
+    (
+        re.compile(r"\bhow much\b(?! time)|\bwhat (is|are|'s) the (\w+ ){0,3}(fees?|charges?|costs?|prices?)\b", re.I),
+        frozenset({"USD", "EUR", "GBP", "percent", "count"}),
+        re.compile(r"\b(free|no (\w+ )?(fees?|charges?|costs?)|waive[sd]?|at no (extra )?(cost|charge))\b", re.I),
+        "an amount",
+    ),
+    (
+        re.compile(r"\bhow long\b|\bhow much time\b", re.I),
+        frozenset({"minute", "hour", "day", "week", "month", "year", "time"}),
+        re.compile(r"\b(instant\w*|immediate\w*|same[- ]day|next[- ]day|overnight|real[- ]time)\b", re.I),
+        "a time",
+    ),
+)
+
+
 class TextEncoder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray: ...
 
@@ -207,10 +226,11 @@ def unit_direction(unit: PassageUnit, passage: tk.EvidencePassage) -> Direction 
 def answerability(
     question: str, chosen: Sequence[ScoredUnit], evidence: Sequence[tk.EvidencePassage]
 ) -> tuple[int, str]:
-    """NOT_ANSWERED, with the reason, for the two near misses read here: the question moves money
-    one way and the reply only quotes units about the other way, or the question waits for
-    something and no quoted unit says a word about delivery, timing or status. Otherwise
-    UNSPECIFIED: shared words prove no answer."""
+    """NOT_ANSWERED, with the reason, for the near misses read here: the question moves money one
+    way and the reply only quotes units about the other way; the question waits for something and
+    no quoted unit says a word about delivery, timing or status; the question asks how much or how
+    long and no quoted unit gives such a figure. Otherwise UNSPECIFIED: shared words prove no
+    answer."""
     asked = money_direction(question)
     if asked is not None:
         said = {unit_direction(item.unit, evidence[item.unit.passage]) for item in chosen} - {None}
@@ -223,7 +243,22 @@ def answerability(
         for text in (item.unit.text, item.unit.section, evidence[item.unit.passage].title)
     ):
         return tk.ANSWERABILITY_NOT_ANSWERED, "the customer is waiting for something; the quoted passages say nothing of delivery, timing or status"
+    wanted = missing_figure(question, chosen)
+    if wanted:
+        return tk.ANSWERABILITY_NOT_ANSWERED, f"the question asks for {wanted}; the quoted passages give none"
     return tk.ANSWERABILITY_UNSPECIFIED, ""
+
+
+def missing_figure(question: str, chosen: Sequence[ScoredUnit]) -> str:
+    """What the question asks a figure of ("an amount", "a time") when no quoted unit gives one;
+    otherwise ""."""
+    for asks, kinds, stands_for, name in _ASKED_FIGURES:
+        if asks.search(question) and not any(
+            stands_for.search(item.unit.text) or kinds & {kind for kind, _ in _quantity_keys(item.unit)}
+            for item in chosen
+        ):
+            return name
+    return ""
 
 
 def _passages_naming(names: set[str], evidence: Sequence[tk.EvidencePassage]) -> set[int]:

@@ -12,9 +12,9 @@ from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.sample_data import kb_articles
 
 from services.drafter.drafting import draft_reply
-from services.drafter.offline import OfflineDrafter
+from services.drafter.offline import OfflineDrafter, ScoredUnit, missing_figure
 from services.drafter.overreach import action_claim
-from services.drafter.passage_units import passage_units
+from services.drafter.passage_units import PassageUnit, passage_units
 from services.drafter.policy_ledger import quantities
 from services.drafter.templates import TemplateBook
 
@@ -118,6 +118,19 @@ def test_a_reply_saying_when_a_card_arrives_is_left_unjudged(drafter: OfflineDra
     result = draft(drafter, "I ordered a replacement card, when will it arrive?", [passage(CARD_REPLACEMENT)])
     assert result.status == tk.DRAFT_STATUS_READY and result.citations
     assert result.answerability == tk.ANSWERABILITY_UNSPECIFIED and not result.answerability_reason
+
+
+def test_a_how_much_question_answered_without_an_amount_is_judged_off_the_question(drafter: OfflineDrafter) -> None:
+    steps_only = passage(VIRTUAL_CARDS)  # the steps to create a card, not its fee
+    steps_only.text = steps_only.text.split("## Capacity")[0].split("## Create your first virtual card")[1]
+    result = draft(drafter, "How much does it cost to create a virtual card?", [steps_only])
+    assert result.status == tk.DRAFT_STATUS_READY and result.citations
+    assert result.answerability == tk.ANSWERABILITY_NOT_ANSWERED
+    assert result.answerability_reason == "the question asks for an amount; the quoted passages give none"
+    # With the fee in the passages, the reply quotes it and is left unjudged.
+    result = draft(drafter, "How much does it cost to create a virtual card?", [passage(VIRTUAL_CARDS)])
+    assert "$25.00" in result.text
+    assert result.answerability == tk.ANSWERABILITY_UNSPECIFIED
 
 
 def test_a_time_question_gets_the_time_not_a_fee(drafter: OfflineDrafter) -> None:
@@ -241,3 +254,20 @@ def test_the_encoder_can_make_a_passage_relevant_without_shared_words() -> None:
     with_encoder = draft(OfflineDrafter(TemplateBook.load(), KeywordEncoder()), question, [passage(LIME_WIRES)])
     assert plain.status == tk.DRAFT_STATUS_NO_EVIDENCE
     assert with_encoder.status == tk.DRAFT_STATUS_READY
+
+
+@pytest.mark.parametrize(
+    "question, quoted, wanted",
+    [
+        ("How much is an outgoing wire?", "Go to Transfers and choose Wire.", "an amount"),
+        ("How much is an outgoing wire?", "Outgoing wires are $15.00 each.", ""),
+        ("What is the fee for a replacement card?", "Replacement cards are free of charge.", ""),
+        ("How much time do I have to dispute a charge?", "Open Disputes in the app.", "a time"),
+        ("How long does a transfer take?", "Transfers between your accounts are instant.", ""),
+        ("How long does a transfer take?", "Most transfers complete within 2 business days.", ""),
+        ("Can I send a wire abroad?", "Go to Transfers and choose Wire.", ""),  # asks for no figure
+    ],
+)
+def test_a_question_for_a_figure_needs_a_figure_of_its_kind(question: str, quoted: str, wanted: str) -> None:
+    unit = PassageUnit(passage=0, order=0, text=quoted, source_text=quoted, section="", context="", bullet=False, from_table=False)
+    assert missing_figure(question, [ScoredUnit(unit, 1.0, 0)]) == wanted
