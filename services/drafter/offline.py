@@ -214,9 +214,14 @@ class OfflineDrafter:
         return [float(v) for v in np.stack(vectors) @ fresh[0]]
 
 
+def unit_and_headings(unit: PassageUnit, passage: tk.EvidencePassage) -> tuple[str, str, str]:
+    """What a quoted unit says and what it stands under: its text, section heading, article title."""
+    return unit.text, unit.section, passage.title
+
+
 def unit_direction(unit: PassageUnit, passage: tk.EvidencePassage) -> Direction | None:
     """The unit's own direction, else its section heading's, else its article title's."""
-    for text in (unit.text, unit.section, passage.title):
+    for text in unit_and_headings(unit, passage):
         direction = money_direction(text)
         if direction is not None:
             return direction
@@ -240,7 +245,7 @@ def answerability(
     if awaits_arrival(question) and not any(
         speaks_of_arrival(text)
         for item in chosen
-        for text in (item.unit.text, item.unit.section, evidence[item.unit.passage].title)
+        for text in unit_and_headings(item.unit, evidence[item.unit.passage])
     ):
         return tk.ANSWERABILITY_NOT_ANSWERED, "the customer is waiting for something; the quoted passages say nothing of delivery, timing or status"
     wanted = missing_figure(question, chosen)
