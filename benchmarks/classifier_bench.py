@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks.classifier_eval import DEFAULT_CACHE, DEFAULT_CSV
 from services.classifier.intent_model import IntentModel, read_labeled_csv
-from supportflow.embedding import load_encoder
+from supportflow.embedding import intent_encoders, load_encoder
 from supportflow.settings import Settings
 
 
@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         model = IntentModel.load(args.model, encoder=load_encoder(args.encoder) if args.encoder else None)
     else:
         started = time.perf_counter()
-        encoder = load_encoder(args.encoder or Settings().intent_encoder)
-        model = IntentModel.train(texts, labels, encoder=encoder, cache_dir=args.cache_dir)
+        encoder, second_encoder = intent_encoders(Settings())
+        encoder = load_encoder(args.encoder) if args.encoder else encoder
+        model = IntentModel.train(texts, labels, encoder=encoder, second_encoder=second_encoder,
+                                  cache_dir=args.cache_dir)
         print(f"trained on {len(texts)} rows in {time.perf_counter() - started:.1f}s")
 
     # Tickets the encoder has not cached anywhere: the timed path always embeds.

@@ -37,6 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, default=0.7)
     parser.add_argument("--encoder", default=Settings().intent_encoder, help="registry name")
+    parser.add_argument(
+        "--second-encoder", default=Settings().intent_second_encoder,
+        help="registry name of the second opinion's encoder ('': none)",
+    )
+    parser.add_argument(
+        "--second-opinion-below", type=float, default=TrainingConfig.second_opinion_below,
+        help="first-stack confidence below which the second encoder is consulted",
+    )
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="embedding cache")
     parser.add_argument("--json", type=Path, help="also write the metrics to this file")
     parser.add_argument(
@@ -56,13 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         texts,
         labels,
         encoder=load_encoder(args.encoder),
+        second_encoder=load_encoder(args.second_encoder) if args.second_encoder else None,
         folds=args.folds,
         seed=args.seed,
         cache_dir=args.cache_dir,
         config=TrainingConfig(
             fast_path_confidence=args.fast_path_confidence
             if 0 < args.fast_path_confidence <= 1
-            else None
+            else None,
+            second_opinion_below=args.second_opinion_below,
         ),
     )
     summary = result.summary(threshold=args.threshold)
@@ -78,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         f"fast_path_share     {summary['fast_path_share']:.4f}  (answered by n-grams alone, "
         f"accuracy {'n/a' if fast_accuracy is None else f'{fast_accuracy:.4f}'})"
     )
+    print(f"second_opinion      {summary['second_opinion_share']:.4f}  (share also read by the second encoder)")
     for threshold, row in summary["selective_by_threshold"].items():
         accuracy = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
         coverage = row["coverage"]

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
-from supportflow.embedding import load_encoder  # noqa: E402
+from supportflow.embedding import intent_encoders  # noqa: E402
 from supportflow.sample_data import banking77_rows  # noqa: E402
 from supportflow.sample_tickets import is_held_out, training_rows  # noqa: E402
 from supportflow.settings import Settings  # noqa: E402
@@ -131,8 +131,9 @@ def main() -> int:
     else:
         train = training_rows()
         started = time.perf_counter()
+        encoder, second_encoder = intent_encoders(Settings())
         model = IntentModel.train([r["text"] for r in train], [r["category"] for r in train],
-                                  encoder=load_encoder(Settings().intent_encoder), seed=0)
+                                  encoder=encoder, second_encoder=second_encoder, seed=0)
         trained_on = f"{len(train)} Banking77 train rows (minus the held-out slice) in {time.perf_counter() - started:.0f} s"
         with tempfile.TemporaryDirectory() as directory:  # a save/load round trip, as the service does
             model.save(Path(directory))

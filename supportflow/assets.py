@@ -28,21 +28,24 @@ def ensure_demo_intent_model(settings: Settings, progress: Progress = lambda _: 
     from dataclasses import asdict
 
     from services.classifier.intent_model import ARTIFACT_FORMAT, IntentModel, TrainingConfig
-    from supportflow.embedding import load_encoder
+    from supportflow.embedding import intent_encoders
 
     if settings.intent_model_dir is not None:
         return settings.intent_model_dir
     data = sample_path("banking77_train.csv.gz").read_bytes()
     # A new artifact format or training recipe retrains the cached model.
-    recipe = json.dumps([ARTIFACT_FORMAT, asdict(TrainingConfig()), settings.intent_encoder]).encode()
+    recipe = json.dumps(
+        [ARTIFACT_FORMAT, asdict(TrainingConfig()), settings.intent_encoder, settings.intent_second_encoder]
+    ).encode()
     target = settings.cache_dir / "models" / f"intent-banking77-{_digest(data, str(HOLDOUT_MODULUS).encode(), recipe)}"
     if (target / "model.json").exists():
         return target
     rows = training_rows()
     progress(f"training the intent model on {len(rows)} Banking77 messages (first run only) ...")
+    encoder, second_encoder = intent_encoders(settings)
     model = IntentModel.train(
         [r["text"] for r in rows], [r["category"] for r in rows],
-        encoder=load_encoder(settings.intent_encoder), cache_dir=settings.cache_dir / "embeddings",
+        encoder=encoder, second_encoder=second_encoder, cache_dir=settings.cache_dir / "embeddings",
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(target.name + ".partial")

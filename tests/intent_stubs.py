@@ -11,6 +11,7 @@ class Prediction:
     confidence: float
     top_k: list[tuple[str, float]]
     encoded: bool = True
+    second_opinion: bool = False
 
 
 class FixedModel:

@@ -35,6 +35,7 @@ class IntentPrediction(Protocol):
     confidence: float
     top_k: Sequence[tuple[str, float]]
     encoded: bool  # False when the model's n-gram fast path answered without the encoder
+    second_opinion: bool  # True when the model's second encoder was consulted too
 
 
 class HardCaseAssist(Protocol):

@@ -39,10 +39,15 @@ BENCH_LATENCY_TICKETS = 1_000
 CLI_TENANT = "cli"
 
 
-def train(data: str, text_column: str, label_column: str, out: str, *, encoder: str) -> dict[str, Any]:
-    """Train the intent model on a labeled CSV with the registry's `encoder` and save it to `out`;
-    returns the training report."""
-    return train_from_csv(Path(data), text_column, label_column, Path(out), encoder=load_encoder(encoder))
+def train(
+    data: str, text_column: str, label_column: str, out: str, *, encoder: str, second_encoder: str
+) -> dict[str, Any]:
+    """Train the intent model on a labeled CSV with the registry's `encoder` (and `second_encoder`
+    for a second opinion, unless empty) and save it to `out`; returns the training report."""
+    return train_from_csv(
+        Path(data), text_column, label_column, Path(out), encoder=load_encoder(encoder),
+        second_encoder=load_encoder(second_encoder) if second_encoder else None,
+    )
 
 
 def _enum(enum_type: Any, value: int, prefix: str) -> str:

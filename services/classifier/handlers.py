@@ -21,7 +21,8 @@ SERVICE = "classifier"
 
 
 class _PathCountingModel:
-    """The intent model, counting predictions by path: the n-gram fast path or the encoder."""
+    """The intent model, counting predictions by path: the n-gram fast path, the encoder, or the
+    second opinion."""
 
     def __init__(self, model: IntentPredictor) -> None:
         self._model = model
@@ -33,8 +34,14 @@ class _PathCountingModel:
     def predict(self, texts: list[str]) -> Sequence[IntentPrediction]:
         predictions = self._model.predict(texts)
         for prediction in predictions:
-            metrics.INTENT_PATH.labels("encoder" if prediction.encoded else "ngram_fast_path").inc()
+            metrics.INTENT_PATH.labels(intent_path(prediction)).inc()
         return predictions
+
+
+def intent_path(prediction: IntentPrediction) -> str:
+    if prediction.second_opinion:
+        return "second_opinion"
+    return "encoder" if prediction.encoded else "ngram_fast_path"
 
 
 class TicketTriage:

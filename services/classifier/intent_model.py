@@ -1,18 +1,18 @@
-"""Intent model: frozen sentence embeddings + TF-IDF n-grams, three heads, calibrated stacking,
-and an n-gram fast path that skips the encoder when the n-grams alone are sure.
+"""Intent model: TF-IDF n-grams and frozen sentence embeddings, calibrated stacking, an n-gram
+fast path that skips the encoder when the n-grams alone are sure, and a second encoder consulted
+only when the first stack is unsure.
 
 Why this shape (measured by 5-fold CV on Banking77 train, see benchmarks/classifier_eval.py):
 a single head on frozen MiniLM embeddings reaches ~92%, a linear SVM on word+char TF-IDF ~90%,
 and they err on different tickets: the embedding knows paraphrases, the n-grams know the exact
 banking words ("top-up", "PIN", "SEPA") that a small general-purpose encoder blurs. The model adds
-the three heads' scores with non-negative weights. The embedding is the encoder the model was
-trained with: by default ("minilm+layer3", Settings.intent_encoder) MiniLM's sentence embedding
-next to the mean of its third layer, which keeps more of the words (93.32% against 93.09% with
-the sentence embedding alone):
+the heads' scores with non-negative weights. The embedding is the encoder the model was trained
+with: by default ("minilm+layer3", Settings.intent_encoder) MiniLM's sentence embedding next to
+the mean of its third layer, which keeps more of the words (93.32% against 93.09% with the
+sentence embedding alone). Complement Naive Bayes on word counts adds another view of the words:
 
-    logits = a_svm * svm_margins(tfidf)
-           + a_lr * lr_logits(embedding)
-           + a_knn * knn_log_votes(embedding)
+    logits = a_svm * svm_margins(tfidf) + a_nb * complement_nb(word counts)
+           + a_lr * lr_logits(embedding) + a_knn * knn_log_votes(embedding)
     probabilities = softmax(logits)
 
 The weights are fitted by minimising log-loss on out-of-fold scores (cross-fitting on the training
@@ -20,12 +20,18 @@ data only), so they both set the mix and act as the temperature: the confidence 
 is calibrated without a separate step.
 
 The encoder is most of the cost of a prediction (about 10 ms per short ticket per core here, the
-rest of the classifier ~3 ms), so prediction runs as a cascade. The n-gram head alone, with its own temperature fitted the same way,
-answers the tickets it puts at or above `fast_path_confidence`; only the rest are embedded and get
-the full stack. The confidence a fast-path answer reports comes from a second temperature, fitted
-on the out-of-fold rows the gate lets through: the temperature fitted on all rows makes that sure
-tail claim more certainty than it has. benchmarks/classifier_eval.py prints the fast path's share
-and accuracy.
+rest of the classifier ~3 ms), so prediction runs as a cascade:
+1. The n-gram head alone, with its own temperature fitted the same way, answers the tickets it
+   puts at or above `fast_path_confidence` (68% of Banking77). The confidence a fast-path answer
+   reports comes from a second temperature, fitted on the out-of-fold rows the gate lets through:
+   the temperature fitted on all rows makes that sure tail claim more certainty than it has.
+2. The rest are embedded and get the stack above.
+3. With a second encoder (by default bge-small-en-v1.5, Settings.intent_second_encoder; twice
+   MiniLM's depth and cost), the embedded tickets that stack puts below `second_opinion_below` are
+   embedded by it too and get a stack of all the heads, its own LR and kNN heads included, with
+   its own weights fitted the same way. That is ~15% of Banking77. The two encoders err on
+   different tickets: the stack of both reached 93.8% where either alone stops at 93.3-93.6%.
+benchmarks/classifier_eval.py prints each step's share.
 
 Artifacts hold no pickle: vocabularies and settings are JSON, every array is in one .npz, and
 `load` rebuilds the scikit-learn vectorizers from them.
@@ -51,17 +57,20 @@ import sklearn
 from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
+from sklearn.naive_bayes import ComplementNB
 from sklearn.svm import LinearSVC
 
 from supportflow.embedding import EmbeddingCache, TextEncoder, load_encoder, registered_name
 
-ARTIFACT_FORMAT = 2
+ARTIFACT_FORMAT = 3
 MANIFEST = "model.json"
 ARRAYS = "arrays.npz"
-HEADS = ("tfidf_svm", "embedding_lr", "embedding_knn")
+HEADS = ("tfidf_svm", "word_nb", "embedding_lr", "embedding_knn")
+# The heads on the second encoder's embeddings, stacked after HEADS for a second opinion.
+SECOND_OPINION_HEADS = ("second_lr", "second_knn")
 # Confidence cut-offs at which CV reports selective accuracy and coverage (to pick a routing cut).
 SELECTIVE_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)
 
@@ -72,6 +81,7 @@ class IntentPrediction:
     confidence: float
     top_k: list[tuple[str, float]]
     encoded: bool  # False when the n-gram fast path answered without the encoder
+    second_opinion: bool = False  # True when the second encoder was consulted too
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ class TrainingConfig:
     """Hyperparameters, fixed from CV on Banking77 train (never from its withheld test split)."""
 
     svm_c: float = 1.0
+    nb_alpha: float = 0.3  # Complement Naive Bayes smoothing, on word 1-2-gram counts
     lr_c: float = 20.0
     knn_k: int = 10
     # Neighbour votes are weighted exp(cosine / temperature): close neighbours count far more.
@@ -94,6 +105,13 @@ class TrainingConfig:
     # and selective accuracy at 0.7 0.2 points below no fast path. 0.99: 62%, 99.05%, -0.04 and
     # -0.1, but ~10% less throughput; 0.95: 75%, selective accuracy -0.3.
     fast_path_confidence: float | None = 0.98
+    # With a second encoder, an embedded ticket whose first-stack confidence is below this is
+    # embedded by the second encoder too and gets the stack of all heads. Chosen by 5-fold CV on
+    # Banking77 train (benchmarks/classifier_eval.py --second-opinion-below): see the module doc.
+    second_opinion_below: float = 0.9
+    # Longer tickets skip the second opinion: it would take a long one past ~50 ms on two cores.
+    # 0.2% of Banking77 train is longer.
+    second_opinion_max_chars: int = 300
 
 
 _WORD_TFIDF = {"analyzer": "word", "ngram_range": (1, 2), "sublinear_tf": True, "lowercase": True}
@@ -107,17 +125,26 @@ _CHAR_MIN_DF = 2
 
 
 @dataclass
+class _EmbeddingHeads:
+    """The two heads on one encoder's embeddings: logistic regression and similarity-weighted kNN."""
+
+    lr_weight: np.ndarray  # (dim, classes)
+    lr_bias: np.ndarray
+    knn_vectors: np.ndarray  # (rows, dim) training embeddings
+    knn_labels: np.ndarray  # (rows,) class indices
+
+
+@dataclass
 class _Heads:
-    """Everything fitted on one training set: vectorizers and the three heads' parameters."""
+    """Everything fitted on one training set: vectorizers and every head's parameters."""
 
     word: TfidfVectorizer
     char: TfidfVectorizer
     svm_weight: np.ndarray  # (features, classes)
     svm_bias: np.ndarray
-    lr_weight: np.ndarray  # (dim, classes)
-    lr_bias: np.ndarray
-    knn_vectors: np.ndarray  # (rows, dim) training embeddings
-    knn_labels: np.ndarray  # (rows,) class indices
+    nb_weight: np.ndarray  # (word features, classes): Complement NB's log weights
+    embedding: _EmbeddingHeads
+    second: _EmbeddingHeads | None  # on the second encoder's embeddings, if the model has one
     features: _TfidfFeatures = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -125,7 +152,8 @@ class _Heads:
 
 
 class _TfidfFeatures:
-    """`_tfidf` for inference: the same matrix, without scikit-learn's per-call input checks.
+    """`_tfidf` and `_word_counts` for inference: the same matrices, without scikit-learn's
+    per-call input checks.
 
     Those checks cost about 3 ms per call whatever the batch, more than the n-gram work for one
     ticket, and every ticket now takes this path (tests/unit/test_intent_model.py compares the two).
@@ -140,29 +168,44 @@ class _TfidfFeatures:
             offset += len(idf)
         self._width = offset
 
-    def transform(self, texts: list[str]) -> sp.csr_matrix:
-        indptr, indices, values, filled = [0], [], [], 0
+    def transform(self, texts: list[str]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """(TF-IDF features, word n-gram counts) of `texts`."""
+        tfidf, counts = _SparseRows(), _SparseRows()
         for text in texts:
-            for analyze, vocabulary, idf, offset in self._blocks:
-                counts = Counter(vocabulary[g] for g in analyze(text) if g in vocabulary)
-                if not counts:
+            for block, (analyze, vocabulary, idf, offset) in enumerate(self._blocks):
+                tally = Counter(vocabulary[g] for g in analyze(text) if g in vocabulary)
+                if not tally:
                     continue
-                columns = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-                tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+                columns = np.fromiter(tally.keys(), dtype=np.int64, count=len(tally))
+                tf = np.fromiter(tally.values(), dtype=np.float64, count=len(tally))
+                if block == 0:
+                    counts.add(columns, tf)
                 weights = (1.0 + np.log(tf)) * idf[columns]  # sublinear tf, then idf
                 weights /= np.linalg.norm(weights) * np.sqrt(2.0)  # as _tfidf: unit halves
-                indices.append(columns + offset)
-                values.append(weights)
-                filled += len(columns)
-            indptr.append(filled)
-        return sp.csr_matrix(
-            (
-                np.concatenate(values) if values else np.zeros(0),
-                np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64),
-                indptr,
-            ),
-            shape=(len(texts), self._width),
-        )
+                tfidf.add(columns + offset, weights)
+            tfidf.end_row()
+            counts.end_row()
+        return tfidf.matrix(self._width), counts.matrix(len(self._blocks[0][2]))
+
+
+class _SparseRows:
+    """A CSR matrix built row by row."""
+
+    def __init__(self) -> None:
+        self._indptr, self._indices, self._values, self._filled = [0], [], [], 0
+
+    def add(self, columns: np.ndarray, values: np.ndarray) -> None:
+        self._indices.append(columns)
+        self._values.append(values)
+        self._filled += len(columns)
+
+    def end_row(self) -> None:
+        self._indptr.append(self._filled)
+
+    def matrix(self, width: int) -> sp.csr_matrix:
+        values = np.concatenate(self._values) if self._values else np.zeros(0)
+        indices = np.concatenate(self._indices) if self._indices else np.zeros(0, dtype=np.int64)
+        return sp.csr_matrix((values, indices, self._indptr), shape=(len(self._indptr) - 1, width))
 
 
 @dataclass(eq=False)
@@ -177,6 +220,9 @@ class IntentModel:
     encoder: TextEncoder
     metadata: dict = field(default_factory=dict)
     _heads: _Heads | None = field(default=None, repr=False)
+    # With a second encoder: the stacking weights of HEADS + SECOND_OPINION_HEADS.
+    second_encoder: TextEncoder | None = None
+    second_head_weights: np.ndarray | None = None
 
     # --- training ---------------------------------------------------------------------------
 
@@ -187,6 +233,7 @@ class IntentModel:
         labels: Sequence[str],
         *,
         encoder: TextEncoder,
+        second_encoder: TextEncoder | None = None,
         seed: int = 0,
         config: TrainingConfig | None = None,
         cache_dir: Path | str | None = None,
@@ -196,7 +243,11 @@ class IntentModel:
         texts, labels = _validate(texts, labels)
         started = time.perf_counter()
         embeddings = _embed(encoder, texts, config, cache_dir)
-        model = cls._fit(texts, embeddings, labels, encoder=encoder, seed=seed, config=config)
+        second = _embed(second_encoder, texts, config, cache_dir) if second_encoder else None
+        model = cls._fit(
+            texts, embeddings, labels, encoder=encoder, seed=seed, config=config,
+            second_encoder=second_encoder, second_embeddings=second,
+        )
         data_sha256 = _pairs_sha256(texts, labels)
         created = datetime.fromisoformat(model.metadata["created_at"])
         model.metadata.update(
@@ -218,23 +269,32 @@ class IntentModel:
         encoder: TextEncoder,
         seed: int,
         config: TrainingConfig,
+        second_encoder: TextEncoder | None = None,
+        second_embeddings: np.ndarray | None = None,
     ) -> IntentModel:
         label_set = sorted(set(labels))
         if len(label_set) < 2:
             raise ValueError("need at least two distinct labels")
+        if (second_encoder is None) != (second_embeddings is None):
+            raise ValueError("a second encoder needs its embeddings, and the other way round")
         index = {label: i for i, label in enumerate(label_set)}
         y = np.array([index[label] for label in labels])
         clipped = [_clip(t, config) for t in texts]
 
-        head_scores = _out_of_fold_scores(clipped, embeddings, y, len(label_set), config, seed)
-        weights = _fit_stacking_weights(head_scores, y)
+        head_scores = _out_of_fold_scores(
+            clipped, embeddings, second_embeddings, y, len(label_set), config, seed
+        )
+        weights = _fit_stacking_weights(head_scores[: len(HEADS)], y)
+        second_weights = _fit_stacking_weights(head_scores, y) if second_encoder else None
         gate_weight = float(_fit_stacking_weights(head_scores[:1], y)[0])
         fast_weight = _fit_fast_path_weight(head_scores[0], y, gate_weight, config)
-        heads = _fit_heads(clipped, embeddings, y, len(label_set), config, seed)
+        heads = _fit_heads(clipped, embeddings, second_embeddings, y, len(label_set), config, seed)
         created = datetime.now(UTC)
         metadata = {
             "encoder": encoder.name,
             "encoder_registry_name": registered_name(encoder),
+            "second_encoder": second_encoder.name if second_encoder else None,
+            "second_encoder_registry_name": registered_name(second_encoder) if second_encoder else None,
             "seed": seed,
             "created_at": created.isoformat(timespec="seconds"),
             "label_counts": {label: int(np.sum(y == i)) for i, label in enumerate(label_set)},
@@ -244,7 +304,11 @@ class IntentModel:
                 "scikit_learn": sklearn.__version__,
             },
         }
-        return cls(label_set, config, weights, gate_weight, fast_weight, encoder, metadata, heads)
+        return cls(
+            labels=label_set, config=config, head_weights=weights, fast_path_gate_weight=gate_weight,
+            fast_path_weight=fast_weight, encoder=encoder, metadata=metadata, _heads=heads,
+            second_encoder=second_encoder, second_head_weights=second_weights,
+        )
 
     @property
     def version(self) -> str:
@@ -254,25 +318,29 @@ class IntentModel:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), len(labels)) calibrated probabilities; columns follow `self.labels`."""
-        return self._predict(texts)[0]
+        return self._predict(texts).probabilities
 
     def predict(self, texts: Sequence[str]) -> list[IntentPrediction]:
-        probabilities, encoded = self._predict(texts)
+        result = self._predict(texts)
         k = min(self.config.top_k, len(self.labels))
         predictions = []
-        for row, row_encoded in zip(probabilities, encoded):
+        for row, encoded, second in zip(result.probabilities, result.encoded, result.second_opinion):
             best = np.argsort(-row, kind="stable")[:k]
             top = [(self.labels[i], float(row[i])) for i in best]
-            predictions.append(IntentPrediction(top[0][0], top[0][1], top, bool(row_encoded)))
+            predictions.append(IntentPrediction(top[0][0], top[0][1], top, bool(encoded), bool(second)))
         return predictions
 
-    def _predict(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _predict(self, texts: Sequence[str]) -> _Cascaded:
         if isinstance(texts, str):
             raise TypeError("predict takes a sequence of texts, not a single str")
         texts = [_clip(t, self.config) for t in texts]
-        if not texts:
-            return np.empty((0, len(self.labels))), np.zeros(0, dtype=bool)
-        return _cascade(self, texts, lambda rows: self.encoder.encode([texts[i] for i in rows]))
+        second = self.second_encoder
+        return _cascade(
+            self,
+            texts,
+            lambda rows: self.encoder.encode([texts[i] for i in rows]),
+            (lambda rows: second.encode([texts[i] for i in rows])) if second else None,
+        )
 
     # --- persistence ------------------------------------------------------------------------
 
@@ -287,6 +355,8 @@ class IntentModel:
             "labels": self.labels,
             "heads": list(HEADS),
             "head_weights": self.head_weights.tolist(),
+            "second_opinion_heads": list(SECOND_OPINION_HEADS) if heads.second else [],
+            "second_head_weights": self.second_head_weights.tolist() if heads.second else None,
             "fast_path_gate_weight": self.fast_path_gate_weight,
             "fast_path_weight": self.fast_path_weight,
             "config": asdict(self.config),
@@ -299,29 +369,38 @@ class IntentModel:
             "char_idf": heads.char.idf_,
             "svm_weight": heads.svm_weight,
             "svm_bias": heads.svm_bias,
-            "lr_weight": heads.lr_weight,
-            "lr_bias": heads.lr_bias,
-            "knn_vectors": heads.knn_vectors,
-            "knn_labels": heads.knn_labels,
+            "nb_weight": heads.nb_weight,
+            **_embedding_arrays(heads.embedding, ""),
+            **(_embedding_arrays(heads.second, "second_") if heads.second else {}),
         }
         np.savez_compressed(directory / ARRAYS, **arrays)
         (directory / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False), "utf-8")
         return directory
 
     @classmethod
-    def load(cls, directory: Path | str, *, encoder: TextEncoder | None = None) -> IntentModel:
-        """Rebuild a saved model. Without `encoder`, the one it was trained with is loaded from
-        the registry; either way its name must match the one recorded at training."""
+    def load(
+        cls,
+        directory: Path | str,
+        *,
+        encoder: TextEncoder | None = None,
+        second_encoder: TextEncoder | None = None,
+    ) -> IntentModel:
+        """Rebuild a saved model. Without `encoder` (`second_encoder`), the one it was trained
+        with is loaded from the registry; either way its name must match the one recorded at
+        training."""
         directory = Path(directory)
         manifest = json.loads((directory / MANIFEST).read_text("utf-8"))
         if manifest.get("format") != ARTIFACT_FORMAT or manifest.get("heads") != list(HEADS):
-            raise ValueError(f"{directory} is not an intent model of format {ARTIFACT_FORMAT}")
-        if encoder is None:
-            encoder = load_encoder(manifest["metadata"].get("encoder_registry_name") or "minilm")
-        trained_with = manifest["metadata"]["encoder"]
-        if trained_with != encoder.name:
             raise ValueError(
-                f"model was trained with encoder {trained_with!r}, got {encoder.name!r}"
+                f"{directory} is not an intent model of format {ARTIFACT_FORMAT}: "
+                "train it again (supportflow classifier train)"
+            )
+        metadata = manifest["metadata"]
+        encoder = _matching_encoder(encoder, metadata["encoder"], metadata.get("encoder_registry_name") or "minilm")
+        has_second = manifest["second_opinion_heads"] == list(SECOND_OPINION_HEADS)
+        if has_second:
+            second_encoder = _matching_encoder(
+                second_encoder, metadata["second_encoder"], metadata["second_encoder_registry_name"]
             )
         with np.load(directory / ARRAYS, allow_pickle=False) as arrays:
             heads = _Heads(
@@ -329,10 +408,9 @@ class IntentModel:
                 char=_vectorizer(_CHAR_TFIDF, manifest["char_vocabulary"], arrays["char_idf"]),
                 svm_weight=arrays["svm_weight"],
                 svm_bias=arrays["svm_bias"],
-                lr_weight=arrays["lr_weight"],
-                lr_bias=arrays["lr_bias"],
-                knn_vectors=arrays["knn_vectors"],
-                knn_labels=arrays["knn_labels"],
+                nb_weight=arrays["nb_weight"],
+                embedding=_embedding_heads(arrays, ""),
+                second=_embedding_heads(arrays, "second_") if has_second else None,
             )
         return cls(
             labels=manifest["labels"],
@@ -341,9 +419,36 @@ class IntentModel:
             fast_path_gate_weight=float(manifest["fast_path_gate_weight"]),
             fast_path_weight=float(manifest["fast_path_weight"]),
             encoder=encoder,
-            metadata=manifest["metadata"],
+            metadata=metadata,
             _heads=heads,
+            second_encoder=second_encoder if has_second else None,
+            second_head_weights=np.array(manifest["second_head_weights"]) if has_second else None,
         )
+
+
+def _matching_encoder(given: TextEncoder | None, trained_with: str, registry_name: str) -> TextEncoder:
+    encoder = given if given is not None else load_encoder(registry_name)
+    if trained_with != encoder.name:
+        raise ValueError(f"model was trained with encoder {trained_with!r}, got {encoder.name!r}")
+    return encoder
+
+
+def _embedding_arrays(heads: _EmbeddingHeads, prefix: str) -> dict[str, np.ndarray]:
+    return {
+        f"{prefix}lr_weight": heads.lr_weight,
+        f"{prefix}lr_bias": heads.lr_bias,
+        f"{prefix}knn_vectors": heads.knn_vectors,
+        f"{prefix}knn_labels": heads.knn_labels,
+    }
+
+
+def _embedding_heads(arrays: np.lib.npyio.NpzFile, prefix: str) -> _EmbeddingHeads:
+    return _EmbeddingHeads(
+        lr_weight=arrays[f"{prefix}lr_weight"],
+        lr_bias=arrays[f"{prefix}lr_bias"],
+        knn_vectors=arrays[f"{prefix}knn_vectors"],
+        knn_labels=arrays[f"{prefix}knn_labels"],
+    )
 
 
 # --- training from a CSV, and cross-validation ---------------------------------------------------
@@ -367,6 +472,7 @@ def train_from_csv(
     out_dir: Path | str,
     *,
     encoder: TextEncoder,
+    second_encoder: TextEncoder | None = None,
     seed: int = 0,
     cache_dir: Path | str | None = None,
     cv_folds: int = 0,
@@ -380,9 +486,12 @@ def train_from_csv(
     cv = None
     if cv_folds:
         cv = cross_validate(
-            texts, labels, encoder=encoder, folds=cv_folds, seed=seed, cache_dir=cache_dir
+            texts, labels, encoder=encoder, second_encoder=second_encoder, folds=cv_folds,
+            seed=seed, cache_dir=cache_dir,
         )
-    model = IntentModel.train(texts, labels, encoder=encoder, seed=seed, cache_dir=cache_dir)
+    model = IntentModel.train(
+        texts, labels, encoder=encoder, second_encoder=second_encoder, seed=seed, cache_dir=cache_dir
+    )
     model.metadata["source"] = {
         "path": str(path),
         "file_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
@@ -403,6 +512,7 @@ class CrossValidation:
     y_true: np.ndarray
     probabilities: np.ndarray
     encoded: np.ndarray  # per row: True when the prediction needed the encoder (no fast path)
+    second_opinion: np.ndarray  # per row: True when the second encoder was consulted too
     folds: int
     seconds: float
 
@@ -425,6 +535,7 @@ class CrossValidation:
             "fast_path_accuracy": float(correct[~self.encoded].mean())
             if (~self.encoded).any()
             else None,
+            "second_opinion_share": float(self.second_opinion.mean()),
             "selective_by_threshold": {
                 f"{t:.2f}": {
                     "accuracy": float(correct[confidence >= t].mean())
@@ -443,6 +554,7 @@ def cross_validate(
     labels: Sequence[str],
     *,
     encoder: TextEncoder,
+    second_encoder: TextEncoder | None = None,
     folds: int = 5,
     seed: int = 0,
     config: TrainingConfig | None = None,
@@ -454,11 +566,13 @@ def cross_validate(
     texts, labels = _validate(texts, labels)
     started = time.perf_counter()
     embeddings = _embed(encoder, texts, config, cache_dir)
+    second = _embed(second_encoder, texts, config, cache_dir) if second_encoder else None
     label_set = sorted(set(labels))
     index = {label: i for i, label in enumerate(label_set)}
     y = np.array([index[label] for label in labels])
     probabilities = np.zeros((len(texts), len(label_set)))
     encoded = np.zeros(len(texts), dtype=bool)
+    second_opinion = np.zeros(len(texts), dtype=bool)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train_rows, test_rows in splitter.split(np.zeros(len(y)), y):
         model = IntentModel._fit(
@@ -468,15 +582,22 @@ def cross_validate(
             encoder=encoder,
             seed=seed,
             config=config,
+            second_encoder=second_encoder,
+            second_embeddings=second[train_rows] if second is not None else None,
         )
         fold_texts = [_clip(texts[i], config) for i in test_rows]
-        fold_embeddings = embeddings[test_rows]
-        fold_probabilities, fold_encoded = _cascade(model, fold_texts, lambda rows: fold_embeddings[rows])
+        fold = _cascade(
+            model,
+            fold_texts,
+            lambda rows: embeddings[test_rows[rows]],
+            (lambda rows: second[test_rows[rows]]) if second is not None else None,
+        )
         columns = [index[label] for label in model.labels]
-        probabilities[np.ix_(test_rows, columns)] = fold_probabilities
-        encoded[test_rows] = fold_encoded
+        probabilities[np.ix_(test_rows, columns)] = fold.probabilities
+        encoded[test_rows] = fold.encoded
+        second_opinion[test_rows] = fold.second_opinion
     return CrossValidation(
-        label_set, y, probabilities, encoded, folds, time.perf_counter() - started
+        label_set, y, probabilities, encoded, second_opinion, folds, time.perf_counter() - started
     )
 
 
@@ -536,9 +657,18 @@ def _tfidf(word: TfidfVectorizer, char: TfidfVectorizer, texts: list[str]) -> sp
     return (sp.hstack([word.transform(texts), char.transform(texts)]) / np.sqrt(2.0)).tocsr()
 
 
+def _word_counts(word: TfidfVectorizer, texts: list[str]) -> sp.csr_matrix:
+    """Raw counts of the word vectorizer's n-grams (the same analyzer and columns)."""
+    counter = CountVectorizer(
+        ngram_range=_WORD_TFIDF["ngram_range"], lowercase=True, vocabulary=word.vocabulary_
+    )
+    return counter.transform(texts)
+
+
 def _fit_heads(
     texts: list[str],
     embeddings: np.ndarray,
+    second_embeddings: np.ndarray | None,
     y: np.ndarray,
     n_classes: int,
     config: TrainingConfig,
@@ -552,16 +682,32 @@ def _fit_heads(
         char = TfidfVectorizer(**_CHAR_TFIDF).fit(texts)
     present = np.unique(y)
     svm = LinearSVC(C=config.svm_c, random_state=seed).fit(_tfidf(word, char, texts), y)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        lr = LogisticRegression(C=config.lr_c, max_iter=1000, random_state=seed).fit(embeddings, y)
     svm_weight, svm_bias = _full_width(svm.coef_, svm.intercept_, present, n_classes)
-    lr_weight, lr_bias = _full_width(lr.coef_, lr.intercept_, present, n_classes)
+    nb = ComplementNB(alpha=config.nb_alpha).fit(_word_counts(word, texts), y)
+    # Complement NB scores a row as counts @ feature_log_prob_.T: a linear head without bias.
+    nb_weight = np.zeros((nb.feature_log_prob_.shape[1], n_classes), dtype=np.float32)
+    nb_weight[:, nb.classes_] = nb.feature_log_prob_.T
     return _Heads(
         word=word,
         char=char,
         svm_weight=svm_weight,
         svm_bias=svm_bias,
+        nb_weight=nb_weight,
+        embedding=_fit_embedding_heads(embeddings, y, present, n_classes, config, seed),
+        second=_fit_embedding_heads(second_embeddings, y, present, n_classes, config, seed)
+        if second_embeddings is not None
+        else None,
+    )
+
+
+def _fit_embedding_heads(
+    embeddings: np.ndarray, y: np.ndarray, present: np.ndarray, n_classes: int, config: TrainingConfig, seed: int
+) -> _EmbeddingHeads:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        lr = LogisticRegression(C=config.lr_c, max_iter=1000, random_state=seed).fit(embeddings, y)
+    lr_weight, lr_bias = _full_width(lr.coef_, lr.intercept_, present, n_classes)
+    return _EmbeddingHeads(
         lr_weight=lr_weight,
         lr_bias=lr_bias,
         knn_vectors=np.ascontiguousarray(embeddings, dtype=np.float32),
@@ -593,46 +739,82 @@ def _full_width(
 
 
 def _head_scores(
-    heads: _Heads, texts: list[str], embeddings: np.ndarray, n_classes: int, config: TrainingConfig
+    heads: _Heads,
+    texts: list[str],
+    embeddings: np.ndarray,
+    second_embeddings: np.ndarray | None,
+    n_classes: int,
+    config: TrainingConfig,
 ) -> list[np.ndarray]:
-    """Each head's (rows, n_classes) scores, in the order of HEADS."""
-    return [_svm_scores(heads, texts), *_embedding_scores(heads, embeddings, n_classes, config)]
+    """Each head's (rows, n_classes) scores, in the order of HEADS (+ SECOND_OPINION_HEADS)."""
+    scores = [*_ngram_scores(heads, texts), *_embedding_scores(heads.embedding, embeddings, n_classes, config)]
+    if second_embeddings is not None:
+        scores += _embedding_scores(heads.second, second_embeddings, n_classes, config)
+    return scores
 
 
-def _svm_scores(heads: _Heads, texts: list[str]) -> np.ndarray:
+def _ngram_scores(heads: _Heads, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The SVM's margins on TF-IDF and Complement NB's scores on word counts."""
+    tfidf, counts = heads.features.transform(texts)
     # float32 features: a float64 matrix would make scipy copy the whole weight matrix per call.
-    features = heads.features.transform(texts).astype(np.float32)
-    return np.asarray(features @ heads.svm_weight) + heads.svm_bias
+    svm = np.asarray(tfidf.astype(np.float32) @ heads.svm_weight) + heads.svm_bias
+    nb = np.asarray(counts.astype(np.float32) @ heads.nb_weight)
+    return svm, nb
 
 
 def _embedding_scores(
-    heads: _Heads, embeddings: np.ndarray, n_classes: int, config: TrainingConfig
+    heads: _EmbeddingHeads, embeddings: np.ndarray, n_classes: int, config: TrainingConfig
 ) -> list[np.ndarray]:
     lr = embeddings @ heads.lr_weight + heads.lr_bias
     return [lr, _knn_log_votes(heads, embeddings, n_classes, config)]
 
 
+@dataclass(frozen=True)
+class _Cascaded:
+    probabilities: np.ndarray  # (rows, classes)
+    encoded: np.ndarray  # per row: embedded by the first encoder (not answered by the fast path)
+    second_opinion: np.ndarray  # per row: embedded by the second encoder too
+
+
 def _cascade(
-    model: IntentModel, texts: list[str], embed: Callable[[np.ndarray], np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities for `texts` and which rows needed the encoder.
+    model: IntentModel,
+    texts: list[str],
+    embed: Callable[[np.ndarray], np.ndarray],
+    embed_second: Callable[[np.ndarray], np.ndarray] | None,
+) -> _Cascaded:
+    """Probabilities for `texts`, and which rows needed which encoder.
 
     Every row first gets the n-gram head's own calibrated probabilities; rows below the fast-path
-    confidence are embedded (`embed(row_indices)`) and get the full stack instead.
+    confidence are embedded (`embed(row_indices)`) and get the stack of HEADS instead. With a
+    second encoder, the embedded rows that stack leaves below `second_opinion_below` (and no
+    longer than `second_opinion_max_chars`) are embedded by it too (`embed_second(row_indices)`)
+    and get the stack of all heads.
     """
-    heads, config = model._heads, model.config
-    svm = _svm_scores(heads, texts)
+    heads, config, n_classes = model._heads, model.config, len(model.labels)
+    if not texts:
+        none = np.zeros(0, dtype=bool)
+        return _Cascaded(np.empty((0, n_classes)), none, none)
+    svm, nb = _ngram_scores(heads, texts)
     probabilities = softmax(model.fast_path_weight * svm, axis=1)
     encoded = ~_fast_path_taken(svm, model.fast_path_gate_weight, config)
+    second_opinion = np.zeros(len(texts), dtype=bool)
     rows = np.flatnonzero(encoded)
     if rows.size:
-        scores = [svm[rows], *_embedding_scores(heads, embed(rows), len(model.labels), config)]
+        scores = [svm[rows], nb[rows], *_embedding_scores(heads.embedding, embed(rows), n_classes, config)]
         probabilities[rows] = softmax(_combine(scores, model.head_weights), axis=1)
-    return probabilities, encoded
+        if embed_second is not None and heads.second is not None:
+            short = np.array([len(texts[i]) <= config.second_opinion_max_chars for i in rows])
+            unsure = (probabilities[rows].max(axis=1) < config.second_opinion_below) & short
+            if unsure.any():
+                more = _embedding_scores(heads.second, embed_second(rows[unsure]), n_classes, config)
+                scores = [s[unsure] for s in scores] + more
+                probabilities[rows[unsure]] = softmax(_combine(scores, model.second_head_weights), axis=1)
+                second_opinion[rows[unsure]] = True
+    return _Cascaded(probabilities, encoded, second_opinion)
 
 
 def _knn_log_votes(
-    heads: _Heads, embeddings: np.ndarray, n_classes: int, config: TrainingConfig
+    heads: _EmbeddingHeads, embeddings: np.ndarray, n_classes: int, config: TrainingConfig
 ) -> np.ndarray:
     """log of the share of similarity-weighted votes from the k most similar training texts."""
     k = min(config.knn_k, len(heads.knn_labels))
@@ -654,13 +836,15 @@ def _knn_log_votes(
 def _out_of_fold_scores(
     texts: list[str],
     embeddings: np.ndarray,
+    second_embeddings: np.ndarray | None,
     y: np.ndarray,
     n_classes: int,
     config: TrainingConfig,
     seed: int,
 ) -> list[np.ndarray]:
     """Every head's scores on every training row, each from heads fitted without that row."""
-    scores = [np.zeros((len(y), n_classes)) for _ in HEADS]
+    n_heads = len(HEADS) + (len(SECOND_OPINION_HEADS) if second_embeddings is not None else 0)
+    scores = [np.zeros((len(y), n_classes)) for _ in range(n_heads)]
     folds = min(config.calibration_folds, int(np.bincount(y).max()))
     if folds < 2:
         raise ValueError("need at least two examples of some label to calibrate")
@@ -668,12 +852,17 @@ def _out_of_fold_scores(
         # Labels rarer than the fold count are fine: _full_width handles absent classes.
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y))
+    second = second_embeddings
     for fit_rows, held_rows in splits:
         heads = _fit_heads(
-            [texts[i] for i in fit_rows], embeddings[fit_rows], y[fit_rows], n_classes, config, seed
+            [texts[i] for i in fit_rows], embeddings[fit_rows],
+            second[fit_rows] if second is not None else None, y[fit_rows], n_classes, config, seed,
         )
         held_texts = [texts[i] for i in held_rows]
-        held = _head_scores(heads, held_texts, embeddings[held_rows], n_classes, config)
+        held = _head_scores(
+            heads, held_texts, embeddings[held_rows], second[held_rows] if second is not None else None,
+            n_classes, config,
+        )
         for total, part in zip(scores, held, strict=True):
             total[held_rows] = part
     return scores

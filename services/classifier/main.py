@@ -45,9 +45,10 @@ def load_intent_model(model_dir: Path | None) -> IntentModel:
 def build_triage(settings: Settings) -> TicketTriage:
     """The intent model, routing policy and CRM that the settings name, ready to classify."""
     model = load_intent_model(settings.intent_model_dir)
-    # The first real ticket should not pay for loading: warm both the fast path and the encoder.
+    # The first real ticket should not pay for loading: warm the fast path and the encoders.
     model.predict(["warm-up: where is my card?"])
-    model.encoder.encode(["warm-up: where is my card?"])
+    for encoder in filter(None, (model.encoder, model.second_encoder)):
+        encoder.encode(["warm-up: where is my card?"])
     return TicketTriage(
         model, PolicyStore(settings.routing_policy_path or DEFAULT_POLICY_PATH), crm_from_settings(settings),
         assist=claude_assist(settings),

@@ -15,7 +15,8 @@ CONFIDENCE = Histogram(
 )
 INTENT_PATH = Counter(
     "supportflow_classifier_intent_predictions_total",
-    "Intent predictions by path: ngram_fast_path (n-grams alone were sure) or encoder",
+    "Intent predictions by path: ngram_fast_path (n-grams alone were sure), encoder, or "
+    "second_opinion (the second encoder was consulted too)",
     ["path"],
 )
 CLAUDE_ASSIST = Counter(

@@ -32,8 +32,11 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             if row["category"] in INTENTS:
                 writer.writerow({"utterance": row["text"], "label": row["category"]})
     out = directory / "model"
-    report = cli.train(str(data), "utterance", "label", str(out), encoder=Settings().intent_encoder)
+    settings = Settings()
+    report = cli.train(str(data), "utterance", "label", str(out), encoder=settings.intent_encoder,
+                       second_encoder=settings.intent_second_encoder)
     assert report["encoder_registry_name"] == "minilm+layer3"
+    assert report["second_encoder_registry_name"] == "bge-small"
     json.dumps(report)  # the lead prints it as JSON
     return out
 

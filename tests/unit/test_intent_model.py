@@ -165,7 +165,7 @@ def test_fast_path_answers_sure_tickets_without_the_encoder(trained, encoder):
     # The sample has both kinds: sure n-gram matches and vague texts.
     assert {p.encoded for p in predictions} == {True, False}
     full_probabilities = full.predict_proba(texts)
-    ngram_scores = intent_model._svm_scores(model._heads, texts)
+    ngram_scores, _ = intent_model._ngram_scores(model._heads, texts)
     for prediction, full_row, ngram_row in zip(predictions, full_probabilities, ngram_scores, strict=True):
         if prediction.encoded:  # the full stack's answer, unchanged
             assert prediction.confidence == pytest.approx(full_row.max())
@@ -258,5 +258,73 @@ def test_inference_features_match_scikit_learn(trained):
     model, _ = trained
     heads = model._heads
     texts = ["where is my new card?", "", "Card card CARD!!", "ünïcödé pin", "x" * 3000, "🙂 refund"]
+    tfidf, counts = heads.features.transform(texts)
     expected = intent_model._tfidf(heads.word, heads.char, texts).toarray()
-    np.testing.assert_allclose(heads.features.transform(texts).toarray(), expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(tfidf.toarray(), expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(counts.toarray(), intent_model._word_counts(heads.word, texts).toarray())
+
+
+# --- the second opinion ------------------------------------------------------------------------
+
+
+class MarkedEncoder(CountingEncoder):
+    """A second encoder: the real one under another name, recording what it embeds."""
+
+    name = property(lambda self: "second:" + self.inner.name)
+
+
+@pytest.fixture(scope="module")
+def with_second(encoder, tmp_path_factory):
+    rows = synthetic_rows()
+    second = MarkedEncoder(encoder)
+    model = IntentModel.train([t for t, _ in rows], [label for _, label in rows], encoder=encoder,
+                              second_encoder=second)
+    return model, second
+
+
+def test_second_opinion_reads_only_unsure_short_embedded_tickets(with_second, encoder):
+    model, second = with_second
+    assert model.second_head_weights is not None and len(model.second_head_weights) == 6
+    sure_of_all = dataclasses.replace(model, config=dataclasses.replace(model.config, second_opinion_below=1.01))
+    texts = ["where is my new card?", "card?", "pin", "hello", "my thing is broken", "card? " * 60]
+    first_only = dataclasses.replace(model, second_encoder=None).predict(texts)
+    second.seen.clear()
+    predictions = sure_of_all.predict(texts)
+    expected = [t for t, p in zip(texts, first_only) if p.encoded and len(t) <= model.config.second_opinion_max_chars]
+    assert expected and len(expected) < len(texts)  # the sample has fast-path and long tickets
+    assert second.seen == expected
+    assert [p.second_opinion for p in predictions] == [t in expected for t in texts]
+    for before, after in zip(first_only, predictions, strict=True):
+        if not after.second_opinion:  # untouched by the second stage
+            assert after == before
+    assert all(0.0 < p.confidence <= 1.0 for p in predictions)
+
+    second.seen.clear()  # at the default threshold only the first stack's unsure rows go
+    default = model.predict(texts)
+    assert second.seen == [t for t, p in zip(texts, first_only)
+                           if t in expected and p.confidence < model.config.second_opinion_below]
+    assert [p.second_opinion for p in default] == [t in second.seen for t in texts]
+
+
+def test_second_opinion_round_trips_and_refuses_another_second_encoder(with_second, encoder, tmp_path):
+    model, second = with_second
+    model.save(tmp_path)
+    manifest = json.loads((tmp_path / "model.json").read_text("utf-8"))
+    assert manifest["metadata"]["second_encoder"] == second.name
+    assert manifest["second_opinion_heads"] == ["second_lr", "second_knn"]
+    loaded = IntentModel.load(tmp_path, encoder=encoder, second_encoder=second)
+    texts = ["card?", "pin", "my refund", "hello"]
+    np.testing.assert_array_equal(loaded.predict_proba(texts), model.predict_proba(texts))
+    with pytest.raises(ValueError, match="encoder"):
+        IntentModel.load(tmp_path, encoder=encoder, second_encoder=encoder)
+
+
+def test_cross_validation_counts_the_second_opinions(csv_path, encoder):
+    texts, labels = read_labeled_csv(csv_path, "body", "intent")
+    config = TrainingConfig(second_opinion_below=1.01)  # every embedded short ticket
+    result = cross_validate(texts, labels, encoder=encoder, second_encoder=MarkedEncoder(encoder), folds=3,
+                            config=config)
+    summary = result.summary()
+    assert np.array_equal(result.second_opinion, result.encoded)  # all synthetic rows are short
+    assert summary["second_opinion_share"] == pytest.approx(1.0 - summary["fast_path_share"])
+    assert summary["accuracy"] > 0.8
