@@ -641,6 +641,31 @@ def load_encoder(name: str = "minilm") -> TextEncoder:
         return _INSTANCES[name]
 
 
+# --- bulk embedding -----------------------------------------------------------------------------
+
+
+def encode_on_all_cores(
+    encoder: TextEncoder, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None
+) -> np.ndarray:
+    """`encoder.encode(texts)`, split over `workers` threads (default: the cores, at most 4).
+
+    For bulk work such as training: each encode call computes on one core, so one call leaves the
+    other cores idle. Texts are dealt out in turn, so every thread gets a similar mix of lengths.
+    """
+    workers = workers or min(4, os.cpu_count() or 1)
+    if workers < 2 or len(texts) < 2 * batch_size:
+        return encoder.encode(texts, batch_size=batch_size)
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = list(texts)
+    out = np.empty((len(texts), encoder.dim), dtype=np.float32)
+    with ThreadPoolExecutor(workers) as pool:
+        parts = pool.map(lambda w: encoder.encode(texts[w::workers], batch_size=batch_size), range(workers))
+        for w, part in enumerate(parts):
+            out[w::workers] = part
+    return out
+
+
 # --- on-disk cache ------------------------------------------------------------------------------
 
 
@@ -653,7 +678,7 @@ class EmbeddingCache:
     """Embeddings of one encoder on disk, keyed by `text_key`, in a single .npz per encoder.
 
     Not meant for the serving path: it exists so training and cross-validation embed every
-    distinct text once. Writes are atomic (temp file + rename), so a killed run leaves either the
+    distinct text once, on all cores (`encode_on_all_cores`). Writes are atomic (temp file + rename), so a killed run leaves either the
     old or the new cache, never a torn one.
     """
 
@@ -679,7 +704,7 @@ class EmbeddingCache:
             if key not in self._vectors:
                 missing.setdefault(key, text)
         if missing:
-            fresh = self._encoder.encode(list(missing.values()), batch_size=batch_size)
+            fresh = encode_on_all_cores(self._encoder, list(missing.values()), batch_size=batch_size)
             self._vectors.update(zip(missing.keys(), fresh, strict=True))
             self._save()
         if not keys:

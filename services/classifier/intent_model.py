@@ -63,7 +63,13 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.naive_bayes import ComplementNB
 from sklearn.svm import LinearSVC
 
-from supportflow.embedding import EmbeddingCache, TextEncoder, load_encoder, registered_name
+from supportflow.embedding import (
+    EmbeddingCache,
+    TextEncoder,
+    encode_on_all_cores,
+    load_encoder,
+    registered_name,
+)
 
 ARTIFACT_FORMAT = 3
 MANIFEST = "model.json"
@@ -637,7 +643,7 @@ def _embed(
 ) -> np.ndarray:
     clipped = [_clip(t, config) for t in texts]
     if cache_dir is None:
-        return encoder.encode(clipped)
+        return encode_on_all_cores(encoder, clipped)
     return EmbeddingCache(cache_dir, encoder).encode(clipped)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
 from services.drafter.arrival import awaits_arrival, speaks_of_arrival
+from services.drafter.howto import asked_action, tells_how
 from services.drafter.lexical import content_words, idf_weights, named_words, weighted_coverage
 from services.drafter.money_direction import Direction, money_direction
 from services.drafter.passage_units import PassageUnit, passage_units
@@ -234,8 +235,8 @@ def answerability(
     """NOT_ANSWERED, with the reason, for the near misses read here: the question moves money one
     way and the reply only quotes units about the other way; the question waits for something and
     no quoted unit says a word about delivery, timing or status; the question asks how much or how
-    long and no quoted unit gives such a figure. Otherwise UNSPECIFIED: shared words prove no
-    answer."""
+    long and no quoted unit gives such a figure; the question asks how to do something and no quoted
+    unit tells the reader to do it. Otherwise UNSPECIFIED: shared words prove no answer."""
     asked = money_direction(question)
     if asked is not None:
         said = {unit_direction(item.unit, evidence[item.unit.passage]) for item in chosen} - {None}
@@ -251,6 +252,13 @@ def answerability(
     wanted = missing_figure(question, chosen)
     if wanted:
         return tk.ANSWERABILITY_NOT_ANSWERED, f"the question asks for {wanted}; the quoted passages give none"
+    action = asked_action(question)
+    if action and not any(
+        tells_how(text, action)
+        for item in chosen
+        for text in unit_and_headings(item.unit, evidence[item.unit.passage])
+    ):
+        return tk.ANSWERABILITY_NOT_ANSWERED, f'the question asks how to do something ("{action}"); the quoted passages do not say how'
     return tk.ANSWERABILITY_UNSPECIFIED, ""
 
 

@@ -271,3 +271,15 @@ def test_the_encoder_can_make_a_passage_relevant_without_shared_words() -> None:
 def test_a_question_for_a_figure_needs_a_figure_of_its_kind(question: str, quoted: str, wanted: str) -> None:
     unit = PassageUnit(passage=0, order=0, text=quoted, source_text=quoted, section="", context="", bullet=False, from_table=False)
     assert missing_figure(question, [ScoredUnit(unit, 1.0, 0)]) == wanted
+
+
+def test_a_how_to_question_answered_with_what_happens_around_the_action_is_judged_off_it(drafter: OfflineDrafter) -> None:
+    # The article says what follows an order (emails, tracking, updating merchants), not how to place one.
+    result = draft(drafter, "How do I go about ordering a new bank card?", [passage(CARD_REPLACEMENT)], channel=tk.CHANNEL_CHAT)
+    assert result.status == tk.DRAFT_STATUS_READY and result.citations
+    assert result.answerability == tk.ANSWERABILITY_NOT_ANSWERED
+    assert result.answerability_reason == 'the question asks how to do something ("ordering"); the quoted passages do not say how'
+    # The steps to create a virtual card do say how.
+    result = draft(drafter, "How do I create a virtual card?", [passage(VIRTUAL_CARDS)], channel=tk.CHANNEL_CHAT)
+    assert result.status == tk.DRAFT_STATUS_READY and result.citations
+    assert result.answerability == tk.ANSWERABILITY_UNSPECIFIED and not result.answerability_reason

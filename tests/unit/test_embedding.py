@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from supportflow.embedding import (
     OnnxMiniLMEncoder,
     TextEncoder,
     available_encoders,
+    encode_on_all_cores,
     load_encoder,
     minilm_encoder,
     register_encoder,
@@ -209,3 +212,24 @@ def test_embedding_cache_computes_each_text_once(tmp_path):
     np.testing.assert_array_equal(first[0], first[2])
     np.testing.assert_array_equal(second[1], first[0])
     assert cache.path.parent == tmp_path
+
+
+def test_bulk_encoding_spreads_over_threads_and_keeps_the_order():
+    threads: set[int] = set()
+    lock = threading.Lock()
+
+    class SlowEncoder(TextEncoder):
+        name = "slow/v1"
+        dim = 2
+
+        def encode(self, texts, batch_size=8):
+            with lock:
+                threads.add(threading.get_ident())
+            time.sleep(0.05)  # long enough for the other worker to start
+            return np.array([[len(t), len(t)] for t in texts], dtype=np.float32)
+
+    texts = [f"text number {i}" + "x" * (i % 7) for i in range(50)]
+    vectors = encode_on_all_cores(SlowEncoder(), texts, batch_size=4, workers=3)
+    np.testing.assert_array_equal(vectors[:, 0], [len(t) for t in texts])
+    assert len(threads) == 3
+    assert encode_on_all_cores(SlowEncoder(), texts[:3], batch_size=4, workers=3).shape == (3, 2)  # few: one call
