@@ -50,10 +50,12 @@ def tells_how(text: str, action: str) -> bool:
     a sentence or list item or after "you can", "to", "please", "then"...; "by ...ing"; "can be
     ...ed"."""
     stem = _SUFFIX.sub("", action)
-    stem = stem if len(stem) >= 3 else action
-    base, ing, done = (rf"{re.escape(stem)}{ending}\b" for ending in ("e?", "(?:t|n|l)?ing", "(?:t|n|l)?e?d"))
+    stem = re.escape(stem if len(stem) >= 3 else action)
+    if stem.endswith("y"):  # verify, verified
+        stem = stem[:-1] + "(?:y|i)"
+    base, ing, done = (rf"{stem}{ending}\b" for ending in ("e?", "(?:t|n|l)?ing", "(?:t|n|l)?e?d"))
     instruction = re.compile(
-        r"(?:(?:^|[.;:!?>•*\-–(]\s*|\b(?:you can|you may|you'll need to|you need to|you must|you should"
+        r"(?:(?:^|[.;:!?>•*\-–(\n]\s*|\b(?:you can|you may|you'll need to|you need to|you must|you should"
         r"|you will need to|to|please|simply|just|then|and|or|first|also|can|may|must|should|will)\s+)"
         r"(?:(?:also|easily|quickly|simply|first|then|always|now|still) )?" + base
         + r"|\bby " + ing

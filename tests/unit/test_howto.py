@@ -65,3 +65,9 @@ def test_a_passage_that_only_speaks_around_the_action(text: str) -> None:
 )
 def test_any_form_of_the_asked_verb_counts_only_as_an_instruction(text: str, action: str, told: bool) -> None:
     assert tells_how(text, action) is told
+
+
+def test_verbs_ending_in_y_and_instructions_on_their_own_line() -> None:
+    assert tells_how("Your identity can be verified in the app.", "verify")
+    assert tells_how("Your details\nVerify your identity in the app", "verifying")
+    assert not tells_how("We verified your identity last week.", "verify")
