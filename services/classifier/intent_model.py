@@ -184,7 +184,7 @@ class _TfidfFeatures:
                     continue
                 columns = np.fromiter(tally.keys(), dtype=np.int64, count=len(tally))
                 tf = np.fromiter(tally.values(), dtype=np.float64, count=len(tally))
-                if block == 0:
+                if block == 0:  # the word block: its raw counts feed Complement NB
                     counts.add(columns, tf)
                 weights = (1.0 + np.log(tf)) * idf[columns]  # sublinear tf, then idf
                 weights /= np.linalg.norm(weights) * np.sqrt(2.0)  # as _tfidf: unit halves
