@@ -62,6 +62,25 @@ def ensure_bge_small(cache_dir: Path, *, log_path: Path | None = None) -> Path:
     return target
 
 
+def export_bge_small(cache_dir: Path, out_dir: Path) -> Path:
+    """Copy the model's two files (fetched first if need be) into `out_dir/bge-small-en-v1.5/`, for
+    a models volume that containers mount read-only; returns that folder, the value of
+    SUPPORTFLOW_BGE_MODEL_DIR. An existing complete copy is kept."""
+    source = ensure_bge_small(cache_dir)
+    target = Path(out_dir) / source.name
+    if _complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        staging = Path(scratch) / source.name
+        staging.mkdir()
+        for name in (ONNX_FILE, TOKENIZER_FILE):
+            shutil.copyfile(source / name, staging / name)
+        shutil.rmtree(target, ignore_errors=True)  # a folder missing a file
+        staging.rename(target)
+    return target
+
+
 def _complete(folder: Path) -> bool:
     return (folder / ONNX_FILE).exists() and (folder / TOKENIZER_FILE).exists()
 

