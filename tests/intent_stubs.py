@@ -21,5 +21,5 @@ class FixedModel:
         self.top = top
         self.version = version
 
-    def predict(self, texts: list[str]) -> list[Prediction]:
+    def predict(self, texts: list[str], *, second_opinion_allowed: list[bool] | None = None) -> list[Prediction]:
         return [Prediction(self.top[0][0], self.top[0][1], list(self.top)) for _ in texts]

@@ -31,8 +31,10 @@ class _PathCountingModel:
     def version(self) -> str:
         return self._model.version
 
-    def predict(self, texts: list[str]) -> Sequence[IntentPrediction]:
-        predictions = self._model.predict(texts)
+    def predict(
+        self, texts: list[str], *, second_opinion_allowed: Sequence[bool] | None = None
+    ) -> Sequence[IntentPrediction]:
+        predictions = self._model.predict(texts, second_opinion_allowed=second_opinion_allowed)
         for prediction in predictions:
             metrics.INTENT_PATH.labels(intent_path(prediction)).inc()
         return predictions

@@ -326,8 +326,12 @@ class IntentModel:
         """(len(texts), len(labels)) calibrated probabilities; columns follow `self.labels`."""
         return self._predict(texts).probabilities
 
-    def predict(self, texts: Sequence[str]) -> list[IntentPrediction]:
-        result = self._predict(texts)
+    def predict(
+        self, texts: Sequence[str], *, second_opinion_allowed: Sequence[bool] | None = None
+    ) -> list[IntentPrediction]:
+        """The ranked intents of each text. `second_opinion_allowed` (default: all) says, per text,
+        whether the second encoder may read it."""
+        result = self._predict(texts, second_opinion_allowed)
         k = min(self.config.top_k, len(self.labels))
         predictions = []
         for row, encoded, second in zip(result.probabilities, result.encoded, result.second_opinion):
@@ -336,9 +340,11 @@ class IntentModel:
             predictions.append(IntentPrediction(top[0][0], top[0][1], top, bool(encoded), bool(second)))
         return predictions
 
-    def _predict(self, texts: Sequence[str]) -> _Cascaded:
+    def _predict(self, texts: Sequence[str], second_opinion_allowed: Sequence[bool] | None = None) -> _Cascaded:
         if isinstance(texts, str):
             raise TypeError("predict takes a sequence of texts, not a single str")
+        if second_opinion_allowed is not None and len(second_opinion_allowed) != len(texts):
+            raise ValueError("second_opinion_allowed needs one flag per text")
         texts = [_clip(t, self.config) for t in texts]
         second = self.second_encoder
         return _cascade(
@@ -346,6 +352,7 @@ class IntentModel:
             texts,
             lambda rows: self.encoder.encode([texts[i] for i in rows]),
             (lambda rows: second.encode([texts[i] for i in rows])) if second else None,
+            None if second_opinion_allowed is None else np.asarray(second_opinion_allowed, dtype=bool),
         )
 
     # --- persistence ------------------------------------------------------------------------
@@ -787,14 +794,15 @@ def _cascade(
     texts: list[str],
     embed: Callable[[np.ndarray], np.ndarray],
     embed_second: Callable[[np.ndarray], np.ndarray] | None,
+    second_opinion_allowed: np.ndarray | None = None,
 ) -> _Cascaded:
     """Probabilities for `texts`, and which rows needed which encoder.
 
     Every row first gets the n-gram head's own calibrated probabilities; rows below the fast-path
     confidence are embedded (`embed(row_indices)`) and get the stack of HEADS instead. With a
     second encoder, the embedded rows that stack leaves below `second_opinion_below` (and no
-    longer than `second_opinion_max_chars`) are embedded by it too (`embed_second(row_indices)`)
-    and get the stack of all heads.
+    longer than `second_opinion_max_chars`, and allowed by `second_opinion_allowed` when given) are
+    embedded by it too (`embed_second(row_indices)`) and get the stack of all heads.
     """
     heads, config, n_classes = model._heads, model.config, len(model.labels)
     if not texts:
@@ -809,8 +817,10 @@ def _cascade(
         scores = [svm[rows], nb[rows], *_embedding_scores(heads.embedding, embed(rows), n_classes, config)]
         probabilities[rows] = softmax(_combine(scores, model.head_weights), axis=1)
         if embed_second is not None and heads.second is not None:
-            short = np.array([len(texts[i]) <= config.second_opinion_max_chars for i in rows])
-            unsure = (probabilities[rows].max(axis=1) < config.second_opinion_below) & short
+            eligible = np.array([len(texts[i]) <= config.second_opinion_max_chars for i in rows], dtype=bool)
+            if second_opinion_allowed is not None:
+                eligible &= second_opinion_allowed[rows]
+            unsure = (probabilities[rows].max(axis=1) < config.second_opinion_below) & eligible
             if unsure.any():
                 more = _embedding_scores(heads.second, embed_second(rows[unsure]), n_classes, config)
                 scores = [s[unsure] for s in scores] + more

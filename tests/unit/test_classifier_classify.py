@@ -37,9 +37,11 @@ class KeywordModel:
     def __init__(self, confidence: float = 0.9) -> None:
         self.confidence = confidence
         self.calls: list[list[str]] = []
+        self.second_opinion_allowed: list[list[bool] | None] = []
 
-    def predict(self, texts: list[str]) -> list[Prediction]:
+    def predict(self, texts: list[str], *, second_opinion_allowed: list[bool] | None = None) -> list[Prediction]:
         self.calls.append(list(texts))
+        self.second_opinion_allowed.append(None if second_opinion_allowed is None else list(second_opinion_allowed))
         predictions = []
         for text in texts:
             intent = next((i for k, i in self.RULES if k in text.lower()), "card_not_working")
@@ -198,6 +200,8 @@ def test_a_batch_calls_the_model_once_for_the_readable_tickets_and_keeps_the_ord
 
     assert model.calls == [[b for b in bodies if b]]
     assert [c.intent for _, c in results] == ["card_arrival", "", "exchange_rate", "card_not_working", "transaction_charged_twice"]
+    # Both encoders read English: the Spanish ticket, escalated anyway, gets no second opinion.
+    assert model.second_opinion_allowed == [[True, True, False, True]]
 
 
 # --- the tickets handler -------------------------------------------------------------------------------

@@ -306,6 +306,26 @@ def test_second_opinion_reads_only_unsure_short_embedded_tickets(with_second, en
     assert [p.second_opinion for p in default] == [t in second.seen for t in texts]
 
 
+def test_second_opinion_reads_only_the_texts_allowed(with_second):
+    model, second = with_second
+    sure_of_all = dataclasses.replace(model, config=dataclasses.replace(model.config, second_opinion_below=1.01))
+    texts = ["where is my new card?", "card?", "pin", "hello", "my thing is broken", "my card was declined"]
+    second.seen.clear()
+    everyone = sure_of_all.predict(texts)
+    asked = list(second.seen)
+    assert len(asked) >= 2
+    second.seen.clear()
+    allowed = [t != asked[0] for t in texts]
+    predictions = sure_of_all.predict(texts, second_opinion_allowed=allowed)
+    assert second.seen == asked[1:]
+    denied = texts.index(asked[0])
+    assert not predictions[denied].second_opinion
+    assert predictions[denied] == dataclasses.replace(model, second_encoder=None).predict(texts)[denied]
+    assert [p for i, p in enumerate(predictions) if i != denied] == [p for i, p in enumerate(everyone) if i != denied]
+    with pytest.raises(ValueError, match="one flag per text"):
+        model.predict(texts, second_opinion_allowed=[True])
+
+
 def test_second_opinion_round_trips_and_refuses_another_second_encoder(with_second, encoder, tmp_path):
     model, second = with_second
     model.save(tmp_path)
