@@ -4,8 +4,10 @@ prose, list items kept whole, table rows read as "label: value".
 List items stay intact because a bullet such as "International usage: 3% of the amount, minimum
 $5.00" is one statement; cutting it at a comma or re-joining it with its neighbours changes what
 it says. A list introduced by "...the greater of:" is merged into its lead line for the same
-reason. An FAQ answer nested under its question becomes its own unit, with the question kept as
-context for scoring.
+reason, and so is a list of phrases completing a lead sentence ("...have the following ready when
+you contact us:"): quoted alone, "The merchant name and purchase amount" says nothing. Other lists
+keep their items apart, each with its lead line as context. An FAQ answer nested under its question
+becomes its own unit, with the question kept as context for scoring.
 
 Agent-facing material never becomes a unit: sections titled internal / agent / procedure / "do
 not disclose", and lines that talk about "the customer", internal tools or scripts ("Say: ...").
@@ -42,6 +44,8 @@ _SHOUTING = re.compile(r"\b[A-Z]{2,}\b(?:\s+\b[A-Z]{2,}\b)+")
 # elsewhere: quoted alone it reads as an instruction the customer never asked for.
 _BRANCH = re.compile(r"^\s*(?:if (?:yes|no)\b|(?:if so|if not|otherwise)\s*,)", re.I)
 _UNUSABLE = re.compile(r"\[value not available\]|\bTODO\b|\bTBD\b|lorem ipsum", re.I)
+_FIGURE = re.compile(r"(?<![A-Za-z])\d")  # a number, not the 2 of "P2P"
+_LEAD_SENTENCE_WORDS = 6
 _ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "approx.", "min.", "max.", "no.", "u.s.", "mr.", "ms.", "dr.", "st.", "inc.")
 
 
@@ -80,6 +84,27 @@ def _cells(line: str) -> list[str]:
     return [_plain(cell) for cell in line.strip().strip("|").split("|")]
 
 
+def _says_nothing_alone(lead: str, items: list[tuple[int, str, str]]) -> bool:
+    """Whether a list is phrases completing its lead sentence ("...have the following ready: the
+    date of the transaction; the merchant name"), to be quoted with it. A short lead is a label
+    ("Fees and rates:"), and an item with a figure ("Monthly maintenance fee: $10.00") is a statement
+    of its own; nested lists keep their structure; the whole must fit in a unit."""
+    return (
+        len(lead.split()) >= _LEAD_SENTENCE_WORDS
+        and all(indent == items[0][0] and not _FIGURE.search(text) for indent, text, _ in items)
+        and len(lead) + sum(len(text) for _, text, _ in items) <= MAX_UNIT_CHARS
+    )
+
+
+def _merged(lead: str, items: list[str]) -> str:
+    """A lead line ending in a colon and the items it introduces, as one statement."""
+    merged = lead
+    for number, item in enumerate(items):
+        joiner = " " if number == 0 or re.search(r"(?:,| or| and)$", merged) else "; "
+        merged += joiner + item.rstrip(".;")
+    return merged
+
+
 def _sentence(text: str) -> str:
     text = text.strip()
     return text if text[-1:] in ".!?" else text + "."
@@ -92,6 +117,7 @@ def passage_units(passage: tk.EvidencePassage, index: int) -> list[PassageUnit]:
     paragraph: list[str] = []
     header: list[str] = []
     items: list[tuple[int, str, str]] = []  # (indent, plain text, source line)
+    lead = ""  # a paragraph's last sentence when it ends in a colon, until the list it introduces
     in_code = False
 
     def add(text: str, source: str, *, context: str = "", bullet: bool = False, table: bool = False) -> None:
@@ -104,14 +130,27 @@ def passage_units(passage: tk.EvidencePassage, index: int) -> list[PassageUnit]:
         units.append(PassageUnit(index, len(units), _sentence(text), source, section, context, bullet, table))
 
     def flush_paragraph() -> None:
+        nonlocal lead
         if paragraph:
             joined = _plain(" ".join(line.strip() for line in paragraph))
-            for sentence in split_sentences(joined):
+            sentences = split_sentences(joined)
+            for sentence in sentences:
                 if not sentence.endswith(":"):
                     add(sentence, sentence)
+            last = sentences[-1] if sentences else ""
+            lead = last if last.endswith(":") and len(last.split()) >= MIN_UNIT_WORDS else ""
             paragraph.clear()
 
     def flush_items() -> None:
+        nonlocal lead
+        if not items:
+            return
+        intro, lead = lead, ""
+        if _says_nothing_alone(intro, items):
+            add(_merged(intro, [text for _, text, _ in items]), "\n".join([intro, *(source for _, _, source in items)]),
+                bullet=True)
+            items.clear()
+            return
         position = 0
         while position < len(items):
             indent, text, source = items[position]
@@ -121,16 +160,13 @@ def passage_units(passage: tk.EvidencePassage, index: int) -> list[PassageUnit]:
                 children.append(items[position])
                 position += 1
             if not children:
-                add(text, source, bullet=True)
+                add(text, source, context=intro, bullet=True)
             elif text.endswith(":") and sum(len(c[1]) for c in children) + len(text) <= MAX_UNIT_CHARS:
-                merged = text
-                for number, (_, child_text, _) in enumerate(children):
-                    joiner = " " if number == 0 or re.search(r"(?:,| or| and)$", merged) else "; "
-                    merged += joiner + child_text.rstrip(".;")
-                add(merged, "\n".join([source, *(c[2] for c in children)]), bullet=True)
+                add(_merged(text, [c[1] for c in children]), "\n".join([source, *(c[2] for c in children)]),
+                    bullet=True)
             else:
                 if not text.endswith((":", "?")):
-                    add(text, source, bullet=True)
+                    add(text, source, context=intro, bullet=True)
                 for _, child_text, child_source in children:
                     add(child_text, child_source, context=text, bullet=True)
         items.clear()
@@ -148,6 +184,7 @@ def passage_units(passage: tk.EvidencePassage, index: int) -> list[PassageUnit]:
             section = _plain(heading.group(2))
             internal = bool(_INTERNAL_SECTION.search(section))
             header = []
+            lead = ""
             continue
         line = raw.rstrip()
         if not line.strip():
@@ -158,6 +195,7 @@ def passage_units(passage: tk.EvidencePassage, index: int) -> list[PassageUnit]:
         if line.strip().startswith("|"):
             flush_paragraph()
             flush_items()
+            lead = ""
             if _TABLE_SEPARATOR.match(line):
                 continue
             cells = _cells(line)

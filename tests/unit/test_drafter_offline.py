@@ -26,6 +26,7 @@ DARK_GREEN = "doc_checking_accounts_dark_green_account_001"
 INTERNAL_SAVINGS = "doc_bank_accounts_bank_accounts_(general)_002"
 VIRTUAL_CARDS = "doc_credit_cards_virtual_card_management_001"
 CARD_REPLACEMENT = "doc_credit_cards_credit_card_replacements_003"
+CASH_BACK = "doc_credit_cards_credit_cards_(general)_021"
 
 
 @lru_cache(maxsize=1)
@@ -143,6 +144,31 @@ def test_list_items_are_quoted_whole(drafter: OfflineDrafter) -> None:
     result = draft(drafter, "What is my liability if someone uses my debit card without permission?", [passage(REG_E)])
     assert "Within 2 business days: Maximum $50 liability [1]." in result.text
     assert "Within 60 days: Maximum $500 liability [1]." in result.text
+
+
+def test_list_items_that_say_nothing_alone_are_merged_into_their_lead_line() -> None:
+    texts = [u.text for u in passage_units(passage(CASH_BACK), 0)]
+    assert ("To help us investigate quickly, it's helpful to have the following information ready when you contact us: "
+            "The date of the transaction in question; The merchant name and purchase amount; The cash back amount you "
+            "received versus what you expected; Any receipts or documentation you have from the purchase.") in texts
+    assert "The cash back amount you received versus what you expected." not in texts
+
+
+def test_the_items_of_a_long_list_stay_apart_with_their_lead_line_as_context() -> None:
+    units = passage_units(passage(CASH_BACK), 0)
+    items = [u for u in units if u.context == "You might want to contact us about your cash back if:"]
+    assert len(items) == 5 and all(u.bullet for u in items)
+    assert items[0].text == "A purchase that should have earned bonus cash back only received the standard rate."
+
+
+def test_items_stating_figures_stay_apart_and_phrases_completing_a_sentence_join_it() -> None:
+    units = passage_units(passage(REG_E), 0)
+    lead = "If someone uses your debit card without permission, your liability is limited based on how quickly you report it:"
+    assert [u.text for u in units if u.context == lead][:2] == [
+        "Within 2 business days: Maximum $50 liability.", "Within 60 days: Maximum $500 liability."]
+    assert any(u.text.startswith("Regulation E applies to electronic fund transfers including: Debit card purchases "
+                                 "(both PIN and signature transactions); ATM withdrawals and deposits; Direct deposits;")
+               for u in units)
 
 
 def test_nested_list_lines_are_merged_into_their_lead() -> None:
