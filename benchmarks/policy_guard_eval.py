@@ -251,6 +251,7 @@ def evaluate(cases: list[dict], generator: Any, search: Any, kb: LexicalKb, k: i
             tally.examples.append({
                 "id": case["id"], "status": tk.DraftStatus.Name(draft.status), "text": draft.text,
                 "block_reason": draft.block_reason, "unbacked": unbacked, "leaked": sorted(leaked), "action_claims": claims,
+                "judged_off": draft.answerability_reason if draft.answerability == tk.ANSWERABILITY_NOT_ANSWERED else "",
             })
     return tally
 

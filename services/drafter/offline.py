@@ -30,6 +30,7 @@ from services.drafter.lexical import content_words, idf_weights, named_words, we
 from services.drafter.money_direction import Direction, money_direction
 from services.drafter.passage_units import PassageUnit, passage_units
 from services.drafter.policy_ledger import PassageBacking, quantities
+from services.drafter.products import is_about, named_products
 from services.drafter.reply import DraftInput, ReplyParts, Sentence, SourceRef, channel_name
 from services.drafter.templates import ReplyTemplate, TemplateBook, join_items
 
@@ -176,6 +177,10 @@ class OfflineDrafter:
         wanted = wanted_units(question)
         needed = min(MIN_SHARED_WORDS, len(query))
         on_topic = _passages_naming(named_words(question), evidence)
+        products = named_products(question)
+        titled = {i for i, p in enumerate(evidence) if any(is_about(name, p.title, p.section) for name in products)}
+        if titled:  # the named product's own articles, not others that mention it in passing
+            on_topic = (on_topic & titled) or titled
         scored = []
         for position, unit in enumerate(units):
             if unit.passage not in on_topic:
@@ -236,7 +241,16 @@ def answerability(
     way and the reply only quotes units about the other way; the question waits for something and
     no quoted unit says a word about delivery, timing or status; the question asks how much or how
     long and no quoted unit gives such a figure; the question asks how to do something and no quoted
-    unit tells the reader to do it. Otherwise UNSPECIFIED: shared words prove no answer."""
+    unit tells the reader to do it; the question names a product and no quoted article is about
+    it. Otherwise UNSPECIFIED: shared words prove no answer."""
+    products = named_products(question)
+    if products and not any(
+        is_about(product, evidence[item.unit.passage].title, item.unit.section)
+        for product in products
+        for item in chosen
+    ):
+        names = join_items([f'"{product}"' for product in products])
+        return tk.ANSWERABILITY_NOT_ANSWERED, f"the question names {names}; no quoted article is about {'it' if len(products) == 1 else 'them'}"
     asked = money_direction(question)
     if asked is not None:
         said = {unit_direction(item.unit, evidence[item.unit.passage]) for item in chosen} - {None}

@@ -27,6 +27,8 @@ INTERNAL_SAVINGS = "doc_bank_accounts_bank_accounts_(general)_002"
 VIRTUAL_CARDS = "doc_credit_cards_virtual_card_management_001"
 CARD_REPLACEMENT = "doc_credit_cards_credit_card_replacements_003"
 CASH_BACK = "doc_credit_cards_credit_cards_(general)_021"
+GREEN_FEE_FREE = "doc_checking_accounts_green_fee-free_account_005"
+BRONZE_SUMMARY = "doc_savings_accounts_bronze_account_002"
 
 
 @lru_cache(maxsize=1)
@@ -272,6 +274,18 @@ class KeywordEncoder:
             return [1.0, 0.0] if "wire" in text.lower() or "another bank" in text.lower() else [0.0, 1.0]
 
         return np.array([topic(t) for t in texts], dtype=np.float32)
+
+
+def test_a_reply_about_another_product_than_the_one_named_is_judged_off_the_question(drafter: OfflineDrafter) -> None:
+    question = "What APY does the Bronze savings account pay, and is there a monthly fee?"
+    other = draft(drafter, question, [passage(GREEN_FEE_FREE)])
+    assert other.status == tk.DRAFT_STATUS_READY  # the Green account's page mentions linking a Bronze account
+    assert other.answerability == tk.ANSWERABILITY_NOT_ANSWERED
+    assert other.answerability_reason == 'the question names "Bronze"; no quoted article is about it'
+    own = draft(drafter, question, [passage(BRONZE_SUMMARY), passage(GREEN_FEE_FREE)])
+    assert own.status == tk.DRAFT_STATUS_READY
+    assert own.answerability == tk.ANSWERABILITY_UNSPECIFIED
+    assert any(c.article_id == BRONZE_SUMMARY for c in own.citations)
 
 
 def test_the_encoder_can_make_a_passage_relevant_without_shared_words() -> None:
