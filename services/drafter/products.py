@@ -9,8 +9,8 @@ quotes is about that product, by its title or the heading the quoted unit stands
 
 A name is what stands before "account", "card" or "saver" in capitals ("Lime Green business
 account" -> "Lime Green"), or one word such as "EcoCard". Card networks, countries and acronyms are
-not products of the bank ("my Visa card", "a US account"), and a word capitalised only because it
-starts a sentence is not a name ("Unauthorised card use").
+not products of the bank, nor is the bank ("my Visa card", "a US account", "my Rho-Bank account"),
+and a word capitalised only because it starts a sentence is not a name ("Unauthorised card use").
 """
 
 from __future__ import annotations
@@ -22,17 +22,18 @@ from services.drafter.lexical import content_words
 _NAMED_PRODUCT = re.compile(
     r"\b(?P<name>(?:[A-Z][A-Za-z'-]*\s+){1,3})"
     r"(?:(?:business|personal|savings?|checking|credit|debit|rewards?|premium|joint)\s+)*"
-    r"(?:account|card|saver)s?\b"
+    r"(?:[Aa]ccount|[Cc]ard|[Ss]aver)s?\b"
     r"|\b(?P<word>[A-Z][a-z]+(?:Card|Account|Saver))\b"
 )
 _TITLE_WORD = re.compile(r"[A-Z][a-z][A-Za-z'-]*")
-_SENTENCE_START = re.compile(r"(?:^|[.!?:\n]\s*)$")
+_SENTENCE_START = re.compile(r"(?:^|[.!?:\n])[\s*_#>-]*$")  # Markdown emphasis and bullets too
 # Capitalised words before "card"/"account" that do not name one of the bank's products.
 _NOT_NAMES = frozenset(
     "my the a an your our this that these those which what how can could do does is are was will would "
     "if when why where new old first second other another same business personal savings saving checking "
     "credit debit virtual physical joint current main primary bank visa mastercard maestro amex american "
-    "express discover unionpay european international foreign domestic local online mobile".split()
+    "express discover unionpay european international foreign domestic local online mobile account accounts "
+    "card cards".split()
 )
 
 
@@ -47,7 +48,7 @@ def named_products(question: str) -> list[str]:
         words = match.group("name").split()
         if _SENTENCE_START.search(question[: match.start("name")]):
             words = words[1:]  # capitalised because it starts a sentence
-        words = [w for w in words if _TITLE_WORD.fullmatch(w) and w.lower() not in _NOT_NAMES]
+        words = [w for w in words if _TITLE_WORD.fullmatch(w) and w.lower() not in _NOT_NAMES and "bank" not in w.lower()]
         if words:
             names.append(" ".join(words))
     return list(dict.fromkeys(names))

@@ -15,12 +15,16 @@ from services.drafter.products import is_about, named_products
         ("What does it cost to send a wire from my Lime Green business account?", ["Lime Green"]),
         ("What is the annual fee on the EcoCard?", ["EcoCard"]),
         ("I have a Gold Plus Saver account and a Navy Blue account.", ["Gold Plus Saver", "Navy Blue"]),
+        ("You have a Silver Rewards Card with Rho-Bank.", ["Silver Rewards"]),
+        ("**Goal:** move money out of the Light Blue Account", ["Light Blue"]),
         # Not products of the bank: networks, countries, acronyms, words that start a sentence.
         ("Is my Visa card accepted in the US?", []),
         ("My MasterCard was declined", []),
         ("Are US accounts supported?", []),
         ("Can I use an American Express card?", []),
         ("Unauthorised card use: someone used my debit card", []),
+        ("- **Unauthorised** card use", []),
+        ("Can I close my Rho-Bank account?", []),
         ("Why was my card declined?", []),
         ("How fast does the Gold Rewards concierge answer?", []),  # no account or card named
     ],
