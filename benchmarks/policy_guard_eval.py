@@ -187,6 +187,7 @@ class Tally:
     unbacked_drafts: int = 0
     unbacked_numbers: int = 0
     forbidden_leaks: int = 0
+    forbidden_leaks_judged_off: int = 0  # of them, in drafts judged off the question (held for an agent)
     action_claim_leaks: int = 0
     questions: int = 0
     question_hits: int = 0
@@ -236,6 +237,7 @@ def evaluate(cases: list[dict], generator: Any, search: Any, kb: LexicalKb, k: i
         forbidden = {parse_expected(v) for v in case.get("forbidden_numbers", [])}
         leaked = forbidden & numbers_in(body)
         tally.forbidden_leaks += bool(leaked)
+        tally.forbidden_leaks_judged_off += bool(leaked) and draft.answerability == tk.ANSWERABILITY_NOT_ANSWERED
         claims = [s for s in re.split(r"(?<=[.!?])\s+|\n", body) if action_claim(s)]
         tally.action_claim_leaks += bool(claims)
         if case["kind"] == "question":
@@ -330,7 +332,8 @@ def main() -> int:
         print(f"  drafts with a policy number absent from their cited canonical passages: {tally.unbacked_drafts}"
               f"  (numbers: {tally.unbacked_numbers})   <- target 0")
         print(f"  answered (ready): {tally.ready}   blocked: {tally.blocked}   no evidence: {tally.no_evidence}   of {tally.drafts}")
-        print(f"  adversarial figures leaked: {tally.forbidden_leaks}   action claims left: {tally.action_claim_leaks}")
+        print(f"  adversarial figures leaked: {tally.forbidden_leaks} (in drafts judged off the question: "
+              f"{tally.forbidden_leaks_judged_off})   action claims left: {tally.action_claim_leaks}")
         print(f"  questions answered with the expected figure: {tally.question_hits}/{tally.questions}")
         print(f"  drafts citing a gold article: {tally.gold_cited}/{tally.drafts}")
         print(f"  judged off the question: {tally.judged_off}/{tally.drafts}, "
