@@ -29,7 +29,15 @@ _NOT_YET = re.compile(
     r"|\btrack (my|the) (card|delivery|order|package|parcel|shipment|transfer|payment)"
     r"|\b(is|was|got|been) (it )?lost (in|during) (the )?(mail|post|delivery|transit)"
     r"|\b(taking|takes|took) (so|too|very) long\b|\bwhen (will|do|does|should|can) (i|my|it|the|we)\b[^.?!]{0,40}"
-    r"\b(arriv\w*|come|get (it|here|there|to me)|receiv\w*|show up|reach\w*|be delivered|go through)",
+    r"\b(arriv\w*|come|get (it|here|there|to me)|receiv\w*|show up|reach\w*|be delivered|go through)"
+    # "Why is my cash withdrawal pending?", "the status of my card", "my balance hasn't updated",
+    # "the transfer has not gone through", "I don't see the deposit in my balance".
+    r"|\b(why|how long)\b[^.?!]{0,40}\bpending\b"
+    r"|\b(status|tracking)\b[^.?!]{0,30}\b(card|delivery|order|transfer|payment|top[ -]?up|refund|deposit)"
+    r"|(\bnot|n't)\b[^.?!,;]{0,25}\b(updat\w*|reflect\w*|hit)\b"
+    r"|\b(hasn't|has not|isn't|is not)\b[^.?!,;]{0,25}\b(gone through|go through|going through|complet\w*)\b"
+    r"|\b(not|n't) (see|seeing|display\w*)\b[^.?!]{0,30}"
+    r"\b(balance|account|statement|app|it|them|money|funds|cash|deposit|transfer|refund|top[ -]?up)\b",
     re.I,
 )
 # Not waiting for us: an amount short of what was asked ("did not receive the right amount of cash"),

@@ -19,6 +19,12 @@ from services.drafter.arrival import awaits_arrival, speaks_of_arrival
         "Where is my money?",
         "When will my new card arrive?",
         "The transfer I made to my friend still hasn't shown up",
+        "Why is my cash withdrawal pending?",
+        "How long will my transfer stay pending?",
+        "What is the status of my card's delivery?",
+        "I made a bank transfer and the balance hasn't updated yet.",
+        "My top up has not gone through",
+        "I am not seeing the cash I deposited in my balance",
     ],
 )
 def test_a_customer_waiting_for_something(text: str) -> None:
@@ -35,6 +41,10 @@ def test_a_customer_waiting_for_something(text: str) -> None:
         "I did not receive the right amount of cash from the ATM",  # short, not late
         "My package hasn't arrived and I want a refund",  # a merchant's goods: a refund question
         "What does a domestic wire cost?",
+        "I haven't been able to complete any transactions on my card today.",  # failing, not late
+        "My payment wouldn't go through at the shop",
+        "I can not find my phone",
+        "Why is my transfer fee so high?",
     ],
 )
 def test_a_customer_not_waiting(text: str) -> None:
