@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from google.protobuf.json_format import MessageToDict
+
 from supportflow.decisions import collect_decisions, decision_record
 from supportflow.demo_report import build_report, format_summary
-from supportflow.eventbus import ensure_topics
+from supportflow.eventbus import delete_namespace_topics, ensure_topics
 from supportflow.fleet import ServiceFleet
 from supportflow.sample_tickets import demo_tickets
 from supportflow.settings import Settings
@@ -100,6 +102,57 @@ def run_pipeline(settings: Settings, tickets: list[dict], *, rate: float, timeou
     )
 
 
+def _delete_run_topics(settings: Settings) -> None:
+    try:
+        delete_namespace_topics(settings)
+    except Exception as exc:  # noqa: BLE001 - leftover topics are untidy, not a failed demo
+        say(f"could not delete this run's topics ({settings.topic_prefix}*): {exc}")
+
+
+def learner_panel(settings: Settings, decided: int, *, timeout_s: float = 20.0) -> list | None:
+    """The learner's KPI rollups per archetype (segment "all") for the default tenant, asked until
+    they count `decided` tickets or `timeout_s` passes (the last answer then); None when the learner
+    never answered."""
+    import grpc
+
+    from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
+    from supportflow.rpc import open_channel
+
+    request = services_pb2.GetKpisRequest(tenant_id=settings.default_tenant, segment="all")
+    channel = open_channel("demo", settings.learner_addr, settings.grpc_deadline_s)
+    deadline = time.monotonic() + timeout_s
+    rows = None
+    try:
+        stub = services_pb2_grpc.LearnerStub(channel)
+        while True:
+            try:
+                rows = list(stub.GetKpis(request).rows)
+            except grpc.RpcError as err:
+                say(f"learner did not answer yet: {err.code().name}")
+            counted = sum(row.values.get("tickets_decided", 0) for row in rows or [])
+            if counted >= decided or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.5)
+    finally:
+        channel.close()
+
+
+def format_learner_panel(rows: list | None) -> str:
+    from services.learner.cli import format_kpi_table
+
+    lines = ["What the learner counted", "------------------------"]
+    if rows is None:
+        return "\n".join(lines + ["the learner did not answer (its log is in the demo's log folder)"]) + "\n"
+    lines += [
+        "The learner's KPIs per archetype, from Learner.GetKpis (`supportflow kpis` in a deployment).",
+        "CSAT, deflection and the other outcome KPIs fill in as tickets are resolved and rated",
+        "(`POST /v1/feedback`); the demo's tickets have no outcomes yet, hence \"-\".",
+        "",
+        format_kpi_table(rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def sample_cases() -> dict[str, ResolvedCase]:
     """The sample resolved cases by ticket id, to show what a packet's similar cases say."""
     from services.retriever.case_files import load_cases
@@ -116,6 +169,9 @@ def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: f
     stack.install()
     addresses = stack.up()
     say("infrastructure: " + ", ".join(f"{k} {v}" for k, v in addresses.items()))
+    run_id = f"demo-{uuid.uuid4().hex[:6]}"
+    # Each run has topics of its own, so what it reports (the learner's panel too) is this run alone.
+    settings = settings.replace(topic_prefix=f"{settings.topic_prefix}{run_id}.")
     fleet = None
     try:
         ready = prepare(settings)
@@ -123,12 +179,16 @@ def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: f
         fleet = ServiceFleet(ready, log_dir)
         say(f"starting the six services (logs in {log_dir}) ...")
         fleet.start()
-        run_id = f"demo-{uuid.uuid4().hex[:6]}"
         payloads = list(demo_tickets(tickets, run_id=run_id))
         result = run_pipeline(ready, payloads, rate=rate)
+        panel = learner_panel(fleet.settings, len(result.records))
     finally:
         if fleet is not None:
             fleet.stop()
+        if keep_infra:
+            say(f"this run's topics are the ones named {settings.topic_prefix}*")
+        else:
+            _delete_run_topics(settings)
         if not keep_infra and stack.started_by_us:
             say("stopping the Kafka and Weaviate this demo started (use --keep-infra to keep them)")
             stack.down(stack.started_by_us)
@@ -137,7 +197,9 @@ def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: f
         duplicated=result.duplicated, wall_s=result.wall_s,
     )
     print(format_summary(report, cases=sample_cases()))
+    print(format_learner_panel(panel))
     if json_path:
+        report["learner_kpis"] = [MessageToDict(row, preserving_proto_field_name=True) for row in panel or []]
         Path(json_path).write_text(json.dumps(report, indent=2))
         print(f"per-ticket report: {json_path}")
     return 0 if not result.missing and not result.duplicated else 1

@@ -53,6 +53,11 @@ class ServiceFleet:
         self._names = list(services)
         self.running: list[RunningService] = []
 
+    @property
+    def settings(self) -> Settings:
+        """The settings the services run with, their gRPC addresses included."""
+        return self._settings
+
     def start(self, timeout_s: float = 120.0) -> None:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         for index, name in enumerate(self._names):

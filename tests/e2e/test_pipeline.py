@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from supportflow.decisions import trace_tickets
-from supportflow.demo import prepare, run_pipeline
+from supportflow.demo import learner_panel, prepare, run_pipeline
 from supportflow.eventbus import delete_namespace_topics
 from supportflow.fleet import ServiceFleet
 from supportflow.sample_tickets import demo_tickets
@@ -24,15 +24,16 @@ def pipeline_run(local_stack, base_settings, tmp_path_factory):
     settings = base_settings.replace(topic_prefix=f"e2e{uuid.uuid4().hex[:8]}.", topic_partitions=3)
     ready = prepare(settings)
     payloads = list(demo_tickets(TICKETS, run_id="e2e"))
-    with ServiceFleet(ready, tmp_path_factory.mktemp("fleet-logs")):
+    with ServiceFleet(ready, tmp_path_factory.mktemp("fleet-logs")) as fleet:
         run = run_pipeline(ready, payloads, rate=40.0, timeout_s=240)
         traces = trace_tickets(ready, set(run.sent), list(Topic))
+        panel = learner_panel(fleet.settings, len(run.records))
     delete_namespace_topics(settings)
-    return run, traces
+    return run, traces, panel
 
 
 def test_every_ticket_gets_exactly_one_decision(pipeline_run):
-    run, _ = pipeline_run
+    run, *_ = pipeline_run
     assert len(run.sent) == TICKETS
     assert run.missing == []
     assert run.duplicated == []
@@ -40,7 +41,7 @@ def test_every_ticket_gets_exactly_one_decision(pipeline_run):
 
 
 def test_each_ticket_is_traceable_through_every_topic(pipeline_run):
-    run, traces = pipeline_run
+    run, traces, _ = pipeline_run
     decision_topics = {t.base_name for t in DECISION_TOPICS.values()}
     routes = {r["id"]: r["route"] for r in run.records}
     for ticket_id in run.sent:
@@ -55,7 +56,7 @@ def test_each_ticket_is_traceable_through_every_topic(pipeline_run):
 
 
 def test_decisions_carry_what_each_route_promises(pipeline_run):
-    run, _ = pipeline_run
+    run, *_ = pipeline_run
     for record in run.records:
         assert record["intent"], record["id"]
         assert 0.0 <= record["confidence"] <= 1.0
@@ -74,7 +75,7 @@ def test_decisions_carry_what_each_route_promises(pipeline_run):
 def test_escalation_packets_name_similar_cases_from_the_imported_history(pipeline_run):
     from supportflow.demo import sample_cases
 
-    run, _ = pipeline_run
+    run, *_ = pipeline_run
     history = sample_cases()
     named = [
         case_id
@@ -84,3 +85,17 @@ def test_escalation_packets_name_similar_cases_from_the_imported_history(pipelin
     ]
     assert named, "no escalation packet named a similar resolved case"
     assert set(named) <= set(history)  # only cases the demo imported, in this tenant
+
+
+def test_the_learner_counts_every_decision_by_archetype(pipeline_run):
+    run, _, panel = pipeline_run
+    assert panel is not None, "the learner never answered Learner.GetKpis"
+    decided = sum(row.values["tickets_decided"] for row in panel)
+    assert decided == len(run.records)
+    for row in panel:
+        parts = sum(row.values.get(f"{kind}_decisions", 0) for kind in ("respond", "review", "follow_up", "escalate"))
+        assert parts == row.values["tickets_decided"], row.archetype
+    by_archetype = {}
+    for record in run.records:
+        by_archetype[record["archetype"]] = by_archetype.get(record["archetype"], 0) + 1
+    assert {row.archetype: int(row.values["tickets_decided"]) for row in panel} == by_archetype
