@@ -3,6 +3,8 @@ urgency; and sanitising broken input."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 
 import pytest
 
@@ -63,6 +65,17 @@ def test_every_injection_style_is_flagged(text: str, style: str) -> None:
 @pytest.mark.parametrize("text", BENIGN)
 def test_benign_tickets_are_not_flagged_as_injection(text: str) -> None:
     assert injection_styles(sanitize_text(text).text) == []
+
+
+def test_the_patterns_run_on_case_folded_text_find_what_the_written_ones_find() -> None:
+    fixture = Path(__file__).parents[1] / "fixtures" / "injection_set" / "injection_cases.jsonl"
+    cases = [json.loads(line) for line in fixture.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = [*INJECTIONS, *BENIGN, *(f"{c['subject']}\n{c['body']}" for c in cases)]
+    texts += [t.upper() for t in texts] + [t.swapcase() for t in texts] + [row["text"] for row in banking77_rows()[:3000]]
+    for text in texts:
+        written = [style for style, patterns in input_guard.INJECTION_PATTERNS.items() if any(p.search(text) for p in patterns)]
+        assert injection_styles(text) == written, text
+    assert sum(bool(injection_styles(t)) for t in texts) > 100  # the comparison saw injections, not only silence
 
 
 def test_no_banking77_training_message_is_flagged_as_injection() -> None:
