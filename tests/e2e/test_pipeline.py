@@ -27,7 +27,7 @@ def pipeline_run(local_stack, base_settings, tmp_path_factory):
     with ServiceFleet(ready, tmp_path_factory.mktemp("fleet-logs")) as fleet:
         run = run_pipeline(ready, payloads, rate=40.0, timeout_s=240)
         traces = trace_tickets(ready, set(run.sent), list(Topic))
-        panel = learner_panel(fleet.settings, len(run.records))
+        panel = learner_panel(fleet.settings, len(run.records), timeout_s=60.0)
     delete_namespace_topics(settings)
     return run, traces, panel
 
