@@ -7,6 +7,7 @@ own ops port; readiness is read from its /readyz, exactly as Kubernetes would.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -118,11 +119,35 @@ class ServiceFleet:
         self.stop()
 
 
+# Ports a server may be given are drawn from here, below the ephemeral range.
+_SERVER_PORTS_FROM = 20000
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now (the kernel's pick), for a server about to start."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A TCP port nothing listens on right now, for a server about to start.
+
+    Drawn below the kernel's ephemeral range (net.ipv4.ip_local_port_range), where outgoing
+    connections get their local ports: a port the kernel offered from that range can be taken by a
+    Kafka or Weaviate client's connection before the server binds it (a clean-clone CI run met
+    that). Falls back to the kernel's pick when the range leaves no room below it."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(_SERVER_PORTS_FROM, low) if low > _SERVER_PORTS_FROM else 0
+        with socket.socket() as probe:
+            try:
+                probe.bind(("", port))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise RuntimeError(f"no free TCP port between {_SERVER_PORTS_FROM} and {low}")
+
+
+def _ephemeral_low(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> int:
+    try:
+        with open(path) as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def _ready(port: int) -> bool:

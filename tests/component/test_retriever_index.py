@@ -21,6 +21,7 @@ from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
 
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
 from supportflow.embedding import load_encoder
+from supportflow.fleet import free_port
 from supportflow.observability import Health
 from supportflow.rpc import create_server, open_channel
 
@@ -259,9 +260,7 @@ class TcpProxy:
 
     def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
         self.host, self.target_port = host, target_port
-        with socket.socket() as probe:
-            probe.bind((host, 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()  # below the ephemeral range: restore() binds it again after cut()
         self._listener: socket.socket | None = None
         self._sockets: list[socket.socket] = []
         self._forward = True
