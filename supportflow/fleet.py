@@ -126,10 +126,10 @@ _SERVER_PORTS_FROM = 20000
 def free_port() -> int:
     """A TCP port nothing listens on right now, for a server about to start.
 
-    Drawn below the kernel's ephemeral range (net.ipv4.ip_local_port_range), where outgoing
-    connections get their local ports: a port the kernel offered from that range can be taken by a
-    Kafka or Weaviate client's connection before the server binds it (a clean-clone CI run met
-    that). Falls back to the kernel's pick when the range leaves no room below it."""
+    Drawn below the kernel's ephemeral range (net.ipv4.ip_local_port_range), which outgoing
+    connections and servers bound to port 0 draw from: a port picked from that range can be taken
+    by one of them before the server binds it (a clean-clone CI run met that). Falls back to the
+    kernel's pick when the range leaves no room below it."""
     low = _ephemeral_low()
     for _ in range(200):
         port = random.randrange(_SERVER_PORTS_FROM, low) if low > _SERVER_PORTS_FROM else 0
