@@ -32,6 +32,7 @@ class Topic(enum.Enum):
     ROUTING_OVERRIDES = ("routing.overrides", ev.RoutingOverride)
     INCIDENTS_DETECTED = ("incidents.detected", ev.IncidentDetected)
     ACTIONS_RECORDED = ("actions.recorded", ev.ActionRecorded)
+    ACTIONS_CONFIRMED = ("actions.confirmed", ev.ActionConfirmed)
 
     def __init__(self, base_name: str, message_type: type[Message]) -> None:
         self.base_name = base_name

@@ -13,6 +13,17 @@ thinks the intent is, never an instruction. Every attempt becomes exactly one Ac
     EXECUTED  confirmed, within limits, not dry-run, and the executor returned
 
 DRY_RUN attempts count toward the daily limit so a dry run behaves as the real thing would.
+
+Confirmation. A proposal is carried out only by an `ActionConfirmed` naming it (`confirm`): from
+an allowed confirmer, with the reference of the customer's confirmation record, for the same
+tenant and ticket, within `proposal_ttl_s`. It runs the proposal exactly as proposed (a
+confirmation names no tool and no parameters), with the customer's tier read from the CRM again,
+and every limit is checked again. Such a confirmation takes the proposal, whatever the outcome; a
+second one is refused, so a redelivered confirmation never runs an action twice. A confirmation
+that fails those checks leaves the proposal open (a forged or mistyped one cannot cancel it).
+
+State. The ledger of today's attempts and the open proposals are rebuilt at start from
+`actions.recorded` (`replay`), so the daily limits and pending confirmations survive a restart.
 """
 
 from __future__ import annotations
@@ -20,11 +31,12 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Callable, Mapping
 
 from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import new_meta
 
 from services.escalator.config import ActionLimits, tier_name
@@ -45,8 +57,23 @@ class ActionRequest:
     confirmation_ref: str = ""  # id of the customer's confirmation record; empty: not confirmed
 
 
+@dataclass(frozen=True)
+class Confirmation:
+    proposal_id: str  # action_id of the PROPOSED record
+    ticket_id: str
+    tenant_id: str
+    confirmation_ref: str
+    confirmed_by: str  # "customer:<channel>", "agent:<id>"
+
+
 Executor = Callable[[ActionRequest], None]
 """Runs the tool for real; raises on failure."""
+
+TierLookup = Callable[[str], "int | None"]
+"""customer id -> the customer's tier (ticket_pb2.CustomerTier) from the CRM, None if it cannot say."""
+
+# The ledger needs today and yesterday (see ActionLedger.add).
+LEDGER_MEMORY_S = 2 * 86_400.0
 
 
 def utc_day(at: float) -> str:
@@ -56,8 +83,7 @@ def utc_day(at: float) -> str:
 class ActionLedger:
     """Attempts that passed the gate (DRY_RUN or EXECUTED) per (tenant, customer, tool, UTC day).
 
-    In memory: it starts empty after a restart and is per process, so the daily limits hold only
-    within one process's lifetime until it is backed by a compacted topic or a store.
+    In memory, rebuilt at start from the records of the last two days (`ActionGate.replay`).
     """
 
     def __init__(self) -> None:
@@ -74,12 +100,59 @@ class ActionLedger:
             del self._counts[key]
 
 
-def action_id_for(request: ActionRequest) -> str:
+class PendingProposals:
+    """Proposals awaiting the customer's confirmation, by action id. Each one can be taken once,
+    within `ttl_s` of being made; a taken one is remembered for as long, so that proposing it
+    again (the same ticket handled twice) does not reopen it."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self._ttl_s = ttl_s
+        self._open: collections.OrderedDict[str, tuple[ActionRequest, float]] = collections.OrderedDict()
+        self._taken: collections.OrderedDict[str, float] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, action_id: str, request: ActionRequest, at: float) -> None:
+        self._forget_before(at - self._ttl_s)
+        if action_id not in self._taken and action_id not in self._open:
+            self._open[action_id] = (request, at)
+
+    def find(self, action_id: str, now: float) -> tuple[ActionRequest | None, str]:
+        """The open proposal, or None and why there is none."""
+        if action_id in self._taken:
+            return None, f"proposal {action_id} was already confirmed once"
+        found = self._open.get(action_id)
+        if found is None:
+            return None, f"no proposal {action_id} is known"
+        request, at = found
+        if now - at > self._ttl_s:
+            return None, f"proposal {action_id} lapsed: not confirmed within {self._ttl_s:g} s"
+        return request, ""
+
+    def take(self, action_id: str, at: float) -> None:
+        self._open.pop(action_id, None)
+        self._taken[action_id] = at
+        self._taken.move_to_end(action_id)
+
+    def _forget_before(self, cutoff: float) -> None:
+        # Both maps are in arrival order, which is time order up to clock skew between producers.
+        for entries, when in ((self._open, lambda value: value[1]), (self._taken, lambda value: value)):
+            while entries:
+                oldest = next(iter(entries))
+                if when(entries[oldest]) >= cutoff:
+                    break
+                del entries[oldest]
+
+
+def action_id_for(request: ActionRequest, proposal_id: str = "") -> str:
+    """The same attempt always gets the same id (a confirmed one: per proposal and confirmation)."""
     params = "&".join(f"{k}={v}" for k, v in sorted(request.params.items()))
+    confirms = f":{proposal_id}" if proposal_id else ""
     return uuid.uuid5(
         uuid.NAMESPACE_URL,
         f"supportflow:action:{request.tenant_id}:{request.ticket_id}:{request.tool}:{params}:"
-        f"{request.requested_by}:{request.confirmation_ref}",
+        f"{request.requested_by}:{request.confirmation_ref}{confirms}",
     ).hex
 
 
@@ -91,35 +164,95 @@ class ActionGate:
         *,
         dry_run: bool = True,
         executor: Executor | None = None,
+        proposals: PendingProposals | None = None,
     ) -> None:
         self._limits = limits
         self._ledger = ledger
         self._dry_run = dry_run
         self._executor = executor
+        self._proposals = proposals if proposals is not None else PendingProposals(limits.proposal_ttl_s)
 
     @property
     def allow_listed(self) -> frozenset[str]:
         return frozenset(self._limits.tools)
 
+    @property
+    def memory_s(self) -> float:
+        """How far back `replay` must read to rebuild the ledger and the open proposals."""
+        return max(LEDGER_MEMORY_S, self._limits.proposal_ttl_s)
+
     def attempt(self, request: ActionRequest, now: float) -> ev.ActionRecorded:
-        """Check the request against every limit and record the outcome."""
+        """Check the request against every limit and record the outcome. A request without a
+        confirmation becomes a proposal that `confirm` can carry out later."""
+        record = self._attempt(request, now)
+        if record.status == ev.ACTION_STATUS_PROPOSED:
+            self._proposals.add(record.action_id, request, now)
+        return record
+
+    def confirm(self, confirmation: Confirmation, tier_of: TierLookup, now: float) -> ev.ActionRecorded:
+        """Carry out the proposal `confirmation` names, as proposed, if everything still allows it.
+
+        Only a confirmation from an allowed confirmer, with a reference, for the proposal's own
+        tenant and ticket takes the proposal (whatever the outcome, so it runs at most once); any
+        other leaves it open, and its record names no proposal."""
+        proposal, refusal = self._proposals.find(confirmation.proposal_id, now)
+        if not any(confirmation.confirmed_by.startswith(p) for p in self._limits.confirmers):
+            refusal = f"{confirmation.confirmed_by or 'an anonymous caller'} may not confirm actions"
+        elif not confirmation.confirmation_ref.strip():
+            refusal = "no reference to the customer's confirmation record"
+        elif proposal is not None and (proposal.tenant_id, proposal.ticket_id) != (
+                confirmation.tenant_id, confirmation.ticket_id):
+            refusal = f"no proposal {confirmation.proposal_id} was made for this ticket"
+        if proposal is None or refusal:
+            stand_in = ActionRequest(tool="", ticket_id=confirmation.ticket_id, tenant_id=confirmation.tenant_id,
+                                     customer_id="", tier=tk.CUSTOMER_TIER_UNSPECIFIED, requested_by="",
+                                     confirmation_ref=confirmation.confirmation_ref)
+            return self._record(stand_in, ev.ACTION_STATUS_REFUSED, refusal,
+                                confirmation=replace(confirmation, proposal_id=""))
+        self._proposals.take(confirmation.proposal_id, now)
+        tier = tier_of(proposal.customer_id)
+        if tier is None:
+            return self._record(proposal, ev.ACTION_STATUS_REFUSED, "the CRM could not give the customer's tier",
+                                confirmation=confirmation)
+        confirmed = replace(proposal, tier=tier, confirmation_ref=confirmation.confirmation_ref)
+        return self._attempt(confirmed, now, confirmation=confirmation)
+
+    def replay(self, record: ev.ActionRecorded) -> None:
+        """Rebuild the ledger and the open proposals from one earlier record (in topic order)."""
+        at = record.meta.occurred_at.ToNanoseconds() / 1e9
+        if record.status == ev.ACTION_STATUS_PROPOSED:
+            self._proposals.add(record.action_id, ActionRequest(
+                tool=record.tool, ticket_id=record.ticket_id, tenant_id=record.meta.tenant_id,
+                customer_id=record.customer_id, tier=tk.CUSTOMER_TIER_UNSPECIFIED,  # read again on confirmation
+                requested_by=record.requested_by, params=dict(record.params),
+            ), at)
+        if record.proposal_id:
+            self._proposals.take(record.proposal_id, at)
+        if record.status in (ev.ACTION_STATUS_DRY_RUN, ev.ACTION_STATUS_EXECUTED):
+            self._ledger.add(record.meta.tenant_id, record.customer_id, record.tool, utc_day(at))
+
+    def _attempt(self, request: ActionRequest, now: float, *, confirmation: Confirmation | None = None) -> ev.ActionRecorded:
         refusal = self._refusal(request, now)
         if refusal:
-            return self._record(request, ev.ACTION_STATUS_REFUSED, refusal)
+            return self._record(request, ev.ACTION_STATUS_REFUSED, refusal, confirmation=confirmation)
         if not request.confirmation_ref.strip():
             return self._record(request, ev.ACTION_STATUS_PROPOSED, "within limits; awaiting the customer's confirmation")
         day = utc_day(now)
         if self._dry_run:
             self._ledger.add(request.tenant_id, request.customer_id, request.tool, day)
-            return self._record(request, ev.ACTION_STATUS_DRY_RUN, "confirmed and within limits; dry run, nothing was changed")
+            return self._record(request, ev.ACTION_STATUS_DRY_RUN, "confirmed and within limits; dry run, nothing was changed",
+                                confirmation=confirmation)
         if self._executor is None:
-            return self._record(request, ev.ACTION_STATUS_REFUSED, "no executor is configured for live actions")
+            return self._record(request, ev.ACTION_STATUS_REFUSED, "no executor is configured for live actions",
+                                confirmation=confirmation)
         try:
             self._executor(request)
         except Exception as exc:  # noqa: BLE001 - the failure is the recorded outcome
-            return self._record(request, ev.ACTION_STATUS_REFUSED, f"the tool failed: {type(exc).__name__}: {exc}")
+            return self._record(request, ev.ACTION_STATUS_REFUSED, f"the tool failed: {type(exc).__name__}: {exc}",
+                                confirmation=confirmation)
         self._ledger.add(request.tenant_id, request.customer_id, request.tool, day)
-        return self._record(request, ev.ACTION_STATUS_EXECUTED, "confirmed, within limits and executed")
+        return self._record(request, ev.ACTION_STATUS_EXECUTED, "confirmed, within limits and executed",
+                            confirmation=confirmation)
 
     def _refusal(self, request: ActionRequest, now: float) -> str:
         limits = self._limits.tools.get(request.tool)
@@ -159,13 +292,23 @@ class ActionGate:
         return ""
 
     @staticmethod
-    def _record(request: ActionRequest, status: int, reason: str) -> ev.ActionRecorded:
-        return ev.ActionRecorded(
+    def _record(request: ActionRequest, status: int, reason: str, *,
+                confirmation: Confirmation | None = None) -> ev.ActionRecorded:
+        record = ev.ActionRecorded(
             meta=new_meta(request.tenant_id, PRODUCER),
             ticket_id=request.ticket_id,
-            action_id=action_id_for(request),
+            action_id=action_id_for(request, confirmation.proposal_id if confirmation else ""),
             tool=request.tool,
             params=dict(request.params),
             status=status,
             reason=f"{reason} (requested by {request.requested_by or 'nobody'})",
+            customer_id=request.customer_id,
+            requested_by=request.requested_by,
         )
+        if confirmation is not None:
+            record.proposal_id = confirmation.proposal_id
+            record.confirmed_by = confirmation.confirmed_by
+            record.confirmation_ref = confirmation.confirmation_ref
+            record.reason = f"{reason} (requested by {request.requested_by or 'nobody'}, " \
+                            f"confirmed by {confirmation.confirmed_by or 'nobody'})"
+        return record

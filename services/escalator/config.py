@@ -157,6 +157,8 @@ class ToolLimits:
 class ActionLimits:
     tools: Mapping[str, ToolLimits]
     principals: tuple[str, ...]  # prefixes of `requested_by` allowed to ask for an action
+    confirmers: tuple[str, ...] = ("customer:", "agent:")  # prefixes of `confirmed_by`
+    proposal_ttl_s: float = 86400.0  # a proposal not confirmed within this lapses
 
     @classmethod
     def load(cls, path: Path | None = None) -> "ActionLimits":
@@ -185,6 +187,12 @@ class ActionLimits:
                 },
             )
         principals = tuple(str(p) for p in data.get("principals") or [])
-        if not tools or not principals:
-            raise ConfigError("action limits need at least one tool and one principal prefix")
-        return cls(tools=tools, principals=principals)
+        confirmers = tuple(str(p) for p in data.get("confirmers") or [])
+        if not tools or not principals or not confirmers:
+            raise ConfigError("action limits need at least one tool, one principal and one confirmer prefix")
+        if any(not prefix.strip() for prefix in principals + confirmers):
+            raise ConfigError("an empty principal or confirmer prefix would let anyone in")
+        proposal_ttl_s = float(data.get("proposal_ttl_s", 86400))
+        if proposal_ttl_s <= 0:
+            raise ConfigError("proposal_ttl_s must be > 0")
+        return cls(tools=tools, principals=principals, confirmers=confirmers, proposal_ttl_s=proposal_ttl_s)

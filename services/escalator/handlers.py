@@ -5,7 +5,9 @@ State (in memory, per process):
 - the incident tracker: rebuilt at start from the recent tickets this consumer group had already
   processed (`replay_classified`, fed by replay.py). With several replicas each would see
   only its partitions' tickets, so the escalator runs one (the Helm chart enforces it);
-- the action ledger: daily action limits hold within one process's lifetime;
+- the action gate's ledger of today's attempts and its proposals awaiting confirmation: rebuilt at
+  start from actions.recorded (`replay_action`), so daily limits and pending confirmations survive
+  a restart;
 - the tickets answered automatically (answered.py): rebuilt at start from tickets.responded
   (`replay_responded`), so that a customer writing back under an answered ticket id gets a
   colleague even when the channel sends no history.
@@ -22,12 +24,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.crm import CustomerDirectory, account_fields
+from supportflow.crm import FOUND, CustomerDirectory, account_fields
 from supportflow.eventbus import Emit, InvalidEvent, new_meta
 from supportflow.topics import DECISION_TOPICS, Topic
 
 from services.escalator import metrics
-from services.escalator.actions import ActionGate, ActionRequest
+from services.escalator.actions import ActionGate, ActionRequest, Confirmation
 from services.escalator.answered import AnsweredTickets
 from services.escalator.case_routing import case_type_for, target_queue_for
 from services.escalator.config import EscalationConfig
@@ -90,6 +92,11 @@ class Escalator:
     def config(self) -> EscalationConfig:
         return self._config
 
+    @property
+    def action_memory_s(self) -> float:
+        """How far back actions.recorded is replayed at start (`replay_action`)."""
+        return self._actions.memory_s
+
     def on_classified(self, event: ev.TicketClassified) -> list[Emit]:
         self._validate(event.ticket, event.HasField("classification"))
         emits = self._track_incident(event.meta, event.ticket, event.normalized, event.classification)
@@ -125,6 +132,31 @@ class Escalator:
             event.meta, event.ticket, event.normalized, event.classification, event.timeline, verdict,
             draft=event.draft, evidence=list(event.evidence),
         )
+
+    def on_action_confirmed(self, event: ev.ActionConfirmed) -> list[Emit]:
+        """Carry out the proposal the customer confirmed, if everything still allows it; the
+        outcome is recorded either way."""
+        missing = [name for name, value in (("proposal_id", event.proposal_id), ("ticket_id", event.ticket_id),
+                                            ("meta.tenant_id", event.meta.tenant_id)) if not value]
+        if missing:
+            raise InvalidEvent(f"action confirmation without {', '.join(missing)}")
+        confirmation = Confirmation(
+            proposal_id=event.proposal_id, ticket_id=event.ticket_id, tenant_id=event.meta.tenant_id,
+            confirmation_ref=event.confirmation_ref, confirmed_by=event.confirmed_by,
+        )
+        record = self._actions.confirm(confirmation, self._tier_of, self._clock())
+        log.info("action confirmation", extra={"fields": {
+            "proposal_id": event.proposal_id, "status": _enum_label(ev.ActionStatus, record.status, "ACTION_STATUS_")}})
+        return [self._action_emit(record)]
+
+    def replay_action(self, record: ev.ActionRecorded) -> None:
+        """Count an action attempt recorded before this process started into the daily limits and
+        the proposals awaiting confirmation."""
+        self._actions.replay(record)
+
+    def _tier_of(self, customer_id: str) -> int | None:
+        found = self._crm.lookup(customer_id)
+        return found.record.tier if found.outcome == FOUND else None
 
     @staticmethod
     def _validate(ticket: tk.Ticket, has_classification: bool) -> None:

@@ -1,11 +1,12 @@
 """Escalator: decides every ticket (respond, review, follow up, escalate), detects incidents,
-builds context packets and records action attempts. One consumer loop reads both input topics.
+builds context packets, proposes actions and carries out the ones customers confirm. One consumer
+loop reads its three input topics.
 
-Incident windows, the tickets answered automatically and the action ledger are in memory (see
-handlers.py). Before the loop starts, the windows are rebuilt from the recent tickets the group had
-already processed and the answered tickets from tickets.responded (replay.py); the action ledger
-starts empty. All hold only the tickets this process consumed, so the escalator runs as one replica
-(the Helm chart refuses more).
+Incident windows, the tickets answered automatically, the action ledger and the open proposals are
+in memory (see handlers.py). Before the loop starts, the windows are rebuilt from the recent
+tickets the group had already processed, the answered tickets from tickets.responded, and the
+ledger and proposals from actions.recorded (replay.py). The windows hold only the tickets this
+process consumed, so the escalator runs as one replica (the Helm chart refuses more).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from supportflow.topics import Topic
 from services.escalator.actions import ActionGate, ActionLedger
 from services.escalator.config import ActionLimits, EscalationConfig
 from services.escalator.handlers import Escalator
-from services.escalator.replay import replay_recent_classified, replay_recent_responded
+from services.escalator.replay import replay_recent_actions, replay_recent_classified, replay_recent_responded
 from services.escalator.incidents import IncidentTracker
 from services.escalator.similar_cases import SimilarCaseLookup, grpc_similar_cases, no_similar_cases
 
@@ -46,7 +47,8 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     consumer = ConsumerLoop(
         settings,
         SERVICE,
-        {Topic.TICKETS_CLASSIFIED: escalator.on_classified, Topic.TICKETS_DRAFTED: escalator.on_drafted},
+        {Topic.TICKETS_CLASSIFIED: escalator.on_classified, Topic.TICKETS_DRAFTED: escalator.on_drafted,
+         Topic.ACTIONS_CONFIRMED: escalator.on_action_confirmed},
         publisher,
         health,
     )
@@ -58,5 +60,6 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
         replay_recent_responded(
             settings, consumer.group_id, escalator.config.answered_memory_s, escalator.replay_responded
         )
+        replay_recent_actions(settings, consumer.group_id, escalator.action_memory_s, escalator.replay_action)
 
     return ServiceParts(consumers=[consumer], on_start=[rebuild_memory], on_stop=[channel.close])

@@ -1,6 +1,6 @@
 """Rebuild the escalator's memory at start by re-reading recent events, emitting nothing.
 
-Two replays:
+Three replays:
 - `replay_recent_classified`: the incident windows, from the `tickets.classified` events its
   consumer group has already processed. Only up to the committed offsets: everything before them
   was handled and its incident updates published, so counting it again silently is right. What
@@ -13,7 +13,11 @@ Two replays:
 - `replay_recent_responded`: the tickets answered automatically, from `tickets.responded` (the
   escalator's own output) up to its end when the replay starts. Bounded by `answered_memory_s`.
 
-Neither ever fails the start: after its deadline, or when Kafka cannot answer, a replay logs a
+- `replay_recent_actions`: the action gate's daily counts and open proposals, from
+  `actions.recorded` (the escalator's own output) up to its end when the replay starts. Bounded
+  by the gate's memory (two days, or the proposal lifetime if longer).
+
+None ever fails the start: after its deadline, or when Kafka cannot answer, a replay logs a
 warning and the memory is partly rebuilt (possibly not at all), as it was before replays existed.
 """
 
@@ -62,6 +66,21 @@ def replay_recent_responded(
     """Pass every `tickets.responded` event of the last `replay_s` seconds, up to the topic's end
     when the replay starts, to `count`, in partition order; returns how many were passed."""
     return _replay(settings, Topic.TICKETS_RESPONDED, group_id, replay_s, count,
+                   to_committed=False, now=now, deadline_s=deadline_s)
+
+
+def replay_recent_actions(
+    settings: Settings,
+    group_id: str,
+    replay_s: float,
+    count: Callable[[ev.ActionRecorded], None],
+    *,
+    now: Callable[[], float] = time.time,
+    deadline_s: float = DEFAULT_DEADLINE_S,
+) -> int:
+    """Pass every `actions.recorded` event of the last `replay_s` seconds, up to the topic's end
+    when the replay starts, to `count`, in partition order; returns how many were passed."""
+    return _replay(settings, Topic.ACTIONS_RECORDED, group_id, replay_s, count,
                    to_committed=False, now=now, deadline_s=deadline_s)
 
 

@@ -1,4 +1,5 @@
-"""The gateway's HTTP intake: a thin adapter from HTTP requests to TicketReceived/FeedbackReceived.
+"""The gateway's HTTP intake: a thin adapter from HTTP requests to TicketReceived, FeedbackReceived
+and ActionConfirmed.
 
 A 202 is returned only after the broker has acknowledged the event, so an accepted ticket is never
 lost; a rejected one gets a 4xx with the reason.
@@ -18,7 +19,13 @@ from supportflow.observability import ticket_context
 from supportflow.topics import Topic
 
 from services.gateway import metrics
-from services.gateway.intake import PayloadError, feedback_from_payload, ticket_from_payload, verify_signature
+from services.gateway.intake import (
+    PayloadError,
+    confirmation_from_payload,
+    feedback_from_payload,
+    ticket_from_payload,
+    verify_signature,
+)
 
 log = logging.getLogger(__name__)
 SERVICE = "gateway"
@@ -38,6 +45,7 @@ class GatewayApp:
         routes: dict[str, Callable[[object], tuple[int, dict]]] = {
             "/v1/tickets": self._accept_ticket,
             "/v1/feedback": self._accept_feedback,
+            "/v1/actions/confirm": self._accept_confirmation,
         }
         route = routes.get(path)
         if route is None:
@@ -78,6 +86,16 @@ class GatewayApp:
             self._publisher.flush(10)
         metrics.ACCEPTED.labels("feedback").inc()
         return 202, {"ticket_id": ticket_id}
+
+    def _accept_confirmation(self, payload: object) -> tuple[int, dict]:
+        fields = confirmation_from_payload(payload)
+        tenant = str(payload.get("tenant_id") or self._default_tenant)  # type: ignore[union-attr]
+        event = ev.ActionConfirmed(meta=new_meta(tenant, SERVICE), **fields)
+        with ticket_context(event.ticket_id), self._lock:
+            self._publisher.publish(Topic.ACTIONS_CONFIRMED, event.ticket_id, event)
+            self._publisher.flush(10)
+        metrics.ACCEPTED.labels("action_confirmation").inc()
+        return 202, {"ticket_id": event.ticket_id, "proposal_id": event.proposal_id}
 
 
 def serve(app: GatewayApp, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:

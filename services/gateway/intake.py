@@ -138,3 +138,23 @@ def feedback_from_payload(payload: Any) -> tuple[str, dict[str, Any]]:
             raise
         raise PayloadError(f"invalid {kind} feedback: {exc!r}") from exc
     return ticket_id, fields
+
+
+MAX_ID_CHARS = 128
+CONFIRMATION_FIELDS = ("proposal_id", "ticket_id", "confirmation_ref", "confirmed_by")
+
+
+def confirmation_from_payload(payload: Any) -> dict[str, str]:
+    """Validate an action confirmation; returns the fields for ActionConfirmed. Whether the
+    proposal exists, is still open and may be carried out is the escalator's to decide."""
+    if not isinstance(payload, dict):
+        raise PayloadError("a confirmation must be a JSON object")
+    fields: dict[str, str] = {}
+    for name in CONFIRMATION_FIELDS:
+        value = payload.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise PayloadError(f"a confirmation needs {name} (a non-empty string)")
+        if len(value) > MAX_ID_CHARS:
+            raise PayloadError(f"{name} longer than {MAX_ID_CHARS} characters")
+        fields[name] = value.strip()
+    return fields

@@ -1,7 +1,8 @@
 """The drafter and the escalator as `supportflow run` runs them, with a running retriever, against
 the real Kafka and Weaviate: a classified ticket is drafted from an article that arrived on
 `kb.articles` (cited, its fee verified against the canonical passage) and decided; an escalated
-ticket gets a context packet that names a similar resolved case from `tickets.resolved`."""
+ticket gets a context packet that names a similar resolved case from `tickets.resolved`; a proposed
+password reset is carried out when the customer's confirmation arrives on `actions.confirmed`."""
 
 from __future__ import annotations
 
@@ -127,3 +128,24 @@ def test_a_ticket_is_drafted_from_kafka_fed_evidence_and_an_escalation_names_a_s
     assert topic is Topic.TICKETS_ESCALATED
     assert list(escalated.packet.similar_case_ids) == ["old-1"]
     assert escalated.packet.completeness > 0.5
+
+
+def test_a_proposed_action_runs_when_the_customer_confirms_it(services):
+    settings, tenant = services
+    publisher = EventPublisher(settings, "test")
+    publisher.publish(Topic.TICKETS_CLASSIFIED, "t-reset", classified(
+        tenant, "t-reset", "I forgot my passcode and cannot log in.", tk.ROUTE_ESCALATE, "passcode_forgotten",
+        tk.ARCHETYPE_ACCOUNT_SPECIFIC))
+    publisher.flush()
+    actions = Topic.ACTIONS_RECORDED.name_in(settings.topic_prefix)
+    [proposed] = [decode(Topic.ACTIONS_RECORDED, r) for r in read_all(settings, actions, expected=1, timeout_s=60)]
+    assert (proposed.tool, proposed.status, proposed.customer_id) == (
+        "password_reset", ev.ACTION_STATUS_PROPOSED, "cust-0001")
+
+    publisher.publish(Topic.ACTIONS_CONFIRMED, "t-reset", ev.ActionConfirmed(
+        meta=new_meta(tenant, "gateway"), proposal_id=proposed.action_id, ticket_id="t-reset",
+        confirmation_ref="sms-4411", confirmed_by="customer:sms"))
+    publisher.flush()
+    records = [decode(Topic.ACTIONS_RECORDED, r) for r in read_all(settings, actions, expected=2, timeout_s=60)]
+    assert [r.status for r in records] == [ev.ACTION_STATUS_PROPOSED, ev.ACTION_STATUS_DRY_RUN]
+    assert records[1].proposal_id == proposed.action_id and records[1].confirmation_ref == "sms-4411"

@@ -1,7 +1,8 @@
 """A restarted escalator rebuilds its memory on the real Kafka: its incident windows from
 tickets.classified (it carries a burst in progress across the restart under the same id, without
 announcing it again, and counts only what its consumer group had already committed), and the
-tickets it answered automatically from tickets.responded."""
+tickets it answered automatically from tickets.responded, and its daily action limits and the
+proposals awaiting confirmation from actions.recorded."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from supportflow.topics import DECISION_TOPICS, Topic
 from services.escalator.actions import ActionGate, ActionLedger
 from services.escalator.config import ActionLimits, EscalationConfig
 from services.escalator.handlers import Escalator
-from services.escalator.replay import replay_recent_classified, replay_recent_responded
+from services.escalator.replay import replay_recent_actions, replay_recent_classified, replay_recent_responded
 from services.escalator.incidents import IncidentTracker
 
 pytestmark = pytest.mark.infra
@@ -123,3 +124,53 @@ def test_a_restart_remembers_the_tickets_it_answered(settings) -> None:
     assert replay_recent_responded(settings, group, 3600, later.replay_responded, now=lambda: now + 7200) == 0
     [decided] = [e for e in later.on_drafted(drafted(again)) if e.topic in DECISION_TOPICS.values()]
     assert decided.event.decision == ev.DECISION_RESPOND
+
+
+def test_a_restart_keeps_the_daily_limits_and_the_proposals_awaiting_confirmation(settings) -> None:
+    ensure_topics(settings)
+    group = f"{settings.topic_prefix}escalator"
+    before, _ = escalator()
+    publisher = EventPublisher(settings, "test")
+
+    def publish_actions(emits) -> list[ev.ActionRecorded]:
+        records = [e for e in emits if e.topic is Topic.ACTIONS_RECORDED]
+        for emit in records:
+            publisher.publish(emit.topic, emit.key, emit.event)
+        publisher.flush()
+        return [emit.event for emit in records]
+
+    def reset_requested(ticket_id: str) -> ev.TicketClassified:
+        ticket = tk.Ticket(ticket_id=ticket_id, tenant_id="rho-bank", customer_id="cust-0001", body="Forgot my passcode")
+        return ev.TicketClassified(
+            meta=new_meta("rho-bank", "classifier"), ticket=ticket,
+            classification=tk.Classification(intent="passcode_forgotten", confidence=0.95, route=tk.ROUTE_ESCALATE,
+                                              tier=tk.CUSTOMER_TIER_STANDARD),
+        )
+
+    def confirmed(proposal: ev.ActionRecorded) -> ev.ActionConfirmed:
+        return ev.ActionConfirmed(meta=new_meta("rho-bank", "gateway"), proposal_id=proposal.action_id,
+                                  ticket_id=proposal.ticket_id, confirmation_ref=f"sms-{proposal.ticket_id}",
+                                  confirmed_by="customer:sms")
+
+    # Before the restart: four password resets proposed for one customer, three of them confirmed
+    # (the daily limit is three); the fourth is still waiting for the customer.
+    proposals = [publish_actions(before.on_classified(reset_requested(f"reset-{i}")))[0] for i in range(4)]
+    assert {p.status for p in proposals} == {ev.ACTION_STATUS_PROPOSED}
+    ran = [publish_actions(before.on_action_confirmed(confirmed(p)))[0] for p in proposals[:3]]
+    assert {r.status for r in ran} == {ev.ACTION_STATUS_DRY_RUN}
+
+    restarted, _ = escalator()
+    assert replay_recent_actions(settings, group, restarted.action_memory_s, restarted.replay_action) == 7
+    # The confirmation handled before the restart, delivered again, runs nothing.
+    [again] = restarted.on_action_confirmed(confirmed(proposals[0]))
+    assert again.event.status == ev.ACTION_STATUS_REFUSED and "already confirmed" in again.event.reason
+    # The waiting proposal can still be confirmed, and today's three resets still count.
+    [fourth] = restarted.on_action_confirmed(confirmed(proposals[3]))
+    assert fourth.event.status == ev.ACTION_STATUS_REFUSED
+    assert "daily limit reached (3 of 3 password_reset today)" in fourth.event.reason
+
+    # Without the replay the restarted escalator would have run it.
+    forgetful, _ = escalator()
+    forgetful.on_classified(reset_requested("reset-3"))
+    [ran_again] = forgetful.on_action_confirmed(confirmed(proposals[3]))
+    assert ran_again.event.status == ev.ACTION_STATUS_DRY_RUN

@@ -23,7 +23,7 @@ def post(port, path, body: bytes, headers=None):
         return err.code, json.loads(err.read())
 
 
-def test_tickets_are_published_only_when_valid_and_feedback_too(settings):
+def test_tickets_feedback_and_confirmations_are_published_only_when_valid(settings):
     ensure_topics(settings)
     app = GatewayApp(EventPublisher(settings, "gateway"), default_tenant="rho-bank", webhook_secret="", max_body_bytes=10_000)
     server = serve(app, 0, host="127.0.0.1")
@@ -36,6 +36,11 @@ def test_tickets_are_published_only_when_valid_and_feedback_too(settings):
         assert post(port, "/v1/tickets", json.dumps({"body": "x" * 20_000}).encode())[0] == 413
         assert post(port, "/v1/nope", b"{}")[0] == 404
         assert post(port, "/v1/feedback", json.dumps({"ticket_id": "T-9", "kind": "csat", "score": 90}).encode())[0] == 202
+        confirmation = {"proposal_id": "p-1", "ticket_id": "T-9", "confirmation_ref": "sms-4411",
+                        "confirmed_by": "customer:sms"}
+        assert post(port, "/v1/actions/confirm", json.dumps(confirmation).encode()) == (
+            202, {"ticket_id": "T-9", "proposal_id": "p-1"})
+        assert post(port, "/v1/actions/confirm", json.dumps({"proposal_id": "p-2"}).encode())[0] == 422
     finally:
         server.shutdown()
 
@@ -45,6 +50,10 @@ def test_tickets_are_published_only_when_valid_and_feedback_too(settings):
     assert event.ticket.body == "my card was declined" and event.meta.producer == "gateway"
     feedback = read_all(settings, Topic.TICKETS_FEEDBACK.name_in(settings.topic_prefix), expected=1)
     assert decode(Topic.TICKETS_FEEDBACK, feedback[0]).csat.score == 90
+    [confirmed] = read_all(settings, Topic.ACTIONS_CONFIRMED.name_in(settings.topic_prefix), expected=1)
+    event = decode(Topic.ACTIONS_CONFIRMED, confirmed)
+    assert confirmed.key() == b"T-9" and event.meta.tenant_id == "rho-bank"
+    assert (event.proposal_id, event.confirmation_ref, event.confirmed_by) == ("p-1", "sms-4411", "customer:sms")
 
 
 def test_a_signed_gateway_refuses_unsigned_webhooks(settings):

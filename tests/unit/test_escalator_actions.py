@@ -1,5 +1,6 @@
-"""The action gate: allow-list, limits by amount, frequency and tier, confirmation, dry run, and
-prompt-injection attempts (which must never get past a proposal)."""
+"""The action gate: allow-list, limits by amount, frequency and tier, confirmation, dry run,
+prompt-injection attempts (which must never get past a proposal), and the ledger and proposals a
+restarted gate rebuilds from the records."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import pytest
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
-from services.escalator.actions import ActionGate, ActionLedger, ActionRequest
-from services.escalator.config import ActionLimits
+from services.escalator.actions import ActionGate, ActionLedger, ActionRequest, Confirmation
+from services.escalator.config import ActionLimits, ConfigError
 
 LIMITS = ActionLimits.load()
 NOW = 1_700_000_000.0  # 2023-11-14 UTC
@@ -135,3 +136,143 @@ def test_injected_wording_inside_a_structured_request_changes_nothing(params):
                             tier=tk.CUSTOMER_TIER_STANDARD, requested_by="agent:ana", params=params,
                             confirmation_ref="conf")
     assert gate().attempt(request, NOW).status == ev.ACTION_STATUS_REFUSED
+
+
+# Confirmation: a proposal is carried out only by a confirmation that names it, once, in time, and
+# only as proposed and within the limits when it runs.
+
+def confirmation(proposal_id, ticket_id="t-1", tenant="rho-bank", ref="conf-77", by="customer:email"):
+    return Confirmation(proposal_id=proposal_id, ticket_id=ticket_id, tenant_id=tenant, confirmation_ref=ref,
+                        confirmed_by=by)
+
+
+def standard(_customer):
+    return tk.CUSTOMER_TIER_STANDARD
+
+
+def test_a_confirmed_proposal_runs_as_proposed_and_says_who_confirmed_it():
+    shared = gate()
+    proposal = shared.attempt(refund(confirmation=""), NOW)
+    assert proposal.status == ev.ACTION_STATUS_PROPOSED
+    assert (proposal.customer_id, proposal.requested_by) == ("cust-0001", "agent:ana")
+    record = shared.confirm(confirmation(proposal.action_id), standard, NOW + 600)
+    assert record.status == ev.ACTION_STATUS_DRY_RUN
+    assert record.proposal_id == proposal.action_id and record.action_id != proposal.action_id
+    assert (record.confirmed_by, record.confirmation_ref) == ("customer:email", "conf-77")
+    assert dict(record.params) == dict(proposal.params) and record.tool == "refund"
+    assert "confirmed by customer:email" in record.reason
+
+
+def test_a_proposal_takes_one_confirmation_so_a_redelivery_never_runs_it_twice():
+    shared = gate()
+    proposal = shared.attempt(refund(confirmation=""), NOW)
+    assert shared.confirm(confirmation(proposal.action_id), standard, NOW).status == ev.ACTION_STATUS_DRY_RUN
+    again = shared.confirm(confirmation(proposal.action_id), standard, NOW + 1)
+    assert again.status == ev.ACTION_STATUS_REFUSED
+    assert again.reason.startswith(f"proposal {proposal.action_id} was already confirmed once")
+    # Handling the same ticket again proposes the same action; it does not reopen the proposal.
+    assert shared.attempt(refund(confirmation=""), NOW + 2).action_id == proposal.action_id
+    assert shared.confirm(confirmation(proposal.action_id), standard, NOW + 3).status == ev.ACTION_STATUS_REFUSED
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"proposal_id": "nope"}, "no proposal nope is known"),
+        ({"ticket_id": "t-2"}, "was made for this ticket"),
+        ({"tenant": "other-bank"}, "was made for this ticket"),
+        ({"ref": "  "}, "no reference to the customer's confirmation record"),
+        ({"by": "escalator:auto"}, "escalator:auto may not confirm actions"),
+        ({"by": ""}, "an anonymous caller may not confirm actions"),
+    ],
+)
+def test_a_confirmation_that_does_not_match_its_proposal_is_refused_and_leaves_it_open(change, reason):
+    shared = gate()
+    proposal = shared.attempt(refund(confirmation=""), NOW)
+    fields = {"proposal_id": proposal.action_id} | change
+    record = shared.confirm(confirmation(**fields), standard, NOW)
+    assert record.status == ev.ACTION_STATUS_REFUSED
+    assert reason in record.reason
+    assert record.proposal_id == "" and record.customer_id == "" and dict(record.params) == {}
+    assert shared.confirm(confirmation(proposal.action_id), standard, NOW).status == ev.ACTION_STATUS_DRY_RUN
+
+
+def test_a_proposal_lapses_after_its_lifetime():
+    shared = gate()
+    proposal = shared.attempt(refund(confirmation=""), NOW)
+    lapsed = shared.confirm(confirmation(proposal.action_id), standard, NOW + LIMITS.proposal_ttl_s + 1)
+    assert lapsed.status == ev.ACTION_STATUS_REFUSED
+    assert "lapsed" in lapsed.reason
+
+
+def test_the_tier_is_read_again_and_the_limits_checked_again_when_it_runs():
+    shared = gate()
+    proposal = shared.attempt(refund(amount="200", tier=tk.CUSTOMER_TIER_PREMIUM, confirmation=""), NOW)
+    assert proposal.status == ev.ACTION_STATUS_PROPOSED
+    downgraded = shared.confirm(confirmation(proposal.action_id), standard, NOW)
+    assert downgraded.status == ev.ACTION_STATUS_REFUSED
+    assert "exceeds the standard limit of 50" in downgraded.reason
+
+    unknown = gate()
+    proposal = unknown.attempt(refund(confirmation=""), NOW)
+    record = unknown.confirm(confirmation(proposal.action_id), lambda _customer: None, NOW)
+    assert record.status == ev.ACTION_STATUS_REFUSED and "the CRM could not give the customer's tier" in record.reason
+
+    busy = gate()
+    first = busy.attempt(refund(confirmation=""), NOW)
+    second = busy.attempt(ActionRequest(tool="refund", ticket_id="t-2", tenant_id="rho-bank", customer_id="cust-0001",
+                                        tier=tk.CUSTOMER_TIER_STANDARD, requested_by="agent:ana",
+                                        params={"amount": "5", "currency": "GBP", "transaction_id": "tx-2"}), NOW)
+    assert busy.confirm(confirmation(first.action_id), standard, NOW).status == ev.ACTION_STATUS_DRY_RUN
+    late = busy.confirm(confirmation(second.action_id, ticket_id="t-2"), standard, NOW + 60)
+    assert late.status == ev.ACTION_STATUS_REFUSED and "daily limit reached" in late.reason
+
+
+def test_a_restarted_gate_rebuilds_its_limits_and_open_proposals_from_the_records():
+    before = gate()
+    records = [
+        before.attempt(refund(), NOW),  # ran: uses up today's refund for cust-0001
+        open_one := before.attempt(ActionRequest(tool="password_reset", ticket_id="t-5", tenant_id="rho-bank",
+                                                 customer_id="cust-0002", tier=tk.CUSTOMER_TIER_STANDARD,
+                                                 requested_by="escalator:intent:passcode_forgotten"), NOW),
+        done := before.attempt(ActionRequest(tool="password_reset", ticket_id="t-6", tenant_id="rho-bank",
+                                             customer_id="cust-0003", tier=tk.CUSTOMER_TIER_STANDARD,
+                                             requested_by="escalator:intent:passcode_forgotten"), NOW),
+    ]
+    records.append(before.confirm(confirmation(done.action_id, ticket_id="t-6"), standard, NOW + 5))
+    for record in records:
+        record.meta.occurred_at.FromSeconds(int(NOW))
+
+    restarted, forgetful = gate(), gate()
+    for record in records:
+        restarted.replay(record)
+    assert restarted.attempt(refund(amount="10"), NOW + 60).status == ev.ACTION_STATUS_REFUSED
+    assert forgetful.attempt(refund(amount="10"), NOW + 60).status == ev.ACTION_STATUS_DRY_RUN
+    assert restarted.confirm(confirmation(open_one.action_id, ticket_id="t-5"), standard, NOW + 60).status \
+        == ev.ACTION_STATUS_DRY_RUN
+    # The confirmation handled before the restart, delivered again after it, runs nothing.
+    assert restarted.confirm(confirmation(done.action_id, ticket_id="t-6"), standard, NOW + 60).status \
+        == ev.ACTION_STATUS_REFUSED
+
+
+def test_replayed_records_from_two_days_ago_no_longer_count():
+    old = gate().attempt(refund(), NOW - 2 * DAY)
+    old.meta.occurred_at.FromSeconds(int(NOW - 2 * DAY))
+    restarted = gate()
+    restarted.replay(old)
+    assert restarted.attempt(refund(), NOW).status == ev.ACTION_STATUS_DRY_RUN
+
+
+@pytest.mark.parametrize("text, message", [
+    ("principals: ['agent:']\nconfirmers: []\ntools: {password_reset: {tiers: [standard], max_per_customer_per_day: 1}}",
+     "one confirmer prefix"),
+    ("principals: ['agent:']\nconfirmers: ['']\ntools: {password_reset: {tiers: [standard], max_per_customer_per_day: 1}}",
+     "would let anyone in"),
+    ("principals: ['agent:']\nconfirmers: ['customer:']\nproposal_ttl_s: 0\n"
+     "tools: {password_reset: {tiers: [standard], max_per_customer_per_day: 1}}", "proposal_ttl_s must be > 0"),
+])
+def test_confirmation_settings_are_checked(tmp_path, text, message):
+    path = tmp_path / "limits.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        ActionLimits.load(path)

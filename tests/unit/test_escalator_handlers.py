@@ -315,3 +315,30 @@ def test_a_draft_citing_an_article_past_its_review_date_goes_to_an_agent_and_is_
     assert emit.topic is Topic.TICKETS_REVIEW
     assert "past their review date: Card delivery times" in emit.event.reason
     assert held._value.get() == before + 1
+
+
+def test_a_customer_confirmation_carries_out_the_proposal_and_a_bad_one_is_dead_lettered():
+    service = escalator()
+    emits = service.on_classified(classified(ticket("t-reset"), tk.ROUTE_ESCALATE, intent="passcode_forgotten"))
+    [proposal] = [e.event for e in emits if e.topic is Topic.ACTIONS_RECORDED]
+    confirmed = ev.ActionConfirmed(meta=new_meta("rho-bank", "gateway"), proposal_id=proposal.action_id,
+                                   ticket_id="t-reset", confirmation_ref="sms-4411", confirmed_by="customer:sms")
+    [emit] = service.on_action_confirmed(confirmed)
+    assert emit.topic is Topic.ACTIONS_RECORDED and emit.key == "t-reset"
+    assert emit.event.status == ev.ACTION_STATUS_DRY_RUN and emit.event.proposal_id == proposal.action_id
+    [again] = service.on_action_confirmed(confirmed)
+    assert again.event.status == ev.ACTION_STATUS_REFUSED
+
+    # The sample CRM does not know this customer: no tier, no action.
+    stranger = service.on_classified(classified(ticket("t-x", customer="cust-9999"), tk.ROUTE_ESCALATE,
+                                                 intent="passcode_forgotten"))
+    [proposal] = [e.event for e in stranger if e.topic is Topic.ACTIONS_RECORDED]
+    [refused] = service.on_action_confirmed(ev.ActionConfirmed(
+        meta=new_meta("rho-bank", "gateway"), proposal_id=proposal.action_id, ticket_id="t-x",
+        confirmation_ref="sms-1", confirmed_by="customer:sms"))
+    assert "the CRM could not give the customer's tier" in refused.event.reason
+
+    with pytest.raises(InvalidEvent, match="without proposal_id"):
+        service.on_action_confirmed(ev.ActionConfirmed(meta=new_meta("rho-bank", "gateway"), ticket_id="t-reset"))
+    with pytest.raises(InvalidEvent, match="without meta.tenant_id"):
+        service.on_action_confirmed(ev.ActionConfirmed(proposal_id="p", ticket_id="t-reset"))

@@ -8,6 +8,7 @@ from supportflow.contracts.v1 import ticket_pb2 as tk
 from services.gateway.intake import (
     MAX_FIELD_CHARS,
     PayloadError,
+    confirmation_from_payload,
     feedback_from_payload,
     ticket_from_payload,
     verify_signature,
@@ -75,3 +76,22 @@ def test_feedback_kinds_map_to_the_contract():
         feedback_from_payload({"ticket_id": "T-1", "kind": "vibes"})
     with pytest.raises(PayloadError, match="invalid csat"):
         feedback_from_payload({"ticket_id": "T-1", "kind": "csat"})
+
+
+CONFIRMATION = {"proposal_id": "p-1", "ticket_id": "T-9", "confirmation_ref": "sms-4411", "confirmed_by": "customer:sms"}
+
+
+def test_a_confirmation_payload_keeps_its_four_fields_only():
+    assert confirmation_from_payload(CONFIRMATION | {"tool": "refund", "amount": "9999"}) == CONFIRMATION
+
+
+@pytest.mark.parametrize("payload, message", [
+    ([], "must be a JSON object"),
+    ({k: v for k, v in CONFIRMATION.items() if k != "proposal_id"}, "needs proposal_id"),
+    (CONFIRMATION | {"confirmation_ref": "  "}, "needs confirmation_ref"),
+    (CONFIRMATION | {"confirmed_by": 7}, "needs confirmed_by"),
+    (CONFIRMATION | {"ticket_id": "x" * 129}, "ticket_id longer than 128"),
+])
+def test_unusable_confirmations_are_refused_with_a_reason(payload, message):
+    with pytest.raises(PayloadError, match=message):
+        confirmation_from_payload(payload)

@@ -389,7 +389,7 @@ class IncidentDetected(_message.Message):
     def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., incident_id: _Optional[str] = ..., signature: _Optional[str] = ..., product: _Optional[str] = ..., ticket_ids: _Optional[_Iterable[str]] = ..., first_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ActionRecorded(_message.Message):
-    __slots__ = ("meta", "ticket_id", "action_id", "tool", "params", "status", "reason")
+    __slots__ = ("meta", "ticket_id", "action_id", "tool", "params", "status", "reason", "customer_id", "requested_by", "proposal_id", "confirmed_by", "confirmation_ref")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -404,6 +404,11 @@ class ActionRecorded(_message.Message):
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_BY_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMATION_REF_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     ticket_id: str
     action_id: str
@@ -411,4 +416,23 @@ class ActionRecorded(_message.Message):
     params: _containers.ScalarMap[str, str]
     status: ActionStatus
     reason: str
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket_id: _Optional[str] = ..., action_id: _Optional[str] = ..., tool: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[ActionStatus, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+    customer_id: str
+    requested_by: str
+    proposal_id: str
+    confirmed_by: str
+    confirmation_ref: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket_id: _Optional[str] = ..., action_id: _Optional[str] = ..., tool: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[ActionStatus, str]] = ..., reason: _Optional[str] = ..., customer_id: _Optional[str] = ..., requested_by: _Optional[str] = ..., proposal_id: _Optional[str] = ..., confirmed_by: _Optional[str] = ..., confirmation_ref: _Optional[str] = ...) -> None: ...
+
+class ActionConfirmed(_message.Message):
+    __slots__ = ("meta", "proposal_id", "ticket_id", "confirmation_ref", "confirmed_by")
+    META_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
+    TICKET_ID_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMATION_REF_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_BY_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    proposal_id: str
+    ticket_id: str
+    confirmation_ref: str
+    confirmed_by: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., proposal_id: _Optional[str] = ..., ticket_id: _Optional[str] = ..., confirmation_ref: _Optional[str] = ..., confirmed_by: _Optional[str] = ...) -> None: ...
