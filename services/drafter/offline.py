@@ -58,7 +58,7 @@ RELATED = 0.1  # overlap above which a unit restating numbers already quoted add
 _WANTS = (
     (re.compile(r"\bhow much\b|\bfees?\b|\bcharge|\bcost|\bprice|\bpay\b|\bamount|[$€£]", re.I), {"USD", "EUR", "GBP"}),
     (re.compile(r"\blimit|\bmaximum|\bminimum|\bup to\b|\bat most\b|\bcap\b", re.I), {"USD", "EUR", "GBP", "count"}),
-    (re.compile(r"\bhow long\b|\bwhen\b|\bdays?\b|\bweeks?\b|\bhours?\b|\btake\b|\bwait|\bdeadline|\bwindow\b|\bquick|\bsoon\b", re.I), {"minute", "hour", "day", "week", "month", "time"}),
+    (re.compile(r"\bhow long\b|\bwhen\b|\bdays?\b|\bweeks?\b|\bhours?\b|\btake\b|\bwait|\bdeadline|\bwindow\b|\bquick|\bsoon\b|\bfast\b", re.I), {"minute", "hour", "day", "week", "month", "time"}),
     (re.compile(r"\brate\b|\binterest|\bapy\b|\bapr\b|\bpercent|%|\bcash ?back|\byield", re.I), {"percent", "multiplier"}),
     (re.compile(r"\bhow many\b|\bnumber of\b|\bhow often\b", re.I), {"count"}),
     (re.compile(r"\bage\b|\bhow old\b|\byears old\b|\bminor\b|\bteen", re.I), {"age", "year"}),
@@ -76,7 +76,7 @@ _ASKED_FIGURES = (
         "an amount",
     ),
     (
-        re.compile(r"\bhow long\b|\bhow much time\b", re.I),
+        re.compile(r"\bhow (long|soon|fast|quickly)\b|\bhow much time\b", re.I),
         frozenset({"minute", "hour", "day", "week", "month", "year", "time"}),
         re.compile(r"\b(instant\w*|immediate\w*|same[- ]day|next[- ]day|overnight|real[- ]time)\b", re.I),
         "a time",

@@ -305,6 +305,10 @@ def test_the_encoder_can_make_a_passage_relevant_without_shared_words() -> None:
         ("How much time do I have to dispute a charge?", "Open Disputes in the app.", "a time"),
         ("How long does a transfer take?", "Transfers between your accounts are instant.", ""),
         ("How long does a transfer take?", "Most transfers complete within 2 business days.", ""),
+        ("How fast does the concierge acknowledge a request?", "The concierge team is available around the clock.",
+         "a time"),
+        ("How quickly does the concierge acknowledge a request?", "You get an acknowledgment within 2 hours.", ""),
+        ("How soon will my card arrive?", "Cards arrive within 5 working days.", ""),
         ("Can I send a wire abroad?", "Go to Transfers and choose Wire.", ""),  # asks for no figure
     ],
 )
