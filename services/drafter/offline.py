@@ -185,6 +185,8 @@ class OfflineDrafter:
         for position, unit in enumerate(units):
             if unit.passage not in on_topic:
                 continue
+            if products and not _about_asked_product(unit.text, products):
+                continue  # a line on another product, even in the asked product's article
             similarity = cosine[position] if cosine is not None else 0.0
             shared = len(query.keys() & (set(unit_words[position]) | set(context_words[position])))
             if (lexical[position] < MIN_LEXICAL or shared < needed) and similarity < MIN_COSINE:
@@ -286,6 +288,13 @@ def missing_figure(question: str, chosen: Sequence[ScoredUnit]) -> str:
         ):
             return name
     return ""
+
+
+def _about_asked_product(text: str, asked: Sequence[str]) -> bool:
+    """False when `text` names products and none of them is one the question asks about ("Crypto
+    Cash Back Card: +0.15%" quoted for "What cash back does the Diamond Elite card give?")."""
+    named = named_products(text)
+    return not named or any(is_about(product, text) for product in asked)
 
 
 def _passages_naming(names: set[str], evidence: Sequence[tk.EvidencePassage]) -> set[int]:

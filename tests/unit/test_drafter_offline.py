@@ -296,6 +296,17 @@ def test_the_encoder_can_make_a_passage_relevant_without_shared_words() -> None:
     assert with_encoder.status == tk.DRAFT_STATUS_READY
 
 
+def test_a_line_on_another_product_is_not_quoted_for_the_one_named(drafter: OfflineDrafter) -> None:
+    # The Diamond Elite Account's page lists an APY bonus per card; the Crypto-Cash Back Card's
+    # line says "cash back" too, but it is about another card.
+    question = "What cash back do I get with the Diamond Elite card?"
+    result = draft(drafter, question, [passage("doc_savings_accounts_diamond_elite_account_011"),
+                                       passage("doc_credit_cards_diamond_elite_card_003")])
+    assert result.status == tk.DRAFT_STATUS_READY
+    assert "Crypto" not in result.text and "0.15%" not in result.text
+    assert "5.0% cash back" in result.text
+
+
 @pytest.mark.parametrize(
     "question, quoted, wanted",
     [
