@@ -1,12 +1,13 @@
-"""Read the pipeline's outcome back from Kafka: every decision for a set of tickets, and every
-event about them on every topic (for tracing a ticket through the pipeline)."""
+"""Read the pipeline's outcome back from Kafka: every decision for a set of tickets, the action
+records, and every event about the tickets on every topic (for tracing a ticket through the
+pipeline)."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections import defaultdict
-from typing import Iterable
+from typing import Callable, Iterable
 
 from confluent_kafka import Consumer
 from google.protobuf.json_format import MessageToDict
@@ -59,6 +60,35 @@ def collect_decisions(
     finally:
         consumer.close()
     return dict(found)
+
+
+def read_actions(
+    settings: Settings, *, until: Callable[[list[ev.ActionRecorded]], bool] | None = None,
+    idle_s: float = 2.0, timeout_s: float = 30.0,
+) -> list[ev.ActionRecorded]:
+    """Every action record from the beginning of `actions.recorded`, read until `until(records)`
+    holds, or else until nothing has come for `idle_s`; at most `timeout_s`."""
+    topic = Topic.ACTIONS_RECORDED
+    consumer = _consumer(settings, [topic])
+    records: list[ev.ActionRecorded] = []
+    started = last_message = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout_s:
+            if until is not None and until(records):
+                break
+            if until is None and time.monotonic() - last_message > idle_s:
+                break
+            message = consumer.poll(0.3)
+            if message is None or message.error():
+                continue
+            last_message = time.monotonic()
+            try:
+                records.append(decode(topic, message))
+            except InvalidEvent:
+                continue
+    finally:
+        consumer.close()
+    return records
 
 
 def trace_tickets(settings: Settings, ticket_ids: set[str], topics: Iterable[Topic], idle_s: float = 3.0) -> dict[str, dict[str, int]]:

@@ -6,6 +6,7 @@ Also used by the end-to-end test and the latency benchmark (`run_pipeline`).
 
 from __future__ import annotations
 
+import collections
 import json
 import sys
 import time
@@ -18,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from google.protobuf.json_format import MessageToDict
 
-from supportflow.decisions import collect_decisions, decision_record
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.decisions import collect_decisions, decision_record, read_actions
 from supportflow.demo_report import build_report, format_summary
 from supportflow.eventbus import delete_namespace_topics, ensure_topics
 from supportflow.fleet import ServiceFleet
@@ -59,9 +61,13 @@ def prepare(settings: Settings) -> Settings:
 
 
 def post_ticket(gateway_port: int, payload: dict, attempts: int = 5) -> None:
+    post_to_gateway(gateway_port, "/v1/tickets", payload, payload.get("id"), attempts)
+
+
+def post_to_gateway(gateway_port: int, path: str, payload: dict, what: object, attempts: int = 5) -> None:
     body = json.dumps(payload).encode()
     request = urllib.request.Request(
-        f"http://127.0.0.1:{gateway_port}/v1/tickets", data=body, method="POST",
+        f"http://127.0.0.1:{gateway_port}{path}", data=body, method="POST",
         headers={"Content-Type": "application/json"},
     )
     for attempt in range(attempts):
@@ -71,11 +77,11 @@ def post_ticket(gateway_port: int, payload: dict, attempts: int = 5) -> None:
                     return
         except urllib.error.HTTPError as err:
             if err.code < 500:
-                raise RuntimeError(f"gateway refused {payload.get('id')}: {err.code} {err.read()[:200]!r}") from err
+                raise RuntimeError(f"gateway refused {what}: {err.code} {err.read()[:200]!r}") from err
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.5 * (attempt + 1))
-    raise RuntimeError(f"gateway did not accept {payload.get('id')} after {attempts} attempts")
+    raise RuntimeError(f"gateway did not accept {what} after {attempts} attempts")
 
 
 def run_pipeline(settings: Settings, tickets: list[dict], *, rate: float, timeout_s: float = 300.0) -> PipelineRun:
@@ -153,6 +159,50 @@ def format_learner_panel(rows: list | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class ActionsShown:
+    proposals: list[ev.ActionRecorded]
+    confirmed: list[ev.ActionRecorded]  # the records of the confirmations the demo sent
+
+
+def confirm_a_proposal(settings: Settings, *, timeout_s: float = 20.0) -> ActionsShown:
+    """The run's proposed actions, and the first one confirmed through the gateway as its customer
+    would confirm it, twice (the second stands for a redelivered confirmation)."""
+    proposals = [r for r in read_actions(settings) if r.status == ev.ACTION_STATUS_PROPOSED]
+    if not proposals:
+        return ActionsShown(proposals, [])
+    first = proposals[0]
+    confirmation = {"proposal_id": first.action_id, "ticket_id": first.ticket_id, "tenant_id": first.meta.tenant_id,
+                    "confirmation_ref": f"demo-sms-{first.ticket_id}", "confirmed_by": "customer:sms"}
+    for _ in range(2):
+        post_to_gateway(settings.gateway_http_port, "/v1/actions/confirm", confirmation, f"a confirmation of {first.action_id}")
+
+    def confirmations(records: list[ev.ActionRecorded]) -> list[ev.ActionRecorded]:
+        return [r for r in records if r.proposal_id == first.action_id or r.confirmation_ref == confirmation["confirmation_ref"]]
+
+    records = read_actions(settings, until=lambda records: len(confirmations(records)) >= 2, timeout_s=timeout_s)
+    return ActionsShown(proposals, confirmations(records))
+
+
+def format_actions(shown: ActionsShown) -> str:
+    lines = ["Actions", "-------"]
+    if not shown.proposals:
+        return "\n".join(lines + ["no ticket in this run led to a proposed action"]) + "\n"
+    tools = collections.Counter(p.tool for p in shown.proposals)
+    lines += [
+        f"proposed {len(shown.proposals)} ({', '.join(f'{tool} {n}' for tool, n in tools.most_common())}); "
+        "an action runs only once its customer confirms it (`POST /v1/actions/confirm`), dry-run by default.",
+        f"[{shown.proposals[0].ticket_id}] {shown.proposals[0].tool} proposed: {shown.proposals[0].reason}",
+    ]
+    for index, record in enumerate(shown.confirmed):
+        what = "confirmed by the customer" if index == 0 else "the same confirmation sent again"
+        status = ev.ActionStatus.Name(record.status).removeprefix("ACTION_STATUS_").lower()
+        lines.append(f"    {what} -> {status}: {record.reason}")
+    if len(shown.confirmed) < 2:
+        lines.append("    (no record of the confirmations came back in time: see the escalator's log)")
+    return "\n".join(lines) + "\n"
+
+
 def sample_cases() -> dict[str, ResolvedCase]:
     """The sample resolved cases by ticket id, to show what a packet's similar cases say."""
     from services.retriever.case_files import load_cases
@@ -182,6 +232,7 @@ def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: f
         payloads = list(demo_tickets(tickets, run_id=run_id))
         result = run_pipeline(ready, payloads, rate=rate)
         panel = learner_panel(fleet.settings, len(result.records))
+        actions = confirm_a_proposal(fleet.settings)
     finally:
         if fleet is not None:
             fleet.stop()
@@ -198,8 +249,11 @@ def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: f
     )
     print(format_summary(report, cases=sample_cases()))
     print(format_learner_panel(panel))
+    print(format_actions(actions))
     if json_path:
         report["learner_kpis"] = [MessageToDict(row, preserving_proto_field_name=True) for row in panel or []]
+        report["actions"] = [MessageToDict(record, preserving_proto_field_name=True)
+                             for record in actions.proposals + actions.confirmed]
         Path(json_path).write_text(json.dumps(report, indent=2))
         print(f"per-ticket report: {json_path}")
     return 0 if not result.missing and not result.duplicated else 1

@@ -1,12 +1,14 @@
 """The whole pipeline: six service processes on the real broker and Weaviate, 200 tickets through
-the gateway's HTTP intake, exactly 200 decisions out, each traceable by ticket id on every topic."""
+the gateway's HTTP intake, exactly 200 decisions out, each traceable by ticket id on every topic;
+the learner counts them, and a proposed action runs once when its customer confirms it."""
 
 from __future__ import annotations
 
 import pytest
 
 from supportflow.decisions import trace_tickets
-from supportflow.demo import learner_panel, prepare, run_pipeline
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.demo import confirm_a_proposal, learner_panel, prepare, run_pipeline
 from supportflow.eventbus import delete_namespace_topics
 from supportflow.fleet import ServiceFleet
 from supportflow.sample_tickets import demo_tickets
@@ -28,8 +30,9 @@ def pipeline_run(local_stack, base_settings, tmp_path_factory):
         run = run_pipeline(ready, payloads, rate=40.0, timeout_s=240)
         traces = trace_tickets(ready, set(run.sent), list(Topic))
         panel = learner_panel(fleet.settings, len(run.records), timeout_s=60.0)
+        actions = confirm_a_proposal(fleet.settings, timeout_s=60.0)
     delete_namespace_topics(settings)
-    return run, traces, panel
+    return run, traces, panel, actions
 
 
 def test_every_ticket_gets_exactly_one_decision(pipeline_run):
@@ -41,7 +44,7 @@ def test_every_ticket_gets_exactly_one_decision(pipeline_run):
 
 
 def test_each_ticket_is_traceable_through_every_topic(pipeline_run):
-    run, traces, _ = pipeline_run
+    run, traces, *_ = pipeline_run
     decision_topics = {t.base_name for t in DECISION_TOPICS.values()}
     routes = {r["id"]: r["route"] for r in run.records}
     for ticket_id in run.sent:
@@ -88,7 +91,7 @@ def test_escalation_packets_name_similar_cases_from_the_imported_history(pipelin
 
 
 def test_the_learner_counts_every_decision_by_archetype(pipeline_run):
-    run, _, panel = pipeline_run
+    run, _, panel, _ = pipeline_run
     assert panel is not None, "the learner never answered Learner.GetKpis"
     decided = sum(row.values["tickets_decided"] for row in panel)
     assert decided == len(run.records)
@@ -99,3 +102,16 @@ def test_the_learner_counts_every_decision_by_archetype(pipeline_run):
     for record in run.records:
         by_archetype[record["archetype"]] = by_archetype.get(record["archetype"], 0) + 1
     assert {row.archetype: int(row.values["tickets_decided"]) for row in panel} == by_archetype
+
+
+def test_a_proposed_action_runs_once_when_its_customer_confirms_it(pipeline_run):
+    from services.escalator.config import EscalationConfig
+
+    run, _, _, actions = pipeline_run
+    tools = EscalationConfig.load().proposed_tools
+    asking = {r["id"] for r in run.records if r["intent"] in tools and "prompt_injection" not in r["risk_flags"]}
+    assert asking, "the sample tickets include some that ask for a password reset"
+    assert {p.ticket_id for p in actions.proposals} == asking
+    first, again = actions.confirmed
+    assert first.status == ev.ACTION_STATUS_DRY_RUN and first.proposal_id == actions.proposals[0].action_id
+    assert again.status == ev.ACTION_STATUS_REFUSED and "already confirmed" in again.reason
