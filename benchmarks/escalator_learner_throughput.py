@@ -1,7 +1,8 @@
 """Escalator and learner handler cost, without Kafka: how many events per second one process's
 pure handlers take, on the demo's tickets (Banking77 held-out messages dressed as channel payloads,
-including oversized and hostile ones), and how long a KPI panel read takes once the learner holds
-many tickets.
+including oversized and hostile ones), how long a KPI panel read takes once the learner holds many
+tickets, and what a learner snapshot of that state costs to write and to restore (against handling
+every event again, which a start without a snapshot does).
 
     python benchmarks/escalator_learner_throughput.py [--tickets N] [--json]
 
@@ -104,6 +105,13 @@ def run(count: int) -> dict:
     read_started = time.perf_counter()
     rows = learner.kpi_rows("rho-bank")
     read_ms = (time.perf_counter() - read_started) * 1000
+    # A snapshot (services/learner/snapshots.py) instead of handling every event again at start.
+    export_started = time.perf_counter()
+    state = learner.export_state()
+    export_s = time.perf_counter() - export_started
+    restore_started = time.perf_counter()
+    Learner.from_state(state)
+    restore_s = time.perf_counter() - restore_started
     per_event_ms.sort()
     return {
         "tickets": count,
@@ -118,6 +126,10 @@ def run(count: int) -> dict:
         "learner_events_per_s": round((len(decisions) + len(feedback)) / learner_s),
         "kpi_rows": len(rows),
         "kpi_panel_read_ms": round(read_ms, 2),
+        "learner_replay_handling_s": round(learner_s, 2),
+        "learner_snapshot_bytes": len(state),
+        "learner_snapshot_export_s": round(export_s, 2),
+        "learner_snapshot_restore_s": round(restore_s, 2),
     }
 
 

@@ -21,7 +21,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message as KafkaMessage, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -304,6 +304,11 @@ class ConsumerLoop:
     thread at a time so one ticket's events keep their order; the batch is still published and
     acknowledged before its offsets are committed. For handlers that wait on other services (the
     drafter waits on the retriever) or release the GIL (model inference); they must be thread-safe.
+
+    For state saved with the positions it was read up to (the learner's snapshots): `start_at`
+    gives the offset to start each (physical topic, partition) at, instead of the group's committed
+    offset or the beginning, and `after_batch` is called on the loop's thread after each batch,
+    once its output is published, with the position after every message handled so far.
     """
 
     def __init__(
@@ -320,8 +325,13 @@ class ConsumerLoop:
         max_retries: int = 5,
         budget: DeadLetterBudget | None = None,
         workers: int = 1,
+        start_at: Mapping[tuple[str, int], int] | None = None,
+        after_batch: Callable[[dict[tuple[str, int], int]], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._start_at = dict(start_at or {})
+        self._after_batch = after_batch
+        self._positions: dict[tuple[str, int], int] = dict(self._start_at)
         self._service = service
         self._handlers = handlers
         self._publisher = publisher
@@ -384,7 +394,11 @@ class ConsumerLoop:
             self._consumer.close()
             self.stopped.set()
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._start_at:
+            for tp in partitions:
+                tp.offset = self._start_at.get((tp.topic, tp.partition), tp.offset)
+            consumer.assign(partitions)
         self._assigned.set()
 
     def _next_batch(self) -> list[KafkaMessage]:
@@ -421,6 +435,10 @@ class ConsumerLoop:
         self._publisher.flush()
         if self._commits:
             self._consumer.commit(asynchronous=False)
+        if self._after_batch is not None:
+            for message in messages:
+                self._positions[(message.topic(), message.partition())] = message.offset() + 1
+            self._after_batch(dict(self._positions))
 
     def _process_in_order(self, messages: Sequence[KafkaMessage]) -> None:
         for message in messages:

@@ -92,6 +92,10 @@ class Settings:
     escalation_config_path: Path | None = None
     action_limits_path: Path | None = None
     learner_config_path: Path | None = None
+    # Learner snapshots (services/learner/snapshots.py): unset, every start replays the outcome
+    # topics from the beginning.
+    learner_snapshot_dir: Path | None = None
+    learner_snapshot_interval_s: float = 300.0
     drafter_templates_path: Path | None = None
     drafter_evidence_k: int = 4  # distinct articles the drafter asks the retriever for
     # Tickets handled at once per process: the drafter mostly waits on the retriever; the

@@ -76,13 +76,16 @@ class LearnerConfig:
     max_pending_feedback: int
     knowledge: KnowledgeConfig
 
+    @staticmethod
+    def source_text(path: Path | None = None) -> str:
+        """The configuration file's text: `path`, or the one shipped beside the learner."""
+        if path is None:
+            return resources.files(__package__).joinpath(DEFAULT_CONFIG).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
+
     @classmethod
     def load(cls, path: Path | None = None) -> "LearnerConfig":
-        if path is None:
-            text = resources.files(__package__).joinpath(DEFAULT_CONFIG).read_text(encoding="utf-8")
-        else:
-            text = Path(path).read_text(encoding="utf-8")
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(cls.source_text(path)) or {}
         baseline = data.get("csat_baseline") or {}
         guard = data.get("guardrails") or {}
         try:

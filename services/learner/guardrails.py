@@ -76,6 +76,7 @@ class Guardrails:
         self._config = config
         self._baselines = baselines
         self._guards: dict[tuple[str, str], _ArchetypeGuard] = collections.defaultdict(_ArchetypeGuard)
+        self._observed: set[str] = set()  # override ids already applied
 
     @property
     def latency(self) -> int:
@@ -115,9 +116,15 @@ class Guardrails:
         return outcome
 
     def observe_override(self, event: ev.RoutingOverride) -> None:
-        """Any routing override, including the learner's own (read back from the topic)."""
+        """Any routing override, including the learner's own (read back from the topic). Each one
+        counts once: a learner restored from a snapshot reads the topic from its beginning again, and
+        a clearing override applied twice would drop the scores gathered since it."""
         if event.archetype == tk.ARCHETYPE_UNSPECIFIED:
             return
+        if event.override_id:
+            if event.override_id in self._observed:
+                return
+            self._observed.add(event.override_id)
         guard = self._guards[(event.meta.tenant_id, archetype_name(event.archetype))]
         if event.issued_by == ISSUER:
             if event.action == ev.OVERRIDE_ACTION_SET_AUTOMATION:

@@ -8,11 +8,13 @@ learner replays (`replaying=True`) it holds the guardrail overrides it would iss
 then returns only those that `routing.overrides` does not already hold (their ids are
 deterministic), so a restart never repeats an override and never drops one that a crash kept from
 being published. Two consumer threads and the gRPC server share the state, hence the lock.
+`export_state` and `from_state` carry the whole state across a restart (snapshots.py).
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
 from dataclasses import dataclass
 
@@ -48,6 +50,22 @@ class Learner:
         self._replaying = replaying
         self._held: dict[str, tuple[str, ev.RoutingOverride]] = {}  # override id -> (trigger, override)
         self._published: set[str] = set()  # ids of our overrides seen on routing.overrides
+
+    def export_state(self) -> bytes:
+        """Everything the learner knows, for a snapshot; taken under the lock, so consistent."""
+        with self._lock:
+            state = {name: value for name, value in vars(self).items() if name != "_lock"}
+            return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_state(cls, state: bytes) -> "Learner":
+        """A learner with an exported state, replaying (what came after the snapshot) until
+        `finish_replay`."""
+        learner = cls.__new__(cls)
+        vars(learner).update(pickle.loads(state))  # noqa: S301 - our own snapshot (snapshots.py)
+        learner._lock = threading.Lock()
+        learner._replaying = True
+        return learner
 
     def finish_replay(self) -> list[Emit]:
         """End the replay: the held overrides that were never published, to publish now."""

@@ -7,7 +7,9 @@ own per process): `routing.overrides`, which rebuilds the guardrail latches, and
 state, as a changelog is a Faust table's: a restart loses nothing and counts nothing twice. The
 outcomes wait until the overrides are replayed; once both loops have caught up, the overrides held
 during the replay that were never published are published. Run one replica; retention of the
-outcome topics bounds the history the panel can show (and the replay time at start).
+outcome topics bounds the history the panel can show. With a snapshot folder the outcome loop
+starts where the last snapshot left off instead of at the beginning (snapshots.py), so the replay
+at start is what came since.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from services.learner.config import LearnerConfig
 from services.learner.handlers import Learner
 from services.learner.metrics import LearnerCollector
 from services.learner.servicer import LearnerServicer
+from services.learner.snapshots import SnapshotStore, learner_version
 
 SERVICE = "learner"
 
@@ -36,7 +39,16 @@ log = logging.getLogger(__name__)
 
 
 def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
-    learner = Learner(LearnerConfig.load(settings.learner_config_path), replaying=True)
+    store = None
+    snapshot = None
+    if settings.learner_snapshot_dir is not None:
+        version = learner_version(LearnerConfig.source_text(settings.learner_config_path))
+        store = SnapshotStore(settings.learner_snapshot_dir, version, interval_s=settings.learner_snapshot_interval_s)
+        snapshot = store.load()
+    if snapshot is not None:
+        learner = Learner.from_state(snapshot.state)
+    else:
+        learner = Learner(LearnerConfig.load(settings.learner_config_path), replaying=True)
     overrides = ConsumerLoop(
         settings, SERVICE, {Topic.ROUTING_OVERRIDES: learner.on_override}, publisher, health,
         group=f"{settings.topic_prefix}{SERVICE}-overrides", broadcast=True,
@@ -54,8 +66,24 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     handlers = {topic: after_overrides(learner.on_decided) for topic in DECISION_TOPICS.values()}
     handlers |= {Topic.TICKETS_FEEDBACK: after_overrides(learner.on_feedback),
                  Topic.KB_GAPS: after_overrides(learner.on_kb_gap)}
+    last_positions: dict[tuple[str, int], int] = dict(snapshot.positions) if snapshot else {}
+
+    def save_snapshot(positions: dict[tuple[str, int], int]) -> None:
+        last_positions.clear()
+        last_positions.update(positions)
+        if store is not None and store.due(positions):
+            store.try_save(learner.export_state, positions)
+
     outcomes = ConsumerLoop(settings, SERVICE, handlers, publisher, health,
-                            group=f"{settings.topic_prefix}{SERVICE}-outcomes", broadcast=True)
+                            group=f"{settings.topic_prefix}{SERVICE}-outcomes", broadcast=True,
+                            start_at=snapshot.positions if snapshot else None,
+                            after_batch=save_snapshot if store is not None else None)
+
+    def final_snapshot() -> None:
+        # Only once the outcome loop has exited: mid-batch, state and positions would disagree.
+        if store is not None and outcomes.stopped.is_set() and store.changed(last_positions):
+            store.try_save(learner.export_state, last_positions)
+
     stop_replay_watch = threading.Event()
 
     def finish_replay() -> None:
@@ -76,5 +104,5 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
         grpc=[(services_pb2_grpc.add_LearnerServicer_to_server, LearnerServicer(learner, settings.default_tenant),
                "supportflow.contracts.v1.Learner")],
         on_start=[lambda: threading.Thread(target=finish_replay, name="learner-replay", daemon=True).start()],
-        on_stop=[stop_replay_watch.set, lambda: REGISTRY.unregister(collector)],
+        on_stop=[stop_replay_watch.set, final_snapshot, lambda: REGISTRY.unregister(collector)],
     )

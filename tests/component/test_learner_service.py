@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
@@ -57,11 +58,12 @@ class RunningLearner:
         return self
 
     def __exit__(self, *exc) -> None:
+        # In the service runner's order: the loops finish, then the stop hooks run.
         self.stop.set()
-        for hook in self.parts.on_stop:
-            hook()
         for thread in self.threads:
             thread.join(timeout=15)
+        for hook in self.parts.on_stop:
+            hook()
         self.server.stop(0)
         assert [c.error for c in self.parts.consumers] == [None, None]
 
@@ -105,7 +107,17 @@ def test_learner_computes_kpis_and_issues_one_override(settings):
     assert row.values["time_to_decision_p95_seconds"] == 3.0
 
 
-def test_a_restart_mid_stream_loses_nothing_counts_nothing_twice_and_repeats_no_override(settings):
+def outcome_events_read() -> float:
+    """Outcome events the learner's loops have read in this process (its counter is by base topic name)."""
+    topics = [t.base_name for t in DECISION_TOPICS.values()] + [Topic.TICKETS_FEEDBACK.base_name]
+    return sum(REGISTRY.get_sample_value("supportflow_events_consumed_total", {"service": "learner", "topic": topic}) or 0.0
+               for topic in topics)
+
+
+@pytest.mark.parametrize("snapshots", [False, True], ids=["replay", "snapshot"])
+def test_a_restart_mid_stream_loses_nothing_counts_nothing_twice_and_repeats_no_override(settings, tmp_path, snapshots):
+    if snapshots:
+        settings = settings.replace(learner_snapshot_dir=tmp_path / "snapshots")
     ensure_topics(settings)
     publisher = EventPublisher(settings, "test")
     for index, decision in enumerate(DECISIONS):
@@ -132,10 +144,14 @@ def test_a_restart_mid_stream_loses_nothing_counts_nothing_twice_and_repeats_no_
     publisher.publish(Topic.TICKETS_FEEDBACK, "t-5", qa("t-5"))
     publisher.flush()
 
+    read_before = outcome_events_read()
     with RunningLearner(settings) as second:
         [row] = second.wait_for_row(7)
         time.sleep(2)  # time for a wrongly repeated override to reach the topic
         overrides = read_all(settings, overrides_topic, expected=2, timeout_s=5)
+    # Restored from the snapshot the first learner left at shutdown, the second reads only the six
+    # outcome events that came after it; without one, all eleven.
+    assert outcome_events_read() - read_before == (6 if snapshots else 11)
 
     assert (row.tickets, row.values["hallucinated_policy_tickets"]) == (7, 2)
     # Each ticket counts once, with its latest decision by time (t-3 was decided twice, on two

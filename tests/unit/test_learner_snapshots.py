@@ -1,0 +1,120 @@
+"""Learner snapshots: the state and positions come back as saved, only for the same code and
+configuration, never from a damaged file; a restored learner goes on as if it had never stopped,
+and reading routing.overrides again over it changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.eventbus import new_meta
+
+from services.learner.config import LearnerConfig
+from services.learner.handlers import Learner
+from services.learner.snapshots import FILE_NAME, SnapshotStore, learner_version
+from tests.unit.test_learner_handlers import csat, decided, populated
+
+POSITIONS = {("p.tickets.responded", 0): 17, ("p.tickets.feedback", 2): 5}
+VERSION = learner_version(LearnerConfig.source_text())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def store(tmp_path, version=VERSION, interval_s=60.0, clock=None) -> SnapshotStore:
+    return SnapshotStore(tmp_path, version, interval_s=interval_s, clock=clock or Clock())
+
+
+def test_a_saved_learner_comes_back_with_its_positions_and_goes_on_counting(tmp_path):
+    original = populated()
+    store(tmp_path).save(original.export_state(), POSITIONS)
+    snapshot = store(tmp_path).load()
+    assert snapshot is not None and snapshot.positions == POSITIONS
+    restored = Learner.from_state(snapshot.state)
+    assert restored.kpi_rows("rho-bank") == original.kpi_rows("rho-bank")
+    assert restored.kpi_rows("acme") == original.kpi_rows("acme")
+    for learner in (original, restored):
+        learner.on_decided(decided("d"))
+        learner.on_feedback(csat("d", 60.0))
+    assert restored.kpi_rows("rho-bank") == original.kpi_rows("rho-bank")
+
+
+def test_a_restored_learner_holds_its_overrides_until_the_replay_ends():
+    learner = Learner.from_state(Learner(LearnerConfig.load()).export_state())
+    assert learner.on_decided(decided("t1")) == []
+    assert learner.on_feedback(ev.FeedbackReceived(meta=new_meta("rho-bank", "gateway"), ticket_id="t1",
+                                                   qa=ev.QaResult(hallucinated_policy=True, note="invented fee"))) == []
+    [held] = learner.finish_replay()
+    assert held.topic.base_name == "routing.overrides"
+
+
+def test_overrides_read_again_over_a_restored_learner_change_nothing():
+    def clearing(override_id: str) -> ev.RoutingOverride:
+        return ev.RoutingOverride(meta=new_meta("rho-bank", "cli"), override_id=override_id,
+                                  archetype=tk.ARCHETYPE_FAQ_BOUNDED, action=ev.OVERRIDE_ACTION_CLEAR,
+                                  issued_by="human:ops")
+
+    learner = Learner(LearnerConfig.load())
+    [latch] = learner.on_decided(decided("t1")) + learner.on_feedback(
+        ev.FeedbackReceived(meta=new_meta("rho-bank", "gateway"), ticket_id="t1",
+                            qa=ev.QaResult(hallucinated_policy=True, note="invented fee")))
+    history = [latch.event, clearing("clear-1")]
+    for override in history:
+        learner.on_override(override)
+    for i in range(5):  # CSAT gathered after a person cleared the latch
+        learner.on_decided(decided(f"s{i}"))
+        learner.on_feedback(csat(f"s{i}", 90.0))
+    before = learner.snapshot().guardrails
+
+    restored = Learner.from_state(learner.export_state())
+    for override in history:  # the overrides topic, read from its beginning after the restart
+        restored.on_override(override)
+    assert restored.snapshot().guardrails == before
+    assert [g.samples for g in before if g.archetype == "faq_bounded"] == [5]
+
+
+def test_only_the_same_code_and_configuration_load_a_snapshot(tmp_path):
+    store(tmp_path).save(populated().export_state(), POSITIONS)
+    assert store(tmp_path, version="another").load() is None
+    other_config = LearnerConfig.source_text() + "\n# tuned\n"
+    assert learner_version(other_config) != VERSION
+
+
+@pytest.mark.parametrize("damage", ["truncate", "header", "empty"])
+def test_a_damaged_snapshot_is_not_loaded(tmp_path, damage):
+    store(tmp_path).save(populated().export_state(), POSITIONS)
+    path = tmp_path / FILE_NAME
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[:-10], "header": b"{not json\n" + data, "empty": b""}[damage])
+    assert store(tmp_path).load() is None
+
+
+def test_no_snapshot_yet_means_a_full_replay(tmp_path):
+    assert store(tmp_path / "never-written").load() is None
+
+
+def test_a_snapshot_is_due_after_the_interval_and_only_if_the_positions_moved(tmp_path):
+    clock = Clock()
+    saving = store(tmp_path, interval_s=60.0, clock=clock)
+    assert not saving.due(POSITIONS)
+    clock.now += 61
+    assert saving.due(POSITIONS)
+    saving.save(b"state", POSITIONS)
+    clock.now += 61
+    assert not saving.due(POSITIONS) and not saving.changed(POSITIONS)
+    moved = POSITIONS | {("p.tickets.responded", 0): 18}
+    assert saving.due(moved) and saving.changed(moved)
+
+
+def test_a_failed_save_is_logged_and_the_learner_goes_on(tmp_path):
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    assert store(blocked).try_save(populated().export_state, POSITIONS) is False
+    assert store(tmp_path).try_save(populated().export_state, POSITIONS) is True
+    assert not list(tmp_path.glob(f".{FILE_NAME}.*"))  # no temporary file left behind
