@@ -22,7 +22,7 @@ from supportflow.topics import Topic
 from services.escalator.actions import ActionGate, ActionLedger
 from services.escalator.config import ActionLimits, EscalationConfig
 from services.escalator.handlers import Escalator
-from services.escalator.replay import replay_recent_actions, replay_recent_classified, replay_recent_responded
+from services.escalator.replay import replay_recent_classified, replay_recent_output
 from services.escalator.incidents import IncidentTracker
 from services.escalator.similar_cases import SimilarCaseLookup, grpc_similar_cases, no_similar_cases
 
@@ -57,9 +57,9 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
         replay_recent_classified(
             settings, consumer.group_id, escalator.config.incidents.replay_s, escalator.replay_classified
         )
-        replay_recent_responded(
-            settings, consumer.group_id, escalator.config.answered_memory_s, escalator.replay_responded
-        )
-        replay_recent_actions(settings, consumer.group_id, escalator.action_memory_s, escalator.replay_action)
+        replay_recent_output(settings, Topic.TICKETS_RESPONDED, consumer.group_id,
+                             escalator.config.answered_memory_s, escalator.replay_responded)
+        replay_recent_output(settings, Topic.ACTIONS_RECORDED, consumer.group_id,
+                             escalator.action_memory_s, escalator.replay_action)
 
     return ServiceParts(consumers=[consumer], on_start=[rebuild_memory], on_stop=[channel.close])

@@ -10,12 +10,11 @@ Three replays:
   its tickets keep coming within `window_s` of each other, so the recent past is enough to carry
   one across a restart with its id (ids derive from the signature and the first ticket's time).
   One that has been open for longer than the bound is re-detected under a new id.
-- `replay_recent_responded`: the tickets answered automatically, from `tickets.responded` (the
-  escalator's own output) up to its end when the replay starts. Bounded by `answered_memory_s`.
-
-- `replay_recent_actions`: the action gate's daily counts and open proposals, from
-  `actions.recorded` (the escalator's own output) up to its end when the replay starts. Bounded
-  by the gate's memory (two days, or the proposal lifetime if longer).
+- `replay_recent_output` of `tickets.responded`: the tickets answered automatically, up to the
+  topic's end when the replay starts (it is the escalator's own output). Bounded by
+  `answered_memory_s`.
+- `replay_recent_output` of `actions.recorded`: the action gate's daily counts and open
+  proposals, likewise. Bounded by the gate's memory (two days, or the proposal lifetime if longer).
 
 None ever fails the start: after its deadline, or when Kafka cannot answer, a replay logs a
 warning and the memory is partly rebuilt (possibly not at all), as it was before replays existed.
@@ -54,34 +53,20 @@ def replay_recent_classified(
                    to_committed=True, now=now, deadline_s=deadline_s)
 
 
-def replay_recent_responded(
+def replay_recent_output(
     settings: Settings,
+    topic: Topic,
     group_id: str,
     replay_s: float,
-    count: Callable[[ev.TicketDecided], None],
+    count: Callable,
     *,
     now: Callable[[], float] = time.time,
     deadline_s: float = DEFAULT_DEADLINE_S,
 ) -> int:
-    """Pass every `tickets.responded` event of the last `replay_s` seconds, up to the topic's end
-    when the replay starts, to `count`, in partition order; returns how many were passed."""
-    return _replay(settings, Topic.TICKETS_RESPONDED, group_id, replay_s, count,
-                   to_committed=False, now=now, deadline_s=deadline_s)
-
-
-def replay_recent_actions(
-    settings: Settings,
-    group_id: str,
-    replay_s: float,
-    count: Callable[[ev.ActionRecorded], None],
-    *,
-    now: Callable[[], float] = time.time,
-    deadline_s: float = DEFAULT_DEADLINE_S,
-) -> int:
-    """Pass every `actions.recorded` event of the last `replay_s` seconds, up to the topic's end
-    when the replay starts, to `count`, in partition order; returns how many were passed."""
-    return _replay(settings, Topic.ACTIONS_RECORDED, group_id, replay_s, count,
-                   to_committed=False, now=now, deadline_s=deadline_s)
+    """Pass every event of `topic`, one the escalator publishes itself (`tickets.responded`,
+    `actions.recorded`), of the last `replay_s` seconds, up to the topic's end when the replay
+    starts, to `count`, in partition order; returns how many were passed."""
+    return _replay(settings, topic, group_id, replay_s, count, to_committed=False, now=now, deadline_s=deadline_s)
 
 
 def _replay(

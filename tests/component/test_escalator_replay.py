@@ -20,7 +20,7 @@ from supportflow.topics import DECISION_TOPICS, Topic
 from services.escalator.actions import ActionGate, ActionLedger
 from services.escalator.config import ActionLimits, EscalationConfig
 from services.escalator.handlers import Escalator
-from services.escalator.replay import replay_recent_actions, replay_recent_classified, replay_recent_responded
+from services.escalator.replay import replay_recent_classified, replay_recent_output
 from services.escalator.incidents import IncidentTracker
 
 pytestmark = pytest.mark.infra
@@ -113,7 +113,7 @@ def test_a_restart_remembers_the_tickets_it_answered(settings) -> None:
     publisher.flush()
 
     restarted, _ = escalator()
-    assert replay_recent_responded(settings, group, CONFIG.answered_memory_s, restarted.replay_responded) >= 1
+    assert replay_recent_output(settings, Topic.TICKETS_RESPONDED, group, CONFIG.answered_memory_s, restarted.replay_responded) >= 1
     again = tk.Ticket(ticket_id="answered-1", tenant_id="rho-bank", body="It still has not come.")
     again.received_at.seconds = int(now)
     [decided] = [e for e in restarted.on_drafted(drafted(again)) if e.topic in DECISION_TOPICS.values()]
@@ -121,7 +121,7 @@ def test_a_restart_remembers_the_tickets_it_answered(settings) -> None:
 
     # Older than the memory: not read back, and the same message is answered afresh.
     later, _ = escalator()
-    assert replay_recent_responded(settings, group, 3600, later.replay_responded, now=lambda: now + 7200) == 0
+    assert replay_recent_output(settings, Topic.TICKETS_RESPONDED, group, 3600, later.replay_responded, now=lambda: now + 7200) == 0
     [decided] = [e for e in later.on_drafted(drafted(again)) if e.topic in DECISION_TOPICS.values()]
     assert decided.event.decision == ev.DECISION_RESPOND
 
@@ -160,7 +160,7 @@ def test_a_restart_keeps_the_daily_limits_and_the_proposals_awaiting_confirmatio
     assert {r.status for r in ran} == {ev.ACTION_STATUS_DRY_RUN}
 
     restarted, _ = escalator()
-    assert replay_recent_actions(settings, group, restarted.action_memory_s, restarted.replay_action) == 7
+    assert replay_recent_output(settings, Topic.ACTIONS_RECORDED, group, restarted.action_memory_s, restarted.replay_action) == 7
     # The confirmation handled before the restart, delivered again, runs nothing.
     [again] = restarted.on_action_confirmed(confirmed(proposals[0]))
     assert again.event.status == ev.ACTION_STATUS_REFUSED and "already confirmed" in again.event.reason
