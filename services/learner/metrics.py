@@ -25,6 +25,10 @@ Feedback plumbing:
     supportflow_learner_pending_feedback                 feedback waiting for its ticket's decision
     supportflow_learner_feedback_dropped_total           pending feedback dropped at the bound
 
+Snapshots (services/learner/snapshots.py), when a snapshot folder is set:
+
+    supportflow_learner_snapshots_total{outcome}         snapshots saved or failed (full or read-only disk)
+
 Cardinality: tenants x 4 archetypes x (segments + 2) series per KPI.
 """
 
@@ -63,6 +67,8 @@ KB_PROPOSALS = Counter(
     ["tenant"],
 )
 
+SNAPSHOTS = Counter("supportflow_learner_snapshots_total", "Learner snapshots by outcome (saved, failed)", ["outcome"])
+
 
 def kpi_metric_name(kpi: str) -> str:
     return PREFIX + kpi
@@ -78,7 +84,7 @@ def metric_names() -> list[str]:
         )]
         + ["supportflow_learner_feedback_dropped_total", "supportflow_learner_feedback_total",
            "supportflow_learner_hallucinated_policy_total", "supportflow_learner_guardrail_overrides_total",
-           "supportflow_learner_kb_proposals_total"]
+           "supportflow_learner_kb_proposals_total", "supportflow_learner_snapshots_total"]
     )
 
 

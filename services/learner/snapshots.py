@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from services.learner import metrics
+
 log = logging.getLogger(__name__)
 
 FORMAT = "supportflow-learner-snapshot/1"
@@ -117,11 +119,13 @@ class SnapshotStore:
         learner goes on, and tries again at the next interval."""
         try:
             self.save(state(), positions)
-            return True
         except OSError as exc:
             self._last_save = self._clock()
+            metrics.SNAPSHOTS.labels("failed").inc()
             log.error("learner snapshot not saved", extra={"fields": {"path": str(self.path), "error": str(exc)}})
             return False
+        metrics.SNAPSHOTS.labels("saved").inc()
+        return True
 
     def save(self, state: bytes, positions: Positions) -> None:
         header = {

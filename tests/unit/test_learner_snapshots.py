@@ -5,6 +5,7 @@ and reading routing.overrides again over it changes nothing."""
 from __future__ import annotations
 
 import pytest
+from prometheus_client import REGISTRY
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
@@ -112,9 +113,14 @@ def test_a_snapshot_is_due_after_the_interval_and_only_if_the_positions_moved(tm
     assert saving.due(moved) and saving.changed(moved)
 
 
-def test_a_failed_save_is_logged_and_the_learner_goes_on(tmp_path):
+def test_a_failed_save_is_counted_and_the_learner_goes_on(tmp_path):
+    def saves(outcome: str) -> float:
+        return REGISTRY.get_sample_value("supportflow_learner_snapshots_total", {"outcome": outcome}) or 0.0
+
+    failed, saved = saves("failed"), saves("saved")
     blocked = tmp_path / "file-not-folder"
     blocked.write_text("")
     assert store(blocked).try_save(populated().export_state, POSITIONS) is False
     assert store(tmp_path).try_save(populated().export_state, POSITIONS) is True
+    assert (saves("failed") - failed, saves("saved") - saved) == (1, 1)
     assert not list(tmp_path.glob(f".{FILE_NAME}.*"))  # no temporary file left behind
