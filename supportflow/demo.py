@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import json
+import secrets
 import sys
 import time
 import urllib.error
@@ -60,15 +61,20 @@ def prepare(settings: Settings) -> Settings:
     return settings.replace(intent_model_dir=model_dir)
 
 
-def post_ticket(gateway_port: int, payload: dict, attempts: int = 5) -> None:
-    post_to_gateway(gateway_port, "/v1/tickets", payload, payload.get("id"), attempts)
+def post_ticket(settings: Settings, payload: dict, attempts: int = 5) -> None:
+    post_to_gateway(settings, "/v1/tickets", payload, payload.get("id"), attempts)
 
 
-def post_to_gateway(gateway_port: int, path: str, payload: dict, what: object, attempts: int = 5) -> None:
+def post_to_gateway(settings: Settings, path: str, payload: dict, what: object, attempts: int = 5) -> None:
+    """POST `payload` to the running gateway, signed when it has a webhook secret."""
+    from services.gateway.intake import SIGNATURE_HEADER, signature
+
     body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json"}
+    if settings.gateway_webhook_secret:
+        headers[SIGNATURE_HEADER] = signature(settings.gateway_webhook_secret, body)
     request = urllib.request.Request(
-        f"http://127.0.0.1:{gateway_port}{path}", data=body, method="POST",
-        headers={"Content-Type": "application/json"},
+        f"http://127.0.0.1:{settings.gateway_http_port}{path}", data=body, method="POST", headers=headers,
     )
     for attempt in range(attempts):
         try:
@@ -93,7 +99,7 @@ def run_pipeline(settings: Settings, tickets: list[dict], *, rate: float, timeou
         delay = due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        post_ticket(settings.gateway_http_port, payload)
+        post_ticket(settings, payload)
     sent = [t["id"] for t in tickets]
     say(f"sent {len(sent)} tickets in {time.monotonic() - started:.1f}s; waiting for decisions ...")
     found = collect_decisions(settings, set(sent), timeout_s)
@@ -175,7 +181,7 @@ def confirm_a_proposal(settings: Settings, *, timeout_s: float = 20.0) -> Action
     confirmation = {"proposal_id": first.action_id, "ticket_id": first.ticket_id, "tenant_id": first.meta.tenant_id,
                     "confirmation_ref": f"demo-sms-{first.ticket_id}", "confirmed_by": "customer:sms"}
     for _ in range(2):
-        post_to_gateway(settings.gateway_http_port, "/v1/actions/confirm", confirmation, f"a confirmation of {first.action_id}")
+        post_to_gateway(settings, "/v1/actions/confirm", confirmation, f"a confirmation of {first.action_id}")
 
     def confirmations(records: list[ev.ActionRecorded]) -> list[ev.ActionRecorded]:
         return [r for r in records if r.proposal_id == first.action_id or r.confirmation_ref == confirmation["confirmation_ref"]]
@@ -221,7 +227,9 @@ def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: f
     say("infrastructure: " + ", ".join(f"{k} {v}" for k, v in addresses.items()))
     run_id = f"demo-{uuid.uuid4().hex[:6]}"
     # Each run has topics of its own, so what it reports (the learner's panel too) is this run alone.
-    settings = settings.replace(topic_prefix=f"{settings.topic_prefix}{run_id}.")
+    # Its gateway takes signed requests only, as a deployment's would (confirmations need it).
+    settings = settings.replace(topic_prefix=f"{settings.topic_prefix}{run_id}.",
+                                gateway_webhook_secret=settings.gateway_webhook_secret or secrets.token_hex(16))
     fleet = None
     try:
         ready = prepare(settings)

@@ -3,6 +3,10 @@ and ActionConfirmed.
 
 A 202 is returned only after the broker has acknowledged the event, so an accepted ticket is never
 lost; a rejected one gets a 4xx with the reason.
+
+With a webhook secret every request must carry its HMAC signature. An action confirmation can run
+an action on a customer's account, so it is refused outright by a gateway without a secret: only
+the channel integration that verified the customer, holding the secret, may send one.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from supportflow.topics import Topic
 
 from services.gateway import metrics
 from services.gateway.intake import (
+    SIGNATURE_HEADER,
     PayloadError,
     confirmation_from_payload,
     feedback_from_payload,
@@ -29,6 +34,7 @@ from services.gateway.intake import (
 
 log = logging.getLogger(__name__)
 SERVICE = "gateway"
+CONFIRM_PATH = "/v1/actions/confirm"
 
 
 class GatewayApp:
@@ -45,14 +51,18 @@ class GatewayApp:
         routes: dict[str, Callable[[object], tuple[int, dict]]] = {
             "/v1/tickets": self._accept_ticket,
             "/v1/feedback": self._accept_feedback,
-            "/v1/actions/confirm": self._accept_confirmation,
+            CONFIRM_PATH: self._accept_confirmation,
         }
         route = routes.get(path)
         if route is None:
             return 404, {"error": f"no such endpoint {path}"}
+        if path == CONFIRM_PATH and not self._secret:
+            metrics.REJECTED.labels("confirmation_unsigned").inc()
+            return 403, {"error": "this gateway has no webhook secret (SUPPORTFLOW_GATEWAY_WEBHOOK_SECRET), and "
+                                  "an action confirmation must come signed from the channel that verified the customer"}
         if self._secret and not verify_signature(self._secret, body, signature):
             metrics.REJECTED.labels("bad_signature").inc()
-            return 401, {"error": "missing or invalid X-Supportflow-Signature"}
+            return 401, {"error": f"missing or invalid {SIGNATURE_HEADER}"}
         try:
             payload = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -107,7 +117,7 @@ def serve(app: GatewayApp, port: int, host: str = "0.0.0.0") -> ThreadingHTTPSer
                 self._reply(413, {"error": f"body larger than {app.max_body_bytes} bytes"})
                 return
             body = self.rfile.read(length)
-            status, reply = app.handle(self.path.split("?")[0], body, self.headers.get("X-Supportflow-Signature"))
+            status, reply = app.handle(self.path.split("?")[0], body, self.headers.get(SIGNATURE_HEADER))
             self._reply(status, reply)
 
         def _reply(self, status: int, reply: dict) -> None:

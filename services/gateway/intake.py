@@ -42,12 +42,19 @@ class PayloadError(ValueError):
     """The payload cannot become an event; the message says why."""
 
 
+SIGNATURE_HEADER = "X-Supportflow-Signature"
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The `X-Supportflow-Signature` value of a body: `sha256=<hex HMAC>`."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
 def verify_signature(secret: str, body: bytes, signature_header: str | None) -> bool:
     """Check `sha256=<hex>` HMAC of the raw body, in constant time."""
     if not signature_header or not signature_header.startswith("sha256="):
         return False
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, signature_header.removeprefix("sha256="))
+    return hmac.compare_digest(signature(secret, body), signature_header)
 
 
 def _text(payload: dict[str, Any], name: str) -> str:

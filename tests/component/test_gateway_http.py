@@ -9,9 +9,13 @@ import pytest
 from supportflow.eventbus import EventPublisher, decode, ensure_topics
 from supportflow.topics import Topic
 from services.gateway.http_api import GatewayApp, serve
+from services.gateway.intake import SIGNATURE_HEADER, signature
 from tests.kafka_helpers import read_all
 
 pytestmark = pytest.mark.infra
+
+
+CONFIRMATION = {"proposal_id": "p-1", "ticket_id": "T-9", "confirmation_ref": "sms-4411", "confirmed_by": "customer:sms"}
 
 
 def post(port, path, body: bytes, headers=None):
@@ -36,11 +40,9 @@ def test_tickets_feedback_and_confirmations_are_published_only_when_valid(settin
         assert post(port, "/v1/tickets", json.dumps({"body": "x" * 20_000}).encode())[0] == 413
         assert post(port, "/v1/nope", b"{}")[0] == 404
         assert post(port, "/v1/feedback", json.dumps({"ticket_id": "T-9", "kind": "csat", "score": 90}).encode())[0] == 202
-        confirmation = {"proposal_id": "p-1", "ticket_id": "T-9", "confirmation_ref": "sms-4411",
-                        "confirmed_by": "customer:sms"}
-        assert post(port, "/v1/actions/confirm", json.dumps(confirmation).encode()) == (
-            202, {"ticket_id": "T-9", "proposal_id": "p-1"})
-        assert post(port, "/v1/actions/confirm", json.dumps({"proposal_id": "p-2"}).encode())[0] == 422
+        # A confirmation can run an action: a gateway without a webhook secret refuses it.
+        status, reply = post(port, "/v1/actions/confirm", json.dumps(CONFIRMATION).encode())
+        assert status == 403 and "webhook secret" in reply["error"]
     finally:
         server.shutdown()
 
@@ -50,6 +52,25 @@ def test_tickets_feedback_and_confirmations_are_published_only_when_valid(settin
     assert event.ticket.body == "my card was declined" and event.meta.producer == "gateway"
     feedback = read_all(settings, Topic.TICKETS_FEEDBACK.name_in(settings.topic_prefix), expected=1)
     assert decode(Topic.TICKETS_FEEDBACK, feedback[0]).csat.score == 90
+    assert read_all(settings, Topic.ACTIONS_CONFIRMED.name_in(settings.topic_prefix), expected=0, timeout_s=1) == []
+
+
+def test_a_signed_gateway_publishes_signed_confirmations_only(settings):
+    ensure_topics(settings)
+    app = GatewayApp(EventPublisher(settings, "gateway"), default_tenant="rho-bank", webhook_secret="s3cret",
+                     max_body_bytes=10_000)
+    server = serve(app, 0, host="127.0.0.1")
+    port = server.server_address[1]
+    body = json.dumps(CONFIRMATION).encode()
+    try:
+        assert post(port, "/v1/actions/confirm", body)[0] == 401
+        assert post(port, "/v1/actions/confirm", body, {SIGNATURE_HEADER: signature("wrong", body)})[0] == 401
+        assert post(port, "/v1/actions/confirm", body, {SIGNATURE_HEADER: signature("s3cret", body)}) == (
+            202, {"ticket_id": "T-9", "proposal_id": "p-1"})
+        incomplete = json.dumps({"proposal_id": "p-2"}).encode()
+        assert post(port, "/v1/actions/confirm", incomplete, {SIGNATURE_HEADER: signature("s3cret", incomplete)})[0] == 422
+    finally:
+        server.shutdown()
     [confirmed] = read_all(settings, Topic.ACTIONS_CONFIRMED.name_in(settings.topic_prefix), expected=1)
     event = decode(Topic.ACTIONS_CONFIRMED, confirmed)
     assert confirmed.key() == b"T-9" and event.meta.tenant_id == "rho-bank"

@@ -23,7 +23,9 @@ TICKETS = 200
 def pipeline_run(local_stack, base_settings, tmp_path_factory):
     import uuid
 
-    settings = base_settings.replace(topic_prefix=f"e2e{uuid.uuid4().hex[:8]}.", topic_partitions=3)
+    # A signed gateway, as a deployment runs it: action confirmations need one.
+    settings = base_settings.replace(topic_prefix=f"e2e{uuid.uuid4().hex[:8]}.", topic_partitions=3,
+                                     gateway_webhook_secret=uuid.uuid4().hex)
     ready = prepare(settings)
     payloads = list(demo_tickets(TICKETS, run_id="e2e"))
     with ServiceFleet(ready, tmp_path_factory.mktemp("fleet-logs")) as fleet:
