@@ -307,8 +307,9 @@ class ConsumerLoop:
 
     For state saved with the positions it was read up to (the learner's snapshots): `start_at`
     gives the offset to start each (physical topic, partition) at, instead of the group's committed
-    offset or the beginning, and `after_batch` is called on the loop's thread after each batch,
-    once its output is published, with the position after every message handled so far.
+    offset or the beginning (after a rebalance, the position reached instead), and `after_batch` is
+    called on the loop's thread after each batch, once its output is published, with the position
+    after every message handled so far.
     """
 
     def __init__(
@@ -329,9 +330,9 @@ class ConsumerLoop:
         after_batch: Callable[[dict[tuple[str, int], int]], None] | None = None,
     ) -> None:
         self._settings = settings
-        self._start_at = dict(start_at or {})
+        self._positioned = bool(start_at)
         self._after_batch = after_batch
-        self._positions: dict[tuple[str, int], int] = dict(self._start_at)
+        self._positions: dict[tuple[str, int], int] = dict(start_at or {})  # next offset to handle
         self._service = service
         self._handlers = handlers
         self._publisher = publisher
@@ -395,9 +396,9 @@ class ConsumerLoop:
             self.stopped.set()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._start_at:
+        if self._positioned:
             for tp in partitions:
-                tp.offset = self._start_at.get((tp.topic, tp.partition), tp.offset)
+                tp.offset = self._positions.get((tp.topic, tp.partition), tp.offset)
             consumer.assign(partitions)
         self._assigned.set()
 
@@ -435,9 +436,9 @@ class ConsumerLoop:
         self._publisher.flush()
         if self._commits:
             self._consumer.commit(asynchronous=False)
+        for message in messages:
+            self._positions[(message.topic(), message.partition())] = message.offset() + 1
         if self._after_batch is not None:
-            for message in messages:
-                self._positions[(message.topic(), message.partition())] = message.offset() + 1
             self._after_batch(dict(self._positions))
 
     def _process_in_order(self, messages: Sequence[KafkaMessage]) -> None:

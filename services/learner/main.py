@@ -42,7 +42,7 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     store = None
     snapshot = None
     if settings.learner_snapshot_dir is not None:
-        version = learner_version(LearnerConfig.source_text(settings.learner_config_path))
+        version = learner_version(LearnerConfig.source_text(settings.learner_config_path), settings.topic_prefix)
         store = SnapshotStore(settings.learner_snapshot_dir, version, interval_s=settings.learner_snapshot_interval_s)
         snapshot = store.load()
     if snapshot is not None:

@@ -13,8 +13,8 @@ held and compared with the topic as in a full replay.
 
 The file is written under a temporary name, flushed to disk and renamed over the previous one, so a
 crash while writing leaves the previous snapshot. Its first line is a JSON header; a snapshot of
-another format, learner code or learner configuration (the header's `version`: a digest of
-services/learner/*.py and the configuration file) is not loaded, and the learner replays from the
+another format, learner code, learner configuration or topic namespace (the header's `version`:
+a digest of services/learner/*.py, the configuration file and the topic prefix) is not loaded, and the learner replays from the
 beginning as it would without one. A snapshot whose positions Kafka no longer holds (retention
 deleted them) restarts those partitions at their earliest offset.
 
@@ -44,12 +44,13 @@ FILE_NAME = "learner.snapshot"
 Positions = Mapping[tuple[str, int], int]  # (physical topic, partition) -> next offset to read
 
 
-def learner_version(config_text: str) -> str:
-    """A digest of the learner's code and configuration: a snapshot is loaded only by the same."""
+def learner_version(config_text: str, topic_prefix: str) -> str:
+    """A digest of the learner's code, its configuration and the deployment's topic namespace
+    (positions name physical topics): a snapshot is loaded only by the same."""
     digest = hashlib.sha256(FORMAT.encode())
     for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    digest.update(config_text.encode())
+    digest.update(config_text.encode() + b"\0" + topic_prefix.encode())
     return digest.hexdigest()[:20]
 
 
@@ -115,11 +116,11 @@ class SnapshotStore:
         return self._clock() - self._last_save >= self._interval_s and self.changed(positions)
 
     def try_save(self, state: Callable[[], bytes], positions: Positions) -> bool:
-        """`save`, except that a failure (a full or read-only disk) is logged, not raised: the
-        learner goes on, and tries again at the next interval."""
+        """`save`, except that a failure (a full or read-only disk, anything) is logged and
+        counted, not raised: the learner goes on, and tries again at the next interval."""
         try:
             self.save(state(), positions)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - a snapshot must never stop the learner
             self._last_save = self._clock()
             metrics.SNAPSHOTS.labels("failed").inc()
             log.error("learner snapshot not saved", extra={"fields": {"path": str(self.path), "error": str(exc)}})

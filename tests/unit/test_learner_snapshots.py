@@ -17,7 +17,7 @@ from services.learner.snapshots import FILE_NAME, SnapshotStore, learner_version
 from tests.unit.test_learner_handlers import csat, decided, populated
 
 POSITIONS = {("p.tickets.responded", 0): 17, ("p.tickets.feedback", 2): 5}
-VERSION = learner_version(LearnerConfig.source_text())
+VERSION = learner_version(LearnerConfig.source_text(), "p.")
 
 
 class Clock:
@@ -84,7 +84,8 @@ def test_only_the_same_code_and_configuration_load_a_snapshot(tmp_path):
     store(tmp_path).save(populated().export_state(), POSITIONS)
     assert store(tmp_path, version="another").load() is None
     other_config = LearnerConfig.source_text() + "\n# tuned\n"
-    assert learner_version(other_config) != VERSION
+    assert learner_version(other_config, "p.") != VERSION
+    assert learner_version(LearnerConfig.source_text(), "other.") != VERSION
 
 
 @pytest.mark.parametrize("damage", ["truncate", "header", "empty"])
