@@ -538,6 +538,25 @@ class KnowledgeIndex(_TenantCollection):
         # Cosine distance = 1 - cosine similarity.
         return self._with_content(tenant_id, [(r, 1.0 - r.distance, 1.0 - r.distance) for r in ranked])
 
+    def warm(self, tenant_id: str, page_size: int = 200) -> int:
+        """Load a tenant's chunks into the chunk cache (as many as it holds), so that the first
+        searches after a start do not each fetch their candidates' content; returns how many were
+        loaded. Reads the tenant page by page in id order, each page within the query deadline."""
+        loaded, after = 0, None
+        while loaded < self._chunks.capacity:
+            page = self._read(tenant_id, lambda collection: collection.query.fetch_objects(
+                limit=min(page_size, self._chunks.capacity - loaded), after=after, include_vector=True,
+                return_metadata=MetadataQuery(last_update_time=True),
+            ).objects, [])
+            for obj in page:
+                key = _ChunkKey(tenant_id, str(obj.uuid), _unix_ms(obj.metadata.last_update_time))
+                self._chunks.put(key, _passage(obj, 0.0, None, _default_vector(obj.vector)))
+            loaded += len(page)
+            if len(page) < page_size:
+                return loaded
+            after = page[-1].uuid
+        return loaded
+
     def _with_content(self, tenant_id: str, ranked: list[tuple[_Ranked, float, float | None]]) -> list[PassageHit]:
         """Hits for objects a query returned as bare ids and scores, their text, metadata and vector
         taken from the chunk cache, fetched in one request for those it lacks. An object deleted
@@ -594,6 +613,13 @@ class _ChunkCache:
         self._entries: OrderedDict[_ChunkKey, PassageHit] = OrderedDict()
         self._max_chunks = max_chunks
         self._lock = threading.Lock()
+
+    @property
+    def capacity(self) -> int:
+        return self._max_chunks
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def get_many(self, keys: list[_ChunkKey]) -> dict[_ChunkKey, PassageHit]:
         with self._lock:

@@ -1,7 +1,14 @@
 """Retriever: evidence search (gRPC Search, SimilarCases) over Weaviate; consumes `kb.articles` and
-`tickets.resolved`; reports KB gaps on `kb.gaps`."""
+`tickets.resolved`; reports KB gaps on `kb.gaps`.
+
+Once Weaviate answers, a background thread loads the default tenant's chunks into the chunk cache,
+so the first tickets after a start do not each wait for their candidates' content."""
 
 from __future__ import annotations
+
+import logging
+import threading
+import time
 
 from supportflow.contracts.v1 import services_pb2_grpc
 from supportflow.eventbus import ConsumerLoop, EventPublisher
@@ -17,6 +24,8 @@ from services.retriever.servicer import RetrieverServicer
 
 # How long start-up waits for Weaviate before carrying on not ready (the watch keeps probing).
 WEAVIATE_START_WAIT_S = 60.0
+
+log = logging.getLogger(__name__)
 
 
 def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
@@ -34,8 +43,19 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     )
     watch = WeaviateReadinessWatch(parts.connection.is_ready, health)
 
+    def warm_cache() -> None:
+        started = time.monotonic()
+        try:
+            loaded = parts.knowledge.warm(settings.default_tenant)
+        except Exception as exc:  # noqa: BLE001 - a cold cache is slower, never wrong
+            log.warning("chunk cache not warmed", extra={"fields": {"error": str(exc)}})
+            return
+        log.info("chunk cache warmed", extra={"fields": {
+            "tenant": settings.default_tenant, "chunks": loaded, "seconds": round(time.monotonic() - started, 2)}})
+
     def start() -> None:
-        watch.wait_until_available(WEAVIATE_START_WAIT_S)
+        if watch.wait_until_available(WEAVIATE_START_WAIT_S):
+            threading.Thread(target=warm_cache, name="retriever-warm-cache", daemon=True).start()
         watch.start()
 
     def stop() -> None:

@@ -92,6 +92,22 @@ def test_ingest_then_search_finds_the_right_article(parts):
     assert parts.searcher.search("acme", "my new card has not arrived yet", 1).articles[0].article_id == "card-arrival"
 
 
+def test_warming_loads_a_tenants_chunks_so_a_fresh_retriever_fetches_none(parts, settings, encoder):
+    parts.knowledge.upsert("acme", KB)
+    chunks = parts.knowledge.count("acme")
+    fresh = build_components(settings, encoder=encoder, kb_collection=parts.knowledge.collection_name,
+                             cases_collection=parts.cases.collection_name, query_timeout_s=5.0)
+    try:
+        assert fresh.knowledge.warm("acme", page_size=2) == chunks  # several pages
+        assert fresh.knowledge.warm("nobody") == 0  # a tenant that holds nothing
+        fetched = []
+        fresh.knowledge._read = lambda *args, **kwargs: fetched.append(args) or []  # any fetch would show
+        result = fresh.searcher.search("acme", "I paid with my card in euros and was charged a fee", 3)
+        assert result.articles[0].article_id == "fees-foreign" and fetched == []
+    finally:
+        fresh.close()
+
+
 def test_filters_restrict_sources_policy_and_locale(parts):
     parts.knowledge.upsert("acme", KB)
     query = "card fees rates lost card delivery"
