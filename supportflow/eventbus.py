@@ -371,6 +371,11 @@ class ConsumerLoop:
         self.error: BaseException | None = None
 
     @property
+    def positions(self) -> dict[tuple[str, int], int]:
+        """The next offset to handle per (physical topic, partition), as of the last batch."""
+        return dict(self._positions)
+
+    @property
     def assigned(self) -> threading.Event:
         """Set once the group has given this consumer its partitions."""
         return self._assigned

@@ -66,11 +66,7 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     handlers = {topic: after_overrides(learner.on_decided) for topic in DECISION_TOPICS.values()}
     handlers |= {Topic.TICKETS_FEEDBACK: after_overrides(learner.on_feedback),
                  Topic.KB_GAPS: after_overrides(learner.on_kb_gap)}
-    last_positions: dict[tuple[str, int], int] = dict(snapshot.positions) if snapshot else {}
-
     def save_snapshot(positions: dict[tuple[str, int], int]) -> None:
-        last_positions.clear()
-        last_positions.update(positions)
         if store is not None and store.due(positions):
             store.try_save(learner.export_state, positions)
 
@@ -81,8 +77,8 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
 
     def final_snapshot() -> None:
         # Only once the outcome loop has exited: mid-batch, state and positions would disagree.
-        if store is not None and outcomes.stopped.is_set() and store.changed(last_positions):
-            store.try_save(learner.export_state, last_positions)
+        if store is not None and outcomes.stopped.is_set() and store.changed(outcomes.positions):
+            store.try_save(learner.export_state, outcomes.positions)
 
     stop_replay_watch = threading.Event()
 
