@@ -301,14 +301,15 @@ class ActionGate:
             tool=request.tool,
             params=dict(request.params),
             status=status,
-            reason=f"{reason} (requested by {request.requested_by or 'nobody'})",
             customer_id=request.customer_id,
             requested_by=request.requested_by,
         )
+        # A confirmation refused before it reached a proposal has no requester to name.
+        parties = [f"requested by {request.requested_by or 'nobody'}"] if request.tool else []
         if confirmation is not None:
             record.proposal_id = confirmation.proposal_id
             record.confirmed_by = confirmation.confirmed_by
             record.confirmation_ref = confirmation.confirmation_ref
-            record.reason = f"{reason} (requested by {request.requested_by or 'nobody'}, " \
-                            f"confirmed by {confirmation.confirmed_by or 'nobody'})"
+            parties.append(f"confirmed by {confirmation.confirmed_by or 'nobody'}")
+        record.reason = f"{reason} ({', '.join(parties)})"
         return record
