@@ -57,13 +57,19 @@ def ensure_demo_intent_model(settings: Settings, progress: Progress = lambda _: 
 
 def ensure_sample_cases(settings: Settings, progress: Progress = lambda _: None) -> dict:
     """Import the sample resolved cases for the default tenant unless this Weaviate already has them,
-    so escalation packets can name similar cases from the first ticket on."""
+    so escalation packets can name similar cases from the first ticket on, and delete the tenant's
+    other cases: those the demo's simulated outcomes added in earlier runs (supportflow/demo_outcomes.py).
+    Every run then starts from the same history."""
     from services.retriever import cli as retriever_cli
+    from services.retriever.case_files import load_cases
 
-    return _index_sample_once(
-        settings, "cases", sample_path("resolved_cases.jsonl"), "the sample resolved cases",
+    data = sample_path("resolved_cases.jsonl")
+    summary = _index_sample_once(
+        settings, "cases", data, "the sample resolved cases",
         indexed=retriever_cli.indexed_cases, ingest=retriever_cli.ingest_cases, progress=progress,
     )
+    history = [case.ticket_id for case in load_cases(data)]
+    return summary | {"other_cases_deleted": retriever_cli.keep_only_cases(settings, settings.default_tenant, history)}
 
 
 def ensure_sample_kb(settings: Settings, progress: Progress = lambda _: None) -> dict:
@@ -91,7 +97,7 @@ def _index_sample_once(
     tenant = settings.default_tenant
     marker = settings.cache_dir / "state" / "weaviate" / f"{kind}-{tenant}-{_digest(data.read_bytes())}.json"
     if marker.exists() and indexed(settings, tenant) > 0:
-        return json.loads(marker.read_text())
+        return json.loads(marker.read_text()) | {"indexed_earlier": True}
     progress(f"indexing {what} into Weaviate (tenant {tenant}) ...")
     summary = ingest(data, tenant, settings)
     marker.parent.mkdir(parents=True, exist_ok=True)

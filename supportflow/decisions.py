@@ -1,5 +1,5 @@
-"""Read the pipeline's outcome back from Kafka: every decision for a set of tickets, the action
-records, and every event about the tickets on every topic (for tracing a ticket through the
+"""Read the pipeline's outcome back from Kafka: every decision for a set of tickets, every event
+of one topic (action records, KB proposals), and every event about the tickets on every topic (for tracing a ticket through the
 pipeline)."""
 
 from __future__ import annotations
@@ -62,19 +62,18 @@ def collect_decisions(
     return dict(found)
 
 
-def read_actions(
-    settings: Settings, *, until: Callable[[list[ev.ActionRecorded]], bool] | None = None,
+def read_topic(
+    settings: Settings, topic: Topic, *, until: Callable[[list], bool] | None = None,
     idle_s: float = 2.0, timeout_s: float = 30.0,
-) -> list[ev.ActionRecorded]:
-    """Every action record from the beginning of `actions.recorded`, read until `until(records)`
-    holds, or else until nothing has come for `idle_s`; at most `timeout_s`."""
-    topic = Topic.ACTIONS_RECORDED
+) -> list:
+    """Every event from the beginning of `topic` (the action records, the KB proposals), read
+    until `until(events)` holds, or else until nothing has come for `idle_s`; at most `timeout_s`."""
     consumer = _consumer(settings, [topic])
-    records: list[ev.ActionRecorded] = []
+    events: list = []
     started = last_message = time.monotonic()
     try:
         while time.monotonic() - started < timeout_s:
-            if until is not None and until(records):
+            if until is not None and until(events):
                 break
             if until is None and time.monotonic() - last_message > idle_s:
                 break
@@ -83,12 +82,12 @@ def read_actions(
                 continue
             last_message = time.monotonic()
             try:
-                records.append(decode(topic, message))
+                events.append(decode(topic, message))
             except InvalidEvent:
                 continue
     finally:
         consumer.close()
-    return records
+    return events
 
 
 def trace_tickets(settings: Settings, ticket_ids: set[str], topics: Iterable[Topic], idle_s: float = 3.0) -> dict[str, dict[str, int]]:

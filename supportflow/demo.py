@@ -1,5 +1,6 @@
 """`supportflow demo`: the main job. Real Kafka and Weaviate, every service in its own process,
-sample tickets through the gateway's HTTP intake, and a summary of what came out.
+sample tickets through the gateway's HTTP intake, and a summary of what came out; then simulated
+outcomes of those tickets, the learner's KPI panel and KB proposals, and a confirmed action.
 
 Also used by the end-to-end test and the latency benchmark (`run_pipeline`).
 """
@@ -21,12 +22,14 @@ from typing import TYPE_CHECKING
 from google.protobuf.json_format import MessageToDict
 
 from supportflow.contracts.v1 import events_pb2 as ev
-from supportflow.decisions import collect_decisions, decision_record, read_actions
+from supportflow.decisions import collect_decisions, decision_record, read_topic
+from supportflow.demo_outcomes import format_outcomes, simulated_feedback
 from supportflow.demo_report import build_report, format_summary
 from supportflow.eventbus import delete_namespace_topics, ensure_topics
 from supportflow.fleet import ServiceFleet
 from supportflow.sample_tickets import demo_tickets
 from supportflow.settings import Settings
+from supportflow.topics import Topic
 
 if TYPE_CHECKING:
     from services.retriever.search import ResolvedCase
@@ -121,10 +124,22 @@ def _delete_run_topics(settings: Settings) -> None:
         say(f"could not delete this run's topics ({settings.topic_prefix}*): {exc}")
 
 
-def learner_panel(settings: Settings, decided: int, *, timeout_s: float = 20.0) -> list | None:
+def post_outcomes(settings: Settings, records: list[dict]) -> list[dict]:
+    """Tell the learner how every decided ticket ended, as a helpdesk would: the simulated feedback
+    of supportflow/demo_outcomes.py, posted to the running gateway; returns what was posted."""
+    notes_by_intent: dict[str, str] = {}
+    for case in sample_cases().values():
+        notes_by_intent.setdefault(case.intent, case.resolution_notes)
+    payloads = simulated_feedback(records, notes_by_intent)
+    for payload in payloads:
+        post_to_gateway(settings, "/v1/feedback", payload, f"{payload['kind']} feedback on {payload['ticket_id']}")
+    return payloads
+
+
+def learner_panel(settings: Settings, decided: int, *, resolved: int = 0, timeout_s: float = 20.0) -> list | None:
     """The learner's KPI rollups per archetype (segment "all") for the default tenant, asked until
-    they count `decided` tickets or `timeout_s` passes (the last answer then); None when the learner
-    never answered."""
+    they count `decided` tickets and `resolved` resolutions or `timeout_s` passes (the last answer
+    then); None when the learner never answered."""
     import grpc
 
     from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
@@ -142,7 +157,8 @@ def learner_panel(settings: Settings, decided: int, *, timeout_s: float = 20.0) 
             except grpc.RpcError as err:
                 say(f"learner did not answer yet: {err.code().name}")
             counted = sum(row.values.get("tickets_decided", 0) for row in rows or [])
-            if counted >= decided or time.monotonic() > deadline:
+            ended = sum(row.values.get("resolved_tickets", 0) for row in rows or [])
+            if (counted >= decided and ended >= resolved) or time.monotonic() > deadline:
                 return rows
             time.sleep(0.5)
     finally:
@@ -157,8 +173,8 @@ def format_learner_panel(rows: list | None) -> str:
         return "\n".join(lines + ["the learner did not answer (its log is in the demo's log folder)"]) + "\n"
     lines += [
         "The learner's KPIs per archetype, from Learner.GetKpis (`supportflow kpis` in a deployment).",
-        "CSAT, deflection and the other outcome KPIs fill in as tickets are resolved and rated",
-        "(`POST /v1/feedback`); the demo's tickets have no outcomes yet, hence \"-\".",
+        "The decisions and timings are this run's; the outcomes (CSAT, verdicts, resolutions) are the",
+        "simulated ones above. A KPI with nothing to count yet shows \"-\".",
         "",
         format_kpi_table(rows),
     ]
@@ -174,7 +190,7 @@ class ActionsShown:
 def confirm_a_proposal(settings: Settings, *, timeout_s: float = 20.0) -> ActionsShown:
     """The run's proposed actions, and the first one confirmed through the gateway as its customer
     would confirm it, twice (the second stands for a redelivered confirmation)."""
-    proposals = [r for r in read_actions(settings) if r.status == ev.ACTION_STATUS_PROPOSED]
+    proposals = [r for r in read_topic(settings, Topic.ACTIONS_RECORDED) if r.status == ev.ACTION_STATUS_PROPOSED]
     if not proposals:
         return ActionsShown(proposals, [])
     first = proposals[0]
@@ -186,7 +202,8 @@ def confirm_a_proposal(settings: Settings, *, timeout_s: float = 20.0) -> Action
     def confirmations(records: list[ev.ActionRecorded]) -> list[ev.ActionRecorded]:
         return [r for r in records if r.proposal_id == first.action_id or r.confirmation_ref == confirmation["confirmation_ref"]]
 
-    records = read_actions(settings, until=lambda records: len(confirmations(records)) >= 2, timeout_s=timeout_s)
+    records = read_topic(settings, Topic.ACTIONS_RECORDED, until=lambda records: len(confirmations(records)) >= 2,
+                         timeout_s=timeout_s)
     return ActionsShown(proposals, confirmations(records))
 
 
@@ -218,6 +235,7 @@ def sample_cases() -> dict[str, ResolvedCase]:
 
 
 def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: float, keep_infra: bool) -> int:
+    from services.learner.config import LearnerConfig
     from supportflow.devinfra.stack import LocalStack
 
     stack = LocalStack(settings)
@@ -239,7 +257,9 @@ def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: f
         fleet.start()
         payloads = list(demo_tickets(tickets, run_id=run_id))
         result = run_pipeline(ready, payloads, rate=rate)
-        panel = learner_panel(fleet.settings, len(result.records))
+        feedback = post_outcomes(fleet.settings, result.records)
+        panel = learner_panel(fleet.settings, len(result.records), resolved=len(result.records))
+        kb_proposals = read_topic(fleet.settings, Topic.KB_PROPOSALS)
         actions = confirm_a_proposal(fleet.settings)
     finally:
         if fleet is not None:
@@ -256,9 +276,12 @@ def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: f
         duplicated=result.duplicated, wall_s=result.wall_s,
     )
     print(format_summary(report, cases=sample_cases()))
+    print(format_outcomes(feedback, kb_proposals, LearnerConfig.load().knowledge.proposal_min_tickets))
     print(format_learner_panel(panel))
     print(format_actions(actions))
     if json_path:
+        report["simulated_feedback"] = feedback
+        report["kb_proposals"] = [MessageToDict(proposal, preserving_proto_field_name=True) for proposal in kb_proposals]
         report["learner_kpis"] = [MessageToDict(row, preserving_proto_field_name=True) for row in panel or []]
         report["actions"] = [MessageToDict(record, preserving_proto_field_name=True)
                              for record in actions.proposals + actions.confirmed]

@@ -20,7 +20,7 @@ from services.learner.kpis import KPI_NAMES
 
 COLUMNS_PER_BLOCK = 4
 _COUNTS = {"tickets_decided", "respond_decisions", "review_decisions", "follow_up_decisions",
-           "escalate_decisions", "hallucinated_policy_tickets"}
+           "escalate_decisions", "resolved_tickets", "hallucinated_policy_tickets"}
 _RATIOS = {"edit_burden", "escalation_precision"}
 
 

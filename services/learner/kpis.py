@@ -16,6 +16,7 @@ Definitions. N = tickets decided in the bucket; a KPI whose denominator is 0 is 
 | review_decisions                     | tickets decided REVIEW                                                      |
 | follow_up_decisions                  | tickets decided FOLLOW_UP                                                   |
 | escalate_decisions                   | tickets decided ESCALATE                                                    |
+| resolved_tickets                     | tickets with a Resolution: how many endings the helpdesk has reported so far |
 | deflection_rate                      | RESPOND / N                                                                 |
 | deflection_attempt_rate              | (RESPOND + REVIEW) / N: tickets that got a customer-ready AI draft           |
 | containment_rate                     | tickets whose Resolution says resolved_by_bot / tickets with a Resolution    |
@@ -75,6 +76,7 @@ KPI_NAMES = (
     "review_decisions",
     "follow_up_decisions",
     "escalate_decisions",
+    "resolved_tickets",
     "deflection_rate",
     "deflection_attempt_rate",
     "containment_rate",
@@ -263,6 +265,7 @@ def kpi_values(bucket: _Bucket, archetype: str, config: LearnerConfig) -> dict[s
     values["tickets_decided"] = n
     for key in ("respond", "review", "follow_up", "escalate"):
         values[f"{key}_decisions"] = t[key]
+    values["resolved_tickets"] = t["resolutions"]
     ratio("deflection_rate", t["respond"], n)
     ratio("deflection_attempt_rate", t["respond"] + t["review"], n)
     ratio("containment_rate", t["resolved_by_bot"], t["resolutions"])

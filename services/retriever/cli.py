@@ -78,6 +78,12 @@ def ingest_cases(path: str | Path, tenant: str, settings: Settings) -> dict:
         return {"tenant": tenant, "cases": written, "seconds": round(time.perf_counter() - started, 1)}
 
 
+def keep_only_cases(settings: Settings, tenant: str, ticket_ids: list[str]) -> int:
+    """Delete every resolved case of `tenant` but those of `ticket_ids`; returns how many went."""
+    with _connected(settings, query_timeout_s=30.0) as parts:
+        return parts.cases.keep_only(tenant, ticket_ids)
+
+
 def indexed_cases(settings: Settings, tenant: str) -> int:
     """How many resolved cases `tenant` has in Weaviate (0 for a tenant never given any)."""
     with _connected(settings) as parts:

@@ -778,6 +778,12 @@ class CaseIndex(_TenantCollection):
             tenant_id, lambda collection: collection.aggregate.over_all(total_count=True).total_count or 0, 0
         ))
 
+    def keep_only(self, tenant_id: str, ticket_ids: Iterable[str]) -> int:
+        """Delete every case of the tenant but those of `ticket_ids` (a demo going back to its
+        sample history); returns how many were deleted."""
+        where = Filter.by_id().contains_none([case_uuid(ticket_id) for ticket_id in ticket_ids])
+        return self._read(tenant_id, lambda collection: collection.data.delete_many(where=where).successful, 0, write=True)
+
     def search(self, tenant_id: str, keywords: str, vector: np.ndarray, *, k: int, alpha: float) -> list[CaseHit]:
         """Hybrid search; each hit also carries the cosine of `vector` and the case's vector."""
         query = np.asarray(vector, dtype=np.float32)

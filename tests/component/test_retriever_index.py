@@ -237,6 +237,19 @@ def test_similar_cases_are_found_per_tenant(parts):
     assert find_similar_cases(parts.cases, parts.encoder, "globex", "card declined", 2) == []
 
 
+def test_keep_only_deletes_every_other_case_of_the_tenant_alone(parts):
+    from services.retriever.search import ResolvedCase
+
+    history = [ResolvedCase(f"case-{i}", f"Card problem number {i}", "Sorted", "card_not_working") for i in range(3)]
+    later = [ResolvedCase(f"demo-{i}", f"Top-up problem number {i}", "Sorted", "top_up_failed") for i in range(4)]
+    parts.cases.upsert_many("acme", history + later)
+    parts.cases.upsert_many("globex", later)
+    assert parts.cases.keep_only("acme", [case.ticket_id for case in history]) == 4
+    assert parts.cases.count("acme") == 3 and parts.cases.count("globex") == 4
+    assert parts.cases.keep_only("acme", [case.ticket_id for case in history]) == 0  # nothing left to delete
+    assert parts.cases.keep_only("initech", ["case-0"]) == 0  # a tenant with no cases
+
+
 def test_similar_case_search_reads_what_the_client_reads(parts):
     """The case search calls Weaviate's gRPC Search itself too: the same cases, fields, scores and
     vectors (hence similarities) as the client's own hybrid query."""

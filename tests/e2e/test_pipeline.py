@@ -1,14 +1,20 @@
 """The whole pipeline: six service processes on the real broker and Weaviate, 200 tickets through
 the gateway's HTTP intake, exactly 200 decisions out, each traceable by ticket id on every topic;
-the learner counts them, and a proposed action runs once when its customer confirms it."""
+the learner counts them and their (simulated) outcomes, turns unbacked resolutions into KB
+proposals, and a proposed action runs once when its customer confirms it."""
 
 from __future__ import annotations
 
+import statistics
+from collections import defaultdict
+
 import pytest
 
-from supportflow.decisions import trace_tickets
+from services.learner.config import LearnerConfig
+from supportflow.decisions import read_topic, trace_tickets
 from supportflow.contracts.v1 import events_pb2 as ev
-from supportflow.demo import confirm_a_proposal, learner_panel, prepare, run_pipeline
+from supportflow.demo import confirm_a_proposal, learner_panel, post_outcomes, prepare, run_pipeline
+from supportflow.demo_outcomes import unbacked_resolutions
 from supportflow.eventbus import delete_namespace_topics
 from supportflow.fleet import ServiceFleet
 from supportflow.sample_tickets import demo_tickets
@@ -31,10 +37,12 @@ def pipeline_run(local_stack, base_settings, tmp_path_factory):
     with ServiceFleet(ready, tmp_path_factory.mktemp("fleet-logs")) as fleet:
         run = run_pipeline(ready, payloads, rate=40.0, timeout_s=240)
         traces = trace_tickets(ready, set(run.sent), list(Topic))
-        panel = learner_panel(fleet.settings, len(run.records), timeout_s=60.0)
+        feedback = post_outcomes(fleet.settings, run.records)
+        panel = learner_panel(fleet.settings, len(run.records), resolved=len(run.records), timeout_s=60.0)
+        proposals = read_topic(fleet.settings, Topic.KB_PROPOSALS)
         actions = confirm_a_proposal(fleet.settings, timeout_s=60.0)
     delete_namespace_topics(settings)
-    return run, traces, panel, actions
+    return run, traces, panel, actions, (feedback, proposals)
 
 
 def test_every_ticket_gets_exactly_one_decision(pipeline_run):
@@ -93,7 +101,7 @@ def test_escalation_packets_name_similar_cases_from_the_imported_history(pipelin
 
 
 def test_the_learner_counts_every_decision_by_archetype(pipeline_run):
-    run, _, panel, _ = pipeline_run
+    run, _, panel, *_ = pipeline_run
     assert panel is not None, "the learner never answered Learner.GetKpis"
     decided = sum(row.values["tickets_decided"] for row in panel)
     assert decided == len(run.records)
@@ -109,7 +117,7 @@ def test_the_learner_counts_every_decision_by_archetype(pipeline_run):
 def test_a_proposed_action_runs_once_when_its_customer_confirms_it(pipeline_run):
     from services.escalator.config import EscalationConfig
 
-    run, _, _, actions = pipeline_run
+    run, _, _, actions, _ = pipeline_run
     tools = EscalationConfig.load().proposed_tools
     asking = {r["id"] for r in run.records if r["intent"] in tools and "prompt_injection" not in r["risk_flags"]}
     assert asking, "the sample tickets include some that ask for a password reset"
@@ -117,3 +125,41 @@ def test_a_proposed_action_runs_once_when_its_customer_confirms_it(pipeline_run)
     first, again = actions.confirmed
     assert first.status == ev.ACTION_STATUS_DRY_RUN and first.proposal_id == actions.proposals[0].action_id
     assert again.status == ev.ACTION_STATUS_REFUSED and "already confirmed" in again.reason
+
+
+def test_the_learner_counts_every_outcome_the_helpdesk_reported(pipeline_run):
+    run, _, panel, _, (feedback, _) = pipeline_run
+    rows = {row.archetype: row.values for row in panel}
+    assert sum(values["resolved_tickets"] for values in rows.values()) == len(run.records)
+    archetype = {r["id"]: r["archetype"] for r in run.records}
+    scores, verdicts = defaultdict(list), defaultdict(list)
+    for payload in feedback:
+        if payload["kind"] == "csat":
+            scores[archetype[payload["ticket_id"]]].append(payload["score"])
+        elif payload["kind"] == "draft_verdict":
+            verdicts[archetype[payload["ticket_id"]]].append(payload["verdict"])
+    assert set(scores) == set(rows)
+    for name, values in scores.items():
+        assert rows[name]["csat_at_resolution"] == pytest.approx(statistics.mean(values)), name
+    assert verdicts, "the run has review drafts with citations"
+    for name, given in verdicts.items():
+        assert rows[name]["draft_acceptance_rate"] == pytest.approx(given.count("accepted") / len(given)), name
+
+
+def test_unbacked_resolutions_become_one_kb_proposal_per_topic(pipeline_run):
+    run, *_, (feedback, proposals) = pipeline_run
+    min_tickets = LearnerConfig.load().knowledge.proposal_min_tickets
+    intents = {r["id"]: r["intent"] for r in run.records}
+    with_notes = defaultdict(set)  # a ticket the retriever reported a gap for counts whatever it cites
+    for payload in feedback:
+        if payload["kind"] == "resolution" and payload["resolution_notes"]:
+            with_notes[intents[payload["ticket_id"]]].add(payload["ticket_id"])
+    citing_nothing = {intent for intent, tickets in unbacked_resolutions(run.records, feedback).items()
+                      if len(tickets) >= min_tickets}
+    topics = [p.topic for p in proposals]
+    assert citing_nothing, "the sample run resolves some topics the KB does not back"
+    assert len(topics) == len(set(topics))
+    assert citing_nothing <= set(topics) <= {i for i, tickets in with_notes.items() if len(tickets) >= min_tickets}
+    for p in proposals:
+        assert len(p.source_ticket_ids) == min_tickets and set(p.source_ticket_ids) <= with_notes[p.topic]
+        assert p.title and "## How agents resolved it" in p.body

@@ -104,7 +104,7 @@ ALL = RETAIL + BUSINESS + ACCOUNT_RETAIL + OTHER_TENANT
 
 EXPECTED_FAQ_RETAIL = {
     "tickets_decided": 8, "respond_decisions": 4, "review_decisions": 2, "follow_up_decisions": 1,
-    "escalate_decisions": 1,
+    "escalate_decisions": 1, "resolved_tickets": 4,
     "deflection_rate": 4 / 8, "deflection_attempt_rate": 6 / 8,
     "containment_rate": 2 / 4,  # a0, a1 resolved by the bot out of four resolutions
     "csat_protected_deflection_rate": 2 / 8,  # a0 (100) and a1 (75) are RESPOND with CSAT >= 75
@@ -125,7 +125,7 @@ EXPECTED_FAQ_RETAIL = {
 }
 EXPECTED_FAQ_BUSINESS = {
     "tickets_decided": 2, "respond_decisions": 2, "review_decisions": 0, "follow_up_decisions": 0,
-    "escalate_decisions": 0, "deflection_rate": 1.0, "deflection_attempt_rate": 1.0,
+    "escalate_decisions": 0, "resolved_tickets": 0, "deflection_rate": 1.0, "deflection_attempt_rate": 1.0,
     "csat_protected_deflection_rate": 0.5, "csat_at_resolution": 80.0, "csat_delta_at_resolution": 0.0,
     "misroute_rate": 0.0, "hallucinated_policy_tickets": 0, "repeat_contact_7d_rate": 0.0,
     "repeat_contact_30d_rate": 0.0, "reopen_rate": 0.0, "kb_gap_rate": 0.0,
@@ -133,7 +133,7 @@ EXPECTED_FAQ_BUSINESS = {
 }
 EXPECTED_ACCOUNT_RETAIL = {
     "tickets_decided": 3, "respond_decisions": 0, "review_decisions": 0, "follow_up_decisions": 0,
-    "escalate_decisions": 3, "deflection_rate": 0.0, "deflection_attempt_rate": 0.0,
+    "escalate_decisions": 3, "resolved_tickets": 0, "deflection_rate": 0.0, "deflection_attempt_rate": 0.0,
     "csat_protected_deflection_rate": 0.0, "csat_at_resolution": 70.0,
     "csat_delta_at_resolution": -6.0, "escalated_csat_delta": -6.0,  # account_specific baseline 76
     "context_loss_rate": 0.0, "misroute_rate": 1 / 3, "escalation_precision": 2 / 3,
