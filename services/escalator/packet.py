@@ -17,6 +17,8 @@ from typing import Iterable, Sequence
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
+from supportflow.summary import clip, conversation_summary, sentences
+
 from services.escalator.decision import escalation_flags
 
 REQUIRED_FIELDS = (
@@ -31,17 +33,8 @@ REQUIRED_FIELDS = (
     "suggested_next_step",
     "target_queue",
 )
-MAX_SUMMARY_CHARS = 600
 MAX_ARTICLES = 5
 MAX_STEP_CHARS = 200
-# Oversized tickets (pasted logs, repeated text) are summarised from their beginning only.
-MAX_TEXT_SCANNED = 8000
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-_GREETING = re.compile(r"^(hi|hello|hey|dear|good (morning|afternoon|evening))\b[^.!?]{0,40}[,!.]?$", re.I)
-_SIGN_OFF = re.compile(
-    r"^(thanks|thank you|many thanks|cheers|regards|best|kind regards|sent from my)\b", re.I
-)
 _TRIED = re.compile(
     r"\b(i|we)\s*(?:'ve|\s+have|\s+had)?\s+(?:already\s+|also\s+)?"
     r"(tried|restarted|rebooted|reinstalled|re-installed|uninstalled|reset|cleared|updated|"
@@ -51,56 +44,13 @@ _TRIED = re.compile(
 )
 
 
-def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text[:MAX_TEXT_SCANNED]) if s and s.strip()]
-
-
-def _content_sentences(text: str) -> list[str]:
-    """Sentences without greetings, sign-offs or what follows a sign-off (names, signatures)."""
-    kept = []
-    for sentence in _sentences(text):
-        if _SIGN_OFF.match(sentence):
-            break
-        if _GREETING.match(sentence):
-            continue
-        kept.append(sentence)
-    return kept
-
-
-def _clip(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"
-
-
-def conversation_summary(ticket: tk.Ticket) -> str:
-    """Extractive: the subject when it adds something, the first sentences of the message, and
-    the latest earlier customer turn, in that order, within MAX_SUMMARY_CHARS."""
-    body = _content_sentences(ticket.body)
-    parts: list[str] = []
-    subject = " ".join(ticket.subject.split())
-    if len(subject.split()) >= 3 and subject.lower() not in ticket.body[:MAX_TEXT_SCANNED].lower():
-        parts.append(f"Subject: {subject}.")
-    seen: set[str] = set()
-    for sentence in body[:3]:
-        if sentence.lower() not in seen:  # oversized tickets repeat themselves
-            seen.add(sentence.lower())
-            parts.append(sentence)
-    earlier = [turn for turn in ticket.history if turn.author == "customer" and turn.text.strip()]
-    if earlier:
-        first = _content_sentences(earlier[-1].text)[:1]
-        if first:
-            parts.append(f"Earlier the customer wrote: {first[0]}")
-    return _clip(" ".join(parts), MAX_SUMMARY_CHARS)
-
-
 def steps_already_tried(ticket: tk.Ticket, normalized: tk.NormalizedTicket) -> list[str]:
     """The classifier's steps, then every customer sentence saying what they already did."""
     steps: list[str] = []
     seen: set[str] = set()
 
     def add(step: str) -> None:
-        step = _clip(" ".join(step.split()), MAX_STEP_CHARS)
+        step = clip(" ".join(step.split()), MAX_STEP_CHARS)
         if step and step.lower() not in seen:
             seen.add(step.lower())
             steps.append(step)
@@ -109,7 +59,7 @@ def steps_already_tried(ticket: tk.Ticket, normalized: tk.NormalizedTicket) -> l
         add(step)
     texts = [ticket.body] + [turn.text for turn in ticket.history if turn.author == "customer"]
     for text in texts:
-        for sentence in _sentences(text):
+        for sentence in sentences(text):
             if _TRIED.search(sentence):
                 add(sentence)
     return steps

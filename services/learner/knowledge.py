@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.eventbus import Emit, new_meta
+from supportflow.summary import conversation_summary
 from supportflow.topics import Topic
 
 from services.learner.config import KnowledgeConfig
@@ -54,8 +55,9 @@ class KnowledgeLoop:
 
     def remember(self, event: ev.TicketDecided) -> None:
         tenant = event.ticket.tenant_id or event.meta.tenant_id
-        # The escalation packet's summary when there is one (signatures and quoted replies stripped).
-        problem = event.packet.conversation_summary or f"{event.ticket.subject}\n{event.ticket.body}".strip()
+        # The escalation packet's summary, or the same summary made here for a ticket decided
+        # without a packet: greetings, sign-offs and a subject that says nothing ("Help request") left out.
+        problem = event.packet.conversation_summary or conversation_summary(event.ticket)
         problem = _one_line(problem, MAX_PROBLEM_CHARS)
         self._cases[(tenant, event.ticket.ticket_id)] = CaseFacts(event.classification.intent, problem)
         self._cases.move_to_end((tenant, event.ticket.ticket_id))

@@ -6,13 +6,8 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
 from supportflow.crm import FileCrm, account_fields
-from services.escalator.packet import (
-    MAX_SUMMARY_CHARS,
-    REQUIRED_FIELDS,
-    build_packet,
-    conversation_summary,
-    steps_already_tried,
-)
+from services.escalator.packet import REQUIRED_FIELDS, build_packet, steps_already_tried
+from supportflow.summary import MAX_SUMMARY_CHARS, conversation_summary
 
 EMAIL = (
     "Hi team,\n\nMy card stopped working at every shop since Monday. I already restarted the app and "

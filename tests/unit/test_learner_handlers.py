@@ -242,6 +242,21 @@ def test_resolved_tickets_are_sent_for_indexing_and_ten_unbacked_ones_make_one_p
     assert "No notice needed; the card works abroad." in proposal.body and "Going abroad, card use #0?" in proposal.body
 
 
+def test_a_ticket_decided_without_a_packet_is_remembered_by_the_summary_a_packet_would_carry():
+    learner = Learner(LearnerConfig.load())
+    event = decided_about("plain", "top_up_by_cash_or_cheque", "Hi team,\nDo you accept cheques for top ups?\nThanks,\nAna")
+    event.ticket.subject = "Help request"  # says nothing: left out, as in an escalation packet
+    learner.on_decided(event)
+    [resolved] = [e.event for e in learner.on_feedback(resolution("plain", "Cheques are not accepted."))
+                  if e.topic is Topic.TICKETS_RESOLVED]
+    assert resolved.problem_statement == "Do you accept cheques for top ups?"
+    escalated = decided_about("esc", "top_up_by_cash_or_cheque", "Do you accept cheques?")
+    escalated.packet.conversation_summary = "Subject: Cheque top-up. Do you accept cheques?"
+    learner.on_decided(escalated)
+    [resolved] = [e.event for e in learner.on_feedback(resolution("esc", "No.")) if e.topic is Topic.TICKETS_RESOLVED]
+    assert resolved.problem_statement == escalated.packet.conversation_summary
+
+
 def test_a_kb_gap_makes_a_cited_resolution_count_as_unbacked_and_a_replay_republishes_nothing():
     def feed(learner):
         out = []
