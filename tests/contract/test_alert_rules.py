@@ -1,5 +1,5 @@
 """The Prometheus alert rules are valid, behave as their promtool tests say, and they and the
-Grafana dashboard only use metrics the services expose."""
+Grafana dashboard only use metrics the services expose (the platform's included)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from types import ModuleType
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
+from supportflow import observability
 from supportflow.devinfra.tools import ToolUnavailable, ensure_promtool
 from supportflow.settings import Settings
 
@@ -63,7 +64,7 @@ def _exposed(module: ModuleType) -> set[str]:
     return names
 
 
-EXPOSED = set(learner_metrics.metric_names()) | _exposed(escalator_metrics)
+EXPOSED = set(learner_metrics.metric_names()) | _exposed(escalator_metrics) | _exposed(observability)
 
 
 def _dashboard_expressions() -> list[str]:
