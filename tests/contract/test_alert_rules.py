@@ -21,7 +21,7 @@ from services.learner import metrics as learner_metrics
 from services.learner.kpis import KPI_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
-RULES_DIR = ROOT / "deploy" / "prometheus"
+RULES_DIR = ROOT / "deploy" / "helm" / "supportflow" / "files"  # the chart renders them as a PrometheusRule
 RULES = RULES_DIR / "supportflow-rules.yaml"
 RULES_TEST = RULES_DIR / "supportflow-rules.test.yaml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "supportflow-kpis.json"

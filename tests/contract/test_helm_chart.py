@@ -359,6 +359,16 @@ def test_production_scenario_autoscales_monitors_and_authenticates(helm: Helm) -
     }
 
 
+def test_the_alert_rules_render_as_a_prometheus_rule_when_asked(helm: Helm) -> None:
+    assert helm.render(*BARE).of_kind("PrometheusRule") == []
+    (rule,) = helm.render(*scenario_args(CHART / "ci" / "production-values.yaml")).of_kind("PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # The promtool-tested file itself, with Prometheus's own {{ $labels }} templates left alone.
+    assert rule["spec"] == yaml.safe_load((CHART / "files" / "supportflow-rules.yaml").read_text())
+    summaries = [r["annotations"]["summary"] for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert any("{{ $labels.service }}" in summary for summary in summaries)
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
 def test_pod_disruption_budgets_select_their_pods(helm: Helm, scenario: Path) -> None:
     manifests = helm.render(*scenario_args(scenario))
