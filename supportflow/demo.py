@@ -69,11 +69,12 @@ def post_ticket(settings: Settings, payload: dict, attempts: int = 5) -> None:
 
 
 def post_to_gateway(settings: Settings, path: str, payload: dict, what: object, attempts: int = 5) -> None:
-    """POST `payload` to the running gateway, signed when it has a webhook secret."""
-    from services.gateway.intake import SIGNATURE_HEADER, signature
+    """POST `payload` to the running gateway, signed when it has a webhook secret; its retries
+    carry the same Idempotency-Key, so one that follows a lost answer is not a second event."""
+    from services.gateway.intake import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, signature
 
     body = json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: uuid.uuid4().hex}
     if settings.gateway_webhook_secret:
         headers[SIGNATURE_HEADER] = signature(settings.gateway_webhook_secret, body)
     request = urllib.request.Request(

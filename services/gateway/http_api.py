@@ -7,6 +7,13 @@ lost; a rejected one gets a 4xx with the reason.
 With a webhook secret every request must carry its HMAC signature. An action confirmation can run
 an action on a customer's account, so it is refused outright by a gateway without a secret: only
 the channel integration that verified the customer, holding the secret, may send one.
+
+Senders retry: a helpdesk that got no answer in time posts the same webhook again. A request that
+names its delivery (an `Idempotency-Key` header, or a ticket's `message_id`) becomes an event whose
+id is derived from that name, so every retry publishes the same event id and the first consumer
+skips the repeats; a ticket without an id also gets one derived from it. A request that names no
+delivery is a new event each time: two identical posts cannot otherwise be told from a customer
+writing the same words twice.
 """
 
 from __future__ import annotations
@@ -24,9 +31,12 @@ from supportflow.topics import Topic
 
 from services.gateway import metrics
 from services.gateway.intake import (
+    IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     PayloadError,
     confirmation_from_payload,
+    delivery_id,
+    delivery_uuid,
     feedback_from_payload,
     ticket_from_payload,
     verify_signature,
@@ -47,8 +57,8 @@ class GatewayApp:
         self.max_body_bytes = max_body_bytes
         self._lock = threading.Lock()  # one flush at a time keeps acknowledgements per request exact
 
-    def handle(self, path: str, body: bytes, signature: str | None) -> tuple[int, dict]:
-        routes: dict[str, Callable[[object], tuple[int, dict]]] = {
+    def handle(self, path: str, body: bytes, signature: str | None, idempotency_key: str | None = None) -> tuple[int, dict]:
+        routes: dict[str, Callable[[object, str], tuple[int, dict]]] = {
             "/v1/tickets": self._accept_ticket,
             "/v1/feedback": self._accept_feedback,
             CONFIRM_PATH: self._accept_confirmation,
@@ -69,7 +79,7 @@ class GatewayApp:
             metrics.REJECTED.labels("bad_json").inc()
             return 400, {"error": f"body is not UTF-8 JSON: {exc}"}
         try:
-            return route(payload)
+            return route(payload, delivery_id(idempotency_key, IDEMPOTENCY_HEADER))
         except PayloadError as exc:
             metrics.REJECTED.labels("invalid_payload").inc()
             return 422, {"error": str(exc)}
@@ -78,34 +88,48 @@ class GatewayApp:
             log.error("could not publish", extra={"fields": {"error": str(exc)}})
             return 503, {"error": "event bus unavailable, retry later"}
 
-    def _accept_ticket(self, payload: object) -> tuple[int, dict]:
+    def _accept_ticket(self, payload: object, delivery: str) -> tuple[int, dict]:
+        if isinstance(payload, dict):
+            delivery = delivery or delivery_id(payload.get("message_id"), "message_id")
+            if delivery and not (payload.get("id") or payload.get("ticket_id")):
+                payload = payload | {"id": f"tkt-{delivery_uuid('ticket-id', self._tenant_of(payload), delivery)[:16]}"}
         ticket = ticket_from_payload(payload, default_tenant=self._default_tenant)
-        event = ev.TicketReceived(meta=new_meta(ticket.tenant_id, SERVICE), ticket=ticket)
+        event = ev.TicketReceived(meta=self._meta(ticket.tenant_id, "ticket", delivery), ticket=ticket)
         with ticket_context(ticket.ticket_id), self._lock:
             self._publisher.publish(Topic.TICKETS_RECEIVED, ticket.ticket_id, event)
             self._publisher.flush(10)
         metrics.ACCEPTED.labels("ticket").inc()
         return 202, {"ticket_id": ticket.ticket_id, "tenant_id": ticket.tenant_id}
 
-    def _accept_feedback(self, payload: object) -> tuple[int, dict]:
+    def _accept_feedback(self, payload: object, delivery: str) -> tuple[int, dict]:
         ticket_id, fields = feedback_from_payload(payload)
-        tenant = str(payload.get("tenant_id") or self._default_tenant)  # type: ignore[union-attr]
-        event = ev.FeedbackReceived(meta=new_meta(tenant, SERVICE), ticket_id=ticket_id, **fields)
+        tenant = self._tenant_of(payload)
+        event = ev.FeedbackReceived(meta=self._meta(tenant, "feedback", delivery), ticket_id=ticket_id, **fields)
         with ticket_context(ticket_id), self._lock:
             self._publisher.publish(Topic.TICKETS_FEEDBACK, ticket_id, event)
             self._publisher.flush(10)
         metrics.ACCEPTED.labels("feedback").inc()
         return 202, {"ticket_id": ticket_id}
 
-    def _accept_confirmation(self, payload: object) -> tuple[int, dict]:
+    def _accept_confirmation(self, payload: object, delivery: str) -> tuple[int, dict]:
         fields = confirmation_from_payload(payload)
-        tenant = str(payload.get("tenant_id") or self._default_tenant)  # type: ignore[union-attr]
-        event = ev.ActionConfirmed(meta=new_meta(tenant, SERVICE), **fields)
+        tenant = self._tenant_of(payload)
+        event = ev.ActionConfirmed(meta=self._meta(tenant, "action-confirmation", delivery), **fields)
         with ticket_context(event.ticket_id), self._lock:
             self._publisher.publish(Topic.ACTIONS_CONFIRMED, event.ticket_id, event)
             self._publisher.flush(10)
         metrics.ACCEPTED.labels("action_confirmation").inc()
         return 202, {"ticket_id": event.ticket_id, "proposal_id": event.proposal_id}
+
+    def _tenant_of(self, payload: dict) -> str:
+        return str(payload.get("tenant_id") or payload.get("tenant") or self._default_tenant)
+
+    @staticmethod
+    def _meta(tenant: str, kind: str, delivery: str) -> ev.EventMeta:
+        meta = new_meta(tenant, SERVICE)
+        if delivery:
+            meta.event_id = delivery_uuid(kind, tenant, delivery)
+        return meta
 
 
 def serve(app: GatewayApp, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
@@ -117,7 +141,8 @@ def serve(app: GatewayApp, port: int, host: str = "0.0.0.0") -> ThreadingHTTPSer
                 self._reply(413, {"error": f"body larger than {app.max_body_bytes} bytes"})
                 return
             body = self.rfile.read(length)
-            status, reply = app.handle(self.path.split("?")[0], body, self.headers.get(SIGNATURE_HEADER))
+            status, reply = app.handle(self.path.split("?")[0], body, self.headers.get(SIGNATURE_HEADER),
+                                       self.headers.get(IDEMPOTENCY_HEADER))
             self._reply(status, reply)
 
         def _reply(self, status: int, reply: dict) -> None:

@@ -43,6 +43,10 @@ class PayloadError(ValueError):
 
 
 SIGNATURE_HEADER = "X-Supportflow-Signature"
+# A sender's id for one delivery, so that its retries are recognised: the header on any request,
+# or a ticket payload's `message_id` (an email's Message-ID, a chat message's id).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_DELIVERY_ID_CHARS = 255
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -55,6 +59,22 @@ def verify_signature(secret: str, body: bytes, signature_header: str | None) -> 
     if not signature_header or not signature_header.startswith("sha256="):
         return False
     return hmac.compare_digest(signature(secret, body), signature_header)
+
+
+def delivery_id(value: object, name: str) -> str:
+    """A sender's delivery id (`Idempotency-Key`, `message_id`): "" when absent, refused when it is
+    not 1 to MAX_DELIVERY_ID_CHARS printable characters."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or not value.strip() or not value.isprintable() or len(value) > MAX_DELIVERY_ID_CHARS:
+        raise PayloadError(f"{name} must be 1 to {MAX_DELIVERY_ID_CHARS} printable characters")
+    return value.strip()
+
+
+def delivery_uuid(kind: str, tenant: str, delivery: str) -> str:
+    """The id of what a named delivery becomes (its event, a ticket id it lacked): the same for
+    every retry of that delivery, so the first consumer skips the repeats by event id."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"supportflow:delivery:{kind}:{tenant}:{delivery}").hex
 
 
 def _text(payload: dict[str, Any], name: str) -> str:

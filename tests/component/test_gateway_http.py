@@ -1,15 +1,17 @@
 """The gateway's HTTP intake publishing to the real broker."""
 
 import json
+import threading
 import urllib.error
 import urllib.request
 
 import pytest
 
-from supportflow.eventbus import EventPublisher, decode, ensure_topics
+from supportflow.eventbus import ConsumerLoop, EventPublisher, decode, ensure_topics
+from supportflow.observability import Health
 from supportflow.topics import Topic
 from services.gateway.http_api import GatewayApp, serve
-from services.gateway.intake import SIGNATURE_HEADER, signature
+from services.gateway.intake import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, signature
 from tests.kafka_helpers import read_all
 
 pytestmark = pytest.mark.infra
@@ -81,3 +83,43 @@ def test_a_signed_gateway_refuses_unsigned_webhooks(settings):
     app = GatewayApp(EventPublisher(settings, "gateway"), default_tenant="t", webhook_secret="s3cret", max_body_bytes=10_000)
     status, reply = app.handle("/v1/tickets", b'{"body": "hi"}', None)
     assert status == 401 and "Signature" in reply["error"]
+
+
+def test_a_retried_delivery_is_handled_once_downstream(settings):
+    """A helpdesk posting the same webhook again (same Idempotency-Key, or the same message_id)
+    publishes the same event id, and the first consumer skips the repeat; a new delivery of the
+    same words is a new event."""
+    ensure_topics(settings)
+    app = GatewayApp(EventPublisher(settings, "gateway"), default_tenant="rho-bank", webhook_secret="", max_body_bytes=10_000)
+    server = serve(app, 0, host="127.0.0.1")
+    port = server.server_address[1]
+    ticket = json.dumps({"id": "T-1", "body": "my card was declined"}).encode()
+    no_id = json.dumps({"body": "where is my card?", "message_id": "<m-77@mail>"}).encode()
+    try:
+        for _ in range(2):
+            assert post(port, "/v1/tickets", ticket, {IDEMPOTENCY_HEADER: "delivery-1"}) == (
+                202, {"ticket_id": "T-1", "tenant_id": "rho-bank"})
+        assert post(port, "/v1/tickets", ticket, {IDEMPOTENCY_HEADER: "delivery-2"})[0] == 202  # written again
+        first, again = (post(port, "/v1/tickets", no_id)[1]["ticket_id"] for _ in range(2))
+        assert first == again and first.startswith("tkt-")  # the ticket id is the delivery's too
+        assert post(port, "/v1/tickets", ticket, {IDEMPOTENCY_HEADER: "x" * 300})[0] == 422
+    finally:
+        server.shutdown()
+
+    received = [decode(Topic.TICKETS_RECEIVED, m) for m in
+                read_all(settings, Topic.TICKETS_RECEIVED.name_in(settings.topic_prefix), expected=5)]
+    ids = [event.meta.event_id for event in received]
+    assert ids[0] == ids[1] and ids[3] == ids[4] and len(set(ids)) == 3
+
+    handled = []
+    loop = ConsumerLoop(settings, "dedupe", {Topic.TICKETS_RECEIVED: lambda event: handled.append(event.meta.event_id) or []},
+                        EventPublisher(settings, "dedupe"), Health("dedupe"))
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert loop.caught_up.wait(60), "the consumer never caught up"
+    finally:
+        stop.set()
+        thread.join(15)
+    assert sorted(handled) == sorted(set(ids))

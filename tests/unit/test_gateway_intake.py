@@ -9,6 +9,8 @@ from services.gateway.intake import (
     MAX_FIELD_CHARS,
     PayloadError,
     confirmation_from_payload,
+    delivery_id,
+    delivery_uuid,
     feedback_from_payload,
     ticket_from_payload,
     verify_signature,
@@ -95,3 +97,18 @@ def test_a_confirmation_payload_keeps_its_four_fields_only():
 def test_unusable_confirmations_are_refused_with_a_reason(payload, message):
     with pytest.raises(PayloadError, match=message):
         confirmation_from_payload(payload)
+
+
+@pytest.mark.parametrize("value", [42, " ", "x" * 256, "line\nbreak"])
+def test_a_delivery_id_must_be_a_short_printable_string(value):
+    with pytest.raises(PayloadError, match="Idempotency-Key must be 1 to 255 printable characters"):
+        delivery_id(value, "Idempotency-Key")
+
+
+def test_a_named_delivery_maps_to_one_id_per_kind_and_tenant():
+    assert delivery_id(None, "message_id") == delivery_id("", "message_id") == ""
+    assert delivery_id(" <m1@mail> ", "message_id") == "<m1@mail>"
+    first = delivery_uuid("ticket", "acme", "<m1@mail>")
+    assert first == delivery_uuid("ticket", "acme", "<m1@mail>")
+    assert len({first, delivery_uuid("feedback", "acme", "<m1@mail>"), delivery_uuid("ticket", "globex", "<m1@mail>"),
+                delivery_uuid("ticket", "acme", "<m2@mail>")}) == 4
