@@ -227,6 +227,21 @@ def format_actions(shown: ActionsShown) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_review_page(settings: Settings, out_dir: Path) -> Path | None:
+    """The weekly review page (`supportflow report --since 1d`) of this run's topics, or None when
+    it could not be written (the demo's other results stand without it)."""
+    import io
+
+    from services.learner.cli import write_weekly_report
+
+    try:
+        write_weekly_report(settings, "1d", out_dir, out=io.StringIO())
+    except Exception as exc:  # noqa: BLE001 - a missing page is reported, not a failed demo
+        say(f"could not write the review page: {exc}")
+        return None
+    return out_dir / "index.html"
+
+
 def sample_cases() -> dict[str, ResolvedCase]:
     """The sample resolved cases by ticket id, to show what a packet's similar cases say."""
     from services.retriever.case_files import load_cases
@@ -262,6 +277,7 @@ def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: f
         panel = learner_panel(fleet.settings, len(result.records), resolved=len(result.records))
         kb_proposals = read_topic(fleet.settings, Topic.KB_PROPOSALS)
         actions = confirm_a_proposal(fleet.settings)
+        review_page = write_review_page(fleet.settings, settings.cache_dir / "demo-reports" / run_id)
     finally:
         if fleet is not None:
             fleet.stop()
@@ -280,6 +296,8 @@ def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: f
     print(format_outcomes(feedback, kb_proposals, LearnerConfig.load().knowledge.proposal_min_tickets))
     print(format_learner_panel(panel))
     print(format_actions(actions))
+    if review_page is not None:
+        print(f"The learner's review page of this run (`supportflow report` in a deployment): {review_page}")
     if json_path:
         report["simulated_feedback"] = feedback
         report["kb_proposals"] = [MessageToDict(proposal, preserving_proto_field_name=True) for proposal in kb_proposals]
