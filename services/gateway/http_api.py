@@ -132,15 +132,36 @@ class GatewayApp:
         return meta
 
 
-def serve(app: GatewayApp, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+# A client that stops sending (or never sends the body it announced) is cut off after this long,
+# instead of holding one of the server's threads for good.
+CLIENT_TIMEOUT_S = 30.0
+
+
+def serve(app: GatewayApp, port: int, host: str = "0.0.0.0", *, client_timeout_s: float = CLIENT_TIMEOUT_S) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
+        timeout = client_timeout_s  # applied to the connection's socket
+
         def do_POST(self) -> None:  # noqa: N802
-            length = int(self.headers.get("Content-Length") or 0)
+            declared = self.headers.get("Content-Length") or "0"
+            if not declared.isdigit():
+                metrics.REJECTED.labels("bad_length").inc()
+                self._reply(400, {"error": f"Content-Length must be a whole number of bytes, not {declared[:40]!r}"})
+                return
+            length = int(declared)
             if length > app.max_body_bytes:
                 metrics.REJECTED.labels("too_large").inc()
                 self._reply(413, {"error": f"body larger than {app.max_body_bytes} bytes"})
                 return
-            body = self.rfile.read(length)
+            try:
+                body = self.rfile.read(length)
+            except TimeoutError:
+                metrics.REJECTED.labels("client_timeout").inc()
+                self.close_connection = True
+                return
+            if len(body) < length:  # the client closed the connection early
+                metrics.REJECTED.labels("truncated_body").inc()
+                self.close_connection = True
+                return
             status, reply = app.handle(self.path.split("?")[0], body, self.headers.get(SIGNATURE_HEADER),
                                        self.headers.get(IDEMPOTENCY_HEADER))
             self._reply(status, reply)
