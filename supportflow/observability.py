@@ -147,6 +147,7 @@ class Health:
 
 class _OpsHandler(BaseHTTPRequestHandler):
     health: Health
+    timeout = 10.0  # seconds a client may stall before its connection is closed (probes and scrapes are quick)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if self.path.startswith("/metrics"):
