@@ -40,6 +40,9 @@ class CaseFacts:
     intent: str
     problem_statement: str
 
+    def __reduce__(self) -> tuple:  # for snapshots: the arguments, not the instance dict
+        return CaseFacts, (self.intent, self.problem_statement)
+
 
 def topic_title(intent: str) -> str:
     words = intent.replace("_", " ").strip()

@@ -46,6 +46,25 @@ def test_a_saved_learner_comes_back_with_its_positions_and_goes_on_counting(tmp_
     assert restored.kpi_rows("rho-bank") == original.kpi_rows("rho-bank")
 
 
+def test_a_ticket_record_and_case_facts_survive_the_snapshot_with_every_field():
+    import dataclasses
+    import pickle
+
+    from services.learner.knowledge import CaseFacts
+    from services.learner.kpis import BucketKey, TicketRecord
+
+    record = TicketRecord(BucketKey("acme", "faq_bounded", "eu"), ev.DECISION_REVIEW, 1.5, 0.4, decided_at=7.0,
+                          csat={ev.CSAT_LATENCY_AT_RESOLUTION: 75.0}, verdict=ev.AGENT_VERDICT_EDITED, edit_ratio=0.2,
+                          repeat_days=3, reopened=True, context_loss=True, misroute=True, hallucinated=True,
+                          kb_gap=True, resolved_by_bot=False, handle_time_s=300.0)
+    defaults = TicketRecord(record.key, record.decision, None, None)
+    assert all(getattr(record, f.name) != getattr(defaults, f.name)
+               for f in dataclasses.fields(TicketRecord) if f.name not in ("key", "decision"))  # every field set
+    assert pickle.loads(pickle.dumps(record)) == record
+    facts = CaseFacts("card_arrival", "Where is my card?")
+    assert pickle.loads(pickle.dumps(facts)) == facts
+
+
 def test_a_restored_learner_holds_its_overrides_until_the_replay_ends():
     learner = Learner.from_state(Learner(LearnerConfig.load()).export_state())
     assert learner.on_decided(decided("t1")) == []
