@@ -16,7 +16,6 @@ from typing import Iterable, Sequence
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
-
 from supportflow.summary import clip, conversation_summary, sentences
 
 from services.escalator.decision import escalation_flags
