@@ -71,16 +71,17 @@ def post_ticket(settings: Settings, payload: dict, attempts: int = 5) -> None:
 def post_to_gateway(settings: Settings, path: str, payload: dict, what: object, attempts: int = 5) -> None:
     """POST `payload` to the running gateway, signed when it has a webhook secret; its retries
     carry the same Idempotency-Key, so one that follows a lost answer is not a second event."""
-    from services.gateway.intake import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, signature
+    from services.gateway.intake import IDEMPOTENCY_HEADER, signed_headers
 
     body = json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: uuid.uuid4().hex}
-    if settings.gateway_webhook_secret:
-        headers[SIGNATURE_HEADER] = signature(settings.gateway_webhook_secret, body)
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{settings.gateway_http_port}{path}", data=body, method="POST", headers=headers,
-    )
+    key = uuid.uuid4().hex
     for attempt in range(attempts):
+        headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: key}
+        if settings.gateway_webhook_secret:
+            headers |= signed_headers(settings.gateway_webhook_secret, body)  # signed at each attempt
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{settings.gateway_http_port}{path}", data=body, method="POST", headers=headers,
+        )
         try:
             with urllib.request.urlopen(request, timeout=15) as response:
                 if response.status == 202:

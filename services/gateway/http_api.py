@@ -4,7 +4,9 @@ and ActionConfirmed.
 A 202 is returned only after the broker has acknowledged the event, so an accepted ticket is never
 lost; a rejected one gets a 4xx with the reason.
 
-With a webhook secret every request must carry its HMAC signature. An action confirmation can run
+With a webhook secret every request must carry its HMAC signature, over the time it was signed and
+the body; one signed more than five minutes before it arrives is refused, so a captured request
+cannot be replayed later. An action confirmation can run
 an action on a customer's account, so it is refused outright by a gateway without a secret: only
 the channel integration that verified the customer, holding the secret, may send one.
 
@@ -22,7 +24,7 @@ import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Callable, Mapping
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.eventbus import EventPublisher, TransientError, new_meta
@@ -33,13 +35,14 @@ from services.gateway import metrics
 from services.gateway.intake import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
     PayloadError,
     confirmation_from_payload,
     delivery_id,
     delivery_uuid,
     feedback_from_payload,
+    signature_problem,
     ticket_from_payload,
-    verify_signature,
 )
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,8 @@ class GatewayApp:
         self.max_body_bytes = max_body_bytes
         self._lock = threading.Lock()  # one flush at a time keeps acknowledgements per request exact
 
-    def handle(self, path: str, body: bytes, signature: str | None, idempotency_key: str | None = None) -> tuple[int, dict]:
+    def handle(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict]:
+        """Answer one POST: `headers` are the request's (a case-insensitive mapping, as http.server gives)."""
         routes: dict[str, Callable[[object, str], tuple[int, dict]]] = {
             "/v1/tickets": self._accept_ticket,
             "/v1/feedback": self._accept_feedback,
@@ -70,16 +74,18 @@ class GatewayApp:
             metrics.REJECTED.labels("confirmation_unsigned").inc()
             return 403, {"error": "this gateway has no webhook secret (SUPPORTFLOW_GATEWAY_WEBHOOK_SECRET), and "
                                   "an action confirmation must come signed from the channel that verified the customer"}
-        if self._secret and not verify_signature(self._secret, body, signature):
+        problem = self._secret and signature_problem(self._secret, body, headers.get(SIGNATURE_HEADER),
+                                                     headers.get(TIMESTAMP_HEADER))
+        if problem:
             metrics.REJECTED.labels("bad_signature").inc()
-            return 401, {"error": f"missing or invalid {SIGNATURE_HEADER}"}
+            return 401, {"error": problem}
         try:
             payload = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             metrics.REJECTED.labels("bad_json").inc()
             return 400, {"error": f"body is not UTF-8 JSON: {exc}"}
         try:
-            return route(payload, delivery_id(idempotency_key, IDEMPOTENCY_HEADER))
+            return route(payload, delivery_id(headers.get(IDEMPOTENCY_HEADER), IDEMPOTENCY_HEADER))
         except PayloadError as exc:
             metrics.REJECTED.labels("invalid_payload").inc()
             return 422, {"error": str(exc)}
@@ -162,8 +168,7 @@ def serve(app: GatewayApp, port: int, host: str = "0.0.0.0", *, client_timeout_s
                 metrics.REJECTED.labels("truncated_body").inc()
                 self.close_connection = True
                 return
-            status, reply = app.handle(self.path.split("?")[0], body, self.headers.get(SIGNATURE_HEADER),
-                                       self.headers.get(IDEMPOTENCY_HEADER))
+            status, reply = app.handle(self.path.split("?")[0], body, self.headers)
             self._reply(status, reply)
 
         def _reply(self, status: int, reply: dict) -> None:

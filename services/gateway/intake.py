@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 import uuid
 from typing import Any
 
@@ -43,22 +44,41 @@ class PayloadError(ValueError):
 
 
 SIGNATURE_HEADER = "X-Supportflow-Signature"
+# When the sender signed (Unix seconds): part of what is signed, so a captured request cannot be
+# replayed once SIGNATURE_TOLERANCE_S has passed.
+TIMESTAMP_HEADER = "X-Supportflow-Timestamp"
+SIGNATURE_TOLERANCE_S = 300
 # A sender's id for one delivery, so that its retries are recognised: the header on any request,
 # or a ticket payload's `message_id` (an email's Message-ID, a chat message's id).
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_DELIVERY_ID_CHARS = 255
 
 
-def signature(secret: str, body: bytes) -> str:
-    """The `X-Supportflow-Signature` value of a body: `sha256=<hex HMAC>`."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """The `X-Supportflow-Signature` value of a body sent at `timestamp` (the
+    `X-Supportflow-Timestamp` value): `sha256=<hex HMAC of "<timestamp>." + body>`."""
+    return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def verify_signature(secret: str, body: bytes, signature_header: str | None) -> bool:
-    """Check `sha256=<hex>` HMAC of the raw body, in constant time."""
+def signed_headers(secret: str, body: bytes, now: float | None = None) -> dict[str, str]:
+    """The two headers a sender adds to sign `body` now."""
+    timestamp = str(int(time.time() if now is None else now))
+    return {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: signature(secret, timestamp, body)}
+
+
+def signature_problem(secret: str, body: bytes, signature_header: str | None, timestamp_header: str | None,
+                      now: float | None = None) -> str:
+    """Why a request's signature does not hold ("" when it does): the HMAC of its timestamp and
+    raw body, compared in constant time, and a timestamp within SIGNATURE_TOLERANCE_S of `now`."""
     if not signature_header or not signature_header.startswith("sha256="):
-        return False
-    return hmac.compare_digest(signature(secret, body), signature_header)
+        return f"missing or malformed {SIGNATURE_HEADER}"
+    if not timestamp_header or not timestamp_header.isdigit():
+        return f"missing or malformed {TIMESTAMP_HEADER} (Unix seconds)"
+    if not hmac.compare_digest(signature(secret, timestamp_header, body), signature_header):
+        return f"{SIGNATURE_HEADER} does not match the body and timestamp"
+    if abs((time.time() if now is None else now) - int(timestamp_header)) > SIGNATURE_TOLERANCE_S:
+        return f"{TIMESTAMP_HEADER} is more than {SIGNATURE_TOLERANCE_S} s from the gateway's clock"
+    return ""
 
 
 def delivery_id(value: object, name: str) -> str:

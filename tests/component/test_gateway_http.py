@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -11,7 +12,7 @@ from supportflow.eventbus import ConsumerLoop, EventPublisher, decode, ensure_to
 from supportflow.observability import Health
 from supportflow.topics import Topic
 from services.gateway.http_api import GatewayApp, serve
-from services.gateway.intake import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, signature
+from services.gateway.intake import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signed_headers
 from tests.kafka_helpers import read_all
 
 pytestmark = pytest.mark.infra
@@ -66,11 +67,14 @@ def test_a_signed_gateway_publishes_signed_confirmations_only(settings):
     body = json.dumps(CONFIRMATION).encode()
     try:
         assert post(port, "/v1/actions/confirm", body)[0] == 401
-        assert post(port, "/v1/actions/confirm", body, {SIGNATURE_HEADER: signature("wrong", body)})[0] == 401
-        assert post(port, "/v1/actions/confirm", body, {SIGNATURE_HEADER: signature("s3cret", body)}) == (
+        assert post(port, "/v1/actions/confirm", body, signed_headers("wrong", body))[0] == 401
+        stale = signed_headers("s3cret", body, now=time.time() - 600)  # a captured request, replayed later
+        status, reply = post(port, "/v1/actions/confirm", body, stale)
+        assert status == 401 and TIMESTAMP_HEADER in reply["error"]
+        assert post(port, "/v1/actions/confirm", body, signed_headers("s3cret", body)) == (
             202, {"ticket_id": "T-9", "proposal_id": "p-1"})
         incomplete = json.dumps({"proposal_id": "p-2"}).encode()
-        assert post(port, "/v1/actions/confirm", incomplete, {SIGNATURE_HEADER: signature("s3cret", incomplete)})[0] == 422
+        assert post(port, "/v1/actions/confirm", incomplete, signed_headers("s3cret", incomplete))[0] == 422
     finally:
         server.shutdown()
     [confirmed] = read_all(settings, Topic.ACTIONS_CONFIRMED.name_in(settings.topic_prefix), expected=1)
@@ -81,8 +85,8 @@ def test_a_signed_gateway_publishes_signed_confirmations_only(settings):
 
 def test_a_signed_gateway_refuses_unsigned_webhooks(settings):
     app = GatewayApp(EventPublisher(settings, "gateway"), default_tenant="t", webhook_secret="s3cret", max_body_bytes=10_000)
-    status, reply = app.handle("/v1/tickets", b'{"body": "hi"}', None)
-    assert status == 401 and "Signature" in reply["error"]
+    status, reply = app.handle("/v1/tickets", b'{"body": "hi"}', {})
+    assert status == 401 and SIGNATURE_HEADER in reply["error"]
 
 
 def test_a_retried_delivery_is_handled_once_downstream(settings):

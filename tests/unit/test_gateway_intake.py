@@ -11,9 +11,12 @@ from services.gateway.intake import (
     confirmation_from_payload,
     delivery_id,
     delivery_uuid,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
     feedback_from_payload,
+    signature_problem,
+    signed_headers,
     ticket_from_payload,
-    verify_signature,
 )
 
 
@@ -59,13 +62,21 @@ def test_huge_text_is_cut_and_nul_bytes_removed():
     assert ticket.body.startswith("abx")
 
 
-def test_signatures_are_checked_against_the_raw_body():
-    body = b'{"body": "hi"}'
-    good = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-    assert verify_signature("s3cret", body, good)
-    assert not verify_signature("s3cret", body + b" ", good)
-    assert not verify_signature("s3cret", body, None)
-    assert not verify_signature("other", body, good)
+def test_a_signature_covers_the_timestamp_and_the_raw_body():
+    body, now = b'{"body": "hi"}', 1_800_000_000
+    headers = signed_headers("s3cret", body, now=now)
+    stamp, good = headers[TIMESTAMP_HEADER], headers[SIGNATURE_HEADER]
+    assert stamp == str(now)
+    assert good == "sha256=" + hmac.new(b"s3cret", f"{now}.".encode() + body, hashlib.sha256).hexdigest()
+    assert signature_problem("s3cret", body, good, stamp, now=now + 299) == ""
+    assert "does not match" in signature_problem("s3cret", body + b" ", good, stamp, now=now)
+    assert "does not match" in signature_problem("s3cret", body, good, str(now + 1), now=now)  # a re-stamped replay
+    assert "does not match" in signature_problem("other", body, good, stamp, now=now)
+    assert "more than 300 s" in signature_problem("s3cret", body, good, stamp, now=now + 301)  # a late replay
+    assert "more than 300 s" in signature_problem("s3cret", body, good, stamp, now=now - 301)
+    assert "missing or malformed X-Supportflow-Signature" in signature_problem("s3cret", body, None, stamp, now=now)
+    assert "missing or malformed X-Supportflow-Timestamp" in signature_problem("s3cret", body, good, None, now=now)
+    assert "missing or malformed X-Supportflow-Timestamp" in signature_problem("s3cret", body, good, "soon", now=now)
 
 
 def test_feedback_kinds_map_to_the_contract():
