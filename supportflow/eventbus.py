@@ -276,6 +276,11 @@ class DeadLetterBudget:
                 raise DeadLetterBudgetExceeded(f"{ratio:.0%} of the last {len(self._recent)} messages dead-lettered")
 
 
+# Messages read back at assignment to refill the recent event ids, over all assigned partitions:
+# a sender's retry comes within minutes, and this bounds what a restart reads (whole messages).
+RECENT_READ_BACK = 5_000
+
+
 class _RecentIds:
     """Event ids seen lately, to skip redeliveries cheaply."""
 
@@ -304,6 +309,10 @@ class ConsumerLoop:
     thread at a time so one ticket's events keep their order; the batch is still published and
     acknowledged before its offsets are committed. For handlers that wait on other services (the
     drafter waits on the retriever) or release the GIL (model inference); they must be thread-safe.
+
+    Event ids already handled are skipped (a redelivery, a sender's retry published again). The
+    memory of them is refilled at each assignment from the messages just before the group's
+    committed offsets, so a repeat that arrives after a restart or a rebalance is skipped too.
 
     For state saved with the positions it was read up to (the learner's snapshots): `start_at`
     gives the offset to start each (physical topic, partition) at, instead of the group's committed
@@ -405,7 +414,50 @@ class ConsumerLoop:
             for tp in partitions:
                 tp.offset = self._positions.get((tp.topic, tp.partition), tp.offset)
             consumer.assign(partitions)
+        elif self._commits and partitions:
+            self._remember_handled(consumer, partitions)
         self._assigned.set()
+
+    def _remember_handled(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Fill the recent event ids with those of the messages just before each assigned
+        partition's committed offset, which this group has handled: a repeat of one of them that
+        arrives after a restart or a rebalance (a sender's retried delivery) is skipped too. Reads
+        headers only; a failure costs the memory, not the consumer."""
+        per_partition = max(1, RECENT_READ_BACK // len(partitions))
+        reader = None
+        found = 0
+        try:
+            ranges, ends = [], {}
+            for tp in consumer.committed(partitions, timeout=10):
+                if tp.offset <= 0:  # nothing committed yet (OFFSET_INVALID is negative)
+                    continue
+                low, _ = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+                if max(low, tp.offset - per_partition) < tp.offset:
+                    ranges.append(TopicPartition(tp.topic, tp.partition, max(low, tp.offset - per_partition)))
+                    ends[(tp.topic, tp.partition)] = tp.offset
+            if not ranges:
+                return
+            reader = Consumer(kafka_config(self._settings) | {
+                "group.id": f"{self.group_id}-recent-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False})
+            reader.assign(ranges)
+            deadline = time.monotonic() + 30
+            while ends and time.monotonic() < deadline:
+                for message in reader.consume(num_messages=1000, timeout=0.5):
+                    where = (message.topic(), message.partition())
+                    if message.error() or where not in ends:
+                        continue
+                    if message.offset() < ends[where] and (event_id := header(message, H_EVENT_ID)):
+                        with self._bookkeeping:
+                            self._recent.add(event_id)
+                        found += 1
+                    if message.offset() + 1 >= ends[where]:
+                        del ends[where]
+        except KafkaException as exc:
+            log.warning("recent event ids not read back", extra={"fields": {"error": str(exc)}})
+        finally:
+            if reader is not None:
+                reader.close()
+        log.info("recent event ids read back", extra={"fields": {"event_ids": found}})
 
     def _next_batch(self) -> list[KafkaMessage]:
         first = self._consumer.poll(0.2)

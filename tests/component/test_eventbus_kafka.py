@@ -121,6 +121,34 @@ def test_offsets_are_committed_only_after_outputs_and_nothing_is_reprocessed(set
     assert [e.ticket.ticket_id for e in seen] == ["t-new"]
 
 
+def test_a_repeat_that_arrives_after_a_restart_is_still_skipped(settings):
+    """A restarted consumer reads back the event ids its group had handled: a sender's retry of an
+    event handled before the restart (the same event id, published again) is skipped."""
+    ensure_topics(settings)
+    publisher = EventPublisher(settings, "test")
+    earlier = [ticket_event(f"r-{index}") for index in range(4)]
+    for event in earlier:
+        publisher.publish(Topic.TICKETS_RECEIVED, event.ticket.ticket_id, event)
+    publisher.flush()
+    group = f"{settings.topic_prefix}restarted"
+    handled = []
+    loop, stop, thread = start_loop(settings, lambda e: handled.append(e.meta.event_id) or [], group=group)
+    assert loop.caught_up.wait(30)
+    stop.set()
+    thread.join(15)
+    assert handled == [e.meta.event_id for e in earlier]
+
+    retried, new = earlier[1], ticket_event("r-new")
+    publisher.publish(Topic.TICKETS_RECEIVED, retried.ticket.ticket_id, retried)
+    publisher.publish(Topic.TICKETS_RECEIVED, new.ticket.ticket_id, new)
+    publisher.flush()
+    loop, stop, thread = start_loop(settings, lambda e: handled.append(e.meta.event_id) or [], group=group)
+    assert loop.caught_up.wait(30)
+    stop.set()
+    thread.join(15)
+    assert handled[len(earlier):] == [new.meta.event_id]
+
+
 def test_transient_failures_are_retried_then_processed_once(settings):
     ensure_topics(settings)
     publisher = EventPublisher(settings, "test")
