@@ -421,8 +421,9 @@ class ConsumerLoop:
     def _remember_handled(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Fill the recent event ids with those of the messages just before each assigned
         partition's committed offset, which this group has handled: a repeat of one of them that
-        arrives after a restart or a rebalance (a sender's retried delivery) is skipped too. Reads
-        headers only; a failure costs the memory, not the consumer."""
+        arrives after a restart or a rebalance (a sender's retried delivery) is skipped too. Only
+        the event-id header is read, nothing is decoded; a failure costs the memory, not the
+        consumer."""
         per_partition = max(1, RECENT_READ_BACK // len(partitions))
         reader = None
         found = 0
