@@ -16,7 +16,9 @@ from supportflow import observability
 from supportflow.devinfra.tools import ToolUnavailable, ensure_promtool
 from supportflow.settings import Settings
 
+from services.classifier import metrics as classifier_metrics
 from services.escalator import metrics as escalator_metrics
+from services.gateway import metrics as gateway_metrics
 from services.learner import metrics as learner_metrics
 from services.learner.kpis import KPI_NAMES
 
@@ -64,7 +66,8 @@ def _exposed(module: ModuleType) -> set[str]:
     return names
 
 
-EXPOSED = set(learner_metrics.metric_names()) | _exposed(escalator_metrics) | _exposed(observability)
+EXPOSED = (set(learner_metrics.metric_names()) | _exposed(escalator_metrics) | _exposed(classifier_metrics)
+           | _exposed(gateway_metrics) | _exposed(observability))
 
 
 def _dashboard_expressions() -> list[str]:
