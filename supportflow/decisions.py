@@ -14,7 +14,7 @@ from google.protobuf.json_format import MessageToDict
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.eventbus import InvalidEvent, decode, kafka_config
+from supportflow.eventbus import InvalidEvent, decode, kafka_config, read_ranges
 from supportflow.settings import Settings
 from supportflow.topics import DECISION_TOPICS, Topic
 
@@ -185,7 +185,7 @@ def read_history(settings: Settings, topics: Iterable[Topic], since_ms: int, tim
 
     by_name = {t.name_in(settings.topic_prefix): t for t in topics}
     consumer = Consumer(kafka_config(settings) | {"group.id": f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False})
-    events: list[tuple[Topic, object]] = []
+    ranges = {}
     try:
         partitions = []
         for name in by_name:
@@ -193,28 +193,20 @@ def read_history(settings: Settings, topics: Iterable[Topic], since_ms: int, tim
             if metadata is None or metadata.error is not None:
                 continue
             partitions += [TopicPartition(name, p, since_ms) for p in metadata.partitions]
-        starts = consumer.offsets_for_times(partitions, timeout=10) if partitions else []
-        ends = {}
-        for tp in starts:
+        for tp in consumer.offsets_for_times(partitions, timeout=10) if partitions else []:
             _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
-            if tp.offset >= 0 and tp.offset < high:
-                ends[(tp.topic, tp.partition)] = high
-        limits = dict(ends)
-        consumer.assign([tp for tp in starts if (tp.topic, tp.partition) in ends])
-        deadline = time.monotonic() + timeout_s
-        while ends and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            key = (message.topic(), message.partition())
-            if message.offset() >= limits[key]:
-                continue
-            if message.offset() == limits[key] - 1:
-                ends.pop(key, None)
-            try:
-                events.append((by_name[message.topic()], decode(by_name[message.topic()], message)))
-            except InvalidEvent:
-                continue
+            if tp.offset >= 0:  # negative: nothing that recent
+                ranges[(tp.topic, tp.partition)] = (tp.offset, high)
     finally:
         consumer.close()
+    events: list[tuple[Topic, object]] = []
+
+    def keep(message) -> None:  # type: ignore[no-untyped-def]
+        topic = by_name[message.topic()]
+        try:
+            events.append((topic, decode(topic, message)))
+        except InvalidEvent:
+            pass
+
+    read_ranges(settings, ranges, keep, deadline_s=timeout_s)
     return events

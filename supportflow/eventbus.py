@@ -185,6 +185,44 @@ def header(message: KafkaMessage, name: str) -> str | None:
     return None
 
 
+def read_ranges(
+    settings: Settings,
+    ranges: Mapping[tuple[str, int], tuple[int, int]],
+    on_message: Callable[[KafkaMessage], None],
+    *,
+    deadline_s: float,
+) -> set[tuple[str, int]]:
+    """Hand every message of each (physical topic, partition) from its start offset up to, not
+    including, its end offset to `on_message`, in partition order, without joining a group or
+    committing; returns the ranges still unfinished when `deadline_s` ran out (an empty set when
+    all were read). Raises KafkaException when Kafka cannot serve them."""
+    pending = {where: end for where, (start, end) in ranges.items() if start < end}
+    if not pending:
+        return set()
+    reader = Consumer(kafka_config(settings) | {"group.id": f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    try:
+        reader.assign([TopicPartition(topic, partition, ranges[(topic, partition)][0]) for topic, partition in pending])
+        deadline = time.monotonic() + deadline_s
+        while pending and time.monotonic() < deadline:
+            for message in reader.consume(num_messages=500, timeout=min(0.5, max(deadline - time.monotonic(), 0.01))):
+                if message.error() is not None:
+                    if message.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("reading a range: consumer error", extra={"fields": {"error": str(message.error())}})
+                    continue
+                where = (message.topic(), message.partition())
+                end = pending.get(where)
+                if end is None:
+                    continue
+                if message.offset() < end:
+                    on_message(message)
+                if message.offset() + 1 >= end:
+                    del pending[where]
+                    reader.pause([TopicPartition(*where)])  # what follows is not ours
+    finally:
+        reader.close()
+    return set(pending)
+
+
 def decode(topic: Topic, message: KafkaMessage) -> Message:
     """Parse a record into the topic's message type, or raise InvalidEvent saying why not."""
     declared = header(message, H_MESSAGE_TYPE)
@@ -425,40 +463,27 @@ class ConsumerLoop:
         the event-id header is read, nothing is decoded; a failure costs the memory, not the
         consumer."""
         per_partition = max(1, RECENT_READ_BACK // len(partitions))
-        reader = None
         found = 0
+
+        def remember(message: KafkaMessage) -> None:
+            nonlocal found
+            event_id = header(message, H_EVENT_ID)
+            if event_id:
+                with self._bookkeeping:
+                    self._recent.add(event_id)
+                found += 1
+
         try:
-            ranges, ends = [], {}
+            ranges = {}
             for tp in consumer.committed(partitions, timeout=10):
-                if tp.offset <= 0:  # nothing committed yet (OFFSET_INVALID is negative)
-                    continue
-                low, _ = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-                if max(low, tp.offset - per_partition) < tp.offset:
-                    ranges.append(TopicPartition(tp.topic, tp.partition, max(low, tp.offset - per_partition)))
-                    ends[(tp.topic, tp.partition)] = tp.offset
-            if not ranges:
-                return
-            reader = Consumer(kafka_config(self._settings) | {
-                "group.id": f"{self.group_id}-recent-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False})
-            reader.assign(ranges)
-            deadline = time.monotonic() + 30
-            while ends and time.monotonic() < deadline:
-                for message in reader.consume(num_messages=1000, timeout=0.5):
-                    where = (message.topic(), message.partition())
-                    if message.error() or where not in ends:
-                        continue
-                    if message.offset() < ends[where] and (event_id := header(message, H_EVENT_ID)):
-                        with self._bookkeeping:
-                            self._recent.add(event_id)
-                        found += 1
-                    if message.offset() + 1 >= ends[where]:
-                        del ends[where]
+                if tp.offset > 0:  # nothing committed yet: OFFSET_INVALID is negative
+                    low, _ = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+                    ranges[(tp.topic, tp.partition)] = (max(low, tp.offset - per_partition), tp.offset)
+            read_ranges(self._settings, ranges, remember, deadline_s=30)
         except KafkaException as exc:
             log.warning("recent event ids not read back", extra={"fields": {"error": str(exc)}})
-        finally:
-            if reader is not None:
-                reader.close()
-        log.info("recent event ids read back", extra={"fields": {"event_ids": found}})
+        if found:
+            log.info("recent event ids read back", extra={"fields": {"event_ids": found}})
 
     def _next_batch(self) -> list[KafkaMessage]:
         first = self._consumer.poll(0.2)

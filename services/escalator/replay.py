@@ -26,10 +26,10 @@ import logging
 import time
 from typing import Callable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from supportflow.contracts.v1 import events_pb2 as ev
-from supportflow.eventbus import InvalidEvent, decode, kafka_config
+from supportflow.eventbus import InvalidEvent, decode, kafka_config, read_ranges
 from supportflow.settings import Settings
 from supportflow.topics import Topic
 
@@ -93,35 +93,25 @@ def _replay(
 
     counted = 0
     fields = {"topic": topic}
+
+    def count_event(message) -> None:  # type: ignore[no-untyped-def]
+        nonlocal counted
+        try:
+            count(decode(topic_id, message))
+            counted += 1
+        except InvalidEvent:
+            pass  # the consumer loop dead-lettered it when it first came, or never emitted it
+
     try:
-        ranges = _ranges(consumer, topic, int((now() - replay_s) * 1000), remaining, to_committed=to_committed)
-        if ranges:
-            consumer.assign([TopicPartition(topic, partition, start) for partition, (start, _) in ranges.items()])
-        pending = set(ranges)
-        while pending and remaining() > 0:
-            message = consumer.poll(min(0.5, max(remaining(), 0.01)))
-            if message is None:
-                continue
-            if message.error() is not None:
-                if message.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("replay: consumer error", extra={"fields": fields | {"error": str(message.error())}})
-                continue
-            partition, offset = message.partition(), message.offset()
-            if partition not in pending:
-                continue
-            end = ranges[partition][1]
-            if offset < end:
-                try:
-                    count(decode(topic_id, message))
-                    counted += 1
-                except InvalidEvent:
-                    pass  # the consumer loop dead-lettered it when it first came, or never emitted it
-            if offset + 1 >= end:
-                pending.discard(partition)
-                consumer.pause([TopicPartition(topic, partition)])  # what follows is the loop's
-        if pending:
+        try:
+            ranges = _ranges(consumer, topic, int((now() - replay_s) * 1000), remaining, to_committed=to_committed)
+        finally:
+            consumer.close()
+        left = read_ranges(settings, {(topic, partition): span for partition, span in ranges.items()}, count_event,
+                           deadline_s=max(remaining(), 0.0))
+        if left:
             log.warning("replay stopped at its deadline", extra={"fields": fields | {
-                "counted": counted, "partitions_left": len(pending), "deadline_s": deadline_s}})
+                "counted": counted, "partitions_left": len(left), "deadline_s": deadline_s}})
         else:
             log.info("replayed", extra={"fields": fields | {
                 "events": counted, "seconds": round(time.monotonic() - started, 2)}})
@@ -129,8 +119,6 @@ def _replay(
         # Kafka could not say what to replay: start with the memory as far as it got (an empty one
         # is what every start had before the replays existed), never fail the start.
         log.warning("not replayed", extra={"fields": fields | {"error": str(exc), "counted": counted}})
-    finally:
-        consumer.close()
     return counted
 
 
