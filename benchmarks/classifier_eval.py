@@ -1,7 +1,8 @@
 """Stratified k-fold cross-validation of the intent model on a labeled CSV (default: Banking77).
 
-Prints accuracy, macro-F1, expected calibration error (15 equal-width bins), and the selective
-accuracy and coverage of predictions at or above a confidence threshold (default 0.7). Every fold
+Prints accuracy, macro-F1, expected calibration error (15 equal-width bins; also before the model
+held the confidences it cannot back under the routing threshold), and the selective accuracy and
+coverage of predictions at or above a confidence threshold (default 0.7). Every fold
 trains the full recipe, inner calibration included, on the other folds only, so no number here
 has seen its own rows. Only the train split is read: the Banking77 test split is withheld.
 
@@ -78,11 +79,20 @@ def main(argv: list[str] | None = None) -> int:
     summary = result.summary(threshold=args.threshold)
     print(f"accuracy            {summary['accuracy']:.4f}")
     print(f"macro_f1            {summary['macro_f1']:.4f}")
-    print(f"ece_15_bins         {summary['ece']:.4f}")
+    print(f"ece_15_bins         {summary['ece']:.4f}  (before holding: {summary['ece_before_holding']:.4f})")
     print(
         f"selective_accuracy  {summary['selective_accuracy']:.4f}  (confidence >= {args.threshold})"
     )
     print(f"coverage            {summary['coverage']:.4f}")
+    print(
+        f"before holding      {summary['selective_accuracy_before_holding']:.4f} at coverage "
+        f"{summary['coverage_before_holding']:.4f}"
+    )
+    cuts = ", ".join("none" if c is None else f"{c:.3f}" for c in summary["confidence_cuts"])
+    print(
+        f"held                {summary['held_from_threshold_share']:.4f}  (calibrated at or above "
+        f"{args.threshold}, held under it: below each fold's cut, {cuts})"
+    )
     fast_accuracy = summary["fast_path_accuracy"]
     print(
         f"fast_path_share     {summary['fast_path_share']:.4f}  (answered by n-grams alone, "

@@ -12,14 +12,16 @@ class Prediction:
     top_k: list[tuple[str, float]]
     encoded: bool = True
     second_opinion: bool = False
+    calibrated: float | None = None
 
 
 class FixedModel:
     """Predicts the same ranked intents for every text."""
 
-    def __init__(self, top: list[tuple[str, float]], version: str = "stub-fixed") -> None:
+    def __init__(self, top: list[tuple[str, float]], version: str = "stub-fixed", calibrated: float | None = None) -> None:
         self.top = top
         self.version = version
+        self.calibrated = calibrated  # set: the top confidence was held down from this
 
     def predict(self, texts: list[str], *, second_opinion_allowed: list[bool] | None = None) -> list[Prediction]:
-        return [Prediction(self.top[0][0], self.top[0][1], list(self.top)) for _ in texts]
+        return [Prediction(self.top[0][0], self.top[0][1], list(self.top), calibrated=self.calibrated) for _ in texts]

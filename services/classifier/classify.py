@@ -36,6 +36,7 @@ class IntentPrediction(Protocol):
     top_k: Sequence[tuple[str, float]]
     encoded: bool  # False when the model's n-gram fast path answered without the encoder
     second_opinion: bool  # True when the model's second encoder was consulted too
+    calibrated: float | None  # the calibrated probability of `intent`: above `confidence` if held
 
 
 class HardCaseAssist(Protocol):
@@ -123,9 +124,9 @@ def _classification(
     if customer.outcome == ERROR:
         flags.add(input_guard.TIER_FALLBACK)
 
-    intent, confidence, top_intents = "", 0.0, []
+    intent, confidence, calibrated, top_intents = "", 0.0, None, []
     if prediction is not None:
-        intent, confidence = prediction.intent, float(prediction.confidence)
+        intent, confidence, calibrated = prediction.intent, float(prediction.confidence), prediction.calibrated
         top_intents = [(name, float(probability)) for name, probability in prediction.top_k[:TOP_INTENTS]]
         hard = confidence < policy.confidence_threshold and not flags & _NEVER_ASSISTED
         refinement = assist.refine(ticket, [name for name, _ in top_intents]) if assist and hard else None
@@ -133,7 +134,7 @@ def _classification(
             flags.add(input_guard.CLAUDE_ASSISTED)
             if refinement.intent and refinement.intent != intent:
                 # The model's own probability of Claude's pick: still low, so still routed to review.
-                intent, confidence = refinement.intent, dict(top_intents)[refinement.intent]
+                intent, confidence, calibrated = refinement.intent, dict(top_intents)[refinement.intent], None
             for name in TEXT_FIELDS:
                 if getattr(refinement, name) and not getattr(normalized, name):
                     setattr(normalized, name, getattr(refinement, name))
@@ -158,6 +159,7 @@ def _classification(
             input_flags=input_flags,
             language=normalized.language,
             injection_styles=reading.injection_styles,
+            calibrated_confidence=calibrated,
         ),
         policy,
     )

@@ -45,7 +45,7 @@ INPUT_FLAGS = (
 
 # What the classifier reads of one text field: all that any model is shown of it, so the injection
 # scan sees everything a model could obey. Far beyond what a problem statement needs (the intent
-# model reads ~1,000 characters).
+# model reads 400 characters).
 MAX_TEXT_CHARS = TICKET_CHARS_SHOWN
 # Above this share of unreadable characters (control bytes, replacement characters) the field is
 # binary data pasted as text, not a message with a few stray bytes.

@@ -156,6 +156,7 @@ _SCRIPTS = (
     ("ja", 0x3040, 0x30FF),
     ("zh", 0x4E00, 0x9FFF),
 )
+_FIRST_SCRIPT_CODE = min(low for _, low, _ in _SCRIPTS)
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
 
 
@@ -171,8 +172,10 @@ def detect_language(text: str) -> DetectedLanguage:
     if not letters:
         return DetectedLanguage(UNDETERMINED_LANGUAGE, False)
     script_counts: dict[str, int] = {}
-    for char in letters:
+    for char in letters if not text.isascii() else ():  # every script here lies above ASCII
         code = ord(char)
+        if code < _FIRST_SCRIPT_CODE:
+            continue
         for language, low, high in _SCRIPTS:
             if low <= code <= high:
                 script_counts[language] = script_counts.get(language, 0) + 1

@@ -279,6 +279,8 @@ class RoutingFacts:
     input_flags: Sequence[str]
     language: str = "en"
     injection_styles: Sequence[str] = ()
+    # The intent model's calibrated probability, when it held `confidence` under the threshold.
+    calibrated_confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -324,10 +326,13 @@ def decide_route(facts: RoutingFacts, policy: RoutingPolicy) -> RouteDecision:
             tk.ROUTE_ASK_FOLLOW_UP, f"no readable text ({', '.join(facts.input_flags) or 'empty'}): ask the customer to describe the problem"
         )
     if facts.confidence < policy.confidence_threshold:
-        return RouteDecision(
-            tk.ROUTE_DRAFT_FOR_REVIEW,
-            f"confidence {facts.confidence:.3f} in {facts.intent} is below the threshold {policy.confidence_threshold:.2f}",
-        )
+        reason = f"confidence {facts.confidence:.3f} in {facts.intent} is below the threshold {policy.confidence_threshold:.2f}"
+        if facts.calibrated_confidence is not None and facts.calibrated_confidence > facts.confidence:
+            reason += (
+                f" (held there from a calibrated {facts.calibrated_confidence:.3f}: the model's answers that sure"
+                " were not right often enough to automate)"
+            )
+        return RouteDecision(tk.ROUTE_DRAFT_FOR_REVIEW, reason)
     if facts.missing_identifiers:
         return RouteDecision(
             tk.ROUTE_ASK_FOLLOW_UP, f"{facts.intent} needs one of: {', '.join(facts.missing_identifiers)}"

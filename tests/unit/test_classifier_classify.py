@@ -11,7 +11,7 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import InvalidEvent, new_meta
 from supportflow.topics import Topic
-from tests.intent_stubs import Prediction
+from tests.intent_stubs import FixedModel, Prediction
 
 from services.classifier import input_guard, metrics
 from services.classifier.classify import classify_batch, classify_ticket
@@ -105,6 +105,14 @@ def test_low_confidence_goes_to_review() -> None:
     _, c = classify("What exchange rate do you use?", model=KeywordModel(confidence=0.5))
     assert c.route == tk.ROUTE_DRAFT_FOR_REVIEW
     assert "below the threshold" in c.route_reason
+
+
+def test_a_held_confidence_reaches_the_route_reason() -> None:
+    held = FixedModel([("exchange_rate", 0.66), ("exchange_charge", 0.2)], calibrated=0.88)
+    _, c = classify("What exchange rate do you use?", model=held)
+    assert c.route == tk.ROUTE_DRAFT_FOR_REVIEW
+    assert c.confidence == pytest.approx(0.66)
+    assert "held there from a calibrated 0.880" in c.route_reason
 
 
 def test_an_always_escalate_intent_is_escalated_with_high_urgency() -> None:

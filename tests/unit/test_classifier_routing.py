@@ -61,6 +61,15 @@ def test_below_the_confidence_threshold_an_agent_reviews() -> None:
     assert at.route == tk.ROUTE_AUTO_RESPOND
 
 
+def test_a_held_confidence_says_what_it_was_held_from() -> None:
+    held = decide_route(facts(confidence=0.684, calibrated_confidence=0.862), POLICY)
+    plain = decide_route(facts(confidence=0.684, calibrated_confidence=0.684), POLICY)
+
+    assert held.route == plain.route == tk.ROUTE_DRAFT_FOR_REVIEW
+    assert "held there from a calibrated 0.862" in held.reason
+    assert "held" not in plain.reason
+
+
 def test_the_threshold_comes_from_the_policy() -> None:
     strict = parse_policy(POLICY_DOC | {"confidence_threshold": 0.95})
     assert decide_route(facts(confidence=0.93), strict).route == tk.ROUTE_DRAFT_FOR_REVIEW

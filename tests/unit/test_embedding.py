@@ -145,6 +145,24 @@ def test_batching_keeps_input_order(backend):
     np.testing.assert_allclose(backend.encode(MIXED_TEXTS, batch_size=2), one_by_one, atol=1e-5)
 
 
+def test_length_buckets_pad_little_and_cover_every_text_once():
+    lengths = [12, 90, 13, 14, 128, 11, 15, 16, 40, 12, 12, 12, 12, 12, 12, 12]
+    buckets = embedding._length_buckets(lengths, batch_size=8)
+    assert sorted(i for bucket in buckets for i in bucket) == list(range(len(lengths)))
+    assert all(1 <= len(bucket) <= 8 for bucket in buckets)
+    for bucket in buckets:  # a long text never pads a bucket of short ones
+        shortest, longest = min(lengths[i] for i in bucket), max(lengths[i] for i in bucket)
+        assert longest <= 1.25 * shortest + 2
+    assert [lengths[i] for i in buckets[-1]] == [128]
+    assert embedding._length_buckets([], 8) == []
+
+
+def test_mixed_lengths_in_one_call_match_one_by_one(backend):
+    texts = ["hi", "my card was swallowed by the ATM and now I cannot pay rent " * 3, "pin?", "where is my card"] * 3
+    one_by_one = np.vstack([backend.encode([t]) for t in texts])
+    np.testing.assert_allclose(backend.encode(texts), one_by_one, atol=1e-5)
+
+
 def test_empty_input_and_bad_arguments(backend):
     assert backend.encode([]).shape == (0, backend.dim)
     with pytest.raises(TypeError):

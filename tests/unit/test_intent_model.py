@@ -118,6 +118,7 @@ def test_save_load_round_trip_is_identical(trained, encoder):
     assert loaded.predict(texts) == model.predict(texts)
     assert loaded.labels == model.labels
     assert loaded.version == model.version
+    assert loaded.confidence_cut == model.confidence_cut
     assert IntentModel.load(out_dir).encoder is encoder  # the encoder recorded at training
 
 
@@ -299,9 +300,12 @@ def test_second_opinion_reads_only_unsure_short_embedded_tickets(with_second, en
             assert after == before
     assert all(0.0 < p.confidence <= 1.0 for p in predictions)
 
-    second.seen.clear()  # at the default threshold only the first stack's unsure rows go
+    # At the default threshold only the rows the first stack is unsure of go, by its calibrated
+    # confidence (before any is held under the routing threshold).
+    calibrated = dataclasses.replace(model, second_encoder=None, confidence_cut=None).predict(texts)
+    second.seen.clear()
     default = model.predict(texts)
-    assert second.seen == [t for t, p in zip(texts, first_only)
+    assert second.seen == [t for t, p in zip(texts, calibrated)
                            if t in expected and p.confidence < model.config.second_opinion_below]
     assert [p.second_opinion for p in default] == [t in second.seen for t in texts]
 
@@ -348,3 +352,95 @@ def test_cross_validation_counts_the_second_opinions(csv_path, encoder):
     assert np.array_equal(result.second_opinion, result.encoded)  # all synthetic rows are short
     assert summary["second_opinion_share"] == pytest.approx(1.0 - summary["fast_path_share"])
     assert summary["accuracy"] > 0.8
+
+
+# --- confidences the model cannot back are held under the routing threshold ----------------------
+
+
+def ranked_rows(right_then_wrong: list[tuple[float, bool]], n_classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Probability rows with the given top confidence (class 0 on top), and labels that make the
+    top class right or wrong."""
+    probabilities = np.array([[c] + [(1 - c) / (n_classes - 1)] * (n_classes - 1) for c, _ in right_then_wrong])
+    y = np.array([0 if right else 1 for _, right in right_then_wrong])
+    return probabilities, y
+
+
+def test_the_cut_is_where_the_lower_bound_of_selective_accuracy_meets_the_target():
+    config = TrainingConfig()
+    # 600 rows at 0.99, all right; then 300 at 0.8, one in five wrong.
+    rows = [(0.99, True)] * 600 + [(0.8, i % 5 != 0) for i in range(300)]
+    probabilities, y = ranked_rows(rows)
+    assert intent_model._fit_confidence_cut(probabilities, y, config) == pytest.approx(0.99)
+    # The same shares from 30 rows cannot back 98% with 95% confidence: nothing can pass.
+    small, y_small = ranked_rows([(0.99, True)] * 30 + [(0.8, i % 5 != 0) for i in range(15)])
+    assert intent_model._fit_confidence_cut(small, y_small, config) > 1.0
+    # When the tickets at the threshold already back the target, nothing is held.
+    sure, y_sure = ranked_rows([(0.99, True)] * 2000 + [(0.75, True)] * 200 + [(0.5, False)] * 50)
+    assert intent_model._fit_confidence_cut(sure, y_sure, config) is None
+    # Ties are kept together: a cut never splits the rows of one confidence.
+    tied, y_tied = ranked_rows([(0.99, True)] * 600 + [(0.95, i % 2 == 0) for i in range(40)])
+    assert intent_model._fit_confidence_cut(tied, y_tied, config) == pytest.approx(0.99)
+    assert intent_model._fit_confidence_cut(
+        probabilities, y, dataclasses.replace(config, selective_accuracy_target=0.0)
+    ) is None
+
+
+def test_held_confidences_move_under_the_threshold_in_order_and_rows_still_sum_to_one():
+    config = TrainingConfig()
+    rows = np.array([
+        [0.99, 0.005, 0.005],  # at or above the cut: untouched
+        [0.80, 0.15, 0.05],
+        [0.72, 0.20, 0.08],
+        [0.65, 0.30, 0.05],
+        [0.55, 0.40, 0.05],  # under the band: untouched
+    ])
+    held = rows.copy()
+    intent_model._hold_unbacked(held, 0.92, config)
+    np.testing.assert_allclose(held.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(held[[0, 4]], rows[[0, 4]])
+    top = held.max(axis=1)
+    assert np.all(held.argmax(axis=1) == rows.argmax(axis=1))
+    assert config.held_band_floor <= top[3] < top[2] < top[1] < config.routing_threshold
+    np.testing.assert_allclose(held[1, 1] / held[1, 2], 3.0)  # the others keep their ratios
+    unheld = rows.copy()
+    intent_model._hold_unbacked(unheld, None, config)
+    np.testing.assert_array_equal(unheld, rows)
+    # A model that backs nothing (cut above 1) holds even a saturated row, sharing what it frees.
+    saturated = np.array([[0.0, 1.0, 0.0]])
+    intent_model._hold_unbacked(saturated, float(np.nextafter(1.0, 2.0)), config)
+    assert saturated[0, 1] < config.routing_threshold and saturated[0, 0] == saturated[0, 2] > 0
+    np.testing.assert_allclose(saturated.sum(), 1.0)
+
+
+def test_a_trained_model_holds_what_cross_fitting_cannot_back(trained, encoder):
+    model, _ = trained
+    texts = ["where is my new card?", "my thing is broken", "hello", "refund card pin reverted", "pin"]
+    calibrated = dataclasses.replace(model, confidence_cut=None).predict(texts)
+    strict = dataclasses.replace(model, confidence_cut=0.999)
+    for before, after in zip(calibrated, strict.predict(texts), strict=True):
+        assert after.intent == before.intent
+        if model.config.held_band_floor <= before.confidence < 0.999:
+            assert after.confidence < model.config.routing_threshold
+        else:
+            assert after.confidence == pytest.approx(before.confidence)
+    assert any(p.confidence >= 0.999 for p in calibrated) or any(
+        model.config.held_band_floor <= p.confidence < 0.999 for p in calibrated
+    )
+
+
+def test_texts_seen_in_training_are_recognised(trained):
+    model, _ = trained
+    seen_text = synthetic_rows()[7][0]
+    seen = model.seen_in_training([seen_text, seen_text.upper(), "could you tell me where my new card has got to", ""])
+    assert seen.tolist()[:3] == [True, True, False]
+    assert model.seen_in_training([]).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"held_band_floor": 0.4}, {"held_band_floor": 0.7}, {"routing_threshold": 1.2}, {"selective_accuracy_target": 1.0},
+     {"selective_accuracy_confidence": 1.0}],
+)
+def test_inconsistent_holding_settings_are_refused(changes):
+    with pytest.raises(ValueError):
+        TrainingConfig(**changes)
