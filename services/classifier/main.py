@@ -49,9 +49,23 @@ def build_triage(settings: Settings) -> TicketTriage:
     model.predict(["warm-up: where is my card?"])
     for encoder in filter(None, (model.encoder, model.second_encoder)):
         encoder.encode(["warm-up: where is my card?"])
-    return TicketTriage(
-        model, PolicyStore(settings.routing_policy_path or DEFAULT_POLICY_PATH), crm_from_settings(settings),
-        assist=claude_assist(settings),
+    policies = PolicyStore(settings.routing_policy_path or DEFAULT_POLICY_PATH)
+    mismatch = threshold_mismatch(model, policies.current().confidence_threshold)
+    if mismatch:
+        log.warning(mismatch)
+    return TicketTriage(model, policies, crm_from_settings(settings), assist=claude_assist(settings))
+
+
+def threshold_mismatch(model: IntentModel, policy_threshold: float) -> str | None:
+    """Why routing may not keep the model's promise, if it may not: the model holds the
+    confidences it cannot back under the threshold it was trained for, not under the policy's."""
+    trained_for = model.config.routing_threshold
+    if model.confidence_cut is None or abs(policy_threshold - trained_for) < 1e-9:
+        return None
+    return (
+        f"the routing policy's confidence threshold is {policy_threshold:.2f}, but the intent model holds the "
+        f"confidences it cannot back with {model.config.selective_accuracy_target:.0%} accuracy under "
+        f"{trained_for:.2f}: train it with TrainingConfig.routing_threshold={policy_threshold:.2f}"
     )
 
 
