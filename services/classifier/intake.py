@@ -172,9 +172,9 @@ def detect_language(text: str) -> DetectedLanguage:
     if not letters:
         return DetectedLanguage(UNDETERMINED_LANGUAGE, False)
     script_counts: dict[str, int] = {}
-    for char in letters if not text.isascii() else ():  # every script here lies above ASCII
+    for char in letters:
         code = ord(char)
-        if code < _FIRST_SCRIPT_CODE:
+        if code < _FIRST_SCRIPT_CODE:  # Latin letters, most of them: no script range to try
             continue
         for language, low, high in _SCRIPTS:
             if low <= code <= high:

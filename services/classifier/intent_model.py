@@ -950,7 +950,7 @@ def _fit_confidence_cut(probabilities: np.ndarray, y: np.ndarray, config: Traini
 
     Calibrated confidence alone cannot meet such a target at the routing threshold: the tickets
     at or above 0.7 are right about as often as their mean confidence says, and on Banking77 that
-    is ~97%. The cut (~0.92 there) is where the target is met, and `_hold_unbacked` moves the
+    is ~97%. The cut (~0.9 there) is where the target is met, and `_hold_unbacked` moves the
     confidences between the threshold and the cut under the threshold. None when the threshold
     already backs the target; a cut above 1 when no coverage does.
     """
