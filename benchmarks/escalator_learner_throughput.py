@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from supportflow.contracts.v1 import events_pb2 as ev  # noqa: E402
 from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
 from supportflow.eventbus import new_meta  # noqa: E402
-from supportflow.sample_tickets import demo_tickets  # noqa: E402
+from tooling.sample_tickets import demo_tickets  # noqa: E402
 from supportflow.settings import Settings  # noqa: E402
 from supportflow.topics import DECISION_TOPICS  # noqa: E402
 

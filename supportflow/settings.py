@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from supportflow.channels import ChannelConfigError, ChannelsConfig
+
 ENV_PREFIX = "SUPPORTFLOW_"
 
 
@@ -66,6 +68,23 @@ class Settings:
     # HMAC-SHA256 secret for webhook signatures (X-Supportflow-Signature); empty disables the check.
     gateway_webhook_secret: str = ""
     gateway_max_body_bytes: int = 256 * 1024
+    # Inbound mail (SMTP) for the tenants' support mailboxes; 0: no SMTP listener.
+    gateway_smtp_port: int = 0
+    gateway_smtp_host: str = "0.0.0.0"
+    # A mail larger than this is refused at SMTP time (552); attachments are counted, never kept.
+    gateway_max_mail_bytes: int = 10 * 1024 * 1024
+    # Per-tenant channels (helpdesks, mailboxes, their credentials): supportflow/channels.py.
+    # Unset: no helpdesk or mailbox is connected (the signed JSON API still works).
+    channels_path: Path | None = None
+
+    # Delivery: where the ledger of what was posted lives (SQLAlchemy URL; unset: a SQLite file
+    # under cache_dir), how long one provider call may take and how many times it is tried.
+    delivery_ledger_url: str = ""
+    delivery_timeout_s: float = 10.0
+    delivery_max_attempts: int = 5
+    # The longest a provider's Retry-After is honoured before the attempt counts as failed.
+    delivery_max_retry_after_s: float = 30.0
+    delivery_workers: int = 8
 
     # Models and data.
     intent_model_dir: Path | None = None
@@ -141,6 +160,21 @@ class Settings:
             if value is not None:
                 env[ENV_PREFIX + f.name.upper()] = str(value)
         return env
+
+    def channels(self, environ: dict[str, str] | None = None) -> ChannelsConfig:
+        """The per-tenant channels file, its ${NAME} references read from the environment; an empty
+        configuration when no file is set. Raises ChannelConfigError listing every problem."""
+        if self.channels_path is None:
+            return ChannelsConfig()
+        try:
+            text = self.channels_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ChannelConfigError(f"{ENV_PREFIX}CHANNELS_PATH: cannot read {self.channels_path}: {exc}") from exc
+        return ChannelsConfig.from_yaml(text, os.environ if environ is None else environ, str(self.channels_path))
+
+    @property
+    def ledger_url(self) -> str:
+        return self.delivery_ledger_url or f"sqlite:///{self.cache_dir / 'state' / 'delivery-ledger.sqlite'}"
 
     @property
     def weaviate_http_url(self) -> str:

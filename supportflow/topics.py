@@ -33,6 +33,7 @@ class Topic(enum.Enum):
     INCIDENTS_DETECTED = ("incidents.detected", ev.IncidentDetected)
     ACTIONS_RECORDED = ("actions.recorded", ev.ActionRecorded)
     ACTIONS_CONFIRMED = ("actions.confirmed", ev.ActionConfirmed)
+    TICKETS_DELIVERED = ("tickets.delivered", ev.DeliveryRecorded)
 
     def __init__(self, base_name: str, message_type: type[Message]) -> None:
         self.base_name = base_name

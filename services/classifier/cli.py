@@ -191,7 +191,7 @@ def bench(model_dir: str, out_stream: TextIO = sys.stdout, *, workers: int = 2) 
     from concurrent.futures import ThreadPoolExecutor
 
     from supportflow.embedding import limit_blas_threads
-    from supportflow.sample_tickets import demo_tickets
+    from tooling.sample_tickets import demo_tickets
 
     limit_blas_threads()  # as every service process does (supportflow/service.py)
     model = IntentModel.load(Path(model_dir))

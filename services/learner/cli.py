@@ -88,7 +88,7 @@ def show_kpis(settings: Settings, *, as_json: bool = False, out: TextIO = sys.st
 
 def write_weekly_report(settings: Settings, since: str, out_dir: Path, *, tenant: str = "", out: TextIO = sys.stdout) -> int:
     """`supportflow report --since 7d --out DIR`: read the period from the topics, write DIR/index.html."""
-    from supportflow.decisions import read_history
+    from tooling.decisions import read_history
     from supportflow.topics import DECISION_TOPICS, Topic
 
     from services.learner.config import LearnerConfig

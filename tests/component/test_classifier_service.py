@@ -16,7 +16,7 @@ from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.embedding import load_encoder
 from supportflow.eventbus import EventPublisher, decode, ensure_topics, new_meta
-from supportflow.fleet import free_port
+from tooling.fleet import free_port
 from supportflow.rpc import open_channel
 from supportflow.service import run_service
 from supportflow.settings import SettingsError

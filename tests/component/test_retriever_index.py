@@ -21,7 +21,7 @@ from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
 
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
 from supportflow.embedding import load_encoder
-from supportflow.fleet import free_port
+from tooling.fleet import free_port
 from supportflow.observability import Health
 from supportflow.rpc import create_server, open_channel
 

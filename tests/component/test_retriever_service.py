@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
 from supportflow.eventbus import EventPublisher, decode, ensure_topics, new_meta
-from supportflow.fleet import free_port
+from tooling.fleet import free_port
 from supportflow.rpc import open_channel
 from supportflow.service import run_service
 from supportflow.topics import Topic

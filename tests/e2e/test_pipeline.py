@@ -11,13 +11,13 @@ from collections import defaultdict
 import pytest
 
 from services.learner.config import LearnerConfig
-from supportflow.decisions import read_topic, trace_tickets
+from tooling.decisions import read_topic, trace_tickets
 from supportflow.contracts.v1 import events_pb2 as ev
-from supportflow.demo import confirm_a_proposal, learner_panel, post_outcomes, prepare, run_pipeline
-from supportflow.demo_outcomes import unbacked_resolutions
+from tooling.demo import confirm_a_proposal, learner_panel, post_outcomes, prepare, run_pipeline
+from tooling.demo_outcomes import unbacked_resolutions
 from supportflow.eventbus import delete_namespace_topics
-from supportflow.fleet import ServiceFleet
-from supportflow.sample_tickets import demo_tickets
+from tooling.fleet import ServiceFleet
+from tooling.sample_tickets import demo_tickets
 from supportflow.topics import DECISION_TOPICS, Topic
 
 pytestmark = pytest.mark.infra
@@ -86,7 +86,7 @@ def test_decisions_carry_what_each_route_promises(pipeline_run):
 
 
 def test_escalation_packets_name_similar_cases_from_the_imported_history(pipeline_run):
-    from supportflow.demo import sample_cases
+    from tooling.demo import sample_cases
 
     run, *_ = pipeline_run
     history = sample_cases()

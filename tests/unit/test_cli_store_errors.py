@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from supportflow.cli import main
+from tooling.cli import main
 
 
 def closed_port() -> int:

@@ -7,7 +7,7 @@ from collections import Counter
 
 from services.gateway.intake import feedback_from_payload
 from services.learner.knowledge import proposal
-from supportflow.demo_outcomes import format_outcomes, simulated_feedback, unbacked_resolutions
+from tooling.demo_outcomes import format_outcomes, simulated_feedback, unbacked_resolutions
 
 
 def record(ticket_id: str, decision: str, intent: str, *, cited: tuple[str, ...] = ()) -> dict:

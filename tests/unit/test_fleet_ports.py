@@ -1,10 +1,10 @@
-"""Ports for servers a fleet or a test starts (supportflow/fleet.py)."""
+"""Ports for servers a fleet or a test starts (tooling/fleet.py)."""
 
 from __future__ import annotations
 
 import socket
 
-from supportflow import fleet
+from tooling import fleet
 
 
 def test_free_ports_lie_below_the_ephemeral_range_and_can_be_bound() -> None:

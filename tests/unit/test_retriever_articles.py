@@ -154,7 +154,7 @@ def test_title_only_article_still_gets_a_chunk():
 
 
 def test_kb_ingest_rejects_a_bad_file_with_where_and_why(tmp_path):
-    from supportflow.cli import main
+    from tooling.cli import main
 
     bad = tmp_path / "kb.jsonl"
     bad.write_text('{"id": "a1", "title": "Fees", "content": "Wires cost $5."}\n{not json\n', encoding="utf-8")

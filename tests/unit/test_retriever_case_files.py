@@ -9,7 +9,7 @@ import pytest
 
 from services.retriever.case_files import CaseFileError, case_from_record, load_cases
 from services.retriever.search import InvalidCase, ResolvedCase
-from supportflow.cli import main
+from tooling.cli import main
 from supportflow.sample_data import path as sample_path
 
 

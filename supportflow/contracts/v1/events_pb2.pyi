@@ -57,6 +57,20 @@ class ActionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTION_STATUS_DRY_RUN: _ClassVar[ActionStatus]
     ACTION_STATUS_EXECUTED: _ClassVar[ActionStatus]
     ACTION_STATUS_REFUSED: _ClassVar[ActionStatus]
+
+class DeliveryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DELIVERY_KIND_UNSPECIFIED: _ClassVar[DeliveryKind]
+    DELIVERY_KIND_REPLY: _ClassVar[DeliveryKind]
+    DELIVERY_KIND_NOTE: _ClassVar[DeliveryKind]
+    DELIVERY_KIND_FOLLOW_UP: _ClassVar[DeliveryKind]
+
+class DeliveryStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DELIVERY_STATUS_UNSPECIFIED: _ClassVar[DeliveryStatus]
+    DELIVERY_STATUS_DELIVERED: _ClassVar[DeliveryStatus]
+    DELIVERY_STATUS_ALREADY_DELIVERED: _ClassVar[DeliveryStatus]
+    DELIVERY_STATUS_FAILED: _ClassVar[DeliveryStatus]
 DECISION_UNSPECIFIED: Decision
 DECISION_RESPOND: Decision
 DECISION_REVIEW: Decision
@@ -86,6 +100,14 @@ ACTION_STATUS_PROPOSED: ActionStatus
 ACTION_STATUS_DRY_RUN: ActionStatus
 ACTION_STATUS_EXECUTED: ActionStatus
 ACTION_STATUS_REFUSED: ActionStatus
+DELIVERY_KIND_UNSPECIFIED: DeliveryKind
+DELIVERY_KIND_REPLY: DeliveryKind
+DELIVERY_KIND_NOTE: DeliveryKind
+DELIVERY_KIND_FOLLOW_UP: DeliveryKind
+DELIVERY_STATUS_UNSPECIFIED: DeliveryStatus
+DELIVERY_STATUS_DELIVERED: DeliveryStatus
+DELIVERY_STATUS_ALREADY_DELIVERED: DeliveryStatus
+DELIVERY_STATUS_FAILED: DeliveryStatus
 
 class EventMeta(_message.Message):
     __slots__ = ("event_id", "occurred_at", "tenant_id", "schema_version", "producer")
@@ -436,3 +458,39 @@ class ActionConfirmed(_message.Message):
     confirmation_ref: str
     confirmed_by: str
     def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., proposal_id: _Optional[str] = ..., ticket_id: _Optional[str] = ..., confirmation_ref: _Optional[str] = ..., confirmed_by: _Optional[str] = ...) -> None: ...
+
+class DeliveryRecorded(_message.Message):
+    __slots__ = ("meta", "ticket_id", "decision_event_id", "decision", "kind", "provider", "external_ticket_id", "external_id", "status", "attempts", "error", "text", "citations", "received_at", "delivered_at", "latency_s")
+    META_FIELD_NUMBER: _ClassVar[int]
+    TICKET_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_TICKET_ID_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_AT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    ticket_id: str
+    decision_event_id: str
+    decision: Decision
+    kind: DeliveryKind
+    provider: str
+    external_ticket_id: str
+    external_id: str
+    status: DeliveryStatus
+    attempts: int
+    error: str
+    text: str
+    citations: _containers.RepeatedCompositeFieldContainer[_ticket_pb2.Citation]
+    received_at: _timestamp_pb2.Timestamp
+    delivered_at: _timestamp_pb2.Timestamp
+    latency_s: float
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket_id: _Optional[str] = ..., decision_event_id: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., kind: _Optional[_Union[DeliveryKind, str]] = ..., provider: _Optional[str] = ..., external_ticket_id: _Optional[str] = ..., external_id: _Optional[str] = ..., status: _Optional[_Union[DeliveryStatus, str]] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., text: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_ticket_pb2.Citation, _Mapping]]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latency_s: _Optional[float] = ...) -> None: ...

@@ -121,7 +121,7 @@ class ConversationTurn(_message.Message):
     def __init__(self, author: _Optional[str] = ..., text: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Ticket(_message.Message):
-    __slots__ = ("ticket_id", "tenant_id", "channel", "customer_id", "subject", "body", "language", "history", "metadata", "received_at")
+    __slots__ = ("ticket_id", "tenant_id", "channel", "customer_id", "subject", "body", "language", "history", "metadata", "received_at", "origin")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,7 @@ class Ticket(_message.Message):
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     ticket_id: str
     tenant_id: str
     channel: Channel
@@ -149,7 +150,34 @@ class Ticket(_message.Message):
     history: _containers.RepeatedCompositeFieldContainer[ConversationTurn]
     metadata: _containers.ScalarMap[str, str]
     received_at: _timestamp_pb2.Timestamp
-    def __init__(self, ticket_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., customer_id: _Optional[str] = ..., subject: _Optional[str] = ..., body: _Optional[str] = ..., language: _Optional[str] = ..., history: _Optional[_Iterable[_Union[ConversationTurn, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    origin: ChannelOrigin
+    def __init__(self, ticket_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., customer_id: _Optional[str] = ..., subject: _Optional[str] = ..., body: _Optional[str] = ..., language: _Optional[str] = ..., history: _Optional[_Iterable[_Union[ConversationTurn, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., origin: _Optional[_Union[ChannelOrigin, _Mapping]] = ...) -> None: ...
+
+class ChannelOrigin(_message.Message):
+    __slots__ = ("provider", "external_id", "requester_id", "requester_email", "requester_name", "message_id", "references", "mailbox", "attachments", "intake_flags", "event")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_EMAIL_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_NAME_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENTS_FIELD_NUMBER: _ClassVar[int]
+    INTAKE_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    external_id: str
+    requester_id: str
+    requester_email: str
+    requester_name: str
+    message_id: str
+    references: _containers.RepeatedScalarFieldContainer[str]
+    mailbox: str
+    attachments: int
+    intake_flags: _containers.RepeatedScalarFieldContainer[str]
+    event: str
+    def __init__(self, provider: _Optional[str] = ..., external_id: _Optional[str] = ..., requester_id: _Optional[str] = ..., requester_email: _Optional[str] = ..., requester_name: _Optional[str] = ..., message_id: _Optional[str] = ..., references: _Optional[_Iterable[str]] = ..., mailbox: _Optional[str] = ..., attachments: _Optional[int] = ..., intake_flags: _Optional[_Iterable[str]] = ..., event: _Optional[str] = ...) -> None: ...
 
 class Identifier(_message.Message):
     __slots__ = ("kind", "value")

@@ -70,7 +70,7 @@ class ServiceFleet:
             log_path = self._log_dir / f"{name}.log"
             handle = open(log_path, "ab")
             process = subprocess.Popen(
-                [sys.executable, "-m", "supportflow.cli", "run", name],
+                [sys.executable, "-m", "tooling.cli", "run", name],
                 env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
             )
             handle.close()

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 from google.protobuf.json_format import MessageToDict
 
 from supportflow.contracts.v1 import events_pb2 as ev
-from supportflow.decisions import collect_decisions, decision_record, read_topic
-from supportflow.demo_outcomes import format_outcomes, simulated_feedback
-from supportflow.demo_report import build_report, format_summary
+from tooling.decisions import collect_decisions, decision_record, read_topic
+from tooling.demo_outcomes import format_outcomes, simulated_feedback
+from tooling.demo_report import build_report, format_summary
 from supportflow.eventbus import delete_namespace_topics, ensure_topics
-from supportflow.fleet import ServiceFleet
-from supportflow.sample_tickets import demo_tickets
+from tooling.fleet import ServiceFleet
+from tooling.sample_tickets import demo_tickets
 from supportflow.settings import Settings
 from supportflow.topics import Topic
 
@@ -51,7 +51,7 @@ class PipelineRun:
 def prepare(settings: Settings) -> Settings:
     """Everything the services need before they start: topics, a trained model, an indexed KB and
     a history of resolved cases."""
-    from supportflow.assets import ensure_demo_intent_model, ensure_sample_cases, ensure_sample_kb
+    from tooling.assets import ensure_demo_intent_model, ensure_sample_cases, ensure_sample_kb
 
     ensure_topics(settings)
     say("intent model ...")
@@ -128,7 +128,7 @@ def _delete_run_topics(settings: Settings) -> None:
 
 def post_outcomes(settings: Settings, records: list[dict]) -> list[dict]:
     """Tell the learner how every decided ticket ended, as a helpdesk would: the simulated feedback
-    of supportflow/demo_outcomes.py, posted to the running gateway; returns what was posted."""
+    of tooling/demo_outcomes.py, posted to the running gateway; returns what was posted."""
     notes_by_intent: dict[str, str] = {}
     for case in sample_cases().values():
         notes_by_intent.setdefault(case.intent, case.resolution_notes)

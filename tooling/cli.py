@@ -59,7 +59,7 @@ def cmd_proto(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from supportflow.demo import run_demo
+    from tooling.demo import run_demo
 
     return run_demo(_settings(), tickets=args.tickets, json_path=args.json, rate=args.rate, keep_infra=args.keep_infra)
 
@@ -170,7 +170,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
-    from supportflow.feedback import publish_feedback_file
+    from tooling.feedback import publish_feedback_file
 
     counts = publish_feedback_file(_settings(), Path(args.file))
     print(json.dumps(counts))

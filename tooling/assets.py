@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from supportflow.sample_data import path as sample_path
-from supportflow.sample_tickets import HOLDOUT_MODULUS, training_rows
+from tooling.sample_tickets import HOLDOUT_MODULUS, training_rows
 from supportflow.settings import Settings
 
 Progress = Callable[[str], None]
@@ -58,7 +58,7 @@ def ensure_demo_intent_model(settings: Settings, progress: Progress = lambda _: 
 def ensure_sample_cases(settings: Settings, progress: Progress = lambda _: None) -> dict:
     """Import the sample resolved cases for the default tenant unless this Weaviate already has them,
     so escalation packets can name similar cases from the first ticket on, and delete the tenant's
-    other cases: those the demo's simulated outcomes added in earlier runs (supportflow/demo_outcomes.py).
+    other cases: those the demo's simulated outcomes added in earlier runs (tooling/demo_outcomes.py).
     Every run then starts from the same history."""
     from services.retriever import cli as retriever_cli
     from services.retriever.case_files import load_cases
