@@ -30,6 +30,9 @@ The gateway uses the verification secrets; the delivery service uses the API cre
           smtp_starttls: true
           smtp_username: supportflow
           smtp_password: ${DEMO_BANK_SMTP_PASSWORD}
+        api:                                               # responses to tickets posted to /v1/tickets
+          callback_url: https://crm.demo-bank.example/supportflow/deliveries
+          signing_secret: ${DEMO_BANK_CALLBACK_SECRET}
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-PROVIDERS = ("zendesk", "intercom", "freshdesk", "email")
-Provider = Literal["zendesk", "intercom", "freshdesk", "email"]
+PROVIDERS = ("zendesk", "intercom", "freshdesk", "email", "api")
+Provider = Literal["zendesk", "intercom", "freshdesk", "email", "api"]
 
 
 class ChannelConfigError(ValueError):
@@ -102,14 +105,24 @@ class EmailChannel(_Strict):
     notes_address: str = ""
 
 
+class ApiChannel(_Strict):
+    """Tickets posted to the signed JSON API get their responses back as a signed callback: a POST
+    of the delivery as JSON, signed like the gateway's own requests (X-Supportflow-Timestamp and
+    X-Supportflow-Signature over "<timestamp>." + body with this secret)."""
+
+    callback_url: str
+    signing_secret: SecretStr
+
+
 class TenantChannels(_Strict):
     help_center_url: str = ""  # article links in replies: <help_center_url>/articles/<article id>
     zendesk: ZendeskChannel | None = None
     intercom: IntercomChannel | None = None
     freshdesk: FreshdeskChannel | None = None
     email: EmailChannel | None = None
+    api: ApiChannel | None = None
 
-    def provider(self, name: str) -> ZendeskChannel | IntercomChannel | FreshdeskChannel | EmailChannel | None:
+    def provider(self, name: str) -> ZendeskChannel | IntercomChannel | FreshdeskChannel | EmailChannel | ApiChannel | None:
         return getattr(self, name) if name in PROVIDERS else None
 
 
