@@ -515,6 +515,34 @@ class KnowledgeIndex(_TenantCollection):
             tenant_id, lambda collection: collection.aggregate.over_all(filters=where, total_count=True).total_count or 0, 0
         ))
 
+    def article_versions(self, tenant_id: str, source: str, page_size: int = 1000) -> dict[str, datetime | None]:
+        """article id -> the `updated_at` of the version indexed, for the tenant's articles from
+        `source` (what the help-centre sync compares against; {} for a tenant never ingested).
+
+        An article's version is the OLDEST `updated_at` among its chunks: a re-index that stopped
+        half-way leaves some chunks old, so the article still reads as not up to date. Reads the
+        tenant page by page in id order (Weaviate's cursor takes no filter; three short properties
+        a chunk), each page within the query deadline."""
+        versions: dict[str, datetime | None] = {}
+        after = None
+        while True:
+            page = self._read(tenant_id, lambda collection: collection.query.fetch_objects(
+                limit=page_size, after=after, return_properties=["article_id", "source", "updated_at"],
+            ).objects, [])
+            for obj in page:
+                props = obj.properties
+                if props.get("source") != source:
+                    continue
+                article_id = str(props.get("article_id", ""))
+                updated_at = _as_datetime(props.get("updated_at"))
+                if article_id not in versions:
+                    versions[article_id] = updated_at
+                elif versions[article_id] is not None and (updated_at is None or updated_at < versions[article_id]):
+                    versions[article_id] = updated_at
+            if len(page) < page_size:
+                return versions
+            after = page[-1].uuid
+
     # -- reads ----------------------------------------------------------------------------------
 
     def hybrid(
@@ -724,6 +752,7 @@ def _passage(obj, score: float, similarity: float | None, vector: np.ndarray | N
         source=str(p.get("source", "")),
         owner=str(p.get("owner", "")),
         is_policy=bool(p.get("is_policy", False)),
+        intents=tuple(str(intent) for intent in p.get("intents") or ()),
         review_by=_as_datetime(p.get("review_by")),
         updated_at=_as_datetime(p.get("updated_at")),
         vector=vector,
