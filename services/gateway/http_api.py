@@ -1,37 +1,61 @@
-"""The gateway's HTTP intake: a thin adapter from HTTP requests to TicketReceived, FeedbackReceived
-and ActionConfirmed.
+"""The gateway's HTTP intake: the signed JSON API (`/v1/tickets`, `/v1/feedback`,
+`/v1/actions/confirm`) and the helpdesks' webhooks (`/v1/channels/{provider}/{tenant}`), into
+TicketReceived, FeedbackReceived and ActionConfirmed.
+
+`GatewayApp` answers one request from its path, raw body and headers, with no server involved, so
+tests call it directly; `asgi_app` is the thin Starlette adapter around it that reads the body
+within limits, and `serve` runs that under uvicorn on a thread of its own.
 
 A 202 is returned only after the broker has acknowledged the event, so an accepted ticket is never
 lost; a rejected one gets a 4xx with the reason.
 
-With a webhook secret every request must carry its HMAC signature, over the time it was signed and
-the body; one signed more than five minutes before it arrives is refused, so a captured request
-cannot be replayed later. An action confirmation can run
-an action on a customer's account, so it is refused outright by a gateway without a secret: only
-the channel integration that verified the customer, holding the secret, may send one.
+With a webhook secret every JSON API request must carry its HMAC signature, over the time it was
+signed and the body; one signed more than five minutes before it arrives is refused, so a captured
+request cannot be replayed later. An action confirmation can run an action on a customer's
+account, so it is refused outright by a gateway without a secret: only the channel integration
+that verified the customer, holding the secret, may send one. A helpdesk webhook is verified the
+way its provider signs (services/gateway/channels/), with the tenant's own secret.
 
 Senders retry: a helpdesk that got no answer in time posts the same webhook again. A request that
-names its delivery (an `Idempotency-Key` header, or a ticket's `message_id`) becomes an event whose
-id is derived from that name, so every retry publishes the same event id and the first consumer
-skips the repeats; a ticket without an id also gets one derived from it. A request that names no
-delivery is a new event each time: two identical posts cannot otherwise be told from a customer
-writing the same words twice.
+names its delivery (an `Idempotency-Key` header, a ticket's `message_id`, a helpdesk's delivery id
+of docs/channels.md) becomes an event whose id is derived from that name, so every retry publishes
+the same event id and the first consumer skips the repeats; a ticket without an id also gets one
+derived from it. A request that names no delivery is a new event each time: two identical posts
+cannot otherwise be told from a customer writing the same words twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
+import socket
+import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 
+import h11
+import uvicorn
+from google.protobuf.message import Message
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from supportflow.channels import ChannelsConfig
 from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import EventPublisher, TransientError, new_meta
 from supportflow.observability import ticket_context
 from supportflow.topics import Topic
 
 from services.gateway import metrics
+from services.gateway.channels import WEBHOOKS, AuthenticationError, Ignored
+from services.gateway.channels.payload import NotJson
 from services.gateway.intake import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
@@ -48,21 +72,33 @@ from services.gateway.intake import (
 log = logging.getLogger(__name__)
 SERVICE = "gateway"
 CONFIRM_PATH = "/v1/actions/confirm"
+CHANNEL_PATH = re.compile(r"^/v1/channels/(?P<provider>[^/]+)/(?P<tenant>[^/]+)/?$")
+_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+PUBLISH_TIMEOUT_S = 10.0
+
+Reply = tuple[int, dict]
 
 
 class GatewayApp:
     """Request handling, independent of the HTTP server so tests can call it directly."""
 
-    def __init__(self, publisher: EventPublisher, *, default_tenant: str, webhook_secret: str, max_body_bytes: int):
+    def __init__(self, publisher: EventPublisher, *, default_tenant: str, webhook_secret: str, max_body_bytes: int,
+                 channels: ChannelsConfig | None = None, clock: Callable[[], float] = time.time):
         self._publisher = publisher
         self._default_tenant = default_tenant
         self._secret = webhook_secret
+        self._channels = channels or ChannelsConfig()
+        self._clock = clock
         self.max_body_bytes = max_body_bytes
         self._lock = threading.Lock()  # one flush at a time keeps acknowledgements per request exact
 
-    def handle(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict]:
-        """Answer one POST: `headers` are the request's (a case-insensitive mapping, as http.server gives)."""
-        routes: dict[str, Callable[[object, str], tuple[int, dict]]] = {
+    def handle(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        """Answer one POST; header names are matched whatever their case."""
+        headers = {str(name).lower(): value for name, value in headers.items()}
+        channel = CHANNEL_PATH.match(path)
+        if channel:
+            return self._accept_channel(channel["provider"], channel["tenant"], body, headers)
+        routes: dict[str, Callable[[object, str], Reply]] = {
             "/v1/tickets": self._accept_ticket,
             "/v1/feedback": self._accept_feedback,
             CONFIRM_PATH: self._accept_confirmation,
@@ -74,8 +110,8 @@ class GatewayApp:
             metrics.REJECTED.labels("confirmation_unsigned").inc()
             return 403, {"error": "this gateway has no webhook secret (SUPPORTFLOW_GATEWAY_WEBHOOK_SECRET), and "
                                   "an action confirmation must come signed from the channel that verified the customer"}
-        problem = self._secret and signature_problem(self._secret, body, headers.get(SIGNATURE_HEADER),
-                                                     headers.get(TIMESTAMP_HEADER))
+        problem = self._secret and signature_problem(self._secret, body, headers.get(SIGNATURE_HEADER.lower()),
+                                                     headers.get(TIMESTAMP_HEADER.lower()))
         if problem:
             metrics.REJECTED.labels("bad_signature").inc()
             return 401, {"error": problem}
@@ -85,7 +121,7 @@ class GatewayApp:
             metrics.REJECTED.labels("bad_json").inc()
             return 400, {"error": f"body is not UTF-8 JSON: {exc}"}
         try:
-            return route(payload, delivery_id(headers.get(IDEMPOTENCY_HEADER), IDEMPOTENCY_HEADER))
+            return route(payload, delivery_id(headers.get(IDEMPOTENCY_HEADER.lower()), IDEMPOTENCY_HEADER))
         except PayloadError as exc:
             metrics.REJECTED.labels("invalid_payload").inc()
             return 422, {"error": str(exc)}
@@ -94,36 +130,92 @@ class GatewayApp:
             log.error("could not publish", extra={"fields": {"error": str(exc)}})
             return 503, {"error": "event bus unavailable, retry later"}
 
-    def _accept_ticket(self, payload: object, delivery: str) -> tuple[int, dict]:
+    def too_large(self, path: str) -> Reply:
+        """The answer to a body over `max_body_bytes`, counted against its channel when it has one."""
+        channel = CHANNEL_PATH.match(path)
+        if channel and channel["provider"] in WEBHOOKS:
+            metrics.channel_refused(channel["provider"], "too_large")
+        else:
+            metrics.REJECTED.labels("too_large").inc()
+        return 413, {"error": f"body larger than {self.max_body_bytes} bytes"}
+
+    def publish_ticket(self, ticket: tk.Ticket, event_id: str = "") -> None:
+        """Publish a TicketReceived and wait for the broker's acknowledgement (TransientError if
+        none comes); `event_id` names a delivery whose retries must publish the same event id."""
+        meta = new_meta(ticket.tenant_id, SERVICE)
+        if event_id:
+            meta.event_id = event_id
+        self._publish(Topic.TICKETS_RECEIVED, ticket.ticket_id, ev.TicketReceived(meta=meta, ticket=ticket))
+
+    def _publish(self, topic: Topic, key: str, event: Message) -> None:
+        with ticket_context(key), self._lock:
+            self._publisher.publish(topic, key, event)
+            self._publisher.flush(PUBLISH_TIMEOUT_S)
+
+    # --- the helpdesks' webhooks --------------------------------------------------------------
+
+    def _accept_channel(self, provider: str, tenant: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        adapter = WEBHOOKS.get(provider)
+        if adapter is None:
+            return 404, {"error": f"no channel {provider[:40]!r}; expected one of {', '.join(sorted(WEBHOOKS))}"}
+        tenant_channels = self._channels.tenant(tenant) if _TENANT.match(tenant) else None
+        settings = tenant_channels.provider(provider) if tenant_channels is not None else None
+        if settings is None:
+            metrics.channel_refused(provider, "unknown_tenant")
+            return 404, {"error": f"no tenant {tenant[:128]!r} with a {provider} channel"}
+        try:
+            adapter.authenticate(settings, body, headers, self._clock())
+        except AuthenticationError as exc:
+            metrics.channel_refused(provider, "bad_signature")
+            return 401, {"error": str(exc)}
+        try:
+            outcome = adapter.read(settings, tenant, body, headers, None)
+            if isinstance(outcome, Ignored):
+                metrics.channel_refused(provider, "ignored")
+                return 200, {"ignored": outcome.reason}
+            delivery_id(outcome.delivery, f"{provider} delivery id")
+        except NotJson as exc:
+            metrics.channel_refused(provider, "bad_json")
+            return 400, {"error": str(exc)}
+        except PayloadError as exc:
+            metrics.channel_refused(provider, "missing_field")
+            return 400, {"error": str(exc)}
+        ticket = outcome.ticket
+        try:
+            self.publish_ticket(ticket, outcome.event_id)
+        except TransientError as exc:
+            metrics.channel_refused(provider, "broker_unavailable")
+            log.error("could not publish", extra={"fields": {"error": str(exc), "provider": provider}})
+            return 503, {"error": "event bus unavailable, retry later"}
+        metrics.channel_accepted(provider)
+        metrics.ACCEPTED.labels("ticket").inc()
+        return 202, {"ticket_id": ticket.ticket_id, "tenant_id": ticket.tenant_id}
+
+    # --- the JSON API -------------------------------------------------------------------------
+
+    def _accept_ticket(self, payload: object, delivery: str) -> Reply:
         if isinstance(payload, dict):
             delivery = delivery or delivery_id(payload.get("message_id"), "message_id")
             if delivery and not (payload.get("id") or payload.get("ticket_id")):
                 payload = payload | {"id": f"tkt-{delivery_uuid('ticket-id', self._tenant_of(payload), delivery)[:16]}"}
         ticket = ticket_from_payload(payload, default_tenant=self._default_tenant)
-        event = ev.TicketReceived(meta=self._meta(ticket.tenant_id, "ticket", delivery), ticket=ticket)
-        with ticket_context(ticket.ticket_id), self._lock:
-            self._publisher.publish(Topic.TICKETS_RECEIVED, ticket.ticket_id, event)
-            self._publisher.flush(10)
+        self.publish_ticket(ticket, delivery_uuid("ticket", ticket.tenant_id, delivery) if delivery else "")
         metrics.ACCEPTED.labels("ticket").inc()
         return 202, {"ticket_id": ticket.ticket_id, "tenant_id": ticket.tenant_id}
 
-    def _accept_feedback(self, payload: object, delivery: str) -> tuple[int, dict]:
+    def _accept_feedback(self, payload: object, delivery: str) -> Reply:
         ticket_id, fields = feedback_from_payload(payload)
         tenant = self._tenant_of(payload)
         event = ev.FeedbackReceived(meta=self._meta(tenant, "feedback", delivery), ticket_id=ticket_id, **fields)
-        with ticket_context(ticket_id), self._lock:
-            self._publisher.publish(Topic.TICKETS_FEEDBACK, ticket_id, event)
-            self._publisher.flush(10)
+        self._publish(Topic.TICKETS_FEEDBACK, ticket_id, event)
         metrics.ACCEPTED.labels("feedback").inc()
         return 202, {"ticket_id": ticket_id}
 
-    def _accept_confirmation(self, payload: object, delivery: str) -> tuple[int, dict]:
+    def _accept_confirmation(self, payload: object, delivery: str) -> Reply:
         fields = confirmation_from_payload(payload)
         tenant = self._tenant_of(payload)
         event = ev.ActionConfirmed(meta=self._meta(tenant, "action-confirmation", delivery), **fields)
-        with ticket_context(event.ticket_id), self._lock:
-            self._publisher.publish(Topic.ACTIONS_CONFIRMED, event.ticket_id, event)
-            self._publisher.flush(10)
+        self._publish(Topic.ACTIONS_CONFIRMED, event.ticket_id, event)
         metrics.ACCEPTED.labels("action_confirmation").inc()
         return 202, {"ticket_id": event.ticket_id, "proposal_id": event.proposal_id}
 
@@ -138,51 +230,183 @@ class GatewayApp:
         return meta
 
 
+# --- HTTP: Starlette around GatewayApp, uvicorn around Starlette ----------------------------------
+
 # A client that stops sending (or never sends the body it announced) is cut off after this long,
-# instead of holding one of the server's threads for good.
+# instead of holding a connection for good.
 CLIENT_TIMEOUT_S = 30.0
 
 
-def serve(app: GatewayApp, port: int, host: str = "0.0.0.0", *, client_timeout_s: float = CLIENT_TIMEOUT_S) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        timeout = client_timeout_s  # applied to the connection's socket
+class _BodyTooLarge(Exception):
+    pass
 
-        def do_POST(self) -> None:  # noqa: N802
-            declared = self.headers.get("Content-Length") or "0"
-            if not declared.isdigit():
-                metrics.REJECTED.labels("bad_length").inc()
-                self._reply(400, {"error": f"Content-Length must be a whole number of bytes, not {declared[:40]!r}"})
-                return
-            length = int(declared)
-            if length > app.max_body_bytes:
-                metrics.REJECTED.labels("too_large").inc()
-                self._reply(413, {"error": f"body larger than {app.max_body_bytes} bytes"})
-                return
-            try:
-                body = self.rfile.read(length)
-            except TimeoutError:
+
+class _ClientStalled(Exception):
+    pass
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _read_body(receive: Callable[[], Awaitable[dict]], limit: int, timeout_s: float) -> bytes:
+    """The request body, refused past `limit` bytes or when it has not all come within `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+        except TimeoutError as exc:
+            raise _ClientStalled() from exc
+        if message["type"] == "http.disconnect":
+            raise _ClientGone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _json(status: int, reply: dict, *, close: bool = False) -> JSONResponse:
+    return JSONResponse(reply, status_code=status, headers={"connection": "close"} if close else None)
+
+
+def asgi_app(app: GatewayApp, *, client_timeout_s: float = CLIENT_TIMEOUT_S) -> Starlette:
+    """The Starlette application serving `app`: every POST path goes to `GatewayApp.handle`."""
+
+    async def post(request: Request) -> Response:
+        path = request.url.path
+        declared = request.headers.get("content-length", "")
+        # uvicorn's parser has already refused a Content-Length that is not a whole number.
+        if declared.isdigit() and int(declared) > app.max_body_bytes:
+            return _json(*app.too_large(path), close=True)
+        try:
+            body = await _read_body(request.receive, app.max_body_bytes, client_timeout_s)
+        except _BodyTooLarge:
+            return _json(*app.too_large(path), close=True)
+        except _ClientStalled:
+            metrics.REJECTED.labels("client_timeout").inc()
+            return _json(408, {"error": f"the body did not arrive within {client_timeout_s:g} s"}, close=True)
+        except _ClientGone:  # the client closed the connection early: nobody reads an answer
+            metrics.REJECTED.labels("truncated_body").inc()
+            return Response(status_code=400)
+        # Publishing waits for the broker: on a worker thread, never on the event loop.
+        status, reply = await run_in_threadpool(app.handle, path, body, request.headers)
+        return _json(status, reply)
+
+    return Starlette(routes=[Route("/{path:path}", post, methods=["POST"])])
+
+
+class _GatewayH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with two additions: a connection that does not complete a
+    request's head within the client timeout is closed (uvicorn itself waits for ever), and a
+    request its parser refuses (a Content-Length that is not a number...) gets a JSON 400."""
+
+    client_timeout_s = CLIENT_TIMEOUT_S
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._await_head(None)
+
+    def on_response_complete(self) -> None:
+        finished = self.cycle
+        super().on_response_complete()
+        self._await_head(finished)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+        super().connection_lost(exc)
+
+    def _await_head(self, previous: object) -> None:
+        """Close the connection unless a request after `previous` starts within the timeout."""
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+
+        def expire() -> None:
+            if self.cycle is previous and not self.transport.is_closing():
                 metrics.REJECTED.labels("client_timeout").inc()
-                self.close_connection = True
-                return
-            if len(body) < length:  # the client closed the connection early
-                metrics.REJECTED.labels("truncated_body").inc()
-                self.close_connection = True
-                return
-            status, reply = app.handle(self.path.split("?")[0], body, self.headers)
-            self._reply(status, reply)
+                self.transport.close()
 
-        def _reply(self, status: int, reply: dict) -> None:
-            data = json.dumps(reply).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+        self._head_deadline = self.loop.call_later(self.client_timeout_s, expire)
 
-        def log_message(self, format: str, *args: object) -> None:
-            return
+    def send_400_response(self, msg: str) -> None:
+        # Called while uvicorn handles h11's RemoteProtocolError: it says what was wrong.
+        problem = sys.exc_info()[1]
+        detail = str(problem) if problem is not None else msg
+        if "content-length" in detail.lower():
+            metrics.REJECTED.labels("bad_length").inc()
+            error = "Content-Length must be a whole number of bytes"
+        else:
+            metrics.REJECTED.labels("bad_request").inc()
+            error = f"malformed HTTP request: {detail or msg}"
+        data = json.dumps({"error": error}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                   (b"connection", b"close")]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=data),
+                      h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="gateway-http", daemon=True).start()
-    return server
+
+class HttpServer:
+    """The gateway's HTTP server, running uvicorn on a thread of its own."""
+
+    def __init__(self, app: GatewayApp, host: str, port: int, *, client_timeout_s: float = CLIENT_TIMEOUT_S):
+        protocol = type("GatewayH11Protocol", (_GatewayH11Protocol,), {"client_timeout_s": client_timeout_s})
+        config = uvicorn.Config(
+            asgi_app(app, client_timeout_s=client_timeout_s),
+            http=protocol,
+            ws="none",
+            lifespan="off",
+            loop="asyncio",
+            log_config=None,  # the service's JSON logging stays in charge
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = uvicorn.Server(config)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._socket.bind((host, port))
+        except OSError:
+            self._socket.close()
+            raise
+        self.server_address: tuple[str, int] = self._socket.getsockname()[:2]
+        self._thread = threading.Thread(target=self._run, name="gateway-http", daemon=True)
+        self._failure: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self._server.run(sockets=[self._socket])
+        except BaseException as exc:  # noqa: BLE001 - reported by start() or shutdown()
+            self._failure = exc
+            log.error("HTTP server stopped", exc_info=True)
+
+    def start(self, timeout_s: float = 10.0) -> "HttpServer":
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._server.should_exit = True
+                raise RuntimeError(f"the gateway's HTTP server did not start on {self.server_address}: {self._failure!r}")
+            time.sleep(0.02)
+        log.info("HTTP serving", extra={"fields": {"port": self.server_address[1]}})
+        return self
+
+    def shutdown(self, timeout_s: float = 15.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout_s)
+        self._socket.close()
+
+
+def serve(app: GatewayApp, port: int, host: str = "0.0.0.0", *, client_timeout_s: float = CLIENT_TIMEOUT_S) -> HttpServer:
+    """Start serving `app` (port 0: any free port, see `server_address`); `shutdown()` stops it."""
+    return HttpServer(app, host, port, client_timeout_s=client_timeout_s).start()

@@ -1,4 +1,5 @@
-"""Turn channel payloads (JSON from webhooks, forms, the API) into contract messages.
+"""Turn the JSON API's payloads (tickets, feedback, action confirmations) into contract messages;
+the helpdesks' webhooks and mail have their adapters in `services/gateway/channels/`.
 
 Pure: no Kafka, no HTTP. Anything a customer can type is accepted as text; what makes a payload
 unusable (no text at all, wrong types, unknown channel) is rejected with a reason the caller can
@@ -130,6 +131,8 @@ def ticket_from_payload(payload: Any, *, default_tenant: str, now: Timestamp | N
         body=body,
         language=str(payload.get("language") or ""),
         metadata={str(k): str(v)[:1000] for k, v in metadata.items()},
+        # The API is its own channel: responses go back through the tenant's API callback.
+        origin=tk.ChannelOrigin(provider="api", external_id=ticket_id),
     )
     history = payload.get("history") or []
     if not isinstance(history, list):

@@ -1,6 +1,9 @@
-"""Gateway: channel intake over HTTP (JSON webhooks and API) into `tickets.received`."""
+"""Gateway: channel intake into `tickets.received`. HTTP (the signed JSON API and the helpdesks'
+webhooks, uvicorn) and, when `gateway_smtp_port` is set, SMTP for the tenants' support mailboxes."""
 
 from __future__ import annotations
+
+import logging
 
 from supportflow.eventbus import EventPublisher
 from supportflow.observability import Health
@@ -8,24 +11,36 @@ from supportflow.service import ServiceParts
 from supportflow.settings import Settings
 
 from services.gateway.http_api import GatewayApp, serve
+from services.gateway.smtp_intake import MailIntake, serve_smtp
+
+log = logging.getLogger(__name__)
 
 
 def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
+    # Read once at start: a channels file that cannot be used stops the gateway here, loudly.
+    channels = settings.channels()
     app = GatewayApp(
         publisher,
         default_tenant=settings.default_tenant,
         webhook_secret=settings.gateway_webhook_secret,
         max_body_bytes=settings.gateway_max_body_bytes,
+        channels=channels,
     )
+    mail = MailIntake(channels, app.publish_ticket)
     parts = ServiceParts()
-    servers = []
+    servers: list = []
 
     def start() -> None:
         servers.append(serve(app, settings.gateway_http_port))
+        if settings.gateway_smtp_port > 0:
+            servers.append(serve_smtp(mail, settings.gateway_smtp_port, settings.gateway_smtp_host,
+                                      max_mail_bytes=settings.gateway_max_mail_bytes))
+        elif any(tenant.email is not None for tenant in channels.tenants.values()):
+            log.warning("tenants have support mailboxes but SUPPORTFLOW_GATEWAY_SMTP_PORT is 0: no mail is received")
 
     def stop() -> None:
-        for server in servers:
-            server.shutdown()
+        while servers:
+            servers.pop().shutdown()
 
     parts.on_start.append(start)
     parts.on_stop.append(stop)

@@ -53,6 +53,7 @@ def test_tickets_feedback_and_confirmations_are_published_only_when_valid(settin
     assert [m.key() for m in tickets] == [b"T-9"]
     event = decode(Topic.TICKETS_RECEIVED, tickets[0])
     assert event.ticket.body == "my card was declined" and event.meta.producer == "gateway"
+    assert event.ticket.origin.provider == "api"
     feedback = read_all(settings, Topic.TICKETS_FEEDBACK.name_in(settings.topic_prefix), expected=1)
     assert decode(Topic.TICKETS_FEEDBACK, feedback[0]).csat.score == 90
     assert read_all(settings, Topic.ACTIONS_CONFIRMED.name_in(settings.topic_prefix), expected=0, timeout_s=1) == []

@@ -32,6 +32,7 @@ def test_a_payload_becomes_a_canonical_ticket():
     assert ticket.history[0].text == "earlier"
     assert dict(ticket.metadata) == {"brand": "rho", "n": "3"}
     assert ticket.received_at.seconds > 0
+    assert (ticket.origin.provider, ticket.origin.external_id) == ("api", "T-1")  # answered through the API callback
 
 
 def test_ids_are_generated_when_absent_and_text_is_an_alias_of_body():
