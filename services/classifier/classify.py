@@ -114,6 +114,8 @@ def _classification(
         flags.add(input_guard.LANGUAGE_UNSUPPORTED)
     if reading.injection_styles:
         flags.add(input_guard.PROMPT_INJECTION)
+    if input_guard.NO_READABLE_TEXT in ticket.origin.intake_flags:
+        flags.add(input_guard.NO_READABLE_TEXT)
 
     signals = read_signals(reading.signal_text, earlier_customer_turns=reading.earlier_customer_turns)
     risk_flags = list(signals.risk_flags)

@@ -29,6 +29,9 @@ FULL_CARD_NUMBER = "full_card_number"
 LANGUAGE_UNSUPPORTED = "language_unsupported"
 TIER_FALLBACK = "tier_fallback"
 CLAUDE_ASSISTED = "claude_assisted"  # not a problem: Claude refined this low-confidence ticket
+# The channel found nothing readable in the customer's message (a mail of attachments or images
+# only): the intake kept it (Ticket.origin.intake_flags) and a person reads it.
+NO_READABLE_TEXT = "no_readable_text"
 INPUT_FLAGS = (
     EMPTY,
     TRUNCATED,
@@ -41,6 +44,7 @@ INPUT_FLAGS = (
     LANGUAGE_UNSUPPORTED,
     TIER_FALLBACK,
     CLAUDE_ASSISTED,
+    NO_READABLE_TEXT,
 )
 
 # What the classifier reads of one text field: all that any model is shown of it, so the injection

@@ -297,6 +297,8 @@ def decide_route(facts: RoutingFacts, policy: RoutingPolicy) -> RouteDecision:
     escalations: list[str] = []
     if injection and policy.prompt_injection_route == tk.ROUTE_ESCALATE:
         escalations.append(_injection_reason(facts))
+    if input_guard.NO_READABLE_TEXT in facts.input_flags:
+        escalations.append("the channel found no readable text in the message (attachments or images only?): a person reads it")
     if input_guard.LANGUAGE_UNSUPPORTED in facts.input_flags:
         escalations.append(
             f"language {facts.language!r} is not supported (supported: {', '.join(sorted(policy.supported_languages))})"

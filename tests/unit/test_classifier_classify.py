@@ -149,6 +149,15 @@ def test_empty_tickets_ask_for_a_description_without_calling_the_model() -> None
     assert c.route == tk.ROUTE_ASK_FOLLOW_UP
 
 
+def test_a_mail_the_channel_found_no_readable_text_in_goes_to_a_person_even_with_a_subject() -> None:
+    origin = tk.ChannelOrigin(provider="email", intake_flags=["no_readable_text"])
+    _, c = classify("", subject="How do I activate my card", origin=origin)
+    assert input_guard.NO_READABLE_TEXT in c.input_flags
+    assert c.route == tk.ROUTE_ESCALATE and "no readable text" in c.route_reason
+    _, ordinary = classify("", subject="How do I activate my card")
+    assert ordinary.route != tk.ROUTE_ESCALATE
+
+
 def test_a_greeting_and_signature_alone_is_empty_too() -> None:
     _, c = classify("Hi team,\n\nThanks,\nAna\n\nSent from my iPhone")
     assert list(c.input_flags) == [input_guard.EMPTY]
