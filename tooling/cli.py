@@ -61,7 +61,8 @@ def cmd_proto(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tooling.demo import run_demo
 
-    return run_demo(_settings(), tickets=args.tickets, json_path=args.json, rate=args.rate, keep_infra=args.keep_infra)
+    return run_demo(_settings(), tickets=args.tickets, input_path=args.input, json_path=args.json, rate=args.rate,
+                    keep_infra=args.keep_infra)
 
 
 def cmd_classifier(args: argparse.Namespace) -> int:
@@ -130,9 +131,42 @@ def cmd_kb(args: argparse.Namespace) -> int:
             if not args.query and not args.queries:
                 raise SystemExit("kb search needs a QUERY or --queries FILE.jsonl")
             cli.search(args.query, args.queries, args.tenant, args.k, args.json, settings, sys.stdout)
+        elif args.action == "sync":
+            _kb_sync(args, settings)
         else:
             cli.bench(settings, args.tenant)
     return 0
+
+
+def _kb_sync(args: argparse.Namespace, settings: Settings) -> None:
+    """`kb sync`: the tenant's Zendesk Help Center into its index, from the tenant's `zendesk`
+    channel in the channels file; a missing file, tenant or channel ends with what to set."""
+    from services.retriever.help_center import HelpCenterError
+    from services.retriever.sync import sync_help_center
+    from supportflow.channels import ChannelConfigError
+
+    if settings.channels_path is None:
+        raise SystemExit("supportflow kb sync: no channels file: set SUPPORTFLOW_CHANNELS_PATH to the YAML file "
+                         "holding each tenant's channels (supportflow/channels.py shows its shape)")
+    try:
+        channels = settings.channels().tenant(args.tenant)
+    except ChannelConfigError as exc:
+        raise SystemExit(f"supportflow kb sync: {exc}") from exc
+    if channels is None or channels.zendesk is None:
+        where = "is not in" if channels is None else "has no zendesk channel in"
+        raise SystemExit(f"supportflow kb sync: tenant {args.tenant!r} {where} {settings.channels_path}: "
+                         "the help centre is read with its zendesk channel's base_url, email and api_token")
+    try:
+        summary = sync_help_center(settings, args.tenant, channels.zendesk, full=not args.changes_only)
+    except (HelpCenterError, ValueError) as exc:
+        raise SystemExit(f"supportflow kb sync: {exc}") from exc
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"{summary['tenant']}: {summary['fetched']} fetched, {summary['indexed']} indexed, "
+          f"{summary['unchanged']} unchanged, {summary['deleted']} deleted"
+          + (f", {summary['skipped']} skipped" if summary["skipped"] else "")
+          + f" ({summary['mode']}; cursor {summary['cursor'] or 'none'})")
 
 
 def cmd_cases(args: argparse.Namespace) -> int:
@@ -201,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run one service in this process")
-    p.add_argument("service", choices=["gateway", "classifier", "retriever", "drafter", "escalator", "learner"])
+    p.add_argument("service", choices=SERVICES)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("dev", help="local Kafka and Weaviate for development and tests")
@@ -216,10 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["generate", "check"])
     p.set_defaults(func=cmd_proto)
 
-    p = sub.add_parser("demo", help="the whole pipeline on sample tickets, with a summary")
-    p.add_argument("--tickets", type=int, default=200)
+    p = sub.add_parser("demo", help="the round trip: sample tickets in through five channels, answers back out, a summary")
+    p.add_argument("--tickets", type=int, default=200, help="how many sample tickets (ignored with --input)")
+    p.add_argument("--input", help='JSONL of tickets {"id", "tenant", "channel", "subject", "body", '
+                                   '"customer": {"id", "email"}}; channel: zendesk, intercom, freshdesk, email or api')
     p.add_argument("--json", help="also write a per-ticket report to this path")
-    p.add_argument("--rate", type=float, default=20.0, help="tickets per second sent to the gateway")
+    p.add_argument("--rate", type=float, default=20.0, help="tickets per second sent into the channels")
     p.add_argument("--keep-infra", action="store_true", help="leave Kafka and Weaviate running afterwards")
     p.set_defaults(func=cmd_demo)
 
@@ -257,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
     t = ksub.add_parser("bench")
     t.add_argument("--tenant", default="rho-bank")
+    t = ksub.add_parser("sync", help="the tenant's Zendesk Help Center into its index (changes and deletions)")
+    t.add_argument("--tenant", required=True)
+    t.add_argument("--json", action="store_true")
+    t.add_argument("--changes-only", action="store_true",
+                   help="read only the change feed: cheaper, but deletions wait for the next full sync")
     p.set_defaults(func=cmd_kb)
 
     p = sub.add_parser("cases", help="import and search resolved tickets (similar-case search)")

@@ -49,17 +49,18 @@ class PipelineRun:
 
 
 def prepare(settings: Settings) -> Settings:
-    """Everything the services need before they start: topics, a trained model, an indexed KB and
-    a history of resolved cases."""
+    """Everything the services need before they start: topics, a trained model and a history of
+    resolved cases for the default tenant (and, for the Rho-Bank tenant, its sample KB; other
+    tenants' help centers are synced by `index_knowledge`)."""
     from tooling.assets import ensure_demo_intent_model, ensure_sample_cases, ensure_sample_kb
 
     ensure_topics(settings)
     say("intent model ...")
     model_dir = ensure_demo_intent_model(settings, progress=say)
     say(f"intent model ready: {model_dir}")
-    say("knowledge base ...")
-    summary = ensure_sample_kb(settings, progress=say)
-    say(f"knowledge base ready: {summary}")
+    if settings.default_tenant == SAMPLE_KB_TENANT:
+        say("knowledge base ...")
+        say(f"knowledge base ready: {ensure_sample_kb(settings, progress=say)}")
     say(f"resolved cases ready: {ensure_sample_cases(settings, progress=say)}")
     return settings.replace(intent_model_dir=model_dir)
 
@@ -251,37 +252,201 @@ def sample_cases() -> dict[str, ResolvedCase]:
     return {case.ticket_id: case for case in load_cases(sample_path("resolved_cases.jsonl"))}
 
 
-def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: float, keep_infra: bool) -> int:
+def channels_file(path: Path, servers, accounts: list) -> Path:  # noqa: ANN001 - tooling.channel_servers
+    """The per-tenant channels file for the stand-ins (supportflow/channels.py), private to this run."""
+    import yaml
+
+    tenants = {}
+    for a in accounts:
+        tenants[a.tenant] = {
+            "help_center_url": f"{servers.zendesk_url}/hc/en-us",
+            "zendesk": {"base_url": servers.zendesk_url, "email": a.zendesk_email, "api_token": a.zendesk_api_token,
+                        "webhook_secret": a.zendesk_webhook_secret},
+            "intercom": {"base_url": servers.intercom_url, "access_token": a.intercom_access_token,
+                         "client_secret": a.intercom_client_secret, "admin_id": a.intercom_admin_id},
+            "freshdesk": {"base_url": servers.freshdesk_url, "api_key": a.freshdesk_api_key,
+                          "webhook_secret": a.freshdesk_webhook_secret},
+            "email": {"address": a.mailbox, "smtp_host": servers.mail_smtp.split(":")[0],
+                      "smtp_port": int(servers.mail_smtp.split(":")[1]), "smtp_starttls": False,
+                      "notes_address": f"agents@{a.mailbox.split('@')[1]}"},
+            "api": {"callback_url": servers.api_callback_url, "signing_secret": a.api_callback_secret},
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(yaml.safe_dump({"tenants": tenants}, sort_keys=False))
+    return path
+
+
+def tenant_accounts(tenant: str, gateway_url: str):  # noqa: ANN201
+    """Fresh credentials for one tenant on the stand-ins, and the help center they serve."""
+    from tooling.channel_servers import TenantAccounts
+    from tooling.round_trip import help_center_dir
+
+    folder = help_center_dir(tenant)
+    return TenantAccounts(
+        tenant=tenant, gateway_url=gateway_url,
+        zendesk_email=f"supportflow@{tenant}.example", zendesk_api_token=secrets.token_hex(16),
+        zendesk_webhook_secret=secrets.token_hex(16),
+        intercom_access_token=secrets.token_hex(16), intercom_client_secret=secrets.token_hex(16),
+        intercom_admin_id="9" + str(secrets.randbelow(10**6)).zfill(6),
+        freshdesk_api_key=secrets.token_hex(12), freshdesk_webhook_secret=secrets.token_hex(16),
+        mailbox=f"support@{tenant}.example", api_callback_secret=secrets.token_hex(16),
+        help_center_dir=str(folder) if folder.is_dir() else "",
+    )
+
+
+def index_knowledge(settings: Settings, tenants: set[str]) -> dict:
+    """Each tenant's knowledge base: a help center synced from its Zendesk Help Center API (here the
+    stand-in), as a deployment's would be; Rho-Bank's sample KB imported from its file."""
+    from services.retriever.help_center import sync_help_center
+    from tooling.assets import ensure_sample_kb
+    from tooling.round_trip import help_center_dir
+
+    summaries = {}
+    channels = settings.channels()
+    for tenant in sorted(tenants):
+        configured = channels.tenant(tenant)
+        if help_center_dir(tenant).is_dir() and configured is not None and configured.zendesk is not None:
+            summaries[tenant] = sync_help_center(settings, tenant, configured.zendesk)
+        elif tenant == SAMPLE_KB_TENANT:
+            summaries[tenant] = ensure_sample_kb(settings.replace(default_tenant=tenant), progress=say)
+        else:
+            raise RuntimeError(f"no knowledge base for tenant {tenant!r}: add tenants/{tenant}/help-center/")
+    return summaries
+
+
+SAMPLE_KB_TENANT = "rho-bank"
+
+
+def run_round_trip(settings: Settings, tickets: list, *, rate: float, run_dir: Path,
+                   timeout_s: float = 300.0) -> RoundTrip:
+    """Start the channel stand-ins and every service, send `tickets` through their channels at
+    `rate` a second, and collect each ticket's decision and what its channel received."""
+    from tooling.channel_servers import ChannelServers, ChannelServersConfig
+    from tooling.fleet import free_port
+    from tooling.round_trip import ChannelSender, wait_for_deliveries
+
+    tenants = {t.tenant for t in tickets}
+    settings = settings.replace(gateway_http_port=free_port(), gateway_smtp_port=free_port(),
+                                gateway_smtp_host="127.0.0.1",
+                                delivery_ledger_url=f"sqlite:///{run_dir / 'delivery-ledger.sqlite'}")
+    gateway_url = f"http://127.0.0.1:{settings.gateway_http_port}"
+    accounts = [tenant_accounts(tenant, gateway_url) for tenant in sorted(tenants)]
+    servers = ChannelServers(ChannelServersConfig(
+        tenants=tuple(accounts), state_dir=str(run_dir / "channel-servers"),
+        gateway_smtp=f"127.0.0.1:{settings.gateway_smtp_port}"))
+    servers.start()
+    fleet = None
+    try:
+        settings = settings.replace(channels_path=channels_file(run_dir / "channels.yaml", servers, accounts))
+        say("channel stand-ins: " + ", ".join(f"{name} {url}" for name, url in (
+            ("zendesk", servers.zendesk_url), ("intercom", servers.intercom_url),
+            ("freshdesk", servers.freshdesk_url), ("mail (SMTP)", servers.mail_smtp))))
+        ready = prepare(settings)
+        say(f"knowledge: {index_knowledge(ready, tenants)}")
+        fleet = ServiceFleet(ready, run_dir / "logs")
+        say(f"starting the services (logs in {run_dir / 'logs'}) ...")
+        fleet.start()
+        sender = ChannelSender(servers, lambda payload: post_ticket(fleet.settings, payload))
+        started = time.monotonic()
+        interval = 1.0 / rate if rate > 0 else 0.0
+        sent = []
+        for index, ticket in enumerate(tickets):
+            delay = started + index * interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            sent.append(sender.send(ticket))
+        say(f"sent {len(sent)} tickets through their channels in {time.monotonic() - started:.1f}s; "
+            "waiting for decisions and deliveries ...")
+        by_pipeline_id = {s.pipeline_id: s for s in sent}
+        found = collect_decisions(fleet.settings, set(by_pipeline_id), timeout_s)
+        delivered = wait_for_deliveries(servers, sent, timeout_s=60.0, progress=say)
+        wall = time.monotonic() - started
+        records = []
+        for s in sent:
+            events = found.get(s.pipeline_id)
+            record = decision_record(events[0]) if events else {"decision": "", "intent": "", "archetype": ""}
+            record |= {"id": s.ticket.id, "ticket_id": s.pipeline_id, "channel_in": s.ticket.channel, "sent_at": s.sent_at,
+                       "received_at": events[0].ticket.received_at.ToJsonString() if events else "",
+                       "external_id": s.external_id, "tenant_id": s.ticket.tenant, "label": s.ticket.label,
+                       "true_archetype": _true_archetype(s.ticket.label),
+                       "delivered": delivered.get(s.ticket.id, [])}
+            records.append(record)
+        return RoundTrip(
+            records=records, sent=[s.ticket.id for s in sent],
+            missing=[s.ticket.id for s in sent if s.pipeline_id not in found],
+            duplicated=[by_pipeline_id[t].ticket.id for t, events in found.items() if len(events) > 1],
+            undelivered=[s.ticket.id for s in sent if s.ticket.id not in delivered],
+            wall_s=wall, fleet_settings=fleet.settings, servers=servers, fleet=fleet,
+        )
+    except BaseException:
+        if fleet is not None:
+            fleet.stop()
+        servers.stop()
+        raise
+
+
+def _true_archetype(label: str) -> str:
+    from services.classifier.intent_catalog import archetype_name, default_catalog
+
+    if not label or ":" in label:
+        return ""
+    return archetype_name(default_catalog().archetype(label))
+
+
+@dataclass
+class RoundTrip:
+    records: list[dict]
+    sent: list[str]
+    missing: list[str]  # no decision
+    duplicated: list[str]  # more than one decision
+    undelivered: list[str]  # nothing reached the ticket's channel
+    wall_s: float
+    fleet_settings: Settings
+    servers: object
+    fleet: object
+
+    def stop(self) -> None:
+        self.fleet.stop()
+        self.servers.stop()
+
+
+def run_demo(settings: Settings, *, tickets: int, input_path: str | None, json_path: str | None, rate: float,
+             keep_infra: bool) -> int:
     from services.learner.config import LearnerConfig
     from supportflow.devinfra.stack import LocalStack
+    from tooling.round_trip import DEMO_TENANT, InputError, help_center_dir, load_help_center, read_input, sample_tickets
 
+    run_id = f"demo-{uuid.uuid4().hex[:6]}"
+    try:
+        batch = read_input(Path(input_path)) if input_path else sample_tickets(tickets, run_id=run_id)
+    except InputError as exc:
+        print(f"supportflow demo: {exc}", file=sys.stderr)
+        return 2
     stack = LocalStack(settings)
     say("starting Kafka and Weaviate (the first run builds and downloads them: many minutes) ...")
     stack.install()
     addresses = stack.up()
     say("infrastructure: " + ", ".join(f"{k} {v}" for k, v in addresses.items()))
-    run_id = f"demo-{uuid.uuid4().hex[:6]}"
     # Each run has topics of its own, so what it reports (the learner's panel too) is this run alone.
     # Its gateway takes signed requests only, as a deployment's would (confirmations need it).
+    tenants = sorted({t.tenant for t in batch})
     settings = settings.replace(topic_prefix=f"{settings.topic_prefix}{run_id}.",
+                                default_tenant=DEMO_TENANT if DEMO_TENANT in tenants else tenants[0],
                                 gateway_webhook_secret=settings.gateway_webhook_secret or secrets.token_hex(16))
-    fleet = None
+    run_dir = settings.cache_dir / "demo-runs" / run_id
+    trip = None
     try:
-        ready = prepare(settings)
-        log_dir = settings.cache_dir / "demo-logs" / time.strftime("%Y%m%d-%H%M%S")
-        fleet = ServiceFleet(ready, log_dir)
-        say(f"starting the six services (logs in {log_dir}) ...")
-        fleet.start()
-        payloads = list(demo_tickets(tickets, run_id=run_id))
-        result = run_pipeline(ready, payloads, rate=rate)
-        feedback = post_outcomes(fleet.settings, result.records)
-        panel = learner_panel(fleet.settings, len(result.records), resolved=len(result.records))
-        kb_proposals = read_topic(fleet.settings, Topic.KB_PROPOSALS)
-        actions = confirm_a_proposal(fleet.settings)
-        review_page = write_review_page(fleet.settings, settings.cache_dir / "demo-reports" / run_id)
+        trip = run_round_trip(settings, batch, rate=rate, run_dir=run_dir)
+        decided = [r for r in trip.records if r["decision"]]
+        feedback = post_outcomes(trip.fleet_settings, decided)
+        panel = learner_panel(trip.fleet_settings, len(decided), resolved=len(decided))
+        kb_proposals = read_topic(trip.fleet_settings, Topic.KB_PROPOSALS)
+        actions = confirm_a_proposal(trip.fleet_settings)
+        review_page = write_review_page(trip.fleet_settings, settings.cache_dir / "demo-reports" / run_id)
     finally:
-        if fleet is not None:
-            fleet.stop()
+        if trip is not None:
+            trip.stop()
         if keep_infra:
             say(f"this run's topics are the ones named {settings.topic_prefix}*")
         else:
@@ -290,10 +455,15 @@ def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: f
             say("stopping the Kafka and Weaviate this demo started (use --keep-infra to keep them)")
             stack.down(stack.started_by_us)
     report = build_report(
-        result.records, tickets_sent=len(result.sent), missing=result.missing,
-        duplicated=result.duplicated, wall_s=result.wall_s,
+        decided, tickets_sent=len(trip.sent), missing=trip.missing,
+        duplicated=trip.duplicated, wall_s=trip.wall_s,
     )
+    report["tickets"] = trip.records
+    report["summary"]["undelivered"] = trip.undelivered
+    articles = load_help_center(help_center_dir(settings.default_tenant)) if help_center_dir(settings.default_tenant).is_dir() else {}
+    report["round_trip"] = round_trip_summary(trip.records, articles)
     print(format_summary(report, cases=sample_cases()))
+    print(format_round_trip(report))
     print(format_outcomes(feedback, kb_proposals, LearnerConfig.load().knowledge.proposal_min_tickets))
     print(format_learner_panel(panel))
     print(format_actions(actions))
@@ -307,4 +477,46 @@ def run_demo(settings: Settings, *, tickets: int, json_path: str | None, rate: f
                              for record in actions.proposals + actions.confirmed]
         Path(json_path).write_text(json.dumps(report, indent=2))
         print(f"per-ticket report: {json_path}")
-    return 0 if not result.missing and not result.duplicated else 1
+    return 0 if not (trip.missing or trip.duplicated or trip.undelivered) else 1
+
+
+def round_trip_summary(records: list[dict], articles: dict) -> dict:
+    from tooling.round_trip import decisions_by_channel, round_trip_quality
+
+    delivered = collections.Counter()
+    for r in records:
+        for item in r["delivered"]:
+            delivered[(r["channel_in"], item["kind"])] += 1
+    return {
+        "by_channel": {channel: dict(counts) for channel, counts in decisions_by_channel(records).items()},
+        "delivered": {f"{channel}:{kind}": n for (channel, kind), n in sorted(delivered.items())},
+        "quality": round_trip_quality(records, articles) if articles else {},
+    }
+
+
+def format_round_trip(report: dict) -> str:
+    from tooling.round_trip import iter_examples
+
+    trip = report["round_trip"]
+    lines = ["What reached each channel", "-------------------------"]
+    for channel, decisions in sorted(trip["by_channel"].items()):
+        arrived = {k.split(":")[1]: n for k, n in trip["delivered"].items() if k.startswith(channel + ":")}
+        lines.append(f"{channel:<10} decisions: " + ", ".join(f"{k} {v}" for k, v in sorted(decisions.items()))
+                     + " | received: " + (", ".join(f"{k} {v}" for k, v in sorted(arrived.items())) or "nothing"))
+    undelivered = report["summary"]["undelivered"]
+    lines.append(f"tickets with nothing delivered on their channel: {len(undelivered)}"
+                 + (f" ({', '.join(undelivered[:10])})" if undelivered else ""))
+    quality = trip["quality"].get("all")
+    if quality:
+        lines.append(
+            f"labelled tickets: {quality['tickets']}, answered automatically {quality['answered_automatically']} "
+            f"({quality['auto_answer_share']:.1%}); first citation on the true intent: "
+            f"{(quality['primary_citation_on_true_intent'] or 0):.1%}; most articles cited in a reply: "
+            f"{quality['max_articles_cited']}; replies with a number their articles do not hold: "
+            f"{quality['replies_with_unsupported_numbers']}")
+    for kind, title in (("reply", "An answer sent to a customer"), ("note", "A note left for the agents")):
+        for record, item in iter_examples(report["tickets"], kind):
+            lines += ["", f"{title} ({record['channel_in']}, ticket {record['external_id']}, intent {record['intent']}):"]
+            lines += ["    " + line for line in item["text"].strip().splitlines()[:24]]
+            break
+    return "\n".join(lines) + "\n"

@@ -293,7 +293,7 @@ def test_network_policy_follows_the_call_graph(helm: Helm) -> None:
 
     assert callers_of("retriever") == {"drafter", "escalator"}  # Search; SimilarCases for packets
     assert callers_of("classifier") == {"gateway"}
-    assert callers_of("drafter") == set() and callers_of("learner") == set()
+    assert callers_of("drafter") == set() and callers_of("learner") == set() and callers_of("delivery") == set()
 
     drafter_egress = policies["drafter"]["spec"]["egress"]
     to_retriever = [
@@ -317,6 +317,82 @@ def test_network_policy_follows_the_call_graph(helm: Helm) -> None:
         egress_ports = [port for rule in policy["spec"]["egress"] for port in rule.get("ports", [])]
         assert {"port": "metrics", "protocol": "TCP"} in ingress_ports, name
         assert {"port": 9092, "protocol": "TCP"} in egress_ports, name
+
+
+def test_only_delivery_reaches_the_channels(helm: Helm) -> None:
+    """Delivery posts to helpdesks, mail servers and callback URLs anywhere: HTTPS and SMTP egress
+    to any destination, for delivery alone; it calls no component and none calls it."""
+    manifests = helm.render(*BARE)
+    policies = manifests.by_component("NetworkPolicy")
+    smtp = {"port": 587, "protocol": "TCP"}
+    reaches_mail = {
+        name for name, policy in policies.items() if any(smtp in rule.get("ports", []) for rule in policy["spec"]["egress"])
+    }
+    assert reaches_mail == {"delivery"}
+    (channels_rule,) = [rule for rule in policies["delivery"]["spec"]["egress"] if smtp in rule["ports"]]
+    assert {"port": 443, "protocol": "TCP"} in channels_rule["ports"] and "to" not in channels_rule
+    assert not any("podSelector" in peer for rule in policies["delivery"]["spec"]["egress"] for peer in rule.get("to", []))
+    assert _grpc_peers(policies["delivery"]) == []
+    narrowed = helm.render(*BARE, "--set", "channels.networkPolicy.to[0].ipBlock.cidr=0.0.0.0/0",
+                           "--set", "channels.networkPolicy.ports={443}")
+    (rule,) = [r for r in narrowed.by_component("NetworkPolicy")["delivery"]["spec"]["egress"]
+               if {"port": 443, "protocol": "TCP"} in r["ports"]]
+    assert rule == {"ports": [{"port": 443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}
+
+
+def test_the_channels_file_is_mounted_read_only_where_it_is_read(helm: Helm) -> None:
+    assert all("SUPPORTFLOW_CHANNELS_PATH" not in {e["name"] for e in container(d)["env"]}
+               for d in helm.render(*BARE).by_component("Deployment").values())
+    deployments = helm.render(*BARE, "--set", "channels.existingSecret=tenant-channels").by_component("Deployment")
+    readers = set()
+    for name, deployment in deployments.items():
+        env = {item["name"]: item["value"] for item in container(deployment)["env"]}
+        if "SUPPORTFLOW_CHANNELS_PATH" not in env:
+            continue
+        readers.add(name)
+        path = Path(env["SUPPORTFLOW_CHANNELS_PATH"])
+        (mount,) = [m for m in container(deployment)["volumeMounts"] if m["name"] == "channels"]
+        assert mount["readOnly"] is True and Path(mount["mountPath"]) == path.parent
+        (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "channels"]
+        assert volume["secret"]["secretName"] == "tenant-channels"
+        assert volume["secret"]["items"] == [{"key": "channels.yaml", "path": path.name}]
+    assert readers == {"gateway", "delivery"}
+
+
+def test_the_gateway_listens_for_mail_when_asked(helm: Helm) -> None:
+    def smtp_ports(manifests: Manifests) -> tuple[list, list, list]:
+        gateway = manifests.by_component("Deployment")["gateway"]
+        service = manifests.by_component("Service")["gateway"]
+        policy = manifests.by_component("NetworkPolicy")["gateway"]
+        return ([p for p in container(gateway)["ports"] if p["name"] == "smtp"],
+                [p for p in service["spec"]["ports"] if p["name"] == "smtp"],
+                [r for r in policy["spec"]["ingress"] if {"port": "smtp", "protocol": "TCP"} in r.get("ports", [])])
+
+    off = helm.render(*BARE)
+    assert smtp_ports(off) == ([], [], []) and "SUPPORTFLOW_GATEWAY_SMTP_PORT" not in off.config()
+    on = helm.render(*BARE, "--set", "config.gatewaySmtpPort=2525")
+    container_ports, service_ports, ingress = smtp_ports(on)
+    assert container_ports == [{"name": "smtp", "containerPort": 2525, "protocol": "TCP"}]
+    assert service_ports == [{"name": "smtp", "port": 2525, "targetPort": "smtp", "protocol": "TCP"}]
+    assert ingress == [{"ports": [{"port": "smtp", "protocol": "TCP"}]}]  # mail servers forward from outside
+    assert on.config()["SUPPORTFLOW_GATEWAY_SMTP_PORT"] == "2525"
+    for name, deployment in on.by_component("Deployment").items():
+        if name != "gateway":
+            assert "smtp" not in {p["name"] for p in container(deployment)["ports"]}, name
+
+
+def test_the_delivery_ledger_url_comes_from_values(helm: Helm) -> None:
+    assert "SUPPORTFLOW_DELIVERY_LEDGER_URL" not in helm.render(*BARE).config()
+    url = "postgresql+psycopg://supportflow@ledger-db/supportflow"
+    assert helm.render(*BARE, "--set", f"config.deliveryLedgerUrl={url}").config()["SUPPORTFLOW_DELIVERY_LEDGER_URL"] == url
+
+
+def test_delivery_scales_out_only_with_a_shared_ledger(helm: Helm) -> None:
+    result = helm.template(*BARE, "--set", "components.delivery.replicas=3")
+    assert result.returncode != 0 and "components.delivery runs more than one replica" in result.stderr
+    url = "postgresql+psycopg://supportflow@ledger-db/supportflow"
+    scaled = helm.render(*BARE, "--set", "components.delivery.replicas=3", "--set", f"config.deliveryLedgerUrl={url}")
+    assert scaled.by_component("Deployment")["delivery"]["spec"]["replicas"] == 3
 
 
 def test_production_scenario_autoscales_monitors_and_authenticates(helm: Helm) -> None:

@@ -115,6 +115,20 @@ Call with (dict "root" $ "name" "retriever"); returns YAML.
 
 {{- define "supportflow.cacheDir" -}}/var/cache/supportflow{{- end -}}
 
+{{- define "supportflow.channelsDir" -}}/etc/supportflow/channels{{- end -}}
+
+{{- define "supportflow.channelsFile" -}}channels.yaml{{- end -}}
+
+{{/* "true" when this component mounts the channels file. Call with (dict "root" $ "name" <name>). */}}
+{{- define "supportflow.readsChannels" -}}
+{{- if and .root.Values.channels.existingSecret (has .name .root.Values.channels.mountInto) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The gateway's SMTP port when inbound mail is on, else empty. Call with (dict "root" $ "name" <name>). */}}
+{{- define "supportflow.smtpPort" -}}
+{{- if and (eq .name "gateway") (gt (int .root.Values.config.gatewaySmtpPort) 0) -}}{{ int .root.Values.config.gatewaySmtpPort }}{{- end -}}
+{{- end -}}
+
 {{/* Fail early, with a message that says what to change, on values the schema cannot check alone. */}}
 {{- define "supportflow.validate" -}}
 {{- if not .Values.kafka.bootstrapServers -}}
@@ -131,6 +145,9 @@ Call with (dict "root" $ "name" "retriever"); returns YAML.
 {{- $component := include "supportflow.component" (dict "root" $ "name" $name) | fromYaml -}}
 {{- if and $component.autoscaling.enabled $component.keda.enabled -}}
 {{- fail (printf "components.%s: enable autoscaling or keda, not both (KEDA creates its own HorizontalPodAutoscaler)" $name) -}}
+{{- end -}}
+{{- if and (eq $name "delivery") (or (gt (int $component.replicas) 1) $component.autoscaling.enabled $component.keda.enabled) (not $.Values.config.deliveryLedgerUrl) (not $.Values.secrets.existingSecret) -}}
+{{- fail "components.delivery runs more than one replica, so its ledger must be a shared database: set config.deliveryLedgerUrl, or SUPPORTFLOW_DELIVERY_LEDGER_URL in secrets.existingSecret (each replica's own SQLite file would let a rebalanced decision be posted twice)" -}}
 {{- end -}}
 {{- if and (eq $name "escalator") (or (gt (int $component.replicas) 1) $component.autoscaling.enabled $component.keda.enabled) -}}
 {{- fail "components.escalator runs one replica, without autoscaling or keda: its incident windows and daily action limits are per process, and replicas would each see only part of the tickets" -}}

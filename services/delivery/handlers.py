@@ -1,0 +1,360 @@
+"""What to post for a decision, and where: a TicketDecided plus the tenant's channels in, a
+DeliveryPlan (or the reason there is no channel) out. Pure: no Kafka, no HTTP, no database.
+
+| decision  | kind      | public | texts (messages.py)                         | ticket fields set                        |
+|-----------|-----------|--------|---------------------------------------------|------------------------------------------|
+| RESPOND   | reply     | yes    | draft + linked sources (<= 3) + colleague    | status answered, tag supportflow_answered |
+| REVIEW    | note      | no     | draft, sources with passages, ledger, reason | status review, priority, group, tags     |
+| ESCALATE  | note      | no     | the whole context packet                     | status review, priority, group / team    |
+| FOLLOW_UP | follow_up | yes    | the missing identifiers or the draft's asks  | status pending                           |
+
+A ticket that came through the API (or carries no origin) is answered by a signed callback when
+its tenant configures `api.callback_url`; without one there is no channel to post to: its sender
+reads tickets.delivered and the decision topics, so it is recorded as FAILED "no channel" and not
+dead-lettered. A ticket from a helpdesk or mailbox the tenant has no settings for is a deployment
+mistake: recorded FAILED and dead-lettered, so it can be replayed once the channels file is fixed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from supportflow.channels import ApiChannel, ChannelsConfig, EmailChannel, FreshdeskChannel, IntercomChannel, ZendeskChannel
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.eventbus import InvalidEvent, new_meta
+
+from services.delivery.messages import (
+    MAX_REPLY_CITATIONS,
+    ComposedMessage,
+    SourceLink,
+    compose_escalation_note,
+    compose_follow_up,
+    compose_reply,
+    compose_review_note,
+)
+
+PRODUCER = "delivery"
+HELPDESKS = ("zendesk", "intercom", "freshdesk")
+
+KIND_OF = {
+    ev.DECISION_RESPOND: ev.DELIVERY_KIND_REPLY,
+    ev.DECISION_REVIEW: ev.DELIVERY_KIND_NOTE,
+    ev.DECISION_ESCALATE: ev.DELIVERY_KIND_NOTE,
+    ev.DECISION_FOLLOW_UP: ev.DELIVERY_KIND_FOLLOW_UP,
+}
+TAGS = {
+    ev.DECISION_RESPOND: ("supportflow_answered",),
+    ev.DECISION_REVIEW: ("supportflow_review",),
+    ev.DECISION_ESCALATE: ("supportflow_escalated",),
+    ev.DECISION_FOLLOW_UP: ("supportflow_follow_up",),
+}
+# Urgency -> the canonical priority; each client maps it to its provider's values.
+PRIORITY_OF = {tk.URGENCY_LOW: "low", tk.URGENCY_NORMAL: "normal", tk.URGENCY_HIGH: "high", tk.URGENCY_CRITICAL: "urgent"}
+ZENDESK_PENDING = "pending"  # awaiting the customer: what a follow-up leaves a Zendesk ticket in
+FRESHDESK_PENDING = 3
+_ASK_FOR = re.compile(r"^ask the customer for (?P<kinds>[a-z0-9_, ]+)$")
+_KIND = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class EmailEnvelope:
+    to: str
+    sender: str
+    sender_name: str
+    subject: str
+    message_id: str  # "<...>", derived from the decision: the same on every retry and restart
+    in_reply_to: str
+    references: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DeliveryPlan:
+    decision_event_id: str
+    ticket_id: str
+    tenant_id: str
+    decision: int  # ev.Decision
+    kind: int  # ev.DeliveryKind
+    provider: str
+    external_ticket_id: str
+    public: bool
+    message: ComposedMessage
+    citations: tuple[tk.Citation, ...]
+    received_at: float | None
+    status: str | int | None = None  # Zendesk: a status name; Freshdesk: a status number
+    priority: str = ""  # low / normal / high / urgent; "" leaves it
+    group_id: int | None = None
+    assignee_team: str = ""  # Intercom team to assign the conversation to
+    tags: tuple[str, ...] = ()
+    email: EmailEnvelope | None = None
+    # An email note for a tenant without a notes_address: there is nowhere to send it, so it is
+    # recorded on tickets.delivered only (the workspace shows it there).
+    record_only: bool = False
+
+    @property
+    def lane(self) -> tuple[str, str]:
+        return (self.tenant_id, self.provider)
+
+
+@dataclass(frozen=True)
+class NoChannel:
+    """A decision that cannot be posted anywhere; recorded FAILED with `error`."""
+
+    provider: str
+    external_ticket_id: str
+    error: str
+    dead_letter: bool
+    citations: tuple[tk.Citation, ...] = field(default=())
+
+
+def plan_delivery(decided: ev.TicketDecided, channels: ChannelsConfig) -> DeliveryPlan | NoChannel:
+    """The delivery for one decision. Raises InvalidEvent for a decision that can never be
+    delivered whatever the configuration (no id, no ticket, no decision, a reply without text)."""
+    if not decided.meta.event_id:
+        raise InvalidEvent("decision has no meta.event_id")
+    ticket = decided.ticket
+    if not ticket.ticket_id:
+        raise InvalidEvent("decision's ticket has no ticket_id")
+    tenant_id = ticket.tenant_id or decided.meta.tenant_id
+    if not tenant_id:
+        raise InvalidEvent("decision has no tenant (neither ticket.tenant_id nor meta.tenant_id)")
+    if decided.decision not in KIND_OF:
+        raise InvalidEvent(f"decision {decided.decision} (unspecified or unknown) cannot be delivered")
+    if decided.decision == ev.DECISION_RESPOND and not decided.draft.text.strip():
+        raise InvalidEvent("respond decision without draft text")
+
+    origin = ticket.origin
+    # A ticket without an origin came in before channels had one: through the API.
+    provider = (origin.provider.strip().lower() if ticket.HasField("origin") else "") or "api"
+    tenant = channels.tenant(tenant_id)
+    settings = tenant.provider(provider) if tenant is not None else None
+    if provider == "api" and settings is None:
+        return NoChannel("api", origin.external_id, f"no channel: the ticket came through the API and tenant "
+                         f"{tenant_id} has no api.callback_url; its sender reads tickets.delivered", dead_letter=False)
+    if settings is None:
+        return NoChannel(provider, origin.external_id,
+                         f"no channel: tenant {tenant_id} has no {provider} channel configured", dead_letter=True)
+    if provider in HELPDESKS and not origin.external_id:
+        return NoChannel(provider, "", f"no channel: the {provider} ticket has no external id", dead_letter=True)
+
+    sources = source_links(decided, tenant_id, channels)
+    kind = KIND_OF[decided.decision]
+    reference = f"sf-{decided.meta.event_id[:12]}"
+    if decided.decision == ev.DECISION_RESPOND:
+        shown = sources[:MAX_REPLY_CITATIONS]
+        message = compose_reply(decided.draft.text, shown)
+        citations = _citations(decided, shown)
+    elif decided.decision == ev.DECISION_FOLLOW_UP:
+        message = compose_follow_up(list(decided.draft.follow_up_questions), missing_identifiers(decided))
+        citations = ()
+    elif decided.decision == ev.DECISION_REVIEW:
+        message = compose_review_note(decided, sources, reference)
+        citations = _citations(decided, sources)
+    else:
+        message = compose_escalation_note(decided, sources, reference)
+        citations = _citations(decided, sources)
+
+    base = dict(
+        decision_event_id=decided.meta.event_id, ticket_id=ticket.ticket_id, tenant_id=tenant_id,
+        decision=decided.decision, kind=kind, provider=provider,
+        external_ticket_id=origin.external_id or (ticket.ticket_id if provider == "api" else ""),
+        public=kind != ev.DELIVERY_KIND_NOTE, message=message, citations=citations,
+        received_at=_seconds(ticket.received_at),
+    )
+    if isinstance(settings, EmailChannel):
+        return _email_plan(base, decided, settings)
+    if isinstance(settings, ApiChannel):
+        return DeliveryPlan(**base)
+    fields = _ticket_fields(decided, settings)
+    return DeliveryPlan(**base, **fields)
+
+
+def source_links(decided: ev.TicketDecided, tenant_id: str, channels: ChannelsConfig) -> list[SourceLink]:
+    """The draft's citations, numbered as the draft numbers them, each with its link: the
+    citation's URL, else the tenant's help centre article URL."""
+    links = []
+    for number, citation in enumerate(decided.draft.citations, start=1):
+        url = citation.url
+        if not url and citation.article_id:
+            url = channels.article_url(tenant_id, citation.article_id)
+        links.append(SourceLink(number, citation.article_id, citation.title, url, citation.passage))
+    return links
+
+
+def _citations(decided: ev.TicketDecided, shown: list[SourceLink]) -> tuple[tk.Citation, ...]:
+    by_number = {link.number: link for link in shown}
+    cited = []
+    for number, citation in enumerate(decided.draft.citations, start=1):
+        if number in by_number:
+            copy = tk.Citation()
+            copy.CopyFrom(citation)
+            copy.url = by_number[number].url
+            cited.append(copy)
+    return tuple(cited)
+
+
+def missing_identifiers(decided: ev.TicketDecided) -> list[str]:
+    """Identifier kinds the customer still has to give. The escalator states them in the follow-up
+    decision's reason ("ask the customer for order_id, transaction_id"), or in a packet's missing
+    information when it built one; free-text uncertainties there are not kinds and are left out."""
+    if decided.HasField("packet"):
+        kinds = [item for item in decided.packet.missing_information if _KIND.match(item)]
+        if kinds:
+            return kinds
+    match = _ASK_FOR.match(decided.reason.strip())
+    if match:
+        return [kind.strip() for kind in match.group("kinds").split(",") if _KIND.match(kind.strip())]
+    return []
+
+
+def target_queue(decided: ev.TicketDecided) -> str:
+    return decided.target_queue or decided.packet.target_queue
+
+
+def urgency(decided: ev.TicketDecided) -> int:
+    return decided.classification.urgency or decided.packet.urgency
+
+
+def tag_safe(text: str) -> str:
+    return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_")
+
+
+def _tags(decided: ev.TicketDecided) -> tuple[str, ...]:
+    tags = list(TAGS[decided.decision])
+    intent = tag_safe(decided.classification.intent)
+    if decided.decision in (ev.DECISION_REVIEW, ev.DECISION_ESCALATE) and intent:
+        tags.append(f"intent_{intent}")
+    return tuple(tags)
+
+
+def _ticket_fields(
+    decided: ev.TicketDecided, settings: ZendeskChannel | IntercomChannel | FreshdeskChannel
+) -> dict[str, object]:
+    decision = decided.decision
+    note = KIND_OF[decision] == ev.DELIVERY_KIND_NOTE
+    queue = target_queue(decided)
+    fields: dict[str, object] = {"tags": _tags(decided)}
+    if note:
+        fields["priority"] = PRIORITY_OF.get(urgency(decided), "")
+    if isinstance(settings, ZendeskChannel):
+        fields["status"] = (settings.review_status if note else
+                            ZENDESK_PENDING if decision == ev.DECISION_FOLLOW_UP else settings.answered_status)
+        if note:
+            fields["group_id"] = settings.queue_groups.get(queue)
+    elif isinstance(settings, FreshdeskChannel):
+        fields["status"] = (settings.review_status if note else
+                            FRESHDESK_PENDING if decision == ev.DECISION_FOLLOW_UP else settings.answered_status)
+        if note:
+            fields["group_id"] = settings.queue_groups.get(queue)
+    elif isinstance(settings, IntercomChannel):
+        # Intercom tags need tag ids of the workspace; an escalation is assigned to the queue's team.
+        fields["tags"] = ()
+        if decision == ev.DECISION_ESCALATE:
+            fields["assignee_team"] = settings.queue_teams.get(queue, "")
+    return fields
+
+
+def _email_plan(base: dict, decided: ev.TicketDecided, mailbox: EmailChannel) -> DeliveryPlan | NoChannel:
+    origin = decided.ticket.origin
+    thread = _references(origin)
+    message_id = f"<sf-{base['decision_event_id']}@{_domain(mailbox.address)}>"
+    in_reply_to = _angle(origin.message_id) if origin.message_id else (thread[-1] if thread else "")
+    subject = reply_subject(decided.ticket.subject)
+    if base["kind"] == ev.DELIVERY_KIND_NOTE:
+        if not mailbox.notes_address:
+            return DeliveryPlan(**base, record_only=True)
+        label = "Review" if decided.decision == ev.DECISION_REVIEW else "Escalated"
+        envelope = EmailEnvelope(
+            to=mailbox.notes_address, sender=mailbox.address, sender_name=mailbox.display_name,
+            subject=f"[Supportflow {label}] {decided.ticket.subject or decided.ticket.ticket_id}",
+            message_id=message_id, in_reply_to=in_reply_to, references=thread,
+        )
+        return DeliveryPlan(**base, email=envelope)
+    if not origin.requester_email:
+        return NoChannel("email", origin.external_id, "no channel: the mail has no requester_email to answer", dead_letter=True)
+    envelope = EmailEnvelope(
+        to=origin.requester_email, sender=mailbox.address, sender_name=mailbox.display_name, subject=subject,
+        message_id=message_id, in_reply_to=in_reply_to, references=thread,
+    )
+    return DeliveryPlan(**base, email=envelope)
+
+
+def reply_subject(subject: str) -> str:
+    subject = " ".join(subject.split())
+    if not subject:
+        return "Re: your message"
+    return subject if re.match(r"^(re|aw|sv)\s*(\[\d+\])?\s*:", subject, re.I) else f"Re: {subject}"
+
+
+def _references(origin: tk.ChannelOrigin) -> tuple[str, ...]:
+    """The thread's Message-IDs, oldest first, then the message answered; each once."""
+    ids: list[str] = []
+    for raw in [*origin.references, origin.message_id]:
+        for part in re.findall(r"<[^<>\s]+>|[^<>\s]+", raw or ""):
+            wrapped = _angle(part)
+            if wrapped not in ids:
+                ids.append(wrapped)
+    return tuple(ids)
+
+
+def _angle(message_id: str) -> str:
+    return f"<{message_id.strip().strip('<>')}>"
+
+
+def _domain(address: str) -> str:
+    return address.rsplit("@", 1)[-1].strip().lower() or "supportflow.invalid"
+
+
+def _seconds(ts: Timestamp) -> float | None:
+    return ts.seconds + ts.nanos / 1e9 if (ts.seconds or ts.nanos) else None
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(round(seconds * 1e9)))
+    return ts
+
+
+# --- the record of what was done ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int  # ev.DeliveryStatus
+    external_id: str = ""
+    attempts: int = 0
+    error: str = ""
+    delivered_at: float | None = None
+
+
+def delivery_record(decided: ev.TicketDecided, plan: DeliveryPlan | NoChannel, outcome: Outcome) -> ev.DeliveryRecorded:
+    """The DeliveryRecorded for a decision. Its event id is set by whoever publishes it (derived
+    from the decision's, so a repeat is recognisable downstream)."""
+    ticket = decided.ticket
+    tenant_id = ticket.tenant_id or decided.meta.tenant_id
+    record = ev.DeliveryRecorded(
+        meta=new_meta(tenant_id, PRODUCER),
+        ticket_id=ticket.ticket_id,
+        decision_event_id=decided.meta.event_id,
+        decision=decided.decision,
+        kind=KIND_OF.get(decided.decision, ev.DELIVERY_KIND_UNSPECIFIED),
+        provider=plan.provider,
+        external_ticket_id=plan.external_ticket_id,
+        external_id=outcome.external_id,
+        status=outcome.status,
+        attempts=outcome.attempts,
+        error=outcome.error,
+        text=plan.message.text if isinstance(plan, DeliveryPlan) else "",
+        citations=list(plan.citations),
+    )
+    received = _seconds(ticket.received_at)
+    if received is not None:
+        record.received_at.CopyFrom(ticket.received_at)
+    if outcome.delivered_at is not None:
+        record.delivered_at.CopyFrom(_timestamp(outcome.delivered_at))
+        if received is not None:
+            record.latency_s = max(0.0, outcome.delivered_at - received)
+    return record
