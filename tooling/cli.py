@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from supportflow.service import SERVICES
 from supportflow.settings import Settings
 
 
