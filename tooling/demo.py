@@ -298,7 +298,7 @@ def tenant_accounts(tenant: str, gateway_url: str):  # noqa: ANN201
 def index_knowledge(settings: Settings, tenants: set[str]) -> dict:
     """Each tenant's knowledge base: a help center synced from its Zendesk Help Center API (here the
     stand-in), as a deployment's would be; Rho-Bank's sample KB imported from its file."""
-    from services.retriever.help_center import sync_help_center
+    from services.retriever.sync import sync_help_center
     from tooling.assets import ensure_sample_kb
     from tooling.round_trip import help_center_dir
 
@@ -370,7 +370,7 @@ def run_round_trip(settings: Settings, tickets: list, *, rate: float, run_dir: P
                        "received_at": events[0].ticket.received_at.ToJsonString() if events else "",
                        "external_id": s.external_id, "tenant_id": s.ticket.tenant, "label": s.ticket.label,
                        "true_archetype": _true_archetype(s.ticket.label),
-                       "delivered": delivered.get(s.ticket.id, [])}
+                       "delivered": _kinds_named(delivered.get(s.ticket.id, []), record["decision"])}
             records.append(record)
         return RoundTrip(
             records=records, sent=[s.ticket.id for s in sent],
@@ -384,6 +384,14 @@ def run_round_trip(settings: Settings, tickets: list, *, rate: float, run_dir: P
             fleet.stop()
         servers.stop()
         raise
+
+
+def _kinds_named(items: list[dict], decision: str) -> list[dict]:
+    """A helpdesk shows a follow-up as a public reply like any other; on a ticket whose decision
+    was to ask for more, that public message is the follow-up."""
+    if decision != "follow_up":
+        return items
+    return [item | {"kind": "follow_up"} if item["kind"] == "reply" else item for item in items]
 
 
 def _true_archetype(label: str) -> str:

@@ -236,13 +236,16 @@ def load_help_center(folder: Path) -> dict[str, HelpCenterArticle]:
     return articles
 
 
+_CITATION_MARK = re.compile(r"\[\d+\]")
+
+
 def reply_numbers(text: str) -> set[str]:
-    """The numbers a reply states, without the lines that list its sources."""
+    """The numbers a reply states: not its citation marks ("[1]") nor the lines listing its sources."""
     kept = []
     for line in text.splitlines():
         if line.strip().lower().startswith(("sources", "source:", "- http", "http")) or "/articles/" in line:
             continue
-        kept.append(line)
+        kept.append(_CITATION_MARK.sub(" ", line))
     return {n.rstrip(".,") for n in _NUMBER.findall("\n".join(kept))}
 
 

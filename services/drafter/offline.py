@@ -5,7 +5,9 @@ It reads the retrieved passages as units (sentences, whole list items, table row
 against the ticket's problem statement and intent, and quotes the best few, each tied to its
 source. Scoring is lexical overlap weighted by rarity, plus cosine similarity from the sentence
 encoder when one is given; the retriever's best article is preferred (its rank is a prior), and a
-question that asks for a fee, a time or a rate prefers units that state one. Units whose numbers
+question that asks for a fee, a time or a rate prefers units that state one. When the KB tags its
+articles with the intents they answer, the articles tagged with the predicted intent are the ones
+quoted (with the policy articles for figures). Units whose numbers
 the policy ledger could not back are never picked. The rest of the reply comes from the tenant's
 templates: greeting, what is still missing or uncertain, the next step, sign-off.
 
@@ -149,8 +151,10 @@ class OfflineDrafter:
             ranks.setdefault(passage.article_id, len(ranks))
         units = []
         best_score = max((passage.score for passage in evidence), default=0.0)
+        answering = written_for(request.classification.intent, evidence)
         for index, passage in enumerate(evidence):
-            if is_agent_facing(passage) or passage.score < MIN_EVIDENCE_SHARE * best_score:
+            off_question = passage.score < MIN_EVIDENCE_SHARE * best_score and index not in answering
+            if is_agent_facing(passage) or off_question:
                 continue
             backing = PassageBacking(passage)
             units += [unit for unit in passage_units(passage, index) if backing.backs(unit.text)]
@@ -181,6 +185,9 @@ class OfflineDrafter:
         titled = {i for i, p in enumerate(evidence) if any(is_about(name, p.title, p.section) for name in products)}
         if titled:  # the named product's own articles, not others that mention it in passing
             on_topic = (on_topic & titled) or titled
+        if answering:  # the articles the KB's authors wrote for this intent, and its policy for figures
+            on_topic = (on_topic & answering) or answering
+            on_topic |= {i for i, p in enumerate(evidence) if p.is_policy}
         scored = []
         for position, unit in enumerate(units):
             if unit.passage not in on_topic:
@@ -189,7 +196,8 @@ class OfflineDrafter:
                 continue  # a line on another product, even in the asked product's article
             similarity = cosine[position] if cosine is not None else 0.0
             shared = len(query.keys() & (set(unit_words[position]) | set(context_words[position])))
-            if (lexical[position] < MIN_LEXICAL or shared < needed) and similarity < MIN_COSINE:
+            if (lexical[position] < MIN_LEXICAL or shared < needed) and similarity < MIN_COSINE \
+                    and unit.passage not in answering:
                 continue
             score = lexical[position]
             if cosine is not None:
@@ -295,6 +303,16 @@ def _about_asked_product(text: str, asked: Sequence[str]) -> bool:
     Cash Back Card: +0.15%" quoted for "What cash back does the Diamond Elite card give?")."""
     named = named_products(text)
     return not named or any(is_about(product, text) for product in asked)
+
+
+def written_for(intent: str, evidence: Sequence[tk.EvidencePassage]) -> set[int]:
+    """Passages of articles their authors tagged with the ticket's predicted intent (help-center
+    labels): on the question by the KB's own account, however they are worded. When there are
+    some, the reply quotes them (and the policy articles, for figures) rather than passages that
+    merely share words with the question. Empty for an untagged KB: it is drafted as before."""
+    if not intent:
+        return set()
+    return {index for index, passage in enumerate(evidence) if intent in passage.intents}
 
 
 def _passages_naming(names: set[str], evidence: Sequence[tk.EvidencePassage]) -> set[int]:

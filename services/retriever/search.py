@@ -17,18 +17,25 @@ the two (`rerank_weight`). The fused score is normalised per query, so it cannot
 from "best of a bad lot"; the gap decision therefore uses the best segment similarity, an absolute
 measure.
 
-Intents. Articles a tenant tagged with intents (help-centre labels `intent:<name>`) get a small
-boost, `INTENT_BOOST`, on every passage when the ticket's predicted intent is one of them: one
-signal among the others, a tie-breaker between passages that match about equally well, never a
-filter (`SearchFilters.intents` is the filter). Articles without intents, and every article when
-the caller has no intent, keep exactly the score above: a KB with no intent tags ranks as before.
-The boost moves scores only, not similarities, so it never changes the gap decision.
+Intents. A tenant's help centre may tag its articles with the intents they answer (labels
+`intent:<name>`): its authors' own statement that the article is the answer to that question.
+When the caller passes the ticket's predicted intent, the search also looks among the articles
+tagged with it (the same query, filtered), and those articles come first in the result, ordered
+among themselves by their scores, and scored at least as well as the best passage found (readers
+of the evidence weigh passages by score); the other articles follow by score, so the canonical
+policy article and neighbouring topics are still there to quote from. A predicted intent the KB has
+tagged articles for is not a KB gap, whatever the similarity: the KB says it covers it. Articles
+without intents, and every search without an intent, rank exactly as before, so a KB with no
+intent tags (the Rho-Bank sample) is unaffected. What this trusts is the classifier: a wrong intent
+puts a wrong article first. Tickets are answered without an agent only when the intent's
+confidence clears the routing threshold (98% selective accuracy, docs/intent-model.md), and every
+other draft is read by an agent.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Protocol, Sequence
 
@@ -55,16 +62,6 @@ MIN_CANDIDATES = 12
 SEGMENT_CHARS = 450  # a query segment the encoder reads whole (MiniLM stops at 128 word pieces)
 MAX_SEGMENTS = 8
 MAX_QUERY_CHARS = 4000  # BM25 text cap: beyond it a ticket is a transcript, not a question
-# Added to the score of each passage of an article tagged with the predicted intent. Chosen from
-# the score's scale, not fitted to any evaluation: a passage's score is 0.3 x fused score + 0.7 x
-# cosine similarity, so 0.02 is what a cosine higher by ~0.03 gives, about the difference between
-# two phrasings of one question with MiniLM. Measured afterwards (300 Banking77 train messages on
-# the sample KB, whose articles carry no intents), the best article leads the second by 0.051 at
-# the median and by less than 0.02 in a quarter of searches: the boost reorders near ties, where
-# the tenant's own tagging is better evidence than that noise, and cannot lift a passage that
-# matches clearly worse. A larger value would let the classifier's mistakes (a wrong intent, as
-# confident as a right one) override what the passages say.
-INTENT_BOOST = 0.02
 
 
 class StoreUnavailable(RuntimeError):
@@ -262,18 +259,31 @@ def rescore_by_segments(hits: Sequence[PassageHit], segments: np.ndarray, weight
     return rescored
 
 
-def boost_intent_matches(hits: Sequence[PassageHit], intent: str, boost: float = INTENT_BOOST) -> list[PassageHit]:
-    """Hits of articles tagged with `intent` get `boost` added to their score; the others, and all
-    of them when the intent is empty or the boost zero, are returned unchanged. Labels are compared
-    as words ("card_arrival" matches "Card-Arrival")."""
+def tagged_with(hit: PassageHit, intent: str) -> bool:
+    """Whether the hit's article is tagged with `intent` (labels compared as words: "card_arrival"
+    matches "Card-Arrival")."""
     wanted = intent_phrase(intent) if intent else ""
-    if not wanted or not boost:
-        return list(hits)
-    return [
-        hit.rescored(hit.score + boost, hit.similarity)
-        if hit.intents and any(intent_phrase(tag) == wanted for tag in hit.intents) else hit
-        for hit in hits
-    ]
+    return bool(wanted) and any(intent_phrase(tag) == wanted for tag in hit.intents)
+
+
+def lift_tagged(hits: Sequence[PassageHit], intent: str) -> list[PassageHit]:
+    """Passages of articles tagged with `intent` score at least as well as the best passage: a
+    reader of the evidence (the drafter weighs passages by score) then treats the article its
+    authors wrote for the question as the best match. Similarities stay as measured."""
+    top = max((hit.score for hit in hits), default=0.0)
+    return [hit.rescored(max(hit.score, top), hit.similarity) if tagged_with(hit, intent) else hit for hit in hits]
+
+
+def merge_hits(*groups: Sequence[PassageHit]) -> list[PassageHit]:
+    """The hits of several queries, each passage once (its first occurrence)."""
+    seen: set[str] = set()
+    merged = []
+    for hits in groups:
+        for hit in hits:
+            if hit.chunk_id not in seen:
+                seen.add(hit.chunk_id)
+                merged.append(hit)
+    return merged
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,12 +296,14 @@ def group_by_article(
     *,
     passages_per_article: int = PASSAGES_PER_ARTICLE,
     now: datetime | None = None,
+    first: Callable[[PassageHit], bool] = lambda hit: False,
 ) -> tuple[ArticleResult, ...]:
     """The k best distinct articles, each scored by its best passage and carrying its best
-    `passages_per_article` passages, best article first (ties keep the index's order)."""
+    `passages_per_article` passages, best article first (ties keep the index's order); articles
+    whose passages satisfy `first` come before the others."""
     now = now or datetime.now(timezone.utc)
     by_article: dict[str, list[PassageHit]] = {}
-    for hit in sorted(hits, key=lambda h: -h.score):
+    for hit in sorted(hits, key=lambda h: (not first(h), -h.score)):
         by_article.setdefault(hit.article_id, []).append(hit)
     results = []
     for article_id, passages in by_article.items():
@@ -345,7 +357,6 @@ class Searcher:
     rerank_weight: float = DEFAULT_RERANK_WEIGHT
     gap_threshold: float = DEFAULT_GAP_THRESHOLD
     passages_per_article: int = PASSAGES_PER_ARTICLE
-    intent_boost: float = INTENT_BOOST
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
 
     def candidates(
@@ -375,10 +386,17 @@ class Searcher:
         query = build_query(text, intent=intent)
         if query.empty or k <= 0:  # nothing to look for is not a gap in the KB
             return SearchResult(articles=(), gap=False, best_score=0.0, query=query)
-        hits = boost_intent_matches(self.candidates(tenant, query, k, filters), intent, self.intent_boost)
+        hits = self.candidates(tenant, query, k, filters)
+        tagged: list[PassageHit] = []
+        if intent and not filters.intents:
+            tagged = self.candidates(tenant, query, k, replace(filters, intents=(intent,)))
+        hits = lift_tagged(merge_hits(tagged, hits), intent)
         best = best_similarity(hits)
-        articles = group_by_article(hits, k, passages_per_article=self.passages_per_article, now=self.clock())
-        return SearchResult(articles=articles, gap=is_gap(best, self.gap_threshold), best_score=best, query=query)
+        articles = group_by_article(hits, k, passages_per_article=self.passages_per_article, now=self.clock(),
+                                    first=lambda hit: tagged_with(hit, intent))
+        covered = any(tagged_with(hit, intent) for hit in tagged)
+        return SearchResult(articles=articles, gap=is_gap(best, self.gap_threshold) and not covered, best_score=best,
+                            query=query)
 
 
 # ---------------------------------------------------------------------------------------------

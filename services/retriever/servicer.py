@@ -49,6 +49,7 @@ def search_response(result: SearchResult) -> services_pb2.SearchResponse:
             source=p.source,
             is_policy=p.is_policy,
             stale=article.stale,
+            intents=p.intents,
         )
         for article in result.articles
         for p in article.passages

@@ -338,3 +338,22 @@ def test_a_how_to_question_answered_with_what_happens_around_the_action_is_judge
     result = draft(drafter, "How do I create a virtual card?", [passage(VIRTUAL_CARDS)], channel=tk.CHANNEL_CHAT)
     assert result.status == tk.DRAFT_STATUS_READY and result.citations
     assert result.answerability == tk.ANSWERABILITY_UNSPECIFIED and not result.answerability_reason
+
+
+def test_the_article_tagged_with_the_predicted_intent_is_quoted_over_one_that_shares_more_words(drafter: OfflineDrafter) -> None:
+    question = "Is it possible to get another card?"
+    linking = tk.EvidencePassage(
+        article_id="101", chunk_id="101#0", title="How do I link another card to the app?", is_policy=False,
+        text="To link another card, open the app and tap Cards. Is it possible to link another card? Yes, any debit card.",
+        intents=["card_linking"], score=0.9, source="help_center")
+    spare = tk.EvidencePassage(
+        article_id="102", chunk_id="102#0", title="Can I have a spare card?", is_policy=False,
+        text="You can order a spare card for yourself from the Cards screen in the app.",
+        intents=["getting_spare_card"], score=0.5, source="help_center")
+    classification = tk.Classification(intent="getting_spare_card", confidence=0.99, route=tk.ROUTE_AUTO_RESPOND)
+    tagged = draft(drafter, question, [spare, linking], classification=classification)
+    assert [c.article_id for c in tagged.citations] == ["102"], tagged.text
+    untagged = [tk.EvidencePassage(article_id=p.article_id, chunk_id=p.chunk_id, title=p.title, text=p.text,
+                                   score=p.score, source=p.source) for p in (spare, linking)]
+    plain = draft(drafter, question, untagged, classification=classification)
+    assert "101" in [c.article_id for c in plain.citations], plain.text  # without tags, the word overlap decides

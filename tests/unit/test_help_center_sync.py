@@ -1,5 +1,5 @@
 """Help-centre sync without Zendesk or Weaviate: the article mapping (labels, HTML), the client's
-paging and retries over httpx.MockTransport, the sync's decisions on fakes, the intent boost in
+paging and retries over httpx.MockTransport, the sync's decisions on fakes, the predicted intent's articles first in
 search, and the `kb sync` command's errors (services/retriever/help_center.py, sync.py, search.py)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from services.retriever.help_center import (
     html_to_markdown,
     label_metadata,
 )
-from services.retriever.search import INTENT_BOOST, PassageHit, Searcher, boost_intent_matches, group_by_article
+from services.retriever.search import PassageHit, Searcher, group_by_article, merge_hits, tagged_with
 from services.retriever.sync import sync_articles
 
 BASE = "https://demobank.zendesk.com"
@@ -402,23 +402,16 @@ def passage(article_id, score, intents=(), similarity=0.7, vector=None):
                       vector=None if vector is None else np.asarray(vector, dtype=np.float32))
 
 
-def test_the_boost_breaks_near_ties_for_articles_tagged_with_the_intent():
-    hits = [passage("untagged", 0.800), passage("tagged", 0.790, ["card_arrival"]), passage("other", 0.5, ["x"])]
-    boosted = boost_intent_matches(hits, "card_arrival")
-    assert [a.article_id for a in group_by_article(boosted, 3)] == ["tagged", "untagged", "other"]
-    assert boosted[1].score == pytest.approx(0.790 + INTENT_BOOST) and boosted[1].similarity == 0.7
-    assert boosted[0] is hits[0] and boosted[2] is hits[2]  # untagged and other-intent: untouched
-    # Labels compare as words; a clearly better passage is not overtaken.
-    assert boost_intent_matches([passage("t", 0.1, ["Card-Arrival"])], "card_arrival")[0].score > 0.1
-    far = boost_intent_matches([passage("a", 0.9), passage("b", 0.8, ["card_arrival"])], "card_arrival")
-    assert [a.article_id for a in group_by_article(far, 2)] == ["a", "b"]
+def test_articles_tagged_with_the_predicted_intent_come_first_then_the_rest_by_score():
+    hits = [passage("untagged", 0.900), passage("tagged", 0.40, ["Card-Arrival"]), passage("other", 0.5, ["x"])]
+    ordered = group_by_article(hits, 3, first=lambda hit: tagged_with(hit, "card_arrival"))
+    assert [a.article_id for a in ordered] == ["tagged", "untagged", "other"]
+    assert [a.article_id for a in group_by_article(hits, 3)] == ["untagged", "other", "tagged"]
 
 
-def test_no_intent_or_no_tags_leaves_every_score_as_it_was():
-    hits = [passage("a", 0.8), passage("b", 0.79, ["card_arrival"])]
-    assert boost_intent_matches(hits, "") == hits
-    untagged = [passage("a", 0.8), passage("b", 0.79)]
-    assert [h.score for h in boost_intent_matches(untagged, "card_arrival")] == [0.8, 0.79]
+def test_merging_keeps_each_passage_once():
+    a, b = passage("a", 0.8), passage("b", 0.7)
+    assert [h.article_id for h in merge_hits([a], [b, a])] == ["a", "b"]
 
 
 class _Encoder:
@@ -429,25 +422,34 @@ class _Encoder:
 
 
 class _Index:
+    """Answers the plain query with `hits` and a query filtered by intents with the hits tagged so."""
+
     def __init__(self, hits):
         self.hits = hits
+        self.filters = []
 
     def hybrid(self, tenant, keywords, vector, *, alpha, limit, filters):
-        return list(self.hits)
+        self.filters.append(filters)
+        if filters.intents:
+            return [h for h in self.hits if any(tagged_with(h, i) for i in filters.intents)]
+        return [h for h in self.hits if h.score >= 0.5]  # the tagged article is not among the plain top hits
 
 
-def test_the_searcher_applies_the_boost_but_not_to_the_gap_signal():
-    # Cosine 1.0 against 0.99: scores 0.850 and 0.843, a near tie the boost decides.
-    hits = [passage("untagged", 0.5, vector=[1.0, 0.0]),
-            passage("tagged", 0.5, ["card_arrival"], vector=[0.99, 0.1411])]
-    searcher = Searcher(_Index(hits), _Encoder(), gap_threshold=0.5)
+def test_the_searcher_puts_the_intent_s_articles_first_and_they_are_no_gap():
+    hits = [passage("untagged", 0.6, vector=[0.5, 0.866]),  # cosine 0.5 with the query
+            passage("tagged", 0.3, ["card_arrival"], vector=[0.2, 0.98])]
+    index = _Index(hits)
+    searcher = Searcher(index, _Encoder(), gap_threshold=0.9)
     plain = searcher.search("acme", "where is my card", 2)
+    assert [a.article_id for a in plain.articles] == ["untagged"] and plain.gap  # below the gap threshold
+    assert len(index.filters) == 1  # no intent: one query, as before
     tagged = searcher.search("acme", "where is my card", 2, intent="card_arrival")
-    assert [a.article_id for a in plain.articles] == ["untagged", "tagged"]
     assert [a.article_id for a in tagged.articles] == ["tagged", "untagged"]
-    assert tagged.best_score == plain.best_score == pytest.approx(1.0)
-    assert Searcher(_Index(hits), _Encoder(), intent_boost=0.0).search(
-        "acme", "where is my card", 2, intent="card_arrival").articles[0].article_id == "untagged"
+    assert tagged.articles[0].score == pytest.approx(tagged.articles[1].score)  # lifted to the best score
+    assert not tagged.gap  # the KB's authors tagged an article with the intent
+    assert index.filters[-1].intents == ("card_arrival",)
+    other = searcher.search("acme", "where is my card", 2, intent="card_linking")
+    assert [a.article_id for a in other.articles] == ["untagged"] and other.gap  # no article for that intent
 
 
 # ---------------------------------------------------------------------------------------------

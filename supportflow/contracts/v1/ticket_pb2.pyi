@@ -256,7 +256,7 @@ class Classification(_message.Message):
     def __init__(self, intent: _Optional[str] = ..., confidence: _Optional[float] = ..., top_intents: _Optional[_Iterable[_Union[IntentScore, _Mapping]]] = ..., archetype: _Optional[_Union[Archetype, str]] = ..., urgency: _Optional[_Union[Urgency, str]] = ..., sentiment: _Optional[float] = ..., frustration_signals: _Optional[_Iterable[str]] = ..., risk_flags: _Optional[_Iterable[_Union[RiskFlag, str]]] = ..., tier: _Optional[_Union[CustomerTier, str]] = ..., route: _Optional[_Union[Route, str]] = ..., route_reason: _Optional[str] = ..., model_version: _Optional[str] = ..., input_flags: _Optional[_Iterable[str]] = ..., segment: _Optional[str] = ...) -> None: ...
 
 class EvidencePassage(_message.Message):
-    __slots__ = ("article_id", "chunk_id", "title", "section", "text", "score", "url", "source", "is_policy", "stale")
+    __slots__ = ("article_id", "chunk_id", "title", "section", "text", "score", "url", "source", "is_policy", "stale", "intents")
     ARTICLE_ID_FIELD_NUMBER: _ClassVar[int]
     CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
@@ -267,6 +267,7 @@ class EvidencePassage(_message.Message):
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     IS_POLICY_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
+    INTENTS_FIELD_NUMBER: _ClassVar[int]
     article_id: str
     chunk_id: str
     title: str
@@ -277,7 +278,8 @@ class EvidencePassage(_message.Message):
     source: str
     is_policy: bool
     stale: bool
-    def __init__(self, article_id: _Optional[str] = ..., chunk_id: _Optional[str] = ..., title: _Optional[str] = ..., section: _Optional[str] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., url: _Optional[str] = ..., source: _Optional[str] = ..., is_policy: bool = ..., stale: bool = ...) -> None: ...
+    intents: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, article_id: _Optional[str] = ..., chunk_id: _Optional[str] = ..., title: _Optional[str] = ..., section: _Optional[str] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., url: _Optional[str] = ..., source: _Optional[str] = ..., is_policy: bool = ..., stale: bool = ..., intents: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Citation(_message.Message):
     __slots__ = ("article_id", "chunk_id", "title", "passage", "url", "stale")
