@@ -83,13 +83,15 @@ class GatewayApp:
     """Request handling, independent of the HTTP server so tests can call it directly."""
 
     def __init__(self, publisher: EventPublisher, *, default_tenant: str, webhook_secret: str, max_body_bytes: int,
-                 channels: ChannelsConfig | None = None, clock: Callable[[], float] = time.time):
+                 channels: ChannelsConfig | None = None, clock: Callable[[], float] = time.time,
+                 max_webhook_bytes: int | None = None):
         self._publisher = publisher
         self._default_tenant = default_tenant
         self._secret = webhook_secret
         self._channels = channels or ChannelsConfig()
         self._clock = clock
         self.max_body_bytes = max_body_bytes
+        self.max_webhook_bytes = max_body_bytes if max_webhook_bytes is None else max_webhook_bytes
         self._lock = threading.Lock()  # one flush at a time keeps acknowledgements per request exact
 
     def handle(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
@@ -130,14 +132,18 @@ class GatewayApp:
             log.error("could not publish", extra={"fields": {"error": str(exc)}})
             return 503, {"error": "event bus unavailable, retry later"}
 
+    def body_limit(self, path: str) -> int:
+        """The largest body taken on `path`: helpdesk webhooks have their own, larger limit."""
+        return self.max_webhook_bytes if CHANNEL_PATH.match(path) else self.max_body_bytes
+
     def too_large(self, path: str) -> Reply:
-        """The answer to a body over `max_body_bytes`, counted against its channel when it has one."""
+        """The answer to a body over `body_limit(path)`, counted against its channel when it has one."""
         channel = CHANNEL_PATH.match(path)
         if channel and channel["provider"] in WEBHOOKS:
             metrics.channel_refused(channel["provider"], "too_large")
         else:
             metrics.REJECTED.labels("too_large").inc()
-        return 413, {"error": f"body larger than {self.max_body_bytes} bytes"}
+        return 413, {"error": f"body larger than {self.body_limit(path)} bytes"}
 
     def publish_ticket(self, ticket: tk.Ticket, event_id: str = "") -> None:
         """Publish a TicketReceived and wait for the broker's acknowledgement (TransientError if
@@ -282,10 +288,11 @@ def asgi_app(app: GatewayApp, *, client_timeout_s: float = CLIENT_TIMEOUT_S) -> 
         path = request.url.path
         declared = request.headers.get("content-length", "")
         # uvicorn's parser has already refused a Content-Length that is not a whole number.
-        if declared.isdigit() and int(declared) > app.max_body_bytes:
+        limit = app.body_limit(path)
+        if declared.isdigit() and int(declared) > limit:
             return _json(*app.too_large(path), close=True)
         try:
-            body = await _read_body(request.receive, app.max_body_bytes, client_timeout_s)
+            body = await _read_body(request.receive, limit, client_timeout_s)
         except _BodyTooLarge:
             return _json(*app.too_large(path), close=True)
         except _ClientStalled:

@@ -24,6 +24,7 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
         default_tenant=settings.default_tenant,
         webhook_secret=settings.gateway_webhook_secret,
         max_body_bytes=settings.gateway_max_body_bytes,
+        max_webhook_bytes=settings.gateway_max_webhook_bytes,
         channels=channels,
     )
     mail = MailIntake(channels, app.publish_ticket)

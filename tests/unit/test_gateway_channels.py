@@ -498,3 +498,22 @@ def test_the_json_api_keeps_its_own_signature_and_marks_its_tickets(app, publish
 
 def test_every_webhook_provider_is_registered():
     assert sorted(WEBHOOKS) == ["freshdesk", "intercom", "zendesk"]
+
+
+def test_a_long_helpdesk_ticket_is_cut_and_flagged_not_refused(publisher):
+    """A webhook over the JSON API's body limit, within the webhook limit, becomes a ticket whose
+    text is cut at the field limit and flagged; one over the webhook limit is refused with 413."""
+    from services.gateway.intake import MAX_FIELD_CHARS
+
+    app = GatewayApp(publisher, default_tenant="rho-bank", webhook_secret="", max_body_bytes=10_000,
+                     max_webhook_bytes=1_000_000, channels=CHANNELS)
+    long_text = "My card has not arrived. " * 8_000  # 200,000 characters, twice in the payload
+    body = raw(zendesk_payload(description=long_text,
+                               latest_comment={"id": "9001", "html_body": f"<p>{long_text}</p>", "author_id": "20978392"}))
+    assert 10_000 < len(body) < 1_000_000
+    status, _ = app.handle("/v1/channels/zendesk/demo-bank", body, zendesk.signed_headers(ZENDESK_SECRET, body))
+    assert status == 202
+    [(_, _, event)] = publisher.published
+    assert len(event.ticket.body) <= MAX_FIELD_CHARS and "body_truncated" in event.ticket.origin.intake_flags
+    assert app.body_limit("/v1/channels/zendesk/demo-bank") == 1_000_000 and app.body_limit("/v1/tickets") == 10_000
+    assert app.too_large("/v1/channels/zendesk/demo-bank")[0] == 413
