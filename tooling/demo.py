@@ -386,6 +386,12 @@ def run_round_trip(settings: Settings, tickets: list, *, rate: float, run_dir: P
         raise
 
 
+def pipeline_records(records: list[dict]) -> list[dict]:
+    """The decided tickets' records under the pipeline's ticket ids (zd-..., em-...), as the
+    learner and the helpdesk's feedback know them; the report keeps the input's ids."""
+    return [record | {"id": record["ticket_id"]} for record in records if record["decision"]]
+
+
 def _kinds_named(items: list[dict], decision: str) -> list[dict]:
     """A helpdesk shows a follow-up as a public reply like any other; on a ticket whose decision
     was to ask for more, that public message is the follow-up."""
@@ -446,7 +452,7 @@ def run_demo(settings: Settings, *, tickets: int, input_path: str | None, json_p
     trip = None
     try:
         trip = run_round_trip(settings, batch, rate=rate, run_dir=run_dir)
-        decided = [r for r in trip.records if r["decision"]]
+        decided = pipeline_records(trip.records)
         feedback = post_outcomes(trip.fleet_settings, decided)
         panel = learner_panel(trip.fleet_settings, len(decided), resolved=len(decided))
         kb_proposals = read_topic(trip.fleet_settings, Topic.KB_PROPOSALS)
@@ -463,7 +469,7 @@ def run_demo(settings: Settings, *, tickets: int, input_path: str | None, json_p
             say("stopping the Kafka and Weaviate this demo started (use --keep-infra to keep them)")
             stack.down(stack.started_by_us)
     report = build_report(
-        decided, tickets_sent=len(trip.sent), missing=trip.missing,
+        [r for r in trip.records if r["decision"]], tickets_sent=len(trip.sent), missing=trip.missing,
         duplicated=trip.duplicated, wall_s=trip.wall_s,
     )
     report["tickets"] = trip.records

@@ -20,12 +20,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from supportflow.channels import ApiChannel, ChannelsConfig, EmailChannel, FreshdeskChannel, IntercomChannel, ZendeskChannel
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import InvalidEvent, new_meta
+from supportflow.timestamps import seconds_of, timestamp_at
 
 from services.delivery.messages import (
     MAX_REPLY_CITATIONS,
@@ -162,7 +161,7 @@ def plan_delivery(decided: ev.TicketDecided, channels: ChannelsConfig) -> Delive
         decision=decided.decision, kind=kind, provider=provider,
         external_ticket_id=origin.external_id or (ticket.ticket_id if provider == "api" else ""),
         public=kind != ev.DELIVERY_KIND_NOTE, message=message, citations=citations,
-        received_at=_seconds(ticket.received_at),
+        received_at=seconds_of(ticket.received_at),
     )
     if isinstance(settings, EmailChannel):
         return _email_plan(base, decided, settings)
@@ -308,14 +307,6 @@ def _domain(address: str) -> str:
     return address.rsplit("@", 1)[-1].strip().lower() or "supportflow.invalid"
 
 
-def _seconds(ts: Timestamp) -> float | None:
-    return ts.seconds + ts.nanos / 1e9 if (ts.seconds or ts.nanos) else None
-
-
-def _timestamp(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(round(seconds * 1e9)))
-    return ts
 
 
 # --- the record of what was done ---------------------------------------------------------------
@@ -350,11 +341,11 @@ def delivery_record(decided: ev.TicketDecided, plan: DeliveryPlan | NoChannel, o
         text=plan.message.text if isinstance(plan, DeliveryPlan) else "",
         citations=list(plan.citations),
     )
-    received = _seconds(ticket.received_at)
+    received = seconds_of(ticket.received_at)
     if received is not None:
         record.received_at.CopyFrom(ticket.received_at)
     if outcome.delivered_at is not None:
-        record.delivered_at.CopyFrom(_timestamp(outcome.delivered_at))
+        record.delivered_at.CopyFrom(timestamp_at(outcome.delivered_at))
         if received is not None:
             record.latency_s = max(0.0, outcome.delivered_at - received)
     return record

@@ -20,12 +20,11 @@ import logging
 import time
 from typing import Callable
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FOUND, CustomerDirectory, account_fields
 from supportflow.eventbus import Emit, InvalidEvent, new_meta
+from supportflow.timestamps import seconds_of, timestamp_at
 from supportflow.topics import DECISION_TOPICS, Topic
 
 from services.escalator import metrics
@@ -52,14 +51,6 @@ PRODUCER = "escalator"
 PACKET_DECISIONS = frozenset({ev.DECISION_ESCALATE, ev.DECISION_REVIEW})
 
 
-def _seconds(ts: Timestamp) -> float | None:
-    return ts.seconds + ts.nanos / 1e9 if (ts.seconds or ts.nanos) else None
-
-
-def _timestamp(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(round(seconds * 1e9)))
-    return ts
 
 
 def _enum_label(enum_type, value: int, prefix: str) -> str:  # type: ignore[no-untyped-def]
@@ -166,7 +157,7 @@ class Escalator:
             raise InvalidEvent("ticket has no classification")
 
     def _received_at(self, meta: ev.EventMeta, ticket: tk.Ticket) -> float:
-        return _seconds(ticket.received_at) or _seconds(meta.occurred_at) or self._clock()
+        return seconds_of(ticket.received_at) or seconds_of(meta.occurred_at) or self._clock()
 
     def _track_incident(
         self, meta: ev.EventMeta, ticket: tk.Ticket, normalized: tk.NormalizedTicket, classification: tk.Classification
@@ -183,7 +174,7 @@ class Escalator:
     def replay_responded(self, event: ev.TicketDecided) -> None:
         """Remember a ticket answered automatically before this process started."""
         if event.ticket.ticket_id and event.decision == ev.DECISION_RESPOND:
-            answered_at = _seconds(event.timeline.decided_at) or _seconds(event.meta.occurred_at) or self._clock()
+            answered_at = seconds_of(event.timeline.decided_at) or seconds_of(event.meta.occurred_at) or self._clock()
             self._answered.record(event.ticket.tenant_id or event.meta.tenant_id, event.ticket, answered_at)
 
     def _observe_incident(
@@ -207,7 +198,7 @@ class Escalator:
             signature=update.signature.text,
             product=update.signature.product,
             ticket_ids=list(update.ticket_ids),
-            first_seen=_timestamp(update.first_seen),
+            first_seen=timestamp_at(update.first_seen),
         )
         return Emit(Topic.INCIDENTS_DETECTED, update.incident_id, event)
 
@@ -258,7 +249,7 @@ class Escalator:
         )
         if draft is not None:
             decided.draft.CopyFrom(draft)
-        decided.timeline.decided_at.CopyFrom(_timestamp(now))
+        decided.timeline.decided_at.CopyFrom(timestamp_at(now))
         decision_label = _enum_label(ev.Decision, verdict.decision, "DECISION_")
         if verdict.decision in PACKET_DECISIONS:
             decided.packet.CopyFrom(build_packet(

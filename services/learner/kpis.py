@@ -65,6 +65,7 @@ from dataclasses import dataclass, field, fields
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.timestamps import seconds_of
 
 from services.learner.config import LATENCY_NAMES, LearnerConfig, archetype_name
 
@@ -172,12 +173,9 @@ def kpi_definitions() -> dict[str, str]:
     return definitions
 
 
-def _seconds(ts: Timestamp) -> float | None:
-    return ts.seconds + ts.nanos / 1e9 if (ts.seconds or ts.nanos) else None
-
 
 def _elapsed(start: Timestamp, end: Timestamp) -> float | None:
-    a, b = _seconds(start), _seconds(end)
+    a, b = seconds_of(start), seconds_of(end)
     if a is None or b is None:
         return None
     return max(b - a, 0.0)  # clock skew between producers must not give negative latencies
@@ -339,7 +337,7 @@ class KpiAccumulator:
         key = self._keys.setdefault(key, key)  # one key object (and tenant string) per bucket, not per ticket
         ident = (key.tenant, event.ticket.ticket_id)
         timeline = event.timeline
-        decided_at = _seconds(timeline.decided_at) or 0.0
+        decided_at = seconds_of(timeline.decided_at) or 0.0
         previous = self._records.get(ident)
         if previous is not None and decided_at < previous.decided_at:
             # An older decision read after a newer one (decision topics are not ordered against
