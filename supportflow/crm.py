@@ -93,23 +93,33 @@ def parse_record(customer_id: str, raw: Any) -> CustomerRecord:
 
 
 class FileCrm:
-    """Customers from a JSON file `{customer_id: {"tier", "segment", "account_state"}}`, read once."""
+    """Customers from a JSON file `{customer_id: {"tier", "segment", "account_state", "emails"}}`,
+    read once. A channel that knows the customer only by address (a mail, a helpdesk requester)
+    finds the record by any of its `emails`, case-insensitively."""
 
     def __init__(self, path: Path = SAMPLE_CRM_PATH) -> None:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
         if not isinstance(document, dict):
             raise CrmRecordError(f"{path}: expected an object keyed by customer id")
         self._customers = {str(cid): parse_record(str(cid), raw) for cid, raw in document.items()}
+        for cid, raw in document.items():
+            emails = raw.get("emails") or []
+            if not isinstance(emails, list):
+                raise CrmRecordError(f"customer {cid}: emails must be a list of addresses")
+            for email in emails:
+                self._customers.setdefault(str(email).strip().lower(), self._customers[str(cid)])
 
     def lookup(self, customer_id: str) -> CustomerLookup:
-        record = self._customers.get(customer_id)
+        record = self._customers.get(customer_id) or self._customers.get(customer_id.strip().lower())
         outcome = FOUND if record is not None else NOT_FOUND
         CRM_LOOKUPS.labels("file", outcome).inc()
         return CustomerLookup(record or STANDARD_CUSTOMER, outcome)
 
 
 class HttpCrm:
-    """Customers from `GET {base_url}/customers/{id}` (JSON as in FileCrm), with a timeout.
+    """Customers from `GET {base_url}/customers/{id}` (JSON as in FileCrm), with a timeout. The id
+    is what the channel knows the customer by: the CRM id a helpdesk carries as the requester's
+    external id, or else an email address, which the service must resolve too.
 
     404 means an unknown customer (standard tier). Any other failure falls back to standard tier
     for this ticket and is counted; found and unknown customers are cached for `cache_ttl_s` so a

@@ -48,7 +48,7 @@ class SentTicket:
     ticket: DemoTicket
     pipeline_id: str  # the ticket id the pipeline gives it (zd-..., ic-..., em-...)
     external_id: str  # the channel's own ticket, conversation or thread id
-    sent_at: float
+    sent_at: float  # when the customer started opening it (Unix seconds)
 
 
 def help_center_dir(tenant: str) -> Path:
@@ -137,6 +137,7 @@ class ChannelSender:
         from services.gateway.channels import pipeline_ticket_id
 
         servers, name = self._servers, ticket.customer_id
+        started = time.time()
         subject = ticket.subject or ticket.body[:60] or "(no subject)"
         if ticket.channel == "zendesk":
             external = servers.zendesk_create_ticket(ticket.tenant, subject=subject, body=ticket.body or subject,
@@ -157,7 +158,7 @@ class ChannelSender:
             self._post_api_ticket({"id": ticket.id, "tenant_id": ticket.tenant, "channel": "api",
                                    "customer_id": ticket.customer_id, "subject": ticket.subject, "body": ticket.body})
         return SentTicket(ticket, pipeline_ticket_id(ticket.channel, ticket.tenant, str(external)), str(external),
-                          time.time())
+                          started)
 
 
 def _paragraphs(text: str) -> str:

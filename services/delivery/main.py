@@ -5,8 +5,9 @@ decision, handlers.py what is posted, providers/ how).
 
 Concurrency: a batch is at most BATCH_SIZE decisions and every ticket in it gets its own thread
 (threads that mostly wait on a helpdesk); how many calls run at once is bounded per (tenant,
-provider) lane by SUPPORTFLOW_DELIVERY_WORKERS (lanes.py), so a slow or broken helpdesk holds only
-its own tenant's tickets. The batch is committed once every delivery in it is recorded.
+provider) lane by SUPPORTFLOW_DELIVERY_WORKERS (lanes.py), so within a batch a slow or broken
+helpdesk holds only its own tenant's tickets. The batch is committed once every delivery in it is
+recorded: the next batch waits for a delivery that is still retrying (docs/channels.md).
 
 Needs SUPPORTFLOW_CHANNELS_PATH (supportflow/channels.py) for anything to reach a channel, and
 SUPPORTFLOW_DELIVERY_LEDGER_URL shared by the replicas (PostgreSQL) in a deployment; the default is

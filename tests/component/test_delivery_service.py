@@ -1,10 +1,12 @@
 """The delivery service against the real Kafka and the local provider stand-ins
 (tooling/channel_servers): decisions in on the decision topics, replies and notes out on each
 ticket's own channel, a DeliveryRecorded for each on tickets.delivered, dead letters with the
-provider's reason, and -- the kill test -- exactly one post per decision across a SIGKILL."""
+provider's reason, one tenant's failing helpdesk not holding up another tenant's deliveries, and --
+the kill test -- exactly one post per decision across a SIGKILL."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -16,6 +18,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -25,7 +28,8 @@ import yaml
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.eventbus import H_DLQ_ERROR, H_DLQ_REASON, EventPublisher, ensure_topics, header, new_meta
+from supportflow.eventbus import (H_DLQ_ERROR, H_DLQ_REASON, EventPublisher, derived_event_id, ensure_topics, header,
+                                  new_meta)
 from supportflow.observability import Health
 from supportflow.settings import Settings
 from supportflow.topics import DECISION_TOPICS, Topic
@@ -48,12 +52,21 @@ ACCOUNTS = TenantAccounts(
     intercom_admin_id=ADMIN_ID, freshdesk_api_key="fd-key", freshdesk_webhook_secret="fd-secret",
     mailbox="support@demo-bank.example", api_callback_secret="cb-secret",
 )
+# A second tenant, for what one tenant's failing channel must not do to another's.
+OTHER_TENANT = "north-credit"
+OTHER_ADMIN_ID = "924001"
+OTHER_ACCOUNTS = TenantAccounts(
+    tenant=OTHER_TENANT, gateway_url="", zendesk_email="supportflow@north-credit.example",
+    zendesk_api_token="nc-zd-token", zendesk_webhook_secret="nc-zd-secret", intercom_access_token="nc-ic-token",
+    intercom_client_secret="nc-ic-secret", intercom_admin_id=OTHER_ADMIN_ID, freshdesk_api_key="nc-fd-key",
+    freshdesk_webhook_secret="nc-fd-secret", mailbox="support@north-credit.example", api_callback_secret="nc-cb-secret",
+)
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChannelServers]:
     state = tmp_path_factory.mktemp("channel-servers")
-    with ChannelServers(ChannelServersConfig(tenants=(ACCOUNTS,), state_dir=str(state))) as running:
+    with ChannelServers(ChannelServersConfig(tenants=(ACCOUNTS, OTHER_ACCOUNTS), state_dir=str(state))) as running:
         yield running
 
 
@@ -94,19 +107,21 @@ def delivery_settings(settings: Settings, servers: ChannelServers, tmp_path: Pat
 
 @contextmanager
 def delivery_running(settings: Settings) -> Iterator[None]:
-    """The service's consumer in this process, as run_service would run it."""
+    """The service's consumer loops in this process, as run_service would run them."""
     publisher = EventPublisher(settings, "delivery")
     parts = build(settings, publisher, Health("delivery"))
-    (consumer,) = parts.consumers
     stop = threading.Event()
-    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
-    thread.start()
-    assert consumer.assigned.wait(30), "delivery consumer got no partitions"
+    threads = [threading.Thread(target=consumer.run, args=(stop,), daemon=True) for consumer in parts.consumers]
+    for thread in threads:
+        thread.start()
+    for consumer in parts.consumers:
+        assert consumer.assigned.wait(30), f"delivery consumer {consumer.group_id} got no partitions"
     try:
         yield
     finally:
         stop.set()
-        thread.join(30)
+        for thread in threads:
+            thread.join(30)
         for hook in parts.on_stop:
             hook()
         publisher.flush()
@@ -292,6 +307,204 @@ def test_an_api_ticket_is_answered_by_the_signed_callback(delivery_settings: Set
     assert record.status == ev.DELIVERY_STATUS_DELIVERED and record.provider == "api"
     (callback,) = servers.deliveries("api", event.ticket.ticket_id)
     assert callback["kind"] == "follow_up" and "the last four digits of the card" in callback["text"]
+
+
+# --- one tenant's failing helpdesk and another tenant's deliveries ---------------------------------
+
+# Tenant A (demo-bank) is on Zendesk, which answers every call 503 with a Retry-After; tenant B
+# (north-credit) is on Intercom, which answers. Faults apply to a whole provider server, hence two
+# providers. With MAX_ATTEMPTS calls RETRY_AFTER_S apart, each of A's deliveries that calls Zendesk
+# spends at least A_RETRIES_S retrying: a floor set by the Retry-After, not by the machine's speed.
+MAX_ATTEMPTS = 4
+RETRY_AFTER_S = 2
+A_RETRIES_S = (MAX_ATTEMPTS - 1) * RETRY_AFTER_S
+LANE_SLOTS = 2  # SUPPORTFLOW_DELIVERY_WORKERS: calls in flight per (tenant, provider) lane
+
+
+def two_tenant_settings(delivery_settings: Settings, servers: ChannelServers, tmp_path: Path) -> Settings:
+    path = channels_file(tmp_path / "two-tenants.yaml", servers)
+    config = yaml.safe_load(path.read_text())
+    config["tenants"][OTHER_TENANT] = {
+        "help_center_url": "https://help.north-credit.example",
+        "intercom": {"base_url": servers.intercom_url, "access_token": "nc-ic-token", "client_secret": "nc-ic-secret",
+                     "admin_id": OTHER_ADMIN_ID},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return delivery_settings.replace(channels_path=path, delivery_max_attempts=MAX_ATTEMPTS,
+                                     delivery_max_retry_after_s=5.0, delivery_timeout_s=2.0,
+                                     delivery_workers=LANE_SLOTS)
+
+
+def for_tenant(event: ev.TicketDecided, tenant: str) -> ev.TicketDecided:
+    event.meta.tenant_id = tenant
+    event.ticket.tenant_id = tenant
+    return event
+
+
+def other_tenant_decision(servers: ChannelServers, n: int) -> ev.TicketDecided:
+    conversation = servers.intercom_start_conversation(OTHER_TENANT, body="<p>My card has not arrived</p>",
+                                                       email=f"nia{n}@example.com", name="Nia",
+                                                       external_id=f"nc-{uuid.uuid4().hex[:8]}")
+    return for_tenant(decision(ev.DECISION_RESPOND, "intercom", conversation), OTHER_TENANT)
+
+
+def at(item: dict) -> datetime:
+    """When a stand-in received a request or a delivery (its own clock, to the millisecond)."""
+    return datetime.strptime(item["at"], "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def zendesk_posts(servers: ChannelServers, ticket: str) -> list[dict]:
+    """Every attempt to post on a Zendesk ticket, answered or not, oldest first."""
+    path = f"/api/v2/tickets/{ticket}.json"
+    return [r for r in servers.received("zendesk") if r["method"] == "PUT" and r["path"] == path]
+
+
+def posted_on(servers: ChannelServers, event: ev.TicketDecided) -> list[dict]:
+    return servers.deliveries(event.ticket.origin.provider, event.ticket.origin.external_id)
+
+
+def test_a_provider_that_keeps_failing_does_not_hold_up_another_tenants_deliveries(
+        delivery_settings: Settings, servers: ChannelServers, tmp_path: Path) -> None:
+    settings = two_tenant_settings(delivery_settings, servers, tmp_path)
+    failing = [decision(ev.DECISION_RESPOND, "zendesk", new_zendesk_ticket(servers, 200 + i)) for i in range(4)]
+    answered = [other_tenant_decision(servers, i) for i in range(6)]
+    interleaved = [e for pair in itertools.zip_longest(failing, answered) for e in pair if e is not None]
+    later_a = decision(ev.DECISION_RESPOND, "zendesk", new_zendesk_ticket(servers, 210))
+    later_b = other_tenant_decision(servers, 10)
+    servers.set_faults("zendesk", status=503, retry_after=RETRY_AFTER_S)  # every call, until the test ends
+    # Published before the consumer starts, so that they are one batch: within a batch every ticket
+    # has its own thread and waits only for its own lane. (Across batches they do not:
+    # test_a_decision_arriving_while_another_tenants_delivery_retries_waits_for_it.)
+    publish(settings, interleaved)
+    with delivery_running(settings):
+        started = time.monotonic()
+        wait_for("tenant B's responses", lambda: all(posted_on(servers, e) for e in answered), timeout_s=30)
+        b_took_s = time.monotonic() - started
+        records = delivered_records(settings, len(interleaved))
+
+        # Once the lane has opened, A's next decisions fail without a call (for 30 s) and no longer hold
+        # anything up, whichever batch they come in.
+        publish(settings, [later_a, later_b])
+        published = time.monotonic()
+        wait_for("tenant B's later response", lambda: bool(posted_on(servers, later_b)), timeout_s=30)
+        later_b_took_s = time.monotonic() - published
+        records = delivered_records(settings, len(interleaved) + 2)
+        dead = read_all(settings, Topic.TICKETS_RESPONDED.dead_letter_in(settings.topic_prefix), len(failing) + 1)
+
+    calls = {e.meta.event_id: zendesk_posts(servers, e.ticket.origin.external_id) for e in failing}
+    called = [attempts for attempts in calls.values() if attempts]
+    # Every one of B's responses was posted while A's deliveries were still retrying: before the final
+    # call of any of them. Delivered one after another -- or with all lanes sharing LANE_SLOTS calls,
+    # which A's first two would hold for A_RETRIES_S -- B's first post would follow an A's final call.
+    b_posts = [item for e in answered for item in posted_on(servers, e)]
+    assert len(b_posts) == len(answered)
+    assert max(at(item) for item in b_posts) < min(at(attempts[-1]) for attempts in called)
+    assert all(at(attempts[-1]) - at(attempts[0]) >= timedelta(seconds=A_RETRIES_S - 0.5) for attempts in called)
+    assert b_took_s < A_RETRIES_S, f"tenant B's responses took {b_took_s:.1f}s"
+    for event in answered:
+        record = records[event.meta.event_id]
+        assert record.status == ev.DELIVERY_STATUS_DELIVERED and record.attempts == 1 and record.provider == "intercom"
+        (posted,) = posted_on(servers, event)
+        assert posted["tenant"] == OTHER_TENANT and posted["kind"] == "reply"
+
+    # A's lane ran LANE_SLOTS deliveries at once, each through every attempt; when they ran out, the lane
+    # opened and the others failed without calling Zendesk.
+    expected_calls = [0] * (len(failing) - LANE_SLOTS) + [MAX_ATTEMPTS] * LANE_SLOTS
+    assert sorted(len(attempts) for attempts in calls.values()) == expected_calls
+    assert all(r["status"] == 503 for attempts in called for r in attempts)
+    for event in failing:
+        record = records[event.meta.event_id]
+        assert record.status == ev.DELIVERY_STATUS_FAILED and record.provider == "zendesk"
+        assert record.attempts == len(calls[event.meta.event_id])
+        if record.attempts:
+            assert record.error.startswith(f"zendesk unavailable after {MAX_ATTEMPTS} attempt(s): post: 503"), \
+                record.error
+        else:
+            assert record.error.startswith("zendesk unavailable after 0 attempt(s): not called for"), record.error
+        assert not posted_on(servers, event)
+
+    assert not zendesk_posts(servers, later_a.ticket.origin.external_id)
+    assert records[later_a.meta.event_id].status == ev.DELIVERY_STATUS_FAILED
+    assert "not called for" in records[later_a.meta.event_id].error
+    assert records[later_b.meta.event_id].status == ev.DELIVERY_STATUS_DELIVERED
+    assert later_b_took_s < A_RETRIES_S, f"tenant B's later response took {later_b_took_s:.1f}s"
+
+    assert sorted(m.key().decode() for m in dead) == sorted(e.ticket.ticket_id for e in [*failing, later_a])
+    for message in dead:
+        assert header(message, H_DLQ_REASON) == "invalid_event"
+        assert header(message, H_DLQ_ERROR).startswith("provider_unavailable: zendesk unavailable after")
+
+
+def all_records(settings: Settings, expected: int, timeout_s: float = 60.0) -> list[ev.DeliveryRecorded]:
+    """Every DeliveryRecorded on tickets.delivered (repeats included), once `expected` decisions have one."""
+    delivered_records(settings, expected, timeout_s)
+    records = []
+    for message in read_all(settings, Topic.TICKETS_DELIVERED.name_in(settings.topic_prefix), expected, timeout_s=5):
+        record = ev.DeliveryRecorded()
+        record.ParseFromString(message.value())
+        records.append(record)
+    return records
+
+
+def test_a_decision_arriving_while_another_tenants_delivery_retries_does_not_wait_for_it(
+        delivery_settings: Settings, servers: ChannelServers, tmp_path: Path) -> None:
+    settings = two_tenant_settings(delivery_settings, servers, tmp_path)
+    failing = [decision(ev.DECISION_RESPOND, "zendesk", new_zendesk_ticket(servers, 300 + i)) for i in range(3)]
+    answered = [other_tenant_decision(servers, 300 + i) for i in range(4)]
+    servers.set_faults("zendesk", status=503, retry_after=RETRY_AFTER_S)  # every call, until the test ends
+
+    def a_called() -> bool:
+        return any(zendesk_posts(servers, e.ticket.origin.external_id) for e in failing)
+
+    with delivery_running(settings):
+        publish(settings, failing)
+        wait_for("a first call to tenant A's Zendesk", a_called, timeout_s=30)
+        # B's decisions come after A's, in a later batch, while A's deliveries are failing.
+        publish(settings, answered)
+        published = time.monotonic()
+        wait_for("tenant B's responses", lambda: all(posted_on(servers, e) for e in answered), timeout_s=60)
+        b_took_s = time.monotonic() - published
+        records = all_records(settings, len(failing) + len(answered), timeout_s=90)
+
+    calls = {e.meta.event_id: zendesk_posts(servers, e.ticket.origin.external_id) for e in failing}
+    # The deliveries that went through every retry (the others found their lane open and gave up at once).
+    retried = [attempts for attempts in calls.values() if len(attempts) >= MAX_ATTEMPTS]
+    assert retried, {k: len(v) for k, v in calls.items()}
+    assert all(at(attempts[-1]) - at(attempts[0]) >= timedelta(seconds=A_RETRIES_S - 0.5) for attempts in retried)
+    b_posts = [item for e in answered for item in posted_on(servers, e)]
+    assert len(b_posts) == len(answered)
+    # Every B response was posted (the stand-ins' own clocks) before any of A's retries ran out.
+    assert max(at(item) for item in b_posts) < min(at(attempts[-1]) for attempts in retried), (
+        f"tenant B's last response at {max(at(item) for item in b_posts)}, A's retries ran out from "
+        f"{min(at(attempts[-1]) for attempts in retried)}")
+    assert b_took_s < A_RETRIES_S, f"tenant B's responses took {b_took_s:.1f}s"
+
+    by_decision: dict[str, list[ev.DeliveryRecorded]] = {}
+    for record in records:
+        by_decision.setdefault(record.decision_event_id, []).append(record)
+    for event in answered:
+        (record,) = by_decision[event.meta.event_id]
+        assert record.status == ev.DELIVERY_STATUS_DELIVERED and record.attempts == 1 and record.provider == "intercom"
+        (posted,) = posted_on(servers, event)
+        assert posted["tenant"] == OTHER_TENANT
+    for event in failing:
+        # FAILED exactly once, under the one record id a decision has whichever pass recorded it.
+        (record,) = by_decision[event.meta.event_id]
+        assert record.status == ev.DELIVERY_STATUS_FAILED and record.provider == "zendesk"
+        assert record.meta.event_id == derived_event_id(event.meta.event_id, Topic.TICKETS_DELIVERED, 0)
+        assert record.attempts == len(calls[event.meta.event_id])
+        assert record.error.startswith("zendesk unavailable after"), record.error
+        assert not posted_on(servers, event)
+    assert all(r["status"] == 503 for attempts in calls.values() for r in attempts)
+
+    # Passed through the retry topic, then dead-lettered from it once each, with the reason.
+    retries = read_all(settings, Topic.DELIVERY_RETRIES.name_in(settings.topic_prefix), len(failing))
+    assert sorted(m.key().decode() for m in retries) == sorted(e.ticket.ticket_id for e in failing)
+    dead = read_all(settings, Topic.DELIVERY_RETRIES.dead_letter_in(settings.topic_prefix), len(failing))
+    assert sorted(m.key().decode() for m in dead) == sorted(e.ticket.ticket_id for e in failing)
+    for message in dead:
+        assert header(message, H_DLQ_ERROR).startswith("provider_unavailable: zendesk unavailable after")
+    assert not read_all(settings, Topic.TICKETS_RESPONDED.dead_letter_in(settings.topic_prefix), 0, timeout_s=1)
 
 
 # --- the kill test -----------------------------------------------------------------------------

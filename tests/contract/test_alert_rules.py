@@ -17,6 +17,7 @@ from supportflow.devinfra.tools import ToolUnavailable, ensure_promtool
 from supportflow.settings import Settings
 
 from services.classifier import metrics as classifier_metrics
+from services.delivery import metrics as delivery_metrics
 from services.escalator import metrics as escalator_metrics
 from services.gateway import metrics as gateway_metrics
 from services.learner import metrics as learner_metrics
@@ -67,7 +68,7 @@ def _exposed(module: ModuleType) -> set[str]:
 
 
 EXPOSED = (set(learner_metrics.metric_names()) | _exposed(escalator_metrics) | _exposed(classifier_metrics)
-           | _exposed(gateway_metrics) | _exposed(observability))
+           | _exposed(gateway_metrics) | _exposed(delivery_metrics) | _exposed(observability))
 
 
 def _dashboard_expressions() -> list[str]:

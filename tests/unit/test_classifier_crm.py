@@ -152,3 +152,10 @@ def test_the_location_picks_the_adapter(tmp_path: Path) -> None:
     path.write_text("{}")
     assert isinstance(crm_from_location("https://crm.internal/api"), HttpCrm)
     assert isinstance(crm_from_location(str(path)), FileCrm)
+
+
+def test_a_customer_known_to_a_channel_by_address_is_found_by_it() -> None:
+    crm = FileCrm()
+    by_id, by_address = crm.lookup("cust-0002"), crm.lookup("Cust-0002@Customers.example")
+    assert by_address.outcome == FOUND and by_address.record == by_id.record
+    assert crm.lookup("nobody@customers.example").outcome != FOUND

@@ -141,7 +141,8 @@ def test_a_new_zendesk_ticket_maps_to_the_canonical_ticket():
     ticket = outcome.ticket
     assert (ticket.ticket_id, ticket.tenant_id, ticket.channel) == ("zd-35436", TENANT, tk.CHANNEL_WEB_FORM)
     assert (ticket.subject, ticket.body) == ("Card not arrived", "My new card has not arrived after 10 days.")
-    assert ticket.customer_id == "20978392" and not ticket.history
+    assert ticket.customer_id == "ana@example.com" and not ticket.history  # the address the CRM knows, not Zendesk's user id
+    assert ticket.origin.requester_id == "20978392"
     origin = ticket.origin
     assert (origin.provider, origin.external_id, origin.event) == ("zendesk", "35436", "ticket.created")
     assert (origin.requester_id, origin.requester_email, origin.requester_name) == ("20978392", "ana@example.com", "Ana Lopez")
@@ -283,7 +284,7 @@ def test_a_new_freshdesk_ticket_maps_to_the_canonical_ticket():
     ticket = outcome.ticket
     assert (ticket.ticket_id, ticket.channel, ticket.subject) == ("fd-1042", tk.CHANNEL_WEB_FORM, "Refund for a double charge")
     assert ticket.body == "I was charged twice for order 7731.\nPlease refund one."
-    assert ticket.customer_id == "77001"
+    assert ticket.customer_id == "bo@example.com" and ticket.origin.requester_id == "77001"
     origin = ticket.origin
     assert (origin.provider, origin.external_id, origin.requester_email, origin.event) == (
         "freshdesk", "1042", "bo@example.com", "ticket_created")

@@ -216,7 +216,10 @@ def channel_ticket(
     now: Timestamp | None = None,
 ) -> tk.Ticket:
     """The canonical ticket of a helpdesk conversation, its `origin` filled; a body with no
-    readable text is kept (flag `no_readable_text`): a person looks at it."""
+    readable text is kept (flag `no_readable_text`): a person looks at it. The customer id is what
+    the CRM can look the customer up by: the CRM key when the channel carries one (`customer_id`,
+    e.g. an Intercom contact's external id), else the requester's address, and only then the
+    provider's own user id (meaningless outside the helpdesk, kept in `origin.requester_id`)."""
     subject_text = subject_line(subject)
     origin = tk.ChannelOrigin(
         provider=provider,
@@ -235,7 +238,7 @@ def channel_ticket(
         ticket_id=ticket_id or pipeline_ticket_id(provider, tenant, external_id),
         tenant_id=tenant,
         channel=channel,
-        customer_id=(customer_id or requester_id or requester_email.strip().lower())[:256],
+        customer_id=(customer_id or requester_email.strip().lower() or requester_id)[:256],
         subject=subject_text,
         body=body.text,
         metadata={k: str(v)[:1000] for k, v in (metadata or {}).items() if str(v).strip()},
