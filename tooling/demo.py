@@ -508,6 +508,9 @@ def round_trip_summary(records: list[dict], articles: dict) -> dict:
     }
 
 
+EXAMPLE_LINES = 30  # of an example reply or note in the summary (blank lines left out)
+
+
 def format_round_trip(report: dict) -> str:
     from tooling.round_trip import iter_examples
 
@@ -531,6 +534,9 @@ def format_round_trip(report: dict) -> str:
     for kind, title in (("reply", "An answer sent to a customer"), ("note", "A note left for the agents")):
         for record, item in iter_examples(report["tickets"], kind):
             lines += ["", f"{title} ({record['channel_in']}, ticket {record['external_id']}, intent {record['intent']}):"]
-            lines += ["    " + line for line in item["text"].strip().splitlines()[:24]]
+            text = [line for line in item["text"].strip().splitlines() if line.strip()]
+            lines += ["    " + line for line in text[:EXAMPLE_LINES]]
+            if len(text) > EXAMPLE_LINES:
+                lines.append(f"    ... ({len(text) - EXAMPLE_LINES} more lines)")
             break
     return "\n".join(lines) + "\n"
