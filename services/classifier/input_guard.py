@@ -157,7 +157,10 @@ INJECTION_PATTERNS: dict[str, tuple[re.Pattern[str], ...]] = {
         re.compile(r"\b(?:act|behave|respond|answer)\s+as\s+(?:if\s+you\s+(?:are|were)\s+)?(?:an?\s+|the\s+|my\s+)?(?:unrestricted|unfiltered|jailbroken|evil|admin\w*|developer|system|root|dan\b|ai\b|assistant|model|bank\W?s?\s+(?:policy|system|manager))", re.I),
         re.compile(r"\b(?:role-?play|roleplay)\b", re.I),
         re.compile(r"\b(?:developer|admin|god|debug|maintenance|sudo|jailbreak|unrestricted)\s+mode\b", re.I),
-        re.compile(r"\bDAN\b|\bdo\s+anything\s+now\b", re.I),
+        # "DAN" the jailbreak persona, not Dan the customer who signs "Thanks, Dan": only where a
+        # message makes the model it or turns it on.
+        re.compile(r"\b(?:you\s+are|you['’]re|be|become|as|enable|activate|switch\s+to)\s+(?:now\s+)?(?:a\s+|the\s+)?DAN\b"
+                   r"|\bDAN\s+(?:mode|prompt|jailbreak)\b|\bdo\s+anything\s+now\b", re.I),
         re.compile(r"\bfrom\s+now\s+on,?\s+you\b", re.I),
     ),
     "system_prompt_request": (
