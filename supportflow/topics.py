@@ -34,6 +34,8 @@ class Topic(enum.Enum):
     ACTIONS_RECORDED = ("actions.recorded", ev.ActionRecorded)
     ACTIONS_CONFIRMED = ("actions.confirmed", ev.ActionConfirmed)
     TICKETS_DELIVERED = ("tickets.delivered", ev.DeliveryRecorded)
+    # Delivery's own: decisions whose first delivery attempt failed, so that first attempts never wait on retries.
+    DELIVERY_RETRIES = ("tickets.delivery_retries", ev.DeliveryRetry)
 
     def __init__(self, base_name: str, message_type: type[Message]) -> None:
         self.base_name = base_name

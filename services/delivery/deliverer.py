@@ -1,25 +1,37 @@
 """Delivers one decision: plan it (handlers.py), check and claim it in the ledger, post it through
-its (tenant, provider) lane, record it. The ConsumerLoop calls `on_decided` from its worker
-threads, one ticket per thread.
+its (tenant, provider) lane, record it. Two passes, each a Deliverer with its own clients and lanes
+(main.py): the first attempt (`on_decided`, called by the consumer of the decision topics) and the
+retry (`on_retry`, called by the consumer of tickets.delivery_retries). The ConsumerLoops call them
+from their worker threads, one ticket per thread.
 
 Once per decision: the ledger is checked first (done: nothing is posted; the DeliveryRecorded is
 published again from the ledger, with the same derived event id, in case the process died before
 it reached Kafka), the decision is marked started before posting and done once the provider
 acknowledged. Found started (or failed), the thread is read back first and a message with the same
 text is recorded ALREADY_DELIVERED instead of posting it again (mail cannot be read back: it is
-re-sent with the same Message-ID).
+re-sent with the same Message-ID). A decision has one DeliveryRecorded event id, derived from its
+own event id, whichever pass records it.
 
-Failures. A permanent refusal (a 4xx) and a provider that stayed unavailable through every retry
-are handled alike: the ledger marks the decision failed, a DeliveryRecorded FAILED with the
-provider's reason is published, and the decision goes to its topic's dead-letter twin
-(InvalidEvent: the loop copies the original message there with the reason in
-`sf-dlq-error`, "not_found: zendesk 404: ..." or "provider_unavailable: ..."). A transient outage
-is not allowed to stop the consumer as house rule 4 would have it, because one tenant's broken
-helpdesk must not hold up every other tenant: the lanes (lanes.py) bound what it costs, and its
-dead letters can be replayed once it is back (the ledger makes a replay safe). Only the ledger's
-own database failing is a TransientError (retry, then stop without committing): without the
-ledger nothing can be delivered safely for anyone. So is a delivery still waiting to retry when
-the service stops: it is left started, uncommitted, for the next consumer to reconcile.
+Failures. A first attempt makes few calls (a short retry policy). When the provider stays
+unavailable through them, or its lane's circuit is open, the decision is not recorded: it goes to
+tickets.delivery_retries as a DeliveryRetry (the whole decision, the calls made, the error, and
+`retry_at`: a fixed delay, longer when the provider's Retry-After asked for more), its ledger row
+stays started, and the first attempt's batch is committed; `supportflow_delivery_retries_scheduled_total`
+counts it. The retry waits until `retry_at`, then delivers the decision with the full retry policy,
+always reading the thread back first (the first attempt may have posted before it failed), so it
+never posts twice. A permanent refusal (a 4xx) on either pass, and a retry that stays unavailable
+through every attempt, are handled alike: the ledger marks the decision failed, a DeliveryRecorded
+FAILED with the provider's reason is published, and the message being handled goes to its topic's
+dead-letter twin (InvalidEvent: the loop copies it there with the reason in `sf-dlq-error`,
+"not_found: zendesk 404: ..." or "provider_unavailable: ..."): the decision itself from a first
+attempt, the DeliveryRetry carrying it from a retry (tickets.delivery_retries.dlq). A transient
+outage is not allowed to stop a consumer as house rule 4 would have it, because one tenant's broken
+helpdesk must not hold up every other tenant: the lanes (lanes.py) bound what it costs, and its dead
+letters can be replayed once it is back (the ledger makes a replay safe). Only the ledger's own
+database failing is a TransientError (retry, then stop without committing): without the ledger
+nothing can be delivered safely for anyone. So is a delivery waiting to retry (between calls, or
+until `retry_at`) when the service stops: it is left started, uncommitted, for the next consumer to
+reconcile.
 
 The dead letter's `sf-dlq-reason` header is the loop's fixed "invalid_event"; the delivery reason
 leads `sf-dlq-error` (no_channel, not_found, unauthorized, rejected, provider_unavailable: the
@@ -36,6 +48,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -43,10 +56,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from supportflow.channels import ChannelsConfig
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.eventbus import Emit, InvalidEvent, TransientError, derived_event_id
+from supportflow.timestamps import seconds_of
 from supportflow.topics import Topic
 
 from services.delivery import metrics
-from services.delivery.handlers import DeliveryPlan, NoChannel, Outcome, delivery_record, plan_delivery
+from services.delivery.handlers import DeliveryPlan, NoChannel, Outcome, delivery_record, delivery_retry, plan_delivery
 from services.delivery.lanes import ProviderLanes
 from services.delivery.ledger import Claim, DeliveryLedger, LedgerEntry
 from services.delivery.providers.base import ChannelClient, PermanentDeliveryError, Posted, ProviderUnavailable, ShuttingDown
@@ -91,7 +105,21 @@ class ChannelClients:
             self._clients.clear()
 
 
+@dataclass(frozen=True)
+class RetryLater:
+    """How a first attempt hands a transient failure to the retry topic."""
+
+    delay_s: float  # the least wait before the retry calls the provider again
+    max_delay_s: float  # a longer Retry-After is not waited for: the retry's policy would refuse it anyway
+
+    def delay(self, unavailable: ProviderUnavailable) -> float:
+        return max(self.delay_s, min(unavailable.retry_after or 0.0, self.max_delay_s))
+
+
 class Deliverer:
+    """`retry_later` set: a first attempt's Deliverer, which hands transient failures to the retry
+    topic; unset: a Deliverer that records them FAILED and dead-letters them (the retry pass)."""
+
     def __init__(
         self,
         channels: ChannelsConfig,
@@ -100,6 +128,8 @@ class Deliverer:
         lanes: ProviderLanes,
         publish: Publish,
         *,
+        retry_later: RetryLater | None = None,
+        wait: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._channels = channels
@@ -107,9 +137,32 @@ class Deliverer:
         self._clients = clients
         self._lanes = lanes
         self._publish = publish
+        self._retry_later = retry_later
+        self._wait = wait  # until a retry's time; main.py's ends it (ShuttingDown) when the service stops
         self._clock = clock
 
     def on_decided(self, decided: ev.TicketDecided) -> list[Emit]:
+        """A first attempt: the DeliveryRecorded, or the DeliveryRetry of a transient failure."""
+        return self._deliver(decided, prior_attempts=0, retry_later=self._retry_later, reconcile=False)
+
+    def on_retry(self, retry: ev.DeliveryRetry) -> list[Emit]:
+        """A retry, once its time has come. Its DeliveryRecorded is published here rather than
+        returned: the loop would derive the id of what is returned from the retry's event id, and a
+        decision keeps the one record id whichever pass delivers it."""
+        if not retry.HasField("decision"):
+            raise InvalidEvent("delivery retry without a decision")
+        retry_at = seconds_of(retry.retry_at)
+        if retry_at is not None and retry_at > self._clock():
+            try:
+                self._wait(retry_at - self._clock())
+            except ShuttingDown as exc:
+                raise TransientError(str(exc)) from exc  # uncommitted: the next consumer retries it
+        for emit in self._deliver(retry.decision, prior_attempts=retry.attempts, retry_later=None, reconcile=True):
+            self._publish(emit)
+        return []
+
+    def _deliver(self, decided: ev.TicketDecided, *, prior_attempts: int, retry_later: RetryLater | None,
+                 reconcile: bool) -> list[Emit]:
         plan = plan_delivery(decided, self._channels)
         if isinstance(plan, NoChannel):
             return self._no_channel(decided, plan)
@@ -127,27 +180,44 @@ class Deliverer:
                 "decision_event_id": plan.decision_event_id, "provider": plan.provider}})
             return [self._emit(decided, plan, _outcome_of(before))]
 
-        reconcile = before is not None  # started (died mid-way) or failed (maybe posted before a timeout)
+        # Started (died mid-way, or a first attempt that failed) or failed (maybe posted before a
+        # timeout): read the thread back before posting.
+        reconcile = reconcile or before is not None
         client = self._clients.get(plan.tenant_id, plan.provider)
         try:
             posted = self._lanes.run(plan.lane, lambda: client.deliver(plan, reconcile=reconcile))
         except PermanentDeliveryError as exc:
-            self._refuse(decided, plan, exc.reason_label, str(exc), attempts=exc.attempts)
+            self._refuse(decided, plan, exc.reason_label, str(exc), attempts=prior_attempts + exc.attempts)
         except ProviderUnavailable as exc:
-            self._refuse(decided, plan, "provider_unavailable", str(exc), attempts=exc.attempts)
+            if retry_later is not None:
+                return [self._schedule_retry(decided, plan, exc, retry_later)]
+            self._refuse(decided, plan, "provider_unavailable", str(exc), attempts=prior_attempts + exc.attempts)
         except ShuttingDown as exc:
             # Left started in the ledger: the next consumer reconciles it.
             raise TransientError(str(exc)) from exc
-        return [self._delivered(decided, plan, posted)]
+        return [self._delivered(decided, plan, posted, prior_attempts)]
 
-    def _delivered(self, decided: ev.TicketDecided, plan: DeliveryPlan, posted: Posted) -> Emit:
+    def _schedule_retry(self, decided: ev.TicketDecided, plan: DeliveryPlan, unavailable: ProviderUnavailable,
+                        retry_later: RetryLater) -> Emit:
+        """Left started in the ledger: the retry reads the thread back before posting."""
+        delay_s = retry_later.delay(unavailable)
+        metrics.RETRIES_SCHEDULED.labels(metrics.provider_label(plan.provider)).inc()
+        log.info("delivery to be retried", extra={"fields": {
+            "provider": plan.provider, "attempts": unavailable.attempts, "retry_in_s": round(delay_s, 1),
+            "error": str(unavailable)[:300]}})
+        retry = delivery_retry(decided, attempts=unavailable.attempts, error=str(unavailable),
+                               retry_at=self._clock() + delay_s)
+        return Emit(Topic.DELIVERY_RETRIES, plan.ticket_id, retry)
+
+    def _delivered(self, decided: ev.TicketDecided, plan: DeliveryPlan, posted: Posted, prior_attempts: int) -> Emit:
         now = self._clock()
         status = ev.DELIVERY_STATUS_ALREADY_DELIVERED if posted.already_delivered else ev.DELIVERY_STATUS_DELIVERED
         error = NO_NOTES_ADDRESS if plan.record_only else posted.warning
-        outcome = Outcome(status, posted.external_id, posted.attempts, error, now)
+        attempts = prior_attempts + posted.attempts  # the first attempt's calls, if this is its retry
+        outcome = Outcome(status, posted.external_id, attempts, error, now)
         try:
             self._ledger.finish(plan.decision_event_id, status=_STATUS_NAMES[status], external_id=posted.external_id,
-                                attempts=posted.attempts, error=error, delivered_at=now)
+                                attempts=attempts, error=error, delivered_at=now)
         except SQLAlchemyError as exc:
             # Posted but not recorded: the next attempt finds it started and reconciles.
             raise TransientError(f"delivery ledger unavailable after posting: {exc}") from exc
@@ -157,43 +227,41 @@ class Deliverer:
         if posted.already_delivered:
             metrics.DUPLICATES_AVOIDED.labels(provider).inc()
         if posted.attempts:
-            metrics.ATTEMPTS.labels(provider).observe(posted.attempts)
+            metrics.ATTEMPTS.labels(provider).observe(attempts)
         if plan.received_at is not None:
             metrics.LATENCY.labels(provider, kind).observe(max(0.0, now - plan.received_at))
         log.info("delivered", extra={"fields": {
             "provider": plan.provider, "kind": kind, "status": _STATUS_NAMES[status], "external_id": posted.external_id,
-            "attempts": posted.attempts}})
+            "attempts": attempts}})
         return self._emit(decided, plan, outcome)
 
     def _refuse(self, decided: ev.TicketDecided, plan: DeliveryPlan, reason: str, detail: str, *, attempts: int) -> NoReturn:
-        """Record the failure, publish it, and dead-letter the decision with the reason."""
+        """Record the failure, publish it, and dead-letter what is being handled with the reason."""
         try:
             self._ledger.fail(plan.decision_event_id, error=detail, attempts=attempts)
         except SQLAlchemyError as exc:
             raise TransientError(f"delivery ledger unavailable: {exc}") from exc
         metrics.FAILED.labels(metrics.provider_label(plan.provider), reason).inc()
         log.warning("delivery failed", extra={"fields": {"provider": plan.provider, "reason": reason, "error": detail[:500]}})
-        self._publish(self._emit(decided, plan, Outcome(ev.DELIVERY_STATUS_FAILED, attempts=attempts, error=detail),
-                                 with_event_id=True))
+        self._publish(self._emit(decided, plan, Outcome(ev.DELIVERY_STATUS_FAILED, attempts=attempts, error=detail)))
         raise InvalidEvent(f"{reason}: {detail}")
 
     def _no_channel(self, decided: ev.TicketDecided, plan: NoChannel) -> list[Emit]:
         metrics.FAILED.labels(metrics.provider_label(plan.provider), "no_channel").inc()
         log.warning("no channel to deliver to", extra={"fields": {"provider": plan.provider, "error": plan.error}})
-        emit = self._emit(decided, plan, Outcome(ev.DELIVERY_STATUS_FAILED, error=plan.error), with_event_id=plan.dead_letter)
+        emit = self._emit(decided, plan, Outcome(ev.DELIVERY_STATUS_FAILED, error=plan.error))
         if plan.dead_letter:
             self._publish(emit)
             raise InvalidEvent(f"no_channel: {plan.error}")
         return [emit]
 
     @staticmethod
-    def _emit(decided: ev.TicketDecided, plan: DeliveryPlan | NoChannel, outcome: Outcome, *,
-              with_event_id: bool = False) -> Emit:
+    def _emit(decided: ev.TicketDecided, plan: DeliveryPlan | NoChannel, outcome: Outcome) -> Emit:
         record = delivery_record(decided, plan, outcome)
-        if with_event_id:
-            # Published here rather than returned (the decision is dead-lettered): the id the loop
-            # would have given it, so a replay's record is recognisably the same.
-            record.meta.event_id = derived_event_id(decided.meta.event_id, Topic.TICKETS_DELIVERED, 0)
+        # The one record id of this decision, whichever pass records it and whether it is returned
+        # (a first attempt's: the id the loop gives it too) or published here (a dead letter's, a
+        # retry's), so a repeat is recognisably the same.
+        record.meta.event_id = derived_event_id(decided.meta.event_id, Topic.TICKETS_DELIVERED, 0)
         return Emit(Topic.TICKETS_DELIVERED, decided.ticket.ticket_id, record)
 
 

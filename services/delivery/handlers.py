@@ -349,3 +349,13 @@ def delivery_record(decided: ev.TicketDecided, plan: DeliveryPlan | NoChannel, o
         if received is not None:
             record.latency_s = max(0.0, outcome.delivered_at - received)
     return record
+
+
+def delivery_retry(decided: ev.TicketDecided, *, attempts: int, error: str, retry_at: float) -> ev.DeliveryRetry:
+    """A decision handed to the retry topic. The decision is carried whole, its meta (and so its
+    event id, the ledger's key) untouched; the retry's own event id is set by whoever publishes it."""
+    tenant_id = decided.ticket.tenant_id or decided.meta.tenant_id
+    retry = ev.DeliveryRetry(meta=new_meta(tenant_id, PRODUCER), attempts=attempts, error=error[:4000],
+                             retry_at=timestamp_at(retry_at))
+    retry.decision.CopyFrom(decided)
+    return retry

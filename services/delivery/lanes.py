@@ -4,9 +4,10 @@ calls, and a helpdesk that stops answering stops being called for a while.
 The consumer hands every ticket of a batch to its own thread, so the tickets of one lane wait for
 that lane only. A lane runs at most `per_lane` deliveries at once. When a delivery runs out of
 retries (ProviderUnavailable), the lane opens for `cooldown_s`: its next deliveries fail at once,
-as unavailable, instead of each spending the whole retry budget while the batch (and every other
-tenant's next messages) waits to be committed. The first delivery after the cool-down tries the
-provider again; a success closes the lane.
+as unavailable, instead of each spending its retry budget while its batch waits to be committed.
+First attempts and retries have lanes of their own (main.py): a first attempt turned away goes to
+the retry topic, a retry turned away is recorded FAILED and dead-lettered. The first delivery
+after the cool-down tries the provider again; a success closes the lane.
 """
 
 from __future__ import annotations

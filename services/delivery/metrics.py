@@ -45,6 +45,11 @@ PROVIDER_REQUESTS = Histogram(
     ["provider", "outcome"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
+RETRIES_SCHEDULED = Counter(
+    "supportflow_delivery_retries_scheduled_total",
+    "Decisions whose first delivery attempt met a transient failure (or an open lane), handed to the retry topic",
+    ["provider"],
+)
 CIRCUIT_OPENED = Counter(
     "supportflow_delivery_circuit_opened_total",
     "Times a (tenant, provider) lane stopped calling its provider after a delivery ran out of retries",

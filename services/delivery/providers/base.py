@@ -53,13 +53,15 @@ class PermanentDeliveryError(Exception):
 
 
 class ProviderUnavailable(Exception):
-    """Transient failures outlasted the retries (or the lane's circuit is open)."""
+    """Transient failures outlasted the retries (or the lane's circuit is open). `retry_after`:
+    how long the provider's last answer asked to wait (Retry-After), when it said."""
 
-    def __init__(self, provider: str, detail: str, attempts: int) -> None:
+    def __init__(self, provider: str, detail: str, attempts: int, *, retry_after: float | None = None) -> None:
         super().__init__(f"{provider} unavailable after {attempts} attempt(s): {detail}")
         self.provider = provider
         self.detail = detail
         self.attempts = attempts
+        self.retry_after = retry_after
 
 
 class ShuttingDown(Exception):
@@ -183,7 +185,7 @@ def check(provider: str, what: str, response: httpx.Response, policy: RetryPolic
         wait = retry_after_seconds(response)
         if wait is not None and wait > policy.max_retry_after_s:
             raise ProviderUnavailable(provider, f"{what}: {status}, Retry-After {wait:.0f}s is longer than the "
-                                      f"{policy.max_retry_after_s:.0f}s allowed", 0)
+                                      f"{policy.max_retry_after_s:.0f}s allowed", 0, retry_after=wait)
         raise Retryable(f"{what}: {status} {provider_reason(response)}", wait, ambiguous=status in (500, 502, 504))
     raise PermanentDeliveryError(provider, status, f"{what}: {provider_reason(response)}")
 
@@ -272,9 +274,9 @@ class ProviderCaller:
         try:
             return retrying(counted), attempts
         except Retryable as exc:
-            raise ProviderUnavailable(self.provider, exc.detail, attempts) from exc
+            raise ProviderUnavailable(self.provider, exc.detail, attempts, retry_after=exc.retry_after) from exc
         except ProviderUnavailable as exc:
-            raise ProviderUnavailable(self.provider, exc.detail, attempts) from exc
+            raise ProviderUnavailable(self.provider, exc.detail, attempts, retry_after=exc.retry_after) from exc
         except PermanentDeliveryError as exc:
             exc.attempts = attempts
             raise

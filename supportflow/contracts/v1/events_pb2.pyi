@@ -494,3 +494,17 @@ class DeliveryRecorded(_message.Message):
     delivered_at: _timestamp_pb2.Timestamp
     latency_s: float
     def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket_id: _Optional[str] = ..., decision_event_id: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., kind: _Optional[_Union[DeliveryKind, str]] = ..., provider: _Optional[str] = ..., external_ticket_id: _Optional[str] = ..., external_id: _Optional[str] = ..., status: _Optional[_Union[DeliveryStatus, str]] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., text: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_ticket_pb2.Citation, _Mapping]]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latency_s: _Optional[float] = ...) -> None: ...
+
+class DeliveryRetry(_message.Message):
+    __slots__ = ("meta", "decision", "attempts", "error", "retry_at")
+    META_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AT_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    decision: TicketDecided
+    attempts: int
+    error: str
+    retry_at: _timestamp_pb2.Timestamp
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., decision: _Optional[_Union[TicketDecided, _Mapping]] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
