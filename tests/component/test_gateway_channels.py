@@ -108,7 +108,7 @@ def test_a_signed_zendesk_webhook_is_published_and_a_forged_one_is_not(settings,
     assert message.key() == b"zd-35436" and event.meta.tenant_id == TENANT
     assert event.meta.event_id == delivery_uuid("zendesk", TENANT, "35436:9001")
     ticket = event.ticket
-    assert ticket.body == "My new card has not arrived after 10 days." and ticket.customer_id == "20978392"
+    assert ticket.body == "My new card has not arrived after 10 days." and ticket.customer_id == "ana@example.com"
     assert (ticket.origin.provider, ticket.origin.external_id, ticket.origin.requester_email, ticket.origin.attachments) == (
         "zendesk", "35436", "ana@example.com", 1)
 
