@@ -173,6 +173,8 @@ class GatewayApp:
             adapter.authenticate(settings, body, headers, self._clock())
         except AuthenticationError as exc:
             metrics.channel_refused(provider, "bad_signature")
+            # The metric has no tenant label (tenants are unbounded); the log says whose secret failed.
+            log.warning("webhook refused", extra={"fields": {"provider": provider, "tenant": tenant, "reason": str(exc)}})
             return 401, {"error": str(exc)}
         try:
             outcome = adapter.read(settings, tenant, body, headers, None)
