@@ -22,7 +22,7 @@ from supportflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("gateway", "classifier", "retriever", "drafter", "escalator", "learner", "delivery")
+SERVICES = ("gateway", "classifier", "retriever", "drafter", "escalator", "learner", "delivery", "workspace")
 
 # The gRPC port each service listens on when SUPPORTFLOW_GRPC_PORT is not set (0: no gRPC API).
 DEFAULT_GRPC_PORTS = {"classifier": 50061, "retriever": 50062, "drafter": 50063, "learner": 50065}

@@ -90,6 +90,17 @@ class Settings:
     delivery_max_retry_after_s: float = 30.0
     delivery_workers: int = 8
 
+    # Workspace (the agents' web application): its HTTP port, its database (SQLAlchemy URL; unset:
+    # a SQLite file under cache_dir), the key that signs session cookies (unset: a random one per
+    # start, which logs everyone out at each restart), the first admin's login (created at start
+    # when the database has no user) and the first API token (Authorization: Bearer).
+    workspace_http_port: int = 8090
+    workspace_db_url: str = ""
+    workspace_session_secret: str = ""
+    workspace_admin_user: str = "admin"
+    workspace_admin_password: str = ""
+    workspace_api_token: str = ""
+
     # Models and data.
     intent_model_dir: Path | None = None
     embedding_model: str = "minilm"  # search, similar cases and the drafter (supportflow/embedding.py)
@@ -175,6 +186,10 @@ class Settings:
         except OSError as exc:
             raise ChannelConfigError(f"{ENV_PREFIX}CHANNELS_PATH: cannot read {self.channels_path}: {exc}") from exc
         return ChannelsConfig.from_yaml(text, os.environ if environ is None else environ, str(self.channels_path))
+
+    @property
+    def workspace_database_url(self) -> str:
+        return self.workspace_db_url or f"sqlite:///{self.cache_dir / 'state' / 'workspace.sqlite'}"
 
     @property
     def ledger_url(self) -> str:

@@ -34,6 +34,7 @@ class Topic(enum.Enum):
     ACTIONS_RECORDED = ("actions.recorded", ev.ActionRecorded)
     ACTIONS_CONFIRMED = ("actions.confirmed", ev.ActionConfirmed)
     TICKETS_DELIVERED = ("tickets.delivered", ev.DeliveryRecorded)
+    AGENT_ACTIONS = ("agent.actions", ev.AgentAction)
     # Delivery's own: decisions whose first delivery attempt failed, so that first attempts never wait on retries.
     DELIVERY_RETRIES = ("tickets.delivery_retries", ev.DeliveryRetry)
 

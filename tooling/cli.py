@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from supportflow.service import SERVICES
 from supportflow.settings import Settings
 
 
@@ -18,8 +17,11 @@ def _settings() -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from supportflow.service import run_service
+    from supportflow.service import SERVICES, run_service
 
+    if args.service not in SERVICES:
+        print(f"supportflow run: no service {args.service!r}; choose one of {', '.join(SERVICES)}", file=sys.stderr)
+        return 2
     return run_service(args.service, _settings())
 
 
@@ -63,7 +65,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tooling.demo import run_demo
 
     return run_demo(_settings(), tickets=args.tickets, input_path=args.input, json_path=args.json, rate=args.rate,
-                    keep_infra=args.keep_infra)
+                    keep_infra=args.keep_infra, keep_running=args.keep_running)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from supportflow.devinfra.stack import LocalStack
+    from tooling.demo import stop_running_demo
+
+    settings = _settings()
+    stopped = stop_running_demo(settings)
+    print("stopped " + (", ".join(stopped) if stopped else "no demo processes"))
+    LocalStack(settings).down()
+    print("stopped Kafka and Weaviate")
+    return 0
 
 
 def cmd_classifier(args: argparse.Namespace) -> int:
@@ -236,8 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run one service in this process")
-    p.add_argument("service", choices=SERVICES)
+    p.add_argument("service", help="gateway, classifier, retriever, drafter, escalator, learner, delivery or workspace")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("down", help="stop what `demo --keep-running` left running, and the local Kafka and Weaviate")
+    p.set_defaults(func=cmd_down)
 
     p = sub.add_parser("dev", help="local Kafka and Weaviate for development and tests")
     p.add_argument("action", choices=["up", "down", "status"])
@@ -258,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write a per-ticket report to this path")
     p.add_argument("--rate", type=float, default=20.0, help="tickets per second sent into the channels")
     p.add_argument("--keep-infra", action="store_true", help="leave Kafka and Weaviate running afterwards")
+    p.add_argument("--keep-running", action="store_true",
+                   help="leave everything running (services, workspace, channel stand-ins, Kafka, Weaviate); "
+                        "`supportflow down` stops it")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("classifier", help="train, run and measure the intent classifier")

@@ -329,7 +329,11 @@ def run_round_trip(settings: Settings, tickets: list, *, rate: float, run_dir: P
     tenants = {t.tenant for t in tickets}
     settings = settings.replace(gateway_http_port=free_port(), gateway_smtp_port=free_port(),
                                 gateway_smtp_host="127.0.0.1",
-                                delivery_ledger_url=f"sqlite:///{run_dir / 'delivery-ledger.sqlite'}")
+                                delivery_ledger_url=f"sqlite:///{run_dir / 'delivery-ledger.sqlite'}",
+                                workspace_http_port=free_port(),
+                                workspace_db_url=f"sqlite:///{run_dir / 'workspace.sqlite'}",
+                                workspace_admin_password=settings.workspace_admin_password or secrets.token_urlsafe(12),
+                                workspace_session_secret=settings.workspace_session_secret or secrets.token_hex(32))
     gateway_url = f"http://127.0.0.1:{settings.gateway_http_port}"
     accounts = [tenant_accounts(tenant, gateway_url) for tenant in sorted(tenants)]
     servers = ChannelServers(ChannelServersConfig(
@@ -378,6 +382,7 @@ def run_round_trip(settings: Settings, tickets: list, *, rate: float, run_dir: P
             duplicated=[by_pipeline_id[t].ticket.id for t, events in found.items() if len(events) > 1],
             undelivered=[s.ticket.id for s in sent if s.ticket.id not in delivered],
             wall_s=wall, fleet_settings=fleet.settings, servers=servers, fleet=fleet,
+            workspace_url=f"http://127.0.0.1:{settings.workspace_http_port}",
         )
     except BaseException:
         if fleet is not None:
@@ -419,14 +424,47 @@ class RoundTrip:
     fleet_settings: Settings
     servers: object
     fleet: object
+    workspace_url: str = ""
 
     def stop(self) -> None:
         self.fleet.stop()
         self.servers.stop()
 
+    def pids(self) -> dict[str, int]:
+        """The process of every service and of the channel stand-ins, by name."""
+        pids = {service.name: service.process.pid for service in self.fleet.running}
+        if self.servers.process is not None:
+            pids["channel-stand-ins"] = self.servers.process.pid
+        return pids
+
+
+def running_file(settings: Settings) -> Path:
+    """Where `demo --keep-running` notes what it left running, for `supportflow down`."""
+    return settings.cache_dir / "state" / "demo-running.json"
+
+
+def stop_running_demo(settings: Settings) -> list[str]:
+    """Stop what `demo --keep-running` left running (its services and channel stand-ins, each a
+    process group of its own); returns their names."""
+    import os
+    import signal
+
+    path = running_file(settings)
+    if not path.exists():
+        return []
+    stopped = []
+    for name, pid in json.loads(path.read_text()).get("pids", {}).items():
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            stopped.append(name)
+        except (ProcessLookupError, PermissionError):
+            pass
+    path.unlink()
+    return stopped
+
 
 def run_demo(settings: Settings, *, tickets: int, input_path: str | None, json_path: str | None, rate: float,
-             keep_infra: bool) -> int:
+             keep_infra: bool, keep_running: bool = False) -> int:
     from services.learner.config import LearnerConfig
     from supportflow.devinfra.stack import LocalStack
     from tooling.round_trip import DEMO_TENANT, InputError, help_center_dir, load_help_center, read_input, sample_tickets
@@ -459,8 +497,13 @@ def run_demo(settings: Settings, *, tickets: int, input_path: str | None, json_p
         actions = confirm_a_proposal(trip.fleet_settings)
         review_page = write_review_page(trip.fleet_settings, settings.cache_dir / "demo-reports" / run_id)
     finally:
-        if trip is not None:
+        if trip is not None and keep_running:
+            running_file(settings).parent.mkdir(parents=True, exist_ok=True)
+            running_file(settings).write_text(json.dumps({"run": run_id, "pids": trip.pids(),
+                                                          "workspace": trip.workspace_url}))
+        elif trip is not None:
             trip.stop()
+        keep_infra = keep_infra or keep_running
         if keep_infra:
             say(f"this run's topics are the ones named {settings.topic_prefix}*")
         else:
@@ -483,12 +526,19 @@ def run_demo(settings: Settings, *, tickets: int, input_path: str | None, json_p
     print(format_actions(actions))
     if review_page is not None:
         print(f"The learner's review page of this run (`supportflow report` in a deployment): {review_page}")
+    login = f"user {trip.fleet_settings.workspace_admin_user}, password {trip.fleet_settings.workspace_admin_password}"
+    if keep_running:
+        print(f"The agents' workspace: {trip.workspace_url} ({login}). Everything keeps running; "
+              "`bin/supportflow down` stops it.")
+    else:
+        print(f"The agents' workspace ran at {trip.workspace_url} during the run (`--keep-running` leaves it up).")
     if json_path:
         report["simulated_feedback"] = feedback
         report["kb_proposals"] = [MessageToDict(proposal, preserving_proto_field_name=True) for proposal in kb_proposals]
         report["learner_kpis"] = [MessageToDict(row, preserving_proto_field_name=True) for row in panel or []]
         report["actions"] = [MessageToDict(record, preserving_proto_field_name=True)
                              for record in actions.proposals + actions.confirmed]
+        report["workspace"] = {"url": trip.workspace_url, "running": keep_running}
         Path(json_path).write_text(json.dumps(report, indent=2))
         print(f"per-ticket report: {json_path}")
     return 0 if not (trip.missing or trip.duplicated or trip.undelivered) else 1

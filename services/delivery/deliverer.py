@@ -4,6 +4,10 @@ its (tenant, provider) lane, record it. Two passes, each a Deliverer with its ow
 retry (`on_retry`, called by the consumer of tickets.delivery_retries). The ConsumerLoops call them
 from their worker threads, one ticket per thread.
 
+Agents' actions from the workspace (`on_action`, agent.actions, read by the first attempts' loop)
+are delivered as decisions: handlers.decision_from_action makes one of each action that posts
+something, keyed by its action_id, so everything below holds for them too, once per action.
+
 Once per decision: the ledger is checked first (done: nothing is posted; the DeliveryRecorded is
 published again from the ledger, with the same derived event id, in case the process died before
 it reached Kafka), the decision is marked started before posting and done once the provider
@@ -60,7 +64,8 @@ from supportflow.timestamps import seconds_of
 from supportflow.topics import Topic
 
 from services.delivery import metrics
-from services.delivery.handlers import DeliveryPlan, NoChannel, Outcome, delivery_record, delivery_retry, plan_delivery
+from services.delivery.handlers import (DeliveryPlan, NoChannel, Outcome, decision_from_action, delivery_record,
+                                       delivery_retry, plan_delivery)
 from services.delivery.lanes import ProviderLanes
 from services.delivery.ledger import Claim, DeliveryLedger, LedgerEntry
 from services.delivery.providers.base import ChannelClient, PermanentDeliveryError, Posted, ProviderUnavailable, ShuttingDown
@@ -144,6 +149,26 @@ class Deliverer:
     def on_decided(self, decided: ev.TicketDecided) -> list[Emit]:
         """A first attempt: the DeliveryRecorded, or the DeliveryRetry of a transient failure."""
         return self._deliver(decided, prior_attempts=0, retry_later=self._retry_later, reconcile=False)
+
+    def on_action(self, action: ev.AgentAction) -> list[Emit]:
+        """A first attempt at an agent's action (read with the decisions, by the same loop): an
+        approval or an edit posts the agent's reply, an escalation its note, and a rejection or a
+        context-loss flag nothing. Delivered as the decision `decision_from_action` makes of it,
+        whose event id is the action's action_id: the ledger's key, and what its DeliveryRecorded
+        id is derived from. That record is published here rather than returned, since the loop
+        would derive the id of what is returned from the AgentAction's own event id, and an
+        action keeps one record id whichever pass records it; a DeliveryRetry is returned."""
+        decided = decision_from_action(action)
+        metrics.AGENT_ACTIONS.labels(metrics.action_label(action.kind), "to_post" if decided else "nothing_to_post").inc()
+        if decided is None:
+            return []
+        handed_on = []
+        for emit in self._deliver(decided, prior_attempts=0, retry_later=self._retry_later, reconcile=False):
+            if emit.topic is Topic.TICKETS_DELIVERED:
+                self._publish(emit)
+            else:
+                handed_on.append(emit)
+        return handed_on
 
     def on_retry(self, retry: ev.DeliveryRetry) -> list[Emit]:
         """A retry, once its time has come. Its DeliveryRecorded is published here rather than

@@ -8,6 +8,26 @@ DeliveryPlan (or the reason there is no channel) out. Pure: no Kafka, no HTTP, n
 | ESCALATE  | note      | no     | the whole context packet                     | status review, priority, group / team    |
 | FOLLOW_UP | follow_up | yes    | the missing identifiers or the draft's asks  | status pending                           |
 
+An agent's action from the workspace (an AgentAction on agent.actions) is delivered as a decision
+too: `decision_from_action` turns it into a TicketDecided (its `decision` copied, then marked as the
+agent's: meta.event_id = the action's action_id, meta.producer = the agent, "agent:<username>"),
+and plan_delivery composes what the agent sent instead of what the decision would have:
+
+| action            | as       | kind  | texts (messages.py)                                 | ticket fields set   |
+|-------------------|----------|-------|-----------------------------------------------------|---------------------|
+| APPROVE           | RESPOND  | reply | the text sent + the draft's linked sources (<= 3)   | as RESPOND          |
+| EDIT_AND_SEND     | RESPOND  | reply | the same, with the agent's edited text              | as RESPOND          |
+| ESCALATE          | ESCALATE | note  | the target queue, the agent, the agent's note       | as ESCALATE         |
+| REJECT            | -        | -     | nothing is posted                                   | -                   |
+| FLAG_CONTEXT_LOSS | -        | -     | nothing is posted                                   | -                   |
+
+A person sent the reply, so it has no line saying it was sent automatically (nor, in a mail, an
+Auto-Submitted header); the ticket is set to the answered status as for an automatic reply.
+
+Everything about such a decision is then the same as for the escalator's: one delivery per
+action_id in the ledger, the same reconciliation, and the same retry topic, whose DeliveryRetry
+carries this TicketDecided whole, so the retry composes the very same message.
+
 A ticket that came through the API (or carries no origin) is answered by a signed callback when
 its tenant configures `api.callback_url`; without one there is no channel to post to: its sender
 reads tickets.delivered and the decision topics, so it is recorded as FAILED "no channel" and not
@@ -30,6 +50,7 @@ from services.delivery.messages import (
     MAX_REPLY_CITATIONS,
     ComposedMessage,
     SourceLink,
+    compose_agent_escalation_note,
     compose_escalation_note,
     compose_follow_up,
     compose_reply,
@@ -38,6 +59,14 @@ from services.delivery.messages import (
 
 PRODUCER = "delivery"
 HELPDESKS = ("zendesk", "intercom", "freshdesk")
+# meta.producer of a decision built from an agent's action: "agent:<username>", as AgentAction.agent.
+AGENT_PREFIX = "agent:"
+POSTED_ACTIONS = {
+    ev.AGENT_ACTION_KIND_APPROVE: ev.DECISION_RESPOND,
+    ev.AGENT_ACTION_KIND_EDIT_AND_SEND: ev.DECISION_RESPOND,
+    ev.AGENT_ACTION_KIND_ESCALATE: ev.DECISION_ESCALATE,
+}
+UNPOSTED_ACTIONS = (ev.AGENT_ACTION_KIND_REJECT, ev.AGENT_ACTION_KIND_FLAG_CONTEXT_LOSS)
 
 KIND_OF = {
     ev.DECISION_RESPOND: ev.DELIVERY_KIND_REPLY,
@@ -92,6 +121,8 @@ class DeliveryPlan:
     # An email note for a tenant without a notes_address: there is nowhere to send it, so it is
     # recorded on tickets.delivered only (the workspace shows it there).
     record_only: bool = False
+    # False for what an agent sent from the workspace: a mail then carries no Auto-Submitted header.
+    automatic: bool = True
 
     @property
     def lane(self) -> tuple[str, str]:
@@ -142,10 +173,14 @@ def plan_delivery(decided: ev.TicketDecided, channels: ChannelsConfig) -> Delive
     sources = source_links(decided, tenant_id, channels)
     kind = KIND_OF[decided.decision]
     reference = f"sf-{decided.meta.event_id[:12]}"
+    agent = acting_agent(decided)
     if decided.decision == ev.DECISION_RESPOND:
         shown = sources[:MAX_REPLY_CITATIONS]
-        message = compose_reply(decided.draft.text, shown)
+        message = compose_reply(decided.draft.text, shown, automatic=not agent)
         citations = _citations(decided, shown)
+    elif decided.decision == ev.DECISION_ESCALATE and agent:
+        message = compose_agent_escalation_note(target_queue(decided), agent, decided.reason, reference)
+        citations = ()
     elif decided.decision == ev.DECISION_FOLLOW_UP:
         message = compose_follow_up(list(decided.draft.follow_up_questions), missing_identifiers(decided))
         citations = ()
@@ -161,7 +196,7 @@ def plan_delivery(decided: ev.TicketDecided, channels: ChannelsConfig) -> Delive
         decision=decided.decision, kind=kind, provider=provider,
         external_ticket_id=origin.external_id or (ticket.ticket_id if provider == "api" else ""),
         public=kind != ev.DELIVERY_KIND_NOTE, message=message, citations=citations,
-        received_at=seconds_of(ticket.received_at),
+        received_at=seconds_of(ticket.received_at), automatic=not agent,
     )
     if isinstance(settings, EmailChannel):
         return _email_plan(base, decided, settings)
@@ -169,6 +204,57 @@ def plan_delivery(decided: ev.TicketDecided, channels: ChannelsConfig) -> Delive
         return DeliveryPlan(**base)
     fields = _ticket_fields(decided, settings)
     return DeliveryPlan(**base, **fields)
+
+
+def decision_from_action(action: ev.AgentAction) -> ev.TicketDecided | None:
+    """The decision that delivers an agent's action (see the table above), or None for an action
+    that posts nothing. Raises InvalidEvent for an action that can never be delivered (no
+    action_id, an unknown kind, no decision to say where the ticket came from, a reply without
+    text)."""
+    if action.kind in UNPOSTED_ACTIONS:
+        return None
+    if action.kind not in POSTED_ACTIONS:
+        raise InvalidEvent(f"agent action kind {action.kind} (unspecified or unknown) cannot be delivered")
+    if not action.action_id:
+        raise InvalidEvent("agent action has no action_id")
+    if not action.HasField("decision") or not action.decision.ticket.ticket_id:
+        raise InvalidEvent("agent action without the decision it acts on: its ticket's origin says where to post")
+    if action.ticket_id and action.ticket_id != action.decision.ticket.ticket_id:
+        raise InvalidEvent(f"agent action for ticket {action.ticket_id} carries the decision of ticket "
+                           f"{action.decision.ticket.ticket_id}")
+    decided = ev.TicketDecided()
+    decided.CopyFrom(action.decision)
+    agent = action.agent.strip()
+    agent = agent if agent.startswith(AGENT_PREFIX) else f"{AGENT_PREFIX}{agent or 'unknown'}"
+    decided.meta.CopyFrom(ev.EventMeta(
+        event_id=action.action_id,  # the ledger's key: one delivery per action
+        tenant_id=decided.ticket.tenant_id or action.meta.tenant_id or action.decision.meta.tenant_id,
+        schema_version=action.meta.schema_version or action.decision.meta.schema_version,
+        producer=agent,  # marks the decision as the agent's (acting_agent)
+    ))
+    if action.meta.HasField("occurred_at"):
+        decided.meta.occurred_at.CopyFrom(action.meta.occurred_at)
+    decided.decision = POSTED_ACTIONS[action.kind]
+    if action.kind == ev.AGENT_ACTION_KIND_ESCALATE:
+        decided.target_queue = action.target_queue.strip() or target_queue(action.decision)
+        decided.reason = action.note
+        return decided
+    # An approval sends the draft as written: its text, when the action does not repeat it.
+    text = action.text if action.text.strip() else (action.decision.draft.text
+                                                     if action.kind == ev.AGENT_ACTION_KIND_APPROVE else "")
+    if not text.strip():
+        raise InvalidEvent(f"{ev.AgentActionKind.Name(action.kind).removeprefix('AGENT_ACTION_KIND_').lower()} "
+                           "without the reply's text")
+    decided.draft.text = text
+    verb = "approved" if action.kind == ev.AGENT_ACTION_KIND_APPROVE else "edited and sent"
+    decided.reason = f"{verb} by {agent}"
+    return decided
+
+
+def acting_agent(decided: ev.TicketDecided) -> str:
+    """The agent whose action this decision delivers ("agent:<username>"); "" for the escalator's."""
+    producer = decided.meta.producer
+    return producer if producer.startswith(AGENT_PREFIX) else ""
 
 
 def source_links(decided: ev.TicketDecided, tenant_id: str, channels: ChannelsConfig) -> list[SourceLink]:

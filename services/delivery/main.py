@@ -1,8 +1,15 @@
 """Delivery: posts each decision's first response back to the channel the ticket came from (a
-public reply, an internal note, a follow-up) and records every delivery on tickets.delivered.
-Two consumer loops: the first attempt reads the four decision topics, the retry reads
-tickets.delivery_retries, where first attempts put the decisions a transient failure stopped
-(deliverer.py says what happens to each decision, handlers.py what is posted, providers/ how).
+public reply, an internal note, a follow-up), and what agents send from the workspace (an approved
+or edited reply, an escalation note), and records every delivery on tickets.delivered.
+Two consumer loops: the first attempt reads the four decision topics and agent.actions, the retry
+reads tickets.delivery_retries, where first attempts put the decisions (and actions) a transient
+failure stopped (deliverer.py says what happens to each decision, handlers.py what is posted,
+providers/ how).
+
+Agents' actions are read by the first attempts' loop rather than a third one: an action is a first
+attempt like a decision (the same lanes, short retry policy and hand-off to the retry topic), a
+person waits for it as a customer waits for an automatic answer, and first attempts never wait
+long, so a loop of its own would isolate nothing while adding a consumer group to run and watch.
 
 Concurrency: a batch is at most BATCH_SIZE messages and every ticket in it gets its own thread
 (threads that mostly wait on a helpdesk); how many calls run at once is bounded per (tenant,
@@ -125,7 +132,7 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     first_attempts = ConsumerLoop(
         settings,
         SERVICE,
-        {topic: first.on_decided for topic in DECISION_TOPICS.values()},
+        {topic: first.on_decided for topic in DECISION_TOPICS.values()} | {Topic.AGENT_ACTIONS: first.on_action},
         publisher,
         health,
         batch_size=BATCH_SIZE,

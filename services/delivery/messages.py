@@ -1,5 +1,6 @@
-"""The texts delivery posts: a public reply, an internal note for review or escalation, a public
-follow-up. Pure: every function takes what it shows and returns the plain text and the HTML.
+"""The texts delivery posts: a public reply (sent automatically, or an agent's from the
+workspace), an internal note for review or escalation (the decision's, or an agent's escalation), a
+public follow-up. Pure: every function takes what it shows and returns the plain text and the HTML.
 
 Each message is built once as a small document (blocks of lines, a line being text and links) and
 rendered twice, so the HTML says exactly what the plain text says: its text content equals the
@@ -183,19 +184,22 @@ def sources_block(sources: Sequence[SourceLink], *, with_passages: bool = False)
     return Block(tuple(lines), heading=SOURCES_HEADING)
 
 
-# --- the four messages -------------------------------------------------------------------------
+# --- the messages ------------------------------------------------------------------------------
 
 
-def compose_reply(draft_text: str, sources: Sequence[SourceLink]) -> ComposedMessage:
+def compose_reply(draft_text: str, sources: Sequence[SourceLink], *, automatic: bool = True) -> ComposedMessage:
     """The public answer: the draft, its sources as links (at most MAX_REPLY_CITATIONS) where the
-    draft listed them, and a line saying a colleague reads any reply."""
+    draft listed them (at the end when it lists none), and, when it was sent `automatic`ally, a
+    line saying a colleague reads any reply. An agent's approved or edited reply is the same
+    message with the agent's text and without that line: a person sent it."""
     head, tail = split_draft_sources(draft_text)
     blocks = text_blocks(head)
     shown = list(sources)[:MAX_REPLY_CITATIONS]
     if shown:
         blocks.append(sources_block(shown))
     blocks += text_blocks(tail)
-    blocks.append(Block((_text_line(COLLEAGUE_NOTE),)))
+    if automatic:
+        blocks.append(Block((_text_line(COLLEAGUE_NOTE),)))
     return render(blocks)
 
 
@@ -300,6 +304,17 @@ def compose_escalation_note(decided: ev.TicketDecided, sources: Sequence[SourceL
             blocks.append(sources_block(sources))
         if decided.draft.ledger:
             blocks.append(_ledger_block(decided.draft.ledger))
+    blocks.append(Block((_text_line(f"Reference {reference}"),)))
+    return render(blocks)
+
+
+def compose_agent_escalation_note(queue: str, agent: str, note: str, reference: str) -> ComposedMessage:
+    """The internal note for an agent's escalation from the workspace: where it went, who sent it
+    there and why (the agent's note). The context packet was already posted with the decision."""
+    blocks = [Block((_text_line(f"Escalated to {queue or 'another queue'} by {agent or 'an agent'} in the Supportflow workspace."),),
+                    heading="Escalated by an agent")]
+    blocks.append(Block((), heading="Note"))
+    blocks += text_blocks(note) if note.strip() else [Block((_text_line("(no note)"),))]
     blocks.append(Block((_text_line(f"Reference {reference}"),)))
     return render(blocks)
 

@@ -1,7 +1,11 @@
 """Delivery metrics. Label values come from fixed sets: `provider` is one of PROVIDER_LABELS,
-`kind` a DeliveryKind name (reply, note, follow_up), `reason` one of FAILURE_REASONS."""
+`kind` a DeliveryKind name (reply, note, follow_up), `reason` one of FAILURE_REASONS; for agents'
+actions, `action` an AgentActionKind name (approve, edit_and_send, reject, escalate,
+flag_context_loss, unspecified) and `outcome` to_post or nothing_to_post."""
 
 from prometheus_client import Counter, Histogram
+
+from supportflow.contracts.v1 import events_pb2 as ev
 
 PROVIDER_LABELS = ("zendesk", "intercom", "freshdesk", "email", "api", "none", "other")
 FAILURE_REASONS = (
@@ -55,7 +59,21 @@ CIRCUIT_OPENED = Counter(
     "Times a (tenant, provider) lane stopped calling its provider after a delivery ran out of retries",
     ["provider"],
 )
+AGENT_ACTIONS = Counter(
+    "supportflow_delivery_agent_actions_total",
+    "Agents' actions read from agent.actions, by action and whether they have something to post (to_post: approve, "
+    "edit_and_send, escalate) or not (nothing_to_post: reject, flag_context_loss); their deliveries are counted with "
+    "the decisions' above",
+    ["action", "outcome"],
+)
 
 
 def provider_label(provider: str) -> str:
     return provider if provider in PROVIDER_LABELS else "other"
+
+
+def action_label(kind: int) -> str:
+    try:
+        return ev.AgentActionKind.Name(kind).removeprefix("AGENT_ACTION_KIND_").lower()
+    except ValueError:
+        return "unspecified"

@@ -96,7 +96,7 @@ def write_weekly_report(settings: Settings, since: str, out_dir: Path, *, tenant
 
     until = datetime.now(timezone.utc)
     start = until - timedelta(seconds=parse_since(since))
-    topics = [*DECISION_TOPICS.values(), Topic.TICKETS_FEEDBACK, Topic.KB_GAPS]
+    topics = [*DECISION_TOPICS.values(), Topic.TICKETS_FEEDBACK, Topic.AGENT_ACTIONS, Topic.KB_GAPS]
     events = [event for _, event in read_history(settings, topics, int(start.timestamp() * 1000))]
     report = build_review(events, tenant or settings.default_tenant, LearnerConfig.load(settings.learner_config_path), start, until)
     page = write_report(report, out_dir)

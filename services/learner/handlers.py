@@ -1,5 +1,22 @@
-"""The learner's consumer handlers: decisions, feedback and KB gaps feed the KPI panel and the
-guardrails; guardrails answer with routing overrides. No Kafka or gRPC here.
+"""The learner's consumer handlers: decisions, feedback, agents' actions and KB gaps feed the KPI
+panel and the guardrails; guardrails answer with routing overrides. No Kafka or gRPC here.
+
+Agents' actions (AgentAction, agent.actions, from the workspace) are verdicts: each is counted as
+the FeedbackReceived it amounts to (`feedback_of_action`), through the very path feedback takes:
+
+| action            | counted as                                  |
+|-------------------|---------------------------------------------|
+| APPROVE           | draft_verdict ACCEPTED, edit ratio 0        |
+| EDIT_AND_SEND     | draft_verdict EDITED, the action's edit ratio |
+| REJECT            | draft_verdict REJECTED                      |
+| FLAG_CONTEXT_LOSS | context_loss                                |
+| ESCALATE          | nothing (a routing step, not a verdict)     |
+
+Both sources may report one ticket (a helpdesk integration on tickets.feedback, an agent in the
+workspace): nothing is counted twice, because a ticket holds one verdict and one context-loss flag.
+Of two verdicts for one ticket the one given last (meta.occurred_at) counts, whichever topic
+brought it and in whichever order the two topics are read, so a replay counts what the live run
+counted (kpis.py).
 
 State is in memory and rebuilt at every start by replaying the input topics from the beginning
 (services/learner/main.py): every update is idempotent per ticket (a decision replaces the
@@ -101,6 +118,14 @@ class Learner:
             metrics.FEEDBACK.labels(kind, "attached" if key else "pending").inc()
             return self._guard(key, event) + self._learn(key, event) if key else []
 
+    def on_agent_action(self, event: ev.AgentAction) -> list[Emit]:
+        """An agent's action as the feedback it amounts to (the table above)."""
+        feedback = feedback_of_action(event)
+        metrics.AGENT_ACTIONS.labels(metrics.action_label(event.kind)).inc()
+        if feedback is None:
+            return []
+        return self.on_feedback(feedback)
+
     def on_kb_gap(self, event: ev.KbGapDetected) -> list[Emit]:
         if not event.ticket_id:  # a gap from an agent's ad-hoc search belongs to no ticket
             return []
@@ -175,6 +200,37 @@ class Learner:
                 log.warning("CSAT slip alert raised", extra={"fields": fields})
             else:
                 log.info("CSAT slip alert cleared", extra={"fields": fields})
+
+
+_VERDICTS = {
+    ev.AGENT_ACTION_KIND_APPROVE: ev.AGENT_VERDICT_ACCEPTED,
+    ev.AGENT_ACTION_KIND_EDIT_AND_SEND: ev.AGENT_VERDICT_EDITED,
+    ev.AGENT_ACTION_KIND_REJECT: ev.AGENT_VERDICT_REJECTED,
+}
+
+
+def feedback_of_action(action: ev.AgentAction) -> ev.FeedbackReceived | None:
+    """The FeedbackReceived an agent's action amounts to; None for an escalation (no verdict).
+    Raises InvalidEvent for an action without a ticket or of an unknown kind."""
+    ticket_id = action.ticket_id or action.decision.ticket.ticket_id
+    if not ticket_id:
+        raise InvalidEvent("agent action without a ticket id")
+    if action.kind == ev.AGENT_ACTION_KIND_ESCALATE:
+        return None
+    if action.kind not in _VERDICTS and action.kind != ev.AGENT_ACTION_KIND_FLAG_CONTEXT_LOSS:
+        raise InvalidEvent(f"agent action kind {action.kind} (unspecified or unknown)")
+    meta = ev.EventMeta()
+    meta.CopyFrom(action.meta)
+    # Attached by (tenant, ticket) as feedback is: the tenant of the decision acted on, if the action lacks one.
+    meta.tenant_id = action.meta.tenant_id or action.decision.ticket.tenant_id or action.decision.meta.tenant_id
+    feedback = ev.FeedbackReceived(meta=meta, ticket_id=ticket_id)
+    if action.kind == ev.AGENT_ACTION_KIND_FLAG_CONTEXT_LOSS:
+        feedback.context_loss = True
+    else:
+        # An approval changed nothing; a rejection's ratio counts nowhere (edit_burden leaves rejections out).
+        ratio = min(max(action.edit_ratio, 0.0), 1.0) if action.kind == ev.AGENT_ACTION_KIND_EDIT_AND_SEND else 0.0
+        feedback.draft_verdict.CopyFrom(ev.DraftVerdict(verdict=_VERDICTS[action.kind], edit_ratio=ratio))
+    return feedback
 
 
 def _issue(trigger: str, override: ev.RoutingOverride) -> Emit:

@@ -3,9 +3,11 @@
 Decisions (TicketDecided) open a ticket's record; feedback (FeedbackReceived) and KB gaps
 (KbGapDetected) are attached to it by (tenant, ticket id). Feedback that arrives before its
 decision waits in a bounded pending list and is attached when the decision comes. When a fact
-is reported twice for one ticket (two CSATs at one latency, two verdicts), the latest counts; of
-two decisions for one ticket, the one decided last (by its timeline), whatever the order they are
-read in.
+is reported twice for one ticket (two CSATs at one latency), the latest counts; of two draft
+verdicts, the one given last (meta.occurred_at; the latest read when either has no time), whatever
+the order they are read in: verdicts come from two topics (tickets.feedback and, as agents'
+actions, agent.actions), which are not ordered against each other. Of two decisions for one
+ticket, the one decided last (by its timeline), whatever the order they are read in.
 
 Definitions. N = tickets decided in the bucket; a KPI whose denominator is 0 is absent (not 0).
 
@@ -153,6 +155,7 @@ class TicketRecord:
     kb_gap: bool = False
     resolved_by_bot: bool | None = None
     handle_time_s: float | None = None
+    verdict_at: float | None = None  # when the recorded verdict was given (None: unknown)
 
     def __reduce__(self) -> tuple:
         # Pickled as the constructor's arguments, not a dict of slots: a learner snapshot holds one
@@ -411,7 +414,11 @@ class KpiAccumulator:
         if kind == "csat":
             record.csat[item.csat.latency] = item.csat.score
         elif kind == "draft_verdict":
+            given_at = seconds_of(item.meta.occurred_at)
+            if given_at is not None and record.verdict_at is not None and given_at < record.verdict_at:
+                return  # an older verdict read after a newer one: the newer one stands
             record.verdict, record.edit_ratio = item.draft_verdict.verdict, item.draft_verdict.edit_ratio
+            record.verdict_at = given_at if given_at is not None else record.verdict_at
         elif kind == "repeat_contact":
             days = item.repeat_contact.days_after_resolution
             record.repeat_days = days if record.repeat_days is None else min(record.repeat_days, days)

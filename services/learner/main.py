@@ -1,9 +1,9 @@
 """Learner: the KPI panel (GetKpis and Prometheus), guardrails that pull an archetype back to
-draft-for-review, from decisions, feedback and KB gaps.
+draft-for-review, from decisions, feedback, agents' actions and KB gaps.
 
 Two consumer loops, both reading their topics from the beginning at every start (a group of their
 own per process): `routing.overrides`, which rebuilds the guardrail latches, and the outcomes
-(decisions, feedback, gaps), which rebuild the KPI panel. The retained topics are the learner's
+(decisions, feedback, agents' actions from the workspace, gaps), which rebuild the KPI panel. The retained topics are the learner's
 state, as a changelog is a Faust table's: a restart loses nothing and counts nothing twice. The
 outcomes wait until the overrides are replayed; once both loops have caught up, the overrides held
 during the replay that were never published are published. Run one replica; retention of the
@@ -65,6 +65,7 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
 
     handlers = {topic: after_overrides(learner.on_decided) for topic in DECISION_TOPICS.values()}
     handlers |= {Topic.TICKETS_FEEDBACK: after_overrides(learner.on_feedback),
+                 Topic.AGENT_ACTIONS: after_overrides(learner.on_agent_action),
                  Topic.KB_GAPS: after_overrides(learner.on_kb_gap)}
     def save_snapshot(positions: dict[tuple[str, int], int]) -> None:
         if store is not None and store.due(positions):

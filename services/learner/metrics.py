@@ -22,6 +22,9 @@ Feedback plumbing:
     supportflow_learner_feedback_total{kind, outcome}   feedback events by kind (csat, draft_verdict, repeat_contact,
                                                          context_loss, misroute, qa, resolution, kb_gap) and outcome
                                                          (attached, pending: its ticket is not decided yet)
+    supportflow_learner_agent_actions_total{action}      agents' actions from the workspace (approve, edit_and_send,
+                                                         reject, flag_context_loss: counted as the feedback above;
+                                                         escalate)
     supportflow_learner_pending_feedback                 feedback waiting for its ticket's decision
     supportflow_learner_feedback_dropped_total           pending feedback dropped at the bound
 
@@ -39,6 +42,8 @@ from typing import TYPE_CHECKING, Iterator
 from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from supportflow.contracts.v1 import events_pb2 as ev
 
 from services.learner.kpis import KPI_NAMES, kpi_definitions
 
@@ -69,6 +74,20 @@ KB_PROPOSALS = Counter(
 
 SNAPSHOTS = Counter("supportflow_learner_snapshots_total", "Learner snapshots by outcome (saved, failed)", ["outcome"])
 
+AGENT_ACTIONS = Counter(
+    "supportflow_learner_agent_actions_total",
+    "Agents' actions read from agent.actions, by action (approve, edit_and_send, reject, flag_context_loss: counted "
+    "as feedback, see supportflow_learner_feedback_total; escalate: not a verdict)",
+    ["action"],
+)
+
+
+def action_label(kind: int) -> str:
+    try:
+        return ev.AgentActionKind.Name(kind).removeprefix("AGENT_ACTION_KIND_").lower()
+    except ValueError:
+        return "unspecified"
+
 
 def kpi_metric_name(kpi: str) -> str:
     return PREFIX + kpi
@@ -84,7 +103,8 @@ def metric_names() -> list[str]:
         )]
         + ["supportflow_learner_feedback_dropped_total", "supportflow_learner_feedback_total",
            "supportflow_learner_hallucinated_policy_total", "supportflow_learner_guardrail_overrides_total",
-           "supportflow_learner_kb_proposals_total", "supportflow_learner_snapshots_total"]
+           "supportflow_learner_kb_proposals_total", "supportflow_learner_snapshots_total",
+           "supportflow_learner_agent_actions_total"]
     )
 
 

@@ -1,6 +1,7 @@
 """`supportflow report --since 7d --out DIR`: the weekly review, as one HTML page with charts.
 
-The history is read from the topics (decisions, feedback, KB gaps), like the learner's own replay,
+The history is read from the topics (decisions, feedback, agents' actions, KB gaps), like the
+learner's own replay (an agent's action counted as the feedback it amounts to, as there),
 and run through the same KPI panel (services/learner/kpis.py) once for the whole period and once
 per day, so the trends and the totals agree with `GetKpis` by construction. Days are UTC days of
 the decision. Feedback is attached to its ticket whatever day it arrived on.
@@ -19,8 +20,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.eventbus import InvalidEvent
 
 from services.learner.config import LearnerConfig
+from services.learner.handlers import feedback_of_action
 from services.learner.kpis import ALL_SEGMENTS, KpiAccumulator, kpi_definitions
 
 # What the page charts per archetype and day. Leading indicators move before CSAT does.
@@ -50,7 +53,8 @@ class ReviewReport:
 
 def build_review(events: list[object], tenant: str, config: LearnerConfig, since: datetime, until: datetime) -> ReviewReport:
     decisions = [e for e in events if isinstance(e, ev.TicketDecided) and (e.ticket.tenant_id or e.meta.tenant_id) == tenant]
-    extras = [e for e in events if isinstance(e, (ev.FeedbackReceived, ev.KbGapDetected)) and e.meta.tenant_id == tenant]
+    extras = [e for e in map(_as_feedback, events)
+              if isinstance(e, (ev.FeedbackReceived, ev.KbGapDetected)) and e.meta.tenant_id == tenant]
 
     def panel(selected: list[ev.TicketDecided]) -> KpiAccumulator:
         accumulator = KpiAccumulator(config)
@@ -77,6 +81,17 @@ def build_review(events: list[object], tenant: str, config: LearnerConfig, since
             for kpi in trends:
                 trends[kpi][row.archetype][index] = row.values.get(kpi)
     return ReviewReport(tenant, since, until, days, totals, {k: dict(v) for k, v in trends.items()})
+
+
+def _as_feedback(event: object) -> object:
+    """An agent's action as the feedback it amounts to (None for none, or for one the learner
+    would refuse); any other event as it is."""
+    if not isinstance(event, ev.AgentAction):
+        return event
+    try:
+        return feedback_of_action(event)
+    except InvalidEvent:
+        return None
 
 
 def _day(decision: ev.TicketDecided) -> str:

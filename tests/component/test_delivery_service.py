@@ -1,6 +1,6 @@
 """The delivery service against the real Kafka and the local provider stand-ins
-(tooling/channel_servers): decisions in on the decision topics, replies and notes out on each
-ticket's own channel, a DeliveryRecorded for each on tickets.delivered, dead letters with the
+(tooling/channel_servers): decisions in on the decision topics (and agents' approvals and edits on
+agent.actions), replies and notes out on each ticket's own channel, a DeliveryRecorded for each on tickets.delivered, dead letters with the
 provider's reason, one tenant's failing helpdesk not holding up another tenant's deliveries (its
 decisions retried from tickets.delivery_retries while the other tenant's, in the same batch or a
 later one, are posted), and -- the kill test -- exactly one post per decision across a SIGKILL."""
@@ -309,6 +309,86 @@ def test_an_api_ticket_is_answered_by_the_signed_callback(delivery_settings: Set
     assert record.status == ev.DELIVERY_STATUS_DELIVERED and record.provider == "api"
     (callback,) = servers.deliveries("api", event.ticket.ticket_id)
     assert callback["kind"] == "follow_up" and "the last four digits of the card" in callback["text"]
+
+
+# --- agents' actions from the workspace ----------------------------------------------------------
+
+
+def agent_action(kind: int, acted_on: ev.TicketDecided, **fields: object) -> ev.AgentAction:
+    """An AgentAction as the workspace publishes it: its own event id, an action_id, the decision."""
+    return ev.AgentAction(meta=new_meta(TENANT, "workspace"), action_id=uuid.uuid4().hex,
+                          ticket_id=acted_on.ticket.ticket_id, kind=kind, agent="agent:sam", decision=acted_on, **fields)
+
+
+def publish_actions(settings: Settings, actions: list[ev.AgentAction]) -> None:
+    publisher = EventPublisher(settings, "test")
+    for action in actions:
+        publisher.publish(Topic.AGENT_ACTIONS, action.ticket_id, action)
+    publisher.flush()
+
+
+def test_an_agents_approval_on_a_zendesk_review_ticket_is_one_public_comment(
+        delivery_settings: Settings, servers: ChannelServers) -> None:
+    ticket = new_zendesk_ticket(servers, 400)
+    review = decision(ev.DECISION_REVIEW, "zendesk", ticket)
+    approval = agent_action(ev.AGENT_ACTION_KIND_APPROVE, review, text=review.draft.text)
+    # The same action twice: a redelivery (the same event id, dropped by the consumer) and the
+    # workspace publishing it again (a new event id, the same action_id: the ledger's key).
+    republished = ev.AgentAction()
+    republished.CopyFrom(approval)
+    republished.meta.event_id = uuid.uuid4().hex
+    rejection = agent_action(ev.AGENT_ACTION_KIND_REJECT, decision(ev.DECISION_REVIEW, "zendesk", ticket),
+                             reason="wrong_policy")
+    with delivery_running(delivery_settings):
+        publish(delivery_settings, [review])
+        delivered_records(delivery_settings, 1)  # the review note first, as the workspace would see it
+        publish_actions(delivery_settings, [approval, approval, rejection])
+        records = delivered_records(delivery_settings, 2)
+        publish_actions(delivery_settings, [republished])
+        recorded: list[ev.DeliveryRecorded] = []
+
+        def recorded_again() -> bool:
+            recorded[:] = all_records(delivery_settings, 2)
+            return sum(r.decision_event_id == approval.action_id for r in recorded) >= 2
+
+        wait_for("the republished action's record", recorded_again, timeout_s=60)
+
+    note, reply = sorted(servers.deliveries("zendesk", ticket), key=lambda item: item["public"])
+    assert (note["kind"], note["public"]) == ("note", False) and "Draft for review" in note["text"]
+    assert (reply["kind"], reply["public"]) == ("reply", True)
+    assert "A new card usually arrives within 7 working days [1]" in reply["text"]
+    assert "[1] Card delivery: https://help.demo-bank.example/articles/card-delivery" in reply["text"]
+    assert "colleague will read" not in reply["text"]
+    assert zendesk_ticket(servers, ticket)["status"] == "pending"
+    record = records[approval.action_id]
+    assert record.status == ev.DELIVERY_STATUS_DELIVERED and record.kind == ev.DELIVERY_KIND_REPLY
+    assert record.decision == ev.DECISION_RESPOND and record.external_id == reply["external_id"]
+    assert record.ticket_id == review.ticket.ticket_id and record.external_ticket_id == ticket
+    assert records[review.meta.event_id].kind == ev.DELIVERY_KIND_NOTE  # its own record, under the decision's id
+    # Recorded again under the same record id, posted once.
+    again = [r for r in recorded if r.decision_event_id == approval.action_id]
+    assert len({r.meta.event_id for r in again}) == 1 and {r.external_id for r in again} == {reply["external_id"]}
+    assert rejection.action_id not in {r.decision_event_id for r in recorded}  # a rejection posts nothing
+
+
+def test_an_agents_edit_on_an_email_ticket_is_a_threaded_reply(delivery_settings: Settings,
+                                                              servers: ChannelServers) -> None:
+    root, latest = f"<root-{uuid.uuid4().hex}@example.com>", f"<m2-{uuid.uuid4().hex}@example.com>"
+    review = decision(ev.DECISION_REVIEW, "email", root, requester_email="ana@example.com", message_id=latest,
+                      references=[root], mailbox="support@demo-bank.example")
+    edited = "Hello Ana,\n\nYour replacement card was sent on Monday and arrives within 7 working days [1].\n\nSam"
+    edit = agent_action(ev.AGENT_ACTION_KIND_EDIT_AND_SEND, review, text=edited, edit_ratio=0.6)
+    with delivery_running(delivery_settings):
+        publish_actions(delivery_settings, [edit])
+        record = delivered_records(delivery_settings, 1)[edit.action_id]
+    (mail,) = servers.deliveries("email", root)
+    assert mail["kind"] == "reply" and mail["subject"] == "Re: Where is my card?"
+    assert mail["in_reply_to"] == latest and mail["references"] == [root, latest]
+    assert mail["message_id"] == record.external_id == f"<sf-{edit.action_id}@demo-bank.example>"
+    assert "Your replacement card was sent on Monday" in mail["text"] and "A new card usually" not in mail["text"]
+    assert "[1] Card delivery: https://help.demo-bank.example/articles/card-delivery" in mail["text"]
+    assert "colleague will read" not in mail["text"]
+    assert record.status == ev.DELIVERY_STATUS_DELIVERED and record.kind == ev.DELIVERY_KIND_REPLY
 
 
 # --- one tenant's failing helpdesk and another tenant's deliveries ---------------------------------

@@ -1,5 +1,5 @@
-"""The learner as deployed: its consumer loops on the real broker, GetKpis over gRPC, and a
-guardrail override published on routing.overrides exactly once."""
+"""The learner as deployed: its consumer loops on the real broker, GetKpis over gRPC, agents'
+actions counted as verdicts, and a guardrail override published on routing.overrides exactly once."""
 
 from __future__ import annotations
 
@@ -105,6 +105,31 @@ def test_learner_computes_kpis_and_issues_one_override(settings):
     assert row.values["deflection_rate"] == 0.5
     assert row.values["hallucinated_policy_tickets"] == 2
     assert row.values["time_to_decision_p95_seconds"] == 3.0
+
+
+def test_agents_actions_from_the_workspace_are_counted_as_verdicts(settings):
+    ensure_topics(settings)
+    publisher = EventPublisher(settings, "test")
+    for index, kind in enumerate([ev.AGENT_ACTION_KIND_APPROVE, ev.AGENT_ACTION_KIND_EDIT_AND_SEND]):
+        ticket = f"r-{index}"
+        review = decided(ticket, ev.DECISION_REVIEW)
+        publisher.publish(DECISION_TOPICS[ev.DECISION_REVIEW], ticket, review)
+        publisher.publish(Topic.AGENT_ACTIONS, ticket, ev.AgentAction(
+            meta=new_meta("rho-bank", "workspace"), action_id=f"act-{index}", ticket_id=ticket, kind=kind,
+            agent="agent:sam", edit_ratio=0.5, text="Hello", decision=review))
+    publisher.flush()
+
+    with RunningLearner(settings) as learner:
+        deadline = time.monotonic() + 30
+        while True:
+            rows = learner.stub.GetKpis(services_pb2.GetKpisRequest(tenant_id="rho-bank", segment="retail")).rows
+            verdicts_counted = rows and rows[0].values.get("draft_acceptance_rate", 1.0) < 1.0  # both, not just the first
+            if verdicts_counted or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    [row] = rows
+    assert row.tickets == 2 and row.values["draft_acceptance_rate"] == 0.5
+    assert row.values["edit_burden"] == 0.25  # (0 for the approval + 0.5) / 2
 
 
 def outcome_events_read() -> float:

@@ -28,6 +28,9 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 CRD_API_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
 # The chart defaults plus the one value without a default: renders that use no ci/ scenario.
 BARE = ("--set", "kafka.bootstrapServers=kafka:9092")
+# The agents' workspace: a web application run as `supportflow run workspace`, deployed like the services.
+WORKSPACE_HTTP_PORT = 8090
+COMPONENTS = set(SERVICES) | {"workspace"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +122,7 @@ def test_there_is_a_scenario_per_purpose() -> None:
 
 def test_chart_components_are_the_services_the_code_runs() -> None:
     components = yaml.safe_load((CHART / "values.yaml").read_text())["components"]
-    assert set(components) == set(SERVICES)
+    assert set(components) == COMPONENTS
     assert {name: block["grpcPort"] for name, block in components.items() if block["grpcPort"]} == DEFAULT_GRPC_PORTS
 
 
@@ -161,6 +164,10 @@ def test_every_component_has_probes_and_a_metrics_port(helm: Helm, scenario: Pat
             assert "grpc" not in ports and "grpc" not in service_ports, name
     if "gateway" in services:
         assert {port["name"]: port["port"] for port in services["gateway"]["spec"]["ports"]}["http"] == 8088
+    if "workspace" in services:
+        assert {port["name"]: port["port"] for port in services["workspace"]["spec"]["ports"]}["http"] == WORKSPACE_HTTP_PORT
+        workspace = container(manifests.by_component("Deployment")["workspace"])
+        assert {port["name"]: port["containerPort"] for port in workspace["ports"]}["http"] == WORKSPACE_HTTP_PORT
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
@@ -281,19 +288,20 @@ def _grpc_peers(policy: dict) -> list[dict]:
 def test_network_policy_follows_the_call_graph(helm: Helm) -> None:
     manifests = helm.render(*BARE)
     policies = manifests.by_component("NetworkPolicy")
-    assert set(policies) == set(SERVICES)
+    assert set(policies) == COMPONENTS
 
     def callers_of(component: str) -> set[str]:
         return {
             name
             for peer in _grpc_peers(policies[component])
-            for name in SERVICES
+            for name in COMPONENTS
             if "podSelector" in peer and selects(peer["podSelector"], pod_labels(manifests, name))
         }
 
     assert callers_of("retriever") == {"drafter", "escalator"}  # Search; SimilarCases for packets
     assert callers_of("classifier") == {"gateway"}
     assert callers_of("drafter") == set() and callers_of("learner") == set() and callers_of("delivery") == set()
+    assert callers_of("workspace") == set()
 
     drafter_egress = policies["drafter"]["spec"]["egress"]
     to_retriever = [
@@ -393,6 +401,97 @@ def test_delivery_scales_out_only_with_a_shared_ledger(helm: Helm) -> None:
     url = "postgresql+psycopg://supportflow@ledger-db/supportflow"
     scaled = helm.render(*BARE, "--set", "components.delivery.replicas=3", "--set", f"config.deliveryLedgerUrl={url}")
     assert scaled.by_component("Deployment")["delivery"]["spec"]["replicas"] == 3
+
+
+# --- the workspace -------------------------------------------------------------------------------
+
+
+def _egress_ports(policy: dict) -> list[dict]:
+    return [port for rule in policy["spec"]["egress"] for port in rule.get("ports", [])]
+
+
+def test_the_workspace_serves_http_and_is_ready_on_the_ops_port(helm: Helm) -> None:
+    manifests = helm.render(*BARE)
+    deployment = manifests.by_component("Deployment")["workspace"]
+    main = container(deployment)
+    assert container(deployment)["command"] == ["supportflow", "run", "workspace"]
+    assert {p["name"]: p["containerPort"] for p in main["ports"]} == {"http": WORKSPACE_HTTP_PORT, "metrics": 9000}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    service_ports = manifests.by_component("Service")["workspace"]["spec"]["ports"]
+    assert {"name": "http", "port": WORKSPACE_HTTP_PORT, "targetPort": "http", "protocol": "TCP"} in service_ports
+    config = manifests.config()
+    assert config["SUPPORTFLOW_WORKSPACE_HTTP_PORT"] == str(WORKSPACE_HTTP_PORT)
+    assert "SUPPORTFLOW_WORKSPACE_DB_URL" not in config  # the pod's own SQLite file
+    assert "SUPPORTFLOW_GATEWAY_HTTP_PORT" not in {e["name"] for e in main["env"]}
+    assert deployment["spec"]["replicas"] == 1
+
+    moved = helm.render(*BARE, "--set", "config.workspaceHttpPort=8443")
+    assert [p["containerPort"] for p in container(moved.by_component("Deployment")["workspace"])["ports"]
+            if p["name"] == "http"] == [8443]
+    assert [p["port"] for p in moved.by_component("Service")["workspace"]["spec"]["ports"] if p["name"] == "http"] == [8443]
+    assert moved.config()["SUPPORTFLOW_WORKSPACE_HTTP_PORT"] == "8443"
+    url = "postgresql+psycopg://workspace@workspace-db/workspace"
+    assert helm.render(*BARE, "--set", f"config.workspaceDbUrl={url}").config()["SUPPORTFLOW_WORKSPACE_DB_URL"] == url
+
+    result = helm.template(*BARE, "--set", "components.workspace.httpPort=8091")
+    assert result.returncode != 0 and "config.workspaceHttpPort" in result.stderr
+
+
+def test_the_workspace_network_policy_opens_its_port_and_reaches_kafka_and_its_database(helm: Helm) -> None:
+    manifests = helm.render(*BARE)
+    policies = manifests.by_component("NetworkPolicy")
+    policy = policies["workspace"]
+    # Agents' browsers and API clients, from any source (an ingress controller's peers narrow it).
+    assert {"ports": [{"port": "http", "protocol": "TCP"}]} in policy["spec"]["ingress"]
+    assert _grpc_peers(policy) == []
+    egress = _egress_ports(policy)
+    assert {"port": 9092, "protocol": "TCP"} in egress and {"port": 5432, "protocol": "TCP"} in egress
+    assert {"port": 8080, "protocol": "TCP"} not in egress and {"port": 587, "protocol": "TCP"} not in egress
+    assert not any("podSelector" in peer for rule in policy["spec"]["egress"] for peer in rule.get("to", []))
+    # Nothing else serves an http port to any source but the gateway's intake and the workspace.
+    open_http = {name for name, p in policies.items() if {"ports": [{"port": "http", "protocol": "TCP"}]} in p["spec"]["ingress"]}
+    assert open_http == {"gateway", "workspace"}
+    # The databases: the workspace's state and the delivery ledger.
+    database_port = {"port": 5432, "protocol": "TCP"}
+    assert {name for name, p in policies.items() if database_port in _egress_ports(p)} == {"delivery", "workspace"}
+
+    narrowed = helm.render(*BARE, "--set", "database.networkPolicy.to[0].ipBlock.cidr=10.30.0.0/24")
+    (rule,) = [r for r in narrowed.by_component("NetworkPolicy")["workspace"]["spec"]["egress"]
+               if database_port in r["ports"]]
+    assert rule == {"ports": [database_port], "to": [{"ipBlock": {"cidr": "10.30.0.0/24"}}]}
+
+
+@pytest.mark.parametrize(
+    "setting", ["components.workspace.replicas=2", "components.workspace.autoscaling.enabled=true"],
+)
+def test_the_workspace_scales_out_only_with_a_shared_database(helm: Helm, setting: str) -> None:
+    result = helm.template(*BARE, "--set", setting)
+    assert result.returncode != 0 and "components.workspace runs more than one replica" in result.stderr
+    assert "SUPPORTFLOW_WORKSPACE_SESSION_SECRET" in result.stderr
+    url = "postgresql+psycopg://workspace@workspace-db/workspace"
+    for shared in (("--set", f"config.workspaceDbUrl={url}"), ("--set", "secrets.existingSecret=supportflow-secrets")):
+        assert helm.template(*BARE, "--set", setting, *shared).returncode == 0
+    scaled = helm.render(*BARE, "--set", "components.workspace.replicas=2", "--set", f"config.workspaceDbUrl={url}")
+    assert scaled.by_component("Deployment")["workspace"]["spec"]["replicas"] == 2
+
+
+def test_disabling_the_workspace_removes_it_and_its_settings(helm: Helm) -> None:
+    without = helm.render(*BARE, "--set", "components.workspace.enabled=false",
+                          "--set", "config.workspaceDbUrl=postgresql+psycopg://w@db/w")
+    assert not [doc for doc in without.docs if doc["metadata"].get("labels", {}).get(COMPONENT_LABEL) == "workspace"]
+    assert not [name for name in without.config() if name.startswith("SUPPORTFLOW_WORKSPACE_")]
+
+
+def test_production_scenario_narrows_the_workspace_to_the_ingress_controller(helm: Helm) -> None:
+    manifests = helm.render(*scenario_args(CHART / "ci" / "production-values.yaml"))
+    assert manifests.by_component("Deployment")["workspace"]["spec"]["replicas"] == 2
+    policy = manifests.by_component("NetworkPolicy")["workspace"]
+    http_rules = [rule for rule in policy["spec"]["ingress"] if {"port": "http", "protocol": "TCP"} in rule["ports"]]
+    assert http_rules == [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+                           "ports": [{"port": "http", "protocol": "TCP"}]}]
+    assert {"port": 9096, "protocol": "TCP"} in _egress_ports(policy)
+    (database,) = [rule for rule in policy["spec"]["egress"] if {"port": 5432, "protocol": "TCP"} in rule["ports"]]
+    assert database["to"] == [{"ipBlock": {"cidr": "10.30.0.0/24"}}]
 
 
 def test_production_scenario_autoscales_monitors_and_authenticates(helm: Helm) -> None:

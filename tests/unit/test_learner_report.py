@@ -66,3 +66,23 @@ def test_an_empty_period_says_so():
     now = datetime.now(timezone.utc)
     page = render_html(build_review([], "rho-bank", LearnerConfig.load(), now, now))
     assert "No decisions in this period" in page
+
+
+def test_agents_actions_count_in_the_review_as_in_the_panel():
+    def acted(ticket_id, kind, ratio=0.0, tenant="rho-bank"):
+        return ev.AgentAction(meta=new_meta(tenant, "workspace"), action_id=f"a-{ticket_id}", ticket_id=ticket_id,
+                              kind=kind, edit_ratio=ratio, agent="agent:sam")
+
+    events = [
+        decided("a", ev.DECISION_REVIEW, DAY1), decided("b", ev.DECISION_REVIEW, DAY1),
+        decided("c", ev.DECISION_ESCALATE, DAY1),
+        acted("a", ev.AGENT_ACTION_KIND_APPROVE), acted("b", ev.AGENT_ACTION_KIND_EDIT_AND_SEND, 0.5),
+        acted("c", ev.AGENT_ACTION_KIND_FLAG_CONTEXT_LOSS), acted("c", ev.AGENT_ACTION_KIND_ESCALATE),
+        acted("a", ev.AGENT_ACTION_KIND_REJECT, tenant="other-bank"),  # another tenant's "a"
+        ev.AgentAction(meta=new_meta("rho-bank", "workspace"), kind=ev.AGENT_ACTION_KIND_APPROVE),  # no ticket: left out
+    ]
+    since, until = datetime.fromtimestamp(DAY1 - 3600, timezone.utc), datetime.fromtimestamp(DAY1 + 3600, timezone.utc)
+    report = build_review(events, "rho-bank", LearnerConfig.load(), since, until)
+    assert report.trends["draft_acceptance_rate"]["faq_bounded"] == [0.5]
+    assert report.trends["edit_burden"]["faq_bounded"] == [0.25]
+    assert report.trends["context_loss_rate"]["faq_bounded"] == [1 / 3]

@@ -56,7 +56,7 @@ def test_a_ticket_record_and_case_facts_survive_the_snapshot_with_every_field():
     record = TicketRecord(BucketKey("acme", "faq_bounded", "eu"), ev.DECISION_REVIEW, 1.5, 0.4, decided_at=7.0,
                           csat={ev.CSAT_LATENCY_AT_RESOLUTION: 75.0}, verdict=ev.AGENT_VERDICT_EDITED, edit_ratio=0.2,
                           repeat_days=3, reopened=True, context_loss=True, misroute=True, hallucinated=True,
-                          kb_gap=True, resolved_by_bot=False, handle_time_s=300.0)
+                          kb_gap=True, resolved_by_bot=False, handle_time_s=300.0, verdict_at=1_700_000_200.0)
     defaults = TicketRecord(record.key, record.decision, None, None)
     assert all(getattr(record, f.name) != getattr(defaults, f.name)
                for f in dataclasses.fields(TicketRecord) if f.name not in ("key", "decision"))  # every field set

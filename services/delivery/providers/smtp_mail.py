@@ -47,7 +47,9 @@ def build_message(plan: DeliveryPlan) -> EmailMessage:
     if envelope.references:
         message["References"] = " ".join(envelope.references)
     # RFC 3834: an automatic answer; well-behaved auto-responders do not answer it (no mail loops).
-    message["Auto-Submitted"] = "auto-replied" if plan.public else "auto-generated"
+    # A reply an agent approved or wrote in the workspace is a person's, and is not marked.
+    if plan.automatic or not plan.public:
+        message["Auto-Submitted"] = "auto-replied" if plan.public else "auto-generated"
     message.set_content(plan.message.text)
     message.add_alternative(f"<!DOCTYPE html><html><body>{plan.message.html}</body></html>", subtype="html")
     return message

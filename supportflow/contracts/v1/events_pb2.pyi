@@ -71,6 +71,15 @@ class DeliveryStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DELIVERY_STATUS_DELIVERED: _ClassVar[DeliveryStatus]
     DELIVERY_STATUS_ALREADY_DELIVERED: _ClassVar[DeliveryStatus]
     DELIVERY_STATUS_FAILED: _ClassVar[DeliveryStatus]
+
+class AgentActionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGENT_ACTION_KIND_UNSPECIFIED: _ClassVar[AgentActionKind]
+    AGENT_ACTION_KIND_APPROVE: _ClassVar[AgentActionKind]
+    AGENT_ACTION_KIND_EDIT_AND_SEND: _ClassVar[AgentActionKind]
+    AGENT_ACTION_KIND_REJECT: _ClassVar[AgentActionKind]
+    AGENT_ACTION_KIND_ESCALATE: _ClassVar[AgentActionKind]
+    AGENT_ACTION_KIND_FLAG_CONTEXT_LOSS: _ClassVar[AgentActionKind]
 DECISION_UNSPECIFIED: Decision
 DECISION_RESPOND: Decision
 DECISION_REVIEW: Decision
@@ -108,6 +117,12 @@ DELIVERY_STATUS_UNSPECIFIED: DeliveryStatus
 DELIVERY_STATUS_DELIVERED: DeliveryStatus
 DELIVERY_STATUS_ALREADY_DELIVERED: DeliveryStatus
 DELIVERY_STATUS_FAILED: DeliveryStatus
+AGENT_ACTION_KIND_UNSPECIFIED: AgentActionKind
+AGENT_ACTION_KIND_APPROVE: AgentActionKind
+AGENT_ACTION_KIND_EDIT_AND_SEND: AgentActionKind
+AGENT_ACTION_KIND_REJECT: AgentActionKind
+AGENT_ACTION_KIND_ESCALATE: AgentActionKind
+AGENT_ACTION_KIND_FLAG_CONTEXT_LOSS: AgentActionKind
 
 class EventMeta(_message.Message):
     __slots__ = ("event_id", "occurred_at", "tenant_id", "schema_version", "producer")
@@ -508,3 +523,29 @@ class DeliveryRetry(_message.Message):
     error: str
     retry_at: _timestamp_pb2.Timestamp
     def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., decision: _Optional[_Union[TicketDecided, _Mapping]] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AgentAction(_message.Message):
+    __slots__ = ("meta", "action_id", "ticket_id", "kind", "agent", "text", "edit_ratio", "reason", "note", "target_queue", "decision")
+    META_FIELD_NUMBER: _ClassVar[int]
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TICKET_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    EDIT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    action_id: str
+    ticket_id: str
+    kind: AgentActionKind
+    agent: str
+    text: str
+    edit_ratio: float
+    reason: str
+    note: str
+    target_queue: str
+    decision: TicketDecided
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., action_id: _Optional[str] = ..., ticket_id: _Optional[str] = ..., kind: _Optional[_Union[AgentActionKind, str]] = ..., agent: _Optional[str] = ..., text: _Optional[str] = ..., edit_ratio: _Optional[float] = ..., reason: _Optional[str] = ..., note: _Optional[str] = ..., target_queue: _Optional[str] = ..., decision: _Optional[_Union[TicketDecided, _Mapping]] = ...) -> None: ...

@@ -124,6 +124,14 @@ Call with (dict "root" $ "name" "retriever"); returns YAML.
 {{- if and .root.Values.channels.existingSecret (has .name .root.Values.channels.mountInto) -}}true{{- end -}}
 {{- end -}}
 
+{{/* The component's HTTP port, else empty: the workspace's is config.workspaceHttpPort, any other's its own
+httpPort. Call with (dict "root" $ "name" <name> "c" <merged settings>). */}}
+{{- define "supportflow.httpPort" -}}
+{{- if eq .name "workspace" -}}{{ int .root.Values.config.workspaceHttpPort }}
+{{- else if .c.httpPort -}}{{ int .c.httpPort }}
+{{- end -}}
+{{- end -}}
+
 {{/* The gateway's SMTP port when inbound mail is on, else empty. Call with (dict "root" $ "name" <name>). */}}
 {{- define "supportflow.smtpPort" -}}
 {{- if and (eq .name "gateway") (gt (int .root.Values.config.gatewaySmtpPort) 0) -}}{{ int .root.Values.config.gatewaySmtpPort }}{{- end -}}
@@ -148,6 +156,12 @@ Call with (dict "root" $ "name" "retriever"); returns YAML.
 {{- end -}}
 {{- if and (eq $name "delivery") (or (gt (int $component.replicas) 1) $component.autoscaling.enabled $component.keda.enabled) (not $.Values.config.deliveryLedgerUrl) (not $.Values.secrets.existingSecret) -}}
 {{- fail "components.delivery runs more than one replica, so its ledger must be a shared database: set config.deliveryLedgerUrl, or SUPPORTFLOW_DELIVERY_LEDGER_URL in secrets.existingSecret (each replica's own SQLite file would let a rebalanced decision be posted twice)" -}}
+{{- end -}}
+{{- if and (eq $name "workspace") (or (gt (int $component.replicas) 1) $component.autoscaling.enabled $component.keda.enabled) (not $.Values.config.workspaceDbUrl) (not $.Values.secrets.existingSecret) -}}
+{{- fail "components.workspace runs more than one replica, so its state must be a shared database: set config.workspaceDbUrl, or SUPPORTFLOW_WORKSPACE_DB_URL in secrets.existingSecret (each replica's own SQLite file would show each agent a different queue and let one ticket be approved twice), and give every replica the same SUPPORTFLOW_WORKSPACE_SESSION_SECRET there" -}}
+{{- end -}}
+{{- if and (eq $name "workspace") (index $.Values.components "workspace").httpPort -}}
+{{- fail "components.workspace.httpPort is not used: the workspace's HTTP port is config.workspaceHttpPort" -}}
 {{- end -}}
 {{- if and (eq $name "escalator") (or (gt (int $component.replicas) 1) $component.autoscaling.enabled $component.keda.enabled) -}}
 {{- fail "components.escalator runs one replica, without autoscaling or keda: its incident windows and daily action limits are per process, and replicas would each see only part of the tickets" -}}

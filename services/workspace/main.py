@@ -1,0 +1,181 @@
+"""Workspace: the web application where agents review drafts and act on escalations (web.py), fed
+by one consumer loop on the review, escalation and follow-up decision topics, tickets.delivered
+and agent.actions (`QueueFeed`). Every action an agent takes is an AgentAction on agent.actions.
+
+Its state is a database of its own (SUPPORTFLOW_WORKSPACE_DB_URL; default a SQLite file under the
+cache dir), migrated to the newest schema at start. The consumer group is named after the
+database's id (`workspace-<id>`): a new database is a new group, which reads every topic from the
+beginning and so rebuilds the queue, what each channel received and, from agent.actions, what
+agents already did. An existing database carries on where its group left off.
+
+Start-up: with no user in the database, the first admin is created
+(SUPPORTFLOW_WORKSPACE_ADMIN_USER, SUPPORTFLOW_WORKSPACE_ADMIN_PASSWORD; an empty password is
+generated and logged once, at WARNING, so that a local user can sign in), and
+SUPPORTFLOW_WORKSPACE_API_TOKEN, if set, is registered as that admin's bearer token. The pages
+and the API listen on SUPPORTFLOW_WORKSPACE_HTTP_PORT.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import uvicorn
+from sqlalchemy.exc import OperationalError
+from starlette.applications import Starlette
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.eventbus import ConsumerLoop, Emit, EventPublisher, TransientError
+from supportflow.observability import Health
+from supportflow.service import ServiceParts
+from supportflow.settings import Settings
+from supportflow.topics import DECISION_TOPICS, Topic
+
+from services.workspace.auth import bootstrap_admin, session_secret
+from services.workspace.handlers import (
+    QUEUE_OF,
+    STATUS_AFTER,
+    action_record,
+    delivery_row,
+    queue_row,
+)
+from services.workspace.store import WorkspaceStore
+from services.workspace.web import create_app
+
+log = logging.getLogger(__name__)
+
+SERVICE = "workspace"
+BATCH_SIZE = 200
+
+
+def consumer_group(settings: Settings, workspace_id: str) -> str:
+    """The consumer group of the database whose id is `workspace_id`."""
+    return f"{settings.topic_prefix}{SERVICE}-{workspace_id}"
+
+
+class QueueFeed:
+    """The consumer's handlers: each event into the store; nothing is published."""
+
+    def __init__(self, store: WorkspaceStore, clock=time.time) -> None:  # noqa: ANN001
+        self._store = store
+        self._clock = clock
+
+    def handlers(self) -> dict[Topic, object]:
+        decided = {topic: self.on_decided for decision, topic in DECISION_TOPICS.items() if decision in QUEUE_OF}
+        return decided | {Topic.TICKETS_DELIVERED: self.on_delivered, Topic.AGENT_ACTIONS: self.on_agent_action}
+
+    def on_decided(self, event: ev.TicketDecided) -> list[Emit]:
+        row = queue_row(event)
+        if row is not None:
+            _stored(self._store.upsert_ticket, row)
+        return []
+
+    def on_delivered(self, event: ev.DeliveryRecorded) -> list[Emit]:
+        _stored(self._store.add_delivery, delivery_row(event))
+        return []
+
+    def on_agent_action(self, event: ev.AgentAction) -> list[Emit]:
+        """An action already taken: ours, just published (recorded already: nothing changes), or
+        one read again while the queue is rebuilt."""
+        record = action_record(event, self._clock())
+        ticket = queue_row(event.decision) if event.HasField("decision") else None
+        _stored(self._store.record_action, record, STATUS_AFTER[record.kind], ticket=ticket, audit=False)
+        return []
+
+
+def _stored(write, *args: object, **kwargs: object) -> None:  # noqa: ANN001
+    try:
+        write(*args, **kwargs)
+    except OperationalError as exc:  # the database is busy or away: retried by the loop, then it stops
+        raise TransientError(f"workspace database: {exc}") from exc
+
+
+class HttpServer:
+    """uvicorn on a thread of its own, on a socket bound before it starts (port 0: any free port,
+    see `server_address`)."""
+
+    def __init__(self, app: Starlette, host: str, port: int) -> None:
+        config = uvicorn.Config(
+            app,
+            ws="none",
+            lifespan="off",
+            loop="asyncio",
+            log_config=None,  # the service's JSON logging stays in charge
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = uvicorn.Server(config)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._socket.bind((host, port))
+        except OSError:
+            self._socket.close()
+            raise
+        self.server_address: tuple[str, int] = self._socket.getsockname()[:2]
+        self._thread = threading.Thread(target=self._run, name="workspace-http", daemon=True)
+        self._failure: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self._server.run(sockets=[self._socket])
+        except BaseException as exc:  # noqa: BLE001 - reported by start()
+            self._failure = exc
+            log.error("HTTP server stopped", exc_info=True)
+
+    def start(self, timeout_s: float = 10.0) -> "HttpServer":
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._server.should_exit = True
+                raise RuntimeError(f"the workspace's HTTP server did not start on {self.server_address}: {self._failure!r}")
+            time.sleep(0.02)
+        log.info("HTTP serving", extra={"fields": {"port": self.server_address[1]}})
+        return self
+
+    def shutdown(self, timeout_s: float = 15.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout_s)
+        self._socket.close()
+
+
+def open_store(settings: Settings) -> WorkspaceStore:
+    """The database, migrated, with its first admin and API token."""
+    store = WorkspaceStore(settings.workspace_database_url)
+    generated = bootstrap_admin(store, settings.workspace_admin_user, settings.workspace_admin_password,
+                                settings.workspace_api_token)
+    if generated is not None:
+        # Shown this once, so that someone running it locally can sign in; set
+        # SUPPORTFLOW_WORKSPACE_ADMIN_PASSWORD (before the first start) to choose it instead.
+        log.warning("no SUPPORTFLOW_WORKSPACE_ADMIN_PASSWORD: generated the first admin's password",
+                    extra={"fields": {"user": settings.workspace_admin_user, "password": generated}})
+    return store
+
+
+def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
+    store = open_store(settings)
+    feed = QueueFeed(store)
+    consumer = ConsumerLoop(settings, SERVICE, feed.handlers(), publisher, health,
+                            group=consumer_group(settings, store.workspace_id), batch_size=BATCH_SIZE)
+    log.info("workspace database", extra={"fields": {"workspace_id": store.workspace_id, "group": consumer.group_id}})
+    secret = session_secret(settings.workspace_session_secret)
+    if not settings.workspace_session_secret:
+        log.warning("no SUPPORTFLOW_WORKSPACE_SESSION_SECRET: sessions end when the workspace restarts")
+    app = create_app(store, publisher, session_secret=secret)
+    servers: list[HttpServer] = []
+
+    def start() -> None:
+        servers.append(HttpServer(app, "0.0.0.0", settings.workspace_http_port).start())
+
+    def stop() -> None:
+        while servers:
+            servers.pop().shutdown()
+        store.close()
+
+    return ServiceParts(consumers=[consumer], on_start=[start], on_stop=[stop])
+
