@@ -30,14 +30,12 @@ import asyncio
 import json
 import logging
 import re
-import socket
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import h11
-import uvicorn
 from google.protobuf.message import Message
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -50,6 +48,7 @@ from supportflow.channels import ChannelsConfig
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import EventPublisher, TransientError, new_meta
+from supportflow.http_server import HttpServer
 from supportflow.observability import ticket_context
 from supportflow.topics import Topic
 
@@ -363,59 +362,8 @@ class _GatewayH11Protocol(H11Protocol):
         self.transport.close()
 
 
-class HttpServer:
-    """The gateway's HTTP server, running uvicorn on a thread of its own."""
-
-    def __init__(self, app: GatewayApp, host: str, port: int, *, client_timeout_s: float = CLIENT_TIMEOUT_S):
-        protocol = type("GatewayH11Protocol", (_GatewayH11Protocol,), {"client_timeout_s": client_timeout_s})
-        config = uvicorn.Config(
-            asgi_app(app, client_timeout_s=client_timeout_s),
-            http=protocol,
-            ws="none",
-            lifespan="off",
-            loop="asyncio",
-            log_config=None,  # the service's JSON logging stays in charge
-            access_log=False,
-            server_header=False,
-            timeout_graceful_shutdown=5,
-        )
-        self._server = uvicorn.Server(config)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._socket = socket.socket(family, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._socket.bind((host, port))
-        except OSError:
-            self._socket.close()
-            raise
-        self.server_address: tuple[str, int] = self._socket.getsockname()[:2]
-        self._thread = threading.Thread(target=self._run, name="gateway-http", daemon=True)
-        self._failure: BaseException | None = None
-
-    def _run(self) -> None:
-        try:
-            self._server.run(sockets=[self._socket])
-        except BaseException as exc:  # noqa: BLE001 - reported by start() or shutdown()
-            self._failure = exc
-            log.error("HTTP server stopped", exc_info=True)
-
-    def start(self, timeout_s: float = 10.0) -> "HttpServer":
-        self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self._server.should_exit = True
-                raise RuntimeError(f"the gateway's HTTP server did not start on {self.server_address}: {self._failure!r}")
-            time.sleep(0.02)
-        log.info("HTTP serving", extra={"fields": {"port": self.server_address[1]}})
-        return self
-
-    def shutdown(self, timeout_s: float = 15.0) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout_s)
-        self._socket.close()
-
-
 def serve(app: GatewayApp, port: int, host: str = "0.0.0.0", *, client_timeout_s: float = CLIENT_TIMEOUT_S) -> HttpServer:
     """Start serving `app` (port 0: any free port, see `server_address`); `shutdown()` stops it."""
-    return HttpServer(app, host, port, client_timeout_s=client_timeout_s).start()
+    protocol = type("GatewayH11Protocol", (_GatewayH11Protocol,), {"client_timeout_s": client_timeout_s})
+    return HttpServer(asgi_app(app, client_timeout_s=client_timeout_s), host, port, name="gateway",
+                      protocol=protocol).start()

@@ -18,16 +18,13 @@ and the API listen on SUPPORTFLOW_WORKSPACE_HTTP_PORT.
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 import time
 
-import uvicorn
 from sqlalchemy.exc import OperationalError
-from starlette.applications import Starlette
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.eventbus import ConsumerLoop, Emit, EventPublisher, TransientError
+from supportflow.http_server import HttpServer
 from supportflow.observability import Health
 from supportflow.service import ServiceParts
 from supportflow.settings import Settings
@@ -92,58 +89,6 @@ def _stored(write, *args: object, **kwargs: object) -> None:  # noqa: ANN001
         raise TransientError(f"workspace database: {exc}") from exc
 
 
-class HttpServer:
-    """uvicorn on a thread of its own, on a socket bound before it starts (port 0: any free port,
-    see `server_address`)."""
-
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
-        config = uvicorn.Config(
-            app,
-            ws="none",
-            lifespan="off",
-            loop="asyncio",
-            log_config=None,  # the service's JSON logging stays in charge
-            access_log=False,
-            server_header=False,
-            timeout_graceful_shutdown=5,
-        )
-        self._server = uvicorn.Server(config)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._socket = socket.socket(family, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._socket.bind((host, port))
-        except OSError:
-            self._socket.close()
-            raise
-        self.server_address: tuple[str, int] = self._socket.getsockname()[:2]
-        self._thread = threading.Thread(target=self._run, name="workspace-http", daemon=True)
-        self._failure: BaseException | None = None
-
-    def _run(self) -> None:
-        try:
-            self._server.run(sockets=[self._socket])
-        except BaseException as exc:  # noqa: BLE001 - reported by start()
-            self._failure = exc
-            log.error("HTTP server stopped", exc_info=True)
-
-    def start(self, timeout_s: float = 10.0) -> "HttpServer":
-        self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self._server.should_exit = True
-                raise RuntimeError(f"the workspace's HTTP server did not start on {self.server_address}: {self._failure!r}")
-            time.sleep(0.02)
-        log.info("HTTP serving", extra={"fields": {"port": self.server_address[1]}})
-        return self
-
-    def shutdown(self, timeout_s: float = 15.0) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout_s)
-        self._socket.close()
-
-
 def open_store(settings: Settings) -> WorkspaceStore:
     """The database, migrated, with its first admin and API token."""
     store = WorkspaceStore(settings.workspace_database_url)
@@ -170,7 +115,7 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     servers: list[HttpServer] = []
 
     def start() -> None:
-        servers.append(HttpServer(app, "0.0.0.0", settings.workspace_http_port).start())
+        servers.append(HttpServer(app, "0.0.0.0", settings.workspace_http_port, name="workspace").start())
 
     def stop() -> None:
         while servers:
