@@ -1,6 +1,7 @@
 """Shared fixtures. Tests that need Kafka or Weaviate ask for `local_stack` (or `settings`): the
 first such test starts the real servers through the project's own scripts, and the session stops
 whatever it started. A stack that was already up (`supportflow dev up`) is reused and left running.
+Tests that need PostgreSQL ask for `postgres_url`: one throwaway cluster for the session.
 """
 
 from __future__ import annotations
@@ -30,6 +31,17 @@ def local_stack(base_settings: Settings):
     stack.up(timeout_s=300)
     yield stack
     stack.down(stack.started_by_us)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(base_settings: Settings) -> Iterator[str]:
+    """A real PostgreSQL database (a throwaway cluster started for this session, removed after it);
+    only started when a test asks for it."""
+    from supportflow.devinfra.postgres import PostgresServer
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with PostgresServer(base_settings, f"pytest-{worker}") as url:
+        yield url
 
 
 @pytest.fixture
