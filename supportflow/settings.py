@@ -59,6 +59,7 @@ class Settings:
     retriever_addr: str = "127.0.0.1:50062"
     drafter_addr: str = "127.0.0.1:50063"
     learner_addr: str = "127.0.0.1:50065"
+    investigator_addr: str = "127.0.0.1:50066"
     grpc_deadline_s: float = 2.0
 
     # Each service process: its gRPC port (0 = none), its ops HTTP port (/metrics, /healthz, /readyz).
@@ -80,6 +81,14 @@ class Settings:
     # Per-tenant channels (helpdesks, mailboxes, their credentials): supportflow/channels.py.
     # Unset: no helpdesk or mailbox is connected (the signed JSON API still works).
     channels_path: Path | None = None
+
+    # Investigation: the per-tenant systems of record (account system, transactions, product events,
+    # changes, incidents: base URLs and credentials by ${NAME} reference) and the playbooks folder
+    # root (tenants/<tenant>/playbooks/*.yaml). Unset: no tenant has connected systems and every
+    # investigation is empty. The whole investigation answers within the deadline, or with what it has.
+    systems_path: Path | None = None
+    tenants_dir: Path | None = None
+    investigation_deadline_s: float = 1.5
 
     # Delivery: where the ledger of what was posted lives (SQLAlchemy URL; unset: a SQLite file
     # under cache_dir), how long one provider call may take and how many times it is tried.

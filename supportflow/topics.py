@@ -35,6 +35,7 @@ class Topic(enum.Enum):
     ACTIONS_CONFIRMED = ("actions.confirmed", ev.ActionConfirmed)
     TICKETS_DELIVERED = ("tickets.delivered", ev.DeliveryRecorded)
     AGENT_ACTIONS = ("agent.actions", ev.AgentAction)
+    QA_SAMPLES = ("qa.samples", ev.QaSampleRequested)
     # Delivery's own: decisions whose first delivery attempt failed, so that first attempts never wait on retries.
     DELIVERY_RETRIES = ("tickets.delivery_retries", ev.DeliveryRetry)
 

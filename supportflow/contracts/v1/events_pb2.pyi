@@ -80,6 +80,11 @@ class AgentActionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGENT_ACTION_KIND_REJECT: _ClassVar[AgentActionKind]
     AGENT_ACTION_KIND_ESCALATE: _ClassVar[AgentActionKind]
     AGENT_ACTION_KIND_FLAG_CONTEXT_LOSS: _ClassVar[AgentActionKind]
+    AGENT_ACTION_KIND_REASSIGN: _ClassVar[AgentActionKind]
+    AGENT_ACTION_KIND_QA_SEVERITY: _ClassVar[AgentActionKind]
+    AGENT_ACTION_KIND_CONFIRM_ACTION: _ClassVar[AgentActionKind]
+    AGENT_ACTION_KIND_DECLINE_ACTION: _ClassVar[AgentActionKind]
+    AGENT_ACTION_KIND_REDRAFT: _ClassVar[AgentActionKind]
 DECISION_UNSPECIFIED: Decision
 DECISION_RESPOND: Decision
 DECISION_REVIEW: Decision
@@ -123,6 +128,11 @@ AGENT_ACTION_KIND_EDIT_AND_SEND: AgentActionKind
 AGENT_ACTION_KIND_REJECT: AgentActionKind
 AGENT_ACTION_KIND_ESCALATE: AgentActionKind
 AGENT_ACTION_KIND_FLAG_CONTEXT_LOSS: AgentActionKind
+AGENT_ACTION_KIND_REASSIGN: AgentActionKind
+AGENT_ACTION_KIND_QA_SEVERITY: AgentActionKind
+AGENT_ACTION_KIND_CONFIRM_ACTION: AgentActionKind
+AGENT_ACTION_KIND_DECLINE_ACTION: AgentActionKind
+AGENT_ACTION_KIND_REDRAFT: AgentActionKind
 
 class EventMeta(_message.Message):
     __slots__ = ("event_id", "occurred_at", "tenant_id", "schema_version", "producer")
@@ -161,7 +171,7 @@ class TicketClassified(_message.Message):
     def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket: _Optional[_Union[_ticket_pb2.Ticket, _Mapping]] = ..., normalized: _Optional[_Union[_ticket_pb2.NormalizedTicket, _Mapping]] = ..., classification: _Optional[_Union[_ticket_pb2.Classification, _Mapping]] = ..., timeline: _Optional[_Union[_ticket_pb2.Timeline, _Mapping]] = ...) -> None: ...
 
 class TicketDrafted(_message.Message):
-    __slots__ = ("meta", "ticket", "normalized", "classification", "draft", "evidence", "timeline")
+    __slots__ = ("meta", "ticket", "normalized", "classification", "draft", "evidence", "timeline", "investigation")
     META_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
     NORMALIZED_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +179,7 @@ class TicketDrafted(_message.Message):
     DRAFT_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    INVESTIGATION_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     ticket: _ticket_pb2.Ticket
     normalized: _ticket_pb2.NormalizedTicket
@@ -176,10 +187,60 @@ class TicketDrafted(_message.Message):
     draft: _ticket_pb2.Draft
     evidence: _containers.RepeatedCompositeFieldContainer[_ticket_pb2.EvidencePassage]
     timeline: _ticket_pb2.Timeline
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket: _Optional[_Union[_ticket_pb2.Ticket, _Mapping]] = ..., normalized: _Optional[_Union[_ticket_pb2.NormalizedTicket, _Mapping]] = ..., classification: _Optional[_Union[_ticket_pb2.Classification, _Mapping]] = ..., draft: _Optional[_Union[_ticket_pb2.Draft, _Mapping]] = ..., evidence: _Optional[_Iterable[_Union[_ticket_pb2.EvidencePassage, _Mapping]]] = ..., timeline: _Optional[_Union[_ticket_pb2.Timeline, _Mapping]] = ...) -> None: ...
+    investigation: Investigation
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket: _Optional[_Union[_ticket_pb2.Ticket, _Mapping]] = ..., normalized: _Optional[_Union[_ticket_pb2.NormalizedTicket, _Mapping]] = ..., classification: _Optional[_Union[_ticket_pb2.Classification, _Mapping]] = ..., draft: _Optional[_Union[_ticket_pb2.Draft, _Mapping]] = ..., evidence: _Optional[_Iterable[_Union[_ticket_pb2.EvidencePassage, _Mapping]]] = ..., timeline: _Optional[_Union[_ticket_pb2.Timeline, _Mapping]] = ..., investigation: _Optional[_Union[Investigation, _Mapping]] = ...) -> None: ...
+
+class Finding(_message.Message):
+    __slots__ = ("source", "lookup", "summary", "facts", "observed_at", "supports", "rejects", "available", "unavailable_reason", "record_id")
+    class FactsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    FACTS_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_AT_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_FIELD_NUMBER: _ClassVar[int]
+    REJECTS_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    lookup: str
+    summary: str
+    facts: _containers.ScalarMap[str, str]
+    observed_at: _timestamp_pb2.Timestamp
+    supports: _containers.RepeatedScalarFieldContainer[CaseType]
+    rejects: _containers.RepeatedScalarFieldContainer[CaseType]
+    available: bool
+    unavailable_reason: str
+    record_id: str
+    def __init__(self, source: _Optional[str] = ..., lookup: _Optional[str] = ..., summary: _Optional[str] = ..., facts: _Optional[_Mapping[str, str]] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., supports: _Optional[_Iterable[_Union[CaseType, str]]] = ..., rejects: _Optional[_Iterable[_Union[CaseType, str]]] = ..., available: bool = ..., unavailable_reason: _Optional[str] = ..., record_id: _Optional[str] = ...) -> None: ...
+
+class Investigation(_message.Message):
+    __slots__ = ("playbook", "findings", "case_type", "completeness", "first_evidence_ms", "elapsed_ms", "uncertain")
+    PLAYBOOK_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    CASE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETENESS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_EVIDENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAIN_FIELD_NUMBER: _ClassVar[int]
+    playbook: str
+    findings: _containers.RepeatedCompositeFieldContainer[Finding]
+    case_type: CaseType
+    completeness: float
+    first_evidence_ms: float
+    elapsed_ms: float
+    uncertain: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, playbook: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., case_type: _Optional[_Union[CaseType, str]] = ..., completeness: _Optional[float] = ..., first_evidence_ms: _Optional[float] = ..., elapsed_ms: _Optional[float] = ..., uncertain: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ContextPacket(_message.Message):
-    __slots__ = ("intent", "archetype", "urgency", "tier", "account_state", "conversation_summary", "steps_tried", "frustration_signals", "articles", "similar_case_ids", "incident_id", "missing_information", "suggested_next_step", "target_queue", "completeness", "unknown_fields", "risk_flags")
+    __slots__ = ("intent", "archetype", "urgency", "tier", "account_state", "conversation_summary", "steps_tried", "frustration_signals", "articles", "similar_case_ids", "incident_id", "missing_information", "suggested_next_step", "target_queue", "completeness", "unknown_fields", "risk_flags", "investigation", "evidence_completeness")
     class AccountStateEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +265,8 @@ class ContextPacket(_message.Message):
     COMPLETENESS_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_FIELDS_FIELD_NUMBER: _ClassVar[int]
     RISK_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    INVESTIGATION_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_COMPLETENESS_FIELD_NUMBER: _ClassVar[int]
     intent: str
     archetype: _ticket_pb2.Archetype
     urgency: _ticket_pb2.Urgency
@@ -221,10 +284,12 @@ class ContextPacket(_message.Message):
     completeness: float
     unknown_fields: _containers.RepeatedScalarFieldContainer[str]
     risk_flags: _containers.RepeatedScalarFieldContainer[_ticket_pb2.RiskFlag]
-    def __init__(self, intent: _Optional[str] = ..., archetype: _Optional[_Union[_ticket_pb2.Archetype, str]] = ..., urgency: _Optional[_Union[_ticket_pb2.Urgency, str]] = ..., tier: _Optional[_Union[_ticket_pb2.CustomerTier, str]] = ..., account_state: _Optional[_Mapping[str, str]] = ..., conversation_summary: _Optional[str] = ..., steps_tried: _Optional[_Iterable[str]] = ..., frustration_signals: _Optional[_Iterable[str]] = ..., articles: _Optional[_Iterable[_Union[_ticket_pb2.EvidencePassage, _Mapping]]] = ..., similar_case_ids: _Optional[_Iterable[str]] = ..., incident_id: _Optional[str] = ..., missing_information: _Optional[_Iterable[str]] = ..., suggested_next_step: _Optional[str] = ..., target_queue: _Optional[str] = ..., completeness: _Optional[float] = ..., unknown_fields: _Optional[_Iterable[str]] = ..., risk_flags: _Optional[_Iterable[_Union[_ticket_pb2.RiskFlag, str]]] = ...) -> None: ...
+    investigation: _containers.RepeatedCompositeFieldContainer[Finding]
+    evidence_completeness: float
+    def __init__(self, intent: _Optional[str] = ..., archetype: _Optional[_Union[_ticket_pb2.Archetype, str]] = ..., urgency: _Optional[_Union[_ticket_pb2.Urgency, str]] = ..., tier: _Optional[_Union[_ticket_pb2.CustomerTier, str]] = ..., account_state: _Optional[_Mapping[str, str]] = ..., conversation_summary: _Optional[str] = ..., steps_tried: _Optional[_Iterable[str]] = ..., frustration_signals: _Optional[_Iterable[str]] = ..., articles: _Optional[_Iterable[_Union[_ticket_pb2.EvidencePassage, _Mapping]]] = ..., similar_case_ids: _Optional[_Iterable[str]] = ..., incident_id: _Optional[str] = ..., missing_information: _Optional[_Iterable[str]] = ..., suggested_next_step: _Optional[str] = ..., target_queue: _Optional[str] = ..., completeness: _Optional[float] = ..., unknown_fields: _Optional[_Iterable[str]] = ..., risk_flags: _Optional[_Iterable[_Union[_ticket_pb2.RiskFlag, str]]] = ..., investigation: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., evidence_completeness: _Optional[float] = ...) -> None: ...
 
 class TicketDecided(_message.Message):
-    __slots__ = ("meta", "ticket", "classification", "decision", "reason", "case_type", "target_queue", "draft", "packet", "incident_id", "timeline")
+    __slots__ = ("meta", "ticket", "classification", "decision", "reason", "case_type", "target_queue", "draft", "packet", "incident_id", "timeline", "investigation")
     META_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
     CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
@@ -236,6 +301,7 @@ class TicketDecided(_message.Message):
     PACKET_FIELD_NUMBER: _ClassVar[int]
     INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    INVESTIGATION_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     ticket: _ticket_pb2.Ticket
     classification: _ticket_pb2.Classification
@@ -247,7 +313,8 @@ class TicketDecided(_message.Message):
     packet: ContextPacket
     incident_id: str
     timeline: _ticket_pb2.Timeline
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket: _Optional[_Union[_ticket_pb2.Ticket, _Mapping]] = ..., classification: _Optional[_Union[_ticket_pb2.Classification, _Mapping]] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., case_type: _Optional[_Union[CaseType, str]] = ..., target_queue: _Optional[str] = ..., draft: _Optional[_Union[_ticket_pb2.Draft, _Mapping]] = ..., packet: _Optional[_Union[ContextPacket, _Mapping]] = ..., incident_id: _Optional[str] = ..., timeline: _Optional[_Union[_ticket_pb2.Timeline, _Mapping]] = ...) -> None: ...
+    investigation: Investigation
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket: _Optional[_Union[_ticket_pb2.Ticket, _Mapping]] = ..., classification: _Optional[_Union[_ticket_pb2.Classification, _Mapping]] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., case_type: _Optional[_Union[CaseType, str]] = ..., target_queue: _Optional[str] = ..., draft: _Optional[_Union[_ticket_pb2.Draft, _Mapping]] = ..., packet: _Optional[_Union[ContextPacket, _Mapping]] = ..., incident_id: _Optional[str] = ..., timeline: _Optional[_Union[_ticket_pb2.Timeline, _Mapping]] = ..., investigation: _Optional[_Union[Investigation, _Mapping]] = ...) -> None: ...
 
 class DraftVerdict(_message.Message):
     __slots__ = ("verdict", "edit_ratio")
@@ -274,12 +341,32 @@ class RepeatContact(_message.Message):
     def __init__(self, days_after_resolution: _Optional[int] = ..., reopened: bool = ...) -> None: ...
 
 class QaResult(_message.Message):
-    __slots__ = ("hallucinated_policy", "note")
+    __slots__ = ("hallucinated_policy", "note", "severity_class", "severity")
     HALLUCINATED_POLICY_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_CLASS_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
     hallucinated_policy: bool
     note: str
-    def __init__(self, hallucinated_policy: bool = ..., note: _Optional[str] = ...) -> None: ...
+    severity_class: str
+    severity: str
+    def __init__(self, hallucinated_policy: bool = ..., note: _Optional[str] = ..., severity_class: _Optional[str] = ..., severity: _Optional[str] = ...) -> None: ...
+
+class CustomerReply(_message.Message):
+    __slots__ = ("text", "agent_turns_before")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_TURNS_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    agent_turns_before: int
+    def __init__(self, text: _Optional[str] = ..., agent_turns_before: _Optional[int] = ...) -> None: ...
+
+class StatusChange(_message.Message):
+    __slots__ = ("status", "changed_by")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_BY_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    changed_by: str
+    def __init__(self, status: _Optional[str] = ..., changed_by: _Optional[str] = ...) -> None: ...
 
 class Resolution(_message.Message):
     __slots__ = ("resolved_by_bot", "handle_time_s", "resolution_notes", "cited_article_ids")
@@ -294,7 +381,7 @@ class Resolution(_message.Message):
     def __init__(self, resolved_by_bot: bool = ..., handle_time_s: _Optional[float] = ..., resolution_notes: _Optional[str] = ..., cited_article_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FeedbackReceived(_message.Message):
-    __slots__ = ("meta", "ticket_id", "draft_verdict", "csat", "repeat_contact", "context_loss", "misroute", "qa", "resolution")
+    __slots__ = ("meta", "ticket_id", "draft_verdict", "csat", "repeat_contact", "context_loss", "misroute", "qa", "resolution", "customer_reply", "status_change", "source", "channel")
     META_FIELD_NUMBER: _ClassVar[int]
     TICKET_ID_FIELD_NUMBER: _ClassVar[int]
     DRAFT_VERDICT_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +391,10 @@ class FeedbackReceived(_message.Message):
     MISROUTE_FIELD_NUMBER: _ClassVar[int]
     QA_FIELD_NUMBER: _ClassVar[int]
     RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_REPLY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     ticket_id: str
     draft_verdict: DraftVerdict
@@ -313,7 +404,11 @@ class FeedbackReceived(_message.Message):
     misroute: bool
     qa: QaResult
     resolution: Resolution
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket_id: _Optional[str] = ..., draft_verdict: _Optional[_Union[DraftVerdict, _Mapping]] = ..., csat: _Optional[_Union[CsatScore, _Mapping]] = ..., repeat_contact: _Optional[_Union[RepeatContact, _Mapping]] = ..., context_loss: bool = ..., misroute: bool = ..., qa: _Optional[_Union[QaResult, _Mapping]] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ...) -> None: ...
+    customer_reply: CustomerReply
+    status_change: StatusChange
+    source: str
+    channel: _ticket_pb2.Channel
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket_id: _Optional[str] = ..., draft_verdict: _Optional[_Union[DraftVerdict, _Mapping]] = ..., csat: _Optional[_Union[CsatScore, _Mapping]] = ..., repeat_contact: _Optional[_Union[RepeatContact, _Mapping]] = ..., context_loss: bool = ..., misroute: bool = ..., qa: _Optional[_Union[QaResult, _Mapping]] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ..., customer_reply: _Optional[_Union[CustomerReply, _Mapping]] = ..., status_change: _Optional[_Union[StatusChange, _Mapping]] = ..., source: _Optional[str] = ..., channel: _Optional[_Union[_ticket_pb2.Channel, str]] = ...) -> None: ...
 
 class KbArticleChanged(_message.Message):
     __slots__ = ("meta", "article_id", "deleted", "title", "content", "url", "source", "owner", "updated_at", "review_by", "intents", "locale", "is_policy")
@@ -525,7 +620,7 @@ class DeliveryRetry(_message.Message):
     def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., decision: _Optional[_Union[TicketDecided, _Mapping]] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AgentAction(_message.Message):
-    __slots__ = ("meta", "action_id", "ticket_id", "kind", "agent", "text", "edit_ratio", "reason", "note", "target_queue", "decision")
+    __slots__ = ("meta", "action_id", "ticket_id", "kind", "agent", "text", "edit_ratio", "reason", "note", "target_queue", "decision", "assignee", "qa_class", "proposal_id")
     META_FIELD_NUMBER: _ClassVar[int]
     ACTION_ID_FIELD_NUMBER: _ClassVar[int]
     TICKET_ID_FIELD_NUMBER: _ClassVar[int]
@@ -537,6 +632,9 @@ class AgentAction(_message.Message):
     NOTE_FIELD_NUMBER: _ClassVar[int]
     TARGET_QUEUE_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNEE_FIELD_NUMBER: _ClassVar[int]
+    QA_CLASS_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     action_id: str
     ticket_id: str
@@ -548,4 +646,19 @@ class AgentAction(_message.Message):
     note: str
     target_queue: str
     decision: TicketDecided
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., action_id: _Optional[str] = ..., ticket_id: _Optional[str] = ..., kind: _Optional[_Union[AgentActionKind, str]] = ..., agent: _Optional[str] = ..., text: _Optional[str] = ..., edit_ratio: _Optional[float] = ..., reason: _Optional[str] = ..., note: _Optional[str] = ..., target_queue: _Optional[str] = ..., decision: _Optional[_Union[TicketDecided, _Mapping]] = ...) -> None: ...
+    assignee: str
+    qa_class: str
+    proposal_id: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., action_id: _Optional[str] = ..., ticket_id: _Optional[str] = ..., kind: _Optional[_Union[AgentActionKind, str]] = ..., agent: _Optional[str] = ..., text: _Optional[str] = ..., edit_ratio: _Optional[float] = ..., reason: _Optional[str] = ..., note: _Optional[str] = ..., target_queue: _Optional[str] = ..., decision: _Optional[_Union[TicketDecided, _Mapping]] = ..., assignee: _Optional[str] = ..., qa_class: _Optional[str] = ..., proposal_id: _Optional[str] = ...) -> None: ...
+
+class QaSampleRequested(_message.Message):
+    __slots__ = ("meta", "ticket_id", "week", "decision")
+    META_FIELD_NUMBER: _ClassVar[int]
+    TICKET_ID_FIELD_NUMBER: _ClassVar[int]
+    WEEK_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    ticket_id: str
+    week: str
+    decision: TicketDecided
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket_id: _Optional[str] = ..., week: _Optional[str] = ..., decision: _Optional[_Union[TicketDecided, _Mapping]] = ...) -> None: ...

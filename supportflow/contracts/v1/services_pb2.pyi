@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from supportflow.contracts.v1 import events_pb2 as _events_pb2
 from supportflow.contracts.v1 import ticket_pb2 as _ticket_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -148,3 +149,63 @@ class GetKpisResponse(_message.Message):
     rows: _containers.RepeatedCompositeFieldContainer[KpiRow]
     computed_at: _timestamp_pb2.Timestamp
     def __init__(self, rows: _Optional[_Iterable[_Union[KpiRow, _Mapping]]] = ..., computed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class InvestigateRequest(_message.Message):
+    __slots__ = ("ticket", "normalized", "classification")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZED_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    ticket: _ticket_pb2.Ticket
+    normalized: _ticket_pb2.NormalizedTicket
+    classification: _ticket_pb2.Classification
+    def __init__(self, ticket: _Optional[_Union[_ticket_pb2.Ticket, _Mapping]] = ..., normalized: _Optional[_Union[_ticket_pb2.NormalizedTicket, _Mapping]] = ..., classification: _Optional[_Union[_ticket_pb2.Classification, _Mapping]] = ...) -> None: ...
+
+class InvestigateResponse(_message.Message):
+    __slots__ = ("investigation",)
+    INVESTIGATION_FIELD_NUMBER: _ClassVar[int]
+    investigation: _events_pb2.Investigation
+    def __init__(self, investigation: _Optional[_Union[_events_pb2.Investigation, _Mapping]] = ...) -> None: ...
+
+class RunActionRequest(_message.Message):
+    __slots__ = ("tenant_id", "action_id", "tool", "customer_id", "params", "ticket_id")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    TICKET_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    action_id: str
+    tool: str
+    customer_id: str
+    params: _containers.ScalarMap[str, str]
+    ticket_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., action_id: _Optional[str] = ..., tool: _Optional[str] = ..., customer_id: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., ticket_id: _Optional[str] = ...) -> None: ...
+
+class RunActionResponse(_message.Message):
+    __slots__ = ("executed", "status", "reference", "reason", "result")
+    class ResultEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    EXECUTED_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    executed: bool
+    status: str
+    reference: str
+    reason: str
+    result: _containers.ScalarMap[str, str]
+    def __init__(self, executed: bool = ..., status: _Optional[str] = ..., reference: _Optional[str] = ..., reason: _Optional[str] = ..., result: _Optional[_Mapping[str, str]] = ...) -> None: ...

@@ -354,3 +354,127 @@ class Learner(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class InvestigatorStub(object):
+    """The gateway to a tenant's systems of record: investigation playbooks (read) and confirmed,
+    allow-listed actions (write), through one connector layer with deadlines, retries and circuit
+    breakers.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Investigate = channel.unary_unary(
+                '/supportflow.contracts.v1.Investigator/Investigate',
+                request_serializer=supportflow_dot_contracts_dot_v1_dot_services__pb2.InvestigateRequest.SerializeToString,
+                response_deserializer=supportflow_dot_contracts_dot_v1_dot_services__pb2.InvestigateResponse.FromString,
+                _registered_method=True)
+        self.RunAction = channel.unary_unary(
+                '/supportflow.contracts.v1.Investigator/RunAction',
+                request_serializer=supportflow_dot_contracts_dot_v1_dot_services__pb2.RunActionRequest.SerializeToString,
+                response_deserializer=supportflow_dot_contracts_dot_v1_dot_services__pb2.RunActionResponse.FromString,
+                _registered_method=True)
+
+
+class InvestigatorServicer(object):
+    """The gateway to a tenant's systems of record: investigation playbooks (read) and confirmed,
+    allow-listed actions (write), through one connector layer with deadlines, retries and circuit
+    breakers.
+    """
+
+    def Investigate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunAction(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_InvestigatorServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Investigate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Investigate,
+                    request_deserializer=supportflow_dot_contracts_dot_v1_dot_services__pb2.InvestigateRequest.FromString,
+                    response_serializer=supportflow_dot_contracts_dot_v1_dot_services__pb2.InvestigateResponse.SerializeToString,
+            ),
+            'RunAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunAction,
+                    request_deserializer=supportflow_dot_contracts_dot_v1_dot_services__pb2.RunActionRequest.FromString,
+                    response_serializer=supportflow_dot_contracts_dot_v1_dot_services__pb2.RunActionResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'supportflow.contracts.v1.Investigator', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('supportflow.contracts.v1.Investigator', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Investigator(object):
+    """The gateway to a tenant's systems of record: investigation playbooks (read) and confirmed,
+    allow-listed actions (write), through one connector layer with deadlines, retries and circuit
+    breakers.
+    """
+
+    @staticmethod
+    def Investigate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supportflow.contracts.v1.Investigator/Investigate',
+            supportflow_dot_contracts_dot_v1_dot_services__pb2.InvestigateRequest.SerializeToString,
+            supportflow_dot_contracts_dot_v1_dot_services__pb2.InvestigateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supportflow.contracts.v1.Investigator/RunAction',
+            supportflow_dot_contracts_dot_v1_dot_services__pb2.RunActionRequest.SerializeToString,
+            supportflow_dot_contracts_dot_v1_dot_services__pb2.RunActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
