@@ -27,7 +27,7 @@ from supportflow.contracts.v1 import events_pb2 as supportflow_dot_contracts_dot
 from supportflow.contracts.v1 import ticket_pb2 as supportflow_dot_contracts_dot_v1_dot_ticket__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'supportflow/contracts/v1/services.proto\x12\x18supportflow.contracts.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%supportflow/contracts/v1/events.proto\x1a%supportflow/contracts/v1/ticket.proto\"C\n\x0f\x43lassifyRequest\x12\x30\n\x06ticket\x18\x01 \x01(\x0b\x32 .supportflow.contracts.v1.Ticket\"\x94\x01\n\x10\x43lassifyResponse\x12>\n\nnormalized\x18\x01 \x01(\x0b\x32*.supportflow.contracts.v1.NormalizedTicket\x12@\n\x0e\x63lassification\x18\x02 \x01(\x0b\x32(.supportflow.contracts.v1.Classification\"V\n\rSearchFilters\x12\x0e\n\x06locale\x18\x01 \x01(\t\x12\x0f\n\x07intents\x18\x02 \x03(\t\x12\x0f\n\x07sources\x18\x03 \x03(\t\x12\x13\n\x0bpolicy_only\x18\x04 \x01(\x08\"\x99\x01\n\rSearchRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\r\x12\x38\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\'.supportflow.contracts.v1.SearchFilters\x12\x0e\n\x06intent\x18\x05 \x01(\t\x12\x11\n\tticket_id\x18\x06 \x01(\t\"n\n\x0eSearchResponse\x12;\n\x08passages\x18\x01 \x03(\x0b\x32).supportflow.contracts.v1.EvidencePassage\x12\x0b\n\x03gap\x18\x02 \x01(\x08\x12\x12\n\nbest_score\x18\x03 \x01(\x01\"B\n\x13SimilarCasesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\r\"\x88\x01\n\x0bSimilarCase\x12\x11\n\tticket_id\x18\x01 \x01(\t\x12\x19\n\x11problem_statement\x18\x02 \x01(\t\x12\x18\n\x10resolution_notes\x18\x03 \x01(\t\x12\x0e\n\x06intent\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x12\n\nsimilarity\x18\x06 \x01(\x01\"L\n\x14SimilarCasesResponse\x12\x34\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32%.supportflow.contracts.v1.SimilarCase\"\xc2\x01\n\x0c\x44raftRequest\x12\x30\n\x06ticket\x18\x01 \x01(\x0b\x32 .supportflow.contracts.v1.Ticket\x12>\n\nnormalized\x18\x02 \x01(\x0b\x32*.supportflow.contracts.v1.NormalizedTicket\x12@\n\x0e\x63lassification\x18\x03 \x01(\x0b\x32(.supportflow.contracts.v1.Classification\"|\n\rDraftResponse\x12.\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1f.supportflow.contracts.v1.Draft\x12;\n\x08\x65vidence\x18\x02 \x03(\x0b\x32).supportflow.contracts.v1.EvidencePassage\"G\n\x0eGetKpisRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tarchetype\x18\x02 \x01(\t\x12\x0f\n\x07segment\x18\x03 \x01(\t\"\xaa\x01\n\x06KpiRow\x12\x11\n\tarchetype\x18\x01 \x01(\t\x12\x0f\n\x07segment\x18\x02 \x01(\t\x12<\n\x06values\x18\x03 \x03(\x0b\x32,.supportflow.contracts.v1.KpiRow.ValuesEntry\x12\x0f\n\x07tickets\x18\x04 \x01(\x04\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"r\n\x0fGetKpisResponse\x12.\n\x04rows\x18\x01 \x03(\x0b\x32 .supportflow.contracts.v1.KpiRow\x12/\n\x0b\x63omputed_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc8\x01\n\x12InvestigateRequest\x12\x30\n\x06ticket\x18\x01 \x01(\x0b\x32 .supportflow.contracts.v1.Ticket\x12>\n\nnormalized\x18\x02 \x01(\x0b\x32*.supportflow.contracts.v1.NormalizedTicket\x12@\n\x0e\x63lassification\x18\x03 \x01(\x0b\x32(.supportflow.contracts.v1.Classification\"U\n\x13InvestigateResponse\x12>\n\rinvestigation\x18\x01 \x01(\x0b\x32\'.supportflow.contracts.v1.Investigation\"\xe5\x01\n\x10RunActionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\taction_id\x18\x02 \x01(\t\x12\x0c\n\x04tool\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\x46\n\x06params\x18\x05 \x03(\x0b\x32\x36.supportflow.contracts.v1.RunActionRequest.ParamsEntry\x12\x11\n\tticket_id\x18\x06 \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd0\x01\n\x11RunActionResponse\x12\x10\n\x08\x65xecuted\x18\x01 \x01(\x08\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12G\n\x06result\x18\x05 \x03(\x0b\x32\x37.supportflow.contracts.v1.RunActionResponse.ResultEntry\x1a-\n\x0bResultEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32o\n\nClassifier\x12\x61\n\x08\x43lassify\x12).supportflow.contracts.v1.ClassifyRequest\x1a*.supportflow.contracts.v1.ClassifyResponse2\xd7\x01\n\tRetriever\x12[\n\x06Search\x12\'.supportflow.contracts.v1.SearchRequest\x1a(.supportflow.contracts.v1.SearchResponse\x12m\n\x0cSimilarCases\x12-.supportflow.contracts.v1.SimilarCasesRequest\x1a..supportflow.contracts.v1.SimilarCasesResponse2c\n\x07\x44rafter\x12X\n\x05\x44raft\x12&.supportflow.contracts.v1.DraftRequest\x1a\'.supportflow.contracts.v1.DraftResponse2i\n\x07Learner\x12^\n\x07GetKpis\x12(.supportflow.contracts.v1.GetKpisRequest\x1a).supportflow.contracts.v1.GetKpisResponse2\xe0\x01\n\x0cInvestigator\x12j\n\x0bInvestigate\x12,.supportflow.contracts.v1.InvestigateRequest\x1a-.supportflow.contracts.v1.InvestigateResponse\x12\x64\n\tRunAction\x12*.supportflow.contracts.v1.RunActionRequest\x1a+.supportflow.contracts.v1.RunActionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'supportflow/contracts/v1/services.proto\x12\x18supportflow.contracts.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%supportflow/contracts/v1/events.proto\x1a%supportflow/contracts/v1/ticket.proto\"C\n\x0f\x43lassifyRequest\x12\x30\n\x06ticket\x18\x01 \x01(\x0b\x32 .supportflow.contracts.v1.Ticket\"\x94\x01\n\x10\x43lassifyResponse\x12>\n\nnormalized\x18\x01 \x01(\x0b\x32*.supportflow.contracts.v1.NormalizedTicket\x12@\n\x0e\x63lassification\x18\x02 \x01(\x0b\x32(.supportflow.contracts.v1.Classification\"V\n\rSearchFilters\x12\x0e\n\x06locale\x18\x01 \x01(\t\x12\x0f\n\x07intents\x18\x02 \x03(\t\x12\x0f\n\x07sources\x18\x03 \x03(\t\x12\x13\n\x0bpolicy_only\x18\x04 \x01(\x08\"\x99\x01\n\rSearchRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\r\x12\x38\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\'.supportflow.contracts.v1.SearchFilters\x12\x0e\n\x06intent\x18\x05 \x01(\t\x12\x11\n\tticket_id\x18\x06 \x01(\t\"n\n\x0eSearchResponse\x12;\n\x08passages\x18\x01 \x03(\x0b\x32).supportflow.contracts.v1.EvidencePassage\x12\x0b\n\x03gap\x18\x02 \x01(\x08\x12\x12\n\nbest_score\x18\x03 \x01(\x01\"B\n\x13SimilarCasesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\r\"\x88\x01\n\x0bSimilarCase\x12\x11\n\tticket_id\x18\x01 \x01(\t\x12\x19\n\x11problem_statement\x18\x02 \x01(\t\x12\x18\n\x10resolution_notes\x18\x03 \x01(\t\x12\x0e\n\x06intent\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x12\n\nsimilarity\x18\x06 \x01(\x01\"L\n\x14SimilarCasesResponse\x12\x34\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32%.supportflow.contracts.v1.SimilarCase\"\xc2\x01\n\x0c\x44raftRequest\x12\x30\n\x06ticket\x18\x01 \x01(\x0b\x32 .supportflow.contracts.v1.Ticket\x12>\n\nnormalized\x18\x02 \x01(\x0b\x32*.supportflow.contracts.v1.NormalizedTicket\x12@\n\x0e\x63lassification\x18\x03 \x01(\x0b\x32(.supportflow.contracts.v1.Classification\"|\n\rDraftResponse\x12.\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1f.supportflow.contracts.v1.Draft\x12;\n\x08\x65vidence\x18\x02 \x03(\x0b\x32).supportflow.contracts.v1.EvidencePassage\"X\n\x0eGetKpisRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tarchetype\x18\x02 \x01(\t\x12\x0f\n\x07segment\x18\x03 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x04 \x01(\t\"\xbb\x01\n\x06KpiRow\x12\x11\n\tarchetype\x18\x01 \x01(\t\x12\x0f\n\x07segment\x18\x02 \x01(\t\x12<\n\x06values\x18\x03 \x03(\x0b\x32,.supportflow.contracts.v1.KpiRow.ValuesEntry\x12\x0f\n\x07tickets\x18\x04 \x01(\x04\x12\x0f\n\x07\x63hannel\x18\x05 \x01(\t\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"r\n\x0fGetKpisResponse\x12.\n\x04rows\x18\x01 \x03(\x0b\x32 .supportflow.contracts.v1.KpiRow\x12/\n\x0b\x63omputed_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc8\x01\n\x12InvestigateRequest\x12\x30\n\x06ticket\x18\x01 \x01(\x0b\x32 .supportflow.contracts.v1.Ticket\x12>\n\nnormalized\x18\x02 \x01(\x0b\x32*.supportflow.contracts.v1.NormalizedTicket\x12@\n\x0e\x63lassification\x18\x03 \x01(\x0b\x32(.supportflow.contracts.v1.Classification\"U\n\x13InvestigateResponse\x12>\n\rinvestigation\x18\x01 \x01(\x0b\x32\'.supportflow.contracts.v1.Investigation\"\xe5\x01\n\x10RunActionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\taction_id\x18\x02 \x01(\t\x12\x0c\n\x04tool\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\x46\n\x06params\x18\x05 \x03(\x0b\x32\x36.supportflow.contracts.v1.RunActionRequest.ParamsEntry\x12\x11\n\tticket_id\x18\x06 \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd0\x01\n\x11RunActionResponse\x12\x10\n\x08\x65xecuted\x18\x01 \x01(\x08\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12G\n\x06result\x18\x05 \x03(\x0b\x32\x37.supportflow.contracts.v1.RunActionResponse.ResultEntry\x1a-\n\x0bResultEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32o\n\nClassifier\x12\x61\n\x08\x43lassify\x12).supportflow.contracts.v1.ClassifyRequest\x1a*.supportflow.contracts.v1.ClassifyResponse2\xd7\x01\n\tRetriever\x12[\n\x06Search\x12\'.supportflow.contracts.v1.SearchRequest\x1a(.supportflow.contracts.v1.SearchResponse\x12m\n\x0cSimilarCases\x12-.supportflow.contracts.v1.SimilarCasesRequest\x1a..supportflow.contracts.v1.SimilarCasesResponse2c\n\x07\x44rafter\x12X\n\x05\x44raft\x12&.supportflow.contracts.v1.DraftRequest\x1a\'.supportflow.contracts.v1.DraftResponse2i\n\x07Learner\x12^\n\x07GetKpis\x12(.supportflow.contracts.v1.GetKpisRequest\x1a).supportflow.contracts.v1.GetKpisResponse2\xe0\x01\n\x0cInvestigator\x12j\n\x0bInvestigate\x12,.supportflow.contracts.v1.InvestigateRequest\x1a-.supportflow.contracts.v1.InvestigateResponse\x12\x64\n\tRunAction\x12*.supportflow.contracts.v1.RunActionRequest\x1a+.supportflow.contracts.v1.RunActionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -61,33 +61,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DRAFTRESPONSE']._serialized_start=1238
   _globals['_DRAFTRESPONSE']._serialized_end=1362
   _globals['_GETKPISREQUEST']._serialized_start=1364
-  _globals['_GETKPISREQUEST']._serialized_end=1435
-  _globals['_KPIROW']._serialized_start=1438
-  _globals['_KPIROW']._serialized_end=1608
-  _globals['_KPIROW_VALUESENTRY']._serialized_start=1563
-  _globals['_KPIROW_VALUESENTRY']._serialized_end=1608
-  _globals['_GETKPISRESPONSE']._serialized_start=1610
-  _globals['_GETKPISRESPONSE']._serialized_end=1724
-  _globals['_INVESTIGATEREQUEST']._serialized_start=1727
-  _globals['_INVESTIGATEREQUEST']._serialized_end=1927
-  _globals['_INVESTIGATERESPONSE']._serialized_start=1929
-  _globals['_INVESTIGATERESPONSE']._serialized_end=2014
-  _globals['_RUNACTIONREQUEST']._serialized_start=2017
-  _globals['_RUNACTIONREQUEST']._serialized_end=2246
-  _globals['_RUNACTIONREQUEST_PARAMSENTRY']._serialized_start=2201
-  _globals['_RUNACTIONREQUEST_PARAMSENTRY']._serialized_end=2246
-  _globals['_RUNACTIONRESPONSE']._serialized_start=2249
-  _globals['_RUNACTIONRESPONSE']._serialized_end=2457
-  _globals['_RUNACTIONRESPONSE_RESULTENTRY']._serialized_start=2412
-  _globals['_RUNACTIONRESPONSE_RESULTENTRY']._serialized_end=2457
-  _globals['_CLASSIFIER']._serialized_start=2459
-  _globals['_CLASSIFIER']._serialized_end=2570
-  _globals['_RETRIEVER']._serialized_start=2573
-  _globals['_RETRIEVER']._serialized_end=2788
-  _globals['_DRAFTER']._serialized_start=2790
-  _globals['_DRAFTER']._serialized_end=2889
-  _globals['_LEARNER']._serialized_start=2891
-  _globals['_LEARNER']._serialized_end=2996
-  _globals['_INVESTIGATOR']._serialized_start=2999
-  _globals['_INVESTIGATOR']._serialized_end=3223
+  _globals['_GETKPISREQUEST']._serialized_end=1452
+  _globals['_KPIROW']._serialized_start=1455
+  _globals['_KPIROW']._serialized_end=1642
+  _globals['_KPIROW_VALUESENTRY']._serialized_start=1597
+  _globals['_KPIROW_VALUESENTRY']._serialized_end=1642
+  _globals['_GETKPISRESPONSE']._serialized_start=1644
+  _globals['_GETKPISRESPONSE']._serialized_end=1758
+  _globals['_INVESTIGATEREQUEST']._serialized_start=1761
+  _globals['_INVESTIGATEREQUEST']._serialized_end=1961
+  _globals['_INVESTIGATERESPONSE']._serialized_start=1963
+  _globals['_INVESTIGATERESPONSE']._serialized_end=2048
+  _globals['_RUNACTIONREQUEST']._serialized_start=2051
+  _globals['_RUNACTIONREQUEST']._serialized_end=2280
+  _globals['_RUNACTIONREQUEST_PARAMSENTRY']._serialized_start=2235
+  _globals['_RUNACTIONREQUEST_PARAMSENTRY']._serialized_end=2280
+  _globals['_RUNACTIONRESPONSE']._serialized_start=2283
+  _globals['_RUNACTIONRESPONSE']._serialized_end=2491
+  _globals['_RUNACTIONRESPONSE_RESULTENTRY']._serialized_start=2446
+  _globals['_RUNACTIONRESPONSE_RESULTENTRY']._serialized_end=2491
+  _globals['_CLASSIFIER']._serialized_start=2493
+  _globals['_CLASSIFIER']._serialized_end=2604
+  _globals['_RETRIEVER']._serialized_start=2607
+  _globals['_RETRIEVER']._serialized_end=2822
+  _globals['_DRAFTER']._serialized_start=2824
+  _globals['_DRAFTER']._serialized_end=2923
+  _globals['_LEARNER']._serialized_start=2925
+  _globals['_LEARNER']._serialized_end=3030
+  _globals['_INVESTIGATOR']._serialized_start=3033
+  _globals['_INVESTIGATOR']._serialized_end=3257
 # @@protoc_insertion_point(module_scope)

@@ -114,17 +114,19 @@ class DraftResponse(_message.Message):
     def __init__(self, draft: _Optional[_Union[_ticket_pb2.Draft, _Mapping]] = ..., evidence: _Optional[_Iterable[_Union[_ticket_pb2.EvidencePassage, _Mapping]]] = ...) -> None: ...
 
 class GetKpisRequest(_message.Message):
-    __slots__ = ("tenant_id", "archetype", "segment")
+    __slots__ = ("tenant_id", "archetype", "segment", "channel")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     ARCHETYPE_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     archetype: str
     segment: str
-    def __init__(self, tenant_id: _Optional[str] = ..., archetype: _Optional[str] = ..., segment: _Optional[str] = ...) -> None: ...
+    channel: str
+    def __init__(self, tenant_id: _Optional[str] = ..., archetype: _Optional[str] = ..., segment: _Optional[str] = ..., channel: _Optional[str] = ...) -> None: ...
 
 class KpiRow(_message.Message):
-    __slots__ = ("archetype", "segment", "values", "tickets")
+    __slots__ = ("archetype", "segment", "values", "tickets", "channel")
     class ValuesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -136,11 +138,13 @@ class KpiRow(_message.Message):
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     TICKETS_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
     archetype: str
     segment: str
     values: _containers.ScalarMap[str, float]
     tickets: int
-    def __init__(self, archetype: _Optional[str] = ..., segment: _Optional[str] = ..., values: _Optional[_Mapping[str, float]] = ..., tickets: _Optional[int] = ...) -> None: ...
+    channel: str
+    def __init__(self, archetype: _Optional[str] = ..., segment: _Optional[str] = ..., values: _Optional[_Mapping[str, float]] = ..., tickets: _Optional[int] = ..., channel: _Optional[str] = ...) -> None: ...
 
 class GetKpisResponse(_message.Message):
     __slots__ = ("rows", "computed_at")
