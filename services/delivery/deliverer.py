@@ -4,6 +4,11 @@ its (tenant, provider) lane, record it. Two passes, each a Deliverer with its ow
 retry (`on_retry`, called by the consumer of tickets.delivery_retries). The ConsumerLoops call them
 from their worker threads, one ticket per thread.
 
+Executed actions (`on_action_recorded`, actions.recorded, read by the first attempts' loop) are told
+to the customer the same way: action_results.py makes a decision of each EXECUTED record, keyed by
+its action_id, posted on the channel the ticket's decisions went to (the ledger keeps each ticket's
+origin when its first decision is delivered).
+
 Agents' actions from the workspace (`on_action`, agent.actions, read by the first attempts' loop)
 are delivered as decisions: handlers.decision_from_action makes one of each action that posts
 something, keyed by its action_id, so everything below holds for them too, once per action.
@@ -59,11 +64,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from supportflow.channels import ChannelsConfig
 from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import Emit, InvalidEvent, TransientError, derived_event_id
 from supportflow.timestamps import seconds_of
 from supportflow.topics import Topic
 
 from services.delivery import metrics
+from services.delivery.action_results import ActionMessages, decision_from_executed_action, stored_ticket
 from services.delivery.handlers import (DeliveryPlan, NoChannel, Outcome, decision_from_action, delivery_record,
                                        delivery_retry, plan_delivery)
 from services.delivery.lanes import ProviderLanes
@@ -136,6 +143,7 @@ class Deliverer:
         retry_later: RetryLater | None = None,
         wait: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        action_messages: ActionMessages | None = None,
     ) -> None:
         self._channels = channels
         self._ledger = ledger
@@ -145,9 +153,11 @@ class Deliverer:
         self._retry_later = retry_later
         self._wait = wait  # until a retry's time; main.py's ends it (ShuttingDown) when the service stops
         self._clock = clock
+        self._action_messages = action_messages if action_messages is not None else ActionMessages.load()
 
     def on_decided(self, decided: ev.TicketDecided) -> list[Emit]:
         """A first attempt: the DeliveryRecorded, or the DeliveryRetry of a transient failure."""
+        self._remember_ticket(decided)
         return self._deliver(decided, prior_attempts=0, retry_later=self._retry_later, reconcile=False)
 
     def on_action(self, action: ev.AgentAction) -> list[Emit]:
@@ -169,6 +179,46 @@ class Deliverer:
             else:
                 handed_on.append(emit)
         return handed_on
+
+    def on_action_recorded(self, record: ev.ActionRecorded) -> list[Emit]:
+        """A first attempt at telling the customer the result of an action the system confirmed
+        (action_results.py): nothing for a record that is not EXECUTED; posted on the channel of
+        the ticket's earlier decisions, once per action_id. Its DeliveryRecorded is published here
+        (as for an agent's action), a DeliveryRetry returned. A ticket this service never delivered
+        on has no known channel: dead-lettered with the reason, to be replayed."""
+        if record.status != ev.ACTION_STATUS_EXECUTED:
+            return []
+        stored = self._ledger_ticket(record.ticket_id)
+        if stored is None:
+            metrics.ACTION_RESULTS.labels("no_channel").inc()
+            raise InvalidEvent(f"no_channel: nothing was delivered on ticket {record.ticket_id or '(none)'}, "
+                               "so its channel is unknown")
+        metrics.ACTION_RESULTS.labels("to_post").inc()
+        decided = decision_from_executed_action(record, stored, self._action_messages)
+        handed_on = []
+        for emit in self._deliver(decided, prior_attempts=0, retry_later=self._retry_later, reconcile=False):
+            if emit.topic is Topic.TICKETS_DELIVERED:
+                self._publish(emit)
+            else:
+                handed_on.append(emit)
+        return handed_on
+
+    def _ledger_ticket(self, ticket_id: str) -> tk.Ticket | None:
+        try:
+            payload = self._ledger.ticket(ticket_id) if ticket_id else None
+        except SQLAlchemyError as exc:
+            raise TransientError(f"delivery ledger unavailable: {exc}") from exc
+        return tk.Ticket.FromString(payload) if payload is not None else None
+
+    def _remember_ticket(self, decided: ev.TicketDecided) -> None:
+        ticket = decided.ticket
+        if not ticket.ticket_id or not ticket.HasField("origin"):
+            return
+        try:
+            self._ledger.remember_ticket(ticket.ticket_id, ticket.tenant_id or decided.meta.tenant_id,
+                                         stored_ticket(ticket).SerializeToString())
+        except SQLAlchemyError as exc:
+            raise TransientError(f"delivery ledger unavailable: {exc}") from exc
 
     def on_retry(self, retry: ev.DeliveryRetry) -> list[Emit]:
         """A retry, once its time has come. Its DeliveryRecorded is published here rather than

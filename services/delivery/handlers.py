@@ -66,7 +66,17 @@ POSTED_ACTIONS = {
     ev.AGENT_ACTION_KIND_EDIT_AND_SEND: ev.DECISION_RESPOND,
     ev.AGENT_ACTION_KIND_ESCALATE: ev.DECISION_ESCALATE,
 }
-UNPOSTED_ACTIONS = (ev.AGENT_ACTION_KIND_REJECT, ev.AGENT_ACTION_KIND_FLAG_CONTEXT_LOSS)
+# Actions that change nothing on the helpdesk ticket: the workspace, the learner or the escalator
+# act on them (a confirmed action is posted once the system that executes it answers).
+UNPOSTED_ACTIONS = (
+    ev.AGENT_ACTION_KIND_REJECT,
+    ev.AGENT_ACTION_KIND_FLAG_CONTEXT_LOSS,
+    ev.AGENT_ACTION_KIND_REASSIGN,
+    ev.AGENT_ACTION_KIND_QA_SEVERITY,
+    ev.AGENT_ACTION_KIND_CONFIRM_ACTION,
+    ev.AGENT_ACTION_KIND_DECLINE_ACTION,
+    ev.AGENT_ACTION_KIND_REDRAFT,
+)
 
 KIND_OF = {
     ev.DECISION_RESPOND: ev.DELIVERY_KIND_REPLY,

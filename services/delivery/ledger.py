@@ -11,6 +11,9 @@ States:
 - failed: the last delivery was refused or ran out of retries and was dead-lettered; a replay of
   the dead letter delivers it again (reconciling first: an ambiguous timeout may have posted it).
 
+Beside the rows, each ticket's channel origin (`remember_ticket` / `ticket`): a message that is no
+decision of its own, the result of an action, is posted where the ticket's decisions were.
+
 `claim` is the one write before posting: it returns the row as it was and marks it started,
 unless it is done. Every write is one short transaction, so many delivery threads (and replicas,
 on PostgreSQL) share the ledger safely; one decision is only ever handled by the replica that owns
@@ -53,6 +56,17 @@ deliveries = sa.Table(
     sa.Column("delivered_at", sa.Float, nullable=True),
 )
 sa.Index("ix_delivery_ledger_ticket", deliveries.c.ticket_id)
+# Where each ticket delivered to lives on its channel (a serialized Ticket holding its ids, subject
+# and origin, not its text): what a later message on the same ticket, such as the result of an
+# action the customer confirmed, is posted to.
+ticket_origins = sa.Table(
+    "delivery_ticket_origins",
+    metadata,
+    sa.Column("ticket_id", sa.String(200), primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("ticket", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
 
 
 @dataclass(frozen=True)
@@ -153,6 +167,26 @@ class DeliveryLedger:
             )
             if done.rowcount != 1:
                 raise RuntimeError(f"ledger: {decision_event_id} was never claimed")
+
+    def remember_ticket(self, ticket_id: str, tenant_id: str, ticket: bytes) -> None:
+        """Keep (or refresh) where `ticket_id` lives on its channel."""
+        now = self._clock()
+        with self._engine.begin() as connection:
+            updated = connection.execute(ticket_origins.update().where(ticket_origins.c.ticket_id == ticket_id)
+                                         .values(tenant_id=tenant_id, ticket=ticket, updated_at=now))
+            if updated.rowcount == 0:
+                try:
+                    with connection.begin_nested():
+                        connection.execute(ticket_origins.insert().values(
+                            ticket_id=ticket_id, tenant_id=tenant_id, ticket=ticket, updated_at=now))
+                except IntegrityError:
+                    pass  # another delivery thread stored the same ticket a moment ago
+
+    def ticket(self, ticket_id: str) -> bytes | None:
+        """The ticket as `remember_ticket` kept it; None when nothing was ever delivered on it here."""
+        with self._engine.connect() as connection:
+            return connection.execute(sa.select(ticket_origins.c.ticket)
+                                      .where(ticket_origins.c.ticket_id == ticket_id)).scalar()
 
     def counts(self) -> dict[str, int]:
         """Rows per state (for reports and tests)."""

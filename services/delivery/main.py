@@ -1,6 +1,7 @@
 """Delivery: posts each decision's first response back to the channel the ticket came from (a
-public reply, an internal note, a follow-up), and what agents send from the workspace (an approved
-or edited reply, an escalation note), and records every delivery on tickets.delivered.
+public reply, an internal note, a follow-up), what agents send from the workspace (an approved
+or edited reply, an escalation note) and the result of each action the tenant's system executed
+(actions.recorded), and records every delivery on tickets.delivered.
 Two consumer loops: the first attempt reads the four decision topics and agent.actions, the retry
 reads tickets.delivery_retries, where first attempts put the decisions (and actions) a transient
 failure stopped (deliverer.py says what happens to each decision, handlers.py what is posted,
@@ -132,7 +133,8 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     first_attempts = ConsumerLoop(
         settings,
         SERVICE,
-        {topic: first.on_decided for topic in DECISION_TOPICS.values()} | {Topic.AGENT_ACTIONS: first.on_action},
+        {topic: first.on_decided for topic in DECISION_TOPICS.values()}
+        | {Topic.AGENT_ACTIONS: first.on_action, Topic.ACTIONS_RECORDED: first.on_action_recorded},
         publisher,
         health,
         batch_size=BATCH_SIZE,
@@ -154,3 +156,9 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     )
     # HTTP clients are not closed under deliveries that may still run: the process exit does it.
     return ServiceParts(consumers=[first_attempts, retries], on_stop=[stopping.set, ledger.close])
+
+
+if __name__ == "__main__":
+    from supportflow.service import main
+
+    main("delivery")

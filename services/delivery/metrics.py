@@ -67,6 +67,13 @@ AGENT_ACTIONS = Counter(
     ["action", "outcome"],
 )
 
+ACTION_RESULTS = Counter(
+    "supportflow_delivery_action_results_total",
+    "Executed actions read from actions.recorded, by outcome (to_post: told to the customer on the ticket's channel; "
+    "no_channel: no decision was ever delivered on the ticket, dead-lettered); their deliveries are counted above",
+    ["outcome"],
+)
+
 
 def provider_label(provider: str) -> str:
     return provider if provider in PROVIDER_LABELS else "other"

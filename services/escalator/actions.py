@@ -10,7 +10,15 @@ thinks the intent is, never an instruction. Every attempt becomes exactly one Ac
               frequency limit reached, or the executor failed
     PROPOSED  within every limit, waiting for the customer's confirmation (`confirmation_ref`)
     DRY_RUN   confirmed and within limits, but the gate runs in dry-run mode (the default)
-    EXECUTED  confirmed, within limits, not dry-run, and the executor returned
+    EXECUTED  confirmed, within limits, not dry-run, and the system of record confirmed the change
+              (its status word, its reference and its result are in the record's params:
+              `status`, `reference`, `result.<name>`); a system that answered no is REFUSED with
+              its own reason
+
+Live actions run through the injected executor (main.py: the investigator's `RunAction`, the
+connector layer to the tenant's account system), idempotent by the attempt's action id: a
+confirmation redelivered after the change ran but before its record was published runs it again
+under the same id, and the system answers with its first answer.
 
 DRY_RUN attempts count toward the daily limit so a dry run behaves as the real thing would.
 
@@ -43,6 +51,7 @@ from services.escalator.config import ActionLimits, tier_name
 
 PRODUCER = "escalator"
 MAX_PARAM_CHARS = 200
+RESULT_PREFIX = "result."  # params of an executed record that carry the system's result
 
 
 @dataclass(frozen=True)
@@ -66,8 +75,20 @@ class Confirmation:
     confirmed_by: str  # "customer:<channel>", "agent:<id>"
 
 
-Executor = Callable[[ActionRequest], None]
-"""Runs the tool for real; raises on failure."""
+@dataclass(frozen=True)
+class ExecutionResult:
+    """What the system of record answered."""
+
+    executed: bool  # the system confirmed the change
+    status: str = ""  # its own status word ("frozen", "cancelled", "ordered", ...)
+    reference: str = ""  # its record of the change
+    reason: str = ""  # why not, when not executed
+    result: Mapping[str, str] = field(default_factory=dict)
+
+
+Executor = Callable[[ActionRequest, str], ExecutionResult]
+"""Runs the tool for real under the attempt's action id (the idempotency key); raises when the
+system could not be asked."""
 
 TierLookup = Callable[[str], "int | None"]
 """customer id -> the customer's tier (ticket_pb2.CustomerTier) from the CRM, None if it cannot say."""
@@ -130,6 +151,11 @@ class PendingProposals:
             return None, f"proposal {action_id} lapsed: not confirmed within {self._ttl_s:g} s"
         return request, ""
 
+    def open_for(self, tenant_id: str, ticket_id: str, now: float) -> list[str]:
+        """Action ids of the ticket's proposals that can still be confirmed."""
+        return [action_id for action_id, (request, at) in self._open.items()
+                if (request.tenant_id, request.ticket_id) == (tenant_id, ticket_id) and now - at <= self._ttl_s]
+
     def take(self, action_id: str, at: float) -> None:
         self._open.pop(action_id, None)
         self._taken[action_id] = at
@@ -189,6 +215,10 @@ class ActionGate:
             self._proposals.add(record.action_id, request, now)
         return record
 
+    def pending(self, tenant_id: str, ticket_id: str, now: float) -> list[str]:
+        """The ticket's proposals awaiting the customer's confirmation (their action ids)."""
+        return self._proposals.open_for(tenant_id, ticket_id, now)
+
     def confirm(self, confirmation: Confirmation, tier_of: TierLookup, now: float) -> ev.ActionRecorded:
         """Carry out the proposal `confirmation` names, as proposed, if everything still allows it.
 
@@ -245,14 +275,24 @@ class ActionGate:
         if self._executor is None:
             return self._record(request, ev.ACTION_STATUS_REFUSED, "no executor is configured for live actions",
                                 confirmation=confirmation)
+        action_id = action_id_for(request, confirmation.proposal_id if confirmation else "")
         try:
-            self._executor(request)
+            answer = self._executor(request, action_id)
         except Exception as exc:  # noqa: BLE001 - the failure is the recorded outcome
             return self._record(request, ev.ACTION_STATUS_REFUSED, f"the tool failed: {type(exc).__name__}: {exc}",
                                 confirmation=confirmation)
+        outcome = {"status": answer.status, "reference": answer.reference,
+                   **{f"{RESULT_PREFIX}{name}": value for name, value in answer.result.items()}}
+        outcome = {name: str(value)[:MAX_PARAM_CHARS] for name, value in outcome.items() if str(value)}
+        if not answer.executed:
+            return self._record(request, ev.ACTION_STATUS_REFUSED,
+                                f"the system refused: {answer.reason or 'no reason given'}",
+                                confirmation=confirmation, outcome=outcome)
         self._ledger.add(request.tenant_id, request.customer_id, request.tool, day)
-        return self._record(request, ev.ACTION_STATUS_EXECUTED, "confirmed, within limits and executed",
-                            confirmation=confirmation)
+        return self._record(request, ev.ACTION_STATUS_EXECUTED,
+                            f"confirmed, within limits and executed: {answer.status or 'done'}"
+                            + (f" (ref {answer.reference})" if answer.reference else ""),
+                            confirmation=confirmation, outcome=outcome)
 
     def _refusal(self, request: ActionRequest, now: float) -> str:
         limits = self._limits.tools.get(request.tool)
@@ -293,13 +333,13 @@ class ActionGate:
 
     @staticmethod
     def _record(request: ActionRequest, status: int, reason: str, *,
-                confirmation: Confirmation | None = None) -> ev.ActionRecorded:
+                confirmation: Confirmation | None = None, outcome: Mapping[str, str] | None = None) -> ev.ActionRecorded:
         record = ev.ActionRecorded(
             meta=new_meta(request.tenant_id, PRODUCER),
             ticket_id=request.ticket_id,
             action_id=action_id_for(request, confirmation.proposal_id if confirmation else ""),
             tool=request.tool,
-            params=dict(request.params),
+            params={**request.params, **(outcome or {})},
             status=status,
             customer_id=request.customer_id,
             requested_by=request.requested_by,

@@ -26,13 +26,18 @@ def case_type_for(
     normalized: tk.NormalizedTicket,
     incident_id: str,
     config: EscalationConfig,
+    investigation: ev.Investigation | None = None,
 ) -> int:
-    """Precedence: incident > policy-exception risk flag > error code (product defect) > intent
-    table > default."""
+    """Precedence: incident > policy-exception risk flag > the case type the investigation's
+    evidence settled on > error code (product defect) > intent table > default. The evidence comes
+    before the guesses from the ticket's words: "my transfer failed" is a product defect by the
+    intent table, expected behaviour when the record shows a hold the customer can clear."""
     if incident_id:
         return ev.CASE_TYPE_INCIDENT
     if any(flag in config.policy_exception_risk_flags for flag in classification.risk_flags):
         return ev.CASE_TYPE_POLICY_EXCEPTION
+    if investigation is not None and investigation.case_type != ev.CASE_TYPE_UNSPECIFIED:
+        return investigation.case_type
     if error_codes(normalized):
         return ev.CASE_TYPE_PRODUCT_DEFECT
     return config.intent_case_types.get(classification.intent, config.default_case_type)

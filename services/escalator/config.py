@@ -1,14 +1,14 @@
 """The escalator's configuration: `escalation.yaml` (queues, case types, incident detection, proposed
-tools) and `action_limits.yaml` (the tool allow-list and its limits), both shipped in the package
+tools, tenants' opt-ins to answer on evidence) and `action_limits.yaml` (the tool allow-list and its limits), both shipped in the package
 and replaceable by a path."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -84,6 +84,118 @@ class IncidentConfig:
     replay_s: float = 21600.0
 
 
+ARCHETYPES = {
+    "repetitive": tk.ARCHETYPE_REPETITIVE,
+    "faq_bounded": tk.ARCHETYPE_FAQ_BOUNDED,
+    "account_specific": tk.ARCHETYPE_ACCOUNT_SPECIFIC,
+}
+# The classifier's route reason names where an archetype's automation level came from; this is the
+# ending of a level the routing policy file set (an override, such as a guardrail's pull-back to
+# draft-for-review, names the override instead).
+POLICY_FILE_ROUTE_SOURCE = "(policy file)"
+
+
+@dataclass(frozen=True)
+class FindingField:
+    """Where a proposal's parameter comes from: a field of the one available finding of a source
+    (and lookup) of the investigation: `record_id`, or the name of one of its facts."""
+
+    source: str
+    lookup: str = ""  # "": any lookup of the source
+    field: str = "record_id"
+
+    def value_in(self, findings: Sequence[ev.Finding]) -> str:
+        """The value when exactly one available finding matches and has it; "" otherwise (none, or
+        several: the evidence does not say which)."""
+        matching = [f for f in findings if f.available and f.source == self.source
+                    and (not self.lookup or f.lookup == self.lookup)]
+        if len(matching) != 1:
+            return ""
+        found = matching[0]
+        return (found.record_id if self.field == "record_id" else found.facts.get(self.field, "")).strip()
+
+
+@dataclass(frozen=True)
+class ProposedTool:
+    """The tool proposed for an intent, and its parameters from the investigation's findings (never
+    from the ticket's text)."""
+
+    tool: str
+    params_from_findings: Mapping[str, FindingField] = field(default_factory=dict)
+
+    def params(self, investigation: ev.Investigation | None) -> dict[str, str]:
+        findings = list(investigation.findings) if investigation is not None else []
+        values = {name: where.value_in(findings) for name, where in self.params_from_findings.items()}
+        return {name: value for name, value in values.items() if value}
+
+
+def _proposed_tools(data: Any) -> Mapping[str, ProposedTool]:
+    if not isinstance(data, dict):
+        raise ConfigError("`proposed_tools` must map intents to a tool")
+    tools: dict[str, ProposedTool] = {}
+    for intent, spec in data.items():
+        where = f"proposed_tools.{intent}"
+        if isinstance(spec, str):
+            tools[str(intent)] = ProposedTool(spec)
+            continue
+        if not isinstance(spec, dict) or not isinstance(spec.get("tool"), str):
+            raise ConfigError(f"{where}: a tool name, or {{tool, params_from_findings}}")
+        params: dict[str, FindingField] = {}
+        for name, source in (spec.get("params_from_findings") or {}).items():
+            if not isinstance(source, dict) or not source.get("source") or set(source) - {"source", "lookup", "field"}:
+                raise ConfigError(f"{where}.params_from_findings.{name}: {{source, lookup, field}} with a source")
+            params[str(name)] = FindingField(str(source["source"]), str(source.get("lookup", "")),
+                                             str(source.get("field", "record_id")))
+        tools[str(intent)] = ProposedTool(spec["tool"], params)
+    return tools
+
+
+@dataclass(frozen=True)
+class EvidenceRouting:
+    """A tenant's opt-in to answer an archetype's draft-for-review tickets automatically when the
+    investigation settles them (escalation.yaml `tenants.<tenant>.archetypes.<archetype>.auto_respond_when`)."""
+
+    case_type: int  # the case type the evidence must settle on
+    min_evidence_completeness: float  # share of the playbook's lookups that must have answered
+    max_evidence_age_s: float = 600.0  # evidence gathered longer ago than this is stale
+
+
+def _evidence_routing(tenants: Any) -> Mapping[tuple[str, int], EvidenceRouting]:
+    if not isinstance(tenants, dict):
+        raise ConfigError("`tenants` must map tenant ids to their settings")
+    rules: dict[tuple[str, int], EvidenceRouting] = {}
+    for tenant, block in tenants.items():
+        archetypes = (block or {}).get("archetypes") or {}
+        if not isinstance(archetypes, dict):
+            raise ConfigError(f"tenants.{tenant}.archetypes must map archetype names to settings")
+        for name, settings in archetypes.items():
+            if name not in ARCHETYPES:
+                raise ConfigError(f"tenants.{tenant}: unknown archetype {name!r}; expected one of {', '.join(ARCHETYPES)}")
+            when = (settings or {}).get("auto_respond_when")
+            if when is None:
+                continue
+            where = f"tenants.{tenant}.archetypes.{name}.auto_respond_when"
+            unknown = sorted(set(when) - {"case_type", "min_evidence_completeness", "max_evidence_age_s"})
+            if unknown:
+                raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+            try:
+                rule = EvidenceRouting(
+                    case_type=_case_type(str(when["case_type"])),
+                    min_evidence_completeness=float(when["min_evidence_completeness"]),
+                    max_evidence_age_s=float(when.get("max_evidence_age_s", 600)),
+                )
+            except KeyError as exc:
+                raise ConfigError(f"{where} lacks {exc.args[0]!r}") from exc
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{where}: {exc}") from exc
+            if not 0 < rule.min_evidence_completeness <= 1:
+                raise ConfigError(f"{where}: min_evidence_completeness must be in (0, 1]")
+            if rule.max_evidence_age_s <= 0:
+                raise ConfigError(f"{where}: max_evidence_age_s must be > 0")
+            rules[(str(tenant), ARCHETYPES[name])] = rule
+    return rules
+
+
 @dataclass(frozen=True)
 class EscalationConfig:
     default_queue: str
@@ -94,10 +206,15 @@ class EscalationConfig:
     policy_exception_risk_flags: frozenset[int]
     intent_case_types: Mapping[str, int]
     incidents: IncidentConfig
-    proposed_tools: Mapping[str, str]
+    proposed_tools: Mapping[str, ProposedTool]  # intent -> the tool proposed when such a ticket is decided
     # How long a ticket answered automatically is remembered: a new message under its id within
     # that time is the customer writing back (answered.py). 0: only the channel's history says so.
     answered_memory_s: float = 604800.0
+    # (tenant, archetype) -> when its draft-for-review tickets are answered on evidence; none by default.
+    evidence_routing: Mapping[tuple[str, int], EvidenceRouting] = field(default_factory=dict)
+
+    def evidence_rule(self, tenant: str, archetype: int) -> EvidenceRouting | None:
+        return self.evidence_routing.get((tenant, archetype))
 
     @classmethod
     def load(cls, path: Path | None = None) -> "EscalationConfig":
@@ -125,8 +242,9 @@ class EscalationConfig:
                     intents=frozenset(str(i) for i in incidents.get("intents") or []),
                     replay_s=float(incidents.get("replay_s", 21600)),
                 ),
-                proposed_tools={str(k): str(v) for k, v in (data.get("proposed_tools") or {}).items()},
+                proposed_tools=_proposed_tools(data.get("proposed_tools") or {}),
                 answered_memory_s=float(data.get("answered_memory_s", 604800)),
+                evidence_routing=_evidence_routing(data.get("tenants") or {}),
             )
         except KeyError as exc:
             raise ConfigError(f"escalation config lacks {exc.args[0]!r}") from exc

@@ -21,6 +21,13 @@ Checks on a draft, first match wins:
    incident                                                                       -> RESPOND
 6. anything else                                                                   -> REVIEW (the reason
    lists every condition that stopped an automatic reply)
+
+Answering on evidence: a DRAFT_FOR_REVIEW ticket is treated as AUTO_RESPOND in step 5 when its
+tenant opted its archetype in (escalation.yaml `tenants`) and `evidence_settles` finds nothing
+against it: the route came from the archetype's automation level in the policy file (not an
+override, not low confidence, not the enterprise tier's cap, not a truncated or injected message),
+the investigation settled the configured case type with enough of its lookups answered and none
+unavailable, the evidence is fresh, and the draft states evidence whose every fact is verified.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from dataclasses import dataclass
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
-from services.escalator.config import risk_flag_name
+from services.escalator.config import CASE_TYPES, POLICY_FILE_ROUTE_SOURCE, EvidenceRouting, risk_flag_name
 
 DEFAULT_CONFIDENCE_THRESHOLD = 0.7
 
@@ -49,6 +56,9 @@ class Verdict:
     holds: tuple[str, ...] = ()
     # Escalated because the draft itself cannot stand (BLOCKED), not for the ticket's risk.
     draft_blocked: bool = False
+    # A draft-for-review ticket whose evidence settled it (`evidence_settles`): answered automatically,
+    # or held only by the other automatic-reply conditions.
+    on_evidence: bool = False
 
 
 # Why a draft on the auto-respond route went to an agent instead (the metric's label values).
@@ -102,6 +112,56 @@ def decide_classified(classification: tk.Classification, normalized: tk.Normaliz
     return Verdict(ev.DECISION_ESCALATE, "the classifier gave no route, so a human decides")
 
 
+EVIDENCE_CLAIM_KIND = "evidence"  # the drafter's ledger kind for an account fact checked against a finding
+_CASE_TYPE_NAMES = {value: name for name, value in CASE_TYPES.items()}
+
+
+def case_type_name(case_type: int) -> str:
+    return _CASE_TYPE_NAMES.get(case_type, "unspecified")
+
+
+def evidence_settles(
+    rule: EvidenceRouting | None,
+    classification: tk.Classification,
+    draft: tk.Draft,
+    investigation: ev.Investigation | None,
+    evidence_age_s: float | None,
+    confidence_threshold: float,
+) -> list[str]:
+    """Why the evidence does not let a draft-for-review ticket be answered automatically (empty:
+    it does). Each reason in words the agent reads."""
+    if rule is None:
+        return ["route is draft-for-review"]
+    why: list[str] = []
+    if not classification.route_reason.rstrip().endswith(POLICY_FILE_ROUTE_SOURCE):
+        why.append(f"route is draft-for-review ({classification.route_reason or 'no reason given'}), not the "
+                   "archetype's automation level from the policy file")
+    if classification.tier == tk.CUSTOMER_TIER_ENTERPRISE:
+        why.append("enterprise customer")
+    if classification.risk_flags or PROMPT_INJECTION_INPUT_FLAG in classification.input_flags:
+        why.append("risk flags or a prompt-injection attempt")
+    if classification.input_flags:
+        why.append(f"input flags {', '.join(classification.input_flags)}")
+    if classification.confidence < confidence_threshold:
+        why.append("low confidence")
+    if investigation is None or not investigation.findings:
+        return why + ["no investigation findings"]
+    if investigation.case_type != rule.case_type:
+        why.append(f"the evidence settles {case_type_name(investigation.case_type)}, "
+                   f"not {case_type_name(rule.case_type)}")
+    if investigation.completeness < rule.min_evidence_completeness or not all(f.available for f in investigation.findings):
+        why.append(f"evidence completeness {investigation.completeness:.2f} < {rule.min_evidence_completeness:.2f}"
+                   if investigation.completeness < rule.min_evidence_completeness else "a lookup was unavailable")
+    if evidence_age_s is None or evidence_age_s > rule.max_evidence_age_s:
+        why.append("stale evidence" if evidence_age_s is not None else "no time for the evidence")
+    stated = [claim for claim in draft.ledger if claim.kind == EVIDENCE_CLAIM_KIND]
+    if not stated:
+        why.append("the draft states no evidence")
+    elif not all(claim.verified for claim in stated):
+        why.append("an evidence fact in the draft is not verified")
+    return why
+
+
 def decide_drafted(
     classification: tk.Classification,
     normalized: tk.NormalizedTicket,
@@ -111,8 +171,12 @@ def decide_drafted(
     policy_exception: bool = False,
     writes_back: bool = False,
     confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
+    evidence_rule: EvidenceRouting | None = None,
+    investigation: ev.Investigation | None = None,
+    evidence_age_s: float | None = None,
 ) -> Verdict | None:
-    """Decide a drafted ticket; None when the classified path owns the ticket's route."""
+    """Decide a drafted ticket; None when the classified path owns the ticket's route.
+    `evidence_rule` is the tenant's opt-in for the ticket's archetype (None: none)."""
     if classification.route not in DRAFTED_ROUTES:
         return None
     flags = escalation_flags(classification)
@@ -130,8 +194,15 @@ def decide_drafted(
         return Verdict(ev.DECISION_REVIEW, "no knowledge-base evidence: an agent writes the answer")
 
     blockers: list[tuple[str, str]] = []  # (hold, what the agent reads)
+    on_evidence = False
     if classification.route != tk.ROUTE_AUTO_RESPOND:
-        blockers.append(("", "route is draft-for-review"))  # policy, not a hold
+        against = evidence_settles(evidence_rule, classification, draft, investigation, evidence_age_s,
+                                   confidence_threshold)
+        if against:
+            reason = "route is draft-for-review" if evidence_rule is None else (
+                "route is draft-for-review and the evidence does not settle it: " + ", ".join(against))
+            blockers.append(("", reason))  # policy, not a hold
+        on_evidence = not against
     if draft.status != tk.DRAFT_STATUS_READY:
         blockers.append(("not_ready", f"draft status is {tk.DraftStatus.Name(draft.status)}"))
     if not draft.text.strip():
@@ -159,10 +230,13 @@ def decide_drafted(
     if in_incident:
         blockers.append(("incident", "the ticket is part of an open incident"))
     if blockers:
-        holds = () if classification.route != tk.ROUTE_AUTO_RESPOND else tuple(hold for hold, _ in blockers)
-        return Verdict(ev.DECISION_REVIEW, "agent review: " + "; ".join(text for _, text in blockers), holds)
+        holds = tuple(hold for hold, _ in blockers) if classification.route == tk.ROUTE_AUTO_RESPOND or on_evidence else ()
+        return Verdict(ev.DECISION_REVIEW, "agent review: " + "; ".join(text for _, text in blockers), holds,
+                       on_evidence=on_evidence)
     claims = len(draft.ledger)
-    return Verdict(
-        ev.DECISION_RESPOND,
-        f"ready draft, confidence {classification.confidence:.2f}, {claims} policy claim(s) all verified",
-    )
+    reason = f"ready draft, confidence {classification.confidence:.2f}, {claims} policy claim(s) all verified"
+    if on_evidence:
+        facts = sum(1 for claim in draft.ledger if claim.kind == EVIDENCE_CLAIM_KIND)
+        reason += (f"; answered on evidence: the investigation settles {case_type_name(investigation.case_type)} "
+                   f"with completeness {investigation.completeness:.2f}, {facts} evidence fact(s) verified")
+    return Verdict(ev.DECISION_RESPOND, reason, on_evidence=on_evidence)

@@ -12,6 +12,13 @@ State (in memory, per process):
   (`replay_responded`), so that a customer writing back under an answered ticket id gets a
   colleague even when the channel sends no history.
 Otherwise decisions need no state: the ticket's route says which handler decides it.
+
+Evidence: a drafted ticket brings the investigation the drafter ran (TicketDrafted.investigation);
+a ticket that never reached the drafter (escalated from the classifier) is investigated here, with
+the injected `investigate` (main.py: the investigator's gRPC call with a deadline, which never
+raises), when its decision hands it to a person. The investigation sets the case type where it
+settled one, travels in the packet and on TicketDecided.investigation, and can let a tenant's
+draft-for-review ticket be answered on evidence (decision.evidence_settles).
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ import time
 from typing import Callable
 
 from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import services_pb2 as svc
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FOUND, CustomerDirectory, account_fields
 from supportflow.eventbus import Emit, InvalidEvent, new_meta
+from supportflow.investigation import Investigate, no_investigation
 from supportflow.timestamps import seconds_of, timestamp_at
 from supportflow.topics import DECISION_TOPICS, Topic
 
@@ -32,6 +41,7 @@ from services.escalator.actions import ActionGate, ActionRequest, Confirmation
 from services.escalator.answered import AnsweredTickets
 from services.escalator.case_routing import case_type_for, target_queue_for
 from services.escalator.config import EscalationConfig
+from services.escalator.confirmations import ConfirmationLexicons
 from services.escalator.decision import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     Verdict,
@@ -66,6 +76,8 @@ class Escalator:
         actions: ActionGate,
         *,
         similar_cases: SimilarCaseLookup = no_similar_cases,
+        investigate: Investigate = no_investigation,
+        lexicons: ConfirmationLexicons | None = None,
         answered: AnsweredTickets | None = None,
         confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
         clock: Callable[[], float] = time.time,
@@ -73,6 +85,8 @@ class Escalator:
         self._config = config
         self._answered = answered if answered is not None else AnsweredTickets(config.answered_memory_s)
         self._similar_cases = similar_cases
+        self._investigate = investigate
+        self._lexicons = lexicons if lexicons is not None else ConfirmationLexicons(None)
         self._crm = crm
         self._incidents = incidents
         self._actions = actions
@@ -105,14 +119,24 @@ class Escalator:
         # Counted here too (idempotently) in case the classified event was consumed before a restart.
         emits = self._track_incident(event.meta, event.ticket, event.normalized, event.classification)
         incident_id = self._incidents.incident_of(event.ticket.ticket_id)
-        case_type = case_type_for(event.classification, event.normalized, incident_id, self._config)
+        investigation = event.investigation if event.HasField("investigation") else None
+        case_type = case_type_for(event.classification, event.normalized, incident_id, self._config, investigation)
+        tenant = event.ticket.tenant_id or event.meta.tenant_id
         writes_back = writes_back_after_an_answer(event.ticket) or self._answered.wrote_back(
-            event.ticket.tenant_id or event.meta.tenant_id, event.ticket, self._clock()
+            tenant, event.ticket, self._clock()
         )
+        evidence_at = seconds_of(event.timeline.evidence_at)
+        # Whether to waive a fee or grant a refund stays an agent's call even when the records show
+        # the charge was right: the intent's own case type holds an automatic reply too.
+        by_intent = case_type_for(event.classification, event.normalized, incident_id, self._config)
+        policy_exception = ev.CASE_TYPE_POLICY_EXCEPTION in (case_type, by_intent)
         verdict = decide_drafted(
             event.classification, event.normalized, event.draft,
-            in_incident=bool(incident_id), policy_exception=case_type == ev.CASE_TYPE_POLICY_EXCEPTION,
+            in_incident=bool(incident_id), policy_exception=policy_exception,
             writes_back=writes_back, confidence_threshold=self._threshold,
+            evidence_rule=self._config.evidence_rule(tenant, event.classification.archetype),
+            investigation=investigation,
+            evidence_age_s=None if evidence_at is None else max(0.0, self._clock() - evidence_at),
         )
         if verdict is None:
             metrics.DRAFTS_IGNORED.inc()
@@ -121,7 +145,7 @@ class Escalator:
             return emits
         return emits + self._decide(
             event.meta, event.ticket, event.normalized, event.classification, event.timeline, verdict,
-            draft=event.draft, evidence=list(event.evidence),
+            draft=event.draft, evidence=list(event.evidence), investigation=investigation,
         )
 
     def on_action_confirmed(self, event: ev.ActionConfirmed) -> list[Emit]:
@@ -138,6 +162,36 @@ class Escalator:
         record = self._actions.confirm(confirmation, self._tier_of, self._clock())
         log.info("action confirmation", extra={"fields": {
             "proposal_id": event.proposal_id, "status": _enum_label(ev.ActionStatus, record.status, "ACTION_STATUS_")}})
+        return [self._action_emit(record)]
+
+    def on_feedback(self, event: ev.FeedbackReceived) -> list[Emit]:
+        """A customer's reply on their own channel confirms the ticket's one pending proposal when
+        it says yes in the tenant's words (confirmations.py); every other feedback is the learner's."""
+        if event.WhichOneof("kind") != "customer_reply":
+            return []
+        if not event.ticket_id or not event.meta.tenant_id:
+            raise InvalidEvent("customer reply without ticket_id or meta.tenant_id")
+        tenant, now = event.meta.tenant_id, self._clock()
+        pending = self._actions.pending(tenant, event.ticket_id, now)
+        if not pending:
+            return []
+        if not self._lexicons.for_tenant(tenant).confirms(event.customer_reply.text):
+            metrics.REPLY_CONFIRMATIONS.labels("not_affirmative").inc()
+            return []
+        if len(pending) > 1:
+            metrics.REPLY_CONFIRMATIONS.labels("ambiguous").inc()
+            log.info("a customer's yes with several proposals open: left to the agent",
+                     extra={"fields": {"proposals": len(pending)}})
+            return []
+        channel = (event.source or _enum_label(tk.Channel, event.channel, "CHANNEL_")).strip().lower() or "unknown"
+        confirmation = Confirmation(
+            proposal_id=pending[0], ticket_id=event.ticket_id, tenant_id=tenant,
+            confirmation_ref=f"reply:{event.meta.event_id or event.ticket_id}", confirmed_by=f"customer:{channel}",
+        )
+        metrics.REPLY_CONFIRMATIONS.labels("confirmed").inc()
+        record = self._actions.confirm(confirmation, self._tier_of, now)
+        log.info("action confirmed by the customer's reply", extra={"fields": {
+            "proposal_id": pending[0], "status": _enum_label(ev.ActionStatus, record.status, "ACTION_STATUS_")}})
         return [self._action_emit(record)]
 
     def replay_action(self, record: ev.ActionRecorded) -> None:
@@ -213,22 +267,29 @@ class Escalator:
         *,
         draft: tk.Draft | None = None,
         evidence: list[tk.EvidencePassage] | None = None,
+        investigation: ev.Investigation | None = None,
     ) -> list[Emit]:
         tenant = ticket.tenant_id or meta.tenant_id
+        if investigation is None and verdict.decision in PACKET_DECISIONS:
+            # Never reached the drafter: the person it goes to gets the evidence all the same.
+            investigation = self._investigate(
+                svc.InvestigateRequest(ticket=ticket, normalized=normalized, classification=classification))
         now = self._clock()
         incident_id = self._incidents.incident_of(ticket.ticket_id)
-        case_type = case_type_for(classification, normalized, incident_id, self._config)
+        case_type = case_type_for(classification, normalized, incident_id, self._config, investigation)
         # A sent reply needs no human queue; everything else lands in one.
         queue = "" if verdict.decision == ev.DECISION_RESPOND else target_queue_for(classification, incident_id, self._config)
 
         emits: list[Emit] = []
         proposed: list[str] = []
-        tool = self._config.proposed_tools.get(classification.intent)
-        if tool and not is_prompt_injection(classification):
+        proposal = self._config.proposed_tools.get(classification.intent)
+        if proposal is not None and not is_prompt_injection(classification):
+            tool = proposal.tool
             record = self._actions.attempt(
                 ActionRequest(
                     tool=tool, ticket_id=ticket.ticket_id, tenant_id=tenant, customer_id=ticket.customer_id,
                     tier=classification.tier, requested_by=f"escalator:intent:{classification.intent}",
+                    params=proposal.params(investigation),
                 ),
                 now,
             )
@@ -249,6 +310,8 @@ class Escalator:
         )
         if draft is not None:
             decided.draft.CopyFrom(draft)
+        if investigation is not None and investigation != ev.Investigation():
+            decided.investigation.CopyFrom(investigation)
         decided.timeline.decided_at.CopyFrom(timestamp_at(now))
         decision_label = _enum_label(ev.Decision, verdict.decision, "DECISION_")
         if verdict.decision in PACKET_DECISIONS:
@@ -258,8 +321,15 @@ class Escalator:
                 account_state=account_fields(self._crm, ticket.customer_id),
                 draft=draft, evidence=evidence or [], incident_id=incident_id, proposed_tools=proposed,
                 similar_case_ids=self._similar_cases(tenant, normalized.problem_statement or ticket.body),
+                investigation=investigation,
             ))
             metrics.PACKET_COMPLETENESS.labels(decision_label).observe(decided.packet.completeness)
+            archetype = _enum_label(tk.Archetype, classification.archetype, "ARCHETYPE_")
+            metrics.PACKET_FINDINGS.labels(archetype, "with" if decided.packet.investigation else "without").inc()
+            if decided.packet.investigation:
+                metrics.EVIDENCE_COMPLETENESS.labels(archetype).observe(decided.packet.evidence_completeness)
+        if verdict.on_evidence:
+            metrics.EVIDENCE_ROUTING.labels("answered" if verdict.decision == ev.DECISION_RESPOND else "held").inc()
         metrics.DECISIONS.labels(decision_label, _enum_label(ev.CaseType, case_type, "CASE_TYPE_")).inc()
         for hold in verdict.holds:
             metrics.AUTO_REPLIES_HELD.labels(hold).inc()

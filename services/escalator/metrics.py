@@ -39,3 +39,26 @@ ACTIONS = Counter(
     "Action attempts, by tool (allow-listed names, else other) and status (proposed, dry_run, executed, refused)",
     ["tool", "status"],
 )
+PACKET_FINDINGS = Counter(
+    "supportflow_escalator_packet_findings_total",
+    "Context packets, by archetype and whether they carry investigation findings (with, without)",
+    ["archetype", "findings"],
+)
+EVIDENCE_COMPLETENESS = Histogram(
+    "supportflow_escalator_evidence_completeness",
+    "Evidence completeness of packets with findings (share of the playbook's lookups that answered), by archetype",
+    ["archetype"],
+    buckets=(0.2, 0.4, 0.6, 0.8, 0.9, 1.0),
+)
+EVIDENCE_ROUTING = Counter(
+    "supportflow_escalator_evidence_routing_total",
+    "Draft-for-review tickets whose evidence settled them under the tenant's opt-in, by outcome "
+    "(answered automatically; held by another automatic-reply condition)",
+    ["outcome"],
+)
+REPLY_CONFIRMATIONS = Counter(
+    "supportflow_escalator_reply_confirmations_total",
+    "Customer replies on a ticket with a pending proposal, by outcome (confirmed; not_affirmative: "
+    "not a yes in the tenant's lexicon; ambiguous: several proposals open, left to the agent)",
+    ["outcome"],
+)

@@ -4,9 +4,18 @@ repeat themselves. Pure: the account state is looked up by the caller.
 Completeness is the share of REQUIRED_FIELDS that are filled; every unfilled one is named in
 `unknown_fields`. A required field we cannot know is unknown, never silently empty: an unknown
 customer's account state is `{"status": "unknown", ...}` and counts as unfilled, and "steps
-tried" is unfilled when the customer did not say what they tried (we cannot tell "nothing" from
-"not said"). Optional fields (frustration signals, similar cases, incident, missing information,
-risk flags) are legitimately empty and do not count.
+tried" is unfilled when neither the customer said what they tried nor the tenant's systems
+recorded their attempts (we cannot tell "nothing" from "not said"). Optional fields (frustration
+signals, similar cases, incident, missing information, risk flags) are legitimately empty and do
+not count.
+
+The investigation (what the tenant's systems showed: account, transactions, product events...)
+travels whole in `investigation`, every lookup with its source, time and what it supports, a
+lookup that failed kept as a finding that is not available with its reason; its completeness is
+`evidence_completeness`. Its available findings count toward three required fields: `evidence`
+(knowledge-base articles or findings), `account_state` (the CRM's record, else the facts of an
+account finding) and `steps_tried` (the customer's words, else the attempts the product events
+recorded: declines, failed logins). What it could not settle joins the missing information.
 """
 
 from __future__ import annotations
@@ -33,6 +42,9 @@ REQUIRED_FIELDS = (
     "target_queue",
 )
 MAX_ARTICLES = 5
+# Finding sources (the investigator's connectors) that fill a packet field when the usual one is empty.
+ACCOUNT_SOURCE = "account"
+ATTEMPTS_SOURCE = "product_events"
 MAX_STEP_CHARS = 200
 _TRIED = re.compile(
     r"\b(i|we)\s*(?:'ve|\s+have|\s+had)?\s+(?:already\s+|also\s+)?"
@@ -136,7 +148,13 @@ def build_packet(
     incident_id: str = "",
     similar_case_ids: Sequence[str] = (),
     proposed_tools: Iterable[str] = (),
+    investigation: ev.Investigation | None = None,
 ) -> ev.ContextPacket:
+    investigation = investigation if investigation is not None else ev.Investigation()
+    found = [finding for finding in investigation.findings if finding.available]
+    account_finding = next((f for f in found if f.source == ACCOUNT_SOURCE and f.facts), None)
+    if account_state is None and account_finding is not None:
+        account_state = dict(account_finding.facts)
     packet = ev.ContextPacket(
         intent=classification.intent,
         archetype=classification.archetype,
@@ -150,12 +168,15 @@ def build_packet(
         articles=select_articles(draft, evidence),
         similar_case_ids=list(similar_case_ids),
         incident_id=incident_id,
-        missing_information=list(normalized.missing_identifiers) + (list(draft.uncertainties) if draft else []),
+        missing_information=list(normalized.missing_identifiers) + (list(draft.uncertainties) if draft else [])
+        + list(investigation.uncertain),
         suggested_next_step=suggested_next_step(
             decision, case_type, classification, normalized, draft, incident_id, proposed_tools
         ),
         target_queue=target_queue,
         risk_flags=list(classification.risk_flags),
+        investigation=list(investigation.findings),
+        evidence_completeness=investigation.completeness,
     )
     filled = {
         "intent": bool(packet.intent),
@@ -164,8 +185,8 @@ def build_packet(
         "tier": packet.tier != tk.CUSTOMER_TIER_UNSPECIFIED,
         "account_state": account_state is not None,
         "conversation_summary": bool(packet.conversation_summary),
-        "steps_tried": bool(packet.steps_tried),
-        "evidence": bool(packet.articles),
+        "steps_tried": bool(packet.steps_tried) or any(f.source == ATTEMPTS_SOURCE for f in found),
+        "evidence": bool(packet.articles) or bool(found),
         "suggested_next_step": bool(packet.suggested_next_step),
         "target_queue": bool(packet.target_queue),
     }

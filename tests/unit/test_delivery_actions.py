@@ -122,8 +122,12 @@ def test_an_escalation_is_a_note_naming_the_queue_the_agent_and_the_note() -> No
     assert plan_of(action(ev.AGENT_ACTION_KIND_ESCALATE, review, target_queue="fraud")).group_id is None
 
 
-@pytest.mark.parametrize("kind", [ev.AGENT_ACTION_KIND_REJECT, ev.AGENT_ACTION_KIND_FLAG_CONTEXT_LOSS])
-def test_a_rejection_or_a_context_loss_flag_posts_nothing(kind: int, ledger: DeliveryLedger) -> None:  # noqa: F811
+@pytest.mark.parametrize("kind", [
+    ev.AGENT_ACTION_KIND_REJECT, ev.AGENT_ACTION_KIND_FLAG_CONTEXT_LOSS, ev.AGENT_ACTION_KIND_REASSIGN,
+    ev.AGENT_ACTION_KIND_QA_SEVERITY, ev.AGENT_ACTION_KIND_CONFIRM_ACTION, ev.AGENT_ACTION_KIND_DECLINE_ACTION,
+    ev.AGENT_ACTION_KIND_REDRAFT,
+])
+def test_actions_that_change_nothing_on_the_helpdesk_ticket_post_nothing(kind: int, ledger: DeliveryLedger) -> None:  # noqa: F811
     event = action(kind, reason="wrong_policy", note="n")
     assert decision_from_action(event) is None
     published: list[Emit] = []

@@ -9,7 +9,7 @@ import pytest
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
-from services.escalator.actions import ActionGate, ActionLedger, ActionRequest, Confirmation
+from services.escalator.actions import ActionGate, ActionLedger, ActionRequest, Confirmation, ExecutionResult
 from services.escalator.config import ActionLimits, ConfigError
 
 LIMITS = ActionLimits.load()
@@ -93,11 +93,27 @@ def test_proposals_and_refusals_do_not_use_up_the_daily_limit():
 
 def test_live_mode_runs_the_executor_and_records_failures():
     ran = []
-    live = gate(dry_run=False, executor=ran.append)
-    assert live.attempt(refund(), NOW).status == ev.ACTION_STATUS_EXECUTED
-    assert [r.tool for r in ran] == ["refund"]
 
-    def broken(_request):
+    def system(request, action_id):
+        ran.append((request.tool, action_id))
+        return ExecutionResult(True, status="refunded", reference="rf-1", result={"last4": "1234"})
+
+    live = gate(dry_run=False, executor=system)
+    executed = live.attempt(refund(), NOW)
+    assert executed.status == ev.ACTION_STATUS_EXECUTED
+    assert ran == [("refund", executed.action_id)]  # the attempt's id is the system's idempotency key
+    assert dict(executed.params) == {"amount": "20", "currency": "GBP", "transaction_id": "tx-9",
+                                     "status": "refunded", "reference": "rf-1", "result.last4": "1234"}
+    assert "executed: refunded (ref rf-1)" in executed.reason
+
+    def says_no(_request, _action_id):
+        return ExecutionResult(False, reason="the card is already closed")
+
+    refused = gate(dry_run=False, executor=says_no).attempt(refund(), NOW)
+    assert refused.status == ev.ACTION_STATUS_REFUSED
+    assert refused.reason.startswith("the system refused: the card is already closed")
+
+    def broken(_request, _action_id):
         raise TimeoutError("payments API timed out")
 
     failed = gate(dry_run=False, executor=broken).attempt(refund(), NOW)
