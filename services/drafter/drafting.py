@@ -1,8 +1,10 @@
-"""Drafting a reply, end to end and pure: generator -> overreach guard -> policy ledger -> status.
+"""Drafting a reply, end to end and pure: generator -> overreach guard -> evidence check ->
+policy ledger -> status.
 
-Whatever the generator (the extractive offline drafter or Claude), its reply passes the same two
+Whatever the generator (the extractive offline drafter or Claude), its reply passes the same three
 guards in the same order: action claims are rewritten first (so "I've refunded your $20" becomes a
-proposal and never reaches the ledger as a fee), then every remaining policy quantity must be
+proposal and never reaches the ledger as a fee), then every account fact stated from the
+investigation must be carried by one of its findings, and every remaining policy quantity must be
 backed by a cited canonical passage. A blocked draft carries no text: it must not be sendable.
 """
 
@@ -10,9 +12,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
 from services.drafter import metrics
+from services.drafter.evidence_ledger import check_evidence_facts
 from services.drafter.lexical import content_words
 from services.drafter.overreach import guard_overreach
 from services.drafter.policy_ledger import check_policy_claims
@@ -47,24 +51,30 @@ def draft_reply(
     *,
     generator: ReplyGenerator,
     executed_actions: frozenset[str] = frozenset(),
+    investigation: ev.Investigation | None = None,
 ) -> tk.Draft:
     """A guarded draft for `ticket`. `executed_actions` holds the kinds of action ("refund",
-    "password_reset", ...) actually executed for this ticket; only those may be stated as done."""
-    request = DraftInput(ticket, normalized, classification, tuple(evidence))
+    "password_reset", ...) actually executed for this ticket; only those may be stated as done.
+    `investigation` is what the tenant's systems showed; its findings are the only source of the
+    account facts the draft may state."""
+    request = DraftInput(ticket, normalized, classification, tuple(evidence),
+                         investigation if investigation is not None else ev.Investigation())
     parts = generator.generate(request)
     overreach = guard_overreach(parts, executed_actions)
-    ledger = check_policy_claims(overreach.parts, customer_text=customer_text(ticket))
+    facts = check_evidence_facts(overreach.parts)
+    ledger = check_policy_claims(facts.parts, customer_text=customer_text(ticket))
     final = kept_answer(ledger.parts)
-    status = tk.DRAFT_STATUS_BLOCKED if ledger.blocked else final.status
+    blocked = facts.blocked or ledger.blocked
+    status = tk.DRAFT_STATUS_BLOCKED if blocked else final.status
     draft = tk.Draft(
-        text="" if ledger.blocked else render_text(final),
+        text="" if blocked else render_text(final),
         citations=citations(final),
-        ledger=list(ledger.ledger),
+        ledger=[*facts.ledger, *ledger.ledger],
         uncertainties=list(final.uncertainties),
         follow_up_questions=list(final.follow_up_questions),
         next_step=final.next_step,
         status=status,
-        block_reason=ledger.block_reason,
+        block_reason="; ".join(reason for reason in (facts.block_reason, ledger.block_reason) if reason),
         generator=final.generator,
         grounding=grounding(final),
         answerability=final.answerability,

@@ -15,7 +15,7 @@ from services.drafter.templates import DEFAULT_TEMPLATES_PATH, TemplateBook
 def generator_from_settings(settings: Settings) -> ReplyGenerator:
     encoder: TextEncoder | None = None
     if settings.drafter_sentence_embeddings:
-        from supportflow.embedding import load_encoder
+        from encoders.embedding import load_encoder
 
         encoder = load_encoder(settings.embedding_model)
     templates = TemplateBook.load(settings.drafter_templates_path or DEFAULT_TEMPLATES_PATH)

@@ -1,7 +1,12 @@
-"""The drafter's handlers: evidence from the retriever, then a guarded draft. No Kafka or gRPC here:
-`search` is injected (main.py passes a gRPC stub call with a deadline that raises TransientError
-when the retriever is unavailable), and `main.py` / `servicer.py` adapt these to the consumer loop
-and the `Draft` RPC.
+"""The drafter's handlers: evidence from the retriever and from the tenant's systems (the
+investigator), then a guarded draft. No Kafka or gRPC here: `search` and `investigate` are injected
+(main.py passes gRPC stub calls with deadlines: the retriever's raises TransientError when it is
+unavailable; the investigator's never raises, an unavailable one gives an investigation with no
+findings and the reason among its uncertainties), and `main.py` / `servicer.py` adapt these to the
+consumer loop and the `Draft` RPC.
+
+Every ticket is investigated: whether a playbook applies (and which lookups it runs) is the
+investigator's call, from the tenant's playbooks, so an empty investigation is a normal answer.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2 as svc
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import Emit, InvalidEvent, new_meta, ticket_with_tenant
+from supportflow.investigation import Investigate, no_investigation
 from supportflow.topics import Topic
 
 from services.drafter.drafting import draft_reply
@@ -54,6 +60,7 @@ class DraftOutcome:
     drafted_at: Timestamp
     query: str  # what the retriever was asked
     best_score: float  # the retriever's gap signal for that query
+    investigation: ev.Investigation  # what the tenant's systems showed (empty: no playbook applied)
 
 
 class TicketDrafter:
@@ -66,9 +73,11 @@ class TicketDrafter:
         *,
         k: int = DEFAULT_EVIDENCE_K,
         executed_actions: ExecutedActions = no_executed_actions,
+        investigate: Investigate = no_investigation,
         clock: Callable[[], Timestamp] = _now,
     ) -> None:
         self._search = search
+        self._investigate = investigate
         self._generator = generator
         self._k = k
         self._executed_actions = executed_actions
@@ -87,6 +96,9 @@ class TicketDrafter:
                 ticket_id=ticket.ticket_id,
             )
         )
+        investigation = self._investigate(
+            svc.InvestigateRequest(ticket=ticket, normalized=normalized, classification=classification)
+        )
         evidence_at = self._clock()
         # Under the gap threshold the passages are the best of a bad lot: quoting them would answer
         # a question nobody asked, so the reply holds instead (the passages still go to the agent).
@@ -98,8 +110,10 @@ class TicketDrafter:
             usable,
             generator=self._generator,
             executed_actions=self._executed_actions(ticket.ticket_id),
+            investigation=investigation,
         )
-        return DraftOutcome(draft, list(response.passages), evidence_at, self._clock(), query, response.best_score)
+        return DraftOutcome(draft, list(response.passages), evidence_at, self._clock(), query, response.best_score,
+                            investigation)
 
     def handle_classified(self, event: ev.TicketClassified) -> list[Emit]:
         """tickets.classified -> tickets.drafted, for the routes that get an AI draft."""
@@ -118,6 +132,7 @@ class TicketDrafter:
             draft=outcome.draft,
             evidence=outcome.evidence,
             timeline=event.timeline,
+            investigation=outcome.investigation,
         )
         drafted.timeline.evidence_at.CopyFrom(outcome.evidence_at)
         drafted.timeline.drafted_at.CopyFrom(outcome.drafted_at)

@@ -21,7 +21,8 @@ DRAFTS = Counter(
 )
 POLICY_CLAIMS = Counter(
     "supportflow_drafter_policy_claims_total",
-    "Policy claims checked by the ledger, by kind (policy_ledger.CLAIM_KINDS) and verified (true, false)",
+    "Claims checked by the ledgers, by kind (policy_ledger.CLAIM_KINDS, or evidence: an account fact checked "
+    "against the investigation's findings) and verified (true, false)",
     ["kind", "verified"],
 )
 OVERREACH = Counter(

@@ -12,6 +12,12 @@ the policy ledger could not back are never picked. The rest of the reply comes f
 templates: greeting, what is still missing or uncertain, the next step, sign-off.
 
 No usable evidence gives a NO_EVIDENCE holding reply that promises nothing.
+
+When the ticket's investigation found something in the tenant's systems, the reply first states
+what the customer's own records show: each available finding's summary, as the investigator wrote
+it from the record (the findings bearing on the case type it settled first), then says when part
+of the account could not be checked. Those lines are checked against the findings like any other
+generator's (evidence_ledger.py).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
 from services.drafter.arrival import awaits_arrival, speaks_of_arrival
@@ -56,6 +63,7 @@ EMBEDDING_CACHE_SIZE = 50_000  # unit texts; 384 float32 each, about 75 MB when 
 LOW_CONFIDENCE = 0.5  # classifier confidence under which the reply asks to be corrected
 NEAR_DUPLICATE = 0.6  # Jaccard overlap of content words above which two number-free units say the same
 RELATED = 0.1  # overlap above which a unit restating numbers already quoted adds nothing
+MAX_EVIDENCE_LINES = 3  # findings stated in a reply; the agent sees all of them in the packet
 
 _WANTS = (
     (re.compile(r"\bhow much\b|\bfees?\b|\bcharge|\bcost|\bprice|\bpay\b|\bamount|[$€£]", re.I), {"USD", "EUR", "GBP"}),
@@ -136,12 +144,13 @@ class OfflineDrafter:
         template = self._templates.for_reply(request.ticket.tenant_id, channel_name(request.ticket.channel))
         scored = self.score_units(request)
         if not scored:
-            return holding_reply(request, template, self.name)
+            return with_account_evidence(holding_reply(request, template, self.name), request, template)
         chosen = select_units(scored, template.max_sentences, template.max_chars)
         judged, reason = answerability(problem_text(request), chosen, request.evidence)
-        return compose_reply(request, template, chosen, self.name).replace(
+        reply = compose_reply(request, template, chosen, self.name).replace(
             answerability=judged, answerability_reason=reason
         )
+        return with_account_evidence(reply, request, template)
 
     def score_units(self, request: DraftInput) -> list[ScoredUnit]:
         """Every quotable unit of the evidence that bears on the question, best first."""
@@ -449,4 +458,29 @@ def holding_reply(request: DraftInput, template: ReplyTemplate, generator: str) 
         bullets=template.bullets,
         show_sources=False,
         max_chars=template.max_chars,
+    )
+
+
+def stated_findings(investigation: ev.Investigation) -> list[ev.Finding]:
+    """The available findings worth saying, those bearing on the settled case type first."""
+    available = [f for f in investigation.findings if f.available and f.summary.strip()]
+    settled = investigation.case_type
+    return sorted(available, key=lambda f: settled == ev.CASE_TYPE_UNSPECIFIED or settled not in f.supports)
+
+
+def with_account_evidence(parts: ReplyParts, request: DraftInput, template: ReplyTemplate) -> ReplyParts:
+    """`parts` with what the customer's records show said first; unchanged without findings."""
+    investigation = request.investigation
+    stated = stated_findings(investigation)[:MAX_EVIDENCE_LINES]
+    if not stated:
+        return parts
+    # The account was looked at: "I can't see your account" would now be untrue.
+    uncertainties = [line for line in parts.uncertainties if line != template.account_specific]
+    if any(not finding.available for finding in investigation.findings) or 0 < investigation.completeness < 1:
+        uncertainties.insert(0, template.evidence_partial)
+    return parts.replace(
+        evidence_lead_in=template.evidence_lead_in,
+        evidence=tuple(finding.summary.strip() for finding in stated),
+        findings=tuple(f for f in investigation.findings if f.available),
+        uncertainties=tuple(uncertainties),
     )

@@ -66,6 +66,7 @@ _CLAIMS = (
         re.I,
     ),
 )
+_FIRST_PERSON = (_CLAIMS[0], _CLAIMS[3])
 _CONDITION = re.compile(r"\b(?:if|once|when|whenever|after|until|before|unless|whether|as soon as)\b", re.I)
 _NEGATION = re.compile(r"\b(?:not|never|no longer)\b|n['’]t\b", re.I)
 
@@ -83,9 +84,11 @@ _KIND_RULES = (
 )
 
 
-def action_claim(text: str) -> str | None:
-    """The kind of action `text` claims was taken (or promises), or None."""
-    for pattern in _CLAIMS:
+def action_claim(text: str, *, first_person_only: bool = False) -> str | None:
+    """The kind of action `text` claims was taken (or promises), or None. `first_person_only`:
+    only claims that we acted ("I have frozen...", "we'll cancel..."), for lines stating what the
+    tenant's systems show, where "the card is frozen" is the record's own word."""
+    for pattern in _FIRST_PERSON if first_person_only else _CLAIMS:
         for match in pattern.finditer(text):
             before = text[: match.start()]
             if _CONDITION.search(before) or _NEGATION.search(match.group()):
@@ -116,7 +119,9 @@ def guard_overreach(parts: ReplyParts, executed_actions: frozenset[str] = frozen
     findings: list[OverreachFinding] = []
     proposed: set[str] = set()
     for slot in text_slots(parts):
-        kind = action_claim(slot.text)
+        # An evidence line says what the account's records show, checked against them
+        # (evidence_ledger.py): only a claim that *we* acted is an overreach there.
+        kind = action_claim(slot.text, first_person_only=slot.part == "evidence")
         if kind is None or kind in executed_actions:
             continue
         proposal = PROPOSALS.get(kind, "")

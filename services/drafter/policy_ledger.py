@@ -447,6 +447,8 @@ def check_policy_claims(parts: ReplyParts, *, customer_text: str = "") -> Ledger
     edits: dict[tuple[str, int], Sentence | str | None] = {}
     removed: list[str] = []
     for slot in text_slots(parts):
+        if slot.part == "evidence":
+            continue  # account facts: checked against the findings (evidence_ledger.py), not the KB
         sources = slot.sources or every_source
         checks = check_sentence(slot.text, sources, backing, customer_text=customer_text, exempt_names=exempt)
         for check in checks:

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Iterator, Protocol, Sequence
 
+from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
 CHANNEL_NAMES = {
@@ -36,6 +37,8 @@ class DraftInput:
     normalized: tk.NormalizedTicket
     classification: tk.Classification
     evidence: tuple[tk.EvidencePassage, ...]
+    # What the tenant's systems showed about this customer's case (empty when no playbook applied).
+    investigation: ev.Investigation = dataclasses.field(default_factory=ev.Investigation)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,11 @@ class ReplyParts:
     status: int  # tk.DraftStatus: READY, or NO_EVIDENCE for a holding reply
     generator: str
     greeting: str = ""
+    # What the customer's own records show, one line per finding, said before the help-center
+    # answer; each is checked against `findings` (evidence_ledger.py), not against the passages.
+    evidence_lead_in: str = ""
+    evidence: tuple[str, ...] = ()
+    findings: tuple[ev.Finding, ...] = ()
     lead_in: str = ""
     holding: str = ""  # said instead of an answer when there is no evidence
     answer: tuple[Sentence, ...] = ()
@@ -95,9 +103,11 @@ class TextSlot:
 
 
 def text_slots(parts: ReplyParts) -> Iterator[TextSlot]:
-    for name in ("greeting", "lead_in", "holding"):
+    for name in ("greeting", "evidence_lead_in", "lead_in", "holding"):
         if getattr(parts, name):
             yield TextSlot(name, 0, getattr(parts, name), ())
+    for index, text in enumerate(parts.evidence):
+        yield TextSlot("evidence", index, text, ())
     for index, sentence in enumerate(parts.answer):
         yield TextSlot("answer", index, sentence.text, sentence.sources)
     for name in ("uncertainties", "follow_up_questions"):
@@ -119,14 +129,14 @@ def edit_slots(parts: ReplyParts, edits: dict[tuple[str, int], Sentence | str | 
         if edit is not None:
             answer.append(edit if isinstance(edit, Sentence) else dataclasses.replace(sentence, text=edit))
     changes["answer"] = tuple(answer)
-    for name in ("uncertainties", "follow_up_questions"):
+    for name in ("evidence", "uncertainties", "follow_up_questions"):
         kept = []
         for index, text in enumerate(getattr(parts, name)):
             edit = edits.get((name, index), text)
             if edit is not None:
                 kept.append(edit.text if isinstance(edit, Sentence) else edit)
         changes[name] = tuple(kept)
-    for name in ("greeting", "lead_in", "holding", "next_step", "closing"):
+    for name in ("greeting", "evidence_lead_in", "lead_in", "holding", "next_step", "closing"):
         if (name, 0) in edits:
             edit = edits[(name, 0)]
             changes[name] = "" if edit is None else (edit.text if isinstance(edit, Sentence) else edit)
@@ -196,6 +206,12 @@ def _compose(parts: ReplyParts, answer: list[Sentence], show_sources: bool) -> s
     if parts.greeting:
         blocks.append(parts.greeting)
     body: list[str] = []
+    if parts.evidence:
+        if parts.bullets:
+            lines = [parts.evidence_lead_in] if parts.evidence_lead_in else []
+            body.append("\n".join([*lines, *(f"- {_with_marker(text, [])}" for text in parts.evidence)]))
+        else:
+            body.append(" ".join([parts.evidence_lead_in, *(_with_marker(text, []) for text in parts.evidence)]).strip())
     if parts.holding:
         body.append(parts.holding)
     if parts.lead_in and answer:

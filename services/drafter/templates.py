@@ -14,6 +14,7 @@ _REQUIRED = (
     "greeting", "closing", "lead_in", "bullets", "show_sources", "sources_heading", "max_chars",
     "max_sentences", "holding", "holding_next_step", "missing_identifiers", "follow_up_question",
     "next_step_missing", "next_step", "stale", "account_specific", "low_confidence", "identifier_names",
+    "evidence_lead_in", "evidence_partial",
 )
 
 
@@ -43,6 +44,8 @@ class ReplyTemplate:
     account_specific: str
     low_confidence: str
     identifier_names: dict[str, str]
+    evidence_lead_in: str
+    evidence_partial: str
 
     def identifier_name(self, kind: str) -> str:
         return self.identifier_names.get(kind) or "the " + kind.replace("_", " ")

@@ -12,7 +12,7 @@ from supportflow.contracts.v1 import services_pb2 as svc
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.settings import Settings
 
-from services.drafter.cli import decision_for, draft_jsonl
+from tooling.commands.drafter import decision_for, draft_jsonl
 from services.drafter.offline import OfflineDrafter
 from services.drafter.reply import DraftInput, ReplyParts, Sentence, SourceRef
 from services.drafter.templates import TemplateBook
