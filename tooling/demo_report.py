@@ -20,6 +20,29 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[index]
 
 
+def investigation_by_archetype(records: list[dict]) -> dict[str, dict]:
+    """Per archetype, of the tickets handed to a person (review, escalate): how many carry
+    investigation findings in their packet, the packets' mean completeness and the findings' mean
+    evidence completeness; and how many tickets were answered automatically on evidence."""
+    rows: dict[str, dict] = {}
+    for archetype in sorted({r["archetype"] for r in records}):
+        mine = [r for r in records if r["archetype"] == archetype]
+        handed = [r for r in mine if r["decision"] in ("review", "escalate") and r["packet"]]
+        with_findings = [r for r in handed if r["packet"].get("investigation")]
+        rows[archetype] = {
+            "handed_to_a_person": len(handed),
+            "with_findings": len(with_findings),
+            "share_with_findings": round(len(with_findings) / len(handed), 3) if handed else None,
+            "packet_completeness_mean": (
+                round(statistics.mean(r["packet"].get("completeness", 0.0) for r in handed), 3) if handed else None),
+            "evidence_completeness_mean": (
+                round(statistics.mean(r["packet"].get("evidence_completeness", 0.0) for r in with_findings), 3)
+                if with_findings else None),
+            "answered_on_evidence": sum(1 for r in mine if r["decision"] == "respond" and "answered on evidence" in r["reason"]),
+        }
+    return rows
+
+
 def build_report(records: list[dict], *, tickets_sent: int, missing: list[str], duplicated: list[str], wall_s: float) -> dict:
     latencies = [r["timings_ms"]["received_to_decided"] for r in records if r["timings_ms"]["received_to_decided"] is not None]
     labelled = [r for r in records if r["label"] and ":" not in r["label"]]
@@ -48,6 +71,7 @@ def build_report(records: list[dict], *, tickets_sent: int, missing: list[str], 
             "escalation_packet_completeness_mean": (
                 round(statistics.mean(p.get("completeness", 0.0) for p in packets), 3) if packets else None
             ),
+            "investigation_by_archetype": investigation_by_archetype(records),
             "drafts_with_unverified_claims": sum(
                 1 for r in records if r["decision"] == "respond" and any(not c["verified"] for c in r["ledger"])
             ),
@@ -82,6 +106,14 @@ def format_summary(report: dict, *, examples: int = 3, cases: Mapping[str, Resol
         lines.append(f"escalation packets: mean completeness {s['escalation_packet_completeness_mean']:.2f}, "
                      f"{s['escalation_packets_naming_similar_cases']} name a similar resolved case")
     lines.append(f"auto-sent drafts with an unverified policy claim: {s['drafts_with_unverified_claims']}")
+    for archetype, row in s.get("investigation_by_archetype", {}).items():
+        if row["handed_to_a_person"] or row["answered_on_evidence"]:
+            share = f"{row['share_with_findings']:.0%}" if row["share_with_findings"] is not None else "-"
+            evidence = f"{row['evidence_completeness_mean']:.2f}" if row["evidence_completeness_mean"] is not None else "-"
+            packets = f"{row['packet_completeness_mean']:.2f}" if row["packet_completeness_mean"] is not None else "-"
+            lines.append(f"{archetype}: {row['with_findings']} of {row['handed_to_a_person']} handed to a person carry "
+                         f"findings ({share}), packet completeness {packets}, evidence completeness {evidence}, "
+                         f"{row['answered_on_evidence']} answered on evidence")
 
     tickets = report["tickets"]
     drafts = [r for r in tickets if r["draft"] and r["citations"]][:examples]

@@ -16,6 +16,13 @@ account, so it is refused outright by a gateway without a secret: only the chann
 that verified the customer, holding the secret, may send one. A helpdesk webhook is verified the
 way its provider signs (services/gateway/channels/), with the tenant's own secret.
 
+A helpdesk webhook may carry outcomes as well as (or instead of) a ticket: a status change, a
+satisfaction rating, a customer's reply, each published to `tickets.feedback` keyed by the
+pipeline's ticket id. An outcome the adapter cannot read (a rating out of range or of an unknown
+form) is dead-lettered: the webhook's raw body goes to `tickets.feedback.dlq` with the reason in
+`sf-dlq-reason` and the field in `sf-dlq-error`, it is counted, and the answer is 400 naming the
+field (whatever else the webhook carried is still published).
+
 Senders retry: a helpdesk that got no answer in time posts the same webhook again. A request that
 names its delivery (an `Idempotency-Key` header, a ticket's `message_id`, a helpdesk's delivery id
 of docs/channels.md) becomes an event whose id is derived from that name, so every retry publishes
@@ -33,7 +40,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import h11
 from google.protobuf.message import Message
@@ -47,13 +54,22 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from supportflow.channels import ChannelsConfig
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.eventbus import EventPublisher, TransientError, new_meta
+from supportflow.eventbus import (
+    H_CONTENT_TYPE,
+    H_DLQ_ERROR,
+    H_DLQ_REASON,
+    H_DLQ_SERVICE,
+    H_DLQ_TOPIC,
+    EventPublisher,
+    TransientError,
+    new_meta,
+)
 from supportflow.http_server import HttpServer
-from supportflow.observability import ticket_context
+from supportflow.observability import EVENTS_DEAD_LETTERED, ticket_context
 from supportflow.topics import Topic
 
 from services.gateway import metrics
-from services.gateway.channels import WEBHOOKS, AuthenticationError, Ignored
+from services.gateway.channels import WEBHOOKS, AuthenticationError, ChannelOutcome, ChannelTicket, RefusedOutcome
 from services.gateway.channels.payload import NotJson
 from services.gateway.intake import (
     IDEMPOTENCY_HEADER,
@@ -83,8 +99,9 @@ class GatewayApp:
 
     def __init__(self, publisher: EventPublisher, *, default_tenant: str, webhook_secret: str, max_body_bytes: int,
                  channels: ChannelsConfig | None = None, clock: Callable[[], float] = time.time,
-                 max_webhook_bytes: int | None = None):
+                 max_webhook_bytes: int | None = None, topic_prefix: str = ""):
         self._publisher = publisher
+        self._topic_prefix = topic_prefix  # the deployment's (settings.topic_prefix): dead letters are written by name
         self._default_tenant = default_tenant
         self._secret = webhook_secret
         self._channels = channels or ChannelsConfig()
@@ -152,9 +169,36 @@ class GatewayApp:
             meta.event_id = event_id
         self._publish(Topic.TICKETS_RECEIVED, ticket.ticket_id, ev.TicketReceived(meta=meta, ticket=ticket))
 
+    def publish_outcomes(self, tenant: str, outcomes: Sequence[ChannelOutcome]) -> None:
+        """Publish FeedbackReceived events read from a channel, each with the event id of its
+        delivery, and wait for the broker's acknowledgement (TransientError if none comes)."""
+        self._publish_all([(Topic.TICKETS_FEEDBACK, outcome.ticket_id, self._outcome_event(tenant, outcome))
+                           for outcome in outcomes])
+        for outcome in outcomes:
+            metrics.outcome_published(outcome.feedback.source, outcome.kind)
+
+    @staticmethod
+    def _outcome_event(tenant: str, outcome: ChannelOutcome) -> ev.FeedbackReceived:
+        event = ev.FeedbackReceived()
+        event.CopyFrom(outcome.feedback)
+        event.meta.CopyFrom(new_meta(tenant, SERVICE))
+        event.meta.event_id = outcome.event_id(tenant)
+        return event
+
     def _publish(self, topic: Topic, key: str, event: Message) -> None:
-        with ticket_context(key), self._lock:
-            self._publisher.publish(topic, key, event)
+        self._publish_all([(topic, key, event)])
+
+    def _publish_all(self, events: Sequence[tuple[Topic, str, Message]],
+                     dead_letters: Sequence[tuple[str, bytes, list[tuple[str, bytes]]]] = ()) -> None:
+        """Publish events and dead letters (key, raw value, headers) with one acknowledgement."""
+        if not (events or dead_letters):
+            return
+        with ticket_context(events[0][1] if events else dead_letters[0][0]), self._lock:
+            for topic, key, event in events:
+                self._publisher.publish(topic, key, event)
+            for key, value, headers in dead_letters:
+                self._publisher.produce_raw(Topic.TICKETS_FEEDBACK.dead_letter_in(self._topic_prefix),
+                                            key.encode() or None, value, headers)
             self._publisher.flush(PUBLISH_TIMEOUT_S)
 
     # --- the helpdesks' webhooks --------------------------------------------------------------
@@ -176,27 +220,68 @@ class GatewayApp:
             log.warning("webhook refused", extra={"fields": {"provider": provider, "tenant": tenant, "reason": str(exc)}})
             return 401, {"error": str(exc)}
         try:
-            outcome = adapter.read(settings, tenant, body, headers, None)
-            if isinstance(outcome, Ignored):
-                metrics.channel_refused(provider, "ignored")
-                return 200, {"ignored": outcome.reason}
-            delivery_id(outcome.delivery, f"{provider} delivery id")
+            reading = adapter.read(settings, tenant, body, headers, None)
+            found = adapter.outcomes(settings, tenant, body, headers, None)
+            if isinstance(reading, ChannelTicket):
+                delivery_id(reading.delivery, f"{provider} delivery id")
         except NotJson as exc:
             metrics.channel_refused(provider, "bad_json")
             return 400, {"error": str(exc)}
         except PayloadError as exc:
             metrics.channel_refused(provider, "missing_field")
             return 400, {"error": str(exc)}
-        ticket = outcome.ticket
+        ticket = reading.ticket if isinstance(reading, ChannelTicket) else None
+        if ticket is None and not found.outcomes and not found.refused:
+            metrics.channel_refused(provider, "ignored")
+            # The outcome adapter's reason when the event was one of its own ("a rating offered, not given").
+            return 200, {"ignored": found.ignored if found.handled and found.ignored else reading.reason}
+        events: list[tuple[Topic, str, Message]] = []
+        if ticket is not None:
+            meta = new_meta(ticket.tenant_id, SERVICE)
+            meta.event_id = reading.event_id
+            events.append((Topic.TICKETS_RECEIVED, ticket.ticket_id, ev.TicketReceived(meta=meta, ticket=ticket)))
+        events += [(Topic.TICKETS_FEEDBACK, outcome.ticket_id, self._outcome_event(tenant, outcome))
+                   for outcome in found.outcomes]
+        dead_letters = [self._dead_letter(provider, tenant, refusal, body) for refusal in found.refused]
         try:
-            self.publish_ticket(ticket, outcome.event_id)
+            self._publish_all(events, dead_letters)
         except TransientError as exc:
             metrics.channel_refused(provider, "broker_unavailable")
             log.error("could not publish", extra={"fields": {"error": str(exc), "provider": provider}})
             return 503, {"error": "event bus unavailable, retry later"}
-        metrics.channel_accepted(provider)
-        metrics.ACCEPTED.labels("ticket").inc()
-        return 202, {"ticket_id": ticket.ticket_id, "tenant_id": ticket.tenant_id}
+        reply: dict = {}
+        if ticket is not None:
+            metrics.channel_accepted(provider)
+            metrics.ACCEPTED.labels("ticket").inc()
+            reply = {"ticket_id": ticket.ticket_id, "tenant_id": ticket.tenant_id}
+        for outcome in found.outcomes:
+            metrics.outcome_published(provider, outcome.kind)
+        if found.outcomes:
+            reply |= {"ticket_id": found.outcomes[0].ticket_id, "tenant_id": tenant,
+                      "outcomes": [outcome.kind for outcome in found.outcomes]}
+        if found.refused:
+            for refusal in found.refused:
+                metrics.outcome_dead_lettered(provider, refusal.reason)
+                EVENTS_DEAD_LETTERED.labels(SERVICE, Topic.TICKETS_FEEDBACK.base_name, refusal.reason).inc()
+                log.warning("outcome dead-lettered", extra={"fields": {
+                    "provider": provider, "tenant": tenant, "reason": refusal.reason, "error": refusal.message}})
+            metrics.channel_refused(provider, "invalid_outcome")
+            return 400, reply | {"error": "; ".join(refusal.message for refusal in found.refused),
+                                 "fields": [refusal.path for refusal in found.refused], "dead_lettered": True}
+        return 202, reply
+
+    @staticmethod
+    def _dead_letter(provider: str, tenant: str, refusal: RefusedOutcome,
+                     body: bytes) -> tuple[str, bytes, list[tuple[str, bytes]]]:
+        """The webhook's raw body as it came, with why it could not be read: (key, value, headers)."""
+        headers = [
+            (H_CONTENT_TYPE, b"application/json"),
+            (H_DLQ_REASON, refusal.reason.encode()),
+            (H_DLQ_ERROR, refusal.message[:2000].encode()),
+            (H_DLQ_TOPIC, f"POST /v1/channels/{provider}/{tenant}".encode()),
+            (H_DLQ_SERVICE, SERVICE.encode()),
+        ]
+        return refusal.ticket_id, body, headers
 
     # --- the JSON API -------------------------------------------------------------------------
 

@@ -26,8 +26,9 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
         max_body_bytes=settings.gateway_max_body_bytes,
         max_webhook_bytes=settings.gateway_max_webhook_bytes,
         channels=channels,
+        topic_prefix=settings.topic_prefix,
     )
-    mail = MailIntake(channels, app.publish_ticket)
+    mail = MailIntake(channels, app.publish_ticket, app.publish_outcomes)
     parts = ServiceParts()
     servers: list = []
 
@@ -46,3 +47,9 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     parts.on_start.append(start)
     parts.on_stop.append(stop)
     return parts
+
+
+if __name__ == "__main__":
+    from supportflow.service import main
+
+    main("gateway")

@@ -4,7 +4,9 @@ A recipient that is not a tenant's support address is refused at RCPT time (550)
 `gateway_max_mail_bytes` during DATA (552, aiosmtpd's size limit, announced in EHLO as SIZE).
 A mail is acknowledged (250) only after the broker has acknowledged its TicketReceived; when
 Kafka is down the answer is 451 and the sending server retries later, as SMTP servers do. Its
-Message-ID names the delivery, so a retried mail publishes the same event id.
+Message-ID names the delivery, so a retried mail publishes the same event id. A mail that threads
+onto an earlier one is also the customer's reply on that ticket: a customer_reply outcome on
+`tickets.feedback`, acknowledged with the ticket.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -22,20 +24,22 @@ from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import TransientError
 
 from services.gateway import metrics
-from services.gateway.channels import Ignored
-from services.gateway.channels.email_message import PROVIDER, ticket_from_mail
+from services.gateway.channels import ChannelOutcome, Ignored
+from services.gateway.channels.email_message import PROVIDER, reply_outcome, ticket_from_mail
 
 log = logging.getLogger(__name__)
 
 PublishTicket = Callable[[tk.Ticket, str], None]  # (ticket, event id); raises TransientError
+PublishOutcomes = Callable[[str, Sequence[ChannelOutcome]], None]  # (tenant, outcomes); raises TransientError
 
 
 class MailIntake:
     """The aiosmtpd handler: RCPT checks the mailbox, DATA parses and publishes."""
 
-    def __init__(self, channels: ChannelsConfig, publish_ticket: PublishTicket) -> None:
+    def __init__(self, channels: ChannelsConfig, publish_ticket: PublishTicket, publish_outcomes: PublishOutcomes) -> None:
         self._channels = channels
         self._publish_ticket = publish_ticket
+        self._publish_outcomes = publish_outcomes
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,  # noqa: N802
                           rcpt_options: list[str]) -> str:
@@ -74,8 +78,10 @@ class MailIntake:
                 log.info("mail ignored", extra={"fields": {"tenant": tenant, "reason": outcome.reason}})
                 ignored.append(outcome.reason)
                 continue
+            replied = reply_outcome(outcome)
             try:
                 self._publish_ticket(outcome.ticket, outcome.event_id)
+                self._publish_outcomes(tenant, replied.outcomes)
             except TransientError as exc:
                 metrics.channel_refused(PROVIDER, "broker_unavailable")
                 log.error("could not publish", extra={"fields": {"error": str(exc), "provider": PROVIDER}})

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Mapping
 
 import yaml
 
@@ -44,36 +43,49 @@ def parse_archetype(text: str) -> int:
 
 
 @dataclass(frozen=True)
-class CsatBaselines:
-    default: Mapping[int, float]  # latency -> points
-    by_archetype: Mapping[str, Mapping[int, float]]
-
-    def baseline(self, archetype: str, latency: int) -> float | None:
-        return self.by_archetype.get(archetype, {}).get(latency, self.default.get(latency))
-
-
-@dataclass(frozen=True)
 class KnowledgeConfig:
     proposal_min_tickets: int = 3  # unbacked resolutions of one topic that make a KB proposal
 
 
+QA_CLASSES = ("refund_pricing", "warranty_service_level", "process_contact", "capability_overreach")
+QA_NONE = "none"  # a QA verdict that found no hallucinated policy
+
+
 @dataclass(frozen=True)
 class GuardrailConfig:
-    latency: int = ev.CSAT_LATENCY_AT_RESOLUTION
+    latencies: tuple[int, ...] = (ev.CSAT_LATENCY_AT_RESOLUTION, ev.CSAT_LATENCY_DELAYED)
     window: int = 200
     min_samples: int = 20
+    rolling_days: float = 28.0
     alert_slip_points: float = 2.0
     alert_clear_slip_points: float = 1.0
     override_slip_points: float = 4.0
+    p0_classes: tuple[str, ...] = ("refund_pricing", "warranty_service_level")
+    context_loss_max_rate: float = 0.05
+    context_loss_window: int = 200
+    context_loss_min_handoffs: int = 20
+
+
+@dataclass(frozen=True)
+class PanelConfig:
+    rolling_days: float = 28.0  # the CSAT figures and the deflection gate: the latest 4 weeks
+    flat_tolerance_points: float = 1.0  # CSAT this far under the baseline still counts as flat
+
+
+@dataclass(frozen=True)
+class QaSamplingConfig:
+    rate: float = 0.02
+    seed: str = "supportflow-qa"
 
 
 @dataclass(frozen=True)
 class LearnerConfig:
-    baselines: CsatBaselines
-    satisfied_score: float
     guardrails: GuardrailConfig
+    panel: PanelConfig
+    qa_sampling: QaSamplingConfig
     max_tickets: int
     max_pending_feedback: int
+    max_customers: int
     knowledge: KnowledgeConfig
 
     @staticmethod
@@ -86,28 +98,32 @@ class LearnerConfig:
     @classmethod
     def load(cls, path: Path | None = None) -> "LearnerConfig":
         data = yaml.safe_load(cls.source_text(path)) or {}
-        baseline = data.get("csat_baseline") or {}
         guard = data.get("guardrails") or {}
+        panel = data.get("panel") or {}
+        qa = data.get("qa_sampling") or {}
         try:
             config = cls(
-                baselines=CsatBaselines(
-                    default=_latency_map(baseline.get("default") or {}),
-                    by_archetype={
-                        _archetype_key(name): _latency_map(values)
-                        for name, values in (baseline.get("archetypes") or {}).items()
-                    },
-                ),
-                satisfied_score=float(data.get("satisfied_score", 75)),
                 guardrails=GuardrailConfig(
-                    latency=_latency(str(guard.get("latency", "at_resolution"))),
+                    latencies=tuple(_latency(str(name)) for name in guard.get("latencies", ["at_resolution", "delayed"])),
                     window=int(guard.get("window", 200)),
                     min_samples=int(guard.get("min_samples", 20)),
+                    rolling_days=float(guard.get("rolling_days", 28)),
                     alert_slip_points=float(guard.get("alert_slip_points", 2)),
                     alert_clear_slip_points=float(guard.get("alert_clear_slip_points", 1)),
                     override_slip_points=float(guard.get("override_slip_points", 4)),
+                    p0_classes=tuple(str(c) for c in guard.get("p0_classes", ["refund_pricing", "warranty_service_level"])),
+                    context_loss_max_rate=float(guard.get("context_loss_max_rate", 0.05)),
+                    context_loss_window=int(guard.get("context_loss_window", 200)),
+                    context_loss_min_handoffs=int(guard.get("context_loss_min_handoffs", 20)),
                 ),
+                panel=PanelConfig(
+                    rolling_days=float(panel.get("rolling_days", 28)),
+                    flat_tolerance_points=float(panel.get("flat_tolerance_points", 1)),
+                ),
+                qa_sampling=QaSamplingConfig(rate=float(qa.get("rate", 0.02)), seed=str(qa.get("seed", "supportflow-qa"))),
                 max_tickets=int(data.get("max_tickets", 500_000)),
                 max_pending_feedback=int(data.get("max_pending_feedback", 50_000)),
+                max_customers=int(data.get("max_customers", 500_000)),
                 knowledge=KnowledgeConfig(
                     proposal_min_tickets=int((data.get("knowledge") or {}).get("proposal_min_tickets", 3)),
                 ),
@@ -119,10 +135,17 @@ class LearnerConfig:
             raise ConfigError("guardrails need alert_clear_slip_points <= alert_slip_points <= override_slip_points, alert > 0")
         if config.knowledge.proposal_min_tickets < 1:
             raise ConfigError("knowledge.proposal_min_tickets must be at least 1")
-        if not 0 < g.min_samples <= g.window:
-            raise ConfigError("guardrails need 0 < min_samples <= window")
-        if config.baselines.baseline("unspecified", g.latency) is None:
-            raise ConfigError(f"no default CSAT baseline for the guardrail latency {LATENCY_NAMES[g.latency]}")
+        if not 0 < g.min_samples <= g.window or not 0 < g.context_loss_min_handoffs <= g.context_loss_window:
+            raise ConfigError("guardrails need 0 < min_samples <= window and 0 < context_loss_min_handoffs <= context_loss_window")
+        if not 0 < g.context_loss_max_rate < 1:
+            raise ConfigError("guardrails.context_loss_max_rate must be between 0 and 1")
+        if set(g.p0_classes) - set(QA_CLASSES):
+            raise ConfigError(f"guardrails.p0_classes: unknown {sorted(set(g.p0_classes) - set(QA_CLASSES))}; "
+                              f"expected some of {', '.join(QA_CLASSES)}")
+        if not 0 < config.qa_sampling.rate <= 1:
+            raise ConfigError("qa_sampling.rate must be in (0, 1]: the share of a week's conversations sampled")
+        if config.panel.rolling_days <= 0 or g.rolling_days <= 0 or config.panel.flat_tolerance_points < 0:
+            raise ConfigError("rolling_days must be positive and panel.flat_tolerance_points not negative")
         return config
 
 
@@ -130,11 +153,3 @@ def _latency(name: str) -> int:
     if name not in CSAT_LATENCIES:
         raise ConfigError(f"unknown CSAT latency {name!r}; expected one of {', '.join(CSAT_LATENCIES)}")
     return CSAT_LATENCIES[name]
-
-
-def _latency_map(values: Mapping[str, object]) -> dict[int, float]:
-    return {_latency(str(name)): float(points) for name, points in values.items()}  # type: ignore[arg-type]
-
-
-def _archetype_key(name: str) -> str:
-    return archetype_name(parse_archetype(name))

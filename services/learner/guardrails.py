@@ -1,20 +1,23 @@
-"""Guardrails that turn KPI slips into actions, per (tenant, archetype). Pure: state lives in the
-`Guardrails` object the caller owns.
+"""Guardrails that turn the rolling figures into actions, per (tenant, archetype). Pure: state lives
+in the `Guardrails` object the caller owns.
 
-- Evidence: the latest `window` CSAT scores at the guardrail latency (one per ticket, the latest
-  wins) and hallucinated-policy QA results, both since the guardrail was last (re-)armed.
-- Slip = baseline - mean CSAT over that window, in points; no verdict below `min_samples`.
-- slip >= alert_slip_points (2): the alert is raised (the caller sets a metric and logs); it is
-  lowered once the slip is back under alert_clear_slip_points (1), so a mean hovering at the
-  threshold does not flap.
-- slip >= override_slip_points (4), or any hallucinated-policy QA result: EXACTLY ONE
-  RoutingOverride (SET_AUTOMATION to DRAFT_FOR_REVIEW, issued_by "learner:guardrail") for the
-  archetype; the guardrail is then latched and emits nothing more until the override is cleared.
+- CSAT, per watched latency (at resolution and delayed): the latest `window` surveys (one per
+  ticket, the latest wins) given within `rolling_days` of the newest, since the guardrail was last
+  (re-)armed. Slip = baseline - their mean, in points; no verdict below `min_samples` or without a
+  baseline for the tenant (tenant data).
+- Slip >= alert_slip_points (2) at either latency opens a review: the caller logs it, sets
+  `supportflow_learner_guardrail_review_open` and shows `guardrail_review_open` = 1 on the
+  archetype's GetKpis rows (the workspace reads them). It closes once both latencies are back
+  under alert_clear_slip_points (1), so a mean hovering at the threshold does not flap.
+- Pulled back to draft-for-review (EXACTLY ONE RoutingOverride: SET_AUTOMATION to DRAFT_FOR_REVIEW,
+  issued_by "learner:guardrail", with the reason) on the first of: a slip >= override_slip_points (4);
+  a QA verdict of a P0 class (refund_pricing, warranty_service_level; or hallucinated policy with
+  no class, until someone classifies it); context loss above context_loss_max_rate (5%) over the
+  latest handoffs of the archetype, once there are context_loss_min_handoffs of them. The guardrail
+  is then latched and emits nothing more until the override is cleared.
 - Cleared: a RoutingOverride for the same tenant and archetype from anyone else with action CLEAR,
-  KILL_SWITCH_OFF or SET_AUTOMATION (a human deciding the archetype's automation level) re-arms
-  the guardrail with fresh evidence, so the slip that caused the override cannot fire it again.
-  The learner reads `routing.overrides` from the beginning at start-up, so its own past overrides
-  and their clears rebuild the latches after a restart.
+  KILL_SWITCH_OFF or SET_AUTOMATION re-arms the guardrail with fresh evidence. The learner reads
+  `routing.overrides` from the beginning at start-up, so latches survive a restart.
 """
 
 from __future__ import annotations
@@ -22,103 +25,145 @@ from __future__ import annotations
 import collections
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import new_meta
 
-from services.learner.config import CsatBaselines, GuardrailConfig, archetype_name, parse_archetype
+from services.learner.config import LATENCY_NAMES, GuardrailConfig, archetype_name, parse_archetype
 
 ISSUER = "learner:guardrail"
 PRODUCER = "learner"
 TRIGGER_CSAT = "csat_slip"
-TRIGGER_HALLUCINATION = "hallucinated_policy"
+TRIGGER_HALLUCINATION = "hallucinated_policy_p0"
+TRIGGER_CONTEXT_LOSS = "context_loss"
 _CLEARING_ACTIONS = (ev.OVERRIDE_ACTION_CLEAR, ev.OVERRIDE_ACTION_KILL_SWITCH_OFF, ev.OVERRIDE_ACTION_SET_AUTOMATION)
+DAY_S = 86400.0
+
+BaselineOf = Callable[[str, str, int], "float | None"]  # (tenant, archetype, latency) -> points
 
 
 @dataclass
 class _ArchetypeGuard:
-    scores: collections.OrderedDict[str, float] = field(default_factory=collections.OrderedDict)
-    alerting: bool = False
+    # latency -> ticket -> (score, given at)
+    scores: dict[int, collections.OrderedDict[str, tuple[float, float]]] = field(
+        default_factory=lambda: collections.defaultdict(collections.OrderedDict))
+    handoffs: collections.OrderedDict[str, bool] = field(default_factory=collections.OrderedDict)
+    reviewing: bool = False
     latched: bool = False
     generation: int = 0  # how many times it was re-armed; part of the override id
 
 
 @dataclass(frozen=True)
-class AlertChange:
+class ReviewChange:
     tenant: str
     archetype: str
-    raised: bool  # False: the slip recovered
+    opened: bool  # False: the slip recovered, the review closes
+    latency: str  # the latency with the largest slip
     slip: float
     mean: float
     baseline: float
     samples: int
+    at: float  # when the survey that changed it was given
 
 
 @dataclass(frozen=True)
 class GuardrailStatus:
     tenant: str
     archetype: str
-    samples: int
-    slip: float | None  # None below min_samples
-    alerting: bool
+    samples: int  # at-resolution surveys in the window
+    slip: float | None  # the largest slip over the watched latencies; None below min_samples
+    reviewing: bool
     overridden: bool
+    context_loss_rate: float | None  # over the handoff window; None below context_loss_min_handoffs
 
 
 @dataclass
 class GuardrailOutcome:
     overrides: list[tuple[str, ev.RoutingOverride]] = field(default_factory=list)  # (trigger, event)
-    alerts: list[AlertChange] = field(default_factory=list)
+    reviews: list[ReviewChange] = field(default_factory=list)
 
 
 class Guardrails:
-    def __init__(self, config: GuardrailConfig, baselines: CsatBaselines) -> None:
+    def __init__(self, config: GuardrailConfig, baseline_of: BaselineOf) -> None:
         self._config = config
-        self._baselines = baselines
+        self._baseline_of = baseline_of
         self._guards: dict[tuple[str, str], _ArchetypeGuard] = collections.defaultdict(_ArchetypeGuard)
         self._observed: set[str] = set()  # override ids already applied
 
     @property
-    def latency(self) -> int:
-        return self._config.latency
+    def latencies(self) -> tuple[int, ...]:
+        return self._config.latencies
 
-    def observe_csat(self, tenant: str, archetype: str, ticket_id: str, score: float) -> GuardrailOutcome:
-        """A CSAT at the guardrail latency for a ticket of this archetype."""
-        guard = self._guards[(tenant, archetype)]
-        guard.scores.pop(ticket_id, None)
-        guard.scores[ticket_id] = score
-        while len(guard.scores) > self._config.window:
-            guard.scores.popitem(last=False)
+    def observe_csat(self, tenant: str, archetype: str, ticket_id: str, latency: int, score: float,
+                     given_at: float) -> GuardrailOutcome:
+        """A CSAT survey at one of the watched latencies for a ticket of this archetype."""
         outcome = GuardrailOutcome()
-        slip, mean, baseline = self._slip(archetype, guard)
-        if slip is None:
+        if latency not in self._config.latencies:
             return outcome
-        if guard.alerting:
-            alerting = slip >= self._config.alert_clear_slip_points
+        guard = self._guards[(tenant, archetype)]
+        window = guard.scores[latency]
+        window.pop(ticket_id, None)
+        window[ticket_id] = (score, given_at)
+        newest = max(at for _, at in window.values())
+        for old in [t for t, (_, at) in window.items() if at < newest - self._config.rolling_days * DAY_S]:
+            del window[old]
+        while len(window) > self._config.window:
+            window.popitem(last=False)
+        slips = self._slips(tenant, archetype, guard)
+        if not slips:
+            return outcome
+        worst_latency, (slip, mean, baseline, samples) = max(slips.items(), key=lambda item: item[1][0])
+        if guard.reviewing:
+            reviewing = slip >= self._config.alert_clear_slip_points
         else:
-            alerting = slip >= self._config.alert_slip_points
-        if alerting != guard.alerting:
-            guard.alerting = alerting
-            outcome.alerts.append(AlertChange(tenant, archetype, alerting, slip, mean, baseline, len(guard.scores)))
+            reviewing = slip >= self._config.alert_slip_points
+        if reviewing != guard.reviewing:
+            guard.reviewing = reviewing
+            outcome.reviews.append(ReviewChange(tenant, archetype, reviewing, LATENCY_NAMES[worst_latency],
+                                                slip, mean, baseline, samples, given_at))
         if slip >= self._config.override_slip_points:
             reason = (
-                f"CSAT {mean:.2f} over the latest {len(guard.scores)} surveys is {slip:.2f} points below the "
-                f"baseline {baseline:.2f} (override threshold {self._config.override_slip_points:g})"
+                f"{LATENCY_NAMES[worst_latency]} CSAT {mean:.2f} over the latest {samples} surveys is {slip:.2f} "
+                f"points below the baseline {baseline:.2f} (override threshold {self._config.override_slip_points:g})"
             )
             self._override(tenant, archetype, guard, TRIGGER_CSAT, reason, outcome)
         return outcome
 
-    def observe_hallucination(self, tenant: str, archetype: str, ticket_id: str, note: str) -> GuardrailOutcome:
-        """A QA result that found hallucinated policy (a P0) on a ticket of this archetype."""
+    def is_p0(self, qa_class: str, severity: str) -> bool:
+        return qa_class in self._config.p0_classes or qa_class == "unclassified" or severity.strip().upper() == "P0"
+
+    def observe_qa(self, tenant: str, archetype: str, ticket_id: str, qa_class: str, severity: str,
+                   note: str) -> GuardrailOutcome:
+        """A QA verdict on a ticket of this archetype; a P0 pulls the archetype back."""
         outcome = GuardrailOutcome()
-        reason = f"QA found hallucinated policy on ticket {ticket_id}" + (f": {note}" if note else "")
+        if not self.is_p0(qa_class, severity):
+            return outcome
+        reason = f"QA found hallucinated policy ({qa_class}, P0) on ticket {ticket_id}" + (f": {note}" if note else "")
         self._override(tenant, archetype, self._guards[(tenant, archetype)], TRIGGER_HALLUCINATION, reason, outcome)
+        return outcome
+
+    def observe_handoff(self, tenant: str, archetype: str, ticket_id: str, context_loss: bool) -> GuardrailOutcome:
+        """A handoff (review or escalation) of this archetype, or its context-loss flag arriving."""
+        outcome = GuardrailOutcome()
+        guard = self._guards[(tenant, archetype)]
+        if ticket_id in guard.handoffs:
+            guard.handoffs[ticket_id] = guard.handoffs[ticket_id] or context_loss
+        else:
+            guard.handoffs[ticket_id] = context_loss
+            while len(guard.handoffs) > self._config.context_loss_window:
+                guard.handoffs.popitem(last=False)
+        rate = self._context_loss_rate(guard)
+        if rate is not None and rate > self._config.context_loss_max_rate:
+            reason = (f"context loss on {rate:.1%} of the latest {len(guard.handoffs)} handoffs "
+                      f"(threshold {self._config.context_loss_max_rate:.0%})")
+            self._override(tenant, archetype, guard, TRIGGER_CONTEXT_LOSS, reason, outcome)
         return outcome
 
     def observe_override(self, event: ev.RoutingOverride) -> None:
         """Any routing override, including the learner's own (read back from the topic). Each one
-        counts once: a learner restored from a snapshot reads the topic from its beginning again, and
-        a clearing override applied twice would drop the scores gathered since it."""
+        counts once, by id."""
         if event.archetype == tk.ARCHETYPE_UNSPECIFIED:
             return
         if event.override_id:
@@ -132,23 +177,35 @@ class Guardrails:
             return
         if event.action in _CLEARING_ACTIONS and guard.latched:
             guard.latched = False
-            guard.alerting = False
+            guard.reviewing = False
             guard.generation += 1
             guard.scores.clear()
+            guard.handoffs.clear()
 
     def status(self) -> list[GuardrailStatus]:
         rows = []
         for (tenant, archetype), guard in sorted(self._guards.items()):
-            slip, _, _ = self._slip(archetype, guard)
-            rows.append(GuardrailStatus(tenant, archetype, len(guard.scores), slip, guard.alerting, guard.latched))
+            slips = self._slips(tenant, archetype, guard)
+            worst = max((s[0] for s in slips.values()), default=None)
+            rows.append(GuardrailStatus(tenant, archetype, len(guard.scores.get(ev.CSAT_LATENCY_AT_RESOLUTION, {})),
+                                        worst, guard.reviewing, guard.latched, self._context_loss_rate(guard)))
         return rows
 
-    def _slip(self, archetype: str, guard: _ArchetypeGuard) -> tuple[float | None, float, float]:
-        baseline = self._baselines.baseline(archetype, self._config.latency)
-        if baseline is None or len(guard.scores) < self._config.min_samples:
-            return None, 0.0, baseline or 0.0
-        mean = sum(guard.scores.values()) / len(guard.scores)
-        return baseline - mean, mean, baseline
+    def _context_loss_rate(self, guard: _ArchetypeGuard) -> float | None:
+        if len(guard.handoffs) < self._config.context_loss_min_handoffs:
+            return None
+        return sum(guard.handoffs.values()) / len(guard.handoffs)
+
+    def _slips(self, tenant: str, archetype: str, guard: _ArchetypeGuard) -> dict[int, tuple[float, float, float, int]]:
+        """latency -> (slip, mean, baseline, samples) for each latency with a verdict."""
+        slips = {}
+        for latency, window in guard.scores.items():
+            baseline = self._baseline_of(tenant, archetype, latency)
+            if baseline is None or len(window) < self._config.min_samples:
+                continue
+            mean = sum(score for score, _ in window.values()) / len(window)
+            slips[latency] = (baseline - mean, mean, baseline, len(window))
+        return slips
 
     def _override(
         self, tenant: str, archetype: str, guard: _ArchetypeGuard, trigger: str, reason: str, outcome: GuardrailOutcome

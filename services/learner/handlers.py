@@ -1,96 +1,138 @@
-"""The learner's consumer handlers: decisions, feedback, agents' actions and KB gaps feed the KPI
-panel and the guardrails; guardrails answer with routing overrides. No Kafka or gRPC here.
+"""The learner's consumer handlers: new tickets, decisions, outcomes (feedback from the channels and
+surveys, agents' actions, deliveries, KB gaps) feed the KPI panel, the guardrails and the weekly QA
+sample; guardrails answer with routing overrides, the sample with QaSampleRequested. No Kafka or
+gRPC here.
 
-Agents' actions (AgentAction, agent.actions, from the workspace) are verdicts: each is counted as
-the FeedbackReceived it amounts to (`feedback_of_action`), through the very path feedback takes:
+Agents' actions (AgentAction, agent.actions, from the workspace) count as the outcome they amount to:
 
-| action            | counted as                                  |
-|-------------------|---------------------------------------------|
-| APPROVE           | draft_verdict ACCEPTED, edit ratio 0        |
-| EDIT_AND_SEND     | draft_verdict EDITED, the action's edit ratio |
-| REJECT            | draft_verdict REJECTED                      |
-| FLAG_CONTEXT_LOSS | context_loss                                |
-| ESCALATE          | nothing (a routing step, not a verdict)     |
+| action            | counted as                                                   |
+|-------------------|--------------------------------------------------------------|
+| APPROVE           | draft_verdict ACCEPTED, edit ratio 0                         |
+| EDIT_AND_SEND     | draft_verdict EDITED, the action's edit ratio                |
+| REJECT            | draft_verdict REJECTED                                       |
+| FLAG_CONTEXT_LOSS | context_loss                                                 |
+| QA_SEVERITY       | qa: the reviewer's class (`qa_class`; "none": no hallucination) |
+| ESCALATE          | the ticket was escalated by an agent (containment)           |
+| others            | nothing (reassign, action confirmations, redraft)            |
 
-Both sources may report one ticket (a helpdesk integration on tickets.feedback, an agent in the
-workspace): nothing is counted twice, because a ticket holds one verdict and one context-loss flag.
-Of two verdicts for one ticket the one given last (meta.occurred_at) counts, whichever topic
-brought it and in whichever order the two topics are read, so a replay counts what the live run
-counted (kpis.py).
+Bad input: an outcome for a ticket not decided yet is held until its decision comes (bounded by
+`max_pending_feedback`, counted in `supportflow_learner_feedback_total{outcome="pending"}` and the
+`supportflow_learner_pending_feedback` gauge), never dropped silently; a CSAT score outside 0..100 (or
+without a latency) raises InvalidEvent, so the consumer dead-letters it with the reason, and
+`supportflow_learner_invalid_outcomes_total` counts it.
 
-State is in memory and rebuilt at every start by replaying the input topics from the beginning
-(services/learner/main.py): every update is idempotent per ticket (a decision replaces the
-ticket's record, feedback sets a field), so a replay neither loses nor double-counts. While the
-learner replays (`replaying=True`) it holds the guardrail overrides it would issue; `finish_replay`
-then returns only those that `routing.overrides` does not already hold (their ids are
-deterministic), so a restart never repeats an override and never drops one that a crash kept from
-being published. Two consumer threads and the gRPC server share the state, hence the lock.
-`export_state` and `from_state` carry the whole state across a restart (snapshots.py).
+State is in memory and rebuilt at every start by replaying the input topics (main.py). While the
+learner replays (`replaying=True`) it holds the overrides and QA samples it would emit;
+`finish_replay` then returns the overrides `routing.overrides` does not already hold (their ids are
+deterministic) and the samples of the current week (their event ids derive from their input's, so
+the workspace drops one it already has). Two consumer threads and the gRPC server share the state,
+hence the lock. `export_state` and `from_state` carry the whole state across a restart (snapshots.py).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import pickle
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from supportflow.contracts.v1 import events_pb2 as ev
-from supportflow.eventbus import Emit, InvalidEvent
+from supportflow.eventbus import Emit, InvalidEvent, new_meta
+from supportflow.timestamps import seconds_of
 from supportflow.topics import Topic
 
 from services.learner import metrics
-from services.learner.config import LearnerConfig, archetype_name
-from services.learner.guardrails import ISSUER, GuardrailOutcome, Guardrails, GuardrailStatus
+from services.learner.config import QA_CLASSES, QA_NONE, LearnerConfig, archetype_name
+from services.learner.guardrails import ISSUER, GuardrailOutcome, Guardrails, GuardrailStatus, ReviewChange
 from services.learner.knowledge import KnowledgeLoop
-from services.learner.kpis import BucketKey, KpiAccumulator, KpiRowValues
+from services.learner.kpis import (
+    KpiRowValues, KpiStore, TicketRecord, iso_week, panel_rows, qa_class_of, with_status,
+)
+from services.learner.qa_sampling import QaSampler
+from services.learner.tenant_data import TenantData
 
 log = logging.getLogger(__name__)
 
+PRODUCER = "learner"
 _DECISIONS = (ev.DECISION_RESPOND, ev.DECISION_REVIEW, ev.DECISION_FOLLOW_UP, ev.DECISION_ESCALATE)
+_HANDOFFS = (ev.DECISION_REVIEW, ev.DECISION_ESCALATE)
+MAX_REVIEWS_KEPT = 1000  # the latest guardrail reviews opened and closed, for the weekly report
+SLOW_PANEL_S = 0.05
+PANEL_THROTTLE = 10
+
+
+@dataclass(frozen=True)
+class _CachedRows:
+    version: int
+    at: float  # time.monotonic() when computed
+    cost_s: float
+    rows: list[KpiRowValues]
 
 
 @dataclass(frozen=True)
 class LearnerSnapshot:
-    rows: dict[str, list[KpiRowValues]]  # tenant -> rows (with the per-archetype "all" rollups)
+    rows: dict[str, list[KpiRowValues]]  # tenant -> rows (with the rollups)
     guardrails: list[GuardrailStatus]
     pending_feedback: int
     dropped_feedback: int
 
 
 class Learner:
-    def __init__(self, config: LearnerConfig, *, replaying: bool = False) -> None:
-        self._kpis = KpiAccumulator(config)
-        self._guardrails = Guardrails(config.guardrails, config.baselines)
+    def __init__(self, config: LearnerConfig, tenant_data: TenantData | None = None, *, replaying: bool = False) -> None:
+        self._tenant_data = tenant_data or TenantData(None)
+        self._config = config
+        self._kpis = KpiStore(config, self._tenant_data.said_already)
+        self._guardrails = Guardrails(config.guardrails, self._tenant_data.csat_baseline)
         self._knowledge = KnowledgeLoop(config.knowledge, config.max_tickets)
+        self._sampler = QaSampler(config.qa_sampling.rate, config.qa_sampling.seed)
         self._lock = threading.Lock()
         self._replaying = replaying
         self._held: dict[str, tuple[str, ev.RoutingOverride]] = {}  # override id -> (trigger, override)
+        self._held_samples: dict[str, ev.QaSampleRequested] = {}  # ticket id -> sample
         self._published: set[str] = set()  # ids of our overrides seen on routing.overrides
+        self._rows_cache: dict[str, _CachedRows] = {}
+        self._reviews: collections.deque[ReviewChange] = collections.deque(maxlen=MAX_REVIEWS_KEPT)
 
     def export_state(self) -> bytes:
         """Everything the learner knows, for a snapshot; taken under the lock, so consistent."""
         with self._lock:
-            state = {name: value for name, value in vars(self).items() if name != "_lock"}
+            state = {name: value for name, value in vars(self).items() if name not in ("_lock", "_rows_cache")}
             return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
-    def from_state(cls, state: bytes) -> "Learner":
+    def from_state(cls, state: bytes, tenants_dir: Path | None = None) -> "Learner":
         """A learner with an exported state, replaying (what came after the snapshot) until
-        `finish_replay`."""
+        `finish_replay`; tenant data is read again from `tenants_dir`."""
         learner = cls.__new__(cls)
         vars(learner).update(pickle.loads(state))  # noqa: S301 - our own snapshot (snapshots.py)
+        learner._tenant_data.__init__(tenants_dir)  # in place: the store and guardrails hold it
         learner._lock = threading.Lock()
+        learner._rows_cache = {}
         learner._replaying = True
         return learner
 
     def finish_replay(self) -> list[Emit]:
-        """End the replay: the held overrides that were never published, to publish now."""
+        """End the replay: the held overrides that were never published, and this week's held QA
+        samples, to publish now."""
         with self._lock:
             self._replaying = False
             missing = [held for override_id, held in self._held.items() if override_id not in self._published]
+            week = iso_week(self._kpis.latest_seen) if self._kpis.latest_seen else ""
+            samples = [sample for sample in self._held_samples.values() if sample.week == week]
             self._held.clear()
-        return [_issue(trigger, override) for trigger, override in missing]
+            self._held_samples.clear()
+        return [_issue(trigger, override) for trigger, override in missing] + [_sample(s) for s in samples]
+
+    # -- inputs
+
+    def on_received(self, event: ev.TicketReceived) -> list[Emit]:
+        with self._lock:
+            self._kpis.record_received(event)
+        return []
 
     def on_decided(self, event: ev.TicketDecided) -> list[Emit]:
         if not event.ticket.ticket_id:
@@ -102,37 +144,55 @@ class Learner:
             if attached is None:  # older than the decision already recorded for the ticket
                 return []
             self._knowledge.remember(event)
-            key = self._kpis.key_of(event.ticket.tenant_id or event.meta.tenant_id, event.ticket.ticket_id)
-            emits = []
-            for feedback in attached:
-                metrics.FEEDBACK.labels(feedback.WhichOneof("kind"), "attached").inc()
-                emits += self._guard(key, feedback) + self._learn(key, feedback)
+            tenant = event.ticket.tenant_id or event.meta.tenant_id
+            record = self._kpis.record(tenant, event.ticket.ticket_id)
+            if record is None:
+                return []
+            emits = self._qa_sample(event, record)
+            if record.decision in _HANDOFFS:
+                emits += self._act(self._guardrails.observe_handoff(
+                    tenant, record.key.archetype, event.ticket.ticket_id, record.context_loss))
+            for item in attached:
+                metrics.FEEDBACK.labels(_kind(item), "attached").inc()
+                emits += self._after_attach(record, event.ticket.ticket_id, item)
             return emits
 
     def on_feedback(self, event: ev.FeedbackReceived) -> list[Emit]:
         kind = event.WhichOneof("kind")
         if not event.ticket_id or kind is None:
             raise InvalidEvent("feedback needs a ticket id and a kind")
-        with self._lock:
-            key = self._kpis.record_feedback(event)
-            metrics.FEEDBACK.labels(kind, "attached" if key else "pending").inc()
-            return self._guard(key, event) + self._learn(key, event) if key else []
+        if kind == "csat":
+            score = event.csat.score
+            if not math.isfinite(score) or not 0.0 <= score <= 100.0:
+                metrics.INVALID_OUTCOMES.labels("csat_out_of_range").inc()
+                raise InvalidEvent(f"csat score {score} is outside 0..100")
+            if event.csat.latency == ev.CSAT_LATENCY_UNSPECIFIED:
+                metrics.INVALID_OUTCOMES.labels("csat_without_latency").inc()
+                raise InvalidEvent("csat without a latency (at_resolution, delayed or model_scored)")
+        return self._outcome(event.meta.tenant_id, event.ticket_id, event)
 
     def on_agent_action(self, event: ev.AgentAction) -> list[Emit]:
-        """An agent's action as the feedback it amounts to (the table above)."""
-        feedback = feedback_of_action(event)
+        """An agent's action as the outcome it amounts to (the table above)."""
         metrics.AGENT_ACTIONS.labels(metrics.action_label(event.kind)).inc()
+        ticket_id = event.ticket_id or event.decision.ticket.ticket_id
+        if event.kind == ev.AGENT_ACTION_KIND_ESCALATE:
+            if not ticket_id:
+                raise InvalidEvent("agent action without a ticket id")
+            return self._outcome(_tenant_of(event), ticket_id, event)
+        feedback = feedback_of_action(event)
         if feedback is None:
             return []
         return self.on_feedback(feedback)
 
+    def on_delivered(self, event: ev.DeliveryRecorded) -> list[Emit]:
+        if not event.ticket_id:
+            raise InvalidEvent("delivery record without a ticket id")
+        return self._outcome(event.meta.tenant_id, event.ticket_id, event)
+
     def on_kb_gap(self, event: ev.KbGapDetected) -> list[Emit]:
         if not event.ticket_id:  # a gap from an agent's ad-hoc search belongs to no ticket
             return []
-        with self._lock:
-            key = self._kpis.record_kb_gap(event)
-        metrics.FEEDBACK.labels("kb_gap", "attached" if key else "pending").inc()
-        return []
+        return self._outcome(event.meta.tenant_id, event.ticket_id, event)
 
     def on_override(self, event: ev.RoutingOverride) -> list[Emit]:
         with self._lock:
@@ -141,48 +201,124 @@ class Learner:
                 self._published.add(event.override_id)
         return []
 
-    def kpi_rows(self, tenant: str, archetype: str = "", segment: str = "") -> list[KpiRowValues]:
+    # -- the panel
+
+    def kpi_rows(self, tenant: str, archetype: str = "", segment: str = "", channel: str = "") -> list[KpiRowValues]:
+        """Rows for `tenant`, optionally one archetype, segment and/or channel ("all": the rollups)."""
+        rows = self._tenant_rows(tenant)
+        return [r for r in rows if (not archetype or r.archetype == archetype) and (not segment or r.segment == segment)
+                and (not channel or r.channel == channel)]
+
+    def reviews(self, tenant: str) -> list[ReviewChange]:
+        """The guardrail reviews opened and closed for `tenant` (the latest MAX_REVIEWS_KEPT)."""
         with self._lock:
-            return self._kpis.rows(tenant, archetype, segment)
+            return [review for review in self._reviews if review.tenant == tenant]
 
     def snapshot(self) -> LearnerSnapshot:
         with self._lock:
+            tenants = self._kpis.tenants()
+        rows = {tenant: self._tenant_rows(tenant) for tenant in tenants}
+        with self._lock:
             return LearnerSnapshot(
-                rows={tenant: self._kpis.rows(tenant) for tenant in self._kpis.tenants()},
+                rows=rows,
                 guardrails=self._guardrails.status(),
                 pending_feedback=self._kpis.pending_feedback,
                 dropped_feedback=self._kpis.dropped_feedback,
             )
 
-    def _learn(self, key: BucketKey, feedback: ev.FeedbackReceived) -> list[Emit]:
+    def _tenant_rows(self, tenant: str) -> list[KpiRowValues]:
+        """The tenant's rows, computed from the records outside the lock (the consumers go on
+        meanwhile) and kept until the state changes. A panel that takes more than SLOW_PANEL_S to
+        compute (a large state) is recomputed at most once per PANEL_THROTTLE times its cost, so
+        reading it never takes more than a tenth of the learner's time."""
+        with self._lock:
+            version = self._kpis.version
+            cached = self._rows_cache.get(tenant)
+            if cached is not None and (cached.version == version or (
+                    cached.cost_s > SLOW_PANEL_S and time.monotonic() - cached.at < cached.cost_s * PANEL_THROTTLE)):
+                return cached.rows
+            view = self._kpis.view(tenant)
+            status = {s.archetype: {"guardrail_review_open": float(s.reviewing),
+                                    "guardrail_override_active": float(s.overridden)}
+                      for s in self._guardrails.status() if s.tenant == tenant}
+        started = time.monotonic()
+        rows = with_status(panel_rows(view.entries(), self._tenant_data.baseline(tenant), self._config.panel,
+                                      view.latest_seen), status)
+        with self._lock:
+            self._rows_cache[tenant] = _CachedRows(version, time.monotonic(), time.monotonic() - started, rows)
+        return rows
+
+    # -- internals
+
+    def _outcome(self, tenant: str, ticket_id: str, item) -> list[Emit]:
+        with self._lock:
+            record = self._kpis.record_outcome(tenant, ticket_id, item)
+            metrics.FEEDBACK.labels(_kind(item), "attached" if record else "pending").inc()
+            return self._after_attach(record, ticket_id, item) if record else []
+
+    def _after_attach(self, record: TicketRecord, ticket_id: str, item) -> list[Emit]:
+        if not isinstance(item, ev.FeedbackReceived):
+            return []
+        kind = item.WhichOneof("kind")
+        tenant, archetype = record.key.tenant, record.key.archetype
+        if kind == "csat":
+            given_at = seconds_of(item.meta.occurred_at) or self._kpis.latest_seen
+            return self._act(self._guardrails.observe_csat(tenant, archetype, ticket_id, item.csat.latency,
+                                                           item.csat.score, given_at))
+        if kind == "qa":
+            qa_class = qa_class_of(item.qa)
+            if qa_class == QA_NONE:
+                return []
+            metrics.HALLUCINATED_POLICY.labels(tenant, archetype, qa_class).inc()
+            log.error("hallucinated policy reported by QA", extra={"fields": {
+                "ticket_id": ticket_id, "archetype": archetype, "class": qa_class, "note": item.qa.note[:500]}})
+            return self._act(self._guardrails.observe_qa(tenant, archetype, ticket_id, qa_class, item.qa.severity,
+                                                         item.qa.note))
+        if kind == "context_loss" and item.context_loss and record.decision in _HANDOFFS:
+            return self._act(self._guardrails.observe_handoff(tenant, archetype, ticket_id, True))
+        if kind == "resolution":
+            return self._learn(tenant, ticket_id, item.resolution, record.kb_gap)
+        return []
+
+    def _qa_sample(self, event: ev.TicketDecided, record: TicketRecord) -> list[Emit]:
+        if record.qa_sampled:
+            return []
+        week = self._sampler.consider(record.key.tenant, record.key.archetype, event.ticket.ticket_id,
+                                      record.decided_at or self._kpis.latest_seen)
+        if week is None:
+            return []
+        self._kpis.mark_qa_sampled(record.key.tenant, event.ticket.ticket_id)
+        sample = ev.QaSampleRequested(meta=new_meta(record.key.tenant, PRODUCER), ticket_id=event.ticket.ticket_id,
+                                      week=week, decision=event)
+        if self._replaying:
+            self._held_samples[event.ticket.ticket_id] = sample
+            return []
+        return [_sample(sample)]
+
+    def _learn(self, tenant: str, ticket_id: str, resolution: ev.Resolution, kb_gap: bool) -> list[Emit]:
         """A resolution feeds the knowledge loop. During a replay its outputs are already on their
         topics: the loop's state is rebuilt, nothing is re-published."""
-        if feedback.WhichOneof("kind") != "resolution":
-            return []
-        emits = self._knowledge.on_resolution(
-            key.tenant, feedback.ticket_id, feedback.resolution, kb_gap=self._kpis.had_gap(key.tenant, feedback.ticket_id)
-        )
+        emits = self._knowledge.on_resolution(tenant, ticket_id, resolution, kb_gap=kb_gap)
         if self._replaying:
             return []
         for emit in emits:
             if emit.topic is Topic.KB_PROPOSALS:
-                metrics.KB_PROPOSALS.labels(key.tenant).inc()
+                metrics.KB_PROPOSALS.labels(tenant).inc()
                 log.info("KB article proposed", extra={"fields": {
                     "topic": emit.event.topic, "tickets": len(emit.event.source_ticket_ids)}})
         return emits
 
-    def _guard(self, key: BucketKey, feedback: ev.FeedbackReceived) -> list[Emit]:
-        kind = feedback.WhichOneof("kind")
-        if kind == "csat" and feedback.csat.latency == self._guardrails.latency:
-            outcome = self._guardrails.observe_csat(key.tenant, key.archetype, feedback.ticket_id, feedback.csat.score)
-        elif kind == "qa" and feedback.qa.hallucinated_policy:
-            metrics.HALLUCINATED_POLICY.labels(key.tenant, key.archetype).inc()
-            log.error("hallucinated policy reported by QA", extra={"fields": {
-                "ticket_id": feedback.ticket_id, "archetype": key.archetype, "note": feedback.qa.note[:500]}})
-            outcome = self._guardrails.observe_hallucination(key.tenant, key.archetype, feedback.ticket_id, feedback.qa.note)
-        else:
-            return []
-        self._log_alerts(outcome)
+    def _act(self, outcome: GuardrailOutcome) -> list[Emit]:
+        for change in outcome.reviews:
+            self._reviews.append(change)
+            fields = {"tenant": change.tenant, "archetype": change.archetype, "latency": change.latency,
+                      "slip_points": round(change.slip, 2), "csat": round(change.mean, 2),
+                      "baseline": change.baseline, "samples": change.samples}
+            if change.opened:
+                metrics.REVIEWS_OPENED.labels(change.tenant, change.archetype).inc()
+                log.warning("CSAT slip: guardrail review opened", extra={"fields": fields})
+            else:
+                log.info("CSAT slip recovered: guardrail review closed", extra={"fields": fields})
         issued = []
         for trigger, override in outcome.overrides:
             if self._replaying:
@@ -191,46 +327,59 @@ class Learner:
                 issued.append(_issue(trigger, override))
         return issued
 
-    @staticmethod
-    def _log_alerts(outcome: GuardrailOutcome) -> None:
-        for change in outcome.alerts:
-            fields = {"tenant": change.tenant, "archetype": change.archetype, "slip_points": round(change.slip, 2),
-                      "csat": round(change.mean, 2), "baseline": change.baseline, "samples": change.samples}
-            if change.raised:
-                log.warning("CSAT slip alert raised", extra={"fields": fields})
-            else:
-                log.info("CSAT slip alert cleared", extra={"fields": fields})
-
 
 _VERDICTS = {
     ev.AGENT_ACTION_KIND_APPROVE: ev.AGENT_VERDICT_ACCEPTED,
     ev.AGENT_ACTION_KIND_EDIT_AND_SEND: ev.AGENT_VERDICT_EDITED,
     ev.AGENT_ACTION_KIND_REJECT: ev.AGENT_VERDICT_REJECTED,
 }
+_NOT_OUTCOMES = (ev.AGENT_ACTION_KIND_ESCALATE, ev.AGENT_ACTION_KIND_REASSIGN, ev.AGENT_ACTION_KIND_CONFIRM_ACTION,
+                 ev.AGENT_ACTION_KIND_DECLINE_ACTION, ev.AGENT_ACTION_KIND_REDRAFT)
+
+
+def _tenant_of(action: ev.AgentAction) -> str:
+    # Attached by (tenant, ticket) as feedback is: the tenant of the decision acted on, if the action lacks one.
+    return action.meta.tenant_id or action.decision.ticket.tenant_id or action.decision.meta.tenant_id
 
 
 def feedback_of_action(action: ev.AgentAction) -> ev.FeedbackReceived | None:
-    """The FeedbackReceived an agent's action amounts to; None for an escalation (no verdict).
-    Raises InvalidEvent for an action without a ticket or of an unknown kind."""
+    """The FeedbackReceived an agent's action amounts to; None for an action that is no verdict, flag
+    or QA result. Raises InvalidEvent for an action without a ticket, of an unknown kind, or a QA
+    verdict of an unknown class."""
     ticket_id = action.ticket_id or action.decision.ticket.ticket_id
     if not ticket_id:
         raise InvalidEvent("agent action without a ticket id")
-    if action.kind == ev.AGENT_ACTION_KIND_ESCALATE:
+    if action.kind in _NOT_OUTCOMES:
         return None
-    if action.kind not in _VERDICTS and action.kind != ev.AGENT_ACTION_KIND_FLAG_CONTEXT_LOSS:
-        raise InvalidEvent(f"agent action kind {action.kind} (unspecified or unknown)")
     meta = ev.EventMeta()
     meta.CopyFrom(action.meta)
-    # Attached by (tenant, ticket) as feedback is: the tenant of the decision acted on, if the action lacks one.
-    meta.tenant_id = action.meta.tenant_id or action.decision.ticket.tenant_id or action.decision.meta.tenant_id
-    feedback = ev.FeedbackReceived(meta=meta, ticket_id=ticket_id)
+    meta.tenant_id = _tenant_of(action)
+    feedback = ev.FeedbackReceived(meta=meta, ticket_id=ticket_id, source="workspace")
     if action.kind == ev.AGENT_ACTION_KIND_FLAG_CONTEXT_LOSS:
         feedback.context_loss = True
-    else:
+    elif action.kind == ev.AGENT_ACTION_KIND_QA_SEVERITY:
+        qa_class = action.qa_class.strip().lower()
+        if qa_class not in (*QA_CLASSES, QA_NONE):
+            raise InvalidEvent(f"QA severity class {action.qa_class!r}; expected one of {', '.join((*QA_CLASSES, QA_NONE))}")
+        feedback.qa.CopyFrom(ev.QaResult(hallucinated_policy=qa_class != QA_NONE, severity_class=qa_class,
+                                         note=action.note))
+    elif action.kind in _VERDICTS:
         # An approval changed nothing; a rejection's ratio counts nowhere (edit_burden leaves rejections out).
         ratio = min(max(action.edit_ratio, 0.0), 1.0) if action.kind == ev.AGENT_ACTION_KIND_EDIT_AND_SEND else 0.0
         feedback.draft_verdict.CopyFrom(ev.DraftVerdict(verdict=_VERDICTS[action.kind], edit_ratio=ratio))
+    else:
+        raise InvalidEvent(f"agent action kind {action.kind} (unspecified or unknown)")
     return feedback
+
+
+def _kind(item) -> str:
+    if isinstance(item, ev.FeedbackReceived):
+        return item.WhichOneof("kind") or "unspecified"
+    if isinstance(item, ev.KbGapDetected):
+        return "kb_gap"
+    if isinstance(item, ev.DeliveryRecorded):
+        return "delivery"
+    return "agent_escalation"
 
 
 def _issue(trigger: str, override: ev.RoutingOverride) -> Emit:
@@ -242,3 +391,9 @@ def _issue(trigger: str, override: ev.RoutingOverride) -> Emit:
         "reason": override.reason, "override_id": override.override_id}})
     # RoutingOverride is keyed by archetype, so one archetype's overrides stay in order.
     return Emit(Topic.ROUTING_OVERRIDES, archetype, override)
+
+
+def _sample(sample: ev.QaSampleRequested) -> Emit:
+    metrics.QA_SAMPLES.labels(sample.meta.tenant_id).inc()
+    return Emit(Topic.QA_SAMPLES, sample.ticket_id, sample)
+

@@ -1,9 +1,11 @@
 """Learner: the KPI panel (GetKpis and Prometheus), guardrails that pull an archetype back to
-draft-for-review, from decisions, feedback, agents' actions and KB gaps.
+draft-for-review, and the weekly QA sample, from new tickets, decisions, outcomes from the channels
+(tickets.feedback), agents' actions, deliveries and KB gaps; baselines and lexicons per tenant from
+`SUPPORTFLOW_TENANTS_DIR` (services/learner/tenant_data.py).
 
 Two consumer loops, both reading their topics from the beginning at every start (a group of their
 own per process): `routing.overrides`, which rebuilds the guardrail latches, and the outcomes
-(decisions, feedback, agents' actions from the workspace, gaps), which rebuild the KPI panel. The retained topics are the learner's
+(new tickets, decisions, feedback, agents' actions, deliveries, gaps), which rebuild the KPI panel. The retained topics are the learner's
 state, as a changelog is a Faust table's: a restart loses nothing and counts nothing twice. The
 outcomes wait until the overrides are replayed; once both loops have caught up, the overrides held
 during the replay that were never published are published. Run one replica; retention of the
@@ -32,8 +34,11 @@ from services.learner.handlers import Learner
 from services.learner.metrics import LearnerCollector
 from services.learner.servicer import LearnerServicer
 from services.learner.snapshots import SnapshotStore, learner_version
+from services.learner.tenant_data import TenantData
 
 SERVICE = "learner"
+# Tenant data (baselines, lexicons) when SUPPORTFLOW_TENANTS_DIR is unset: the repository's, as the
+# investigator does.
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +50,13 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
         version = learner_version(LearnerConfig.source_text(settings.learner_config_path), settings.topic_prefix)
         store = SnapshotStore(settings.learner_snapshot_dir, version, interval_s=settings.learner_snapshot_interval_s)
         snapshot = store.load()
+    tenants_dir = settings.tenant_data_dir
+    with_baseline = TenantData(tenants_dir).check_all()  # a malformed tenant file stops the start, named
+    log.info("tenant data read", extra={"fields": {"tenants_dir": str(tenants_dir), "with_baseline": with_baseline}})
     if snapshot is not None:
-        learner = Learner.from_state(snapshot.state)
+        learner = Learner.from_state(snapshot.state, tenants_dir)
     else:
-        learner = Learner(LearnerConfig.load(settings.learner_config_path), replaying=True)
+        learner = Learner(LearnerConfig.load(settings.learner_config_path), TenantData(tenants_dir), replaying=True)
     overrides = ConsumerLoop(
         settings, SERVICE, {Topic.ROUTING_OVERRIDES: learner.on_override}, publisher, health,
         group=f"{settings.topic_prefix}{SERVICE}-overrides", broadcast=True,
@@ -66,6 +74,8 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     handlers = {topic: after_overrides(learner.on_decided) for topic in DECISION_TOPICS.values()}
     handlers |= {Topic.TICKETS_FEEDBACK: after_overrides(learner.on_feedback),
                  Topic.AGENT_ACTIONS: after_overrides(learner.on_agent_action),
+                 Topic.TICKETS_RECEIVED: after_overrides(learner.on_received),
+                 Topic.TICKETS_DELIVERED: after_overrides(learner.on_delivered),
                  Topic.KB_GAPS: after_overrides(learner.on_kb_gap)}
     def save_snapshot(positions: dict[tuple[str, int], int]) -> None:
         if store is not None and store.due(positions):
@@ -103,3 +113,9 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
         on_start=[lambda: threading.Thread(target=finish_replay, name="learner-replay", daemon=True).start()],
         on_stop=[stop_replay_watch.set, final_snapshot, lambda: REGISTRY.unregister(collector)],
     )
+
+
+if __name__ == "__main__":
+    from supportflow.service import main
+
+    main("learner")

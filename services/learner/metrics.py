@@ -1,38 +1,43 @@
 """Learner metrics. The KPI panel and the guardrail state are read from the learner at scrape time
 (a collector), so a series exists exactly while its value is defined.
 
-KPI gauges, one per KPI in `services/learner/kpis.py` (definitions there), labels tenant,
-archetype (repetitive, faq_bounded, account_specific, unspecified) and segment (the CRM's
-segments, "unknown", and "all" for the archetype over its segments: never sum over segment):
+KPI gauges, one per KPI and companion value in `services/learner/kpis.py` (definitions there and in
+docs/kpi-panel.md), labels tenant, archetype (repetitive, faq_bounded, account_specific,
+unspecified), segment (the CRM's segments, "unknown", and "all") and channel (zendesk, intercom,
+freshdesk, email, api, ..., and "all"): "all" rows are rollups, never sum over them.
 
-    supportflow_learner_<kpi>    e.g. supportflow_learner_deflection_rate,
-                                      supportflow_learner_time_to_decision_p95_seconds
+    supportflow_learner_<kpi>    e.g. supportflow_learner_csat_protected_deflection,
+                                      supportflow_learner_time_to_first_useful_response_p95
 
 Guardrails, labels tenant and archetype:
 
-    supportflow_learner_guardrail_csat_slip_points   baseline - mean CSAT over the window (absent below min_samples)
-    supportflow_learner_guardrail_csat_samples       CSAT surveys in the guardrail window
-    supportflow_learner_guardrail_alert              1 while the slip is >= the alert threshold (2 points)
-    supportflow_learner_guardrail_override_active    1 while the guardrail's override is in force (until cleared)
-    supportflow_learner_guardrail_overrides_total    overrides issued, + label trigger (csat_slip, hallucinated_policy)
-    supportflow_learner_hallucinated_policy_total    QA results that found hallucinated policy (P0)
+    supportflow_learner_guardrail_csat_slip_points     baseline - mean CSAT over the window, the worse of the watched
+                                                        latencies (absent below min_samples or without a baseline)
+    supportflow_learner_guardrail_csat_samples         at-resolution CSAT surveys in the guardrail window
+    supportflow_learner_guardrail_review_open          1 while a review is open (slip >= 2 points, until under 1)
+    supportflow_learner_guardrail_context_loss_rate    context loss over the latest handoffs (absent below the minimum)
+    supportflow_learner_guardrail_override_active      1 while the guardrail's override is in force (until cleared)
+    supportflow_learner_guardrail_reviews_opened_total reviews opened
+    supportflow_learner_guardrail_overrides_total      overrides issued, + label trigger (csat_slip,
+                                                        hallucinated_policy_p0, context_loss)
+    supportflow_learner_qa_hallucinated_policy_total      QA verdicts that found hallucinated policy, + label severity_class
+    supportflow_learner_qa_samples_total               tickets sampled into the QA queue (qa.samples)
 
-Feedback plumbing:
+Outcome plumbing:
 
-    supportflow_learner_feedback_total{kind, outcome}   feedback events by kind (csat, draft_verdict, repeat_contact,
-                                                         context_loss, misroute, qa, resolution, kb_gap) and outcome
-                                                         (attached, pending: its ticket is not decided yet)
-    supportflow_learner_agent_actions_total{action}      agents' actions from the workspace (approve, edit_and_send,
-                                                         reject, flag_context_loss: counted as the feedback above;
-                                                         escalate)
-    supportflow_learner_pending_feedback                 feedback waiting for its ticket's decision
-    supportflow_learner_feedback_dropped_total           pending feedback dropped at the bound
+    supportflow_learner_feedback_total{kind, outcome}   outcomes by kind (the feedback kinds, kb_gap, delivery,
+                                                         agent_escalation) and outcome (attached; pending: the
+                                                         ticket is not decided yet, the outcome is held)
+    supportflow_learner_invalid_outcomes_total{reason}  outcomes refused and dead-lettered (csat_out_of_range, ...)
+    supportflow_learner_agent_actions_total{action}      agents' actions from the workspace
+    supportflow_learner_pending_feedback                 outcomes held for their ticket's decision
+    supportflow_learner_feedback_dropped_total           held outcomes dropped at the bound
 
 Snapshots (services/learner/snapshots.py), when a snapshot folder is set:
 
     supportflow_learner_snapshots_total{outcome}         snapshots saved or failed (full or read-only disk)
 
-Cardinality: tenants x 4 archetypes x (segments + 2) series per KPI.
+Cardinality: tenants x 4 archetypes x (segments + 1) x (channels + 1) series per KPI.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from prometheus_client.registry import Collector
 
 from supportflow.contracts.v1 import events_pb2 as ev
 
-from services.learner.kpis import KPI_NAMES, kpi_definitions
+from services.learner.kpis import COMPANION_NAMES, KPI_NAMES, kpi_definitions
 
 if TYPE_CHECKING:
     from services.learner.handlers import Learner
@@ -56,9 +61,18 @@ FEEDBACK = Counter(
     "supportflow_learner_feedback_total", "Feedback events by kind and outcome (attached, pending)", ["kind", "outcome"]
 )
 HALLUCINATED_POLICY = Counter(
-    "supportflow_learner_hallucinated_policy_total",
-    "QA results that found hallucinated policy (P0)",
+    "supportflow_learner_qa_hallucinated_policy_total",
+    "QA verdicts that found hallucinated policy, by severity class",
+    ["tenant", "archetype", "severity_class"],
+)
+REVIEWS_OPENED = Counter(
+    "supportflow_learner_guardrail_reviews_opened_total",
+    "Guardrail reviews opened (a CSAT slip of 2+ points in an archetype)",
     ["tenant", "archetype"],
+)
+QA_SAMPLES = Counter("supportflow_learner_qa_samples_total", "Tickets sampled into the QA queue", ["tenant"])
+INVALID_OUTCOMES = Counter(
+    "supportflow_learner_invalid_outcomes_total", "Outcomes refused (dead-lettered with the reason)", ["reason"]
 )
 GUARDRAIL_OVERRIDES = Counter(
     "supportflow_learner_guardrail_overrides_total",
@@ -76,8 +90,8 @@ SNAPSHOTS = Counter("supportflow_learner_snapshots_total", "Learner snapshots by
 
 AGENT_ACTIONS = Counter(
     "supportflow_learner_agent_actions_total",
-    "Agents' actions read from agent.actions, by action (approve, edit_and_send, reject, flag_context_loss: counted "
-    "as feedback, see supportflow_learner_feedback_total; escalate: not a verdict)",
+    "Agents' actions read from agent.actions, by action (counted as the outcome they amount to, see "
+    "supportflow_learner_feedback_total)",
     ["action"],
 )
 
@@ -89,6 +103,10 @@ def action_label(kind: int) -> str:
         return "unspecified"
 
 
+# The guardrail's own values are exposed by their own families below, per archetype.
+EXPOSED_VALUES = KPI_NAMES + tuple(name for name in COMPANION_NAMES if not name.startswith("guardrail_"))
+
+
 def kpi_metric_name(kpi: str) -> str:
     return PREFIX + kpi
 
@@ -96,13 +114,15 @@ def kpi_metric_name(kpi: str) -> str:
 def metric_names() -> list[str]:
     """Every metric name the learner exposes (as written in PromQL: counters with _total)."""
     return (
-        [kpi_metric_name(kpi) for kpi in KPI_NAMES]
+        [kpi_metric_name(kpi) for kpi in EXPOSED_VALUES]
         + [PREFIX + name for name in (
-            "guardrail_csat_slip_points", "guardrail_csat_samples", "guardrail_alert",
-            "guardrail_override_active", "pending_feedback",
+            "guardrail_csat_slip_points", "guardrail_csat_samples", "guardrail_review_open",
+            "guardrail_context_loss_rate", "guardrail_override_active", "pending_feedback",
         )]
         + ["supportflow_learner_feedback_dropped_total", "supportflow_learner_feedback_total",
-           "supportflow_learner_hallucinated_policy_total", "supportflow_learner_guardrail_overrides_total",
+           "supportflow_learner_qa_hallucinated_policy_total", "supportflow_learner_guardrail_overrides_total",
+           "supportflow_learner_guardrail_reviews_opened_total", "supportflow_learner_qa_samples_total",
+           "supportflow_learner_invalid_outcomes_total",
            "supportflow_learner_kb_proposals_total", "supportflow_learner_snapshots_total",
            "supportflow_learner_agent_actions_total"]
     )
@@ -117,13 +137,13 @@ class LearnerCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         snapshot = self._learner.snapshot()
         definitions = kpi_definitions()
-        labels = ["tenant", "archetype", "segment"]
-        for kpi in KPI_NAMES:
+        labels = ["tenant", "archetype", "segment", "channel"]
+        for kpi in EXPOSED_VALUES:
             family = GaugeMetricFamily(kpi_metric_name(kpi), f"KPI {kpi}: {definitions[kpi]}", labels=labels)
             for tenant, rows in snapshot.rows.items():
                 for row in rows:
                     if kpi in row.values:
-                        family.add_metric([tenant, row.archetype, row.segment], row.values[kpi])
+                        family.add_metric([tenant, row.archetype, row.segment, row.channel], row.values[kpi])
             yield family
 
         guard_labels = ["tenant", "archetype"]
@@ -131,8 +151,10 @@ class LearnerCollector(Collector):
                                  "CSAT baseline minus the mean over the guardrail window, in points", labels=guard_labels)
         samples = GaugeMetricFamily(PREFIX + "guardrail_csat_samples",
                                     "CSAT surveys in the guardrail window", labels=guard_labels)
-        alert = GaugeMetricFamily(PREFIX + "guardrail_alert",
-                                  "1 while the CSAT slip is at or above the alert threshold", labels=guard_labels)
+        review = GaugeMetricFamily(PREFIX + "guardrail_review_open",
+                                   "1 while a guardrail review is open (CSAT slip of 2+ points)", labels=guard_labels)
+        context_loss = GaugeMetricFamily(PREFIX + "guardrail_context_loss_rate",
+                                         "Context loss over the latest handoffs of the archetype", labels=guard_labels)
         active = GaugeMetricFamily(PREFIX + "guardrail_override_active",
                                    "1 while the guardrail's routing override is in force", labels=guard_labels)
         for status in snapshot.guardrails:
@@ -140,11 +162,13 @@ class LearnerCollector(Collector):
             if status.slip is not None:
                 slip.add_metric(key, status.slip)
             samples.add_metric(key, status.samples)
-            alert.add_metric(key, 1.0 if status.alerting else 0.0)
+            review.add_metric(key, 1.0 if status.reviewing else 0.0)
+            if status.context_loss_rate is not None:
+                context_loss.add_metric(key, status.context_loss_rate)
             active.add_metric(key, 1.0 if status.overridden else 0.0)
-        yield from (slip, samples, alert, active)
+        yield from (slip, samples, review, context_loss, active)
 
-        yield GaugeMetricFamily(PREFIX + "pending_feedback", "Feedback waiting for its ticket's decision",
+        yield GaugeMetricFamily(PREFIX + "pending_feedback", "Outcomes held for their ticket's decision",
                                 value=snapshot.pending_feedback)
-        yield CounterMetricFamily(PREFIX + "feedback_dropped", "Pending feedback dropped at the bound",
+        yield CounterMetricFamily(PREFIX + "feedback_dropped", "Held outcomes dropped at the bound",
                                   value=snapshot.dropped_feedback)

@@ -1,4 +1,5 @@
-"""Learner.GetKpis over gRPC: the KPI panel rows for one tenant."""
+"""Learner.GetKpis over gRPC: the KPI panel rows for one tenant, one row per (archetype, segment,
+channel) cut and the rollups ("all"); filters by archetype, segment and channel ("all": the rollups)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ class LearnerServicer(services_pb2_grpc.LearnerServicer):
                 archetype = archetype_name(parse_archetype(request.archetype))
             except ValueError as exc:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        rows = self._learner.kpi_rows(request.tenant_id or self._default_tenant, archetype, request.segment)
+        rows = self._learner.kpi_rows(request.tenant_id or self._default_tenant, archetype, request.segment,
+                                      request.channel)
         response = services_pb2.GetKpisResponse(
             rows=[
-                services_pb2.KpiRow(archetype=row.archetype, segment=row.segment, values=row.values, tickets=row.tickets)
+                services_pb2.KpiRow(archetype=row.archetype, segment=row.segment, channel=row.channel,
+                                    values=row.values, tickets=row.tickets)
                 for row in rows
             ]
         )

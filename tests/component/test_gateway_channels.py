@@ -130,7 +130,7 @@ def test_mail_sent_over_smtp_becomes_a_ticket_and_unknown_mailboxes_are_refused(
     app, _ = gateway
     too_large_before = REGISTRY.get_sample_value("supportflow_gateway_channel_refused_total",
                                                  {"provider": "email", "reason": "too_large"}) or 0.0
-    smtp = serve_smtp(MailIntake(CHANNELS, app.publish_ticket), 0, "127.0.0.1", max_mail_bytes=50_000)
+    smtp = serve_smtp(MailIntake(CHANNELS, app.publish_ticket, app.publish_outcomes), 0, "127.0.0.1", max_mail_bytes=50_000)
     host, port = smtp.server_address
     try:
         with smtplib.SMTP(host, port, timeout=30) as client:
@@ -183,3 +183,107 @@ def test_the_service_serves_webhooks_and_mail_from_its_settings(settings, tmp_pa
     assert keys == sorted([b"fd-1042", pipeline_ticket_id("email", TENANT, "<first@customer.example>").encode()])
     with pytest.raises(OSError):  # both servers are gone
         socket.create_connection(("127.0.0.1", smtp_port), timeout=2).close()
+
+
+# --- outcomes: fired by the real stand-ins, through the real gateway, read off the real topics --------
+
+
+@pytest.fixture
+def stand_ins(settings, tmp_path):
+    """The provider stand-ins calling a gateway served on uvicorn and aiosmtpd, publishing to Kafka."""
+    from tooling.channel_servers import ChannelServers, ChannelServersConfig, TenantAccounts
+
+    ensure_topics(settings)
+    http_port, smtp_port = free_port(), free_port()
+    app = GatewayApp(EventPublisher(settings, "gateway"), default_tenant="rho-bank", webhook_secret="",
+                     max_body_bytes=64_000, channels=CHANNELS, topic_prefix=settings.topic_prefix)
+    http = serve(app, http_port, host="127.0.0.1")
+    smtp = serve_smtp(MailIntake(CHANNELS, app.publish_ticket, app.publish_outcomes), smtp_port, "127.0.0.1",
+                      max_mail_bytes=50_000)
+    accounts = TenantAccounts(
+        tenant=TENANT, gateway_url=f"http://127.0.0.1:{http_port}", zendesk_email="sf@demo-bank.example",
+        zendesk_api_token="zd-token", zendesk_webhook_secret="zd-secret", intercom_access_token="ic-token",
+        intercom_client_secret="ic-secret", intercom_admin_id="814860", freshdesk_api_key="fd-key",
+        freshdesk_webhook_secret="fd-secret", mailbox=MAILBOX)
+    servers = ChannelServers(ChannelServersConfig(tenants=(accounts,), state_dir=str(tmp_path / "stand-ins"),
+                                                  gateway_smtp=f"127.0.0.1:{smtp_port}"))
+    servers.start()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+        smtp.shutdown()
+        http.shutdown()
+
+
+def answers(fired: list[dict]) -> list[tuple[str, int]]:
+    return [(item["event"], item["outcome"]["status"]) for item in fired]
+
+
+def test_every_outcome_webhook_a_stand_in_fires_lands_on_the_feedback_topic_under_its_ticket_id(settings, stand_ins):
+    servers = stand_ins
+    zendesk_id = servers.zendesk_create_ticket(TENANT, subject="Card", body="My card has not arrived.",
+                                               requester_email="ana@customer.example", requester_name="Ana")
+    assert answers(servers.outcome("zendesk", zendesk_id, "status", status="solved")) == [
+        ("ticket.status_changed", 202)]
+    assert answers(servers.outcome("zendesk", zendesk_id, "rate", score="good")) == [
+        ("ticket.satisfaction_rated", 202)]
+    assert answers(servers.outcome("zendesk", zendesk_id, "reply", text="I already explained this, it is not here.")) == [
+        ("ticket.requester_updated", 202), ("ticket.reopened", 202)]
+
+    conversation = servers.intercom_start_conversation(TENANT, body="<p>Top-up pending</p>", email="bo@customer.example",
+                                                       name="Bo", external_id="cust-0002")
+    assert answers(servers.outcome("intercom", f"ic-{conversation}", "status", status="closed")) == [
+        ("conversation.admin.closed", 202)]
+    assert answers(servers.outcome("intercom", conversation, "rate", score=4)) == [("conversation.rating.added", 202)]
+
+    freshdesk_id = servers.freshdesk_create_ticket(TENANT, subject="Refund", description_html="<p>Refund please</p>",
+                                                   email="cy@customer.example", name="Cy")
+    assert answers(servers.outcome("freshdesk", freshdesk_id, "status", status=4)) == [("status_changed", 202)]
+    assert answers(servers.outcome("freshdesk", freshdesk_id, "rate", score=-103)) == [("customer_feedback", 202)]
+
+    root = servers.send_customer_mail(TENANT, from_addr="di@customer.example", subject="Card declined",
+                                      body="My card was declined.")
+    assert answers(servers.outcome("email", root, "reply", text="Did you read my first mail?",
+                                   **{"from": "di@customer.example"})) == [("email.reply", 250)]
+
+    topic = Topic.TICKETS_FEEDBACK.name_in(settings.topic_prefix)
+    found = [decode(Topic.TICKETS_FEEDBACK, m) for m in read_all(settings, topic, expected=9)]
+    assert all(m.meta.tenant_id == TENANT and m.meta.producer == "gateway" for m in found)
+
+    def detail(event) -> object:
+        kind = event.WhichOneof("kind")
+        value = getattr(event, kind)
+        return {"csat": lambda: value.score, "status_change": lambda: (value.status, value.changed_by),
+                "customer_reply": lambda: value.text}[kind]()
+
+    email_id = pipeline_ticket_id("email", TENANT, root)
+    assert sorted(((m.ticket_id, m.source, detail(m)) for m in found), key=repr) == sorted([
+        (f"zd-{zendesk_id}", "zendesk", ("solved", "agent")),
+        (f"zd-{zendesk_id}", "zendesk", 100.0),
+        (f"zd-{zendesk_id}", "zendesk", "I already explained this, it is not here."),
+        (f"zd-{zendesk_id}", "zendesk", ("reopened", "customer")),
+        (f"ic-{conversation}", "intercom", ("closed", "agent")),
+        (f"ic-{conversation}", "intercom", 75.0),
+        (f"fd-{freshdesk_id}", "freshdesk", ("solved", "agent")),
+        (f"fd-{freshdesk_id}", "freshdesk", 0.0),
+        (email_id, "email", "Did you read my first mail?"),
+    ], key=repr)
+    # Outcomes join the tickets: the same ids the tickets got at intake.
+    received = {m.key().decode() for m in read_all(settings, Topic.TICKETS_RECEIVED.name_in(settings.topic_prefix),
+                                                   expected=6)}
+    assert {m.ticket_id for m in found} <= received
+
+
+def test_a_rating_out_of_range_lands_on_the_dead_letter_topic_with_its_reason(settings, stand_ins):
+    servers = stand_ins
+    conversation = servers.intercom_start_conversation(TENANT, body="<p>Fees?</p>", email="ed@customer.example",
+                                                       name="Ed", external_id="cust-0003")
+    [fired] = servers.outcome("intercom", conversation, "rate", score=9)
+    assert fired["outcome"]["status"] == 400 and "conversation_rating.rating" in fired["outcome"]["error"]
+    [letter] = read_all(settings, Topic.TICKETS_FEEDBACK.dead_letter_in(settings.topic_prefix), expected=1)
+    assert letter.key().decode() == f"ic-{conversation}"
+    headers = {name: value.decode() for name, value in letter.headers()}
+    assert headers["sf-dlq-reason"] == "invalid_rating" and "from 1 to 5" in headers["sf-dlq-error"]
+    assert json.loads(letter.value())["data"]["item"]["conversation_rating"]["rating"] == 9
+    assert read_all(settings, Topic.TICKETS_FEEDBACK.name_in(settings.topic_prefix), expected=0, timeout_s=2) == []

@@ -1,10 +1,12 @@
 """The learner as deployed: its consumer loops on the real broker, GetKpis over gRPC, agents'
-actions counted as verdicts, and a guardrail override published on routing.overrides exactly once."""
+actions counted as verdicts, a guardrail override published on routing.overrides exactly once, the
+weekly QA sample on qa.samples, and an out-of-range CSAT dead-lettered with the reason."""
 
 from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -21,6 +23,8 @@ from tests.kafka_helpers import read_all
 from services.learner.main import build
 
 pytestmark = pytest.mark.infra
+
+TENANTS = Path(__file__).resolve().parents[1] / "unit" / "fixtures" / "learner-tenants"  # rho-bank's baseline
 
 
 def decided(ticket_id: str, decision: int) -> ev.TicketDecided:
@@ -42,6 +46,7 @@ class RunningLearner:
     """build() as the service runner uses it: consumer threads, on_start hooks, the gRPC server."""
 
     def __init__(self, settings) -> None:
+        settings = settings.replace(tenants_dir=TENANTS)
         self.health = Health("learner")
         self.parts = build(settings, EventPublisher(settings, "learner"), self.health)
         self.stop = threading.Event()
@@ -70,7 +75,8 @@ class RunningLearner:
     def wait_for_row(self, tickets: int, timeout_s: float = 30.0):
         deadline = time.monotonic() + timeout_s
         while True:
-            rows = self.stub.GetKpis(services_pb2.GetKpisRequest(tenant_id="rho-bank", segment="retail")).rows
+            rows = self.stub.GetKpis(services_pb2.GetKpisRequest(tenant_id="rho-bank", archetype="faq_bounded",
+                                                                 segment="retail", channel="all")).rows
             if (rows and rows[0].tickets == tickets) or time.monotonic() > deadline:
                 return rows
             time.sleep(0.2)
@@ -87,11 +93,22 @@ def test_learner_computes_kpis_and_issues_one_override(settings):
     for index, decision in enumerate(DECISIONS):
         publisher.publish(DECISION_TOPICS[decision], f"t-{index}", decided(f"t-{index}", decision))
     publisher.publish(Topic.TICKETS_FEEDBACK, "t-2", qa("t-2"))
+    publisher.publish(Topic.TICKETS_DELIVERED, "t-0", ev.DeliveryRecorded(
+        meta=new_meta("rho-bank", "delivery"), ticket_id="t-0", status=ev.DELIVERY_STATUS_DELIVERED, latency_s=3.0))
+    this_week = decided("q-now", ev.DECISION_RESPOND)  # a ticket decided this week, of another archetype
+    this_week.classification.archetype = tk.ARCHETYPE_REPETITIVE
+    this_week.timeline.decided_at.GetCurrentTime()
+    publisher.publish(DECISION_TOPICS[ev.DECISION_RESPOND], "q-now", this_week)
+    publisher.publish(Topic.TICKETS_FEEDBACK, "t-3", ev.FeedbackReceived(  # out of range: dead-lettered
+        meta=new_meta("rho-bank", "gateway"), ticket_id="t-3",
+        csat=ev.CsatScore(latency=ev.CSAT_LATENCY_AT_RESOLUTION, score=150.0)))
     publisher.flush()
 
     with RunningLearner(settings) as learner:
         overrides = read_all(settings, Topic.ROUTING_OVERRIDES.name_in(settings.topic_prefix), expected=1, timeout_s=60)
         rows = learner.wait_for_row(4)
+        dead = read_all(settings, Topic.TICKETS_FEEDBACK.dead_letter_in(settings.topic_prefix), expected=1, timeout_s=30)
+        samples = read_all(settings, Topic.QA_SAMPLES.name_in(settings.topic_prefix), expected=1, timeout_s=30)
 
     [record] = overrides
     override = decode(Topic.ROUTING_OVERRIDES, record)
@@ -99,12 +116,21 @@ def test_learner_computes_kpis_and_issues_one_override(settings):
     assert (override.action, override.route, override.issued_by) == (
         ev.OVERRIDE_ACTION_SET_AUTOMATION, tk.ROUTE_DRAFT_FOR_REVIEW, "learner:guardrail")
     # Topics are not ordered against each other, so either P0 may be the one that acts; only one does.
-    assert override.reason in {f"QA found hallucinated policy on ticket {t}: invented a fee" for t in ("t-1", "t-2")}
+    assert override.reason in {f"QA found hallucinated policy (unclassified, P0) on ticket {t}: invented a fee"
+                               for t in ("t-1", "t-2")}
     [row] = rows
-    assert (row.archetype, row.segment, row.tickets) == ("faq_bounded", "retail", 4)
+    assert (row.archetype, row.segment, row.channel, row.tickets) == ("faq_bounded", "retail", "all", 4)
     assert row.values["deflection_rate"] == 0.5
-    assert row.values["hallucinated_policy_tickets"] == 2
-    assert row.values["time_to_decision_p95_seconds"] == 3.0
+    assert row.values["hallucinated_policy"] == 2
+    assert row.values["time_to_first_useful_response"] == 3.0
+    assert "csat_at_resolution_mean" not in row.values  # the out-of-range score counted nowhere
+    [letter] = dead
+    assert dict(letter.headers())["sf-dlq-reason"] == b"invalid_event"
+    assert b"outside 0..100" in dict(letter.headers())["sf-dlq-error"]
+    # The QA sample of the current week (the replay at start-up holds back older weeks' samples): at
+    # least the first ticket of each archetype decided this week, with the decision the customer got.
+    [sample] = [decode(Topic.QA_SAMPLES, s) for s in samples]
+    assert (sample.ticket_id, sample.decision.ticket.ticket_id) == ("q-now", "q-now")
 
 
 def test_agents_actions_from_the_workspace_are_counted_as_verdicts(settings):
@@ -122,7 +148,8 @@ def test_agents_actions_from_the_workspace_are_counted_as_verdicts(settings):
     with RunningLearner(settings) as learner:
         deadline = time.monotonic() + 30
         while True:
-            rows = learner.stub.GetKpis(services_pb2.GetKpisRequest(tenant_id="rho-bank", segment="retail")).rows
+            rows = learner.stub.GetKpis(services_pb2.GetKpisRequest(tenant_id="rho-bank", segment="retail",
+                                                                    channel="all")).rows
             verdicts_counted = rows and rows[0].values.get("draft_acceptance_rate", 1.0) < 1.0  # both, not just the first
             if verdicts_counted or time.monotonic() > deadline:
                 break
@@ -178,7 +205,7 @@ def test_a_restart_mid_stream_loses_nothing_counts_nothing_twice_and_repeats_no_
     # outcome events that came after it; without one, all eleven.
     assert outcome_events_read() - read_before == (6 if snapshots else 11)
 
-    assert (row.tickets, row.values["hallucinated_policy_tickets"]) == (7, 2)
+    assert (row.tickets, row.values["hallucinated_policy"]) == (7, 2)
     # Each ticket counts once, with its latest decision by time (t-3 was decided twice, on two
     # topics that a replay may read in either order).
     final = {f"t-{i}": d for i, d in enumerate(DECISIONS)} | {f"t-{i + 3}": d for i, d in enumerate(DECISIONS)}
@@ -192,7 +219,7 @@ def test_the_weekly_report_reads_the_period_from_the_topics(settings, tmp_path):
     import io
     import json
 
-    from services.learner.cli import write_weekly_report
+    from tooling.commands.learner import write_weekly_report
 
     ensure_topics(settings)
     publisher = EventPublisher(settings, "test")
@@ -207,9 +234,10 @@ def test_the_weekly_report_reads_the_period_from_the_topics(settings, tmp_path):
     publisher.flush()
 
     out = io.StringIO()
-    assert write_weekly_report(settings, "7d", tmp_path / "review", tenant="rho-bank", out=out) == 0
+    assert write_weekly_report(settings.replace(tenants_dir=TENANTS), "7d", tmp_path / "review", tenant="rho-bank", out=out) == 0
     panel = json.loads((tmp_path / "review" / "panel.json").read_text())
-    [row] = [r for r in panel["totals"] if r["segment"] == "all"]
+    [row] = [r for r in panel["totals"] if r["segment"] == "all" and r["channel"] == "all"]
     assert (row["archetype"], row["tickets"], row["deflection_rate"]) == ("faq_bounded", 4, 0.5)
-    assert row["csat_protected_deflection_rate"] == 0.25
-    assert "5 events" in out.getvalue() and (tmp_path / "review" / "index.html").read_text().count("<svg") > 0
+    assert row["csat_protected_deflection"] == 0.5  # CSAT 100 against the baseline of 80: the win stands
+    assert "5 events" in out.getvalue()
+    assert (tmp_path / "review" / "index.html").read_text().count('class="plotly-graph-div"') > 0

@@ -187,8 +187,12 @@ def refused(reason: str) -> float:
                                      {"provider": "email", "reason": reason}) or 0.0
 
 
+def NO_OUTCOMES(tenant, outcomes):  # noqa: N802 - a publisher for mail that must carry none
+    assert not outcomes
+
+
 def test_rcpt_must_be_a_tenant_mailbox():
-    intake = MailIntake(CHANNELS, lambda ticket, event_id: None)
+    intake = MailIntake(CHANNELS, lambda ticket, event_id: None, NO_OUTCOMES)
     envelope = SimpleNamespace(rcpt_tos=[])
     before = refused("unknown_tenant")
     assert asyncio.run(intake.handle_RCPT(None, None, envelope, "nobody@demo-bank.example", [])).startswith("550")
@@ -199,7 +203,7 @@ def test_rcpt_must_be_a_tenant_mailbox():
 
 def test_a_mail_is_acknowledged_only_once_published():
     published: list[tuple[tk.Ticket, str]] = []
-    intake = MailIntake(CHANNELS, lambda ticket, event_id: published.append((ticket, event_id)))
+    intake = MailIntake(CHANNELS, lambda ticket, event_id: published.append((ticket, event_id)), NO_OUTCOMES)
     reply = intake.accept_mail(mail().as_bytes(), "ana@customer.example", [MAILBOX, "help@other-bank.example"])
     assert reply.startswith("250 ")
     assert sorted(t.tenant_id for t, _ in published) == ["demo-bank", "other-bank"]  # one ticket per tenant
@@ -212,12 +216,58 @@ def test_a_mail_kafka_did_not_take_is_451_so_the_sender_retries():
         raise TransientError("broker down")
 
     before = refused("broker_unavailable")
-    assert MailIntake(CHANNELS, down).accept_mail(mail().as_bytes(), "a@b.example", [MAILBOX]).startswith("451 ")
+    assert MailIntake(CHANNELS, down, NO_OUTCOMES).accept_mail(mail().as_bytes(), "a@b.example", [MAILBOX]).startswith("451 ")
     assert refused("broker_unavailable") == before + 1
 
 
 def test_an_auto_reply_is_taken_and_dropped():
     published = []
-    reply = MailIntake(CHANNELS, lambda t, e: published.append(t)).accept_mail(
+    reply = MailIntake(CHANNELS, lambda t, e: published.append(t), NO_OUTCOMES).accept_mail(
         mail(Auto_Submitted="auto-replied").as_bytes(), "ooo@customer.example", [MAILBOX])
     assert reply.startswith("250 ") and "not a ticket" in reply and published == []
+
+
+# --- a reply on a thread is an outcome too -------------------------------------------------------
+
+
+def test_a_threaded_mail_is_a_customer_reply_counting_the_support_sides_mails_before_it():
+    from services.gateway.channels.email_message import reply_outcome
+
+    first = read(mail())
+    assert reply_outcome(first).outcomes == () and reply_outcome(first).ignored
+    # The customer answers the second of two replies the support mailbox sent on the thread.
+    thread = "<m1@customer.example> <sf-abc@demo-bank.example> <m2@customer.example> <sf-def@demo-bank.example>"
+    answer = read(mail("I already explained this in my first mail.", message_id="<m3@customer.example>",
+                       In_Reply_To="<sf-def@demo-bank.example>", References=thread))
+    [outcome] = reply_outcome(answer).outcomes
+    event = outcome.feedback
+    assert event.ticket_id == first.ticket.ticket_id == answer.ticket.ticket_id  # it joins the ticket's id
+    assert (event.source, event.channel) == ("email", tk.CHANNEL_EMAIL)
+    assert event.customer_reply.text == "I already explained this in my first mail."
+    assert event.customer_reply.agent_turns_before == 2
+    # The same mail resent is the same event: its Message-ID names the delivery.
+    assert outcome.event_id(TENANT) == delivery_uuid("email-outcome-customer_reply", TENANT, "<m3@customer.example>")
+
+
+def test_a_threaded_mail_publishes_its_ticket_and_its_reply_outcome_together():
+    tickets, outcomes = [], []
+    intake = MailIntake(CHANNELS, lambda ticket, event_id: tickets.append(ticket),
+                        lambda tenant, found: outcomes.extend((tenant, o) for o in found))
+    reply = intake.accept_mail(mail("Still waiting.", message_id="<m2@customer.example>",
+                                    In_Reply_To="<sf-1@demo-bank.example>",
+                                    References="<m1@customer.example> <sf-1@demo-bank.example>").as_bytes(),
+                               "ana@customer.example", [MAILBOX])
+    assert reply.startswith("250 ")
+    [ticket] = tickets
+    [(tenant, outcome)] = outcomes
+    assert tenant == TENANT and outcome.ticket_id == ticket.ticket_id
+    assert outcome.feedback.customer_reply.agent_turns_before == 1
+
+
+def test_a_threaded_mail_whose_outcome_kafka_did_not_take_is_451():
+    def down(tenant, found):
+        raise TransientError("broker down")
+
+    intake = MailIntake(CHANNELS, lambda ticket, event_id: None, down)
+    assert intake.accept_mail(mail(In_Reply_To="<sf-1@demo-bank.example>").as_bytes(), "a@b.example",
+                              [MAILBOX]).startswith("451 ")

@@ -4,6 +4,8 @@ confident tickets are routed to review while other archetypes keep their automat
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FileCrm
@@ -15,6 +17,7 @@ from services.classifier.handlers import TicketTriage, routing_override_handler
 from services.classifier.routing import DEFAULT_POLICY_PATH, PolicyStore
 from services.learner.config import LearnerConfig
 from services.learner.handlers import Learner
+from services.learner.tenant_data import TenantData
 
 
 def decided(ticket_id: str) -> ev.TicketDecided:
@@ -44,9 +47,10 @@ def test_a_four_point_slip_pulls_only_that_archetype_back_to_review(tmp_path):
     assert route_of(repetitive, "How do I activate my new card?") == tk.ROUTE_AUTO_RESPOND
     faq_route = route_of(faq, "What exchange rate do you use?")
 
-    learner = Learner(LearnerConfig.load())
+    tenant_data = TenantData(Path(__file__).parent / "fixtures" / "learner-tenants")
+    learner = Learner(LearnerConfig.load(), tenant_data)
     emits = []
-    baseline = LearnerConfig.load().baselines.baseline("repetitive", ev.CSAT_LATENCY_AT_RESOLUTION)
+    baseline = tenant_data.csat_baseline("rho-bank", "repetitive", ev.CSAT_LATENCY_AT_RESOLUTION)
     for index in range(60):  # 4.5 points under the baseline once min_samples surveys are in
         emits += learner.on_decided(decided(f"t{index}"))
         emits += learner.on_feedback(csat(f"t{index}", baseline - 4.5))

@@ -11,7 +11,8 @@ from supportflow.eventbus import InvalidEvent, new_meta
 
 from services.learner.config import LearnerConfig
 from services.learner.handlers import Learner, feedback_of_action
-from tests.unit.test_learner_handlers import decided
+from services.learner.tenant_data import TenantData
+from tests.unit.test_learner_handlers import TENANTS, decided
 
 TENANT = "rho-bank"
 APPROVE, EDIT, REJECT = ev.AGENT_ACTION_KIND_APPROVE, ev.AGENT_ACTION_KIND_EDIT_AND_SEND, ev.AGENT_ACTION_KIND_REJECT
@@ -40,12 +41,12 @@ def context_loss(ticket_id: str) -> ev.FeedbackReceived:
 
 
 def row(learner: Learner) -> dict[str, float]:
-    [only] = learner.kpi_rows(TENANT, segment="retail")
+    [only] = learner.kpi_rows(TENANT, segment="retail", channel="all")
     return only.values
 
 
 def learner_with(decisions: dict[str, int]) -> Learner:
-    learner = Learner(LearnerConfig.load())
+    learner = Learner(LearnerConfig.load(), TenantData(TENANTS))
     for ticket_id, decision in decisions.items():
         learner.on_decided(decided(ticket_id, decision))
     return learner
@@ -62,7 +63,6 @@ def test_each_action_is_the_verdict_it_stands_for() -> None:
         assert learner.on_agent_action(event) == []
     values = row(learner)
     assert values["draft_acceptance_rate"] == 1 / 3  # t0 of the verdicts t0, t1, t2: an escalation is none
-    assert values["draft_rejection_rate"] == 1 / 3
     assert values["edit_burden"] == pytest.approx(0.2)  # (0 for the approval + 0.4) / 2, the rejection left out
     assert values["context_loss_rate"] == 1 / 5  # t3 of the five handoffs
 
@@ -114,16 +114,17 @@ def test_of_two_verdicts_for_a_ticket_the_later_counts_whatever_the_read_order(a
     for handle, event in events if action_first else reversed(events):
         handle(event)
     values = row(learner)
-    assert (values["draft_rejection_rate"], values["draft_acceptance_rate"], values["edit_burden"]) == (0.0, 0.0, 0.5)
+    # Had the older rejection counted, there would be no edit to measure.
+    assert (values["draft_acceptance_rate"], values["edit_burden"]) == (0.0, 0.5)
 
 
 def test_an_action_before_its_decision_waits_and_then_counts() -> None:
-    learner = Learner(LearnerConfig.load())
+    learner = Learner(LearnerConfig.load(), TenantData(TENANTS))
     assert learner.on_agent_action(action("early", REJECT)) == []
     assert learner.snapshot().pending_feedback == 1
     learner.on_decided(decided("early", ev.DECISION_REVIEW))
     assert learner.snapshot().pending_feedback == 0
-    assert row(learner)["draft_rejection_rate"] == 1.0
+    assert row(learner)["draft_acceptance_rate"] == 0.0 and "edit_burden" not in row(learner)  # a rejection
 
 
 def test_an_action_on_a_ticket_the_learner_has_is_counted_by_kind() -> None:
@@ -132,8 +133,17 @@ def test_an_action_on_a_ticket_the_learner_has_is_counted_by_kind() -> None:
     assert REGISTRY.get_sample_value("supportflow_learner_agent_actions_total", {"action": "escalate"}) == before + 1
 
 
+def test_actions_that_are_no_outcome_change_nothing() -> None:
+    learner = learner_with({"t0": ev.DECISION_REVIEW})
+    before = learner.kpi_rows(TENANT)
+    for kind in (ev.AGENT_ACTION_KIND_REASSIGN, ev.AGENT_ACTION_KIND_CONFIRM_ACTION,
+                 ev.AGENT_ACTION_KIND_DECLINE_ACTION, ev.AGENT_ACTION_KIND_REDRAFT):
+        assert learner.on_agent_action(action("t0", kind)) == []
+    assert learner.kpi_rows(TENANT) == before
+
+
 def test_invalid_actions_are_rejected() -> None:
-    learner = Learner(LearnerConfig.load())
+    learner = Learner(LearnerConfig.load(), TenantData(TENANTS))
     unknown = action("t0", ev.AGENT_ACTION_KIND_UNSPECIFIED)
     with pytest.raises(InvalidEvent, match="unspecified or unknown"):
         learner.on_agent_action(unknown)
@@ -146,7 +156,7 @@ def test_invalid_actions_are_rejected() -> None:
 def test_an_action_survives_a_snapshot_of_the_learner() -> None:
     learner = learner_with({"t0": ev.DECISION_REVIEW})
     learner.on_agent_action(action("t0", EDIT, edit_ratio=0.5, at=200))
-    restored = Learner.from_state(learner.export_state())
+    restored = Learner.from_state(learner.export_state(), TENANTS)
     restored.finish_replay()
     restored.on_feedback(verdict("t0", ev.AGENT_VERDICT_REJECTED, at=100))  # older: the edit stands
-    assert row(restored)["edit_burden"] == 0.5 and row(restored)["draft_rejection_rate"] == 0.0
+    assert row(restored)["edit_burden"] == 0.5 and row(restored)["draft_acceptance_rate"] == 0.0

@@ -14,7 +14,7 @@ from supportflow.eventbus import new_meta
 from services.learner.config import LearnerConfig
 from services.learner.handlers import Learner
 from services.learner.snapshots import FILE_NAME, SnapshotStore, learner_version
-from tests.unit.test_learner_handlers import csat, decided, populated
+from tests.unit.test_learner_handlers import TENANTS, csat, decided, make_learner, overrides, populated
 
 POSITIONS = {("p.tickets.responded", 0): 17, ("p.tickets.feedback", 2): 5}
 VERSION = learner_version(LearnerConfig.source_text(), "p.")
@@ -37,7 +37,7 @@ def test_a_saved_learner_comes_back_with_its_positions_and_goes_on_counting(tmp_
     store(tmp_path).save(original.export_state(), POSITIONS)
     snapshot = store(tmp_path).load()
     assert snapshot is not None and snapshot.positions == POSITIONS
-    restored = Learner.from_state(snapshot.state)
+    restored = Learner.from_state(snapshot.state, TENANTS)
     assert restored.kpi_rows("rho-bank") == original.kpi_rows("rho-bank")
     assert restored.kpi_rows("acme") == original.kpi_rows("acme")
     for learner in (original, restored):
@@ -51,13 +51,16 @@ def test_a_ticket_record_and_case_facts_survive_the_snapshot_with_every_field():
     import pickle
 
     from services.learner.knowledge import CaseFacts
-    from services.learner.kpis import BucketKey, TicketRecord
+    from services.learner.kpis import CutKey, TicketRecord
 
-    record = TicketRecord(BucketKey("acme", "faq_bounded", "eu"), ev.DECISION_REVIEW, 1.5, 0.4, decided_at=7.0,
-                          csat={ev.CSAT_LATENCY_AT_RESOLUTION: 75.0}, verdict=ev.AGENT_VERDICT_EDITED, edit_ratio=0.2,
-                          repeat_days=3, reopened=True, context_loss=True, misroute=True, hallucinated=True,
-                          kb_gap=True, resolved_by_bot=False, handle_time_s=300.0, verdict_at=1_700_000_200.0)
-    defaults = TicketRecord(record.key, record.decision, None, None)
+    record = TicketRecord(CutKey("acme", "faq_bounded", "eu", "zendesk"), ev.DECISION_REVIEW, decided_at=7.0,
+                          customer_id="c-1", evidence_seconds=0.4, first_response_seconds=1.5,
+                          csat={ev.CSAT_LATENCY_AT_RESOLUTION: (75.0, 9.0)}, verdict=ev.AGENT_VERDICT_EDITED,
+                          edit_ratio=0.2, verdict_at=1_700_000_200.0, repeat_days=3.0, resolved_at=8.0,
+                          reopened_at=9.0, reopened=True, context_loss=True, misroute=True, kb_gap=True,
+                          escalated_by_agent=True, resolved_by_bot=False, handle_time_s=300.0, conversation_read=True,
+                          repeated_themselves=True, qa_class="refund_pricing", qa_at=10.0, qa_sampled=True)
+    defaults = TicketRecord(record.key, record.decision)
     assert all(getattr(record, f.name) != getattr(defaults, f.name)
                for f in dataclasses.fields(TicketRecord) if f.name not in ("key", "decision"))  # every field set
     assert pickle.loads(pickle.dumps(record)) == record
@@ -66,11 +69,11 @@ def test_a_ticket_record_and_case_facts_survive_the_snapshot_with_every_field():
 
 
 def test_a_restored_learner_holds_its_overrides_until_the_replay_ends():
-    learner = Learner.from_state(Learner(LearnerConfig.load()).export_state())
+    learner = Learner.from_state(make_learner().export_state(), TENANTS)
     assert learner.on_decided(decided("t1")) == []
     assert learner.on_feedback(ev.FeedbackReceived(meta=new_meta("rho-bank", "gateway"), ticket_id="t1",
                                                    qa=ev.QaResult(hallucinated_policy=True, note="invented fee"))) == []
-    [held] = learner.finish_replay()
+    [held] = overrides(learner.finish_replay())
     assert held.topic.base_name == "routing.overrides"
 
 
@@ -80,10 +83,10 @@ def test_overrides_read_again_over_a_restored_learner_change_nothing():
                                   archetype=tk.ARCHETYPE_FAQ_BOUNDED, action=ev.OVERRIDE_ACTION_CLEAR,
                                   issued_by="human:ops")
 
-    learner = Learner(LearnerConfig.load())
-    [latch] = learner.on_decided(decided("t1")) + learner.on_feedback(
+    learner = make_learner()
+    [latch] = overrides(learner.on_decided(decided("t1")) + learner.on_feedback(
         ev.FeedbackReceived(meta=new_meta("rho-bank", "gateway"), ticket_id="t1",
-                            qa=ev.QaResult(hallucinated_policy=True, note="invented fee")))
+                            qa=ev.QaResult(hallucinated_policy=True, note="invented fee"))))
     history = [latch.event, clearing("clear-1")]
     for override in history:
         learner.on_override(override)
@@ -92,7 +95,7 @@ def test_overrides_read_again_over_a_restored_learner_change_nothing():
         learner.on_feedback(csat(f"s{i}", 90.0))
     before = learner.snapshot().guardrails
 
-    restored = Learner.from_state(learner.export_state())
+    restored = Learner.from_state(learner.export_state(), TENANTS)
     for override in history:  # the overrides topic, read from its beginning after the restart
         restored.on_override(override)
     assert restored.snapshot().guardrails == before

@@ -1,5 +1,6 @@
 """Channel adapters: each verifies its provider's own authentication and maps the provider's
-payload to the canonical ticket with `origin` filled (docs/channels.md is the contract).
+payload to the canonical ticket with `origin` filled, and to the outcomes it carries (status
+changes, satisfaction ratings, customer replies: `outcomes`). docs/channels.md is the contract.
 
 Pure: they import neither Kafka nor an HTTP or SMTP server. `WEBHOOKS` lists the helpdesks that
 call `POST /v1/channels/{provider}/{tenant}`; mail comes in through `email_message`.
@@ -14,6 +15,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.gateway.channels import freshdesk, intercom, zendesk
+from services.gateway.channels.outcomes import ChannelOutcome, ChannelOutcomes, RefusedOutcome
 from services.gateway.channels.payload import (
     AuthenticationError,
     ChannelTicket,
@@ -30,16 +32,22 @@ class WebhookAdapter:
     authenticate: Callable[[Any, bytes, Mapping[str, str], float], None]
     # (settings, tenant, raw body, headers, received_at); raises PayloadError naming the field
     read: Callable[[Any, str, bytes, Mapping[str, str], Timestamp | None], ChannelTicket | Ignored]
+    # (the same); the outcomes the delivery carries, those it could not read among them
+    outcomes: Callable[[Any, str, bytes, Mapping[str, str], Timestamp | None], ChannelOutcomes]
 
 
 WEBHOOKS: dict[str, WebhookAdapter] = {
-    module.PROVIDER: WebhookAdapter(module.PROVIDER, module.authenticate, module.ticket_from_webhook)
+    module.PROVIDER: WebhookAdapter(module.PROVIDER, module.authenticate, module.ticket_from_webhook,
+                                    module.outcomes_from_webhook)
     for module in (zendesk, intercom, freshdesk)
 }
 
 __all__ = [
     "WEBHOOKS",
     "AuthenticationError",
+    "ChannelOutcome",
+    "ChannelOutcomes",
+    "RefusedOutcome",
     "ChannelTicket",
     "Ignored",
     "WebhookAdapter",

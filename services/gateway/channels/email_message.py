@@ -7,6 +7,9 @@ a signature after `-- ` are cut. Every mail of a thread lands on one ticket: its
 the thread's first Message-ID, and the mail's own Message-ID is the delivery id, so a resent
 mail publishes the same event id.
 
+A mail that threads onto an earlier one (In-Reply-To, References) is also the customer's reply on
+that ticket: a customer_reply outcome (`reply_outcome`).
+
 Mail that no person wrote (bounces, out-of-office replies, our own mail coming back) is ignored:
 answering it would start a loop between two robots.
 """
@@ -25,6 +28,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
+from services.gateway.channels import outcomes as oc
 from services.gateway.channels.payload import (
     ChannelTicket,
     Ignored,
@@ -86,6 +90,21 @@ def ticket_from_mail(raw: bytes, *, tenant: str, mailbox: str, envelope_sender: 
     origin.references.extend(thread if len(thread) <= MAX_REFERENCES else [thread[0], *thread[1 - MAX_REFERENCES:]])
     origin.mailbox = mailbox
     return ChannelTicket(ticket, message_id)
+
+
+def reply_outcome(mail: ChannelTicket) -> oc.ChannelOutcomes:
+    """The customer_reply a threaded mail is (nothing for a thread's first mail). The agent turns
+    before it are the mails of its thread sent from the support mailbox's domain (Supportflow's
+    replies and the agents'), as their Message-IDs in References and In-Reply-To say."""
+    origin = mail.ticket.origin
+    thread = [mid for mid in origin.references if mid != origin.message_id]
+    if not thread:
+        return oc.ChannelOutcomes(ignored="the first mail of its thread")
+    domain = origin.mailbox.rpartition("@")[2].lower()
+    ours = sum(1 for mid in thread if domain and mid.strip("<>").rpartition("@")[2].lower() == domain)
+    found = oc.OutcomeBuilder(PROVIDER, mail.ticket.ticket_id, tk.CHANNEL_EMAIL, mail.delivery)
+    found.customer_reply(mail.ticket.body, ours)
+    return found.result()
 
 
 def _header(message: Message, name: str) -> str:

@@ -4,6 +4,10 @@ body") into a ticket.
 Freshdesk does not sign webhooks. The rule sends the tenant's shared secret instead, in the
 `X-Supportflow-Webhook-Secret` header or as the basic-auth password of user `supportflow`; either
 is compared with the configured one in constant time.
+
+Outcomes (docs/channels.md, "Outcomes from the channels"): the requester's reply (customer_reply),
+a status change (`status_changed`: 2 open, 3 pending, 4 resolved -> solved, 5 closed), a reopened
+ticket (`ticket_reopened`) and a satisfaction survey's answer (`customer_feedback`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from supportflow.channels import FreshdeskChannel
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
+from services.gateway.channels import outcomes as oc
 from services.gateway.channels.payload import (
     AuthenticationError,
     ChannelTicket,
@@ -26,6 +31,7 @@ from services.gateway.channels.payload import (
     channel_ticket,
     header,
     parse_json,
+    pipeline_ticket_id,
 )
 from services.gateway.channels.text import customer_text
 
@@ -33,6 +39,16 @@ PROVIDER = "freshdesk"
 SECRET_HEADER = "X-Supportflow-Webhook-Secret"
 BASIC_USER = "supportflow"
 TICKET_CREATED, CUSTOMER_REPLIED = "ticket_created", "customer_replied"
+STATUS_CHANGED, REOPENED, FEEDBACK = "status_changed", "ticket_reopened", "customer_feedback"
+# Freshdesk's ticket statuses, by API number and by name (as {{ticket.status}} renders).
+STATUSES = {"2": oc.OPEN, "open": oc.OPEN, "3": oc.PENDING, "pending": oc.PENDING, "4": oc.SOLVED,
+            "resolved": oc.SOLVED, "5": oc.CLOSED, "closed": oc.CLOSED}
+# A satisfaction survey's answer (the API's `ratings` values): 103 extremely happy ... 100 neutral
+# ... -103 extremely unhappy; a 3-point survey uses 103, 100 and -103. Evenly spaced on 0..100.
+SURVEY_SCALE = (-103, -102, -101, 100, 101, 102, 103)
+SURVEY_SCORES = {value: index * 100.0 / (len(SURVEY_SCALE) - 1) for index, value in enumerate(SURVEY_SCALE)}
+# Who the rule says made the change (its "Performed by" condition, sent as a literal).
+PERFORMERS = {"agent": oc.BY_AGENT, "requester": oc.BY_CUSTOMER, "customer": oc.BY_CUSTOMER, "system": oc.BY_SYSTEM}
 _ROOT = "freshdesk_webhook"
 
 # Freshdesk's ticket sources, by name (as `{{ticket.source}}` renders) and by API number.
@@ -121,3 +137,42 @@ def ticket_from_webhook(channel: FreshdeskChannel, tenant: str, body: bytes, hea
         now=now,
     )
     return ChannelTicket(ticket, f"{freshdesk_id}:{event}:{updated_at}")
+
+
+def outcomes_from_webhook(channel: FreshdeskChannel, tenant: str, body: bytes, headers: Mapping[str, str],
+                          now: Timestamp | None = None) -> oc.ChannelOutcomes:
+    fields = Fields(PROVIDER, parse_json(PROVIDER, body))
+    fields.mapping(_ROOT, required=True)
+    event = fields.required(f"{_ROOT}.event")
+    if event not in (CUSTOMER_REPLIED, STATUS_CHANGED, REOPENED, FEEDBACK):
+        return oc.no_outcome(PROVIDER, event)
+    freshdesk_id = fields.external_id(f"{_ROOT}.ticket_id")
+    updated_at = fields.required(f"{_ROOT}.ticket_updated_at")
+    found = oc.OutcomeBuilder(PROVIDER, pipeline_ticket_id(PROVIDER, tenant, freshdesk_id),
+                              channel_of(fields.text(f"{_ROOT}.ticket_source")),
+                              f"{freshdesk_id}:{event}:{updated_at}")
+    changed_by = PERFORMERS.get(fields.text(f"{_ROOT}.performed_by").strip().lower(), "")
+    if event == CUSTOMER_REPLIED:
+        text = customer_text(fields.required(f"{_ROOT}.ticket_latest_public_comment"), html=True).text
+        # Freshdesk's placeholders do not carry the conversation, so the agent turns before the
+        # reply are not known here: 0 (docs/channels.md).
+        found.customer_reply(text, 0)
+    elif event == FEEDBACK:
+        path = f"{_ROOT}.satisfaction_rating"
+        value = fields.value(path)
+        rating = oc.whole_number(value)
+        if rating not in SURVEY_SCORES:
+            found.refuse(path, oc.INVALID_RATING, "is not a Freshdesk survey answer "
+                         f"({', '.join(map(str, SURVEY_SCALE))}): {str(value)[:40]!r}")
+        else:
+            found.csat(SURVEY_SCORES[rating])
+    elif event == REOPENED:
+        found.status(oc.REOPENED, changed_by)
+    else:
+        status = fields.text(f"{_ROOT}.ticket_status").strip().lower()
+        if status not in STATUSES:
+            found.refuse(f"{_ROOT}.ticket_status", oc.INVALID_STATUS,
+                         f"is not a Freshdesk ticket status (2-5 or open, pending, resolved, closed): {status[:40]!r}")
+        else:
+            found.status(STATUSES[status], changed_by)
+    return found.result()

@@ -4,6 +4,11 @@ into a ticket.
 Intercom signs each notification: `X-Hub-Signature` is `sha1=` + hex HMAC-SHA1(the app's client
 secret, raw body). A new conversation (`conversation.user.created`) is its first message; a reply
 (`conversation.user.replied`) is the user's last part, the conversation so far its history.
+
+Outcomes (docs/channels.md, "Outcomes from the channels"): a user's reply (customer_reply, and a
+reopened conversation when it had been closed), a conversation rating (`conversation.rating.added`,
+1 to 5 -> 0, 25, 50, 75, 100), a close (`conversation.admin.closed`) and a reopen by an admin
+(`conversation.admin.opened`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from supportflow.channels import IntercomChannel
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
+from services.gateway.channels import outcomes as oc
 from services.gateway.channels.payload import (
     AuthenticationError,
     ChannelTicket,
@@ -26,12 +32,15 @@ from services.gateway.channels.payload import (
     channel_ticket,
     header,
     parse_json,
+    pipeline_ticket_id,
 )
 from services.gateway.channels.text import customer_text
 
 PROVIDER = "intercom"
 SIGNATURE_HEADER = "X-Hub-Signature"
 USER_CREATED, USER_REPLIED, PING = "conversation.user.created", "conversation.user.replied", "ping"
+RATED, CLOSED, OPENED = "conversation.rating.added", "conversation.admin.closed", "conversation.admin.opened"
+RATING_MIN, RATING_MAX = 1, 5  # Intercom's conversation rating
 _CUSTOMER_AUTHORS = ("user", "lead", "contact")
 _PARTS = "data.item.conversation_parts.conversation_parts"
 # Internal parts an agent writes for colleagues (our own drafts and packets among them): never
@@ -91,9 +100,7 @@ def ticket_from_webhook(channel: IntercomChannel, tenant: str, body: bytes, head
         history: list[tuple[str, str]] = []
     else:
         parts = [part for part in fields.items(_PARTS) if isinstance(part, Mapping)]
-        latest = next((i for i in range(len(parts) - 1, -1, -1)
-                       if author_role(parts[i].get("author") or {}, channel.admin_id) == "customer"
-                       and str(parts[i].get("part_type") or "comment") not in _INTERNAL_PARTS), None)
+        latest = _latest_customer_part(parts, channel.admin_id)
         if latest is None:
             raise fields.error(_PARTS, "has no part written by the user")
         text = customer_text(str(parts[latest].get("body") or ""), html=True)
@@ -129,3 +136,60 @@ def ticket_from_webhook(channel: IntercomChannel, tenant: str, body: bytes, head
         now=now,
     )
     return ChannelTicket(ticket, notification)
+
+
+def rating_score(rating: int) -> float:
+    """An Intercom rating (1..5) on the 0..100 scale, evenly spaced: 1 -> 0, 3 -> 50, 5 -> 100."""
+    return (rating - RATING_MIN) * 100.0 / (RATING_MAX - RATING_MIN)
+
+
+def _latest_customer_part(parts: list[Mapping[str, Any]], admin_id: str) -> int | None:
+    return next((i for i in range(len(parts) - 1, -1, -1)
+                 if author_role(parts[i].get("author") or {}, admin_id) == "customer"
+                 and str(parts[i].get("part_type") or "comment") not in _INTERNAL_PARTS), None)
+
+
+def outcomes_from_webhook(channel: IntercomChannel, tenant: str, body: bytes, headers: Mapping[str, str],
+                          now: Timestamp | None = None) -> oc.ChannelOutcomes:
+    fields = Fields(PROVIDER, parse_json(PROVIDER, body))
+    topic = fields.required("topic")
+    if topic not in (USER_REPLIED, RATED, CLOSED, OPENED):
+        return oc.no_outcome(PROVIDER, topic)
+    notification = fields.required("id")
+    fields.mapping("data.item", required=True)
+    conversation = fields.external_id("data.item.id")
+    source = fields.mapping("data.item.source")
+    found = oc.OutcomeBuilder(PROVIDER, pipeline_ticket_id(PROVIDER, tenant, conversation),
+                              tk.CHANNEL_EMAIL if source.get("type") == "email" else tk.CHANNEL_CHAT, notification)
+    parts = [part for part in fields.items(_PARTS) if isinstance(part, Mapping)]
+    if topic == USER_REPLIED:
+        latest = _latest_customer_part(parts, channel.admin_id)
+        if latest is None:
+            raise fields.error(_PARTS, "has no part written by the user")
+        # Everything the support side said in public before it: our own replies, agents', bots'.
+        answered = [part for part in parts[:latest] if str(part.get("part_type") or "comment") == "comment"
+                    and author_role(part.get("author") or {}, channel.admin_id) != "customer"]
+        opening = 1 if author_role(fields.mapping("data.item.source.author"), channel.admin_id) != "customer" else 0
+        found.customer_reply(customer_text(str(parts[latest].get("body") or ""), html=True).text,
+                             len(answered) + opening)
+        # A reply to a closed conversation reopens it: the last state change before it was a close.
+        changes = [str(part.get("part_type")) for part in parts[:latest] if part.get("part_type") in ("open", "close")]
+        if changes and changes[-1] == "close":
+            found.status(oc.REOPENED, oc.BY_CUSTOMER)
+    elif topic == RATED:
+        fields.mapping("data.item.conversation_rating", required=True)
+        value = fields.value("data.item.conversation_rating.rating")
+        rating = oc.whole_number(value)
+        if rating is None or not RATING_MIN <= rating <= RATING_MAX:
+            found.refuse("data.item.conversation_rating.rating", oc.INVALID_RATING,
+                         f"must be a whole number from {RATING_MIN} to {RATING_MAX}, not {str(value)[:40]!r}")
+        else:
+            found.csat(rating_score(rating))
+    else:
+        wanted = "close" if topic == CLOSED else "open"
+        part = next((p for p in reversed(parts) if p.get("part_type") == wanted), None)
+        author = (part or {}).get("author") or {}
+        role = author_role(author, channel.admin_id) if author else "bot"
+        changed_by = {"customer": oc.BY_CUSTOMER, "agent": oc.BY_AGENT}.get(role, oc.BY_SYSTEM)
+        found.status(oc.CLOSED if topic == CLOSED else oc.REOPENED, changed_by)
+    return found.result()
