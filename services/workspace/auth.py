@@ -8,8 +8,11 @@
 - API: `Authorization: Bearer <token>`; only each token's SHA-256 is stored.
 - Logins: more than LOGIN_FAILURES_ALLOWED failures within LOGIN_WINDOW_S for one username or one
   address answer 429 until the window has passed (in memory, per process).
-- Roles: agent, lead, admin. For now all three may act on the tickets of the tenants they are
-  granted ("*": every tenant); user management is not in the workspace yet.
+- Roles, each with everything of the one before: agent (the queue, and acting on the tickets of
+  the tenants granted, "*": every tenant), lead (the leads' pages: KPI panel, routing overrides,
+  QA sample; a rollback needs the archetype's named owner besides), admin (users and API tokens).
+  A request above one's role answers 403 and changes nothing (`User.may`).
+- A disabled user is nobody: their login, session and tokens are refused.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from services.workspace.store import ALL_TENANTS, WorkspaceStore
 
 log = logging.getLogger(__name__)
 
-ROLES = ("agent", "lead", "admin")
+ROLES = ("agent", "lead", "admin")  # each may do what the ones before it may
+AGENT, LEAD, ADMIN = ROLES
 SESSION_MAX_AGE_S = 8 * 3600
 SESSION_COOKIE = "supportflow_workspace"
 LOGIN_FAILURES_ALLOWED = 5
@@ -66,6 +70,13 @@ class User:
     @property
     def agent(self) -> str:
         return f"agent:{self.username}"
+
+    def may(self, role: str) -> bool:
+        """Whether this user's role is `role` or above it."""
+        return self.role in ROLES and ROLES.index(self.role) >= ROLES.index(role)
+
+    def sees(self, tenant: str) -> bool:
+        return self.grant is None or tenant in self.grant
 
     @classmethod
     def from_row(cls, row: dict) -> "User":
@@ -134,7 +145,7 @@ class Authenticator:
             metrics.LOGINS.labels("rate_limited").inc()
             return LoginResult("rate_limited")
         row = self._store.user_by_name(username) if username else None
-        ok = _verify(row["password_hash"] if row else _DUMMY_HASH, password) and row is not None
+        ok = _verify(row["password_hash"] if row else _DUMMY_HASH, password) and row is not None and not row["disabled"]
         if not ok:
             self._limiter.failed(username, address)
             self._store.audit(username, "login_refused", detail="wrong username or password", address=address)
@@ -152,14 +163,19 @@ class Authenticator:
         if not isinstance(user_id, int):
             return None
         row = self._store.user_by_id(user_id)
-        return User.from_row(row) if row else None
+        return User.from_row(row) if row and not row["disabled"] else None
 
     def bearer(self, authorization: str) -> User | None:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
         row = self._store.user_by_token(token_digest(token.strip()))
-        return User.from_row(row) if row else None
+        return User.from_row(row) if row and not row["disabled"] else None
+
+
+def new_api_token() -> str:
+    """A bearer token: shown once to the admin who made it; only its digest is kept."""
+    return secrets.token_urlsafe(32)
 
 
 def _verify(password_hash: str, password: str) -> bool:

@@ -1,6 +1,14 @@
 """Workspace: the web application where agents review drafts and act on escalations (web.py), fed
-by one consumer loop on the review, escalation and follow-up decision topics, tickets.delivered
-and agent.actions (`QueueFeed`). Every action an agent takes is an AgentAction on agent.actions.
+by one consumer loop on the review, escalation and follow-up decision topics, tickets.delivered,
+agent.actions, qa.samples (the learner's weekly QA sample), actions.recorded (the proposed actions
+an agent may confirm or decline) and routing.overrides (the leads' audit view) (`QueueFeed`).
+Every action an agent takes is an AgentAction on agent.actions; a confirmation is also an
+ActionConfirmed on actions.confirmed, and a rollback a RoutingOverride on routing.overrides.
+
+It calls the drafter (Drafter.Draft, SUPPORTFLOW_DRAFTER_ADDR, deadline
+SUPPORTFLOW_WORKSPACE_REDRAFT_DEADLINE_S) when an agent asks for a new draft, and the learner
+(Learner.GetKpis, SUPPORTFLOW_LEARNER_ADDR, deadline SUPPORTFLOW_GRPC_DEADLINE_S) for the KPI
+panel. SUPPORTFLOW_WORKSPACE_ROLLBACK_OWNERS names who may roll each archetype back.
 
 Its state is a database of its own (SUPPORTFLOW_WORKSPACE_DB_URL; default a SQLite file under the
 cache dir), migrated to the newest schema at start. The consumer group is named after the
@@ -26,17 +34,23 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.eventbus import ConsumerLoop, Emit, EventPublisher, TransientError
 from supportflow.http_server import HttpServer
 from supportflow.observability import Health
+from supportflow.rpc import open_channel
 from supportflow.service import ServiceParts
 from supportflow.settings import Settings
 from supportflow.topics import DECISION_TOPICS, Topic
 
+from services.workspace.assist import DrafterClient, KpiClient
 from services.workspace.auth import bootstrap_admin, session_secret
 from services.workspace.handlers import (
     QUEUE_OF,
-    STATUS_AFTER,
     action_record,
     delivery_row,
+    override_row,
+    parse_rollback_owners,
+    proposal_change,
+    qa_sample_row,
     queue_row,
+    ticket_effect,
 )
 from services.workspace.store import WorkspaceStore
 from services.workspace.web import create_app
@@ -61,7 +75,9 @@ class QueueFeed:
 
     def handlers(self) -> dict[Topic, object]:
         decided = {topic: self.on_decided for decision, topic in DECISION_TOPICS.items() if decision in QUEUE_OF}
-        return decided | {Topic.TICKETS_DELIVERED: self.on_delivered, Topic.AGENT_ACTIONS: self.on_agent_action}
+        return decided | {Topic.TICKETS_DELIVERED: self.on_delivered, Topic.AGENT_ACTIONS: self.on_agent_action,
+                          Topic.QA_SAMPLES: self.on_qa_sample, Topic.ACTIONS_RECORDED: self.on_action_recorded,
+                          Topic.ROUTING_OVERRIDES: self.on_routing_override}
 
     def on_decided(self, event: ev.TicketDecided) -> list[Emit]:
         row = queue_row(event)
@@ -78,7 +94,21 @@ class QueueFeed:
         one read again while the queue is rebuilt."""
         record = action_record(event, self._clock())
         ticket = queue_row(event.decision) if event.HasField("decision") else None
-        _stored(self._store.record_action, record, STATUS_AFTER[record.kind], ticket=ticket, audit=False)
+        _stored(self._store.record_action, record, ticket_effect(event), ticket=ticket, audit=False)
+        return []
+
+    def on_qa_sample(self, event: ev.QaSampleRequested) -> list[Emit]:
+        _stored(self._store.add_qa_sample, qa_sample_row(event))
+        return []
+
+    def on_action_recorded(self, event: ev.ActionRecorded) -> list[Emit]:
+        change = proposal_change(event, self._clock())
+        if change is not None:
+            _stored(self._store.add_proposal, change)
+        return []
+
+    def on_routing_override(self, event: ev.RoutingOverride) -> list[Emit]:
+        _stored(self._store.add_override, override_row(event, self._clock()))
         return []
 
 
@@ -111,7 +141,12 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     secret = session_secret(settings.workspace_session_secret)
     if not settings.workspace_session_secret:
         log.warning("no SUPPORTFLOW_WORKSPACE_SESSION_SECRET: sessions end when the workspace restarts")
-    app = create_app(store, publisher, session_secret=secret)
+    owners = parse_rollback_owners(settings.workspace_rollback_owners)  # a typo stops the start, loudly
+    drafter_channel = open_channel(SERVICE, settings.drafter_addr, settings.workspace_redraft_deadline_s)
+    learner_channel = open_channel(SERVICE, settings.learner_addr, settings.grpc_deadline_s)
+    app = create_app(store, publisher, session_secret=secret,
+                     drafter=DrafterClient(drafter_channel, settings.workspace_redraft_deadline_s),
+                     kpis=KpiClient(learner_channel, settings.grpc_deadline_s), rollback_owners=owners)
     servers: list[HttpServer] = []
 
     def start() -> None:
@@ -120,7 +155,15 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     def stop() -> None:
         while servers:
             servers.pop().shutdown()
+        drafter_channel.close()
+        learner_channel.close()
         store.close()
 
     return ServiceParts(consumers=[consumer], on_start=[start], on_stop=[stop])
 
+
+
+if __name__ == "__main__":
+    from supportflow.service import main
+
+    main("workspace")

@@ -29,6 +29,9 @@ users = sa.Table(
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("tenants", sa.Text, nullable=False),  # "*" or tenant ids separated by commas
     sa.Column("created_at", sa.Float, nullable=False),
+    # A disabled user cannot sign in, and their sessions and API tokens count for nothing; the row
+    # stays, so the audit log and the actions keep naming them.
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 api_tokens = sa.Table(
@@ -37,6 +40,8 @@ api_tokens = sa.Table(
     sa.Column("token_sha256", sa.String(64), primary_key=True),
     sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("label", sa.String(100), nullable=False, server_default=""),
+    sa.Column("created_by", sa.String(200), nullable=False, server_default=""),  # "agent:<admin>", or "" (bootstrap)
 )
 
 tickets = sa.Table(
@@ -60,6 +65,7 @@ tickets = sa.Table(
     sa.Column("decided_at", sa.Float, nullable=False),
     sa.Column("arrived_at", sa.Float, nullable=False),  # the workspace read the decision
     sa.Column("changed_at", sa.Float, nullable=False),
+    sa.Column("assignee", sa.String(150), nullable=False, server_default=""),  # a username; "": nobody yet
 )
 # The queue page: open tickets (of some tenants, of one queue...), most urgent then newest first.
 sa.Index("ix_tickets_status_order", tickets.c.status, tickets.c.urgency_rank, tickets.c.received_at)
@@ -70,6 +76,7 @@ sa.Index("ix_tickets_intent", tickets.c.intent)
 sa.Index("ix_tickets_archetype", tickets.c.archetype)
 sa.Index("ix_tickets_channel", tickets.c.channel)
 sa.Index("ix_tickets_incident", tickets.c.incident)
+sa.Index("ix_tickets_assignee", tickets.c.assignee)
 
 deliveries = sa.Table(
     "deliveries",
@@ -97,7 +104,7 @@ actions = sa.Table(
     metadata,
     sa.Column("action_id", sa.String(64), primary_key=True),
     sa.Column("ticket_id", sa.String(200), nullable=False),
-    sa.Column("kind", sa.String(24), nullable=False),  # approve, edit, reject, escalate, flag_context_loss
+    sa.Column("kind", sa.String(24), nullable=False),  # one of handlers.ACTION_KINDS
     sa.Column("agent", sa.String(200), nullable=False),  # "agent:<username>"
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("text", sa.Text, nullable=False),
@@ -106,6 +113,9 @@ actions = sa.Table(
     sa.Column("target_queue", sa.String(200), nullable=False),
     sa.Column("edit_ratio", sa.Float, nullable=True),
     sa.Column("decision_event_id", sa.String(64), nullable=False),  # the decision acted on
+    sa.Column("assignee", sa.String(150), nullable=False, server_default=""),  # reassign: the username
+    sa.Column("qa_class", sa.String(32), nullable=False, server_default=""),  # qa_severity
+    sa.Column("proposal_id", sa.String(64), nullable=False, server_default=""),  # confirm / decline_action
 )
 sa.Index("ix_actions_ticket", actions.c.ticket_id)
 
@@ -121,3 +131,52 @@ audit_log = sa.Table(
     sa.Column("address", sa.String(64), nullable=False),
 )
 sa.Index("ix_audit_log_at", audit_log.c.at)
+
+# The learner's weekly QA sample (qa.samples), one row per sampled ticket; its severity class is the
+# qa_severity action on that ticket (`actions`), so a class read back before its sample still counts.
+qa_samples = sa.Table(
+    "qa_samples",
+    metadata,
+    sa.Column("ticket_id", sa.String(200), primary_key=True),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("week", sa.String(16), nullable=False),  # ISO week, "2026-W49"
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("decision", sa.Text, nullable=False),  # the sampled TicketDecided as JSON
+    sa.Column("arrived_at", sa.Float, nullable=False),
+)
+sa.Index("ix_qa_samples_week", qa_samples.c.week)
+
+# Actions the escalator proposed (ActionRecorded PROPOSED on actions.recorded), waiting for a
+# confirmation; `outcome` is what a later attempt naming the proposal came to (executed, dry_run,
+# refused). Whether an agent confirmed or declined it is the agent's action (`actions`).
+proposals = sa.Table(
+    "proposals",
+    metadata,
+    sa.Column("proposal_id", sa.String(64), primary_key=True),  # the PROPOSED ActionRecorded's action_id
+    sa.Column("ticket_id", sa.String(200), nullable=False),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("tool", sa.String(64), nullable=False),
+    sa.Column("params", sa.Text, nullable=False),  # JSON object
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("proposed_at", sa.Float, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False, server_default=""),
+    sa.Column("outcome_reason", sa.Text, nullable=False, server_default=""),
+)
+sa.Index("ix_proposals_ticket", proposals.c.ticket_id)
+
+# Every routing override (routing.overrides): the learner's guardrails and people's rollbacks,
+# who changed what and why. The leads' audit view.
+routing_overrides = sa.Table(
+    "routing_overrides",
+    metadata,
+    sa.Column("override_id", sa.String(64), primary_key=True),
+    sa.Column("tenant", sa.String(200), nullable=False),  # "*": every tenant
+    sa.Column("archetype", sa.String(32), nullable=False),
+    sa.Column("action", sa.String(24), nullable=False),  # set_automation, kill_switch_on, kill_switch_off, clear
+    sa.Column("route", sa.String(32), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("issued_by", sa.String(200), nullable=False),  # "learner:guardrail", "human:<username>"
+    sa.Column("at", sa.Float, nullable=False),
+)
+sa.Index("ix_routing_overrides_at", routing_overrides.c.at)
