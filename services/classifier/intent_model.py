@@ -71,7 +71,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.naive_bayes import ComplementNB
 from sklearn.svm import LinearSVC
 
-from supportflow.embedding import (
+from encoders.embedding import (
     EmbeddingCache,
     TextEncoder,
     encode_on_all_cores,

@@ -98,3 +98,9 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
         consumers=[overrides, tickets],
         grpc=[(services_pb2_grpc.add_ClassifierServicer_to_server, ClassifierServicer(triage), "supportflow.contracts.v1.Classifier")],
     )
+
+
+if __name__ == "__main__":
+    from supportflow.service import main
+
+    main("classifier")

@@ -1,6 +1,7 @@
 """What the wording of a ticket signals beyond its intent: urgency, sentiment, frustration and risk.
 
-Pure lexicons and punctuation/caps heuristics, readable and cheap. Risk flags are deliberately
+Pure lexicons and punctuation/caps heuristics, readable and cheap (the risk flags' phrases are a data
+file, risk_lexicon.yaml). Risk flags are deliberately
 narrow (explicit words, not topics): each one sends a ticket to a human, so a flag must mean the
 customer said something a human has to see. "I was charged twice" is an intent; "I will dispute
 this charge" is a billing dispute. Prompt injection is flagged by `input_guard`, not here.
@@ -11,6 +12,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
 
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
@@ -67,41 +71,35 @@ _PATTERNS = {
     ),
 }
 
-_RISK_PATTERNS: dict[int, re.Pattern[str]] = {
-    tk.RISK_FLAG_SECURITY: re.compile(
-        r"\b(?:hack(?:ed|er|ers|ing)?|compromised|phishing|scam(?:med|mer|mers)?|fraud(?:ulent|ster|sters)?|"
-        r"identity\s+theft|stolen\s+identity|unauthori[sz]ed\s+(?:access|log-?ins?|sign-?ins?|use|transactions?|payments?|"
-        r"withdrawals?|transfers?)|suspicious\s+(?:activity|log-?ins?|sign-?ins?|transactions?|payments?|messages?|calls?|"
-        r"texts?|emails?)|someone\s+(?:else\s+)?(?:has\s+|is\s+|had\s+)?(?:accessed|logged\s+into|logged\s+in\s+to|using|"
-        r"used|got\s+into|access\s+to|took\s+money|stole|changed\s+my)|locked\s+out\s+of\s+my\s+account|"
-        r"(?:password|passcode|email|phone\s+number|pin)\s+(?:was\s+|has\s+been\s+)?changed\s+(?:without|but\s+(?:I|it)\s+"
-        r"(?:didn't|did\s+not|wasn't))|(?:card|phone|wallet)\s+"
-        r"(?:was|has\s+been|got)\s+stolen|asked\s+(?:me\s+)?for\s+my\s+(?:pin|password|passcode|security\s+code|otp|"
-        r"one[- ]time\s+code))\b",
-        re.I,
-    ),
-    tk.RISK_FLAG_BILLING_DISPUTE: re.compile(
-        r"\b(?:dispute[ds]?|disputing|charge-?backs?|charge\s+(?:it\s+|this\s+)?back|unauthori[sz]ed\s+(?:charges?|"
-        r"debits?|transactions?|payments?)|(?:did\s+not|didn't|never)\s+(?:authori[sz]e|agree\s+to|consent\s+to)\s+"
-        r"(?:this|that|these|the|any)|(?:formal\s+)?complaint\s+about\s+(?:a|the|this)\s+(?:charge|fee|payment)|"
-        r"reverse\s+(?:the|this|these)\s+(?:charges?|fees?|payments?))\b",
-        re.I,
-    ),
-    tk.RISK_FLAG_LEGAL: re.compile(
-        r"\b(?:lawyers?|attorneys?|solicitors?|sue\s+(?:you|the\s+bank|your\s+bank|them)|suing|lawsuit|legal\s+(?:action|proceedings|advice|team)|court|"
-        r"ombudsman|regulator|financial\s+conduct\s+authority|fca|cfpb|bafin|small\s+claims|gdpr|data\s+protection|"
-        r"subject\s+access\s+request|consumer\s+protection|class\s+action|report\s+(?:you|this|your\s+bank)\s+to)\b",
-        re.I,
-    ),
-    tk.RISK_FLAG_CHURN: re.compile(
-        r"\b(?:clos(?:e|ing)\s+(?:my|the|our)\s+(?:\w+\s+)?account|cancel(?:l?ing)?\s+(?:my|the|our)\s+(?:\w+\s+)?account|"
-        r"delete\s+my\s+account|terminat(?:e|ing)\s+(?:my\s+|the\s+)?account|switch(?:ing)?\s+(?:to\s+)?(?:another|"
-        r"a\s+different|a\s+new)\s+bank|(?:leave|leaving)\s+(?:this|your)\s+bank|take\s+my\s+(?:business|money)\s+elsewhere|"
-        r"move\s+my\s+money\s+(?:to\s+another\s+bank|elsewhere)|done\s+with\s+(?:you|this\s+bank|your\s+bank)|"
-        r"never\s+(?:use|bank\s+with)\s+(?:you|this\s+bank)\s+again)\b",
-        re.I,
-    ),
-}
+# The risk flags' phrases are data (risk_lexicon.yaml): which words a customer uses for a theft, a
+# dispute, a legal threat or leaving, per language or domain, is not code.
+RISK_LEXICON_PATH = Path(__file__).with_name("risk_lexicon.yaml")
+RISK_FLAG_NAMES = {"security": tk.RISK_FLAG_SECURITY, "billing_dispute": tk.RISK_FLAG_BILLING_DISPUTE,
+                   "legal": tk.RISK_FLAG_LEGAL, "churn": tk.RISK_FLAG_CHURN}
+
+
+class RiskLexiconError(ValueError):
+    """The risk lexicon is malformed; raised at import, so the classifier does not start."""
+
+
+def load_risk_patterns(path: Path = RISK_LEXICON_PATH) -> dict[int, re.Pattern[str]]:
+    """One pattern per risk flag, in enum order: any of the flag's phrases, between word boundaries."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or set(data) != set(RISK_FLAG_NAMES):
+        raise RiskLexiconError(f"{path}: expected exactly the lists {sorted(RISK_FLAG_NAMES)}")
+    patterns = {}
+    for name, flag in sorted(RISK_FLAG_NAMES.items(), key=lambda item: item[1]):
+        phrases = data[name]
+        if not isinstance(phrases, list) or not phrases or not all(isinstance(p, str) and p.strip() for p in phrases):
+            raise RiskLexiconError(f"{path}: `{name}` must be a non-empty list of strings")
+        try:
+            patterns[flag] = re.compile(r"\b(?:" + "|".join(f"(?:{p.strip()})" for p in phrases) + r")\b", re.I)
+        except re.error as exc:
+            raise RiskLexiconError(f"{path}: `{name}`: {exc}") from exc
+    return patterns
+
+
+_RISK_PATTERNS = load_risk_patterns()
 
 # Critical: money is being taken as we speak.
 _CRITICAL = re.compile(

@@ -1,5 +1,10 @@
-"""Knowledge articles: parsing (JSON lines, Markdown folders), sample-KB enrichment and section-aware
-chunking. Pure: no Weaviate, no Kafka, no gRPC.
+"""Knowledge articles: parsing (JSON lines, Markdown folders), what a tenant does with the metadata
+its knowledge base does not carry, and section-aware chunking. Pure: no Weaviate, no Kafka, no gRPC.
+
+Metadata an article does not carry stays unknown: no URL, no owner, no dates, `is_policy` None. A
+knowledge base of bare `{"id", "title", "content"}` records (the Rho-Bank sample) gets nothing
+invented. What an unknown review date or an unmarked article means is the tenant's decision,
+`<tenants_dir>/<tenant>/knowledge.yaml` (`KnowledgePolicy`), applied where the answer is served.
 
 A chunk is one section of an article (split on Markdown headings). Tiny sections are merged into
 their neighbour so that a heading followed by one line does not become a passage of its own, and
@@ -10,11 +15,11 @@ title and its section heading: a passage such as "The fee is $25." means nothing
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import re
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -46,7 +51,7 @@ class KnowledgeArticle:
     review_by: datetime | None = None
     intents: tuple[str, ...] = ()
     locale: str = DEFAULT_LOCALE
-    is_policy: bool = False
+    is_policy: bool | None = None  # None: the knowledge base does not say whether it is canonical policy
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,7 @@ def article_from_record(record: dict) -> KnowledgeArticle:
         review_by=parse_timestamp(record.get("review_by"), f"{article_id}.review_by"),
         intents=tuple(str(intent) for intent in intents if str(intent)),
         locale=str(record.get("locale") or DEFAULT_LOCALE),
-        is_policy=_as_bool(record.get("is_policy", False)),
+        is_policy=_as_optional_bool(record.get("is_policy")),
     )
 
 
@@ -117,7 +122,10 @@ def parse_timestamp(value: object, what: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _as_bool(value: object) -> bool:
+def _as_optional_bool(value: object) -> bool | None:
+    """A flag the record states, or None when it states nothing."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes", "on"}
     return bool(value)
@@ -161,10 +169,8 @@ def read_jsonl(lines: Iterable[str], origin: str = "<jsonl>") -> Iterator[dict]:
 
 
 def load_articles(path: Path) -> list[KnowledgeArticle]:
-    """Articles from a .jsonl / .jsonl.gz file or a folder of .md files (searched recursively).
-
-    The shipped sample KB (records with only id/title/content) is enriched with derived metadata.
-    """
+    """Articles from a .jsonl / .jsonl.gz file or a folder of .md files (searched recursively), with
+    the metadata each record carries and no other."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.rglob("*.md"))
@@ -180,103 +186,87 @@ def load_articles(path: Path) -> list[KnowledgeArticle]:
             article = article_from_record(record)
         except ArticleError as exc:
             raise ArticleError(f"{path}: record {index + 1}: {exc}") from exc
-        articles.append(enrich_sample_article(article) if _is_bare(record) else article)
+        articles.append(article)
     return articles
 
 
-def _is_bare(record: dict) -> bool:
-    """Only id/title/content: the shape of the shipped Rho-Bank KB, which carries no metadata."""
-    return set(record) <= {"id", "title", "content"}
-
-
 # ---------------------------------------------------------------------------------------------
-# Sample-KB enrichment (Rho-Bank). The shipped articles carry only id/title/content; the metadata a
-# real help centre would have is derived here by fixed, documented rules so that demos and tests
-# exercise filters, ownership and freshness.
+# What a tenant does with metadata its knowledge base lacks
 
-SAMPLE_KB_BASE_URL = "https://help.rho-bank.example"
-# Dates are spread deterministically (from a hash of the id) over the year before the day the
-# sample KB is loaded, so it has the same freshness mix whenever it is indexed: every help-centre
-# article is within its review interval and canonical policy older than 180 days (about half of
-# it) is due for review. A fixed date would let every article go stale as the calendar moves on.
-HELP_CENTER_REVIEW_DAYS = 365
-POLICY_REVIEW_DAYS = 180  # canonical policy is re-checked twice a year
-
-# The id's area prefix (doc_<area>_...) -> owning team.
-SAMPLE_KB_OWNERS = {
-    "bank": "accounts-team",
-    "business": "business-banking-team",
-    "buy": "bnpl-team",
-    "checking": "accounts-team",
-    "credit": "cards-team",
-    "customer": "customer-care-team",
-    "everyone": "payments-team",
-    "personal": "accounts-team",
-    "savings": "accounts-team",
-}
-DEFAULT_OWNER = "knowledge-team"
-
-# The is_policy rule: an article is canonical policy when it states a concrete quantity (a money
-# amount, a percentage or a duration) AND uses a policy term (fee, limit, rate, eligibility...).
-# Either alone is not enough: "contact us within the app" has a policy term but no quantity; a
-# how-to listing "step 1, 2, 3" has numbers but no fee, limit or rate.
-_POLICY_QUANTITY = re.compile(
-    r"[$€£]\s?\d[\d,]*(?:\.\d+)?"  # $25, $1,000.00
-    r"|\b\d+(?:\.\d+)?\s?%"  # 1.5 %
-    r"|\b\d+\s*-?\s*(?:calendar |business )?(?:hours?|days?|weeks?|months?|years?)\b",  # 30 days
-    re.I,
-)
-_POLICY_TERM = re.compile(
-    r"\b(?:fees?|limits?|rates?|apr|apy|interest|eligib\w*|minimum|maximum|penalt(?:y|ies)"
-    r"|charges?|charged|deadline|refunds?|waive[ds]?)\b",
-    re.I,
-)
+KNOWLEDGE_FILE = "knowledge.yaml"
+FRESH, HOLD = "fresh", "hold"
+CANONICAL, NOT_CANONICAL = "canonical", "not_canonical"
 
 
-def states_policy(text: str) -> bool:
-    return bool(_POLICY_QUANTITY.search(text) and _POLICY_TERM.search(text))
+class KnowledgePolicyError(ValueError):
+    """A tenant's knowledge.yaml is malformed."""
 
 
-def sample_source(title: str) -> str:
-    return "internal_policy" if title.lower().startswith("internal:") else "help_center"
+@dataclass(frozen=True)
+class KnowledgePolicy:
+    """`unknown_freshness`: an article without a review date is served as `fresh`, or every answer
+    citing it is held for an agent (`hold`, the stale-article hold). `unmarked_policy`: an article
+    the knowledge base does not mark either way may back a policy figure (`canonical`: the tenant
+    declares its whole KB authoritative) or not (`not_canonical`). The defaults are what a knowledge
+    base says by saying nothing: no review date was set, no article was marked as policy."""
+
+    unknown_freshness: str = FRESH
+    unmarked_policy: str = NOT_CANONICAL
+    origin: str = "default"
+
+    def stale(self, review_by: datetime | None, now: datetime) -> bool:
+        if review_by is None:
+            return self.unknown_freshness == HOLD
+        return review_by < now
+
+    def canonical(self, is_policy: bool | None) -> bool:
+        return self.unmarked_policy == CANONICAL if is_policy is None else is_policy
 
 
-def sample_owner(article_id: str) -> str:
-    parts = article_id.split("_")
-    area = parts[1] if len(parts) > 2 and parts[0] == "doc" else ""
-    return SAMPLE_KB_OWNERS.get(area, DEFAULT_OWNER)
+def parse_knowledge_policy(data: object, origin: str) -> KnowledgePolicy:
+    if not isinstance(data, dict):
+        raise KnowledgePolicyError(f"{origin}: expected a mapping with unknown_freshness and unmarked_policy")
+    unknown = set(map(str, data)) - {"unknown_freshness", "unmarked_policy"}
+    if unknown:
+        raise KnowledgePolicyError(f"{origin}: unknown keys {sorted(unknown)}; expected unknown_freshness, unmarked_policy")
+    freshness = str(data.get("unknown_freshness", FRESH))
+    if freshness not in (FRESH, HOLD):
+        raise KnowledgePolicyError(f"{origin}: unknown_freshness is {freshness!r}; expected {FRESH} or {HOLD}")
+    unmarked = str(data.get("unmarked_policy", NOT_CANONICAL))
+    if unmarked not in (CANONICAL, NOT_CANONICAL):
+        raise KnowledgePolicyError(f"{origin}: unmarked_policy is {unmarked!r}; expected {CANONICAL} or {NOT_CANONICAL}")
+    return KnowledgePolicy(freshness, unmarked, origin)
 
 
-def sample_url(article_id: str, source: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", article_id.lower()).strip("-")
-    folder = "internal" if source == "internal_policy" else "articles"
-    return f"{SAMPLE_KB_BASE_URL}/{folder}/{slug}"
+def read_knowledge_policy(path: Path) -> KnowledgePolicy:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise KnowledgePolicyError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_knowledge_policy(data, str(path))
 
 
-def sample_dates(article_id: str, is_policy: bool, loaded_on: date | None = None) -> tuple[datetime, datetime]:
-    """updated_at within the year before `loaded_on` (default: today, UTC); review_by a fixed
-    interval later."""
-    loaded_on = loaded_on or datetime.now(timezone.utc).date()
-    epoch = datetime(loaded_on.year, loaded_on.month, loaded_on.day, tzinfo=timezone.utc)
-    age_days = int.from_bytes(hashlib.sha256(article_id.encode()).digest()[:4], "big") % 365
-    updated_at = epoch - timedelta(days=age_days)
-    interval = POLICY_REVIEW_DAYS if is_policy else HELP_CENTER_REVIEW_DAYS
-    return updated_at, updated_at + timedelta(days=interval)
+class TenantKnowledgePolicies:
+    """Each tenant's knowledge policy, read once from `<tenants_dir>/<tenant>/knowledge.yaml`; a
+    tenant without the file (or no tenants_dir) has the defaults."""
 
+    def __init__(self, tenants_dir: Path | None) -> None:
+        self._dir = Path(tenants_dir) if tenants_dir is not None else None
+        self._policies: dict[str, KnowledgePolicy] = {}
+        self._lock = threading.Lock()
 
-def enrich_sample_article(article: KnowledgeArticle) -> KnowledgeArticle:
-    source = sample_source(article.title)
-    is_policy = states_policy(article.content)
-    updated_at, review_by = sample_dates(article.article_id, is_policy)
-    return replace(
-        article,
-        source=source,
-        is_policy=is_policy,
-        owner=sample_owner(article.article_id),
-        url=sample_url(article.article_id, source),
-        updated_at=updated_at,
-        review_by=review_by,
-    )
+    def __call__(self, tenant: str) -> KnowledgePolicy:
+        with self._lock:
+            if tenant not in self._policies:
+                path = self._file(tenant)
+                self._policies[tenant] = read_knowledge_policy(path) if path else KnowledgePolicy()
+            return self._policies[tenant]
+
+    def _file(self, tenant: str) -> Path | None:
+        if self._dir is None or not tenant or "/" in tenant or tenant.startswith("."):
+            return None
+        path = self._dir / tenant / KNOWLEDGE_FILE
+        return path if path.is_file() else None
 
 
 # ---------------------------------------------------------------------------------------------

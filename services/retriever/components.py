@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-from supportflow.embedding import load_encoder
+from encoders.embedding import load_encoder
 from supportflow.settings import Settings
 
+from services.retriever.articles import TenantKnowledgePolicies
 from services.retriever.index import (
     CASES_COLLECTION,
     KB_COLLECTION,
@@ -17,6 +18,9 @@ from services.retriever.index import (
     WeaviateConnection,
 )
 from services.retriever.search import Searcher, TextEncoder
+
+# Where tenants' knowledge.yaml files are read when SUPPORTFLOW_TENANTS_DIR is unset (as the
+# investigator reads its playbooks); a tenant without the file has KnowledgePolicy's defaults.
 
 
 @dataclass
@@ -48,5 +52,5 @@ def build_components(
         encoder=encoder,
         knowledge=knowledge,
         cases=CaseIndex(connection, encoder, collection=cases_collection),
-        searcher=Searcher(knowledge, encoder),
+        searcher=Searcher(knowledge, encoder, knowledge_policy=TenantKnowledgePolicies(settings.tenant_data_dir)),
     )

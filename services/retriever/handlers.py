@@ -61,7 +61,8 @@ def article_from_event(event: ev.KbArticleChanged) -> KnowledgeArticle:
         review_by=_timestamp(event.review_by, event.HasField("review_by")),
         intents=tuple(event.intents),
         locale=event.locale or DEFAULT_LOCALE,
-        is_policy=event.is_policy,
+        # proto3 has no "unset" for a bool: false is "not marked", which the tenant's policy reads.
+        is_policy=True if event.is_policy else None,
     )
 
 

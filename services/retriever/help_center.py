@@ -12,9 +12,9 @@ other 4xx is permanent. A `next_page` on another host is refused: the credential
 
 Metadata comes from the article's labels, by a convention the help-centre editors follow:
 `intent:<name>` (one per intent the article answers), `policy` (canonical policy) and
-`review-by:YYYY-MM-DD`. An article without them keeps them unknown: no intents, not policy, no
-review date. Nothing is guessed from the text (that is what `enrich_sample_article` does for the
-sample KB, which has no labels at all).
+`review-by:YYYY-MM-DD`. An article without them keeps them unknown: no intents, policy status and
+review date unknown (what the tenant does with unknown ones: `KnowledgePolicy` in articles.py).
+Nothing is guessed from the text.
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def _retry_after_s(value: str | None) -> float | None:
 @dataclass(frozen=True)
 class LabelMetadata:
     intents: tuple[str, ...] = ()
-    is_policy: bool = False
+    is_policy: bool | None = None  # True with the `policy` label; None: the labels do not say
     review_by: datetime | None = None
 
 
@@ -243,7 +243,7 @@ def label_metadata(labels: object, article_id: str = "") -> LabelMetadata:
     """What an article's labels say; labels outside the convention are ignored, and so is a
     review-by label whose date cannot be read (logged: the article keeps no review date)."""
     intents: list[str] = []
-    is_policy = False
+    is_policy: bool | None = None
     review_dates: list[datetime] = []
     for label in labels if isinstance(labels, list) else ():
         text = str(label).strip()

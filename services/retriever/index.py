@@ -727,7 +727,7 @@ def _chunk_properties(chunk: Chunk) -> dict:
         "owner": article.owner,
         "locale": article.locale,
         "intents": list(article.intents),
-        "is_policy": article.is_policy,
+        "is_policy": article.is_policy,  # None (null): the knowledge base does not say
         "updated_at": article.updated_at,
         "review_by": article.review_by,
     }
@@ -751,7 +751,7 @@ def _passage(obj, score: float, similarity: float | None, vector: np.ndarray | N
         url=str(p.get("url", "")),
         source=str(p.get("source", "")),
         owner=str(p.get("owner", "")),
-        is_policy=bool(p.get("is_policy", False)),
+        is_policy=p.get("is_policy"),
         intents=tuple(str(intent) for intent in p.get("intents") or ()),
         review_by=_as_datetime(p.get("review_by")),
         updated_at=_as_datetime(p.get("updated_at")),

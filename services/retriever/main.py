@@ -68,3 +68,9 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
         on_start=[start],
         on_stop=[stop],
     )
+
+
+if __name__ == "__main__":
+    from supportflow.service import main
+
+    main("retriever")

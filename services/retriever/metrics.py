@@ -28,6 +28,13 @@ BEST_SCORE = Histogram(
 ARTICLES_INDEXED = Counter(
     "supportflow_retriever_articles_indexed_total", "Knowledge-article changes applied (upsert, delete)", ["operation"]
 )
+# Articles served whose review date the knowledge base does not carry, by what the tenant's
+# knowledge.yaml made of them (fresh, hold): freshness unknown is counted as such, never invented.
+UNKNOWN_FRESHNESS = Counter(
+    "supportflow_retriever_unknown_freshness_total",
+    "Articles served without a review date, by the tenant's treatment (fresh, hold)",
+    ["treated"],
+)
 CASES_INDEXED = Counter("supportflow_retriever_cases_indexed_total", "Resolved cases indexed for similar-case search")
 
 MAX_INTENT_LABELS = 200

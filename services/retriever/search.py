@@ -41,6 +41,8 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from services.retriever.articles import KnowledgePolicy
+
 # Chosen on the tau2 banking dev split only (benchmarks/retrieval_eval.py prints the sweeps).
 DEFAULT_ALPHA = 0.7  # 0 = BM25 only, 1 = vectors only
 DEFAULT_RERANK_WEIGHT = 0.7  # share of the segment similarity in a passage's final score
@@ -112,7 +114,7 @@ class PassageHit:
     url: str = ""
     source: str = ""
     owner: str = ""
-    is_policy: bool = False
+    is_policy: bool | None = None  # None: the knowledge base does not say (the tenant's KnowledgePolicy decides)
     review_by: datetime | None = None
     updated_at: datetime | None = None
     intents: tuple[str, ...] = ()  # the article's intent tags (none: untagged, not "no intent")
@@ -297,10 +299,12 @@ def group_by_article(
     passages_per_article: int = PASSAGES_PER_ARTICLE,
     now: datetime | None = None,
     first: Callable[[PassageHit], bool] = lambda hit: False,
+    policy: KnowledgePolicy = KnowledgePolicy(),
 ) -> tuple[ArticleResult, ...]:
     """The k best distinct articles, each scored by its best passage and carrying its best
     `passages_per_article` passages, best article first (ties keep the index's order); articles
-    whose passages satisfy `first` come before the others."""
+    whose passages satisfy `first` come before the others. What the knowledge base leaves unknown
+    (a review date, whether an article is policy) is read through the tenant's `policy`."""
     now = now or datetime.now(timezone.utc)
     by_article: dict[str, list[PassageHit]] = {}
     for hit in sorted(hits, key=lambda h: (not first(h), -h.score)):
@@ -313,13 +317,17 @@ def group_by_article(
                 article_id=article_id,
                 title=best.title,
                 score=best.score,
-                passages=tuple(passages[:passages_per_article]),
-                stale=best.review_by is not None and best.review_by < now,
+                passages=tuple(_policy_known(hit, policy) for hit in passages[:passages_per_article]),
+                stale=policy.stale(best.review_by, now),
             )
         )
         if len(results) == k:
             break
     return tuple(results)
+
+
+def _policy_known(hit: PassageHit, policy: KnowledgePolicy) -> PassageHit:
+    return hit if hit.is_policy is not None else replace(hit, is_policy=policy.canonical(None))
 
 
 def candidate_limit(k: int) -> int:
@@ -358,6 +366,8 @@ class Searcher:
     gap_threshold: float = DEFAULT_GAP_THRESHOLD
     passages_per_article: int = PASSAGES_PER_ARTICLE
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+    # tenant -> what its knowledge base's unknown metadata means (articles.TenantKnowledgePolicies)
+    knowledge_policy: Callable[[str], KnowledgePolicy] = field(default=lambda tenant: KnowledgePolicy())
 
     def candidates(
         self, tenant: str, query: SearchQuery, k: int, filters: SearchFilters = SearchFilters()
@@ -393,7 +403,7 @@ class Searcher:
         hits = lift_tagged(merge_hits(tagged, hits), intent)
         best = best_similarity(hits)
         articles = group_by_article(hits, k, passages_per_article=self.passages_per_article, now=self.clock(),
-                                    first=lambda hit: tagged_with(hit, intent))
+                                    first=lambda hit: tagged_with(hit, intent), policy=self.knowledge_policy(tenant))
         covered = any(tagged_with(hit, intent) for hit in tagged)
         return SearchResult(articles=articles, gap=is_gap(best, self.gap_threshold) and not covered, best_score=best,
                             query=query)

@@ -95,6 +95,9 @@ class RetrieverServicer(services_pb2_grpc.RetrieverServicer):
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"knowledge base unavailable: {exc}")
             metrics.SEARCHES.labels("gap" if result.gap else "evidence").inc()
             metrics.BEST_SCORE.observe(result.best_score)
+            for article in result.articles:
+                if article.passages and article.passages[0].review_by is None:
+                    metrics.UNKNOWN_FRESHNESS.labels("hold" if article.stale else "fresh").inc()
             self._publish_gap(request, result)
             return search_response(result)
 

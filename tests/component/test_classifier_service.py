@@ -14,7 +14,7 @@ import pytest
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.embedding import load_encoder
+from encoders.embedding import load_encoder
 from supportflow.eventbus import EventPublisher, decode, ensure_topics, new_meta
 from tooling.fleet import free_port
 from supportflow.rpc import open_channel

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from services.retriever import cli
+from tooling.commands import retriever as cli
 from services.retriever.case_files import CaseFileError
 from services.retriever.components import build_components
 from services.retriever.search import DEFAULT_CASE_MIN_SIMILARITY

@@ -20,7 +20,7 @@ import weaviate
 from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
 
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
-from supportflow.embedding import load_encoder
+from encoders.embedding import load_encoder
 from tooling.fleet import free_port
 from supportflow.observability import Health
 from supportflow.rpc import create_server, open_channel
@@ -90,6 +90,23 @@ def test_ingest_then_search_finds_the_right_article(parts):
     assert best.is_policy and best.url == "" and best.source == "help_center"
 
     assert parts.searcher.search("acme", "my new card has not arrived yet", 1).articles[0].article_id == "card-arrival"
+
+
+def test_metadata_the_kb_does_not_carry_stays_unknown_in_the_index(parts):
+    from dataclasses import replace
+
+    from services.retriever.articles import KnowledgePolicy
+
+    bare = article("bare", "Wire transfers", {"Sending": "A wire transfer costs a fee of 25 dollars."})
+    marked = article("marked", "Cheque deposits", {"Depositing": "Cheques clear in 3 days."}, is_policy=False)
+    parts.knowledge.upsert("acme", [bare, marked])
+    default = {a.article_id: a for a in parts.searcher.search("acme", "wire transfer fee, cheque deposit", 2).articles}
+    assert not default["bare"].stale and default["bare"].passages[0].is_policy is False  # no tenant file: the defaults
+    careful = replace(parts.searcher, knowledge_policy=lambda tenant: KnowledgePolicy("hold", "canonical"))
+    by_id = {a.article_id: a for a in careful.search("acme", "wire transfer fee, cheque deposit", 2).articles}
+    assert by_id["bare"].stale and by_id["bare"].passages[0].is_policy is True  # null in the index: unknown, not false
+    assert by_id["marked"].passages[0].is_policy is False  # stated false stays false
+    assert (by_id["bare"].passages[0].url, by_id["bare"].passages[0].owner, by_id["bare"].passages[0].review_by) == ("", "", None)
 
 
 def test_warming_loads_a_tenants_chunks_so_a_fresh_retriever_fetches_none(parts, settings, encoder):

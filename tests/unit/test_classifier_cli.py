@@ -14,7 +14,7 @@ import pytest
 from supportflow.sample_data import banking77_rows
 from supportflow.settings import Settings
 
-from services.classifier import cli
+from tooling.commands import classifier as cli
 
 INTENTS = ("exchange_rate", "card_arrival", "lost_or_stolen_card", "transaction_charged_twice", "top_up_limits")
 REQUIRED_FIELDS = {"id", "intent", "confidence", "archetype", "urgency", "route", "route_reason", "risk_flags",

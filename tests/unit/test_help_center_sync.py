@@ -101,7 +101,7 @@ def test_a_zendesk_article_maps_with_its_labels_and_its_sections():
 @pytest.mark.parametrize("labels", [None, [], ["cards", "featured"], ["intent:", "policy-draft", "reviewed"]])
 def test_an_article_without_the_labels_keeps_its_metadata_unknown(labels):
     article = article_from_zendesk({**ZENDESK_ARTICLE, "label_names": labels})
-    assert article.intents == () and article.is_policy is False and article.review_by is None
+    assert article.intents == () and article.is_policy is None and article.review_by is None
 
 
 def test_a_review_by_label_that_is_not_a_date_gives_no_date_and_says_so(caplog):

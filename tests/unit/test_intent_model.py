@@ -24,7 +24,7 @@ from services.classifier.intent_model import (
     read_labeled_csv,
     train_from_csv,
 )
-from supportflow.embedding import TextEncoder, load_encoder
+from encoders.embedding import TextEncoder, load_encoder
 
 # Label strings copied from Banking77's quirks: capitals and a trailing "?" must survive as-is.
 TEMPLATES = {

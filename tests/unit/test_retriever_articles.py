@@ -1,26 +1,27 @@
-"""Parsing, sample-KB enrichment and section-aware chunking (services/retriever/articles.py)."""
+"""Parsing (unknown metadata kept unknown), the tenant's knowledge policy and section-aware chunking
+(services/retriever/articles.py)."""
 
 from __future__ import annotations
 
 import gzip
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
 from services.retriever.articles import (
-    SAMPLE_KB_BASE_URL,
     ArticleError,
     KnowledgeArticle,
+    KnowledgePolicy,
+    KnowledgePolicyError,
+    TenantKnowledgePolicies,
     article_from_markdown,
     article_from_record,
     chunk_article,
-    enrich_sample_article,
     load_articles,
-    sample_dates,
-    sample_owner,
-    states_policy,
 )
+
+NOW = datetime(2031, 5, 17, tzinfo=timezone.utc)
 
 
 def test_record_with_metadata_keeps_it():
@@ -38,7 +39,7 @@ def test_record_with_metadata_keeps_it():
 
 def test_record_defaults_locale_and_source():
     article = article_from_record({"id": "a1", "title": "T", "content": "body"})
-    assert article.locale == "en" and article.source == "help_center" and not article.is_policy
+    assert article.locale == "en" and article.source == "help_center" and article.is_policy is None
 
 
 @pytest.mark.parametrize("record", [{"title": "T", "content": "x"}, {"id": "a"}, {"id": "a", "updated_at": "soon", "content": "x"}])
@@ -63,14 +64,15 @@ def test_markdown_with_bad_front_matter_is_refused():
         article_from_markdown("---\n: [unclosed\n---\nbody", "x")
 
 
-def test_load_jsonl_gz_enriches_bare_records_only(tmp_path):
+def test_a_bare_record_gets_no_invented_metadata(tmp_path):
     path = tmp_path / "kb.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
-        f.write(json.dumps({"id": "doc_credit_cards_x_001", "title": "Internal: Card limits", "content": "Limit is $500."}) + "\n")
-        f.write(json.dumps({"id": "own", "title": "Mine", "content": "c", "source": "faq"}) + "\n")
+        f.write(json.dumps({"id": "doc_credit_cards_x_001", "title": "Internal: Card limits", "content": "The fee is $5."}) + "\n")
+        f.write(json.dumps({"id": "own", "title": "Mine", "content": "c", "source": "faq", "is_policy": False}) + "\n")
     bare, own = load_articles(path)
-    assert bare.source == "internal_policy" and bare.owner == "cards-team" and bare.url.startswith(SAMPLE_KB_BASE_URL)
-    assert own.source == "faq" and own.owner == "" and own.url == ""
+    assert (bare.url, bare.owner, bare.updated_at, bare.review_by, bare.is_policy) == ("", "", None, None, None)
+    assert bare.source == "help_center"  # the default, not a guess from the title
+    assert own.source == "faq" and own.is_policy is False  # stated, so known
 
 
 def test_load_markdown_folder(tmp_path):
@@ -80,33 +82,35 @@ def test_load_markdown_folder(tmp_path):
     assert sorted(a.article_id for a in load_articles(tmp_path)) == ["one", "two"]
 
 
-def test_is_policy_needs_a_quantity_and_a_policy_term():
-    assert states_policy("The monthly fee is $12 unless you keep a minimum balance.")
-    assert states_policy("Refunds are issued within 10 business days.")
-    assert not states_policy("Contact us in the app if you have questions about fees.")  # no quantity
-    assert not states_policy("Step 1: open the app. Step 2: tap Cards.")  # no policy term
+def test_the_default_knowledge_policy_serves_undated_articles_and_backs_no_figure_with_unmarked_ones():
+    policy = KnowledgePolicy()
+    assert not policy.stale(None, NOW)
+    assert policy.stale(datetime(2031, 1, 1, tzinfo=timezone.utc), NOW) and not policy.stale(datetime(2032, 1, 1, tzinfo=timezone.utc), NOW)
+    assert policy.canonical(None) is False and policy.canonical(True) is True
 
 
-def test_sample_enrichment_is_deterministic():
-    article = KnowledgeArticle("doc_savings_accounts_gold_account_003", "Gold Account: APY", "Earn 4.1% APY.")
-    first, second = enrich_sample_article(article), enrich_sample_article(article)
-    assert first == second
-    assert first.source == "help_center" and first.is_policy and first.owner == "accounts-team"
-    assert first.updated_at < first.review_by
-    assert first.url == f"{SAMPLE_KB_BASE_URL}/articles/doc-savings-accounts-gold-account-003"
-    assert sample_owner("unknown") == "knowledge-team"
+def test_a_tenant_decides_what_unknown_metadata_means(tmp_path):
+    (tmp_path / "careful").mkdir()
+    (tmp_path / "careful" / "knowledge.yaml").write_text("unknown_freshness: hold\nunmarked_policy: canonical\n")
+    policies = TenantKnowledgePolicies(tmp_path)
+    careful, other = policies("careful"), policies("other")
+    assert careful.stale(None, NOW) and careful.canonical(None) and careful.canonical(False) is False
+    assert other == KnowledgePolicy()  # no file: the defaults
+    assert TenantKnowledgePolicies(None)("careful") == KnowledgePolicy()
 
 
-def test_sample_dates_age_from_the_day_the_kb_is_loaded():
-    loaded_on = date(2031, 5, 17)
-    day = datetime(2031, 5, 17, tzinfo=timezone.utc)
-    ids = [f"doc_savings_accounts_article_{i:03d}" for i in range(200)]
-    help_centre = [sample_dates(i, False, loaded_on) for i in ids]
-    policy = [sample_dates(i, True, loaded_on) for i in ids]
-    assert all(day - timedelta(days=365) < updated <= day for updated, _ in help_centre)
-    assert all(review_by > day for _, review_by in help_centre)  # a year's interval: none is due yet
-    due = sum(review_by < day for _, review_by in policy)  # 180 days: policy older than that is due
-    assert 0.3 < due / len(ids) < 0.7
+@pytest.mark.parametrize("text, error", [
+    ("unknown_freshness: maybe\n", "unknown_freshness is 'maybe'"),
+    ("unmarked_policy: always\n", "unmarked_policy is 'always'"),
+    ("review: hold\n", "unknown keys ['review']"),
+    ("- hold\n", "expected a mapping"),
+])
+def test_a_malformed_knowledge_policy_is_refused_naming_the_file_and_field(tmp_path, text, error):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "knowledge.yaml").write_text(text)
+    with pytest.raises(KnowledgePolicyError, match="knowledge.yaml") as raised:
+        TenantKnowledgePolicies(tmp_path)("t")
+    assert error in str(raised.value)
 
 
 def _article(content: str, title: str = "Card fees") -> KnowledgeArticle:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from services.retriever.cli import cpu_seconds, measure
+from tooling.commands.retriever import cpu_seconds, measure
 
 
 def busy(ms: float) -> None:

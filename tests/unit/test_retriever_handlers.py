@@ -221,3 +221,13 @@ def test_readiness_watch_never_overrides_a_shutdown():
     health.set_ready(False, "shutting down")
     watch.check_once()
     assert not health.ready and health.reason == "shutting down"
+
+
+def test_servicer_counts_articles_served_without_a_review_date_by_their_treatment():
+    held = metrics.UNKNOWN_FRESHNESS.labels("hold")._value.get()
+    fresh = metrics.UNKNOWN_FRESHNESS.labels("fresh")._value.get()
+    response = RetrieverServicer(FakeSearcher(result(False)), None, None).Search(
+        services_pb2.SearchRequest(tenant_id="acme", query="q"), FakeContext())
+    assert response.passages[0].stale  # the tenant's policy held the undated article
+    assert metrics.UNKNOWN_FRESHNESS.labels("hold")._value.get() == held + 1
+    assert metrics.UNKNOWN_FRESHNESS.labels("fresh")._value.get() == fresh

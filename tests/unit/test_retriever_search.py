@@ -113,6 +113,18 @@ def test_stale_when_review_date_has_passed():
     assert [(g.article_id, g.stale) for g in groups] == [("old", True), ("fresh", False), ("undated", False)]
 
 
+def test_an_undated_article_is_held_when_the_tenant_says_so_and_unmarked_ones_follow_its_policy():
+    from dataclasses import replace
+
+    from services.retriever.articles import KnowledgePolicy
+
+    hits = [hit("undated", 0.9), replace(hit("marked", 0.8, review_by=NOW + timedelta(days=1)), is_policy=False)]
+    careful = group_by_article(hits, 2, now=NOW, policy=KnowledgePolicy(unknown_freshness="hold", unmarked_policy="canonical"))
+    assert [(g.article_id, g.stale, g.passages[0].is_policy) for g in careful] == [("undated", True, True), ("marked", False, False)]
+    default = group_by_article(hits, 2, now=NOW)
+    assert [(g.article_id, g.stale, g.passages[0].is_policy) for g in default] == [("undated", False, False), ("marked", False, False)]
+
+
 def test_rescoring_uses_the_best_matching_segment():
     segments = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
     hits = [hit("x", 0.2, vector=[0.0, 1.0]), hit("y", 0.9, vector=[0.6, 0.8]), hit("z", 0.5)]
