@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks.classifier_eval import DEFAULT_CACHE, DEFAULT_CSV
 from services.classifier.intent_model import IntentModel, read_labeled_csv
-from supportflow.embedding import intent_encoders, load_encoder
+from encoders.embedding import intent_encoders, load_encoder
 from supportflow.settings import Settings
 
 

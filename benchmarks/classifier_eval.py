@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from services.classifier.intent_model import TrainingConfig, cross_validate, read_labeled_csv
-from supportflow.embedding import load_encoder
+from encoders.embedding import load_encoder
 from supportflow.settings import Settings
 
 DEFAULT_CSV = (

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
-from supportflow.embedding import intent_encoders  # noqa: E402
+from encoders.embedding import intent_encoders  # noqa: E402
 from supportflow.sample_data import banking77_rows  # noqa: E402
 from tooling.sample_tickets import is_held_out, training_rows  # noqa: E402
 from supportflow.settings import Settings  # noqa: E402

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from supportflow.settings import Settings  # noqa: E402
 
-from services.retriever import cli  # noqa: E402
+from tooling.commands import retriever as cli  # noqa: E402
 
 
 def main() -> int:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from services.classifier.intent_model import read_labeled_csv  # noqa: E402
 from services.retriever.search import build_query, mean_vector, segment_vectors  # noqa: E402
-from supportflow.embedding import EmbeddingCache, load_encoder  # noqa: E402
+from encoders.embedding import EmbeddingCache, load_encoder  # noqa: E402
 from supportflow.settings import Settings  # noqa: E402
 
 DEFAULT_CSV = ROOT.parent / "shared" / "datasets" / "banking77" / "train.csv"

@@ -150,16 +150,7 @@ class ChannelsConfig(_Strict):
     def from_yaml(cls, text: str, environ: Mapping[str, str], origin: str = "channels file") -> "ChannelsConfig":
         """Parse the file's text, replacing every ${NAME} from `environ`; a variable that is not set
         is an error, named with the others, never an empty credential."""
-        missing: list[str] = []
-
-        def expand(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in environ:
-                missing.append(name)
-                return ""
-            return environ[name]
-
-        expanded = _VARIABLE.sub(expand, text)
+        expanded, missing = expand_references(text, environ)
         if missing:
             raise ChannelConfigError(f"{origin}: environment variables not set: {', '.join(sorted(set(missing)))}")
         try:
@@ -174,3 +165,18 @@ class ChannelsConfig(_Strict):
 
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_references(text: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
+    """`text` with every ${NAME} replaced from `environ`, and the names that were not set (each
+    replaced by nothing: the caller refuses the file rather than use an empty credential)."""
+    missing: list[str] = []
+
+    def expand(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            missing.append(name)
+            return ""
+        return environ[name]
+
+    return _VARIABLE.sub(expand, text), missing

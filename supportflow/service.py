@@ -1,7 +1,8 @@
 """Runs one service as a process: logs, ops endpoint, consumer loops, gRPC server, graceful stop.
 
 A service module `services/<name>/main.py` exposes `build(settings, publisher, health) ->
-ServiceParts`; `supportflow run <name>` calls `run_service`. Everything service-specific lives in
+ServiceParts`; `python -m services.<name>.main` (the container's command) and `supportflow run
+<name>` call `run_service`. Everything service-specific lives in
 `build`; everything every service does the same way lives here.
 """
 
@@ -10,22 +11,26 @@ from __future__ import annotations
 import importlib
 import logging
 import signal
+import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NoReturn
 
-from supportflow.embedding import limit_blas_threads
+from threadpoolctl import threadpool_limits
+
 from supportflow.eventbus import ConsumerLoop, EventPublisher, ensure_topics
 from supportflow.observability import Health, configure_logging, start_ops_server
 from supportflow.rpc import Registration, create_server
-from supportflow.settings import Settings
+from supportflow.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("gateway", "classifier", "retriever", "drafter", "escalator", "learner", "delivery", "workspace")
+SERVICES = ("gateway", "classifier", "retriever", "investigator", "drafter", "escalator", "learner", "delivery",
+            "workspace")
 
 # The gRPC port each service listens on when SUPPORTFLOW_GRPC_PORT is not set (0: no gRPC API).
-DEFAULT_GRPC_PORTS = {"classifier": 50061, "retriever": 50062, "drafter": 50063, "learner": 50065}
+DEFAULT_GRPC_PORTS = {"classifier": 50061, "retriever": 50062, "drafter": 50063, "learner": 50065,
+                      "investigator": 50066}
 
 
 @dataclass
@@ -38,6 +43,14 @@ class ServiceParts:
 
 
 Builder = Callable[[Settings, EventPublisher, Health], ServiceParts]
+
+
+def limit_blas_threads() -> None:
+    """One BLAS thread per encode, process-wide. A server runs many small encodes at once, and
+    OpenBLAS's own worker threads then fight the request threads for the cores: on two busy cores
+    one query encode took 60-100 ms with the default threads and 11 ms with one. Every service
+    process calls this at start (run_service), and the commands that measure them do too."""
+    threadpool_limits(1, user_api="blas")
 
 
 def load_builder(service: str) -> Builder:
@@ -99,6 +112,17 @@ def run_service(service: str, settings: Settings, stop: threading.Event | None =
     publisher.flush()
     ops.shutdown()
     return 1 if failed else 0
+
+
+def main(service: str) -> NoReturn:
+    """`python -m services.<name>.main`, the container's command: the settings from the
+    environment (every invalid variable named at once, exit 2), then run until SIGTERM."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"{service}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    raise SystemExit(run_service(service, settings))
 
 
 def _run_consumer(consumer: ConsumerLoop, stop: threading.Event) -> None:

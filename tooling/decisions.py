@@ -148,9 +148,12 @@ def decision_record(decided: ev.TicketDecided) -> dict:
             for c in decided.draft.citations
         ],
         "ledger": [
-            {"claim": c.claim, "article_id": c.article_id, "verified": c.verified} for c in decided.draft.ledger
+            {"claim": c.claim, "kind": c.kind, "article_id": c.article_id, "verified": c.verified}
+            for c in decided.draft.ledger
         ],
         "packet": MessageToDict(decided.packet, preserving_proto_field_name=True) if decided.HasField("packet") else None,
+        "investigation": (MessageToDict(decided.investigation, preserving_proto_field_name=True)
+                          if decided.HasField("investigation") else None),
         "timings_ms": {
             "received_to_classified": _ms(timeline.classified_at, timeline.received_at),
             "received_to_evidence": _ms(timeline.evidence_at, timeline.received_at),

@@ -1,6 +1,7 @@
 """`supportflow demo`: the main job. Real Kafka and Weaviate, every service in its own process,
 sample tickets through the gateway's HTTP intake, and a summary of what came out; then simulated
-outcomes of those tickets, the learner's KPI panel and KB proposals, and a confirmed action.
+outcomes of those tickets (its customers acting through their channels), the learner's KPI panel
+and KB proposals, and a confirmed action.
 
 Also used by the end-to-end test and the latency benchmark (`run_pipeline`).
 """
@@ -15,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,11 +24,12 @@ from google.protobuf.json_format import MessageToDict
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from tooling.decisions import collect_decisions, decision_record, read_topic
-from tooling.demo_outcomes import format_outcomes, simulated_feedback
+from tooling.demo_outcomes import (
+    CustomerAction, act_on_channels, as_json, format_outcomes, simulated_agent_feedback, simulated_customers,
+)
 from tooling.demo_report import build_report, format_summary
 from supportflow.eventbus import delete_namespace_topics, ensure_topics
 from tooling.fleet import ServiceFleet
-from tooling.sample_tickets import demo_tickets
 from supportflow.settings import Settings
 from supportflow.topics import Topic
 
@@ -127,28 +129,40 @@ def _delete_run_topics(settings: Settings) -> None:
         say(f"could not delete this run's topics ({settings.topic_prefix}*): {exc}")
 
 
+def customers_act(servers, records: list[dict], batch: list) -> list[CustomerAction]:  # noqa: ANN001
+    """The simulated customers of tooling/demo_outcomes.py act on their tickets through the channel
+    stand-ins (`records` as the round trip made them, `batch` the tickets sent, for the customers'
+    addresses); returns what they did and the gateway's answers."""
+    emails = {ticket.id: ticket.customer_email for ticket in batch}
+    actions = simulated_customers([r | {"customer_email": emails.get(r["id"], "")} for r in records])
+    say(f"simulated customers: {len(actions)} actions on their channels ...")
+    return act_on_channels(servers.outcome, actions)
+
+
 def post_outcomes(settings: Settings, records: list[dict]) -> list[dict]:
-    """Tell the learner how every decided ticket ended, as a helpdesk would: the simulated feedback
-    of tooling/demo_outcomes.py, posted to the running gateway; returns what was posted."""
+    """What only agents can tell (a verdict on each review draft, each ticket's resolution), as a
+    workspace integration would post it to the running gateway: the simulated agents' feedback of
+    tooling/demo_outcomes.py; returns what was posted. The customers' outcomes come through their
+    channels (`customers_act`)."""
     notes_by_intent: dict[str, str] = {}
     for case in sample_cases().values():
         notes_by_intent.setdefault(case.intent, case.resolution_notes)
-    payloads = simulated_feedback(records, notes_by_intent)
+    payloads = simulated_agent_feedback(records, notes_by_intent)
     for payload in payloads:
         post_to_gateway(settings, "/v1/feedback", payload, f"{payload['kind']} feedback on {payload['ticket_id']}")
     return payloads
 
 
 def learner_panel(settings: Settings, decided: int, *, resolved: int = 0, timeout_s: float = 20.0) -> list | None:
-    """The learner's KPI rollups per archetype (segment "all") for the default tenant, asked until
-    they count `decided` tickets and `resolved` resolutions or `timeout_s` passes (the last answer
-    then); None when the learner never answered."""
+    """The learner's KPI rows for the default tenant (every archetype x segment x channel cut and
+    the rollups), asked until the per-archetype rollups count `decided` tickets and `resolved`
+    endings or `timeout_s` passes (the last answer then); None when the learner never answered."""
     import grpc
 
     from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
     from supportflow.rpc import open_channel
 
-    request = services_pb2.GetKpisRequest(tenant_id=settings.default_tenant, segment="all")
+    request = services_pb2.GetKpisRequest(tenant_id=settings.default_tenant)
     channel = open_channel("demo", settings.learner_addr, settings.grpc_deadline_s)
     deadline = time.monotonic() + timeout_s
     rows = None
@@ -159,8 +173,9 @@ def learner_panel(settings: Settings, decided: int, *, resolved: int = 0, timeou
                 rows = list(stub.GetKpis(request).rows)
             except grpc.RpcError as err:
                 say(f"learner did not answer yet: {err.code().name}")
-            counted = sum(row.values.get("tickets_decided", 0) for row in rows or [])
-            ended = sum(row.values.get("resolved_tickets", 0) for row in rows or [])
+            rollups = [row for row in rows or [] if row.segment == "all" and row.channel == "all"]
+            counted = sum(row.tickets for row in rollups)
+            ended = sum(row.values.get("tickets_resolved", 0) for row in rollups)
             if (counted >= decided and ended >= resolved) or time.monotonic() > deadline:
                 return rows
             time.sleep(0.5)
@@ -168,18 +183,33 @@ def learner_panel(settings: Settings, decided: int, *, resolved: int = 0, timeou
         channel.close()
 
 
+def learner_kpis_json(rows: list) -> list[dict]:
+    """The panel's rows for the JSON report: every KPI name on every row (null where the cut has
+    nothing to compute it from yet, e.g. no CSAT survey), so a reader sees the whole panel per cut."""
+    from services.learner.kpis import KPI_NAMES
+
+    out = []
+    for row in rows:
+        record = MessageToDict(row, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        record["values"] = {name: row.values[name] if name in row.values else None for name in KPI_NAMES} | {
+            name: value for name, value in row.values.items() if name not in KPI_NAMES}
+        out.append(record)
+    return out
+
+
 def format_learner_panel(rows: list | None) -> str:
-    from services.learner.cli import format_kpi_table
+    from tooling.commands.learner import format_kpi_table
 
     lines = ["What the learner counted", "------------------------"]
     if rows is None:
         return "\n".join(lines + ["the learner did not answer (its log is in the demo's log folder)"]) + "\n"
     lines += [
-        "The learner's KPIs per archetype, from Learner.GetKpis (`supportflow kpis` in a deployment).",
+        "The learner's KPIs per archetype, from Learner.GetKpis (`supportflow kpis` in a deployment;",
+        "the JSON report has every cut by segment and channel too).",
         "The decisions and timings are this run's; the outcomes (CSAT, verdicts, resolutions) are the",
         "simulated ones above. A KPI with nothing to count yet shows \"-\".",
         "",
-        format_kpi_table(rows),
+        format_kpi_table([row for row in rows if row.segment == "all" and row.channel == "all"]),
     ]
     return "\n".join(lines) + "\n"
 
@@ -234,7 +264,7 @@ def write_review_page(settings: Settings, out_dir: Path) -> Path | None:
     it could not be written (the demo's other results stand without it)."""
     import io
 
-    from services.learner.cli import write_weekly_report
+    from tooling.commands.learner import write_weekly_report
 
     try:
         write_weekly_report(settings, "1d", out_dir, out=io.StringIO())
@@ -275,6 +305,26 @@ def channels_file(path: Path, servers, accounts: list) -> Path:  # noqa: ANN001 
     path.touch(mode=0o600)
     path.write_text(yaml.safe_dump({"tenants": tenants}, sort_keys=False))
     return path
+
+
+def account_systems(run_dir: Path, tickets: list, started: list) -> Path:
+    """The tenants' systems of record: for each tenant with a scenario file
+    (tenants/<tenant>/systems/scenarios.yaml), an account system seeded from its tickets, appended
+    to `started`; returns the systems file that points the investigator at them (a tenant without
+    one gets empty investigations)."""
+    from tooling.demo_systems import AccountSystemProcess, systems_file
+    from tooling.round_trip import TENANTS_DIR
+
+    by_tenant = {}
+    for tenant in sorted({t.tenant for t in tickets}):
+        scenarios = TENANTS_DIR / tenant / "systems" / "scenarios.yaml"
+        if scenarios.is_file():
+            system = AccountSystemProcess(run_dir / "systems" / tenant, [t for t in tickets if t.tenant == tenant],
+                                          scenarios=scenarios)
+            started.append(system.start())
+            by_tenant[tenant] = system
+    say("systems of record: " + (", ".join(f"{t} {s.url}" for t, s in by_tenant.items()) or "none"))
+    return systems_file(run_dir / "systems.yaml", by_tenant)
 
 
 def tenant_accounts(tenant: str, gateway_url: str):  # noqa: ANN201
@@ -341,8 +391,10 @@ def run_round_trip(settings: Settings, tickets: list, *, rate: float, run_dir: P
         gateway_smtp=f"127.0.0.1:{settings.gateway_smtp_port}"))
     servers.start()
     fleet = None
+    systems: list = []
     try:
         settings = settings.replace(channels_path=channels_file(run_dir / "channels.yaml", servers, accounts))
+        settings = settings.replace(systems_path=account_systems(run_dir, tickets, systems))
         say("channel stand-ins: " + ", ".join(f"{name} {url}" for name, url in (
             ("zendesk", servers.zendesk_url), ("intercom", servers.intercom_url),
             ("freshdesk", servers.freshdesk_url), ("mail (SMTP)", servers.mail_smtp))))
@@ -381,13 +433,15 @@ def run_round_trip(settings: Settings, tickets: list, *, rate: float, run_dir: P
             missing=[s.ticket.id for s in sent if s.pipeline_id not in found],
             duplicated=[by_pipeline_id[t].ticket.id for t, events in found.items() if len(events) > 1],
             undelivered=[s.ticket.id for s in sent if s.ticket.id not in delivered],
-            wall_s=wall, fleet_settings=fleet.settings, servers=servers, fleet=fleet,
+            wall_s=wall, fleet_settings=fleet.settings, servers=servers, fleet=fleet, systems=systems,
             workspace_url=f"http://127.0.0.1:{settings.workspace_http_port}",
         )
     except BaseException:
         if fleet is not None:
             fleet.stop()
         servers.stop()
+        for system in systems:
+            system.stop()
         raise
 
 
@@ -425,16 +479,22 @@ class RoundTrip:
     servers: object
     fleet: object
     workspace_url: str = ""
+    systems: list = field(default_factory=list)  # the tenants' account systems (tooling/demo_systems)
 
     def stop(self) -> None:
         self.fleet.stop()
         self.servers.stop()
+        for system in self.systems:
+            system.stop()
 
     def pids(self) -> dict[str, int]:
         """The process of every service and of the channel stand-ins, by name."""
         pids = {service.name: service.process.pid for service in self.fleet.running}
         if self.servers.process is not None:
             pids["channel-stand-ins"] = self.servers.process.pid
+        for system in self.systems:
+            if system.process is not None:
+                pids["account-system"] = system.process.pid
         return pids
 
 
@@ -491,6 +551,7 @@ def run_demo(settings: Settings, *, tickets: int, input_path: str | None, json_p
     try:
         trip = run_round_trip(settings, batch, rate=rate, run_dir=run_dir)
         decided = pipeline_records(trip.records)
+        customers = customers_act(trip.servers, trip.records, batch)
         feedback = post_outcomes(trip.fleet_settings, decided)
         panel = learner_panel(trip.fleet_settings, len(decided), resolved=len(decided))
         kb_proposals = read_topic(trip.fleet_settings, Topic.KB_PROPOSALS)
@@ -521,7 +582,8 @@ def run_demo(settings: Settings, *, tickets: int, input_path: str | None, json_p
     report["round_trip"] = round_trip_summary(trip.records, articles)
     print(format_summary(report, cases=sample_cases()))
     print(format_round_trip(report))
-    print(format_outcomes(feedback, kb_proposals, LearnerConfig.load().knowledge.proposal_min_tickets))
+    print(format_outcomes(customers, trip.records, feedback, kb_proposals,
+                          LearnerConfig.load().knowledge.proposal_min_tickets))
     print(format_learner_panel(panel))
     print(format_actions(actions))
     if review_page is not None:
@@ -534,8 +596,9 @@ def run_demo(settings: Settings, *, tickets: int, input_path: str | None, json_p
         print(f"The agents' workspace ran at {trip.workspace_url} during the run (`--keep-running` leaves it up).")
     if json_path:
         report["simulated_feedback"] = feedback
+        report["simulated_customers"] = as_json(customers)
         report["kb_proposals"] = [MessageToDict(proposal, preserving_proto_field_name=True) for proposal in kb_proposals]
-        report["learner_kpis"] = [MessageToDict(row, preserving_proto_field_name=True) for row in panel or []]
+        report["learner_kpis"] = learner_kpis_json(panel or [])
         report["actions"] = [MessageToDict(record, preserving_proto_field_name=True)
                              for record in actions.proposals + actions.confirmed]
         report["workspace"] = {"url": trip.workspace_url, "running": keep_running}

@@ -46,9 +46,11 @@ class ServiceFleet:
         # ephemeral port range, where an outgoing connection can hold one just when a service
         # starts to listen on it (a clean-clone CI run met that once).
         self._grpc_ports = {name: free_port() for name in services if name in DEFAULT_GRPC_PORTS}
-        self._settings = settings.replace(
-            **{f"{name}_addr": f"127.0.0.1:{port}" for name, port in self._grpc_ports.items()}
-        )
+        # The addresses other services dial (a gRPC API only tools call has no `<name>_addr` setting).
+        self._settings = settings.replace(**{
+            f"{name}_addr": f"127.0.0.1:{port}" for name, port in self._grpc_ports.items()
+            if f"{name}_addr" in Settings.model_fields
+        })
         self._log_dir = log_dir
         self._ops_port_base = ops_port_base
         self._names = list(services)

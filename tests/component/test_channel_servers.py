@@ -572,3 +572,86 @@ def test_a_help_center_article_it_cannot_serve_stops_the_start_and_is_named(tmp_
     with pytest.raises(ChannelServersError, match="broken.md: id must be a positive integer"):
         servers.start(timeout_s=20)
     assert servers.process.poll() is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Outcome webhooks (/_sim/outcomes)
+
+
+def test_outcomes_fire_each_providers_signed_webhooks_and_supportflows_own_changes_fire_none(servers, gateway):
+    ticket_id = servers.zendesk_create_ticket(TENANT, subject="Outcome", body="Where is my card?",
+                                              requester_email="fi@customers.example", requester_name="Fi")
+
+    def on_zendesk(hook: Hook) -> bool:
+        return "zendesk" in hook.path and hook.json()["ticket"]["id"] == ticket_id
+
+    url = f"{servers.zendesk_url}/api/v2/tickets/{ticket_id}.json"
+    assert httpx.put(url, auth=ZENDESK_AUTH, json={"ticket": {"status": "pending"}}).status_code == 200  # Supportflow
+    fired = servers.outcome("zendesk", ticket_id, "status", status="solved")
+    assert [(f["event"], f["outcome"]["status"]) for f in fired] == [("ticket.status_changed", 202)]
+    servers.outcome("zendesk", ticket_id, "rate", score="good")
+    servers.outcome("zendesk", ticket_id, "reply", text="Still nothing.")
+    hooks = gateway.wait_for(on_zendesk, count=5)
+    # One action's webhooks go out together, in no set order (as a provider's do).
+    events = [h.json()["event"] for h in hooks]
+    assert events[:3] == ["ticket.created", "ticket.status_changed", "ticket.satisfaction_rated"]
+    assert sorted(events[3:]) == ["ticket.reopened", "ticket.requester_updated"]
+    assert all(zendesk_signature_holds(h, "zd-signing-secret") for h in hooks)
+    solved, rated = hooks[1].json(), hooks[2].json()
+    replied = next(h.json() for h in hooks if h.json()["event"] == "ticket.requester_updated")
+    assert solved["ticket"]["status"] == "Solved" and solved["current_user"]["email"] == "agent@demo-bank.example"
+    assert rated["ticket"]["satisfaction_rating"]["score"] == "good"
+    assert replied["current_user"]["id"] == replied["ticket"]["requester"]["id"]
+    assert replied["ticket"]["public_comment_authors"].split() == [replied["ticket"]["requester"]["id"]] * 2
+
+    conversation = servers.intercom_start_conversation(TENANT, body="<p>Hi</p>", email="gu@customers.example",
+                                                       name="Gu", external_id="cust-0099")
+    servers.outcome("intercom", conversation, "status", status="closed")
+    servers.outcome("intercom", conversation, "rate", score=7)  # passed through as given
+    hooks = gateway.wait_for(lambda h: "intercom" in h.path and h.json()["data"]["item"]["id"] == conversation, count=3)
+    assert [h.json()["topic"] for h in hooks] == ["conversation.user.created", "conversation.admin.closed",
+                                                  "conversation.rating.added"]
+    assert all(intercom_signature_holds(h, "ic-client-secret") for h in hooks)
+    assert hooks[2].json()["data"]["item"]["conversation_rating"]["rating"] == 7
+
+    freshdesk_id = servers.freshdesk_create_ticket(TENANT, subject="Fees", description_html="<p>Fees?</p>",
+                                                   email="ha@customers.example", name="Ha")
+    assert httpx.put(f"{servers.freshdesk_url}/api/v2/tickets/{freshdesk_id}", auth=FRESHDESK_AUTH,
+                     json={"status": 3}).status_code == 200  # Supportflow's own key: no rule fires
+    servers.outcome("freshdesk", freshdesk_id, "status", status=4)
+    servers.outcome("freshdesk", freshdesk_id, "rate", score=103)
+    servers.outcome("freshdesk", freshdesk_id, "reply", text="It came back.")
+    hooks = gateway.wait_for(lambda h: "freshdesk" in h.path and h.json()["freshdesk_webhook"]["ticket_id"] == freshdesk_id,
+                             count=5)
+    bodies = [h.json()["freshdesk_webhook"] for h in hooks]
+    assert [b["event"] for b in bodies[:3]] == ["ticket_created", "status_changed", "customer_feedback"]
+    assert sorted(b["event"] for b in bodies[3:]) == ["customer_replied", "ticket_reopened"]
+    assert all(h.headers["x-supportflow-webhook-secret"] == "fd-secret" for h in hooks)
+    assert (bodies[1]["ticket_status"], bodies[1]["performed_by"]) == ("Resolved", "agent")
+    assert bodies[2]["satisfaction_rating"] == 103
+    assert next(b for b in bodies if b["event"] == "ticket_reopened")["performed_by"] == "requester"
+
+    for provider, ticket, body in (("zendesk", ticket_id, {"action": "fly"}), ("intercom", "404404", {"action": "rate"}),
+                                   ("email", "<nobody@x>", {"action": "rate"})):
+        response = httpx.post(f"{servers.base_url(provider)}/_sim/outcomes", json={"ticket": ticket} | body)
+        assert response.status_code in (400, 404) and response.json()["error"]
+
+
+def test_a_customers_mail_reply_answers_the_threads_latest_message(servers, gateway_smtp):
+    root = servers.send_customer_mail(TENANT, from_addr="jo@customers.example", subject="Card", body="Lost it.")
+    with smtplib.SMTP(*servers.mail_smtp.split(":")) as smtp:  # Supportflow's answer on the thread
+        answer = EmailMessage()
+        answer["From"], answer["To"], answer["Subject"] = "support@demo-bank.example", "jo@customers.example", "Re: Card"
+        answer["Message-ID"], answer["In-Reply-To"], answer["References"] = "<sf-1@demo-bank.example>", root, root
+        answer.set_content("We froze it.")
+        smtp.send_message(answer)
+    [fired] = servers.outcome("email", root, "reply", text="I already said it was lost.")
+    assert fired["outcome"]["status"] == 250
+    sent = gateway_smtp.envelopes[-1]
+    assert sent.mail_from == "jo@customers.example" and sent.rcpt_tos == ["support@demo-bank.example"]
+    from email import message_from_bytes, policy
+
+    mail = message_from_bytes(sent.content, policy=policy.default)
+    assert mail["In-Reply-To"] == "<sf-1@demo-bank.example>"
+    assert mail["References"].split() == [root, "<sf-1@demo-bank.example>"]
+    assert mail.get_content().strip() == "I already said it was lost."

@@ -17,9 +17,10 @@ from alembic.migration import MigrationContext
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.eventbus import new_meta
 
 from services.delivery.ledger import DONE, FAILED, STARTED, Claim, DeliveryLedger
-from services.workspace.auth import User, token_digest
+from services.workspace.auth import User, hash_password, token_digest
 from services.workspace.desk import ActionDesk, TicketNotFound
 from services.workspace.handlers import (
     ActionRefused,
@@ -163,6 +164,38 @@ def test_a_rebuilt_queue_keeps_what_agents_did(store: WorkspaceStore) -> None:
     feed.on_decided(decided("zd-1"))
     feed.on_agent_action(action)
     assert store.ticket("zd-1", None)["status"] == "sent" and len(store.actions("zd-1")) == 1
+
+
+def test_the_issue_24_tables_on_postgres(store: WorkspaceStore) -> None:
+    """Reassign, a confirmed proposal, a redraft, a marked QA sample and an override, on PostgreSQL."""
+    fill(store)
+    store.create_user("ana", hash_password("ana-password-1"), "agent", [TENANT])
+    store.create_user("bo", hash_password("bo-password-12"), "agent", [TENANT])
+    lee_id = store.create_user("lee", hash_password("lee-password-1"), "lead", [TENANT])
+    store.update_user(store.user_by_name("bo")["id"], disabled=True)
+    assert store.usernames_granted(TENANT) == ["ana", "lee"]
+    publisher = RecordingPublisher()
+    desk = ActionDesk(store, publisher)
+    ana = User(id=1, username="ana", role="agent", grant=frozenset({TENANT}))
+    lee = User(id=lee_id, username="lee", role="lead", grant=frozenset({TENANT}))
+    desk.act(ana, "zd-1", ActionRequest("reassign", assignee="lee"))
+    assert store.ticket("zd-1", None)["assignee"] == "lee"
+    feed = QueueFeed(store)
+    feed.on_action_recorded(ev.ActionRecorded(meta=new_meta(TENANT, "escalator"), ticket_id="zd-1", action_id="p-1",
+                                              tool="card_freeze", status=ev.ACTION_STATUS_PROPOSED))
+    desk.act(ana, "zd-1", ActionRequest("confirm_action", proposal_id="p-1", confirmation_ref="call 10:02"))
+    assert [(p["answered"], p["answered_by"]) for p in store.proposals("zd-1")] == [("confirm_action", "agent:ana")]
+    sampled = decided("zd-s", decision=ev.DECISION_RESPOND)
+    feed.on_qa_sample(ev.QaSampleRequested(meta=new_meta(TENANT, "learner"), ticket_id="zd-s", week="2026-W49",
+                                           decision=sampled))
+    desk.mark_qa(lee, "zd-s", "none")
+    (sample,) = store.qa_samples(frozenset({TENANT}))
+    assert (sample["qa_class"], sample["marked_by"], store.qa_weeks(None)) == ("none", "agent:lee", ["2026-W49"])
+    feed.on_routing_override(ev.RoutingOverride(meta=new_meta("", "learner"), override_id="o-1",
+                                                archetype=tk.ARCHETYPE_REPETITIVE, action=ev.OVERRIDE_ACTION_KILL_SWITCH_ON,
+                                                issued_by="learner:guardrail"))
+    assert [(o["tenant"], o["action"]) for o in store.overrides(frozenset({TENANT}))] == [("*", "kill_switch_on")]
+    assert store.revoke_token(token_digest("nothing")) is None
 
 
 # --- the delivery ledger ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -28,7 +29,7 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 CRD_API_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
 # The chart defaults plus the one value without a default: renders that use no ci/ scenario.
 BARE = ("--set", "kafka.bootstrapServers=kafka:9092")
-# The agents' workspace: a web application run as `supportflow run workspace`, deployed like the services.
+# The agents' workspace: a web application run as `python -m services.workspace.main`, deployed like the services.
 WORKSPACE_HTTP_PORT = 8090
 COMPONENTS = set(SERVICES) | {"workspace"}
 
@@ -140,7 +141,7 @@ def test_one_deployment_and_one_service_per_enabled_component(helm: Helm, scenar
     assert set(manifests.by_component("Service")) == expected
     for name, deployment in manifests.by_component("Deployment").items():
         assert deployment["metadata"]["name"] == f"{RELEASE}-supportflow-{name}"
-        assert container(deployment)["command"] == ["supportflow", "run", name]
+        assert container(deployment)["command"] == ["python", "-m", f"services.{name}.main"]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
@@ -190,7 +191,7 @@ def test_pods_meet_the_restricted_security_standard(helm: Helm, scenario: Path) 
 def test_environment_comes_from_the_shared_config_and_names_real_settings(helm: Helm, scenario: Path) -> None:
     manifests = helm.render(*scenario_args(scenario))
     config_name = manifests.of_kind("ConfigMap")[0]["metadata"]["name"]
-    settings_vars = {ENV_PREFIX + field.name.upper() for field in dataclasses.fields(Settings)}
+    settings_vars = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     for name in manifests.config():
         assert name in settings_vars, f"ConfigMap sets {name}, which no Settings field reads"
     for name, deployment in manifests.by_component("Deployment").items():
@@ -209,8 +210,13 @@ def test_grpc_addresses_point_at_the_services(helm: Helm) -> None:
     manifests = helm.render(*BARE)
     config = manifests.config()
     services = manifests.by_component("Service")
+    components = yaml.safe_load((CHART / "values.yaml").read_text())["components"]
+    called = {callee for component in components.values() for callee in component.get("calls") or []}
     for name, port in DEFAULT_GRPC_PORTS.items():
-        assert config[f"SUPPORTFLOW_{name.upper()}_ADDR"] == f"{services[name]['metadata']['name']}:{port}"
+        if name in called:
+            assert config[f"SUPPORTFLOW_{name.upper()}_ADDR"] == f"{services[name]['metadata']['name']}:{port}"
+        else:  # no caller, no setting that reads it
+            assert f"SUPPORTFLOW_{name.upper()}_ADDR" not in config
 
 
 def test_config_change_rolls_the_pods(helm: Helm) -> None:
@@ -248,7 +254,7 @@ def test_missing_bootstrap_servers_fails_with_a_clear_message(helm: Helm) -> Non
 
 def test_disabling_a_component_removes_its_objects(helm: Helm) -> None:
     full = helm.render(*BARE)
-    without = helm.render(*BARE, "--set", "components.learner.enabled=false")
+    without = helm.render(*BARE, "--set", "components.learner.enabled=false", "--set", "components.workspace.calls={drafter}")
     learner_objects = [doc for doc in full.docs if doc["metadata"].get("labels", {}).get(COMPONENT_LABEL) == "learner"]
     assert {doc["kind"] for doc in learner_objects} >= {"Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"}
     assert not [doc for doc in without.docs if doc["metadata"].get("labels", {}).get(COMPONENT_LABEL) == "learner"]
@@ -285,6 +291,15 @@ def _grpc_peers(policy: dict) -> list[dict]:
     return [peer for rule in rules if grpc in rule.get("ports", []) for peer in rule.get("from", [])]
 
 
+def test_the_charts_call_graph_is_the_codes() -> None:
+    """Each component's `calls` are exactly the services whose address (settings.<name>_addr) its
+    code reads: a missing one is a call the NetworkPolicy blocks, an extra one a hole in it."""
+    services = CHART.parents[2] / "services"
+    for name, component in yaml.safe_load((CHART / "values.yaml").read_text())["components"].items():
+        code = "\n".join(path.read_text() for path in (services / name).rglob("*.py"))
+        assert set(re.findall(r"settings\.([a-z]+)_addr\b", code)) == set(component.get("calls") or []), name
+
+
 def test_network_policy_follows_the_call_graph(helm: Helm) -> None:
     manifests = helm.render(*BARE)
     policies = manifests.by_component("NetworkPolicy")
@@ -299,8 +314,9 @@ def test_network_policy_follows_the_call_graph(helm: Helm) -> None:
         }
 
     assert callers_of("retriever") == {"drafter", "escalator"}  # Search; SimilarCases for packets
-    assert callers_of("classifier") == {"gateway"}
-    assert callers_of("drafter") == set() and callers_of("learner") == set() and callers_of("delivery") == set()
+    assert callers_of("classifier") == set()  # Classifier.Classify serves callers outside the chart
+    assert callers_of("drafter") == {"workspace"} and callers_of("learner") == {"workspace"}  # a new draft; KPIs
+    assert callers_of("delivery") == set()
     assert callers_of("workspace") == set()
 
     drafter_egress = policies["drafter"]["spec"]["egress"]
@@ -414,7 +430,7 @@ def test_the_workspace_serves_http_and_is_ready_on_the_ops_port(helm: Helm) -> N
     manifests = helm.render(*BARE)
     deployment = manifests.by_component("Deployment")["workspace"]
     main = container(deployment)
-    assert container(deployment)["command"] == ["supportflow", "run", "workspace"]
+    assert container(deployment)["command"] == ["python", "-m", "services.workspace.main"]
     assert {p["name"]: p["containerPort"] for p in main["ports"]} == {"http": WORKSPACE_HTTP_PORT, "metrics": 9000}
     assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     service_ports = manifests.by_component("Service")["workspace"]["spec"]["ports"]
@@ -447,7 +463,10 @@ def test_the_workspace_network_policy_opens_its_port_and_reaches_kafka_and_its_d
     egress = _egress_ports(policy)
     assert {"port": 9092, "protocol": "TCP"} in egress and {"port": 5432, "protocol": "TCP"} in egress
     assert {"port": 8080, "protocol": "TCP"} not in egress and {"port": 587, "protocol": "TCP"} not in egress
-    assert not any("podSelector" in peer for rule in policy["spec"]["egress"] for peer in rule.get("to", []))
+    # gRPC to the drafter (an agent's new draft) and the learner (the KPI panel), and to no other pod.
+    to_pods = [rule["ports"] for rule in policy["spec"]["egress"] if any("podSelector" in peer for peer in rule.get("to", []))]
+    assert sorted(port["port"] for ports in to_pods for port in ports) == [DEFAULT_GRPC_PORTS["drafter"],
+                                                                          DEFAULT_GRPC_PORTS["learner"]]
     # Nothing else serves an http port to any source but the gateway's intake and the workspace.
     open_http = {name for name, p in policies.items() if {"ports": [{"port": "http", "protocol": "TCP"}]} in p["spec"]["ingress"]}
     assert open_http == {"gateway", "workspace"}
@@ -569,3 +588,45 @@ def test_manifests_validate_against_kubernetes_schemas(helm: Helm, scenario: Pat
         except kubernetes_validate.ValidationError as error:
             problems.append(f"{doc['kind']}/{doc['metadata']['name']}: {error.message} at {list(error.path)}")
     assert not problems, "\n".join(problems)
+
+
+# --- the investigator ----------------------------------------------------------------------------
+
+
+def test_the_investigator_is_called_by_the_drafter_and_escalator_and_reaches_the_tenants_systems(helm: Helm) -> None:
+    manifests = helm.render(*BARE)
+    policies = manifests.by_component("NetworkPolicy")
+    callers = {name for peer in _grpc_peers(policies["investigator"]) for name in COMPONENTS
+               if "podSelector" in peer and selects(peer["podSelector"], pod_labels(manifests, name))}
+    assert callers == {"drafter", "escalator"}
+    assert _grpc_peers(policies["investigator"]) and not any(
+        "podSelector" in peer for rule in policies["investigator"]["spec"]["egress"] for peer in rule.get("to", []))
+    https = {"port": 443, "protocol": "TCP"}
+    assert {name for name, policy in policies.items() if https in _egress_ports(policy)} >= {"investigator"}
+    (systems_rule,) = [r for r in policies["investigator"]["spec"]["egress"] if https in r["ports"]]
+    assert "to" not in systems_rule  # any destination until systems.networkPolicy.to narrows it
+    assert manifests.config()["SUPPORTFLOW_INVESTIGATOR_ADDR"] == f"{RELEASE}-supportflow-investigator:50066"
+    without = helm.template(*BARE, "--set", "components.investigator.enabled=false")
+    assert without.returncode != 0 and "calls investigator" in without.stderr
+
+
+def test_the_systems_file_is_mounted_read_only_into_the_investigator_only(helm: Helm) -> None:
+    assert all("SUPPORTFLOW_SYSTEMS_PATH" not in {e["name"] for e in container(d)["env"]}
+               for d in helm.render(*BARE).by_component("Deployment").values())
+    manifests = helm.render(*scenario_args(CHART / "ci" / "production-values.yaml"))
+    readers = set()
+    for name, deployment in manifests.by_component("Deployment").items():
+        env = {item["name"]: item["value"] for item in container(deployment)["env"]}
+        if "SUPPORTFLOW_SYSTEMS_PATH" not in env:
+            continue
+        readers.add(name)
+        path = Path(env["SUPPORTFLOW_SYSTEMS_PATH"])
+        (mount,) = [m for m in container(deployment)["volumeMounts"] if m["name"] == "systems"]
+        assert mount["readOnly"] is True and Path(mount["mountPath"]) == path.parent
+        (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "systems"]
+        assert volume["secret"]["secretName"] == "supportflow-systems"
+        assert volume["secret"]["items"] == [{"key": "systems.yaml", "path": path.name}]
+    assert readers == {"investigator"}
+    (rule,) = [r for r in manifests.by_component("NetworkPolicy")["investigator"]["spec"]["egress"]
+               if {"port": 443, "protocol": "TCP"} in r["ports"]]
+    assert rule["to"] == [{"ipBlock": {"cidr": "10.40.0.0/16"}}]

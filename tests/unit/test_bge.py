@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from supportflow import bge
+from encoders import bge
+from encoders.embedding import load_encoder
 from supportflow.devinfra.gotools import ToolUnavailable
-from supportflow.embedding import load_encoder
 
 
 @pytest.fixture(scope="module")

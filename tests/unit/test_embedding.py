@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from supportflow import embedding
-from supportflow.embedding import (
+from encoders import embedding
+from encoders.embedding import (
     EmbeddingCache,
     MiniLMEncoder,
     OnnxMiniLMEncoder,
@@ -72,7 +72,7 @@ def test_registry_uses_onnx_runtime_when_installed(encoder):
 
 def test_registry_falls_back_to_numpy_without_onnx_runtime(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
-    with caplog.at_level(logging.INFO, logger="supportflow.embedding"):
+    with caplog.at_level(logging.INFO, logger="encoders.embedding"):
         fallback = minilm_encoder()
     assert type(fallback) is MiniLMEncoder
     assert "numpy backend" in caplog.text

@@ -67,7 +67,7 @@ async def serve(config: ChannelServersConfig) -> None:
     zendesk = ZendeskServer(config.tenants, urls["zendesk"], state_dir)
     intercom = IntercomServer(config.tenants, urls["intercom"], state_dir)
     freshdesk = FreshdeskServer(config.tenants, urls["freshdesk"], state_dir)
-    mail = MailServer(config.tenants, state_dir)
+    mail = MailServer(config.tenants, state_dir, gateway_smtp=config.gateway_smtp)
     api = ApiCallbackServer(config.tenants, state_dir)
     apps = {"zendesk": zendesk.app(), "intercom": intercom.app(), "freshdesk": freshdesk.app(), "mail": mail.app(),
             "api": api.app()}

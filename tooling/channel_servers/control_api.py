@@ -8,13 +8,20 @@ it has been told to, and the control API under /_sim/ (not part of any provider'
 - GET  /_sim/faults, POST /_sim/faults (see store.FaultPlan)
 - POST /_sim/redeliver {"ticket": id, "wait"?: bool} -> send the ticket's last webhook again, same id
 - GET  /_sim/webhooks                 -> {"attempts": [...]}: every webhook attempt and the gateway's answer
+- POST /_sim/outcomes {"ticket": id, "action": "reply"|"rate"|"status", "text"?, "score"?, "comment"?,
+                       "status"?, "wait"?: bool}
+                                      -> {"fired": [{"event", "delivery_id", "outcome"?}]}: something
+  happens on the ticket as the customer (reply, rate) or a support agent (status) would make it
+  happen in the helpdesk, and the server fires the outcome webhooks its triggers / rules would
+  (docs/channels.md, "Outcomes from the channels"). A score is passed through as given, so a test
+  can send what the adapter must refuse.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Callable
+from typing import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -22,7 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tooling.channel_servers.store import FaultPlan, FaultSpecError, TrafficLog
-from tooling.channel_servers.webhooks import WebhookSender
+from tooling.channel_servers.webhooks import Webhook, WebhookSender
 
 # Never faulted nor recorded: the control API, the health check, the help center's public pages.
 _UNRECORDED_PREFIXES = ("/_sim/", "/healthz", "/hc/")
@@ -108,9 +115,28 @@ def _readable(raw: bytes) -> object:
         return raw.decode("utf-8", errors="replace")
 
 
+class SimError(Exception):
+    """A /_sim/ request that cannot be carried out: the HTTP status and why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+OUTCOME_ACTIONS = ("reply", "rate", "status")
+# (the request's JSON with "ticket" already the provider's id) -> what was fired: (event, delivery id, awaitable outcome)
+Fired = tuple[str, str, "asyncio.Future[dict] | asyncio.Task"]
+OutcomeAction = Callable[[dict], Awaitable[list[Fired]]]
+
+
+def fired(webhook: Webhook, task: "asyncio.Task") -> Fired:
+    return webhook.event, webhook.delivery_id, task
+
+
 def control_routes(*, provider: str, traffic: TrafficLog, faults: FaultPlan, webhooks: WebhookSender | None = None,
                    ticket_id: Callable[[str], str] = str.strip,
-                   belongs: Callable[[dict, str], bool] | None = None) -> list[Route]:
+                   belongs: Callable[[dict, str], bool] | None = None,
+                   outcomes: OutcomeAction | None = None) -> list[Route]:
     """The /_sim/ routes and /healthz of one server. `ticket_id` turns what a caller passes (the
     provider's id, or the pipeline's `zd-`/`ic-`/`fd-` id) into the provider's id."""
 
@@ -154,6 +180,28 @@ def control_routes(*, provider: str, traffic: TrafficLog, faults: FaultPlan, web
     async def webhook_attempts(request: Request) -> JSONResponse:
         return JSONResponse({"attempts": webhooks.history if webhooks else []})
 
+    async def act(request: Request) -> JSONResponse:
+        if outcomes is None:
+            return JSONResponse({"error": f"the {provider} server fires no outcomes"}, status_code=404)
+        try:
+            body = await json_object(request)
+            if body.get("action") not in OUTCOME_ACTIONS:
+                raise SimError(400, f"action must be one of {', '.join(OUTCOME_ACTIONS)}")
+            body["ticket"] = ticket_id(str(body.get("ticket") or ""))
+            if not body["ticket"]:
+                raise SimError(400, "ticket is required")
+            done = await outcomes(body)
+        except BodyError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except SimError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        answer = [{"event": event, "delivery_id": delivery} for event, delivery, _ in done]
+        if body.get("wait"):
+            for item, (_, _, pending) in zip(answer, done):
+                item["outcome"] = await pending
+            return JSONResponse({"fired": answer})
+        return JSONResponse({"fired": answer}, status_code=202)
+
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/_sim/received", received, methods=["GET"]),
@@ -162,6 +210,7 @@ def control_routes(*, provider: str, traffic: TrafficLog, faults: FaultPlan, web
         Route("/_sim/faults", post_faults, methods=["POST"]),
         Route("/_sim/redeliver", redeliver, methods=["POST"]),
         Route("/_sim/webhooks", webhook_attempts, methods=["GET"]),
+        Route("/_sim/outcomes", act, methods=["POST"]),
     ]
 
 

@@ -9,6 +9,12 @@ note as "note". The requester's own reply is a public, incoming note by the requ
 (`{"incoming": true, "private": false, "user_id": <requester id>}`, as an imported customer reply
 is made): it fires `customer_replied`. Freshdesk does not sign webhooks: the rule sends the
 tenant's secret in `X-Supportflow-Webhook-Secret`.
+
+The outcome rules of docs/channels.md, for changes not performed by Supportflow's own API key:
+a status set to pending, resolved or closed fires `status_changed`; a resolved or closed ticket
+opened again (by the requester's reply or an agent) fires `ticket_reopened`; a satisfaction
+survey answered fires `customer_feedback`. Each helpdesk has a human agent who acts through
+`/_sim/outcomes`; the rule says who performed the change in `performed_by`.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from starlette.types import ASGIApp
 from tooling.channel_servers.basic_auth import basic_credentials
 from tooling.channel_servers.config import TenantAccounts
 from tooling.channel_servers.control_api import (
-    BodyError, ProviderTraffic, control_routes, json_object, set_tenant, strip_prefix,
+    BodyError, Fired, ProviderTraffic, SimError, control_routes, fired, json_object, set_tenant, strip_prefix,
 )
 from tooling.channel_servers.markup import html_to_text, text_to_html
 from tooling.channel_servers.store import FaultPlan, IdSequence, TrafficLog, iso_seconds, whole_seconds
@@ -39,6 +45,7 @@ from tooling.channel_servers.webhooks import FRESHDESK_SECRET_HEADER, Webhook, W
 log = logging.getLogger("channel_servers.freshdesk")
 
 STATUS_NAMES = {2: "Open", 3: "Pending", 4: "Resolved", 5: "Closed"}
+STATUS_CHANGED, REOPENED, FEEDBACK = "status_changed", "ticket_reopened", "customer_feedback"
 PRIORITY_NAMES = {1: "Low", 2: "Medium", 3: "High", 4: "Urgent"}
 SOURCE_NAMES = {1: "Email", 2: "Portal", 3: "Phone", 7: "Chat", 9: "Feedback Widget", 10: "Outbound Email"}
 UNAUTHORIZED = {"code": "invalid_credentials", "message": "You have to be logged in to perform this action."}
@@ -92,6 +99,7 @@ class FreshdeskTicket:
     created_at: datetime
     updated_at: datetime
     conversations: list[FreshdeskConversation] = field(default_factory=list)
+    satisfaction: object = None  # the survey's answer (the API's ratings.default_question), as given
 
     def touch(self) -> None:
         self.updated_at = whole_seconds()
@@ -132,7 +140,7 @@ class FreshdeskServer:
             Route("/api/v2/tickets/{ticket_id:int}/conversations", self.list_conversations, methods=["GET"]),
             Route("/api/v2/contacts/{contact_id:int}", self.show_contact, methods=["GET"]),
         ] + control_routes(provider=self.provider, traffic=self.traffic, faults=self.faults, webhooks=self.webhooks,
-                           ticket_id=strip_prefix("fd"))
+                           ticket_id=strip_prefix("fd"), outcomes=self.sim_outcome)
         app = Starlette(routes=routes, exception_handlers={404: _not_found_handler})
         return ProviderTraffic(app, traffic=self.traffic, faults=self.faults, fault_body=_fault_body)
 
@@ -270,13 +278,12 @@ class FreshdeskServer:
             return _validation_failed(errors)
         private, incoming = body.get("private", True), body.get("incoming", False)
         by_requester = user_id == ticket.requester_id
-        conversation = self._add(ticket, body["body"], incoming=incoming, private=private, user_id=user_id, source=2,
-                                 to_emails=list(body.get("notify_emails") or []), from_email=None)
         if by_requester and not private:
-            if ticket.status in (3, 4):
-                ticket.status = 2  # the requester's reply reopens a pending or resolved ticket
-            self._fire(helpdesk, ticket, "customer_replied")
-        elif not by_requester:
+            conversation = self._customer_reply(helpdesk, ticket, body["body"])[0]
+        else:
+            conversation = self._add(ticket, body["body"], incoming=incoming, private=private, user_id=user_id,
+                                     source=2, to_emails=list(body.get("notify_emails") or []), from_email=None)
+        if not by_requester:
             self.traffic.record_delivery(tenant=helpdesk.accounts.tenant, kind="note", external_id=conversation.id,
                                          ticket=ticket.id, html=conversation.body,
                                          text=html_to_text(conversation.body), public=not private)
@@ -299,6 +306,53 @@ class FreshdeskServer:
         return JSONResponse({"id": contact.id, "name": contact.name, "email": contact.email, "active": False,
                              "created_at": None, "updated_at": None})
 
+    def _customer_reply(self, helpdesk: FreshdeskHelpdesk, ticket: FreshdeskTicket,
+                        html: str) -> tuple[FreshdeskConversation, list[Fired]]:
+        """The requester's public reply (an incoming note by the requester)."""
+        conversation = self._add(ticket, html, incoming=True, private=False, user_id=ticket.requester_id, source=2,
+                                 to_emails=[], from_email=None)
+        previous = ticket.status
+        if ticket.status in (3, 4, 5):
+            ticket.status = 2  # the requester's reply opens a pending, resolved or closed ticket again
+        done = [self._fire(helpdesk, ticket, "customer_replied")]
+        return conversation, done + self._status_rules(helpdesk, ticket, previous, "requester")
+
+    def _status_rules(self, helpdesk: FreshdeskHelpdesk, ticket: FreshdeskTicket, previous: int,
+                      performed_by: str) -> list[Fired]:
+        """The outcome rules of a status change someone other than Supportflow's API key made."""
+        if ticket.status == previous:
+            return []
+        if previous in (4, 5) and ticket.status in (2, 3):
+            return [self._fire(helpdesk, ticket, REOPENED, performed_by)]
+        if ticket.status in (3, 4, 5):
+            return [self._fire(helpdesk, ticket, STATUS_CHANGED, performed_by)]
+        return []
+
+    async def sim_outcome(self, body: dict) -> list[Fired]:
+        """/_sim/outcomes: the requester replies or answers the satisfaction survey, or a support agent
+        sets a status (2 open, 3 pending, 4 resolved, 5 closed)."""
+        found = next(((h, h.tickets[int(body["ticket"])]) for h in self.helpdesks.values()
+                      if body["ticket"].isdigit() and int(body["ticket"]) in h.tickets), None)
+        if found is None:
+            raise SimError(404, f"no Freshdesk ticket {body['ticket']!r}")
+        helpdesk, ticket = found
+        if body["action"] == "reply":
+            if not str(body.get("text") or "").strip():
+                raise SimError(400, "a reply needs text")
+            return self._customer_reply(helpdesk, ticket, text_to_html(str(body["text"])))[1]
+        if body["action"] == "rate":
+            if "score" not in body:
+                raise SimError(400, "a rating needs score (a survey answer: 103 ... -103, as Freshdesk has them)")
+            ticket.satisfaction = body["score"]
+            ticket.touch()
+            return [self._fire(helpdesk, ticket, FEEDBACK, "requester")]
+        status = body.get("status")
+        if not _is_int(status) or status not in STATUS_NAMES:
+            raise SimError(400, f"status must be one of {', '.join(map(str, STATUS_NAMES))}")
+        previous, ticket.status = ticket.status, status
+        ticket.touch()
+        return self._status_rules(helpdesk, ticket, previous, "agent")
+
     def _add(self, ticket: FreshdeskTicket, body: str, *, incoming: bool, private: bool, user_id: int, source: int,
              to_emails: list[str], from_email: str | None) -> FreshdeskConversation:
         ticket.touch()
@@ -310,10 +364,13 @@ class FreshdeskServer:
 
     # ---- webhooks, JSON
 
-    def _fire(self, helpdesk: FreshdeskHelpdesk, ticket: FreshdeskTicket, event: str) -> None:
+    def _fire(self, helpdesk: FreshdeskHelpdesk, ticket: FreshdeskTicket, event: str, performed_by: str = "") -> Fired:
         requester = helpdesk.contacts[ticket.requester_id]
         public = [c for c in ticket.conversations if not c.private]
-        body = json.dumps({"freshdesk_webhook": {
+        outcome_fields = {"performed_by": performed_by} if performed_by else {}
+        if event == FEEDBACK:
+            outcome_fields["satisfaction_rating"] = ticket.satisfaction
+        body = json.dumps({"freshdesk_webhook": outcome_fields | {
             "event": event,
             "ticket_id": str(ticket.id),
             "ticket_subject": ticket.subject,
@@ -330,8 +387,9 @@ class FreshdeskServer:
         headers = {"Content-Type": "application/json", "User-Agent": "Freshdesk",
                    FRESHDESK_SECRET_HEADER: helpdesk.accounts.freshdesk_webhook_secret}
         delivery_id = f"{ticket.id}:{event}:{iso_seconds(ticket.updated_at)}"
-        self.webhooks.fire(Webhook(self.provider, helpdesk.accounts.tenant, str(ticket.id), event, delivery_id,
-                                   helpdesk.accounts.webhook_url(self.provider), lambda attempt: (body, headers)))
+        webhook = Webhook(self.provider, helpdesk.accounts.tenant, str(ticket.id), event, delivery_id,
+                          helpdesk.accounts.webhook_url(self.provider), lambda attempt: (body, headers))
+        return fired(webhook, self.webhooks.fire(webhook))
 
     def _ticket_json(self, ticket: FreshdeskTicket) -> dict:
         return {

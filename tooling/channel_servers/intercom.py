@@ -7,7 +7,9 @@ version so a workspace's default cannot change the shapes it reads.
 
 A conversation is started by a contact (`POST /conversations` from a user). An admin reply by the
 tenant's admin is what Supportflow delivered: `comment` -> "reply", `note` -> "note"; a user reply
-fires `conversation.user.replied`.
+fires `conversation.user.replied`. Outcomes: an admin closing or reopening a conversation (through
+the API, or the workspace's human admin through `/_sim/outcomes`) fires `conversation.admin.closed`
+/ `conversation.admin.opened`; a contact's rating fires `conversation.rating.added`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from starlette.types import ASGIApp
 
 from tooling.channel_servers.config import TenantAccounts
 from tooling.channel_servers.control_api import (
-    BodyError, ProviderTraffic, control_routes, json_object, set_tenant, strip_prefix,
+    BodyError, Fired, ProviderTraffic, SimError, control_routes, fired, json_object, set_tenant, strip_prefix,
 )
 from tooling.channel_servers.markup import html_to_text, text_to_html
 from tooling.channel_servers.store import FaultPlan, IdSequence, TrafficLog
@@ -39,6 +41,8 @@ log = logging.getLogger("channel_servers.intercom")
 
 VERSION_HEADER = "Intercom-Version"
 PART_MESSAGE_TYPES = ("assignment", "open", "close", "snoozed")
+USER_REPLIED, RATED = "conversation.user.replied", "conversation.rating.added"
+STATE_TOPICS = {"close": "conversation.admin.closed", "open": "conversation.admin.opened"}
 
 
 @dataclass
@@ -74,6 +78,7 @@ class IntercomConversation:
     team_assignee_id: str | None = None
     snoozed_until: int | None = None
     parts: list[IntercomPart] = field(default_factory=list)
+    rating: dict | None = None  # conversation_rating, as the contact gave it
 
 
 class IntercomWorkspace:
@@ -82,6 +87,9 @@ class IntercomWorkspace:
         self.app_id = hashlib.sha1(accounts.tenant.encode()).hexdigest()[:8]
         self.admin = {"type": "admin", "id": accounts.intercom_admin_id, "name": "Supportflow",
                       "email": f"supportflow@{accounts.mail_domain or 'example.com'}"}
+        # A person on the support team: closes and reopens conversations (/_sim/outcomes).
+        self.human_admin = {"type": "admin", "id": f"{accounts.intercom_admin_id}1", "name": "Support agent",
+                            "email": f"agent@{accounts.mail_domain or 'example.com'}"}
         self.contacts: dict[str, IntercomContact] = {}
         self.conversations: dict[str, IntercomConversation] = {}
 
@@ -118,7 +126,7 @@ class IntercomServer:
             Route("/conversations/{conversation_id}/reply", self.reply, methods=["POST"]),
             Route("/conversations/{conversation_id}/parts", self.add_part, methods=["POST"]),
         ] + control_routes(provider=self.provider, traffic=self.traffic, faults=self.faults, webhooks=self.webhooks,
-                           ticket_id=strip_prefix("ic"))
+                           ticket_id=strip_prefix("ic"), outcomes=self.sim_outcome)
         app = Starlette(routes=routes, exception_handlers={404: _not_found_handler})
         return ProviderTraffic(app, traffic=self.traffic, faults=self.faults, fault_body=_fault_body)
 
@@ -262,9 +270,7 @@ class IntercomServer:
                                              external_id=body.get("user_id"), email=body.get("email"))
             if contact is None or contact.id != conversation.contact_id:
                 return _error(404, "not_found", "User Not Found")
-            self._add_part(conversation, "comment", text_to_html(text), self._user_author(contact))
-            conversation.state, conversation.snoozed_until = "open", None
-            self._fire(workspace, conversation, "conversation.user.replied")
+            self._user_reply(workspace, conversation, contact, text)
         else:
             return _error(400, "parameter_invalid", "type must be admin or user")
         return self._answer(request, self._conversation_json(workspace, conversation))
@@ -300,11 +306,52 @@ class IntercomServer:
                 return _error(400, "parameter_not_found", "snoozed_until (Unix seconds) is required to snooze")
             conversation.state = "snoozed"
         else:
-            conversation.state = "open" if message_type == "open" else "closed"
-            conversation.snoozed_until = None
+            self._change_state(workspace, conversation, message_type, workspace.admin, html)
+            return self._answer(request, self._conversation_json(workspace, conversation))
         part = self._add_part(conversation, message_type, html, workspace.admin)
         part.assigned_to = assigned_to
         return self._answer(request, self._conversation_json(workspace, conversation))
+
+    def _user_reply(self, workspace: IntercomWorkspace, conversation: IntercomConversation, contact: IntercomContact,
+                    text: str) -> Fired:
+        self._add_part(conversation, "comment", text_to_html(text), self._user_author(contact))
+        conversation.state, conversation.snoozed_until = "open", None  # a reply reopens a closed conversation
+        return self._fire(workspace, conversation, USER_REPLIED)
+
+    def _change_state(self, workspace: IntercomWorkspace, conversation: IntercomConversation, message_type: str,
+                      admin: dict, html: str | None = None) -> Fired:
+        """An admin closes or opens the conversation: a part of that type, and its webhook topic."""
+        conversation.state = "open" if message_type == "open" else "closed"
+        conversation.snoozed_until = None
+        self._add_part(conversation, message_type, html, admin)
+        return self._fire(workspace, conversation, STATE_TOPICS[message_type])
+
+    async def sim_outcome(self, body: dict) -> list[Fired]:
+        """/_sim/outcomes: the contact replies or rates, or the human admin closes / reopens."""
+        found = next(((w, w.conversations[body["ticket"]]) for w in self.workspaces.values()
+                      if body["ticket"] in w.conversations), None)
+        if found is None:
+            raise SimError(404, f"no Intercom conversation {body['ticket']!r}")
+        workspace, conversation = found
+        contact = workspace.contacts[conversation.contact_id]
+        if body["action"] == "reply":
+            if not str(body.get("text") or "").strip():
+                raise SimError(400, "a reply needs text")
+            return [self._user_reply(workspace, conversation, contact, str(body["text"]))]
+        if body["action"] == "rate":
+            if "score" not in body:
+                raise SimError(400, "a rating needs score (1 to 5, as Intercom has them)")
+            now = int(time.time())
+            conversation.rating = {"rating": body["score"], "remark": str(body.get("comment") or "") or None,
+                                   "created_at": now, "updated_at": now,
+                                   "contact": {"type": "contact", "id": contact.id},
+                                   "teammate": {"type": "admin", "id": workspace.human_admin["id"]}}
+            conversation.updated_at = now
+            return [self._fire(workspace, conversation, RATED)]
+        states = {"closed": "close", "open": "open"}
+        if body.get("status") not in states:
+            raise SimError(400, "status must be closed or open")
+        return [self._change_state(workspace, conversation, states[body["status"]], workspace.human_admin)]
 
     def _conversation(self, request: Request) -> tuple[IntercomWorkspace, IntercomConversation] | Response:
         workspace = self._workspace(request)
@@ -324,7 +371,7 @@ class IntercomServer:
 
     # ---- webhooks, JSON
 
-    def _fire(self, workspace: IntercomWorkspace, conversation: IntercomConversation, topic: str) -> None:
+    def _fire(self, workspace: IntercomWorkspace, conversation: IntercomConversation, topic: str) -> Fired:
         item = self._conversation_json(workspace, conversation)  # as it was when the event happened
         notification_id = f"notif_{uuid.uuid4()}"
         first_sent = int(time.time())
@@ -340,8 +387,9 @@ class IntercomServer:
             return body, {"Content-Type": "application/json", "User-Agent": "intercom-parrot-service-rb",
                           INTERCOM_SIGNATURE_HEADER: intercom_signature(secret, body)}
 
-        self.webhooks.fire(Webhook(self.provider, workspace.accounts.tenant, conversation.id, topic, notification_id,
-                                   workspace.accounts.webhook_url(self.provider), render))
+        webhook = Webhook(self.provider, workspace.accounts.tenant, conversation.id, topic, notification_id,
+                          workspace.accounts.webhook_url(self.provider), render)
+        return fired(webhook, self.webhooks.fire(webhook))
 
     @staticmethod
     def _user_author(contact: IntercomContact) -> dict:
@@ -369,7 +417,7 @@ class IntercomServer:
             "open": conversation.state != "closed", "state": conversation.state, "read": False,
             "priority": "not_priority", "admin_assignee_id": conversation.admin_assignee_id,
             "team_assignee_id": conversation.team_assignee_id, "tags": {"type": "tag.list", "tags": []},
-            "conversation_rating": None,
+            "conversation_rating": conversation.rating,
             "source": {"type": "conversation", "id": conversation.source_id, "delivered_as": "customer_initiated",
                        "subject": "", "body": conversation.body, "author": self._user_author(contact),
                        "attachments": [], "url": None, "redacted": False},

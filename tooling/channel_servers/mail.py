@@ -7,6 +7,12 @@ recipients are all at a tenant's own mail domain (an agents' notes address) is a
 References, else In-Reply-To, else its own (`/_sim/deliveries?ticket=` also finds a message by any
 Message-ID of its thread).
 
+`POST /_sim/outcomes {"ticket": <a Message-ID of the thread>, "action": "reply", "text", "from"?}`:
+the customer answers the thread's latest message, by mail to the tenant's support address at the
+gateway's SMTP listener (`gateway_smtp`), with In-Reply-To and References as a mail client sets
+them; From is the customer the thread's latest reply went to, or `from`. Mail has no statuses or
+ratings: the other actions are refused.
+
 `POST /_sim/faults` on the HTTP port: `{"smtp_code": 451, "count": 2}` makes the next two messages
 get 451 after DATA (`"stage": "rcpt"`: each RCPT instead); `{"delay_s": 3, "count": 1}` slows the
 next DATA down.
@@ -16,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import smtplib
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from email.utils import getaddresses
+from email.utils import formatdate, getaddresses, make_msgid
 from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
@@ -27,7 +34,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from tooling.channel_servers.config import TenantAccounts
-from tooling.channel_servers.control_api import control_routes
+from tooling.channel_servers.control_api import Fired, SimError, control_routes
 from tooling.channel_servers.markup import html_to_text
 from tooling.channel_servers.store import FaultPlan, TrafficLog
 
@@ -39,10 +46,12 @@ MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 class MailServer:
     provider = "email"
 
-    def __init__(self, tenants: tuple[TenantAccounts, ...], state_dir: Path) -> None:
+    def __init__(self, tenants: tuple[TenantAccounts, ...], state_dir: Path, *, gateway_smtp: str = "") -> None:
         self.traffic = TrafficLog(self.provider, state_dir)
         self.faults = FaultPlan(smtp=True)
         self.tenant_by_domain = {t.mail_domain: t.tenant for t in tenants if t.mail_domain}
+        self.mailboxes = {t.tenant: t.mailbox for t in tenants}
+        self.gateway_smtp = gateway_smtp
 
     # ---- SMTP
 
@@ -105,7 +114,49 @@ class MailServer:
 
     def app(self) -> ASGIApp:
         return Starlette(routes=control_routes(provider=self.provider, traffic=self.traffic, faults=self.faults,
-                                               belongs=_in_thread))
+                                               belongs=_in_thread, outcomes=self.sim_outcome))
+
+    # ---- the customer's reply (/_sim/outcomes)
+
+    async def sim_outcome(self, body: dict) -> list[Fired]:
+        if body["action"] != "reply":
+            raise SimError(400, "mail has no statuses or ratings: the only action is reply")
+        text = str(body.get("text") or "")
+        if not text.strip():
+            raise SimError(400, "a reply needs text")
+        if not self.gateway_smtp:
+            raise SimError(409, "no gateway_smtp configured: nowhere to send the customer's mail")
+        replies = [item for item in self.traffic.deliveries_for(body["ticket"], _in_thread) if item["kind"] != "note"]
+        latest = replies[-1] if replies else None
+        sender = str(body.get("from") or "") or (latest["rcpt_tos"][0] if latest and latest["rcpt_tos"] else "")
+        tenant = (latest or {}).get("tenant") or str(body.get("tenant") or "") or (
+            next(iter(self.mailboxes)) if len(self.mailboxes) == 1 else "")
+        if not sender or tenant not in self.mailboxes:
+            raise SimError(404, f"no reply on thread {body['ticket']!r} to answer: pass from (and tenant)")
+        answered = latest["message_id"] if latest else body["ticket"]
+        chain = [*(latest["references"] if latest else []), answered] if latest else [body["ticket"]]
+        message = EmailMessage()
+        message["From"], message["To"] = sender, self.mailboxes[tenant]
+        message["Subject"] = "Re: " + ((latest or {}).get("subject") or "").removeprefix("Re: ")
+        message["Date"] = formatdate(localtime=False)
+        message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+        message["In-Reply-To"] = answered
+        message["References"] = " ".join(dict.fromkeys(chain))
+        message.set_content(text)
+        result = asyncio.get_running_loop().create_task(asyncio.to_thread(self._send_to_gateway, message))
+        return [("email.reply", str(message["Message-ID"]), result)]
+
+    def _send_to_gateway(self, message: EmailMessage) -> dict:
+        host, _, port = self.gateway_smtp.rpartition(":")
+        try:
+            with smtplib.SMTP(host, int(port), timeout=15) as smtp:
+                smtp.send_message(message)
+        except smtplib.SMTPResponseException as exc:
+            return {"status": exc.smtp_code, "error": str(exc.smtp_error)[:300]}
+        except (smtplib.SMTPException, OSError) as exc:
+            return {"status": 0, "error": f"{type(exc).__name__}: {exc}"}
+        log.info("customer reply %s sent to the gateway", message["Message-ID"])
+        return {"status": 250, "error": ""}
 
 
 def _any_credentials(server: SMTP, session: Session, envelope: Envelope, mechanism: str,

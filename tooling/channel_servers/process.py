@@ -160,6 +160,13 @@ class ChannelServers:
         """Send the ticket's last webhook again with the same id (a provider's retry)."""
         return self._call("POST", f"{self.base_url(provider)}/_sim/redeliver", json={"ticket": ticket, "wait": wait})
 
+    def outcome(self, provider: str, ticket: str, action: str, **fields: object) -> list[dict]:
+        """Make something happen on a ticket as its customer (action "reply" with text, "rate" with
+        score) or a support agent ("status" with status) would, and wait for the outcome webhooks
+        the provider fires: [{"event", "delivery_id", "outcome": {"status", "error", ...}}]."""
+        body = {"ticket": ticket, "action": action, "wait": True} | fields
+        return self._call("POST", f"{self.base_url(provider)}/_sim/outcomes", json=body)["fired"]
+
     def webhook_attempts(self, provider: str) -> list[dict]:
         return self._call("GET", f"{self.base_url(provider)}/_sim/webhooks")["attempts"]
 

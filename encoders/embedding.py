@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 if TYPE_CHECKING:
     import onnx
@@ -611,14 +610,14 @@ def minilm_encoder(also_pool_layer: int | None = None) -> TextEncoder:
 
 
 def bge_small_encoder() -> TextEncoder:
-    from supportflow.bge import OnnxBgeSmallEncoder
+    from encoders.bge import OnnxBgeSmallEncoder
 
     return OnnxBgeSmallEncoder()
 
 
 # "minilm": sentence embeddings (search, similar cases, the drafter); "minilm+layer3": the intent
 # model's features, the sentence embedding and the mean of layer 3 (see `_MiniLMBase`);
-# "bge-small": the intent model's second opinion on the tickets it is unsure of (supportflow/bge.py).
+# "bge-small": the intent model's second opinion on the tickets it is unsure of (encoders/bge.py).
 _FACTORIES: dict[str, Callable[[], TextEncoder]] = {
     "minilm": minilm_encoder,
     "minilm+layer3": lambda: minilm_encoder(also_pool_layer=3),
@@ -751,10 +750,3 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
 
-
-def limit_blas_threads() -> None:
-    """One BLAS thread per encode, process-wide. A server runs many small encodes at once, and
-    OpenBLAS's own worker threads then fight the request threads for the cores: on two busy cores
-    one query encode took 60-100 ms with the default threads and 11 ms with one. Every service
-    process calls this at start (supportflow/service.py)."""
-    threadpool_limits(1, user_api="blas")
