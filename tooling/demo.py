@@ -642,7 +642,7 @@ def format_round_trip(report: dict) -> str:
             f"labelled tickets: {quality['tickets']}, answered automatically {quality['answered_automatically']} "
             f"({quality['auto_answer_share']:.1%}); first citation on the true intent: "
             f"{(quality['primary_citation_on_true_intent'] or 0):.1%}; most articles cited in a reply: "
-            f"{quality['max_articles_cited']}; replies with a number their articles do not hold: "
+            f"{quality['max_articles_cited']}; replies with a number neither their articles nor the account evidence hold: "
             f"{quality['replies_with_unsupported_numbers']}")
     for kind, title in (("reply", "An answer sent to a customer"), ("note", "A note left for the agents")):
         for record, item in iter_examples(report["tickets"], kind):

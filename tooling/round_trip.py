@@ -250,10 +250,17 @@ def reply_numbers(text: str) -> set[str]:
     return {n.rstrip(".,") for n in _NUMBER.findall("\n".join(kept))}
 
 
+def evidence_text(record: dict) -> str:
+    """What the account system said about the ticket (its investigation's findings, as the
+    investigator read them from the records): the other source a reply's numbers may come from."""
+    findings = (record.get("investigation") or {}).get("findings", [])
+    return " ".join(" ".join([f.get("summary", ""), *map(str, (f.get("facts") or {}).values())]) for f in findings)
+
+
 def round_trip_quality(records: list[dict], articles: dict[str, HelpCenterArticle]) -> dict:
     """Figures over the labelled tickets (a known true intent): share answered automatically,
-    primary citation on the true intent, articles cited per reply, numbers a reply states that its
-    cited articles do not hold; overall and per archetype (the true intent's)."""
+    primary citation on the true intent, articles cited per reply, numbers a reply states that
+    neither its cited articles nor the ticket's account evidence hold; overall and per archetype (the true intent's)."""
     rows = [r for r in records if r.get("label") and ":" not in r["label"]]
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
@@ -270,7 +277,7 @@ def round_trip_quality(records: list[dict], articles: dict[str, HelpCenterArticl
             first = articles.get(citations[0]["article_id"]) if citations else None
             primary_right += bool(first and r["label"] in first.intents)
             cited_text = " ".join(articles[c["article_id"]].text for c in citations if c["article_id"] in articles)
-            cited_numbers = {n.rstrip(".,") for n in _NUMBER.findall(cited_text)}
+            cited_numbers = {n.rstrip(".,") for n in _NUMBER.findall(cited_text + " " + evidence_text(r))}
             missing = sorted(reply_numbers((reply or {}).get("text", "")) - cited_numbers)
             if missing:
                 unsupported.append({"id": r["id"], "numbers": missing})

@@ -18,7 +18,8 @@ Checks on a draft, first match wins:
    not judged off the question by the drafter, not a policy exception (the case
    type escalation.yaml gives the intent: a fee charged, a refund), not a reply to
    an earlier answer (an agent or bot turn in the history), not part of an
-   incident                                                                       -> RESPOND
+   incident, and a draft that states account evidence states evidence that settles
+   the case as expected behaviour                                                 -> RESPOND
 6. anything else                                                                   -> REVIEW (the reason
    lists every condition that stopped an automatic reply)
 
@@ -64,7 +65,7 @@ class Verdict:
 # Why a draft on the auto-respond route went to an agent instead (the metric's label values).
 HOLDS = (
     "not_ready", "empty", "unverified_claims", "risk_flags", "low_confidence", "stale_article", "not_answered",
-    "policy_exception", "writes_back", "incident",
+    "policy_exception", "writes_back", "incident", "evidence_unsettled",
 )
 # Conversation turns by our side (ConversationTurn.author): a human agent, or an automated answer.
 ANSWERING_AUTHORS = frozenset({"agent", "bot"})
@@ -162,6 +163,22 @@ def evidence_settles(
     return why
 
 
+def _evidence_unsettled(draft: tk.Draft, investigation: ev.Investigation | None) -> str:
+    """Why the account evidence a draft states must not go out unread (empty: it may). A reply
+    that tells the customer what their account shows is sent automatically only when that
+    evidence settles the case as expected behaviour: a missing card, a defect, an incident or a
+    case the evidence leaves open is an agent's to explain."""
+    if not any(claim.kind == EVIDENCE_CLAIM_KIND for claim in draft.ledger):
+        return ""
+    if investigation is None:
+        return "the draft states account evidence but no investigation backs it"
+    if investigation.case_type == ev.CASE_TYPE_EXPECTED_BEHAVIOUR:
+        return ""
+    settled = case_type_name(investigation.case_type)
+    return ("the draft states account evidence that does not settle the case" if settled == "unspecified"
+            else f"the account evidence settles {settled}, not expected behaviour")
+
+
 def decide_drafted(
     classification: tk.Classification,
     normalized: tk.NormalizedTicket,
@@ -229,6 +246,10 @@ def decide_drafted(
         blockers.append(("writes_back", "the customer wrote back after an earlier answer: a colleague takes over"))
     if in_incident:
         blockers.append(("incident", "the ticket is part of an open incident"))
+    # (a draft-for-review ticket's evidence was weighed above, by `evidence_settles`)
+    unsettled = _evidence_unsettled(draft, investigation) if classification.route == tk.ROUTE_AUTO_RESPOND else ""
+    if unsettled:
+        blockers.append(("evidence_unsettled", unsettled))
     if blockers:
         holds = tuple(hold for hold, _ in blockers) if classification.route == tk.ROUTE_AUTO_RESPOND or on_evidence else ()
         return Verdict(ev.DECISION_REVIEW, "agent review: " + "; ".join(text for _, text in blockers), holds,

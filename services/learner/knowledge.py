@@ -57,7 +57,11 @@ class KnowledgeLoop:
         self._groups: dict[tuple[str, str], _GapGroup] = collections.defaultdict(_GapGroup)
 
     def remember(self, event: ev.TicketDecided) -> None:
+        """The case a ticket opened with: a later decision on the same ticket (the customer's reply,
+        classified again) does not change what the ticket was about."""
         tenant = event.ticket.tenant_id or event.meta.tenant_id
+        if (tenant, event.ticket.ticket_id) in self._cases:
+            return
         # The escalation packet's summary, or the same summary made here for a ticket decided
         # without a packet: greetings, sign-offs and a subject that says nothing ("Help request") left out.
         problem = event.packet.conversation_summary or conversation_summary(event.ticket)

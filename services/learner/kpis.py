@@ -172,6 +172,9 @@ class TicketRecord:
     key: CutKey
     decision: int
     decided_at: float = 0.0  # when the recorded decision was made (0: unknown)
+    # when the ticket's first decision was made: the ticket stays in that decision's cut (a customer's
+    # "thanks, it came" is classified again, but the ticket is still about what it opened with)
+    opened_at: float | None = None
     customer_id: str = ""
     evidence_seconds: float | None = None
     first_response_seconds: float | None = None
@@ -440,8 +443,9 @@ class KpiStore:
         self.version += 1
 
     def record_decision(self, event: ev.TicketDecided) -> list[Outcome] | None:
-        """Open (or replace) the ticket's record; returns the held outcomes it now carries, or None
-        when the ticket already has a newer decision (this one is ignored)."""
+        """Open the ticket's record, or replace its decision with a newer one (the ticket keeps the
+        cut of its first decision); returns the held outcomes it now carries, or None when the
+        ticket already has a newer decision (this one then only sets the cut, if it is the first)."""
         ticket = event.ticket
         key = CutKey(ticket.tenant_id or event.meta.tenant_id, archetype_name(event.classification.archetype),
                      event.classification.segment or UNKNOWN, channel_of(ticket))
@@ -451,9 +455,13 @@ class KpiStore:
         self._seen(decided_at or seconds_of(event.meta.occurred_at))
         previous = self._records.get(ident)
         if previous is not None and decided_at < previous.decided_at:
-            return None  # an older decision read after a newer one: the newer one stands
-        record = previous or TicketRecord(key=key, decision=event.decision)
-        record.key, record.decision, record.decided_at = key, event.decision, decided_at
+            # an older decision read after a newer one: the newer one stands, in the first one's cut
+            if previous.opened_at is None or decided_at < previous.opened_at:
+                previous.key, previous.opened_at = key, decided_at
+                self.version += 1
+            return None
+        record = previous or TicketRecord(key=key, decision=event.decision, opened_at=decided_at)
+        record.decision, record.decided_at = event.decision, decided_at
         record.customer_id = ticket.customer_id
         record.evidence_seconds = evidence_seconds(event)
         if previous is None:

@@ -101,7 +101,7 @@ def test_a_seeded_customer_gets_findings_that_settle_the_seeded_case(investigato
 
 def test_an_unknown_customer_is_said_and_no_playbook_is_empty(investigator_stub):
     unknown = investigate(investigator_stub, Ticket("t-x", "cust-9999", "pending_top_up"))
-    assert unknown.findings[0].summary == "Customer cust-9999 is not known to the account system."
+    assert unknown.findings[0].summary == "No account was found for cust-9999."
     assert investigate(investigator_stub, Ticket("t-y", "cust-0001", "change_pin"),
                        intent="change_pin").playbook in ("", "account_specific")
 

@@ -49,3 +49,17 @@ def test_a_situation_naming_an_unknown_incident_is_refused(tmp_path):
     path.write_text(yaml.safe_dump({"situations": {"x": [{"case": "incident", "incidents": ["nope"]}]}}))
     with pytest.raises(ScenarioError, match="situations.x.0.incidents: no incident 'nope'"):
         load_scenarios(path)
+
+
+def test_the_account_system_finds_a_customer_by_the_email_address_a_channel_names_them_by():
+    from starlette.testclient import TestClient
+
+    from tooling.demo_systems.account_system import AccountSystem
+
+    crm = {"cust-0001": CRM["cust-0001"] | {"emails": ["Ana@Customers.example"]}}
+    bank = generate([SeedTicket("t-1", "cust-0001", "pending_top_up")], load_scenarios(), seed=7, crm=crm, now=NOW)
+    client = TestClient(AccountSystem(bank, latency_ms=(0.0, 0.0)).app)
+    by_id = client.get("/v1/customers/cust-0001/transactions").json()
+    assert client.get("/v1/customers/ana@customers.example/transactions").json() == by_id
+    assert by_id["transactions"][0]["kind"] == "top_up"
+    assert client.get("/v1/customers/someone@else.example").status_code == 404

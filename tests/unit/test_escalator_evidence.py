@@ -158,6 +158,25 @@ def test_settled_evidence_does_not_lift_the_other_automatic_reply_conditions():
     assert evidence_settles(RULE, account_classification(), evidence_draft(), SETTLED, 30.0, 0.7) == []
 
 
+@pytest.mark.parametrize("case_type, why", [
+    (ev.CASE_TYPE_UNSPECIFIED, "does not settle the case"),
+    (ev.CASE_TYPE_PRODUCT_DEFECT, "settles product_defect"),
+    (ev.CASE_TYPE_INCIDENT, "settles incident"),
+])
+def test_an_auto_respond_draft_stating_evidence_that_does_not_settle_the_case_waits_for_an_agent(case_type, why):
+    """The auto-respond route (a card that has not arrived) with an investigation that found no card
+    on record: the draft would tell the customer what their account shows without explaining it."""
+    auto = account_classification(route=tk.ROUTE_AUTO_RESPOND, archetype=tk.ARCHETYPE_REPETITIVE)
+    unsettled = ev.Investigation(playbook="cards", findings=[HELD], completeness=1.0, case_type=case_type)
+    verdict = decide(classification=auto, investigation=unsettled, rule=None)
+    assert verdict.decision == ev.DECISION_REVIEW
+    assert verdict.holds == ("evidence_unsettled",) and why in verdict.reason
+    assert decide(classification=auto, investigation=SETTLED, rule=None).decision == ev.DECISION_RESPOND
+    # A draft that states no account evidence is not held for what the investigation found.
+    plain = decide(classification=auto, draft=evidence_draft(stated=False), investigation=unsettled, rule=None)
+    assert plain.decision == ev.DECISION_RESPOND
+
+
 def test_the_opt_in_is_tenant_data_validated_on_load(tmp_path):
     shipped = EscalationConfig.load()
     assert shipped.evidence_rule("demo-bank", tk.ARCHETYPE_ACCOUNT_SPECIFIC) == EvidenceRouting(

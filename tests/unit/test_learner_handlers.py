@@ -313,6 +313,15 @@ def test_resolved_tickets_are_sent_for_indexing_and_ten_unbacked_ones_make_one_p
     assert "No notice needed; the card works abroad." in proposal.body and "Going abroad, card use #0?" in proposal.body
 
 
+def test_a_resolved_case_is_what_the_ticket_opened_with_not_the_customers_later_reply():
+    learner = make_learner()
+    learner.on_decided(decided_about("t", "card_arrival", "Where is my card?"))
+    learner.on_decided(decided_about("t", "beneficiary_not_allowed", "Thanks, it came!"))  # the reply, classified again
+    [resolved] = [e.event for e in learner.on_feedback(resolution("t", "Card dispatched on Monday."))
+                  if e.topic is Topic.TICKETS_RESOLVED]
+    assert (resolved.intent, resolved.problem_statement) == ("card_arrival", "Where is my card?")
+
+
 def test_a_ticket_decided_without_a_packet_is_remembered_by_the_summary_a_packet_would_carry():
     learner = make_learner()
     event = decided_about("plain", "top_up_by_cash_or_cheque", "Hi team,\nDo you accept cheques for top ups?\nThanks,\nAna")
@@ -341,6 +350,20 @@ def test_a_kb_gap_makes_a_cited_resolution_count_as_unbacked_and_a_replay_republ
     live = feed(make_learner())
     assert sum(e.topic is Topic.KB_PROPOSALS for e in live) == 1
     assert feed(make_learner(replaying=True)) == []
+
+
+def test_a_ticket_stays_in_the_cut_of_its_first_decision_when_a_reply_is_decided_again():
+    """The customer's "thanks, it came" is classified again (another archetype); the ticket is still
+    the repetitive one it opened as, now with the newer decision, whichever order they are read in."""
+    for order in ((2, 9), (9, 2)):
+        learner = make_learner()
+        for after_s in order:
+            archetype = tk.ARCHETYPE_REPETITIVE if after_s == 2 else tk.ARCHETYPE_ACCOUNT_SPECIFIC
+            decision = ev.DECISION_RESPOND if after_s == 2 else ev.DECISION_ESCALATE
+            learner.on_decided(decided("x", decision, archetype=archetype, after_s=after_s))
+        rows = learner.kpi_rows("rho-bank", segment="retail", channel="unknown")
+        assert [row.archetype for row in rows] == ["repetitive"], order
+        assert rows[0].values["deflection_rate"] == 0.0, order  # the newer decision: escalated
 
 
 def test_an_older_decision_read_after_a_newer_one_does_not_replace_it():

@@ -53,7 +53,7 @@ def test_a_ticket_record_and_case_facts_survive_the_snapshot_with_every_field():
     from services.learner.knowledge import CaseFacts
     from services.learner.kpis import CutKey, TicketRecord
 
-    record = TicketRecord(CutKey("acme", "faq_bounded", "eu", "zendesk"), ev.DECISION_REVIEW, decided_at=7.0,
+    record = TicketRecord(CutKey("acme", "faq_bounded", "eu", "zendesk"), ev.DECISION_REVIEW, decided_at=7.0, opened_at=6.0,
                           customer_id="c-1", evidence_seconds=0.4, first_response_seconds=1.5,
                           csat={ev.CSAT_LATENCY_AT_RESOLUTION: (75.0, 9.0)}, verdict=ev.AGENT_VERDICT_EDITED,
                           edit_ratio=0.2, verdict_at=1_700_000_200.0, repeat_days=3.0, resolved_at=8.0,

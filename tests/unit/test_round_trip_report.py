@@ -99,3 +99,14 @@ def test_quality_counts_answers_first_citations_and_unsupported_numbers_per_arch
     assert quality["account_specific"]["answered_automatically"] == 0
     assert quality["account_specific"]["primary_citation_on_true_intent"] is None
     assert quality["repetitive"]["auto_answer_share"] == round(2 / 3, 4)
+
+
+def test_a_number_from_the_tickets_account_evidence_is_supported_and_one_from_nowhere_is_not() -> None:
+    finding = {"summary": "The top-up of 92.73 GBP is pending for 9.9 hours so far.", "facts": {"amount": "92.73"}}
+    text = "Your top-up of 92.73 GBP is pending for 9.9 hours; cards arrive in 3 to 5 working days [1]. Fee 4.20."
+    records = [{"id": "a", "label": "pending_top_up", "true_archetype": "account_specific", "decision": "respond",
+                "investigation": {"findings": [finding]}, "delivered": [reply("1", text=text)]},
+               {"id": "b", "label": "pending_top_up", "true_archetype": "account_specific", "decision": "respond",
+                "delivered": [reply("1", text=text)]}]  # the same reply without the evidence behind it
+    unsupported = round_trip_quality(records, ARTICLES)["all"]["unsupported_numbers"]
+    assert unsupported == [{"id": "a", "numbers": ["4.20"]}, {"id": "b", "numbers": ["4.20", "9.9", "92.73"]}]

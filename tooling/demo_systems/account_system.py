@@ -125,7 +125,8 @@ class AccountSystem:
 
     def _known(self, request: Request) -> tuple[str, JSONResponse | None]:
         refused = self._authorised(request)
-        customer_id = request.path_params["customer_id"]
+        named = request.path_params["customer_id"]
+        customer_id = named if named in self.bank.customers else self.bank.emails.get(named.strip().lower(), named)
         if refused is None and customer_id not in self.bank.customers:
             refused = JSONResponse({"error": f"unknown customer {customer_id}"}, status_code=404)
         return customer_id, refused

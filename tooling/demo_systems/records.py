@@ -45,6 +45,8 @@ class Bank:
 
     now: datetime
     customers: dict[str, dict] = field(default_factory=dict)
+    # a customer's email address (lower case) -> their id: channels name the customer by address
+    emails: dict[str, str] = field(default_factory=dict)
     cards: dict[str, list[dict]] = field(default_factory=dict)
     transactions: dict[str, list[dict]] = field(default_factory=dict)
     events: dict[str, list[dict]] = field(default_factory=dict)
@@ -134,6 +136,8 @@ class _Builder:
             "balance": {"available": _money(_draw(defaults.get("balance", [100, 1000]), rng)), "currency": self.currency},
         }
         self.bank.customers[customer_id] = record
+        for email in known.get("emails") or []:
+            self.bank.emails.setdefault(str(email).strip().lower(), customer_id)
         self.bank.cards[customer_id] = []
         self.bank.transactions[customer_id] = []
         self.bank.events[customer_id] = []
