@@ -61,6 +61,24 @@ class DraftOutcome:
     query: str  # what the retriever was asked
     best_score: float  # the retriever's gap signal for that query
     investigation: ev.Investigation  # what the tenant's systems showed (empty: no playbook applied)
+    normalized: tk.NormalizedTicket  # the classifier's, with the identifiers the investigation pinned
+
+
+def with_pinned_identifiers(normalized: tk.NormalizedTicket, investigation: ev.Investigation) -> tk.NormalizedTicket:
+    """The ticket as the investigation left it: the identifiers it pinned added, and nothing left to
+    ask for when one of them is among the missing. The classifier lists every kind of an unmet
+    requirement group, any one of which meets it; the shipped catalogs' intents each need one
+    record (one group), which the pinned record is. (An intent needing two records would need
+    its groups on the event to be told apart.)"""
+    if not investigation.identified:
+        return normalized
+    updated = tk.NormalizedTicket()
+    updated.CopyFrom(normalized)
+    present = {(i.kind, i.value) for i in normalized.identifiers}
+    updated.identifiers.extend(i for i in investigation.identified if (i.kind, i.value) not in present)
+    if {i.kind for i in investigation.identified} & set(normalized.missing_identifiers):
+        del updated.missing_identifiers[:]
+    return updated
 
 
 class TicketDrafter:
@@ -99,6 +117,7 @@ class TicketDrafter:
         investigation = self._investigate(
             svc.InvestigateRequest(ticket=ticket, normalized=normalized, classification=classification)
         )
+        normalized = with_pinned_identifiers(normalized, investigation)
         evidence_at = self._clock()
         # Under the gap threshold the passages are the best of a bad lot: quoting them would answer
         # a question nobody asked, so the reply holds instead (the passages still go to the agent).
@@ -113,7 +132,7 @@ class TicketDrafter:
             investigation=investigation,
         )
         return DraftOutcome(draft, list(response.passages), evidence_at, self._clock(), query, response.best_score,
-                            investigation)
+                            investigation, normalized)
 
     def handle_classified(self, event: ev.TicketClassified) -> list[Emit]:
         """tickets.classified -> tickets.drafted, for the routes that get an AI draft."""
@@ -127,7 +146,7 @@ class TicketDrafter:
         drafted = ev.TicketDrafted(
             meta=new_meta(tenant, SERVICE),
             ticket=ticket,
-            normalized=event.normalized,
+            normalized=outcome.normalized,
             classification=event.classification,
             draft=outcome.draft,
             evidence=outcome.evidence,

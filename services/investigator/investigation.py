@@ -17,6 +17,7 @@ from typing import Callable
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
 
 from services.investigator import metrics
 from services.investigator.connectors import LookupFailed, Record, TenantConnectors
@@ -126,6 +127,17 @@ def matching(lookup: Lookup, records: list[Record], subject: Subject) -> tuple[l
     epoch = datetime.min.replace(tzinfo=timezone.utc)
     kept.sort(key=lambda r: parse_time(field_value(r, lookup.observed_at)) or epoch, reverse=True)
     return kept, unmatched
+
+
+def pinned(lookup: Lookup, records: list[Record], subject: Subject) -> list[tk.Identifier]:
+    """The identifiers of the one record a lookup found, for the kinds it names and the ticket lacks:
+    with one candidate in the window there is nothing to ask the customer. Several candidates pin
+    nothing (the finding describes the newest, and which one the customer means stays open)."""
+    if len(records) != 1:
+        return []
+    return [tk.Identifier(kind=kind, value=as_text(field_value(records[0], record_field)))
+            for kind, record_field in lookup.identifiers.items()
+            if not subject.identifiers.get(kind) and as_text(field_value(records[0], record_field))]
 
 
 def facts_of(lookup: Lookup, records: list[Record], now: datetime) -> dict[str, str]:
@@ -270,6 +282,7 @@ def investigate(playbook: Playbook, subject: Subject, connectors: TenantConnecto
     facts_by_lookup: dict[str, dict[str, str] | None] = {}
     uncertain: list[str] = []
     answered: list[float] = []
+    identified: list[tk.Identifier] = []
     for lookup in playbook.lookups:
         future = futures[lookup.name]
         answer = future.result() if future.done() else None
@@ -292,6 +305,7 @@ def investigate(playbook: Playbook, subject: Subject, connectors: TenantConnecto
         facts = facts_of(lookup, records, now)
         facts_by_lookup[lookup.name] = facts
         finding = ev.Finding(source=lookup.source, lookup=lookup.name, available=True, facts=facts)
+        identified += pinned(lookup, records, subject)
         if records:
             finding.summary = render(lookup.summary, placeholders | facts)
             finding.record_id = as_text(field_value(records[0], lookup.record_id))
@@ -318,4 +332,5 @@ def investigate(playbook: Playbook, subject: Subject, connectors: TenantConnecto
         first_evidence_ms=first_evidence_ms,
         elapsed_ms=elapsed_ms,
         uncertain=unsettled + uncertain,
+        identified=identified,
     )

@@ -195,3 +195,33 @@ def test_the_drafted_event_carries_the_investigation_the_draft_was_checked_again
     [request] = investigate.requests
     assert request.ticket.customer_id == "cust-0001" and request.classification.intent == "pending_transfer"
     assert TRANSFER.summary in emit.event.draft.text
+
+
+def test_a_record_the_investigation_pinned_is_not_asked_for_again() -> None:
+    pinned = ev.Investigation()
+    pinned.CopyFrom(INVESTIGATION)
+    pinned.identified.append(tk.Identifier(kind="transaction_id", value="TRF-88213"))
+    missing = ["transaction_id", "amount", "date"]
+    drafter = TicketDrafter(lambda request: svc.SearchResponse(passages=[TRANSFER_TIMES], best_score=0.9),
+                            OfflineDrafter(TemplateBook.load()), investigate=RecordingInvestigate(pinned))
+
+    def drafted_event(investigation_pins: bool) -> ev.TicketDrafted:
+        event = ev.TicketClassified(
+            meta=ev.EventMeta(event_id="e-1", tenant_id="rho-bank"),
+            ticket=tk.Ticket(ticket_id="t-1", tenant_id="rho-bank", customer_id="cust-0001", body="Where is my transfer?"),
+            normalized=tk.NormalizedTicket(problem_statement="Where is my transfer?", missing_identifiers=missing),
+            classification=tk.Classification(intent="transfer_not_received_by_recipient", confidence=0.9,
+                                              route=tk.ROUTE_DRAFT_FOR_REVIEW, archetype=tk.ARCHETYPE_ACCOUNT_SPECIFIC))
+        chosen = drafter if investigation_pins else TicketDrafter(
+            lambda request: svc.SearchResponse(passages=[TRANSFER_TIMES], best_score=0.9),
+            OfflineDrafter(TemplateBook.load()), investigate=RecordingInvestigate(INVESTIGATION))
+        [emit] = chosen.handle_classified(event)
+        return emit.event
+
+    found = drafted_event(investigation_pins=True)
+    assert not found.normalized.missing_identifiers
+    assert [(i.kind, i.value) for i in found.normalized.identifiers] == [("transaction_id", "TRF-88213")]
+    assert "transaction ID" not in found.draft.text
+    unpinned = drafted_event(investigation_pins=False)
+    assert list(unpinned.normalized.missing_identifiers) == missing  # several candidates: still asked
+    assert "transaction ID" in unpinned.draft.text

@@ -232,6 +232,18 @@ def test_an_identifier_the_ticket_gives_picks_its_record_and_a_wrong_one_is_said
     assert any("matches the transaction id x-9" in line for line in missed.uncertain)
 
 
+def test_the_one_record_in_the_window_pins_its_identifier_and_several_pin_nothing(executor):
+    one = [{"id": "m-1", "status": "pending", "created_at": at(3)}]
+    pinned = run(FakeSystems({"status": "active"}, one), executor)
+    assert [(i.kind, i.value) for i in pinned.identified] == [("transaction_id", "m-1")]
+    two = one + [{"id": "m-2", "status": "completed", "created_at": at(9)}]
+    assert not run(FakeSystems({"status": "active"}, two), executor).identified
+    assert not run(FakeSystems({"status": "active"}, []), executor).identified
+    # An identifier the ticket already gave is not pinned again.
+    given = Subject("bank", "t", "cust-1", "account_specific", {"transaction_id": ("m-1",)})
+    assert not run(FakeSystems({"status": "active"}, one), executor, subject=given).identified
+
+
 def test_no_playbook_or_no_systems_gives_an_empty_investigation(tmp_path):
     folder = tmp_path / "bank" / "playbooks"
     folder.mkdir(parents=True)

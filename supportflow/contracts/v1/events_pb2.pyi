@@ -222,7 +222,7 @@ class Finding(_message.Message):
     def __init__(self, source: _Optional[str] = ..., lookup: _Optional[str] = ..., summary: _Optional[str] = ..., facts: _Optional[_Mapping[str, str]] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., supports: _Optional[_Iterable[_Union[CaseType, str]]] = ..., rejects: _Optional[_Iterable[_Union[CaseType, str]]] = ..., available: bool = ..., unavailable_reason: _Optional[str] = ..., record_id: _Optional[str] = ...) -> None: ...
 
 class Investigation(_message.Message):
-    __slots__ = ("playbook", "findings", "case_type", "completeness", "first_evidence_ms", "elapsed_ms", "uncertain")
+    __slots__ = ("playbook", "findings", "case_type", "completeness", "first_evidence_ms", "elapsed_ms", "uncertain", "identified")
     PLAYBOOK_FIELD_NUMBER: _ClassVar[int]
     FINDINGS_FIELD_NUMBER: _ClassVar[int]
     CASE_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +230,7 @@ class Investigation(_message.Message):
     FIRST_EVIDENCE_MS_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
     UNCERTAIN_FIELD_NUMBER: _ClassVar[int]
+    IDENTIFIED_FIELD_NUMBER: _ClassVar[int]
     playbook: str
     findings: _containers.RepeatedCompositeFieldContainer[Finding]
     case_type: CaseType
@@ -237,7 +238,8 @@ class Investigation(_message.Message):
     first_evidence_ms: float
     elapsed_ms: float
     uncertain: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, playbook: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., case_type: _Optional[_Union[CaseType, str]] = ..., completeness: _Optional[float] = ..., first_evidence_ms: _Optional[float] = ..., elapsed_ms: _Optional[float] = ..., uncertain: _Optional[_Iterable[str]] = ...) -> None: ...
+    identified: _containers.RepeatedCompositeFieldContainer[_ticket_pb2.Identifier]
+    def __init__(self, playbook: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., case_type: _Optional[_Union[CaseType, str]] = ..., completeness: _Optional[float] = ..., first_evidence_ms: _Optional[float] = ..., elapsed_ms: _Optional[float] = ..., uncertain: _Optional[_Iterable[str]] = ..., identified: _Optional[_Iterable[_Union[_ticket_pb2.Identifier, _Mapping]]] = ...) -> None: ...
 
 class ContextPacket(_message.Message):
     __slots__ = ("intent", "archetype", "urgency", "tier", "account_state", "conversation_summary", "steps_tried", "frustration_signals", "articles", "similar_case_ids", "incident_id", "missing_information", "suggested_next_step", "target_queue", "completeness", "unknown_fields", "risk_flags", "investigation", "evidence_completeness")
