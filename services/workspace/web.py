@@ -362,6 +362,14 @@ def create_app(store: WorkspaceStore, publisher, *, session_secret: str,  # noqa
                               "This form expired or did not come from the workspace: nothing was done. Reload the page."}, 403)
         return {name: str(value) for name, value in form.items()}, None
 
+    async def signed_form(request: Request, role: str, area: str) -> tuple[User | None, dict, Response | None]:
+        """A form posted by a user with `role` or above, CSRF-checked; else the answer to give."""
+        user, refused = await signed_in_with(request, role, area)
+        if refused:
+            return user, {}, refused
+        form, refused = await checked_form(request, user)
+        return user, form or {}, refused
+
     # --- leads: the KPI panel --------------------------------------------------------------------
 
     async def kpi_page(request: Request) -> Response:
@@ -415,10 +423,7 @@ def create_app(store: WorkspaceStore, publisher, *, session_secret: str,  # noqa
         }, status_code)
 
     async def rollback(request: Request) -> Response:
-        user, refused = await signed_in_with(request, LEAD, "rollback")
-        if refused:
-            return refused
-        form, refused = await checked_form(request, user)
+        user, form, refused = await signed_form(request, LEAD, "rollback")
         if refused:
             return refused
         try:
@@ -454,10 +459,7 @@ def create_app(store: WorkspaceStore, publisher, *, session_secret: str,  # noqa
                                          "qa_classes": QA_CLASSES, "error": error, "notice": notice}, status_code)
 
     async def qa_mark(request: Request) -> Response:
-        user, refused = await signed_in_with(request, LEAD, "leads")
-        if refused:
-            return refused
-        form, refused = await checked_form(request, user)
+        user, form, refused = await signed_form(request, LEAD, "leads")
         if refused:
             return refused
         ticket_id = request.path_params["ticket_id"]
@@ -487,10 +489,7 @@ def create_app(store: WorkspaceStore, publisher, *, session_secret: str,  # noqa
                     status_code)
 
     async def create_user(request: Request) -> Response:
-        user, refused = await signed_in_with(request, ADMIN, "admin")
-        if refused:
-            return refused
-        form, refused = await checked_form(request, user)
+        user, form, refused = await signed_form(request, ADMIN, "admin")
         if refused:
             return refused
         username = form.get("username", "").strip()
@@ -515,10 +514,7 @@ def create_app(store: WorkspaceStore, publisher, *, session_secret: str,  # noqa
         return RedirectResponse("/admin/users?done=created", status_code=303)
 
     async def change_user(request: Request) -> Response:
-        user, refused = await signed_in_with(request, ADMIN, "admin")
-        if refused:
-            return refused
-        form, refused = await checked_form(request, user)
+        user, form, refused = await signed_form(request, ADMIN, "admin")
         if refused:
             return refused
         try:
@@ -559,10 +555,7 @@ def create_app(store: WorkspaceStore, publisher, *, session_secret: str,  # noqa
                                              "new_token": new_token, "notice": notice}, status_code)
 
     async def create_token(request: Request) -> Response:
-        user, refused = await signed_in_with(request, ADMIN, "admin")
-        if refused:
-            return refused
-        form, refused = await checked_form(request, user)
+        user, form, refused = await signed_form(request, ADMIN, "admin")
         if refused:
             return refused
         owner = await run_in_threadpool(store.user_by_name, form.get("username", "").strip())
@@ -582,10 +575,7 @@ def create_app(store: WorkspaceStore, publisher, *, session_secret: str,  # noqa
                                  notice=f"Token for {owner['username']} made. Copy it now: it is not shown again.")
 
     async def revoke_token(request: Request) -> Response:
-        user, refused = await signed_in_with(request, ADMIN, "admin")
-        if refused:
-            return refused
-        form, refused = await checked_form(request, user)
+        user, form, refused = await signed_form(request, ADMIN, "admin")
         if refused:
             return refused
         digest = form.get("token", "").strip()
