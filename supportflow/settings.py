@@ -144,6 +144,9 @@ class Settings(BaseSettings):
 
     # Models and data.
     intent_model_dir: Path | None = None
+    # Tenants' own intent models: <dir>/<tenant>/ from `supportflow classifier train --tenant`; a
+    # tenant without one is classified with intent_model_dir's. Unset: no tenant has its own.
+    intent_models_dir: Path | None = None
     embedding_model: str = "minilm"  # search, similar cases and the drafter (encoders/embedding.py)
     intent_encoder: str = "minilm+layer3"  # what new intent models train on; a model keeps its own
     # The encoder new intent models consult for the tickets the first one leaves them unsure of;

@@ -7,7 +7,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from supportflow.sample_data import path as sample_path
 from tooling.sample_tickets import HOLDOUT_MODULUS, training_rows
@@ -23,20 +23,27 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()[:12]
 
 
-def ensure_demo_intent_model(settings: Settings, progress: Progress = lambda _: None) -> Path:
-    """The demo's Banking77 intent model (trained without the demo's held-out tickets)."""
+def _training_recipe(settings: Settings) -> bytes:
+    """What a trained intent model depends on beside its data: a new artifact format or training
+    recipe retrains the cached models."""
     from dataclasses import asdict
 
-    from services.classifier.intent_model import ARTIFACT_FORMAT, IntentModel, TrainingConfig
+    from services.classifier.intent_model import ARTIFACT_FORMAT, TrainingConfig
+
+    return json.dumps(
+        [ARTIFACT_FORMAT, asdict(TrainingConfig()), settings.intent_encoder, settings.intent_second_encoder]
+    ).encode()
+
+
+def ensure_demo_intent_model(settings: Settings, progress: Progress = lambda _: None) -> Path:
+    """The demo's Banking77 intent model (trained without the demo's held-out tickets)."""
+    from services.classifier.intent_model import IntentModel
     from encoders.embedding import intent_encoders
 
     if settings.intent_model_dir is not None:
         return settings.intent_model_dir
     data = sample_path("banking77_train.csv.gz").read_bytes()
-    # A new artifact format or training recipe retrains the cached model.
-    recipe = json.dumps(
-        [ARTIFACT_FORMAT, asdict(TrainingConfig()), settings.intent_encoder, settings.intent_second_encoder]
-    ).encode()
+    recipe = _training_recipe(settings)
     target = settings.cache_dir / "models" / f"intent-banking77-{_digest(data, str(HOLDOUT_MODULUS).encode(), recipe)}"
     if (target / "model.json").exists():
         return target
@@ -53,6 +60,41 @@ def ensure_demo_intent_model(settings: Settings, progress: Progress = lambda _: 
     model.save(staging)
     staging.rename(target)
     return target
+
+
+def ensure_tenant_intent_models(settings: Settings, tenants: Iterable[str], progress: Progress = lambda _: None) -> Path | None:
+    """The intent models of those of `tenants` whose folder has intents/examples.csv, trained on its
+    train rows as `supportflow classifier train --tenant` does, under one models root
+    (SUPPORTFLOW_INTENT_MODELS_DIR); a model is trained again when its examples change. None when no
+    tenant has examples; the root that is set, when one is."""
+    from services.classifier.intent_model import MANIFEST
+    from services.classifier.tenant_data import EXAMPLES_FILE
+    from tooling.commands import classifier as commands
+
+    if settings.intent_models_dir is not None:
+        return settings.intent_models_dir
+    examples = {t: settings.tenant_data_dir / t / EXAMPLES_FILE for t in sorted(set(tenants))}
+    examples = {t: path for t, path in examples.items() if path.is_file()}
+    if not examples:
+        return None
+    root = settings.cache_dir / "models" / f"intent-tenants-{_digest(_training_recipe(settings))}"
+    for tenant, path in examples.items():
+        target = root / tenant
+        if (target / MANIFEST).exists():
+            trained_on = json.loads((target / MANIFEST).read_text("utf-8"))["metadata"].get("source", {})
+            if trained_on.get("file_sha256") == hashlib.sha256(path.read_bytes()).hexdigest() \
+                    and trained_on.get("split") == commands.TRAIN_SPLIT:
+                continue
+        progress(f"training {tenant}'s intent model on the train rows of {path} ...")
+        staging = root / f".{tenant}.partial"  # hidden: the classifier skips it
+        shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted run
+        source = commands.training_source(settings, data=None, tenant=tenant, label_column=None, split=None,
+                                          out=str(staging))
+        commands.train(source.data, "text", source.label_column, source.out, encoder=settings.intent_encoder,
+                       second_encoder=settings.intent_second_encoder, split=source.split)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    return root
 
 
 def ensure_sample_cases(settings: Settings, progress: Progress = lambda _: None) -> dict:

@@ -151,17 +151,28 @@ classifier = _group("classifier", "Train, run and measure the intent classifier.
 
 @classifier.command("train")
 def classifier_train(
-    data: str = typer.Option(..., "--data", help="a labeled CSV file"),
+    data: Optional[str] = typer.Option(None, "--data", help="a labeled CSV file"),
+    tenant: Optional[str] = typer.Option(None, "--tenant", help="train on the tenant's intents/examples.csv "
+                                         "(its train split) instead of --data"),
     text_column: str = typer.Option("text", "--text-column", help="the column holding the message"),
-    label_column: str = typer.Option("category", "--label-column", help="the column holding the intent"),
-    out: str = typer.Option(..., "--out", help="folder to save the model in (SUPPORTFLOW_INTENT_MODEL_DIR)"),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="the column holding the intent "
+                                               "(default: category; label with --tenant)"),
+    split: Optional[str] = typer.Option(None, "--split", help="train only on the rows whose `split` column holds "
+                                        "this (default: every row; train with --tenant)"),
+    out: Optional[str] = typer.Option(None, "--out", help="folder to save the model in (SUPPORTFLOW_INTENT_MODEL_DIR; "
+                                      "with --tenant, default SUPPORTFLOW_INTENT_MODELS_DIR/<tenant>)"),
 ) -> None:
-    """Train an intent model from any labeled CSV; prints the training report."""
+    """Train an intent model from any labeled CSV, or from a tenant's examples; prints the training report."""
     from tooling.commands import classifier as commands
 
     settings = _settings()
-    report = commands.train(data, text_column, label_column, out, encoder=settings.intent_encoder,
-                            second_encoder=settings.intent_second_encoder)
+    try:
+        source = commands.training_source(settings, data=data, tenant=tenant, label_column=label_column,
+                                          split=split, out=out)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    report = commands.train(source.data, text_column, source.label_column, source.out, encoder=settings.intent_encoder,
+                            second_encoder=settings.intent_second_encoder, split=source.split)
     print(json.dumps(report, indent=2))
 
 

@@ -18,7 +18,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Collection, Mapping
 
 from google.protobuf.json_format import MessageToDict
 
@@ -34,6 +34,7 @@ from supportflow.settings import Settings
 from supportflow.topics import Topic
 
 if TYPE_CHECKING:
+    from services.classifier.intent_catalog import IntentCatalog
     from services.retriever.search import ResolvedCase
 
 
@@ -50,21 +51,25 @@ class PipelineRun:
     wall_s: float
 
 
-def prepare(settings: Settings) -> Settings:
-    """Everything the services need before they start: topics, a trained model and a history of
-    resolved cases for the default tenant (and, for the Rho-Bank tenant, its sample KB; other
-    tenants' help centers are synced by `index_knowledge`)."""
-    from tooling.assets import ensure_demo_intent_model, ensure_sample_cases, ensure_sample_kb
+def prepare(settings: Settings, tenants: Collection[str] = ()) -> Settings:
+    """Everything the services need before they start: topics, a trained model (and one for each of
+    `tenants` that has labelled examples of its own) and a history of resolved cases for the
+    default tenant (and, for the Rho-Bank tenant, its sample KB; other tenants' help centers are
+    synced by `index_knowledge`)."""
+    from tooling.assets import ensure_demo_intent_model, ensure_sample_cases, ensure_sample_kb, ensure_tenant_intent_models
 
     ensure_topics(settings)
     say("intent model ...")
     model_dir = ensure_demo_intent_model(settings, progress=say)
     say(f"intent model ready: {model_dir}")
+    tenant_models_dir = ensure_tenant_intent_models(settings, tenants, progress=say)
+    if tenant_models_dir is not None:
+        say(f"tenants' intent models ready: {tenant_models_dir}")
     if settings.default_tenant == SAMPLE_KB_TENANT:
         say("knowledge base ...")
         say(f"knowledge base ready: {ensure_sample_kb(settings, progress=say)}")
     say(f"resolved cases ready: {ensure_sample_cases(settings, progress=say)}")
-    return settings.replace(intent_model_dir=model_dir)
+    return settings.replace(intent_model_dir=model_dir, intent_models_dir=tenant_models_dir)
 
 
 def post_ticket(settings: Settings, payload: dict, attempts: int = 5) -> None:
@@ -375,6 +380,7 @@ def run_round_trip(settings: Settings, tickets: list, *, rate: float, run_dir: P
     from tooling.channel_servers import ChannelServers, ChannelServersConfig
     from tooling.fleet import free_port
     from tooling.round_trip import ChannelSender, wait_for_deliveries
+    from services.classifier.tenant_data import tenant_catalogs
 
     tenants = {t.tenant for t in tickets}
     settings = settings.replace(gateway_http_port=free_port(), gateway_smtp_port=free_port(),
@@ -398,7 +404,7 @@ def run_round_trip(settings: Settings, tickets: list, *, rate: float, run_dir: P
         say("channel stand-ins: " + ", ".join(f"{name} {url}" for name, url in (
             ("zendesk", servers.zendesk_url), ("intercom", servers.intercom_url),
             ("freshdesk", servers.freshdesk_url), ("mail (SMTP)", servers.mail_smtp))))
-        ready = prepare(settings)
+        ready = prepare(settings, tenants)
         say(f"knowledge: {index_knowledge(ready, tenants)}")
         fleet = ServiceFleet(ready, run_dir / "logs")
         say(f"starting the services (logs in {run_dir / 'logs'}) ...")
@@ -415,6 +421,7 @@ def run_round_trip(settings: Settings, tickets: list, *, rate: float, run_dir: P
         say(f"sent {len(sent)} tickets through their channels in {time.monotonic() - started:.1f}s; "
             "waiting for decisions and deliveries ...")
         by_pipeline_id = {s.pipeline_id: s for s in sent}
+        catalogs = tenant_catalogs(settings.tenant_data_dir)
         found = collect_decisions(fleet.settings, set(by_pipeline_id), timeout_s)
         delivered = wait_for_deliveries(servers, sent, timeout_s=60.0, progress=say)
         wall = time.monotonic() - started
@@ -425,7 +432,7 @@ def run_round_trip(settings: Settings, tickets: list, *, rate: float, run_dir: P
             record |= {"id": s.ticket.id, "ticket_id": s.pipeline_id, "channel_in": s.ticket.channel, "sent_at": s.sent_at,
                        "received_at": events[0].ticket.received_at.ToJsonString() if events else "",
                        "external_id": s.external_id, "tenant_id": s.ticket.tenant, "label": s.ticket.label,
-                       "true_archetype": _true_archetype(s.ticket.label),
+                       "true_archetype": _true_archetype(s.ticket.label, s.ticket.tenant, catalogs),
                        "delivered": _kinds_named(delivered.get(s.ticket.id, []), record["decision"])}
             records.append(record)
         return RoundTrip(
@@ -459,12 +466,14 @@ def _kinds_named(items: list[dict], decision: str) -> list[dict]:
     return [item | {"kind": "follow_up"} if item["kind"] == "reply" else item for item in items]
 
 
-def _true_archetype(label: str) -> str:
+def _true_archetype(label: str, tenant: str, catalogs: Mapping[str, IntentCatalog]) -> str:
+    """The archetype of the ticket's true intent, in its tenant's catalog (the shipped one for a
+    tenant without its own)."""
     from services.classifier.intent_catalog import archetype_name, default_catalog
 
     if not label or ":" in label:
         return ""
-    return archetype_name(default_catalog().archetype(label))
+    return archetype_name(catalogs.get(tenant, default_catalog()).archetype(label))
 
 
 @dataclass

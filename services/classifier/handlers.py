@@ -4,7 +4,7 @@ into the policy store. Pure of Kafka and gRPC; `main.py` and `servicer.py` adapt
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
@@ -47,7 +47,8 @@ def intent_path(prediction: IntentPrediction) -> str:
 
 
 class TicketTriage:
-    """Classifies tickets with the current policy of their tenant, and records what it decided."""
+    """Classifies tickets with their tenant's intent model, catalog and current policy (each the
+    deployment's for a tenant without its own), and records what it decided."""
 
     def __init__(
         self,
@@ -57,16 +58,21 @@ class TicketTriage:
         *,
         catalog: IntentCatalog | None = None,
         assist: HardCaseAssist | None = None,
+        tenant_models: Mapping[str, IntentPredictor] | None = None,
+        tenant_catalogs: Mapping[str, IntentCatalog] | None = None,
     ) -> None:
         self._model = model
         self._counted_model = _PathCountingModel(model)
+        self._tenant_models = {tenant: _PathCountingModel(m) for tenant, m in (tenant_models or {}).items()}
         self._assist = assist
         self._policies = policies
         self._crm = crm
         self._catalog = catalog
+        self._tenant_catalogs = dict(tenant_catalogs or {})
 
     @property
     def model(self) -> IntentPredictor:
+        """The deployment's intent model, for tenants without their own."""
         return self._model
 
     @property
@@ -74,12 +80,13 @@ class TicketTriage:
         return self._policies
 
     def classify(self, ticket: tk.Ticket) -> tuple[tk.NormalizedTicket, tk.Classification]:
+        tenant = ticket.tenant_id
         normalized, classification = classify_ticket(
             ticket,
-            model=self._counted_model,
-            policy=self._policies.current(ticket.tenant_id),
+            model=self._tenant_models.get(tenant, self._counted_model),
+            policy=self._policies.current(tenant),
             crm=self._crm,
-            catalog=self._catalog,
+            catalog=self._tenant_catalogs.get(tenant, self._catalog),
             assist=self._assist,
         )
         _record(classification)

@@ -526,14 +526,26 @@ def _embedding_heads(arrays: np.lib.npyio.NpzFile, prefix: str) -> _EmbeddingHea
 # --- training from a CSV, and cross-validation ---------------------------------------------------
 
 
-def read_labeled_csv(path: Path | str, text_column: str, label_column: str) -> tuple[list, list]:
-    """Texts and labels from a UTF-8 CSV with a header; rows with an empty label are skipped."""
+SPLIT_COLUMN = "split"  # in a CSV with held-out rows: which split each row belongs to
+
+
+def read_labeled_csv(
+    path: Path | str, text_column: str, label_column: str, *, split: str | None = None
+) -> tuple[list, list]:
+    """Texts and labels from a UTF-8 CSV with a header; rows with an empty label are skipped, and
+    with `split`, rows whose `split` column holds another value (a tenant's held-out examples)."""
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        missing = {text_column, label_column} - set(reader.fieldnames or ())
+        missing = {text_column, label_column, *([SPLIT_COLUMN] if split else [])} - set(reader.fieldnames or ())
         if missing:
             raise ValueError(f"{path}: no column(s) {sorted(missing)}; has {reader.fieldnames}")
-        rows = [(row[text_column] or "", row[label_column]) for row in reader if row[label_column]]
+        rows = [
+            (row[text_column] or "", row[label_column])
+            for row in reader
+            if row[label_column] and (split is None or row[SPLIT_COLUMN] == split)
+        ]
+    if split and not rows:
+        raise ValueError(f"{path}: no labelled rows in split {split!r}")
     return [text for text, _ in rows], [label for _, label in rows]
 
 
@@ -548,13 +560,15 @@ def train_from_csv(
     seed: int = 0,
     cache_dir: Path | str | None = None,
     cv_folds: int = 0,
+    split: str | None = None,
 ) -> dict:
-    """Train on a CSV, optionally run `cv_folds`-fold CV first, and save the model to `out_dir`.
+    """Train on a CSV (with `split`, on its rows of that split only), optionally run `cv_folds`-fold
+    CV first, and save the model to `out_dir`.
 
     Returns the training report (JSON-ready: the artifact's metadata plus where it is);
     `IntentModel.load(out_dir)` gives the model (with the same encoder from the registry).
     """
-    texts, labels = read_labeled_csv(path, text_column, label_column)
+    texts, labels = read_labeled_csv(path, text_column, label_column, split=split)
     cv = None
     if cv_folds:
         cv = cross_validate(
@@ -569,6 +583,7 @@ def train_from_csv(
         "file_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
         "text_column": text_column,
         "label_column": label_column,
+        "split": split,
     }
     if cv is not None:
         model.metadata["cv"] = cv.summary()

@@ -21,9 +21,11 @@ from supportflow.topics import Topic
 
 from services.classifier.claude_assist import ClaudeAssist
 from services.classifier.handlers import SERVICE, TicketTriage, routing_override_handler
+from services.classifier.intent_catalog import IntentCatalog, default_catalog
 from services.classifier.intent_model import IntentModel
 from services.classifier.routing import DEFAULT_POLICY_PATH, PolicyStore
 from services.classifier.servicer import ClassifierServicer
+from services.classifier.tenant_data import tenant_catalogs, tenant_model_dirs, tenant_policy_paths
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +44,56 @@ def load_intent_model(model_dir: Path | None) -> IntentModel:
     return IntentModel.load(Path(model_dir))
 
 
+def load_tenant_models(models_dir: Path | None) -> dict[str, IntentModel]:
+    """Every tenant's own intent model under SUPPORTFLOW_INTENT_MODELS_DIR; one that cannot be
+    loaded stops the start, naming its folder."""
+    models = {}
+    for tenant, model_dir in tenant_model_dirs(models_dir).items():
+        try:
+            models[tenant] = IntentModel.load(model_dir)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SettingsError(f"{model_dir}: tenant {tenant!r}'s intent model cannot be loaded: {exc}") from exc
+    return models
+
+
 def build_triage(settings: Settings) -> TicketTriage:
-    """The intent model, routing policy and CRM that the settings name, ready to classify."""
+    """The intent models, catalogs and routing policies that the settings name (the deployment's,
+    and each tenant's own: tenant_data.py), and the CRM, ready to classify."""
     model = load_intent_model(settings.intent_model_dir)
+    tenant_models = load_tenant_models(settings.intent_models_dir)
     # The first real ticket should not pay for loading: warm the fast path and the encoders.
-    model.predict(["warm-up: where is my card?"])
-    for encoder in filter(None, (model.encoder, model.second_encoder)):
-        encoder.encode(["warm-up: where is my card?"])
-    policies = PolicyStore(settings.routing_policy_path or DEFAULT_POLICY_PATH)
-    mismatch = threshold_mismatch(model, policies.current().confidence_threshold)
-    if mismatch:
-        log.warning(mismatch)
-    return TicketTriage(model, policies, crm_from_settings(settings), assist=claude_assist(settings))
+    for loaded in (model, *tenant_models.values()):
+        loaded.predict(["warm-up: where is my card?"])
+        for encoder in filter(None, (loaded.encoder, loaded.second_encoder)):
+            encoder.encode(["warm-up: where is my card?"])
+    catalogs = tenant_catalogs(settings.tenant_data_dir)
+    policies = PolicyStore(settings.routing_policy_path or DEFAULT_POLICY_PATH,
+                           tenant_paths=tenant_policy_paths(settings.tenant_data_dir))
+    for tenant in sorted({""} | set(tenant_models) | set(catalogs) | set(policies.tenants)):
+        tenant_model = tenant_models.get(tenant, model)
+        catalog = catalogs.get(tenant, default_catalog())
+        for problem in (threshold_mismatch(tenant_model, policies.current(tenant).confidence_threshold),
+                        catalog_gaps(tenant_model, catalog)):
+            if problem:
+                log.warning(f"tenant {tenant}: {problem}" if tenant else problem)
+        if tenant:
+            log.info("tenant classifier data", extra={"fields": {
+                "tenant": tenant, "model_version": tenant_model.version, "own_model": tenant in tenant_models,
+                "own_catalog": tenant in catalogs, "policy": str(policies.path_for(tenant))}})
+    return TicketTriage(model, policies, crm_from_settings(settings), assist=claude_assist(settings),
+                        tenant_models=tenant_models, tenant_catalogs=catalogs)
+
+
+def catalog_gaps(model: IntentModel, catalog: IntentCatalog) -> str | None:
+    """Which of the model's intents the catalog does not describe, if any: they get its default
+    archetype and need no identifiers, the mark of a model and a catalog of different taxonomies."""
+    unknown = [label for label in model.labels if label not in catalog.archetypes]
+    if not unknown:
+        return None
+    return (
+        f"{len(unknown)} of the intent model's {len(model.labels)} intents are not in the intent catalog "
+        f"(e.g. {', '.join(unknown[:3])}): they get the default archetype and need no identifiers"
+    )
 
 
 def threshold_mismatch(model: IntentModel, policy_threshold: float) -> str | None:

@@ -2,9 +2,11 @@
 run-time overrides on top of it, and `decide_route`, the pure function that applies both to one
 classified ticket.
 
-`PolicyStore` keeps the policy current without a restart: it re-reads the file when its mtime
-changes (checked at most every `check_interval_s`), keeps the last good policy when the new file is
-invalid, and applies `RoutingOverride` events. Overrides are scoped: an event whose tenant is empty
+`PolicyStore` keeps the policy current without a restart: a tenant with its own file
+(`tenants/<tenant>/routing_policy.yaml`, see tenant_data.py) follows it, every other tenant the
+deployment's; it re-reads each file when its mtime changes (checked at most every
+`check_interval_s`), keeps the last good policy when the new file is invalid, and applies
+`RoutingOverride` events. Overrides are scoped: an event whose tenant is empty
 or "*" applies to every tenant, any other to that tenant only; a tenant's override wins over a
 global one, field by field (automation level, kill switch). CLEAR removes the scope's override for
 the archetype. Every applied override is written as one JSON audit log line.
@@ -366,77 +368,102 @@ def _injection_reason(facts: RoutingFacts) -> str:
 # --- the store --------------------------------------------------------------------------------------
 
 
-@dataclass
-class _FileState:
-    signature: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) of the last read
-    policy: RoutingPolicy | None = None
+class _PolicyFile:
+    """One policy file and the last good policy read from it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.signature = self._signature()
+        self.policy = load_policy(self.path)  # a bad file fails start-up
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        """(mtime_ns, size, inode) of the file, None when it is missing."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+    def reload_if_changed(self) -> bool:
+        """Re-read the file if it changed; True when a new policy is in force."""
+        signature = self._signature()
+        if signature == self.signature:
+            return False
+        # Remembered even when the new file is bad, so that it is reported once, not every check.
+        self.signature = signature
+        try:
+            if signature is None:
+                raise PolicyError(f"{self.path}: file is missing")
+            policy = load_policy(self.path)
+        except PolicyError as exc:
+            metrics.POLICY_RELOADS.labels("invalid").inc()
+            log.error(
+                "routing policy file is invalid; keeping the last good policy",
+                extra={"fields": {"error": str(exc), "revision_in_force": self.policy.revision}},
+            )
+            return False
+        self.policy = policy
+        metrics.POLICY_RELOADS.labels("loaded").inc()
+        log.info("routing policy reloaded", extra={"fields": {"path": str(self.path), "revision": policy.revision}})
+        return True
 
 
 class PolicyStore:
-    """The current routing policy per tenant: the file (hot-reloaded) plus run-time overrides."""
+    """The current routing policy per tenant: the tenant's own file if it has one (`tenant_paths`),
+    else the deployment's, each hot-reloaded, plus run-time overrides. One override table serves
+    every file: an override for every tenant reaches each tenant's policy, whichever file it has."""
 
     def __init__(
         self,
         path: Path = DEFAULT_POLICY_PATH,
         *,
+        tenant_paths: Mapping[str, Path] | None = None,
         check_interval_s: float = DEFAULT_CHECK_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._path = Path(path)
         self._interval = check_interval_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._file = _FileState(self._signature(), load_policy(self._path))  # a bad file fails start-up
+        self._default = _PolicyFile(path)
+        self._tenant_files = {tenant: _PolicyFile(tenant_path) for tenant, tenant_path in (tenant_paths or {}).items()}
         self._overrides: dict[OverrideKey, ArchetypeOverride] = {}
         self._by_tenant: dict[str, RoutingPolicy] = {}
         self._next_check = clock() + check_interval_s
-        log.info("routing policy loaded", extra={"fields": {"path": str(self._path), "revision": self._file.policy.revision}})
+        for tenant, file in [("", self._default), *self._tenant_files.items()]:
+            log.info("routing policy loaded",
+                     extra={"fields": {"tenant": tenant or ALL_TENANTS, "path": str(file.path), "revision": file.policy.revision}})
 
     @property
     def path(self) -> Path:
-        return self._path
+        """The deployment's policy file: the one a tenant without its own follows."""
+        return self._default.path
+
+    @property
+    def tenants(self) -> list[str]:
+        """The tenants with a policy file of their own."""
+        return sorted(self._tenant_files)
+
+    def path_for(self, tenant: str) -> Path:
+        """The policy file `tenant` follows."""
+        return self._file(tenant).path
 
     def current(self, tenant: str = "") -> RoutingPolicy:
         if self._clock() >= self._next_check:
             with self._lock:
                 if self._clock() >= self._next_check:
                     self._next_check = self._clock() + self._interval
-                    self._reload_if_changed()
+                    reloaded = [file.reload_if_changed() for file in (self._default, *self._tenant_files.values())]
+                    if any(reloaded):
+                        self._by_tenant = {}
         policy = self._by_tenant.get(tenant)
         if policy is None:
             with self._lock:
-                policy = effective_policy(self._file.policy, self._overrides, tenant)
+                policy = effective_policy(self._file(tenant).policy, self._overrides, tenant)
                 self._by_tenant[tenant] = policy
         return policy
 
-    def _signature(self) -> tuple[int, int, int] | None:
-        try:
-            stat = os.stat(self._path)
-        except OSError:
-            return None
-        return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-
-    def _reload_if_changed(self) -> None:
-        signature = self._signature()
-        if signature == self._file.signature:
-            return
-        # Remembered even when the new file is bad, so that it is reported once, not every check.
-        self._file.signature = signature
-        try:
-            if signature is None:
-                raise PolicyError(f"{self._path}: file is missing")
-            policy = load_policy(self._path)
-        except PolicyError as exc:
-            metrics.POLICY_RELOADS.labels("invalid").inc()
-            log.error(
-                "routing policy file is invalid; keeping the last good policy",
-                extra={"fields": {"error": str(exc), "revision_in_force": self._file.policy.revision}},
-            )
-            return
-        self._file.policy = policy
-        self._by_tenant = {}
-        metrics.POLICY_RELOADS.labels("loaded").inc()
-        log.info("routing policy reloaded", extra={"fields": {"path": str(self._path), "revision": policy.revision}})
+    def _file(self, tenant: str) -> _PolicyFile:
+        return self._tenant_files.get(tenant, self._default)
 
     def apply_override(self, event: ev.RoutingOverride) -> None:
         """Apply one override event (raises InvalidOverride) and write its audit line."""

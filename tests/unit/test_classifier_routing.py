@@ -403,3 +403,28 @@ def test_an_invalid_file_at_start_up_fails_loudly(tmp_path: Path) -> None:
     path.write_text("archetypes: {}\n")
     with pytest.raises(PolicyError, match=str(path)):
         PolicyStore(path)
+
+
+def test_a_tenant_with_its_own_file_follows_it_hot_reloaded_and_others_follow_the_deployments(tmp_path: Path) -> None:
+    deployment, own = tmp_path / "policy.yaml", tmp_path / "acme-policy.yaml"
+    deployment.write_text(DEFAULT_POLICY_PATH.read_text())
+    own.write_text(yaml.safe_dump(POLICY_DOC | {"confidence_threshold": 0.8}))
+    clock = FakeClock()
+    store = PolicyStore(deployment, tenant_paths={"acme": own}, check_interval_s=5, clock=clock)
+    store.apply_override(override(ev.OVERRIDE_ACTION_KILL_SWITCH_ON, tenant="*"))
+
+    assert store.tenants == ["acme"] and store.path_for("acme") == own and store.path_for("rho-bank") == deployment
+    assert (store.current("acme").confidence_threshold, store.current("rho-bank").confidence_threshold) == (0.8, 0.7)
+    assert store.current("acme").archetypes[tk.ARCHETYPE_FAQ_BOUNDED].kill_switch  # an override for every tenant
+
+    rewrite(own, POLICY_DOC | {"confidence_threshold": 0.9}, bump_s=1)
+    clock.now += 6
+    assert (store.current("acme").confidence_threshold, store.current("rho-bank").confidence_threshold) == (0.9, 0.7)
+    assert store.current("acme").archetypes[tk.ARCHETYPE_FAQ_BOUNDED].kill_switch
+
+
+def test_an_invalid_tenant_file_at_start_up_fails_loudly(tmp_path: Path) -> None:
+    own = tmp_path / "acme-policy.yaml"
+    own.write_text("archetypes: {}\n")
+    with pytest.raises(PolicyError, match=str(own)):
+        PolicyStore(DEFAULT_POLICY_PATH, tenant_paths={"acme": own})

@@ -20,11 +20,13 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FileCrm
+from supportflow.settings import Settings
 from encoders.embedding import load_encoder
 
 from services.classifier.classify import classify_batch, classify_ticket
@@ -32,6 +34,7 @@ from services.classifier.intent_catalog import archetype_name
 from services.classifier.intake import read_ticket
 from services.classifier.intent_model import IntentModel, train_from_csv
 from services.classifier.routing import DEFAULT_POLICY_PATH, load_policy, route_name
+from services.classifier.tenant_data import EXAMPLES_FILE
 from services.gateway.intake import PayloadError, ticket_from_payload
 
 PREDICT_BATCH = 64
@@ -39,16 +42,53 @@ BENCH_TICKETS = 3_000
 BENCH_LATENCY_TICKETS = 1_000
 BENCH_SEEN_SAMPLE = 300
 CLI_TENANT = "cli"
+TRAIN_SPLIT = "train"  # a tenant's examples.csv: the rows to train on; "heldout" ones are for evaluation
+
+
+@dataclass(frozen=True)
+class TrainingSource:
+    """What `supportflow classifier train` reads and where it saves the model."""
+
+    data: Path
+    label_column: str
+    split: str | None
+    out: Path
+
+
+def training_source(
+    settings: Settings, *, data: str | None, tenant: str | None, label_column: str | None, split: str | None,
+    out: str | None,
+) -> TrainingSource:
+    """`--data FILE` as given, or `--tenant T`: the train split of the tenant's intents/examples.csv,
+    saved by default where the classifier looks for the tenant's model. Raises ValueError when the
+    options do not name one CSV and one output folder."""
+    if (data is None) == (tenant is None):
+        raise ValueError("give either --data FILE or --tenant TENANT")
+    if tenant is None:
+        if out is None:
+            raise ValueError("--out is required with --data")
+        return TrainingSource(Path(data), label_column or "category", split, Path(out))
+    if not tenant or Path(tenant).name != tenant or tenant.startswith("."):
+        raise ValueError(f"--tenant {tenant!r} is not a tenant id")
+    examples = settings.tenant_data_dir / tenant / EXAMPLES_FILE
+    if not examples.is_file():
+        raise ValueError(f"tenant {tenant!r} has no {examples}")
+    if out is None and settings.intent_models_dir is None:
+        raise ValueError("give --out, or set SUPPORTFLOW_INTENT_MODELS_DIR to save it as the tenant's model")
+    return TrainingSource(examples, label_column or "label", split or TRAIN_SPLIT,
+                          Path(out) if out is not None else settings.intent_models_dir / tenant)
 
 
 def train(
-    data: str, text_column: str, label_column: str, out: str, *, encoder: str, second_encoder: str
+    data: str | Path, text_column: str, label_column: str, out: str | Path, *, encoder: str, second_encoder: str,
+    split: str | None = None,
 ) -> dict[str, Any]:
-    """Train the intent model on a labeled CSV with the registry's `encoder` (and `second_encoder`
-    for a second opinion, unless empty) and save it to `out`; returns the training report."""
+    """Train the intent model on a labeled CSV (its `split` rows only, if given) with the registry's
+    `encoder` (and `second_encoder` for a second opinion, unless empty) and save it to `out`;
+    returns the training report."""
     return train_from_csv(
         Path(data), text_column, label_column, Path(out), encoder=load_encoder(encoder),
-        second_encoder=load_encoder(second_encoder) if second_encoder else None,
+        second_encoder=load_encoder(second_encoder) if second_encoder else None, split=split,
     )
 
 
