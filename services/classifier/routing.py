@@ -89,6 +89,9 @@ class RoutingPolicy:
     tier_max_automation: Mapping[int, int]
     archetypes: Mapping[int, ArchetypeRouting]
     revision: str = ""  # hash of the file it came from, for logs
+    # Identifiers the intent needs that the ticket lacks: ask the customer at once, or let the
+    # investigation look for the one record first (the drafter asks only if it finds none or several).
+    missing_identifiers: str = "ask_first"
 
     def language_supported(self, language: str, confident: bool) -> bool:
         """Only a confident detection rejects: a short English message must not be misjudged."""
@@ -106,7 +109,9 @@ _KEYS = {
     "prompt_injection_route",
     "tier_overrides",
     "archetypes",
+    "missing_identifiers",
 }
+MISSING_IDENTIFIER_CHOICES = ("ask_first", "investigate_first")
 
 
 def parse_policy(document: Any, revision: str = "") -> RoutingPolicy:
@@ -162,6 +167,10 @@ def parse_policy(document: Any, revision: str = "") -> RoutingPolicy:
             raise PolicyError(f"archetypes.{name}.kill_switch must be true or false")
         archetypes[ARCHETYPES[name]] = ArchetypeRouting(automation(f"archetypes.{name}.automation", rule["automation"]), kill_switch)
 
+    missing_identifiers = document.get("missing_identifiers", "ask_first")
+    if missing_identifiers not in MISSING_IDENTIFIER_CHOICES:
+        raise PolicyError(f"missing_identifiers must be one of {', '.join(MISSING_IDENTIFIER_CHOICES)}, "
+                          f"got {missing_identifiers!r}")
     languages = names("supported_languages")
     if not languages:
         raise PolicyError("supported_languages must name at least one language")
@@ -179,6 +188,7 @@ def parse_policy(document: Any, revision: str = "") -> RoutingPolicy:
         tier_max_automation=tier_caps,
         archetypes=archetypes,
         revision=revision,
+        missing_identifiers=missing_identifiers,
     )
 
 
@@ -337,15 +347,16 @@ def decide_route(facts: RoutingFacts, policy: RoutingPolicy) -> RouteDecision:
                 " were not right often enough to automate)"
             )
         return RouteDecision(tk.ROUTE_DRAFT_FOR_REVIEW, reason)
-    if facts.missing_identifiers:
-        return RouteDecision(
-            tk.ROUTE_ASK_FOLLOW_UP, f"{facts.intent} needs one of: {', '.join(facts.missing_identifiers)}"
-        )
+    needs = f"{facts.intent} needs one of: {', '.join(facts.missing_identifiers)}"
+    if facts.missing_identifiers and policy.missing_identifiers == "ask_first":
+        return RouteDecision(tk.ROUTE_ASK_FOLLOW_UP, needs)
+    looked_for = f"{needs}, which the investigation looks for first; " if facts.missing_identifiers else ""
     if rule is None:
-        return RouteDecision(tk.ROUTE_DRAFT_FOR_REVIEW, f"no routing rule for archetype {archetype_name(facts.archetype)}")
+        return RouteDecision(tk.ROUTE_DRAFT_FOR_REVIEW,
+                             f"{looked_for}no routing rule for archetype {archetype_name(facts.archetype)}")
 
     route = rule.automation
-    reason = f"archetype {archetype_name(facts.archetype)}: {route_name(route)} ({rule.automation_source})"
+    reason = f"{looked_for}archetype {archetype_name(facts.archetype)}: {route_name(route)} ({rule.automation_source})"
     cap = policy.tier_max_automation.get(facts.tier)
     if cap is not None and _more_automated(route, cap):
         route = cap

@@ -3,9 +3,11 @@ accuracy is irrelevant to what is tested here) and the shipped sample CRM and po
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
+import yaml
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
@@ -92,13 +94,32 @@ def test_a_crm_failure_falls_back_to_standard_tier_visibly() -> None:
     assert input_guard.TIER_FALLBACK in c.input_flags
 
 
-def test_missing_identifiers_route_to_a_follow_up() -> None:
+def test_missing_identifiers_ask_first_or_let_the_investigation_look_first() -> None:
+    """The shipped policy lets the investigation look for the one transaction first (the ticket is
+    drafted as its archetype allows, and its missing identifiers travel with it); a policy that
+    asks first routes to a follow-up at once."""
     normalized, c = classify("I was charged twice for my coffee, please fix it")
     _, with_amount = classify("I was charged twice for my £3.20 coffee, please fix it")
 
     assert list(normalized.missing_identifiers) == ["transaction_id", "amount", "date"]
-    assert c.route == tk.ROUTE_ASK_FOLLOW_UP
+    assert POLICY.missing_identifiers == "investigate_first"
+    assert c.route == tk.ROUTE_DRAFT_FOR_REVIEW and "the investigation looks for first" in c.route_reason
+    assert c.route_reason.endswith("(policy file)")  # still the archetype's level: evidence may answer it
     assert with_amount.route == tk.ROUTE_DRAFT_FOR_REVIEW  # account_specific automation
+
+    ask_first = dataclasses.replace(POLICY, missing_identifiers="ask_first")
+    ticket = tk.Ticket(ticket_id="t-1", tenant_id="rho-bank", customer_id="cust-0001",
+                       body="I was charged twice for my coffee, please fix it")
+    _, asked = classify_ticket(ticket, model=KeywordModel(), policy=ask_first, crm=CRM)
+    assert asked.route == tk.ROUTE_ASK_FOLLOW_UP and asked.route_reason.startswith("transaction_charged_twice needs one of")
+
+
+def test_a_policy_with_an_unknown_missing_identifiers_choice_is_refused() -> None:
+    from services.classifier.routing import PolicyError, parse_policy
+
+    document = yaml.safe_load(DEFAULT_POLICY_PATH.read_text()) | {"missing_identifiers": "guess"}
+    with pytest.raises(PolicyError, match="missing_identifiers must be one of ask_first, investigate_first"):
+        parse_policy(document)
 
 
 def test_low_confidence_goes_to_review() -> None:

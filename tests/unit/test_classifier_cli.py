@@ -86,7 +86,7 @@ def test_predict_answers_every_line_in_order_and_marks_bad_ones(model_dir: Path)
     assert by_id["b"]["intent"] == "lost_or_stolen_card"
     assert (by_id["b"]["route"], by_id["b"]["tier"]) == ("escalate", "enterprise")
     assert by_id["e"]["intent"] == "transaction_charged_twice"
-    assert by_id["e"]["route"] == "ask_follow_up"
+    assert by_id["e"]["route"] == "draft_for_review"  # the shipped policy: the investigation looks first
     assert by_id["e"]["missing_identifiers"] == ["transaction_id", "amount", "date"]
     assert by_id["g"]["intent"] == "card_arrival" and "invalid_unicode" in by_id["g"]["input_flags"]
     assert by_id["h"]["route"] == "escalate" and "prompt_injection" in by_id["h"]["risk_flags"]

@@ -136,10 +136,16 @@ def test_missing_identifiers_ask_a_follow_up_once_the_intent_is_trusted() -> Non
     confident = facts(intent="transaction_charged_twice", archetype=tk.ARCHETYPE_ACCOUNT_SPECIFIC, missing_identifiers=missing)
     unsure = replace(confident, confidence=0.5)
 
-    decision = decide_route(confident, POLICY)
+    ask_first = replace(POLICY, missing_identifiers="ask_first")
+    decision = decide_route(confident, ask_first)
     assert decision.route == tk.ROUTE_ASK_FOLLOW_UP
     assert decision.reason == "transaction_charged_twice needs one of: transaction_id, amount, date"
-    assert decide_route(unsure, POLICY).route == tk.ROUTE_DRAFT_FOR_REVIEW
+    assert decide_route(unsure, ask_first).route == tk.ROUTE_DRAFT_FOR_REVIEW
+    # investigate_first (the shipped policy): the archetype's level, the missing identifiers said
+    looked = decide_route(confident, POLICY)
+    assert (looked.route, looked.reason) == (tk.ROUTE_DRAFT_FOR_REVIEW, (
+        "transaction_charged_twice needs one of: transaction_id, amount, date, which the investigation looks for "
+        "first; archetype account_specific: draft_for_review (policy file)"))
 
 
 def test_no_readable_text_asks_the_customer_to_describe_the_problem() -> None:
