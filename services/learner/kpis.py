@@ -84,6 +84,7 @@ COMPANION_NAMES = (
     "bot_handle_time_mean_seconds",
     "escalated_handle_time_mean_seconds",
     "tickets_resolved",
+    "drafts_with_verdict",
     "baseline_unknown",
     "guardrail_review_open",
     "guardrail_override_active",
@@ -138,6 +139,7 @@ DEFINITIONS = {
     "bot_handle_time_mean_seconds": "mean handle time of bot-resolved tickets, seconds",
     "escalated_handle_time_mean_seconds": "mean handle time of escalated tickets resolved by a person, seconds",
     "tickets_resolved": "tickets whose ending is known (absolute count)",
+    "drafts_with_verdict": "drafts an agent approved, edited or rejected (absolute count; draft_acceptance_rate's base)",
     "baseline_unknown": "1 when the tenant has no baseline (tenants/<tenant>/kpi-baseline.yaml): deltas are absent",
     "guardrail_review_open": "1 while the archetype's CSAT slipped 2+ points (a review is open)",
     "guardrail_override_active": "1 while the learner's guardrail holds the archetype at draft-for-review",
@@ -325,6 +327,7 @@ def kpi_values(entries: Sequence[tuple[TicketRecord, float | None]], archetype: 
     ratio("misroute_rate", sum(r.misroute for r in records), n)
     ratio("kb_gap_rate", sum(r.kb_gap for r in records), n)
     verdicts = [r for r in records if r.verdict != ev.AGENT_VERDICT_UNSPECIFIED]
+    values["drafts_with_verdict"] = float(len(verdicts))
     ratio("draft_acceptance_rate", sum(r.verdict == ev.AGENT_VERDICT_ACCEPTED for r in verdicts), len(verdicts))
     edited = [r.edit_ratio for r in verdicts if r.verdict != ev.AGENT_VERDICT_REJECTED]
     ratio("edit_burden", sum(edited), len(edited))

@@ -1,9 +1,10 @@
 """The agent workspace as a person uses it, in a real (headless) Chromium: log in, see the review
 queue fill itself, open a ticket, read the draft, send an edited reply that reaches the ticket on the
-Zendesk stand-in as a public comment, reject another draft so that nothing reaches its ticket; and
-reach it all from the keyboard, every field labelled. The page's ids and labels are docs/workspace.md's.
+Zendesk stand-in as a public comment, reject another draft so that nothing reaches its ticket and
+see the leads' KPI panel count the verdicts; and reach it all from the keyboard, every field
+labelled. The page's ids and labels are docs/workspace.md's.
 
-Kafka is the real broker (the `local_stack` fixture); the workspace and delivery run as processes,
+Kafka is the real broker (the `local_stack` fixture); the workspace, delivery and the learner run as processes,
 as in production; the decisions are TicketDecided events on tickets.review for tickets that exist
 on the Zendesk stand-in. Screenshots of the queue and of a ticket go to
 <cache_dir>/test-artifacts/ (and the test's tmp dir), for a person to look at.
@@ -50,6 +51,7 @@ QUEUE_TIMEOUT_S = 90.0  # the workspace reads tickets.review from the beginning 
 DELIVERY_TIMEOUT_S = 60.0
 # After a rejection, how long delivery gets to (wrongly) post something before we say it did not.
 QUIET_AFTER_REJECT_S = 5.0
+LEARNER_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ def workspace(local_stack, base_settings: Settings, tmp_path_factory: pytest.Tem
             delivery_ledger_url=f"sqlite:///{run_dir / 'delivery-ledger.sqlite'}",
         )
         fleet = ServiceFleet(settings, run_dir / "logs", ops_port_base=_ops_port_base(),
-                             services=("workspace", "delivery"))
+                             services=("workspace", "delivery", "learner"))
         print(f"\n[workspace-browser] service logs: {run_dir / 'logs'}")
         fleet.start()
 
@@ -252,6 +254,29 @@ def open_ticket_from_queue(driver: WebDriver, workspace: Workspace, ticket: Revi
     link.click()
     wait_page(driver, workspace, f"the ticket page of {ticket.ticket_id}",
               lambda d: d.current_url.endswith(f"/tickets/{ticket.ticket_id}") and d.find_elements(By.ID, "draft-text"))
+
+
+VERDICT_KINDS = (ev.AGENT_ACTION_KIND_APPROVE, ev.AGENT_ACTION_KIND_EDIT_AND_SEND, ev.AGENT_ACTION_KIND_REJECT)
+
+
+def kpi_rollup(driver: WebDriver, workspace: Workspace, archetype: str, until: Callable[[dict], bool]) -> dict:
+    """The KPI panel's row for `archetype` over every segment and channel, as the page shows it
+    (column heading -> cell text), reloaded until `until(row)`: the learner counts what it reads."""
+    url = f"{workspace.url}/leads?tenant={TENANT}&archetype={archetype}"
+
+    def rollup(d: WebDriver) -> dict | None:
+        d.get(url)
+        if not d.find_elements(By.ID, "kpi-table"):
+            return None
+        headings = [th.text.strip() for th in d.find_elements(By.CSS_SELECTOR, "#kpi-table thead th")]
+        for tr in d.find_elements(By.CSS_SELECTOR, "#kpi-table tbody tr"):
+            cells = [c.text.strip() for c in tr.find_elements(By.CSS_SELECTOR, "th, td")]
+            row = dict(zip(headings, cells))
+            if row.get("Archetype") == archetype and row.get("Segment") == "all" and row.get("Channel") == "all":
+                return row if until(row) else None
+        return None
+
+    return wait_page(driver, workspace, f"the KPI panel's {archetype} row to count the verdicts", rollup, LEARNER_TIMEOUT_S)
 
 
 def status_text(driver: WebDriver) -> str:
@@ -422,4 +447,11 @@ def test_a_rejected_draft_posts_nothing_on_its_ticket(browser: WebDriver, worksp
     time.sleep(QUIET_AFTER_REJECT_S)  # delivery has read the action by now; give it time to (wrongly) post
     after = workspace.servers.deliveries("zendesk", ticket=ticket.zendesk_id)
     assert after == before, f"something was posted on rejected ticket {ticket.zendesk_id}: {after[len(before):]}"
+
+    # The leads' KPI panel (the learner's, through the page) counts the rejection among the verdicts.
+    ids = {t.ticket_id for t in workspace.tickets}
+    verdicts = [a for a in actions if a.ticket_id in ids and a.kind in VERDICT_KINDS]
+    accepted = sum(a.kind == ev.AGENT_ACTION_KIND_APPROVE for a in verdicts)
+    row = kpi_rollup(browser, workspace, "faq_bounded", until=lambda r: r.get("drafts_with_verdict") == str(len(verdicts)))
+    assert float(row["draft_acceptance_rate"]) == pytest.approx(accepted / len(verdicts), abs=1e-3)
 

@@ -314,6 +314,7 @@ def test_draft_acceptance_rate_and_edit_burden():
     s.feedback("d", draft_verdict=ev.DraftVerdict(verdict=ev.AGENT_VERDICT_EDITED, edit_ratio=0.2))
     values = s.row()
     assert values["draft_acceptance_rate"] == 1 / 4
+    assert values["drafts_with_verdict"] == 4  # e has none
     assert values["edit_burden"] == pytest.approx((0.0 + 0.4 + 0.2) / 3)  # the rejection left out
 
 
