@@ -98,14 +98,19 @@ def ensure_tenant_intent_models(settings: Settings, tenants: Iterable[str], prog
 
 
 def ensure_sample_cases(settings: Settings, progress: Progress = lambda _: None) -> dict:
-    """Import the sample resolved cases for the default tenant unless this Weaviate already has them,
-    so escalation packets can name similar cases from the first ticket on, and delete the tenant's
-    other cases: those the demo's simulated outcomes added in earlier runs (tooling/demo_outcomes.py).
-    Every run then starts from the same history."""
+    """Import the default tenant's resolved cases (tenants/<tenant>/resolved_cases.jsonl) unless this
+    Weaviate already has them, so escalation packets can name similar cases from the first ticket
+    on, and delete the tenant's other cases: those the demo's simulated outcomes added in earlier
+    runs (tooling/demo_outcomes.py). Every run then starts from the same history; a tenant without
+    the file starts with none (another tenant's cases are never borrowed)."""
     from tooling.commands import retriever as retriever_cli
+    from tooling.round_trip import resolved_cases_path
     from services.retriever.case_files import load_cases
 
-    data = sample_path("resolved_cases.jsonl")
+    data = resolved_cases_path(settings.default_tenant)
+    if not data.is_file():
+        return {"tenant": settings.default_tenant, "cases": 0,
+                "other_cases_deleted": retriever_cli.keep_only_cases(settings, settings.default_tenant, [])}
     summary = _index_sample_once(
         settings, "cases", data, "the sample resolved cases",
         indexed=retriever_cli.indexed_cases, ingest=retriever_cli.ingest_cases, progress=progress,

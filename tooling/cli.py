@@ -131,6 +131,8 @@ def demo(
     input_path: Optional[str] = typer.Option(None, "--input", help='JSONL of tickets {"id", "tenant", "channel", "subject", '
                                         '"body", "customer": {"id", "email"}}; channel: zendesk, intercom, freshdesk, '
                                         "email or api"),
+    tenant: Optional[str] = typer.Option(None, "--tenant", help="send a tenant's own sample tickets "
+                                         "(tenants/<tenant>/sample-tickets.jsonl) instead of the demo bank's"),
     json_path: Optional[str] = typer.Option(None, "--json", help="also write a per-ticket report to this path"),
     rate: float = typer.Option(20.0, "--rate", help="tickets per second sent into the channels"),
     keep_infra: bool = typer.Option(False, "--keep-infra", help="leave Kafka and Weaviate running afterwards"),
@@ -139,6 +141,16 @@ def demo(
 ) -> None:
     """The round trip: sample tickets in through five channels, answers back out, a summary."""
     from tooling.demo import run_demo
+    from tooling.round_trip import TENANTS_DIR
+
+    if tenant is not None:
+        if input_path is not None:
+            raise typer.BadParameter("give --tenant or --input, not both", param_hint="--tenant")
+        tenant_tickets = TENANTS_DIR / tenant / "sample-tickets.jsonl"
+        if not tenant_tickets.is_file():
+            raise typer.BadParameter(f"tenant {tenant!r} has no sample tickets ({tenant_tickets} is missing)",
+                                     param_hint="--tenant")
+        input_path = str(tenant_tickets)
 
     raise typer.Exit(run_demo(_settings(), tickets=tickets, input_path=input_path, json_path=json_path, rate=rate,
                               keep_infra=keep_infra, keep_running=keep_running))

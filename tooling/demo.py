@@ -279,12 +279,14 @@ def write_review_page(settings: Settings, out_dir: Path) -> Path | None:
     return out_dir / "index.html"
 
 
-def sample_cases() -> dict[str, ResolvedCase]:
-    """The sample resolved cases by ticket id, to show what a packet's similar cases say."""
+def sample_cases(tenant: str | None = None) -> dict[str, ResolvedCase]:
+    """A tenant's resolved cases (the demo bank's by default) by ticket id, to show what a packet's
+    similar cases say."""
     from services.retriever.case_files import load_cases
-    from supportflow.sample_data import path as sample_path
+    from tooling.round_trip import DEMO_TENANT, resolved_cases_path
 
-    return {case.ticket_id: case for case in load_cases(sample_path("resolved_cases.jsonl"))}
+    path = resolved_cases_path(tenant or DEMO_TENANT)
+    return {case.ticket_id: case for case in load_cases(path)} if path.is_file() else {}
 
 
 def channels_file(path: Path, servers, accounts: list) -> Path:  # noqa: ANN001 - tooling.channel_servers
@@ -633,6 +635,10 @@ def round_trip_summary(records: list[dict], articles: dict) -> dict:
 EXAMPLE_LINES = 30  # of an example reply or note in the summary (blank lines left out)
 
 
+def _share(value: float | None) -> str:
+    return "- (no replies)" if value is None else f"{value:.1%}"
+
+
 def format_round_trip(report: dict) -> str:
     from tooling.round_trip import iter_examples
 
@@ -650,7 +656,7 @@ def format_round_trip(report: dict) -> str:
         lines.append(
             f"labelled tickets: {quality['tickets']}, answered automatically {quality['answered_automatically']} "
             f"({quality['auto_answer_share']:.1%}); first citation on the true intent: "
-            f"{(quality['primary_citation_on_true_intent'] or 0):.1%}; most articles cited in a reply: "
+            f"{_share(quality['primary_citation_on_true_intent'])}; most articles cited in a reply: "
             f"{quality['max_articles_cited']}; replies with a number neither their articles nor the account evidence hold: "
             f"{quality['replies_with_unsupported_numbers']}")
     for kind, title in (("reply", "An answer sent to a customer"), ("note", "A note left for the agents")):

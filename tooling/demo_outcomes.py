@@ -12,7 +12,7 @@ channel to act through. Nothing calls the learner.
 The agents (SIMULATED) give what only an agent can: a verdict on each review draft and the ticket's
 resolution (handle time, notes, the articles their answer used), posted through the gateway's
 signed feedback API as a workspace integration would. An agent's notes are those of the sample
-resolved case of the ticket's intent (supportflow/sample_data/resolved_cases.jsonl).
+resolved case of the ticket's intent (tenants/demo-bank/resolved_cases.jsonl).
 """
 
 from __future__ import annotations

@@ -55,6 +55,11 @@ def help_center_dir(tenant: str) -> Path:
     return TENANTS_DIR / tenant / "help-center"
 
 
+def resolved_cases_path(tenant: str) -> Path:
+    """The tenant's resolved-case history (`supportflow cases ingest`'s format), if it has one."""
+    return TENANTS_DIR / tenant / "resolved_cases.jsonl"
+
+
 def read_input(path: Path, default_tenant: str = DEMO_TENANT) -> list[DemoTicket]:
     """Tickets from a JSONL file: {"id", "tenant", "channel", "subject", "body", "customer": {"id", "email"}}."""
     tickets: list[DemoTicket] = []

@@ -810,7 +810,9 @@ class CaseIndex(_TenantCollection):
     def keep_only(self, tenant_id: str, ticket_ids: Iterable[str]) -> int:
         """Delete every case of the tenant but those of `ticket_ids` (a demo going back to its
         sample history); returns how many were deleted."""
-        where = Filter.by_id().contains_none([case_uuid(ticket_id) for ticket_id in ticket_ids])
+        kept = [case_uuid(ticket_id) for ticket_id in ticket_ids]
+        # Weaviate refuses an empty contains_none: keeping nothing is "none of the nil id".
+        where = Filter.by_id().contains_none(kept or [_NIL_UUID])
         return self._read(tenant_id, lambda collection: collection.data.delete_many(where=where).successful, 0, write=True)
 
     def search(self, tenant_id: str, keywords: str, vector: np.ndarray, *, k: int, alpha: float) -> list[CaseHit]:
@@ -825,6 +827,9 @@ class CaseIndex(_TenantCollection):
             CaseHit(_case(r.properties.non_ref_props.fields), r.metadata.score, _cosine(query, _reply_vector(r.metadata)))
             for r in results
         ]
+
+
+_NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
 
 def _cosine(query: np.ndarray, other: np.ndarray | None) -> float:

@@ -6,9 +6,6 @@
 - `banking77_train.csv.gz`: the Banking77 train split (CC BY 4.0, PolyAI; LICENSE-banking77).
   Cite Casanueva et al. (2020), "Efficient Intent Detection with Dual Sentence Encoders",
   arXiv:2003.04807. Real crowd-written queries.
-- `resolved_cases.jsonl`: 34 resolved banking tickets with resolution notes, written for this
-  project (synthetic): the demo's resolved-case history, in the format `supportflow cases ingest`
-  imports.
 """
 
 from __future__ import annotations

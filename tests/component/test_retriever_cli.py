@@ -12,7 +12,7 @@ from tooling.commands import retriever as cli
 from services.retriever.case_files import CaseFileError
 from services.retriever.components import build_components
 from services.retriever.search import DEFAULT_CASE_MIN_SIMILARITY
-from supportflow.sample_data import path as sample_path
+from tooling.round_trip import DEMO_TENANT, resolved_cases_path
 
 pytestmark = pytest.mark.infra
 
@@ -81,7 +81,7 @@ def test_queries_file_gives_one_line_per_query_in_order(settings, tenant, tmp_pa
 
 
 def test_resolved_cases_import_then_search_with_their_resolutions(settings, tenant):
-    cases_file = sample_path("resolved_cases.jsonl")
+    cases_file = resolved_cases_path(DEMO_TENANT)
     shipped = sum(1 for line in cases_file.read_text(encoding="utf-8").splitlines() if line.strip())
     assert cli.ingest_cases(cases_file, tenant, settings)["cases"] == shipped
     assert cli.ingest_cases(cases_file, tenant, settings)["cases"] == shipped

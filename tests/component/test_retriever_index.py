@@ -265,6 +265,8 @@ def test_keep_only_deletes_every_other_case_of_the_tenant_alone(parts):
     assert parts.cases.count("acme") == 3 and parts.cases.count("globex") == 4
     assert parts.cases.keep_only("acme", [case.ticket_id for case in history]) == 0  # nothing left to delete
     assert parts.cases.keep_only("initech", ["case-0"]) == 0  # a tenant with no cases
+    assert parts.cases.keep_only("globex", []) == 4  # keeping none: every case of the tenant goes
+    assert parts.cases.count("globex") == 0 and parts.cases.count("acme") == 3
 
 
 def test_similar_case_search_reads_what_the_client_reads(parts):

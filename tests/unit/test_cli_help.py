@@ -56,6 +56,13 @@ def test_an_unknown_service_or_option_is_a_usage_error(capsys):
     assert main(["kb", "search", "q"]) == 2  # --tenant is required
 
 
+def test_the_demo_refuses_a_tenant_without_sample_tickets_or_with_input_before_starting_anything(capsys):
+    assert main(["demo", "--tenant", "no-such-tenant"]) == 2
+    assert "tenant 'no-such-tenant' has no sample tickets" in capsys.readouterr().err
+    assert main(["demo", "--tenant", "retail", "--input", "x.jsonl"]) == 2
+    assert "give --tenant or --input, not both" in capsys.readouterr().err
+
+
 def test_every_command_the_readme_documents_exists():
     """`supportflow a b ...` in the README resolves to a command (words after it may be arguments)."""
     names = {path: command for path, command in COMMANDS}

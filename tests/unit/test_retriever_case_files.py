@@ -10,7 +10,7 @@ import pytest
 from services.retriever.case_files import CaseFileError, case_from_record, load_cases
 from services.retriever.search import InvalidCase, ResolvedCase
 from tooling.cli import main
-from supportflow.sample_data import path as sample_path
+from tooling.round_trip import DEMO_TENANT, resolved_cases_path
 
 
 def write_lines(path, *records):
@@ -59,7 +59,7 @@ def test_gzipped_files_and_the_shipped_sample(tmp_path):
         handle.write(json.dumps({"ticket_id": "T-1", "problem_statement": "Top-up pending"}) + "\n")
     assert [c.ticket_id for c in load_cases(packed)] == ["T-1"]
 
-    shipped = load_cases(sample_path("resolved_cases.jsonl"))
+    shipped = load_cases(resolved_cases_path(DEMO_TENANT))
     assert len(shipped) == len({c.ticket_id for c in shipped}) >= 30
     assert all(c.resolution_notes and c.intent for c in shipped)
 
