@@ -280,7 +280,10 @@ def kpi_rollup(driver: WebDriver, workspace: Workspace, archetype: str, until: C
 
 
 def status_text(driver: WebDriver) -> str:
-    return driver.find_element(By.ID, "status").text.strip().lower()
+    # Read in the page in one step: after a form posts, the page (and #status) is replaced, and a
+    # node found a moment before may no longer belong to the document.
+    text = driver.execute_script("const s = document.getElementById('status'); return s ? s.innerText : '';")
+    return (text or "").strip().lower()
 
 
 def save_screenshot(driver: WebDriver, workspace: Workspace, name: str) -> list[Path]:
