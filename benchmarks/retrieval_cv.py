@@ -1,0 +1,228 @@
+"""Cross-validated choice of the retriever's query-time parameters on the tau2 banking dev split.
+
+    python benchmarks/retrieval_cv.py [--folds 5] [--seed 27] [--repeats 1]
+
+The shipped hybrid alpha and re-scoring weight (services/retriever/search.py) were chosen on all
+31 dev cases, so recall@10 on those cases (benchmarks/retrieval_eval.py) is an in-sample figure.
+This benchmark estimates what choosing them costs out of sample: the cases are split into seeded
+folds; for each fold the pair with the best mean recall@10 on the other folds' cases is chosen from
+a small grid (ties: MRR, then the shipped pair, then grid order) and measured on the held-out fold.
+It prints each fold's choice and held-out recall@10 and MRR, their mean and spread, and the shipped
+pair on the same folds (in sample: it was chosen on every fold). The default grid is the sweep of
+`retrieval_eval.py --sweep`, the one the shipped pair was chosen from, so the CV figure estimates
+what that choice gives on cases it never saw.
+
+Only the dev split is pooled: the 66 held-out tau2 cases are withheld for independent evaluation
+and never read. The KB is indexed once; only query-time parameters vary (the hybrid candidates are
+fetched once per alpha and re-scored for each weight, as `Searcher.candidates` does). The KB-gap
+threshold does not change a ranking and is not chosen here; chunking would need a re-index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from supportflow.settings import Settings  # noqa: E402
+
+from benchmarks.retrieval_eval import DEFAULT_KB, DEFAULT_TASKS, load_cases  # noqa: E402
+from services.retriever.articles import load_articles  # noqa: E402
+from services.retriever.components import build_components  # noqa: E402
+from services.retriever.search import (  # noqa: E402
+    DEFAULT_ALPHA,
+    DEFAULT_RERANK_WEIGHT,
+    SearchFilters,
+    build_query,
+    candidate_limit,
+    group_by_article,
+    mean_vector,
+    rescore_by_segments,
+    segment_vectors,
+)
+
+GRID_ALPHAS = (0.3, 0.5, 0.7, 0.9)
+GRID_WEIGHTS = (0.0, 0.3, 0.5, 0.7)
+RECALL_K = 10
+MRR_K = 20  # as retrieval_eval: MRR over the deepest list it searches
+
+
+@dataclass(frozen=True, order=True)
+class Params:
+    alpha: float
+    rerank_weight: float
+
+    def __str__(self) -> str:
+        return f"alpha={self.alpha} w={self.rerank_weight}"
+
+
+SHIPPED = Params(DEFAULT_ALPHA, DEFAULT_RERANK_WEIGHT)
+# params -> case id -> (recall@10, reciprocal rank of the first gold article)
+CaseScores = Mapping[Params, Mapping[str, tuple[float, float]]]
+
+
+def fold_split(case_ids: Sequence[str], folds: int, seed: int) -> list[list[str]]:
+    """Seeded k-fold partition: the ids shuffled (from sorted order, so the input order does not
+    matter), then dealt round-robin; fold sizes differ by at most one."""
+    if not 2 <= folds <= len(case_ids):
+        raise ValueError(f"need 2 <= folds <= {len(case_ids)} cases, got {folds}")
+    order = sorted(case_ids)
+    random.Random(seed).shuffle(order)
+    return [sorted(order[i::folds]) for i in range(folds)]
+
+
+def mean_scores(per_case: Mapping[str, tuple[float, float]], ids: Sequence[str]) -> tuple[float, float]:
+    """(mean recall@10, MRR) over the given cases."""
+    return (float(np.mean([per_case[i][0] for i in ids])), float(np.mean([per_case[i][1] for i in ids])))
+
+
+def choose_params(scores: CaseScores, train_ids: Sequence[str], grid: Sequence[Params],
+                  shipped: Params) -> Params:
+    """The grid pair with the best mean recall@10 on the training cases; ties go to the better MRR,
+    then to the shipped pair, then to the first in grid order."""
+    def key(params: Params) -> tuple[float, float, bool]:
+        recall, mrr = mean_scores(scores[params], train_ids)
+        return (round(recall, 9), round(mrr, 9), params == shipped)
+    return max(grid, key=key)  # max keeps the first of equal keys
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    chosen: Params
+    train_recall: float
+    recall: float
+    mrr: float
+    shipped_recall: float
+    shipped_mrr: float
+
+
+def cross_validate(scores: CaseScores, folds: Sequence[Sequence[str]], grid: Sequence[Params],
+                   shipped: Params) -> list[FoldResult]:
+    results = []
+    for i, held_out in enumerate(folds):
+        train = [c for j, fold in enumerate(folds) if j != i for c in fold]
+        chosen = choose_params(scores, train, grid, shipped)
+        recall, mrr = mean_scores(scores[chosen], held_out)
+        shipped_recall, shipped_mrr = mean_scores(scores[shipped], held_out)
+        results.append(FoldResult(chosen, mean_scores(scores[chosen], train)[0], recall, mrr,
+                                  shipped_recall, shipped_mrr))
+    return results
+
+
+def spread(values: Sequence[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"mean {statistics.fmean(values):.3f}  std {std:.3f}  min-max {min(values):.3f}-{max(values):.3f}"
+
+
+def score_cases(parts, tenant: str, cases, alphas: Sequence[float],
+                weights: Sequence[float]) -> dict[Params, dict[str, tuple[float, float]]]:
+    """Every case under every grid pair: one hybrid search per (alpha, cut-off), re-scored per weight."""
+    queries = [build_query(text) for _, text, _ in cases]
+    segments = [segment_vectors(parts.encoder, q) for q in queries]
+    scores: dict[Params, dict[str, tuple[float, float]]] = {Params(a, w): {} for a in alphas for w in weights}
+    for alpha in alphas:
+        for (case_id, _, gold), query, segs in zip(cases, queries, segments):
+            raw = {k: parts.knowledge.hybrid(tenant, query.keywords, mean_vector(segs), alpha=alpha,
+                                             limit=candidate_limit(k), filters=SearchFilters())
+                   for k in (RECALL_K, MRR_K)}
+            for weight in weights:
+                top = {k: [a.article_id for a in group_by_article(rescore_by_segments(hits, segs, weight), k)]
+                       for k, hits in raw.items()}
+                recall = len(set(top[RECALL_K]) & gold) / len(gold)
+                reciprocal = next((1 / (i + 1) for i, a in enumerate(top[MRR_K]) if a in gold), 0.0)
+                scores[Params(alpha, weight)][case_id] = (recall, reciprocal)
+    return scores
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=Path, default=DEFAULT_TASKS)
+    parser.add_argument("--kb", type=Path, default=DEFAULT_KB)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=27)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="also repeat the CV over this many partitions (seeds seed, seed+1, ...)")
+    parser.add_argument("--alphas", type=float, nargs="+", default=GRID_ALPHAS)
+    parser.add_argument("--weights", type=float, nargs="+", default=GRID_WEIGHTS,
+                        help="re-scoring weights (0 = no re-scoring)")
+    args = parser.parse_args()
+    alphas, weights = tuple(args.alphas), tuple(args.weights)
+    grid = tuple(Params(a, w) for a in alphas for w in weights)
+    # the shipped pair is always scored, for the comparison, but chosen only if it is in the grid
+    scored_alphas = alphas + (SHIPPED.alpha,) * (SHIPPED.alpha not in alphas)
+    scored_weights = weights + (SHIPPED.rerank_weight,) * (SHIPPED.rerank_weight not in weights)
+
+    cases = load_cases(args.tasks)
+    ids = [case_id for case_id, _, _ in cases]
+    settings = Settings.from_env()
+    parts = build_components(settings, query_timeout_s=10.0)
+    tenant = f"eval-{uuid.uuid4().hex[:10]}"
+    try:
+        started = time.perf_counter()
+        report = parts.knowledge.upsert(tenant, load_articles(args.kb))
+        print(f"indexed {report.articles} articles as {report.chunks} chunks in tenant {tenant} "
+              f"({time.perf_counter() - started:.0f} s)")
+        started = time.perf_counter()
+        scores = score_cases(parts, tenant, cases, scored_alphas, scored_weights)
+        print(f"scored {len(cases)} cases x {len(scores)} pairs ({time.perf_counter() - started:.0f} s)\n")
+    finally:
+        parts.knowledge.drop_tenant(tenant)
+        parts.close()
+
+    print(f"pooled: {len(cases)} cases of {args.tasks.name} (the held-out tau2 cases are withheld, not read)")
+    print(f"grid: alpha {alphas} x re-scoring weight {weights}; shipped {SHIPPED}")
+    print(f"in sample, R@10 on all {len(ids)} cases (the shipped pair was chosen on them):")
+    print("  " + " " * 10 + "".join(f"{'w=' + str(w):>8}" for w in scored_weights))
+    for a in scored_alphas:
+        print(f"  alpha={a:<4}" + "".join(f"{mean_scores(scores[Params(a, w)], ids)[0]:>8.3f}" for w in scored_weights))
+    in_sample = choose_params(scores, ids, grid, SHIPPED)
+    print(f"  best in the grid: {in_sample}\n")
+
+    folds = fold_split(ids, args.folds, args.seed)
+    results = cross_validate(scores, folds, grid, SHIPPED)
+    print(f"{args.folds}-fold CV, seed {args.seed}: parameters chosen on the other folds, measured on the held-out one")
+    print(f"{'fold':>4} {'cases':>5}  {'chosen':<18} {'train R@10':>10} {'held-out R@10':>13} {'MRR':>6}"
+          f"   shipped: {'R@10':>6} {'MRR':>6}")
+    for n, (fold, r) in enumerate(zip(folds, results), 1):
+        print(f"{n:>4} {len(fold):>5}  {str(r.chosen):<18} {r.train_recall:>10.3f} {r.recall:>13.3f} {r.mrr:>6.3f}"
+              f"            {r.shipped_recall:>6.3f} {r.shipped_mrr:>6.3f}")
+    print(f"CV-chosen held-out R@10: {spread([r.recall for r in results])}; "
+          f"MRR mean {statistics.fmean(r.mrr for r in results):.3f}")
+    # the shipped pair was chosen on all the dev cases, held-out folds included: in sample
+    print(f"shipped   held-out R@10: {spread([r.shipped_recall for r in results])}; "
+          f"MRR mean {statistics.fmean(r.shipped_mrr for r in results):.3f}")
+    out_of_fold = {c: scores[r.chosen][c] for fold, r in zip(folds, results) for c in fold}
+    print("  (the shipped pair was chosen on all these cases, each held-out fold included: in sample)")
+    print(f"pooled out of fold (each case scored once, by its fold's choice): "
+          f"R@10={mean_scores(out_of_fold, ids)[0]:.3f} MRR={mean_scores(out_of_fold, ids)[1]:.3f}")
+
+    if args.repeats > 1:
+        print(f"\n{args.repeats} partitions (seeds {args.seed}-{args.seed + args.repeats - 1}), "
+              f"mean held-out R@10 of each partition's {args.folds} folds:")
+        cv_means, shipped_means, choices = [], [], {}
+        for seed in range(args.seed, args.seed + args.repeats):
+            repeat = cross_validate(scores, fold_split(ids, args.folds, seed), grid, SHIPPED)
+            cv_means.append(statistics.fmean(r.recall for r in repeat))
+            shipped_means.append(statistics.fmean(r.shipped_recall for r in repeat))
+            for r in repeat:
+                choices[r.chosen] = choices.get(r.chosen, 0) + 1
+        print(f"  CV-chosen: {spread(cv_means)}")
+        print(f"  shipped:   {spread(shipped_means)}")
+        print("  chosen pairs over all folds: " + ", ".join(
+            f"{p} x{n}" for p, n in sorted(choices.items(), key=lambda item: -item[1])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
