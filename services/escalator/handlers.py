@@ -52,6 +52,7 @@ from services.escalator.decision import (
 )
 from services.escalator.incidents import IncidentTracker, IncidentUpdate, incident_signature
 from services.escalator.packet import build_packet
+from services.escalator.help_center import ArticleLookup, no_articles
 from services.escalator.similar_cases import SimilarCaseLookup, no_similar_cases
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Escalator:
         actions: ActionGate,
         *,
         similar_cases: SimilarCaseLookup = no_similar_cases,
+        articles: ArticleLookup = no_articles,
         investigate: Investigate = no_investigation,
         lexicons: ConfirmationLexicons | None = None,
         answered: AnsweredTickets | None = None,
@@ -85,6 +87,7 @@ class Escalator:
         self._config = config
         self._answered = answered if answered is not None else AnsweredTickets(config.answered_memory_s)
         self._similar_cases = similar_cases
+        self._articles = articles
         self._investigate = investigate
         self._lexicons = lexicons if lexicons is not None else ConfirmationLexicons(None)
         self._crm = crm
@@ -315,6 +318,9 @@ class Escalator:
         decided.timeline.decided_at.CopyFrom(timestamp_at(now))
         decision_label = _enum_label(ev.Decision, verdict.decision, "DECISION_")
         if verdict.decision in PACKET_DECISIONS:
+            if draft is None and not evidence:
+                # Never reached the drafter: what the help center says, as a reviewer would see it.
+                evidence = self._articles(tenant, normalized.problem_statement or ticket.body, classification.intent)
             decided.packet.CopyFrom(build_packet(
                 ticket=ticket, normalized=normalized, classification=classification,
                 decision=verdict.decision, case_type=case_type, target_queue=queue,

@@ -29,6 +29,7 @@ from services.escalator.investigator_client import run_action_executor
 from services.escalator.handlers import Escalator
 from services.escalator.replay import replay_recent_classified, replay_recent_output
 from services.escalator.incidents import IncidentTracker
+from services.escalator.help_center import ArticleLookup, grpc_articles, no_articles
 from services.escalator.similar_cases import SimilarCaseLookup, grpc_similar_cases, no_similar_cases
 
 SERVICE = "escalator"
@@ -39,6 +40,7 @@ def build_escalator(
     similar_cases: SimilarCaseLookup = no_similar_cases,
     investigate: Investigate = no_investigation,
     executor: Executor | None = None,
+    articles: ArticleLookup = no_articles,
 ) -> Escalator:
     """The escalator with its configuration, CRM, confirmation lexicons and action gate as the
     settings say. `executor` runs confirmed actions when dry run is off (none: they are refused)."""
@@ -50,6 +52,7 @@ def build_escalator(
         ActionGate(ActionLimits.load(settings.action_limits_path), ActionLedger(), dry_run=settings.actions_dry_run,
                    executor=executor),
         similar_cases=similar_cases,
+        articles=articles,
         investigate=investigate,
         lexicons=ConfirmationLexicons(settings.tenant_data_dir),
     )
@@ -62,6 +65,7 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
         settings, grpc_similar_cases(channel, settings.grpc_deadline_s),
         investigator_client(investigator, settings.investigation_deadline_s, SERVICE),
         run_action_executor(investigator, settings.investigation_deadline_s),
+        grpc_articles(channel, settings.grpc_deadline_s),
     )
     consumer = ConsumerLoop(
         settings,

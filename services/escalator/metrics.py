@@ -29,6 +29,12 @@ PACKET_COMPLETENESS = Histogram(
     ["decision"],
     buckets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
 )
+ARTICLE_LOOKUPS = Counter(
+    "supportflow_escalator_article_lookups_total",
+    "Retriever.Search calls for the packets of tickets that never reached the drafter, by outcome "
+    "(found; none: nothing above the gap threshold; error: the packet goes without)",
+    ["outcome"],
+)
 SIMILAR_CASE_LOOKUPS = Counter(
     "supportflow_escalator_similar_cases_lookups_total",
     "SimilarCases calls for context packets, by outcome (found, none, error: the packet goes without)",

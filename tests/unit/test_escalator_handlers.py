@@ -303,6 +303,45 @@ def test_the_grpc_similar_cases_lookup_is_best_effort():
     assert grpc_similar_cases(grpc.insecure_channel("127.0.0.1:1"), 0.5)("rho-bank", "   ") == []
 
 
+def test_a_packet_without_a_draft_carries_the_help_centers_passages_and_a_drafted_one_its_own():
+    asked = []
+    passage = tk.EvidencePassage(article_id="a-9", chunk_id="a-9#0", title="Declined card payments", text="...")
+
+    def articles(tenant, query, intent):
+        asked.append((tenant, query, intent))
+        return [passage]
+
+    escalator = Escalator(CONFIG, FileCrm(), IncidentTracker(CONFIG.incidents),
+                          ActionGate(ActionLimits.load(), ActionLedger()), articles=articles, clock=lambda: NOW)
+    t = ticket(body="My card was declined at the shop")
+    [decision] = [e for e in escalator.on_classified(classified(t, tk.ROUTE_ESCALATE, intent="declined_card_payment"))
+                  if e.topic in DECISION_TOPICS.values()]
+    assert [a.article_id for a in decision.event.packet.articles] == ["a-9"]
+    assert "evidence" not in decision.event.packet.unknown_fields
+    assert asked == [("rho-bank", "My card was declined at the shop", "declined_card_payment")]
+    # A drafted ticket's packet keeps the drafter's evidence: nothing is looked up again.
+    review = classified(ticket(ticket_id="t-2"), tk.ROUTE_DRAFT_FOR_REVIEW)
+    escalator.on_drafted(drafted(review))
+    assert len(asked) == 1
+
+
+def test_the_grpc_article_lookup_is_best_effort():
+    from supportflow.rpc import open_channel
+
+    from services.escalator import metrics
+    from services.escalator.help_center import grpc_articles
+
+    errors = metrics.ARTICLE_LOOKUPS.labels("error")
+    before = errors._value.get()
+    channel = open_channel("test", "127.0.0.1:1", 0.5)  # nothing listens there
+    try:
+        assert grpc_articles(channel, 0.5)("rho-bank", "card declined", "declined_card_payment") == []
+        assert grpc_articles(channel, 0.5)("rho-bank", "  ", "") == []  # nothing to ask: no call
+    finally:
+        channel.close()
+    assert errors._value.get() == before + 1
+
+
 def test_a_draft_citing_an_article_past_its_review_date_goes_to_an_agent_and_is_counted():
     from services.escalator import metrics
 
