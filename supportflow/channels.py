@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -150,21 +150,30 @@ class ChannelsConfig(_Strict):
     def from_yaml(cls, text: str, environ: Mapping[str, str], origin: str = "channels file") -> "ChannelsConfig":
         """Parse the file's text, replacing every ${NAME} from `environ`; a variable that is not set
         is an error, named with the others, never an empty credential."""
-        expanded, missing = expand_references(text, environ)
-        if missing:
-            raise ChannelConfigError(f"{origin}: environment variables not set: {', '.join(sorted(set(missing)))}")
-        try:
-            raw = yaml.safe_load(expanded) or {}
-        except yaml.YAMLError as exc:
-            raise ChannelConfigError(f"{origin}: not YAML: {exc}") from exc
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-            raise ChannelConfigError(f"{origin}: {problems}") from exc
+        return model_from_yaml(cls, text, environ, origin, ChannelConfigError)
 
 
+_Model = TypeVar("_Model", bound=BaseModel)
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def model_from_yaml(model: type[_Model], text: str, environ: Mapping[str, str], origin: str,
+                    error: type[ValueError]) -> _Model:
+    """`model` validated from YAML `text` whose ${NAME}s are read from `environ`; every problem (an
+    unset variable, bad YAML, a field the model refuses) raised as `error`, naming `origin` and the
+    field."""
+    expanded, missing = expand_references(text, environ)
+    if missing:
+        raise error(f"{origin}: environment variables not set: {', '.join(sorted(set(missing)))}")
+    try:
+        raw = yaml.safe_load(expanded) or {}
+    except yaml.YAMLError as exc:
+        raise error(f"{origin}: not YAML: {exc}") from exc
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise error(f"{origin}: {problems}") from exc
 
 
 def expand_references(text: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:

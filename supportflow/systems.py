@@ -31,10 +31,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from supportflow.channels import expand_references
+from supportflow.channels import model_from_yaml
 
 SYSTEMS = ("account", "transactions", "product_events", "changes", "incidents")
 SystemName = Literal["account", "transactions", "product_events", "changes", "incidents"]
@@ -85,18 +84,7 @@ class SystemsConfig(_Strict):
     def from_yaml(cls, text: str, environ: Mapping[str, str], origin: str = "systems file") -> "SystemsConfig":
         """Parse the file's text, replacing every ${NAME} from `environ`; a variable that is not set
         is an error, named with the others, never an empty credential."""
-        expanded, missing = expand_references(text, environ)
-        if missing:
-            raise SystemsConfigError(f"{origin}: environment variables not set: {', '.join(sorted(set(missing)))}")
-        try:
-            raw = yaml.safe_load(expanded) or {}
-        except yaml.YAMLError as exc:
-            raise SystemsConfigError(f"{origin}: not YAML: {exc}") from exc
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-            raise SystemsConfigError(f"{origin}: {problems}") from exc
+        return model_from_yaml(cls, text, environ, origin, SystemsConfigError)
 
 
 def load_systems(path: Path | None, environ: Mapping[str, str]) -> SystemsConfig:
