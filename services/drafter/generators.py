@@ -6,6 +6,7 @@ from __future__ import annotations
 from supportflow.claude import claude_client
 from supportflow.settings import Settings
 
+from services.drafter.answer_checks import TenantAnswerChecks
 from services.drafter.claude import ClaudeDrafter
 from services.drafter.offline import OfflineDrafter, TextEncoder
 from services.drafter.reply import ReplyGenerator
@@ -19,7 +20,9 @@ def generator_from_settings(settings: Settings) -> ReplyGenerator:
 
         encoder = load_encoder(settings.embedding_model)
     templates = TemplateBook.load(settings.drafter_templates_path or DEFAULT_TEMPLATES_PATH)
-    offline = OfflineDrafter(templates, encoder)
+    checks = TenantAnswerChecks(settings.tenant_data_dir)
+    checks.check_all()  # a malformed tenant lexicon or catalogue stops the drafter here, naming the file
+    offline = OfflineDrafter(templates, encoder, checks=checks)
     if not settings.anthropic_api_key:
         return offline
     client = claude_client(settings.anthropic_api_key, settings.anthropic_base_url, timeout_s=settings.anthropic_timeout_s)

@@ -11,11 +11,15 @@ Both readings lean one way on purpose: the question side needs an explicit "how 
 "help me <verb>"), and a verb too general to check ("get", "do", "use") is not checked; the passage
 side accepts the verb in any form that reads as an instruction. A miss sends the draft on as
 before; a false alarm only holds it for an agent.
+
+The words are data: `how_to` in answer_checks.yaml, overridable per tenant.
 """
 
 from __future__ import annotations
 
 import re
+
+from services.drafter.answer_lexicon import AnswerLexicon, default_lexicon
 
 _ASKS_HOW = re.compile(
     r"\bhow (?:do|can|should|would|could|may|might) (?:i|we|one|you)\b(?: (?:go about|be able to|possibly|actually))?"
@@ -25,41 +29,55 @@ _ASKS_HOW = re.compile(
     r"|\bwhat (?:are the |is the )?steps? (?:to|for) (?P<d>[a-z]+)",
     re.I,
 )
-# Verbs a passage can serve in too many ways to check, and words the patterns above can catch that
-# are not actions.
-_TOO_GENERAL = frozenset(
-    "get getting do doing make making use using know knowing find finding see seeing have having go going be "
-    "being tell telling say ask asking look looking try trying start starting handle handling deal dealing "
-    "fix fixing resolve resolving solve solving sort proceed proceeding this that it my the a an you your "
-    "much many long often soon".split()
-)
 _SUFFIX = re.compile(r"(?:ing|ed|es|e|s)$")
 
 
+class HowToReader:
+    """Reads how-to questions and instructions with the lexicon's `how_to` lists: `too_general`
+    (verbs a passage can serve in too many ways to check, and words the question patterns can catch
+    that are not actions) and `instruction_cues` (what may come before the verb in an instruction:
+    "you can", "to", "please", "then")."""
+
+    def __init__(self, lexicon: AnswerLexicon) -> None:
+        self._too_general = frozenset(lexicon.entries("how_to", "too_general"))
+        self._cues = "|".join(lexicon.entries("how_to", "instruction_cues"))
+
+    def asked_action(self, question: str) -> str | None:
+        """The verb of the action a question asks how to do, as asked ("ordering"), or None."""
+        match = _ASKS_HOW.search(question)
+        if match is None:
+            return None
+        verb = next(group for group in match.groups() if group).lower()
+        return None if verb in self._too_general or len(verb) < 3 else verb
+
+    def tells_how(self, text: str, action: str) -> bool:
+        """True when `text` tells the reader to do `action` (a verb in any form): its base form
+        starting a sentence or list item or after an instruction cue ("you can", "to", "please",
+        "then"...); "by ...ing"; "can be ...ed"."""
+        stem = _SUFFIX.sub("", action)
+        stem = re.escape(stem if len(stem) >= 3 else action)
+        if stem.endswith("y"):  # verify, verified
+            stem = stem[:-1] + "(?:y|i)"
+        base, ing, done = (rf"{stem}{ending}\b" for ending in ("e?", "(?:t|n|l)?ing", "(?:t|n|l)?e?d"))
+        instruction = re.compile(
+            r"(?:(?:^|[.;:!?>•*\-–(\n]\s*|\b(?:" + self._cues + r")\s+)"
+            r"(?:(?:also|easily|quickly|simply|first|then|always|now|still) )?" + base
+            + r"|\bby " + ing
+            + r"|\b(?:can|may|must|should|will|is|are) (?:also )?be " + done + ")",
+            re.I,
+        )
+        return bool(instruction.search(text))
+
+
+_DEFAULT = HowToReader(default_lexicon())
+
+
 def asked_action(question: str) -> str | None:
-    """The verb of the action a question asks how to do, as asked ("ordering"), or None."""
-    match = _ASKS_HOW.search(question)
-    if match is None:
-        return None
-    verb = next(group for group in match.groups() if group).lower()
-    return None if verb in _TOO_GENERAL or len(verb) < 3 else verb
+    """The verb of the action a question asks how to do, as asked ("ordering"), or None (the
+    default lexicon)."""
+    return _DEFAULT.asked_action(question)
 
 
 def tells_how(text: str, action: str) -> bool:
-    """True when `text` tells the reader to do `action` (a verb in any form): its base form starting
-    a sentence or list item or after "you can", "to", "please", "then"...; "by ...ing"; "can be
-    ...ed"."""
-    stem = _SUFFIX.sub("", action)
-    stem = re.escape(stem if len(stem) >= 3 else action)
-    if stem.endswith("y"):  # verify, verified
-        stem = stem[:-1] + "(?:y|i)"
-    base, ing, done = (rf"{stem}{ending}\b" for ending in ("e?", "(?:t|n|l)?ing", "(?:t|n|l)?e?d"))
-    instruction = re.compile(
-        r"(?:(?:^|[.;:!?>•*\-–(\n]\s*|\b(?:you can|you may|you'll need to|you need to|you must|you should"
-        r"|you will need to|to|please|simply|just|then|and|or|first|also|can|may|must|should|will)\s+)"
-        r"(?:(?:also|easily|quickly|simply|first|then|always|now|still) )?" + base
-        + r"|\bby " + ing
-        + r"|\b(?:can|may|must|should|will|is|are) (?:also )?be " + done + ")",
-        re.I,
-    )
-    return bool(instruction.search(text))
+    """True when `text` tells the reader to do `action` (the default lexicon)."""
+    return _DEFAULT.tells_how(text, action)

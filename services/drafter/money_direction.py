@@ -9,12 +9,16 @@ A direction counts only in a text that talks about moving money (a transfer, a w
 funds), so "I have not received my card" and "cards are sent within 5 days" have none. A text that
 names both directions ("I sent money and it was not received") has none either: it is about the
 whole journey.
+
+The words are data: `money_direction` in answer_checks.yaml, overridable per tenant.
 """
 
 from __future__ import annotations
 
 import re
 from enum import Enum
+
+from services.drafter.answer_lexicon import AnswerLexicon, default_lexicon
 
 
 class Direction(Enum):
@@ -24,43 +28,43 @@ class Direction(Enum):
 
 # Sent to the customer ("my friend sent me money") or to the bank ("I sent you a cheque").
 _SENT_TO_US = r"sen(t|ds?) (\w+ ){0,2}(to )?(me|you|us)"
-_MONEY = re.compile(
-    r"\b(transfers?|transferr\w*|wires?|payments?|paid|pay|payees?|money|funds?|deposits?|top[ -]?ups?|topp\w*"
-    r"|sepa|swift|ach|remittances?|cash|cheques?|checks?|salary|refunds?|withdraw\w*)\b",
-    re.I,
-)
-_INCOMING = re.compile(
-    r"\b(receiv(e|es|ed|ing)|incoming|inbound|deposit\w*|credited|top[ -]?ups?|topp\w+ up|add\w* money"
-    r"|(in)?to (my|your|the customer's) account|reach(es|ed)? (my|your) account|from (another|an external|a different) bank"
-    r"|get paid|paid to me|" + _SENT_TO_US + r")\b",
-    re.I,
-)
-_OUTGOING = re.compile(
-    r"\b(send(ing|s)?|sent|outgoing|outbound|withdraw\w*|atms?|cash machines?|(take|took|get|got|taking) (\w+ )?(cash|money) out"
-    r"|pay (someone|a friend|a bill|bills)"
-    # Someone else receiving, or cash received from a machine, is money leaving the account.
-    r"|(recipient|receiver|beneficiary|payee|seller|merchant|they|he|she|friend|landlord|person)\b[^.?!]{0,40}\b(receiv\w*|get|got)"
-    r"|cash\b[^.?!]{0,20}\breceiv\w*|receiv\w*[^.?!]{0,25}\bcash"
-    r"|to (an? )?(external|other|another|different) (bank|account)s?|transfer out|wire out)\b",
-    re.I,
-)
-# Receiving something that is not money ("I received an error message") moves nothing.
-_NOT_MONEY = re.compile(
-    r"\b(receiv\w*|sen(t|ds?)|got|get) (a |an |the |this |that |my |your )?(\w+ )?"
-    r"(messages?|errors?|notifications?|e-?mails?|texts?|letters?|codes?|cards?|pins?)\b",
-    re.I,
-)
 # "Sent to me" is incoming, not outgoing.
 _SENT_TO_US_PHRASE = re.compile(rf"\b({_SENT_TO_US})\b", re.I)
 
 
+class MoneyDirectionReader:
+    """Reads a text's direction with the lexicon's `money_direction` lists: `money` (a text moves
+    money only when it names some), `incoming`, `outgoing`, and `not_money` (what can be received
+    or sent without moving money: "I received an error message")."""
+
+    def __init__(self, lexicon: AnswerLexicon) -> None:
+        def alternatives(key: str) -> str:
+            return "|".join(lexicon.entries("money_direction", key))
+
+        self._money = re.compile(rf"\b({alternatives('money')})\b", re.I)
+        self._incoming = re.compile(rf"\b({alternatives('incoming')}|{_SENT_TO_US})\b", re.I)
+        self._outgoing = re.compile(rf"\b({alternatives('outgoing')})\b", re.I)
+        self._not_money = re.compile(
+            r"\b(receiv\w*|sen(t|ds?)|got|get) (a |an |the |this |that |my |your )?(\w+ )?"
+            rf"({alternatives('not_money')})\b",
+            re.I,
+        )
+
+    def direction(self, text: str) -> Direction | None:
+        """INCOMING or OUTGOING when `text` moves money one way only; None otherwise."""
+        if not self._money.search(text):
+            return None
+        text = self._not_money.sub(" ", text)
+        incoming = bool(self._incoming.search(text))
+        outgoing = bool(self._outgoing.search(_SENT_TO_US_PHRASE.sub(" ", text)))
+        if incoming == outgoing:
+            return None
+        return Direction.INCOMING if incoming else Direction.OUTGOING
+
+
+_DEFAULT = MoneyDirectionReader(default_lexicon())
+
+
 def money_direction(text: str) -> Direction | None:
-    """INCOMING or OUTGOING when `text` moves money one way only; None otherwise."""
-    if not _MONEY.search(text):
-        return None
-    text = _NOT_MONEY.sub(" ", text)
-    incoming = bool(_INCOMING.search(text))
-    outgoing = bool(_OUTGOING.search(_SENT_TO_US_PHRASE.sub(" ", text)))
-    if incoming == outgoing:
-        return None
-    return Direction.INCOMING if incoming else Direction.OUTGOING
+    """INCOMING or OUTGOING when `text` moves money one way only (the default lexicon); None otherwise."""
+    return _DEFAULT.direction(text)

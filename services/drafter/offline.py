@@ -33,13 +33,11 @@ import numpy as np
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
-from services.drafter.arrival import awaits_arrival, speaks_of_arrival
-from services.drafter.howto import asked_action, tells_how
+from services.drafter.answer_checks import AnswerChecks, MissingFigureCheck, QuotedUnit, TenantAnswerChecks
 from services.drafter.lexical import content_words, idf_weights, named_words, weighted_coverage
-from services.drafter.money_direction import Direction, money_direction
 from services.drafter.passage_units import PassageUnit, passage_units
 from services.drafter.policy_ledger import PassageBacking, quantities
-from services.drafter.products import is_about, named_products
+from services.drafter.products import ProductNames
 from services.drafter.reply import DraftInput, ReplyParts, Sentence, SourceRef, channel_name
 from services.drafter.templates import ReplyTemplate, TemplateBook, join_items
 
@@ -72,25 +70,6 @@ _WANTS = (
     (re.compile(r"\brate\b|\binterest|\bapy\b|\bapr\b|\bpercent|%|\bcash ?back|\byield", re.I), {"percent", "multiplier"}),
     (re.compile(r"\bhow many\b|\bnumber of\b|\bhow often\b", re.I), {"count"}),
     (re.compile(r"\bage\b|\bhow old\b|\byears old\b|\bminor\b|\bteen", re.I), {"age", "year"}),
-)
-
-
-# A question that asks how much or how long wants a figure of that kind, or a word standing for one
-# ("free", "instantly"); a reply that quotes none answers something else ("How much is a wire?"
-# answered with how to send one).
-_ASKED_FIGURES = (
-    (
-        re.compile(r"\bhow much\b(?! time)|\bwhat (is|are|'s) the (\w+ ){0,3}(fees?|charges?|costs?|prices?)\b", re.I),
-        frozenset({"USD", "EUR", "GBP", "percent", "count"}),
-        re.compile(r"\b(free|no (\w+ )?(fees?|charges?|costs?)|waive[sd]?|at no (extra )?(cost|charge))\b", re.I),
-        "an amount",
-    ),
-    (
-        re.compile(r"\bhow (long|soon|fast|quickly)\b|\bhow much time\b", re.I),
-        frozenset({"minute", "hour", "day", "week", "month", "year", "time"}),
-        re.compile(r"\b(instant\w*|immediate\w*|same[- ]day|next[- ]day|overnight|real[- ]time)\b", re.I),
-        "a time",
-    ),
 )
 
 
@@ -132,9 +111,14 @@ def is_agent_facing(passage: tk.EvidencePassage) -> bool:
 class OfflineDrafter:
     name = "offline"
 
-    def __init__(self, templates: TemplateBook, encoder: TextEncoder | None = None, *, cache_size: int = EMBEDDING_CACHE_SIZE) -> None:
+    def __init__(
+        self, templates: TemplateBook, encoder: TextEncoder | None = None, *, cache_size: int = EMBEDDING_CACHE_SIZE,
+        checks: TenantAnswerChecks | None = None,
+    ) -> None:
         self._templates = templates
         self._encoder = encoder
+        # Each tenant's answer checks (its words, its product catalogue); the defaults without one.
+        self._checks = checks if checks is not None else TenantAnswerChecks()
         # KB units recur from ticket to ticket: embed each once (bounded, least recently used out).
         self._embeddings: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
@@ -146,7 +130,8 @@ class OfflineDrafter:
         if not scored:
             return with_account_evidence(holding_reply(request, template, self.name), request, template)
         chosen = select_units(scored, template.max_sentences, template.max_chars)
-        judged, reason = answerability(problem_text(request), chosen, request.evidence)
+        checks = self._checks.for_tenant(request.ticket.tenant_id)
+        judged, reason = answerability(problem_text(request), chosen, request.evidence, checks)
         reply = compose_reply(request, template, chosen, self.name).replace(
             answerability=judged, answerability_reason=reason
         )
@@ -190,8 +175,9 @@ class OfflineDrafter:
         wanted = wanted_units(question)
         needed = min(MIN_SHARED_WORDS, len(query))
         on_topic = _passages_naming(named_words(question), evidence)
-        products = named_products(question)
-        titled = {i for i, p in enumerate(evidence) if any(is_about(name, p.title, p.section) for name in products)}
+        names = self._checks.for_tenant(request.ticket.tenant_id).products
+        products = names.named(question)
+        titled = {i for i, p in enumerate(evidence) if any(names.is_about(name, p.title, p.section) for name in products)}
         if titled:  # the named product's own articles, not others that mention it in passing
             on_topic = (on_topic & titled) or titled
         if answering:  # the articles the KB's authors wrote for this intent, and its policy for figures
@@ -201,7 +187,7 @@ class OfflineDrafter:
         for position, unit in enumerate(units):
             if unit.passage not in on_topic:
                 continue
-            if products and not _about_asked_product(unit.text, products):
+            if products and not _about_asked_product(unit.text, products, names):
                 continue  # a line on another product, even in the asked product's article
             similarity = cosine[position] if cosine is not None else 0.0
             shared = len(query.keys() & (set(unit_words[position]) | set(context_words[position])))
@@ -239,79 +225,43 @@ class OfflineDrafter:
         return [float(v) for v in np.stack(vectors) @ fresh[0]]
 
 
-def unit_and_headings(unit: PassageUnit, passage: tk.EvidencePassage) -> tuple[str, str, str]:
-    """What a quoted unit says and what it stands under: its text, section heading, article title."""
-    return unit.text, unit.section, passage.title
+def quoted_units(chosen: Sequence[ScoredUnit], evidence: Sequence[tk.EvidencePassage]) -> list[QuotedUnit]:
+    """What each chosen unit says and what it stands under: its section heading, its article title."""
+    return [QuotedUnit(item.unit.text, item.unit.section, evidence[item.unit.passage].title) for item in chosen]
 
 
-def unit_direction(unit: PassageUnit, passage: tk.EvidencePassage) -> Direction | None:
-    """The unit's own direction, else its section heading's, else its article title's."""
-    for text in unit_and_headings(unit, passage):
-        direction = money_direction(text)
-        if direction is not None:
-            return direction
-    return None
+_DEFAULT_CHECKS = TenantAnswerChecks()
 
 
 def answerability(
-    question: str, chosen: Sequence[ScoredUnit], evidence: Sequence[tk.EvidencePassage]
+    question: str, chosen: Sequence[ScoredUnit], evidence: Sequence[tk.EvidencePassage],
+    checks: AnswerChecks | None = None,
 ) -> tuple[int, str]:
-    """NOT_ANSWERED, with the reason, for the near misses read here: the question moves money one
-    way and the reply only quotes units about the other way; the question waits for something and
-    no quoted unit says a word about delivery, timing or status; the question asks how much or how
-    long and no quoted unit gives such a figure; the question asks how to do something and no quoted
-    unit tells the reader to do it; the question names a product and no quoted article is about
-    it. Otherwise UNSPECIFIED: shared words prove no answer."""
-    products = named_products(question)
-    if products and not any(
-        is_about(product, evidence[item.unit.passage].title, item.unit.section)
-        for product in products
-        for item in chosen
-    ):
-        names = join_items([f'"{product}"' for product in products])
-        return tk.ANSWERABILITY_NOT_ANSWERED, f"the question names {names}; no quoted article is about {'it' if len(products) == 1 else 'them'}"
-    asked = money_direction(question)
-    if asked is not None:
-        said = {unit_direction(item.unit, evidence[item.unit.passage]) for item in chosen} - {None}
-        if said and asked not in said:
-            (other,) = said
-            return tk.ANSWERABILITY_NOT_ANSWERED, f"the question is about {asked.value} money; the quoted passages are about {other.value}"
-    if awaits_arrival(question) and not any(
-        speaks_of_arrival(text)
-        for item in chosen
-        for text in unit_and_headings(item.unit, evidence[item.unit.passage])
-    ):
-        return tk.ANSWERABILITY_NOT_ANSWERED, "the customer is waiting for something; the quoted passages say nothing of delivery, timing or status"
-    wanted = missing_figure(question, chosen)
-    if wanted:
-        return tk.ANSWERABILITY_NOT_ANSWERED, f"the question asks for {wanted}; the quoted passages give none"
-    action = asked_action(question)
-    if action and not any(
-        tells_how(text, action)
-        for item in chosen
-        for text in unit_and_headings(item.unit, evidence[item.unit.passage])
-    ):
-        return tk.ANSWERABILITY_NOT_ANSWERED, f'the question asks how to do something ("{action}"); the quoted passages do not say how'
-    return tk.ANSWERABILITY_UNSPECIFIED, ""
+    """NOT_ANSWERED, with the first objection of the tenant's answer checks (answer_checks.py), run
+    in order: the question names a product and no quoted article is about it; the question moves
+    money one way and the reply only quotes units about the other way; the question waits for
+    something and no quoted unit says a word about delivery, timing or status; the question asks how
+    much or how long and no quoted unit gives such a figure; the question asks how to do something
+    and no quoted unit tells the reader to do it. Otherwise UNSPECIFIED: shared words prove no
+    answer."""
+    checks = checks if checks is not None else _DEFAULT_CHECKS.for_tenant("")
+    reason = checks.first_objection(question, quoted_units(chosen, evidence))
+    if reason is None:
+        return tk.ANSWERABILITY_UNSPECIFIED, ""
+    return tk.ANSWERABILITY_NOT_ANSWERED, reason
 
 
 def missing_figure(question: str, chosen: Sequence[ScoredUnit]) -> str:
     """What the question asks a figure of ("an amount", "a time") when no quoted unit gives one;
     otherwise ""."""
-    for asks, kinds, stands_for, name in _ASKED_FIGURES:
-        if asks.search(question) and not any(
-            stands_for.search(item.unit.text) or kinds & {kind for kind, _ in _quantity_keys(item.unit)}
-            for item in chosen
-        ):
-            return name
-    return ""
+    return MissingFigureCheck.missing(question, [QuotedUnit(item.unit.text) for item in chosen])
 
 
-def _about_asked_product(text: str, asked: Sequence[str]) -> bool:
+def _about_asked_product(text: str, asked: Sequence[str], names: ProductNames) -> bool:
     """False when `text` names products and none of them is one the question asks about ("Crypto
     Cash Back Card: +0.15%" quoted for "What cash back does the Diamond Elite card give?")."""
-    named = named_products(text)
-    return not named or any(is_about(product, text) for product in asked)
+    named = names.named(text)
+    return not named or any(names.is_about(product, text) for product in asked)
 
 
 def written_for(intent: str, evidence: Sequence[tk.EvidencePassage]) -> set[int]:
