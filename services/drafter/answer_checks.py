@@ -63,7 +63,7 @@ class AnswerCheck(Protocol):
 
 class NamedProductCheck:
     """The question names a product and no quoted article is about it (by its title or the heading
-    over the quoted unit)."""
+    over the quoted unit); with a catalogue, only when a quoted article is about another product."""
 
     name = "named_product"
 
@@ -73,6 +73,11 @@ class NamedProductCheck:
     def judge(self, question: str, quoted: Sequence[QuotedUnit]) -> str | None:
         named = self.products.named(question)
         if not named or any(self.products.is_about(product, unit.title, unit.section) for product in named for unit in quoted):
+            return None
+        if self.products.complete and not any(
+                set(self.products.named(f"{unit.title}\n{unit.section}")) - set(named) for unit in quoted):
+            # With the whole catalogue known, a quote about no product at all (how returns work) may
+            # well answer "can I return my shirt?": the near miss is another product's page.
             return None
         names = join_items([f'"{product}"' for product in named])
         return f"the question names {names}; no quoted article is about {'it' if len(named) == 1 else 'them'}"

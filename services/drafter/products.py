@@ -37,6 +37,10 @@ _SENTENCE_START = re.compile(r"(?:^|[.!?:\n])[\s*_#>-]*$")  # Markdown emphasis 
 
 
 class ProductNames(Protocol):
+    # Whether every product is known (a catalogue): then a quote is off only when it is about
+    # another product; a guess from capitals cannot tell a process article from another product's.
+    complete: bool
+
     def named(self, text: str) -> list[str]:
         """The product names `text` uses, in order."""
         ...
@@ -53,6 +57,8 @@ def _names(wanted: set[str], headings: Sequence[str]) -> bool:
 class GuessedProducts:
     """Product names guessed from capitals (no catalogue): the lexicon's `named_product.not_names`
     are the capitalised words before "card"/"account" that name no product of the bank."""
+
+    complete = False
 
     def __init__(self, lexicon: AnswerLexicon) -> None:
         self._not_names = frozenset(lexicon.entries("named_product", "not_names"))
@@ -80,6 +86,8 @@ class CatalogueProducts:
     """Product names from the tenant's catalogue: a text names a product when it uses its name or
     one of its aliases in any case ("my action camera"), a plural too; the name is the catalogue's.
     A heading is about the product when it names it by its name or an alias."""
+
+    complete = True
 
     def __init__(self, products: Sequence[CatalogueProduct]) -> None:
         self._spellings: dict[str, tuple[str, ...]] = {}  # name -> its name and aliases

@@ -145,11 +145,14 @@ def test_with_a_catalogue_the_product_check_recognises_a_product_named_in_lower_
     question = "how much does the action camera cost to return?"
     assert checks.for_tenant("shop").products.named(question) == ["Action Camera"]
     assert checks.for_tenant("shop").products.named("two tees and a t-shirt") == ["T-Shirt"]
-    other = QuotedUnit("Returns are free within 30 days.", "Returns", "Bluetooth Speaker: returns")
+    other = QuotedUnit("Returns are free within 30 days.", "Returns", "T-shirts: returns")
     own = QuotedUnit("Returns are free within 30 days.", "Returns", "Action cameras: returns and repairs")
     assert judged(checks, "shop", "named_product", question, other) == \
         'the question names "Action Camera"; no quoted article is about it'
     assert judged(checks, "shop", "named_product", question, own) is None
+    # An article about no product at all (how returns work) may answer it: only another product's page is off.
+    process = QuotedUnit("Returns are free within 30 days.", "Returns", "How do I return an item?")
+    assert judged(checks, "shop", "named_product", question, process) is None
     # Without a catalogue the name is guessed from capitals, as before: a lower-case one is none.
     assert judged(checks, "bank", "named_product", question, other) is None
 
