@@ -18,7 +18,7 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.systems import SystemsConfig
 
 from services.investigator import metrics
-from services.investigator.connectors import TenantConnectors
+from services.investigator.connectors import ActionAnswer, TenantConnectors
 from services.investigator.connectors.http import http_connectors, seconds
 from services.investigator.investigation import Subject, investigate
 from services.investigator.playbooks import PlaybookError, TenantPlaybooks, load_playbooks
@@ -43,15 +43,6 @@ class ActionRequest:
     customer_id: str
     params: dict[str, str] = field(default_factory=dict)
     ticket_id: str = ""
-
-
-@dataclass(frozen=True)
-class ActionOutcome:
-    executed: bool
-    status: str = ""
-    reference: str = ""
-    reason: str = ""
-    result: dict[str, str] = field(default_factory=dict)
 
 
 class InvalidRequest(ValueError):
@@ -129,7 +120,7 @@ class Investigator:
         return investigate(playbook, subject, connectors, deadline_s=self.budget(caller_remaining_s),
                            executor=self._executor)
 
-    def run_action(self, request: ActionRequest, *, caller_remaining_s: float | None = None) -> ActionOutcome:
+    def run_action(self, request: ActionRequest, *, caller_remaining_s: float | None = None) -> ActionAnswer:
         """One allow-listed action through the tenant's account system, idempotent by action id
         (the system answers a repeated id with its first answer). Executed only when the system
         confirmed it."""
@@ -146,12 +137,12 @@ class Investigator:
         tool = _tool_label(request.tool)
         if request.tool not in ALLOWED_TOOLS:
             metrics.ACTIONS.labels(tool, "refused").inc()
-            return ActionOutcome(False, reason=f"{request.tool!r} is not an allow-listed action "
+            return ActionAnswer(False, reason=f"{request.tool!r} is not an allow-listed action "
                                                f"({', '.join(ALLOWED_TOOLS)})")
         actions = self.connectors(request.tenant_id).actions
         if actions is None:
             metrics.ACTIONS.labels(tool, "refused").inc()
-            return ActionOutcome(False, reason="the tenant's account system is not connected")
+            return ActionAnswer(False, reason="the tenant's account system is not connected")
         budget = self.budget(caller_remaining_s)
         deadline = time.monotonic() + budget
         answer = actions.run_action(request.tool, request.customer_id, dict(request.params),
@@ -162,7 +153,7 @@ class Investigator:
             "tenant": request.tenant_id, "tool": request.tool, "action_id": request.action_id,
             "status": answer.status, "reference": answer.reference, "reason": answer.reason,
             "budget_s": seconds(budget)}})
-        return ActionOutcome(answer.executed, answer.status, answer.reference, answer.reason, dict(answer.result))
+        return answer
 
 
 def _tool_label(tool: str) -> str:
