@@ -5,11 +5,9 @@ the topics."""
 
 from __future__ import annotations
 
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import httpx
 import pytest
@@ -17,12 +15,12 @@ import pytest
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import EventPublisher, ensure_topics, new_meta
-from supportflow.observability import Health
 from supportflow.settings import Settings
 from supportflow.topics import Topic
 
-from services.workspace.main import build, consumer_group
+from services.workspace.main import consumer_group
 from tests.kafka_helpers import read_all
+from tests.workspace_helpers import workspace_running
 from tooling.fleet import free_port
 
 pytestmark = pytest.mark.infra
@@ -56,30 +54,6 @@ def delivery_of(decided: ev.TicketDecided) -> ev.DeliveryRecorded:
     )
     recorded.delivered_at.GetCurrentTime()
     return recorded
-
-
-@contextmanager
-def workspace_running(settings: Settings) -> Iterator[tuple[str, str]]:
-    """The service in this process as run_service runs it; yields (its base URL, its consumer group)."""
-    publisher = EventPublisher(settings, "workspace")
-    parts = build(settings, publisher, Health("workspace"))
-    stop = threading.Event()
-    threads = [threading.Thread(target=consumer.run, args=(stop,), daemon=True) for consumer in parts.consumers]
-    for thread in threads:
-        thread.start()
-    for start in parts.on_start:
-        start()
-    try:
-        for consumer in parts.consumers:
-            assert consumer.assigned.wait(30), f"workspace consumer {consumer.group_id} got no partitions"
-        yield f"http://127.0.0.1:{settings.workspace_http_port}", parts.consumers[0].group_id
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(30)
-        for hook in parts.on_stop:
-            hook()
-        publisher.flush()
 
 
 def eventually(probe: Callable[[], object], timeout_s: float = 30.0) -> object:

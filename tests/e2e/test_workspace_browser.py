@@ -32,10 +32,10 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.devinfra.browser import ensure_chromium, headless_chrome
 from supportflow.eventbus import EventPublisher, delete_namespace_topics, ensure_topics, new_meta
 from supportflow.settings import Settings
 from supportflow.topics import Topic
+from tests.workspace_helpers import headless_browser
 from tooling.channel_servers import ChannelServers, ChannelServersConfig
 from tooling.decisions import read_topic
 from tooling.demo import channels_file, tenant_accounts
@@ -203,14 +203,9 @@ def workspace(local_stack, base_settings: Settings, tmp_path_factory: pytest.Tem
 
 @pytest.fixture(scope="module")
 def browser(workspace: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    chromium, chromedriver = ensure_chromium(workspace.settings.cache_dir)
-    driver = headless_chrome(chromium, chromedriver, log_path=tmp_path_factory.mktemp("chromedriver") / "chromedriver.log")
-    driver.implicitly_wait(0)
-    try:
+    with headless_browser(workspace.settings.cache_dir, tmp_path_factory.mktemp("chromedriver")) as driver:
         log_in(driver, workspace)
         yield driver
-    finally:
-        driver.quit()
 
 
 # --- what a person does ----------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,6 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2 as svc
 from supportflow.contracts.v1 import services_pb2_grpc
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.devinfra.browser import ensure_chromium, headless_chrome
 from supportflow.eventbus import EventPublisher, delete_namespace_topics, ensure_topics, new_meta
 from supportflow.observability import Health
 from supportflow.rpc import create_server
@@ -44,9 +42,9 @@ from supportflow.topics import Topic
 
 from services.workspace.auth import bootstrap_admin, hash_password
 from services.workspace.handlers import INSTRUCTION_METADATA_KEY
-from services.workspace.main import build
 from services.workspace.store import WorkspaceStore
 from tooling.decisions import read_topic
+from tests.workspace_helpers import headless_browser, workspace_running
 from tooling.fleet import free_port
 
 pytestmark = pytest.mark.infra
@@ -153,38 +151,19 @@ def workspace(local_stack, base_settings: Settings, tmp_path_factory: pytest.Tem
                                                                       week="2026-W49", decision=answered))
     publisher.flush()
 
-    parts = build(settings, EventPublisher(settings, "workspace"), Health("workspace"))
-    stop = threading.Event()
-    threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in parts.consumers]
-    for thread in threads:
-        thread.start()
-    for start in parts.on_start:
-        start()
     try:
-        for consumer in parts.consumers:
-            assert consumer.assigned.wait(30), f"workspace consumer {consumer.group_id} got no partitions"
-        yield Workspace(url=f"http://127.0.0.1:{settings.workspace_http_port}", passwords=passwords, settings=settings,
-                        publisher=publisher, drafter=drafter,
-                        artifacts=[base_settings.cache_dir / "test-artifacts", run_dir / "screenshots"])
+        with workspace_running(settings) as (url, _):
+            yield Workspace(url=url, passwords=passwords, settings=settings, publisher=publisher, drafter=drafter,
+                            artifacts=[base_settings.cache_dir / "test-artifacts", run_dir / "screenshots"])
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(30)
-        for hook in parts.on_stop:
-            hook()
         server.stop(1)
         delete_namespace_topics(settings)
 
 
 @pytest.fixture(scope="module")
 def browser(workspace: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    chromium, chromedriver = ensure_chromium(workspace.settings.cache_dir)
-    driver = headless_chrome(chromium, chromedriver, log_path=tmp_path_factory.mktemp("chromedriver") / "chromedriver.log")
-    driver.implicitly_wait(0)
-    try:
+    with headless_browser(workspace.settings.cache_dir, tmp_path_factory.mktemp("chromedriver")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 # --- what a person does --------------------------------------------------------------------------
