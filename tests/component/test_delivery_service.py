@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,12 +31,12 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import (H_DLQ_ERROR, H_DLQ_REASON, EventPublisher, derived_event_id, ensure_topics, header,
                                   kafka_config, new_meta)
-from supportflow.observability import Health
 from supportflow.settings import Settings
 from supportflow.topics import DECISION_TOPICS, Topic
 
-from services.delivery.main import RETRY_DELAY_S, build
+from services.delivery.main import RETRY_DELAY_S
 from tests.kafka_helpers import read_all
+from tests.service_helpers import service_running
 from tooling.channel_servers import ChannelServers, ChannelServersConfig, TenantAccounts
 from tooling.fleet import free_port
 
@@ -110,23 +109,8 @@ def delivery_settings(settings: Settings, servers: ChannelServers, tmp_path: Pat
 @contextmanager
 def delivery_running(settings: Settings) -> Iterator[None]:
     """The service's consumer loops in this process, as run_service would run them."""
-    publisher = EventPublisher(settings, "delivery")
-    parts = build(settings, publisher, Health("delivery"))
-    stop = threading.Event()
-    threads = [threading.Thread(target=consumer.run, args=(stop,), daemon=True) for consumer in parts.consumers]
-    for thread in threads:
-        thread.start()
-    for consumer in parts.consumers:
-        assert consumer.assigned.wait(30), f"delivery consumer {consumer.group_id} got no partitions"
-    try:
+    with service_running("delivery", settings):
         yield
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(30)
-        for hook in parts.on_stop:
-            hook()
-        publisher.flush()
 
 
 # --- decisions -------------------------------------------------------------------------------

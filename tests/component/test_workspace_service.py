@@ -20,7 +20,7 @@ from supportflow.topics import Topic
 
 from services.workspace.main import consumer_group
 from tests.kafka_helpers import read_all
-from tests.workspace_helpers import workspace_running
+from tests.service_helpers import workspace_running
 from tooling.fleet import free_port
 
 pytestmark = pytest.mark.infra

@@ -35,7 +35,7 @@ from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import EventPublisher, delete_namespace_topics, ensure_topics, new_meta
 from supportflow.settings import Settings
 from supportflow.topics import Topic
-from tests.workspace_helpers import headless_browser
+from tests.service_helpers import headless_browser
 from tooling.channel_servers import ChannelServers, ChannelServersConfig
 from tooling.decisions import read_topic
 from tooling.demo import channels_file, tenant_accounts

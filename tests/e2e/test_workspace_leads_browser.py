@@ -44,7 +44,7 @@ from services.workspace.auth import bootstrap_admin, hash_password
 from services.workspace.handlers import INSTRUCTION_METADATA_KEY
 from services.workspace.store import WorkspaceStore
 from tooling.decisions import read_topic
-from tests.workspace_helpers import headless_browser, workspace_running
+from tests.service_helpers import headless_browser, workspace_running
 from tooling.fleet import free_port
 
 pytestmark = pytest.mark.infra

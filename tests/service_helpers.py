@@ -1,4 +1,4 @@
-"""The workspace service and a browser, as the component and browser tests run them."""
+"""A service run in the test's own process, and a browser, as the component and browser tests use them."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from supportflow.devinfra.browser import ensure_chromium, headless_chrome
 from supportflow.eventbus import EventPublisher
 from supportflow.observability import Health
+from supportflow.service import ServiceParts, load_builder
 from supportflow.settings import Settings
-
-from services.workspace.main import build
 
 
 @contextmanager
-def workspace_running(settings: Settings) -> Iterator[tuple[str, str]]:
-    """The service in this process as run_service runs it; yields (its base URL, its consumer group)."""
-    publisher = EventPublisher(settings, "workspace")
-    parts = build(settings, publisher, Health("workspace"))
+def service_running(service: str, settings: Settings) -> Iterator[ServiceParts]:
+    """The service's consumer loops and start hooks in this process, as run_service runs them,
+    once every loop has its partitions; stopped and flushed afterwards."""
+    publisher = EventPublisher(settings, service)
+    parts = load_builder(service)(settings, publisher, Health(service))
     stop = threading.Event()
     threads = [threading.Thread(target=consumer.run, args=(stop,), daemon=True) for consumer in parts.consumers]
     for thread in threads:
@@ -30,8 +30,8 @@ def workspace_running(settings: Settings) -> Iterator[tuple[str, str]]:
         start()
     try:
         for consumer in parts.consumers:
-            assert consumer.assigned.wait(30), f"workspace consumer {consumer.group_id} got no partitions"
-        yield f"http://127.0.0.1:{settings.workspace_http_port}", parts.consumers[0].group_id
+            assert consumer.assigned.wait(30), f"{service} consumer {consumer.group_id} got no partitions"
+        yield parts
     finally:
         stop.set()
         for thread in threads:
@@ -39,6 +39,13 @@ def workspace_running(settings: Settings) -> Iterator[tuple[str, str]]:
         for hook in parts.on_stop:
             hook()
         publisher.flush()
+
+
+@contextmanager
+def workspace_running(settings: Settings) -> Iterator[tuple[str, str]]:
+    """The workspace in this process; yields (its base URL, its consumer group)."""
+    with service_running("workspace", settings) as parts:
+        yield f"http://127.0.0.1:{settings.workspace_http_port}", parts.consumers[0].group_id
 
 
 @contextmanager
