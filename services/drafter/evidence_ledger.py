@@ -20,6 +20,10 @@ for the reviewer); the draft is BLOCKED when every evidence line went, or more t
 Every checked fact is recorded in the draft's ledger as a PolicyClaim of kind "evidence" whose
 `article_id` is the finding's record id and whose `passage` is the finding's summary.
 
+Only the findings a customer may be told are stated or checked (`customer_findings`): a finding
+the playbook marks internal (the bank's own deploys, say) reaches the agents through the packet,
+never a reply.
+
 Only the evidence lines are read here. The help-center answer is checked by the policy ledger,
 which refuses any figure no canonical passage carries, so an account figure slipped into an answer
 sentence is removed there.
@@ -119,6 +123,11 @@ def facts_in(text: str, statuses: Iterable[str] = ()) -> list[EvidenceFact]:
     return found
 
 
+def customer_findings(investigation: ev.Investigation) -> list[ev.Finding]:
+    """The findings a reply to the customer may state: available, worded, and not internal."""
+    return [f for f in investigation.findings if f.available and f.summary.strip() and not f.internal]
+
+
 def status_words(findings: Iterable[ev.Finding]) -> set[str]:
     """The values of the findings' status and state facts ("held", "frozen", "pending")."""
     words = set()
@@ -181,7 +190,7 @@ class EvidenceOutcome:
 
 def check_evidence_facts(parts: ReplyParts) -> EvidenceOutcome:
     """Verify every fact of the draft's evidence lines against the available findings."""
-    findings = [finding for finding in parts.findings if finding.available]
+    findings = [finding for finding in parts.findings if finding.available and not finding.internal]
     statuses = status_words(findings)
     ledger: list[tk.PolicyClaim] = []
     edits: dict[tuple[str, int], Sentence | str | None] = {}

@@ -34,6 +34,7 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
 from services.drafter.answer_checks import AnswerChecks, MissingFigureCheck, QuotedUnit, TenantAnswerChecks
+from services.drafter.evidence_ledger import customer_findings
 from services.drafter.lexical import content_words, idf_weights, named_words, weighted_coverage
 from services.drafter.passage_units import PassageUnit, passage_units
 from services.drafter.policy_ledger import PassageBacking, quantities
@@ -412,10 +413,13 @@ def holding_reply(request: DraftInput, template: ReplyTemplate, generator: str) 
 
 
 def stated_findings(investigation: ev.Investigation) -> list[ev.Finding]:
-    """The available findings worth saying, those bearing on the settled case type first."""
-    available = [f for f in investigation.findings if f.available and f.summary.strip()]
+    """The findings worth telling the customer: where the investigation settled the case, those
+    that bear on it (the rest, an unrelated incident or the account's tier, would only distract);
+    otherwise every one the customer may be told, for the agent to weigh."""
+    told = customer_findings(investigation)
     settled = investigation.case_type
-    return sorted(available, key=lambda f: settled == ev.CASE_TYPE_UNSPECIFIED or settled not in f.supports)
+    bearing = [f for f in told if settled != ev.CASE_TYPE_UNSPECIFIED and settled in f.supports]
+    return bearing or told
 
 
 def with_account_evidence(parts: ReplyParts, request: DraftInput, template: ReplyTemplate) -> ReplyParts:
@@ -431,6 +435,6 @@ def with_account_evidence(parts: ReplyParts, request: DraftInput, template: Repl
     return parts.replace(
         evidence_lead_in=template.evidence_lead_in,
         evidence=tuple(finding.summary.strip() for finding in stated),
-        findings=tuple(f for f in investigation.findings if f.available),
+        findings=tuple(customer_findings(investigation)),
         uncertainties=tuple(uncertainties),
     )

@@ -155,7 +155,7 @@ class EvidenceRouting:
     """A tenant's opt-in to answer an archetype's draft-for-review tickets automatically when the
     investigation settles them (escalation.yaml `tenants.<tenant>.archetypes.<archetype>.auto_respond_when`)."""
 
-    case_type: int  # the case type the evidence must settle on
+    case_types: tuple[int, ...]  # the case types the evidence may settle on
     min_evidence_completeness: float  # share of the playbook's lookups that must have answered
     max_evidence_age_s: float = 600.0  # evidence gathered longer ago than this is stale
 
@@ -175,12 +175,13 @@ def _evidence_routing(tenants: Any) -> Mapping[tuple[str, int], EvidenceRouting]
             if when is None:
                 continue
             where = f"tenants.{tenant}.archetypes.{name}.auto_respond_when"
-            unknown = sorted(set(when) - {"case_type", "min_evidence_completeness", "max_evidence_age_s"})
+            unknown = sorted(set(when) - {"case_types", "min_evidence_completeness", "max_evidence_age_s"})
             if unknown:
                 raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
             try:
+                names = when["case_types"]
                 rule = EvidenceRouting(
-                    case_type=_case_type(str(when["case_type"])),
+                    case_types=tuple(_case_type(str(name)) for name in ([names] if isinstance(names, str) else names)),
                     min_evidence_completeness=float(when["min_evidence_completeness"]),
                     max_evidence_age_s=float(when.get("max_evidence_age_s", 600)),
                 )
@@ -188,6 +189,8 @@ def _evidence_routing(tenants: Any) -> Mapping[tuple[str, int], EvidenceRouting]
                 raise ConfigError(f"{where} lacks {exc.args[0]!r}") from exc
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{where}: {exc}") from exc
+            if not rule.case_types:
+                raise ConfigError(f"{where}: case_types names no case type")
             if not 0 < rule.min_evidence_completeness <= 1:
                 raise ConfigError(f"{where}: min_evidence_completeness must be in (0, 1]")
             if rule.max_evidence_age_s <= 0:

@@ -147,9 +147,9 @@ def evidence_settles(
         why.append("low confidence")
     if investigation is None or not investigation.findings:
         return why + ["no investigation findings"]
-    if investigation.case_type != rule.case_type:
+    if investigation.case_type not in rule.case_types:
         why.append(f"the evidence settles {case_type_name(investigation.case_type)}, "
-                   f"not {case_type_name(rule.case_type)}")
+                   f"not {' or '.join(case_type_name(c) for c in rule.case_types)}")
     if investigation.completeness < rule.min_evidence_completeness or not all(f.available for f in investigation.findings):
         why.append(f"evidence completeness {investigation.completeness:.2f} < {rule.min_evidence_completeness:.2f}"
                    if investigation.completeness < rule.min_evidence_completeness else "a lookup was unavailable")
@@ -163,20 +163,22 @@ def evidence_settles(
     return why
 
 
-def _evidence_unsettled(draft: tk.Draft, investigation: ev.Investigation | None) -> str:
+def _evidence_unsettled(draft: tk.Draft, investigation: ev.Investigation | None,
+                        settles_on: tuple[int, ...]) -> str:
     """Why the account evidence a draft states must not go out unread (empty: it may). A reply
     that tells the customer what their account shows is sent automatically only when that
-    evidence settles the case as expected behaviour: a missing card, a defect, an incident or a
-    case the evidence leaves open is an agent's to explain."""
+    evidence settles the case as one the customer can act on alone: expected behaviour, or a case
+    type the tenant opted the archetype into (`settles_on`). A missing card, a defect, an incident
+    or a case the evidence leaves open is an agent's to explain."""
     if not any(claim.kind == EVIDENCE_CLAIM_KIND for claim in draft.ledger):
         return ""
     if investigation is None:
         return "the draft states account evidence but no investigation backs it"
-    if investigation.case_type == ev.CASE_TYPE_EXPECTED_BEHAVIOUR:
+    if investigation.case_type in settles_on:
         return ""
     settled = case_type_name(investigation.case_type)
     return ("the draft states account evidence that does not settle the case" if settled == "unspecified"
-            else f"the account evidence settles {settled}, not expected behaviour")
+            else f"the account evidence settles {settled}, not {' or '.join(case_type_name(c) for c in settles_on)}")
 
 
 def decide_drafted(
@@ -247,7 +249,9 @@ def decide_drafted(
     if in_incident:
         blockers.append(("incident", "the ticket is part of an open incident"))
     # (a draft-for-review ticket's evidence was weighed above, by `evidence_settles`)
-    unsettled = _evidence_unsettled(draft, investigation) if classification.route == tk.ROUTE_AUTO_RESPOND else ""
+    settles_on = evidence_rule.case_types if evidence_rule else (ev.CASE_TYPE_EXPECTED_BEHAVIOUR,)
+    unsettled = (_evidence_unsettled(draft, investigation, settles_on)
+                 if classification.route == tk.ROUTE_AUTO_RESPOND else "")
     if unsettled:
         blockers.append(("evidence_unsettled", unsettled))
     if blockers:

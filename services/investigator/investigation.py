@@ -295,7 +295,7 @@ def investigate(playbook: Playbook, subject: Subject, connectors: TenantConnecto
                 metrics.LOOKUPS.labels(lookup.source, "deadline").inc()
             findings[lookup.name] = ev.Finding(
                 source=lookup.source, lookup=lookup.name, available=False, unavailable_reason=reason,
-                summary=_capitalised(f"{lookup.describe}: not available ({reason})."))
+                internal=lookup.internal, summary=_capitalised(f"{lookup.describe}: not available ({reason})."))
             facts_by_lookup[lookup.name] = None
             uncertain.append(_capitalised(f"{lookup.describe} could not be checked ({reason})."))
             continue
@@ -304,7 +304,8 @@ def investigate(playbook: Playbook, subject: Subject, connectors: TenantConnecto
         uncertain.extend(_capitalised(sentence + ".") for sentence in unmatched)
         facts = facts_of(lookup, records, now)
         facts_by_lookup[lookup.name] = facts
-        finding = ev.Finding(source=lookup.source, lookup=lookup.name, available=True, facts=facts)
+        finding = ev.Finding(source=lookup.source, lookup=lookup.name, available=True, facts=facts,
+                             internal=lookup.internal)
         identified += pinned(lookup, records, subject)
         if records:
             finding.summary = render(lookup.summary, placeholders | facts)

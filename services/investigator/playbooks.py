@@ -99,6 +99,9 @@ class Lookup(_Strict):
     not_found: str = ""
     observed_at: str = "created_at"
     record_id: str = "id"
+    # For the agents only: the finding reaches the packet and the workspace but never a reply to
+    # the customer (the bank's own deploys and configuration changes, say).
+    internal: bool = False
 
     @field_validator("facts")
     @classmethod

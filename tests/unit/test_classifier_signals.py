@@ -92,6 +92,16 @@ def test_ordinary_tickets_carry_no_risk_flag(text: str) -> None:
     assert read_signals(text).risk_flags == ()
 
 
+@pytest.mark.parametrize("text, disputed", [
+    ("Please refund the fee you charged me for that transfer.", True),
+    ("Can this charge be waived? I was never told about it.", True),
+    ("Why was I charged a fee when I paid with my card?", False),  # asks why: the fee schedule answers
+    ("There was an extra charge when I took money out of the ATM.", False),
+])
+def test_asking_for_a_fee_back_is_a_billing_dispute_but_asking_about_it_is_not(text: str, disputed: bool) -> None:
+    assert (tk.RISK_FLAG_BILLING_DISPUTE in read_signals(text).risk_flags) is disputed
+
+
 def test_sentiment_reads_polarity_negation_and_shouting() -> None:
     happy = read_signals("Thanks, the app is great and support was really helpful").sentiment
     neutral = read_signals("My card has not arrived yet").sentiment

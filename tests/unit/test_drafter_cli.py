@@ -91,8 +91,8 @@ def classify_as(route: int, intent: str = "wire_pricing", **fields):  # type: ig
         (tk.ROUTE_DRAFT_FOR_REVIEW, {"confidence": 0.95}, "review"),
         (tk.ROUTE_AUTO_RESPOND, {"confidence": 0.95, "input_flags": ["prompt_injection"]}, "escalate"),
         (tk.ROUTE_ESCALATE, {"confidence": 0.95}, "escalate"),
-        # escalation.yaml types a fee the customer was charged as a policy exception: an agent decides.
-        (tk.ROUTE_AUTO_RESPOND, {"confidence": 0.95, "intent": "transfer_fee_charged"}, "review"),
+        # escalation.yaml types an extra charge on a statement as a policy exception: an agent decides.
+        (tk.ROUTE_AUTO_RESPOND, {"confidence": 0.95, "intent": "extra_charge_on_statement"}, "review"),
     ],
 )
 def test_decision_follows_the_classification(route: int, fields: dict, decision: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from supportflow.contracts.v1 import events_pb2 as ev
@@ -124,8 +125,32 @@ def test_the_offline_draft_states_what_the_records_show_before_the_help_center_a
     assert "can't see your account" not in text  # the account was looked at
     evidence = [c for c in draft.ledger if c.kind == EVIDENCE_KIND]
     assert evidence and all(c.verified for c in evidence)
-    assert {c.article_id for c in evidence} == {"TRF-88213", "TOP-5521"}
+    # The case is settled on the transfer: the pending top-up bears on nothing the customer asked.
+    assert {c.article_id for c in evidence} == {"TRF-88213"} and TOP_UP.summary not in text
     assert all(c.verified for c in draft.ledger)
+    # Where nothing is settled, every finding the customer may be told is stated, for the agent to weigh.
+    unsettled = ev.Investigation(findings=[TRANSFER, TOP_UP], completeness=1.0)
+    both = drafted(OfflineDrafter(TemplateBook.load()), unsettled)
+    assert {c.article_id for c in both.ledger if c.kind == EVIDENCE_KIND} == {"TRF-88213", "TOP-5521"}
+
+
+DEPLOY = ev.Finding(source="changes", lookup="change", record_id="chg-41", available=True, internal=True,
+                    summary="Change on 2026-12-02: card authorisation service 4.12 deployed.",
+                    facts={"description": "card authorisation service 4.12 deployed", "date": "2026-12-02"},
+                    supports=[ev.CASE_TYPE_EXPECTED_BEHAVIOUR])
+
+
+@pytest.mark.parametrize("generator", ["offline", "scripted"])
+def test_an_internal_finding_is_never_stated_to_the_customer_nor_backs_a_line(generator) -> None:
+    """The bank's own deploy bears on the case, but it is for the agents: the packet carries it, a
+    reply never does, and a line that only it could back is removed."""
+    investigation = ev.Investigation(findings=[TRANSFER, DEPLOY], completeness=1.0,
+                                     case_type=ev.CASE_TYPE_EXPECTED_BEHAVIOUR)
+    chosen = (OfflineDrafter(TemplateBook.load()) if generator == "offline"
+              else ScriptedEvidence((TRANSFER.summary, DEPLOY.summary)))
+    draft = drafted(chosen, investigation)
+    assert TRANSFER.summary in draft.text and "4.12" not in draft.text and "2026-12-02" not in draft.text
+    assert {c.article_id for c in draft.ledger if c.kind == EVIDENCE_KIND and c.verified} == {"TRF-88213"}
 
 
 def test_the_offline_draft_says_when_part_of_the_account_could_not_be_checked() -> None:

@@ -37,7 +37,7 @@ DECLINES = ev.Finding(source="product_events", lookup="declines", available=True
 DOWN = ev.Finding(source="incidents", lookup="open_incidents", available=False, unavailable_reason="timed out")
 SETTLED = ev.Investigation(playbook="transfer_pending", findings=[HELD, ACCOUNT], completeness=1.0,
                            case_type=ev.CASE_TYPE_EXPECTED_BEHAVIOUR)
-RULE = EvidenceRouting(case_type=ev.CASE_TYPE_EXPECTED_BEHAVIOUR, min_evidence_completeness=1.0, max_evidence_age_s=600)
+RULE = EvidenceRouting(case_types=(ev.CASE_TYPE_EXPECTED_BEHAVIOUR,), min_evidence_completeness=1.0, max_evidence_age_s=600)
 POLICY_ROUTE = "archetype account_specific: draft_for_review (policy file)"
 
 
@@ -148,6 +148,27 @@ def test_each_exclusion_keeps_the_ticket_with_an_agent(case, kwargs, why):
     assert why in verdict.reason, (case, verdict.reason)
 
 
+def test_a_configuration_mistake_is_answered_only_where_the_tenant_opted_its_case_type_in():
+    """A frozen card: the customer can put it right alone, once told what the records show."""
+    frozen = ev.Investigation(playbook="cards", findings=[HELD, ACCOUNT], completeness=1.0,
+                              case_type=ev.CASE_TYPE_CONFIGURATION_MISTAKE)
+    held = decide(investigation=frozen)
+    assert held.decision == ev.DECISION_REVIEW
+    assert "settles configuration_mistake, not expected_behaviour" in held.reason
+    both = EvidenceRouting(case_types=(ev.CASE_TYPE_EXPECTED_BEHAVIOUR, ev.CASE_TYPE_CONFIGURATION_MISTAKE),
+                           min_evidence_completeness=1.0)
+    answered = decide(investigation=frozen, rule=both)
+    assert answered.decision == ev.DECISION_RESPOND and answered.on_evidence
+    assert "settles configuration_mistake" in answered.reason
+    # The opt-in widens nothing else: a defect still waits, and so does an auto-respond archetype's
+    # draft stating such evidence where the tenant has no rule for that archetype.
+    defect = ev.Investigation(findings=[HELD], completeness=1.0, case_type=ev.CASE_TYPE_PRODUCT_DEFECT)
+    assert "not expected_behaviour or configuration_mistake" in decide(investigation=defect, rule=both).reason
+    auto = account_classification(route=tk.ROUTE_AUTO_RESPOND, archetype=tk.ARCHETYPE_REPETITIVE)
+    assert decide(classification=auto, investigation=frozen, rule=None).holds == ("evidence_unsettled",)
+    assert decide(classification=auto, investigation=frozen, rule=both).decision == ev.DECISION_RESPOND
+
+
 def test_settled_evidence_does_not_lift_the_other_automatic_reply_conditions():
     stale_article = evidence_draft()
     stale_article.citations[0].stale = True
@@ -180,17 +201,20 @@ def test_an_auto_respond_draft_stating_evidence_that_does_not_settle_the_case_wa
 def test_the_opt_in_is_tenant_data_validated_on_load(tmp_path):
     shipped = EscalationConfig.load()
     assert shipped.evidence_rule("demo-bank", tk.ARCHETYPE_ACCOUNT_SPECIFIC) == EvidenceRouting(
-        ev.CASE_TYPE_EXPECTED_BEHAVIOUR, 1.0, 600.0)
+        (ev.CASE_TYPE_EXPECTED_BEHAVIOUR, ev.CASE_TYPE_CONFIGURATION_MISTAKE), 1.0, 600.0)
     assert shipped.evidence_rule("rho-bank", tk.ARCHETYPE_ACCOUNT_SPECIFIC) is None
     assert shipped.evidence_rule("demo-bank", tk.ARCHETYPE_FAQ_BOUNDED) is None
     text = _shipped_text()
     for broken, message in (
-        ("case_type: expected_behavior", "unknown case type"),
+        ("case_types: [expected_behavior]", "unknown case type"),
+        ("case_types: []", "names no case type"),
+        ("case_type: expected_behaviour", "unknown key(s) case_type"),
         ("min_evidence_completeness: 1.5", "must be in (0, 1]"),
         ("min_evidence_completeness: 1.0\n          when: always", "unknown key(s) when"),
     ):
         path = tmp_path / "escalation.yaml"
-        original = "case_type: expected_behaviour" if "case_type" in broken else "min_evidence_completeness: 1.0"
+        original = ("case_types: [expected_behaviour, configuration_mistake]" if "case_type" in broken
+                    else "min_evidence_completeness: 1.0")
         path.write_text(text.replace(original, broken, 1))
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
             EscalationConfig.load(path)
@@ -343,9 +367,9 @@ def test_the_retail_tenants_own_words_are_read():
 
 
 def test_an_intent_that_is_a_policy_exception_is_not_answered_on_evidence_that_the_charge_was_right():
-    t = ticket(body="I was charged a fee, I want it back")
+    t = ticket(body="There is an extra charge on my statement I want back")
     t.tenant_id = "demo-bank"
-    c = classified(t, tk.ROUTE_DRAFT_FOR_REVIEW, intent="transfer_fee_charged", archetype=tk.ARCHETYPE_ACCOUNT_SPECIFIC)
+    c = classified(t, tk.ROUTE_DRAFT_FOR_REVIEW, intent="extra_charge_on_statement", archetype=tk.ARCHETYPE_ACCOUNT_SPECIFIC)
     c.classification.route_reason = POLICY_ROUTE
     [emit] = decisions(escalator().on_drafted(drafted_event(c, SETTLED)))
     assert emit.topic is Topic.TICKETS_REVIEW and "policy exception" in emit.event.reason

@@ -160,14 +160,20 @@ def test_a_drafted_ticket_in_an_incident_is_reviewed_not_sent():
     assert emit.event.incident_id and emit.event.case_type == ev.CASE_TYPE_INCIDENT
 
 
-def test_a_fee_the_customer_was_charged_is_reviewed_not_sent():
-    # escalation.yaml types card_payment_fee_charged as a policy exception: an agent decides.
+def test_a_question_about_a_fee_is_answered_and_asking_for_it_back_goes_to_an_agent():
+    # A fee question asks why: the fee schedule answers it (escalation.yaml gives the fee intents
+    # no case type of their own).
     c = classified(ticket(body="Why was I charged a fee for a card payment?"), tk.ROUTE_AUTO_RESPOND,
                    intent="card_payment_fee_charged")
     [emit] = decisions(escalator().on_drafted(drafted(c)))
-    assert emit.event.decision == ev.DECISION_REVIEW
-    assert emit.event.case_type == ev.CASE_TYPE_POLICY_EXCEPTION
-    assert "policy exception" in emit.event.reason and emit.event.draft.text
+    assert emit.event.decision == ev.DECISION_RESPOND
+    assert emit.event.case_type == ev.CASE_TYPE_EXPECTED_BEHAVIOUR
+    # Asking for the fee back raises the billing-dispute flag: a policy exception, for an agent.
+    back = classified(ticket("t-back-fee", body="Please refund the fee you charged me."), tk.ROUTE_ESCALATE,
+                      intent="card_payment_fee_charged", flags=[tk.RISK_FLAG_BILLING_DISPUTE])
+    [held] = decisions(escalator().on_classified(back))
+    assert held.event.decision == ev.DECISION_ESCALATE
+    assert held.event.case_type == ev.CASE_TYPE_POLICY_EXCEPTION
 
 
 def test_a_customer_writing_back_after_an_automatic_answer_gets_a_colleague():

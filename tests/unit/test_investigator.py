@@ -175,6 +175,15 @@ def test_the_first_matching_rule_settles_the_case_and_writes_its_sentence(execut
     assert 0 < result.first_evidence_ms <= result.elapsed_ms
 
 
+def test_a_lookup_marked_internal_gives_findings_for_the_agents_only(executor):
+    lookups = [dict(spec, internal=True) if spec["name"] == "incident" else spec for spec in PLAYBOOK["lookups"]]
+    result = run(FakeSystems({"status": "active"}, []), executor, book=playbook(lookups=lookups))
+    assert [f.internal for f in result.findings] == [False, False, True]
+    failing = run(FakeSystems({"status": "active"}, [], fail={"incidents": "HTTP 503"}), executor,
+                  book=playbook(lookups=lookups))
+    assert not failing.findings[2].available and failing.findings[2].internal
+
+
 def test_an_incident_needs_both_the_record_and_the_open_incident(executor):
     delayed = {"id": "m-1", "amount": "5.00", "status": "pending", "hold_reason": "processor_delay", "created_at": at(30)}
     incident = {"id": "inc-1", "title": "Clearing delays", "component": "movements", "started_at": at(2)}
