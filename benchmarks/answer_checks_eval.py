@@ -2,6 +2,8 @@
 on labelled cases of all three tenants, outside the data they were written on.
 
     python benchmarks/answer_checks_eval.py [--seed 7] [--tau2 PATH] [--show 0]
+    python benchmarks/answer_checks_eval.py --export DIR     # pairs to label, blind, and their key
+    python benchmarks/answer_checks_eval.py --labels FILE    # each check against the labels
 
 Each labelled question is paired with three articles of its tenant:
 
@@ -26,6 +28,16 @@ and one wrong pair per question. `paired` counts the questions where the check o
 wrong pair and not the right one against the reverse, with a two-sided sign test: a check earns
 its keep when the first clearly outnumbers the second. `union` is what the drafter does: the
 tenant's checks in order, the first objection holds the draft.
+
+Labelled pairs (`--export`, `--labels`): whether an article is tagged with the question's intent
+is only a proxy for whether the quotes answer it (a right article's quotes can miss the asked
+figure; a near article can answer). `--export DIR` writes `pairs.jsonl` (question and quotes only:
+no pair kind, no check's verdict, for a labeller to judge blind) and `key.jsonl` (each pair's kind
+and every check's objection). The pairs: the right and near pairs of a seeded sample of up to
+`--sample` questions per data set, and every other right or near pair some check objects to.
+`--labels FILE` (JSONL of `{"id", "answers": true|false}`) prints per check and tenant: precision
+(objections on pairs whose quotes do not answer / all objections labelled) and recall (objections
+among the sampled pairs that do not answer), with the false alarms it would cause.
 
 Data: demo bank, the evaluation half of the held-out Banking77 slice (tooling/sample_tickets.py)
 against tenants/demo-bank/help-center; retail, tenants/retail/intents/examples.csv rows with split
@@ -229,7 +241,8 @@ def sign_test(wins: int, losses: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def evaluate(data: Dataset, checks: AnswerChecks, quoter: Quoter, rng: random.Random, show: int) -> dict:
+def evaluate(data: Dataset, checks: AnswerChecks, quoter: Quoter, rng: random.Random, show: int,
+             pairs: list[dict] | None = None) -> dict:
     matcher = Matcher(data.articles)
     # Articles the tenant marks as policy one by one (not a whole KB declared canonical).
     policy = tuple(a for a in data.articles if a.is_policy)
@@ -251,6 +264,11 @@ def evaluate(data: Dataset, checks: AnswerChecks, quoter: Quoter, rng: random.Ra
                 objected[kind][check.name].append(reason is not None)
             first = checks.first_objection(question.text, quoted)
             objected[kind]["union"].append(first is not None)
+            if pairs is not None and kind != "random":
+                pairs.append({"dataset": data.name, "tenant": data.tenant, "question": question.text,
+                              "article": data.articles[index].title, "kind": kind,
+                              "units": [[u.text, u.section, u.title] for u in quoted],
+                              "objected": objected[kind]["union"][-1]})
             if first is not None and kind == "right" and shown < show:
                 shown += 1
                 print(f"  false alarm [{data.name}] {question.text[:100]!r} <- {data.articles[index].title!r}: {first}")
@@ -277,15 +295,76 @@ def rows_for(data: Dataset, result: dict) -> list[list[str]]:
     return rows
 
 
-def print_table(rows: list[list[str]]) -> None:
-    header = ["data", "check", "false alarms (right)", "catches (random)", "prec", "paired",
-              "catches (near)", "prec", "paired"]
+TABLE_HEADER = ["data", "check", "false alarms (right)", "catches (random)", "prec", "paired",
+                "catches (near)", "prec", "paired"]
+
+
+def print_table(rows: list[list[str]], header: list[str] = TABLE_HEADER) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     print(line(header))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
         print(line(row))
+
+
+def export_pairs(pairs: list[dict], out: Path, sample: int, seed: int) -> None:
+    """Write the pairs to label, blind, and their key (see the module's docstring)."""
+    chosen: list[dict] = []
+    for name in dict.fromkeys(p["dataset"] for p in pairs):
+        of_data = [p for p in pairs if p["dataset"] == name]
+        questions = sorted(dict.fromkeys(p["question"] for p in of_data))
+        sampled = set(random.Random(f"{seed}:{name}:sample").sample(questions, min(sample, len(questions))))
+        chosen += [p | {"sampled": p["question"] in sampled} for p in of_data
+                   if p["question"] in sampled or p["objected"]]
+    random.Random(f"{seed}:order").shuffle(chosen)  # no order gives the kind away
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "pairs.jsonl", "w", encoding="utf-8") as blind, open(out / "key.jsonl", "w", encoding="utf-8") as key:
+        for number, pair in enumerate(chosen, 1):
+            pair_id = f"p{number:04d}"
+            blind.write(json.dumps({"id": pair_id, "tenant": pair["tenant"], "question": pair["question"],
+                                    "article": pair["article"], "quotes": [u[0] for u in pair["units"]]},
+                                   ensure_ascii=False) + "\n")
+            key.write(json.dumps({"id": pair_id, "dataset": pair["dataset"], "tenant": pair["tenant"],
+                                  "kind": pair["kind"], "sampled": pair["sampled"], "units": pair["units"]}, ensure_ascii=False) + "\n")
+    print(f"{len(chosen)} pairs to label in {out / 'pairs.jsonl'}; their key in {out / 'key.jsonl'}")
+
+
+def score_labels(labels_path: Path, key_path: Path) -> None:
+    """Each check of today's code against labelled pairs (their questions from pairs.jsonl beside
+    the key): precision over every objection on a
+    labelled pair, recall over the sampled pairs whose quotes do not answer."""
+    with open(labels_path, encoding="utf-8") as handle:
+        answers = {r["id"]: bool(r["answers"]) for r in map(json.loads, filter(str.strip, handle))}
+    with open(key_path.parent / "pairs.jsonl", encoding="utf-8") as handle:
+        questions = {p["id"]: p["question"] for p in map(json.loads, filter(str.strip, handle))}
+    with open(key_path, encoding="utf-8") as handle:
+        keys = [k | {"question": questions[k["id"]]} for k in map(json.loads, filter(str.strip, handle))
+                if k["id"] in answers]
+    tenants = TenantAnswerChecks(TENANTS_DIR)
+    for k in keys:
+        checks = tenants.for_tenant(k["tenant"])
+        quoted = [QuotedUnit(*unit) for unit in k["units"]]
+        k["objections"] = {c.name: c.judge(k["question"], quoted) is not None for c in checks.checks}
+        k["objections"]["union"] = checks.first_objection(k["question"], quoted) is not None
+    header = ["data", "check", "objections", "of them not answering (precision)", "false alarms",
+              "recall (sampled misses caught)"]
+    rows = []
+    for name in dict.fromkeys(k["dataset"] for k in keys):
+        of_data = [k for k in keys if k["dataset"] == name]
+        misses = [k for k in of_data if k["sampled"] and not answers[k["id"]]]
+        sampled = sum(k["sampled"] for k in of_data)
+        rows.append([name, f"(labelled {len(of_data)}: sampled {sampled}, of which {len(misses)} do not answer)",
+                     "", "", "", ""])
+        for check in of_data[0]["objections"]:
+            objected = [k for k in of_data if k["objections"][check]]
+            right = sum(not answers[k["id"]] for k in objected)
+            caught = sum(k["objections"][check] for k in misses)
+            rows.append([name, check, str(len(objected)),
+                         f"{right} ({right / len(objected):.2f})" if objected else "-",
+                         str(len(objected) - right),
+                         f"{caught}/{len(misses)} ({caught / len(misses):.2f})" if misses else "-"])
+    print_table(rows, header)
 
 
 def main() -> None:
@@ -295,7 +374,14 @@ def main() -> None:
     parser.add_argument("--show", type=int, default=0, help="print up to N false alarms per data set")
     parser.add_argument("--policy-evidence", action="store_true",
                         help="give the drafter the tenant's policy articles with each article, as retrieval does")
+    parser.add_argument("--export", type=Path, help="write the pairs to label (blind) and their key to this folder")
+    parser.add_argument("--sample", type=int, default=50, help="questions per data set sampled for --export")
+    parser.add_argument("--labels", type=Path, help="score each check against these labels (key.jsonl beside them)")
+    parser.add_argument("--key", type=Path, help="the key written by --export (default: key.jsonl beside --labels)")
     args = parser.parse_args()
+    if args.labels:
+        score_labels(args.labels, args.key or args.labels.parent / "key.jsonl")
+        return
 
     checks = TenantAnswerChecks(TENANTS_DIR)
     quoter = Quoter(checks, policy_evidence=args.policy_evidence)
@@ -305,10 +391,13 @@ def main() -> None:
         datasets.append(rho_bank_tau2(args.tau2, rho_articles))
     datasets.append(rho_bank_policy_set(rho_articles))
     rows = []
+    pairs: list[dict] | None = [] if args.export else None
     for data in datasets:
         rng = random.Random(f"{args.seed}:{data.name}")
-        result = evaluate(data, checks.for_tenant(data.tenant), quoter, rng, args.show)
+        result = evaluate(data, checks.for_tenant(data.tenant), quoter, rng, args.show, pairs)
         rows += rows_for(data, result)
+    if pairs is not None:
+        export_pairs(pairs, args.export, args.sample, args.seed)
     print()
     print_table(rows)
     print(f"\npairs where the drafter found nothing to quote (the three closest units stood in): {dict(quoter.fallbacks)}")

@@ -184,3 +184,38 @@ def test_catalogue_products_match_only_whole_spellings() -> None:
     products = answer_checks(default_lexicon(), [CatalogueProduct("Tee", ("tee",))]).products
     assert products.named("a teenager's tee") == ["Tee"]
     assert products.named("a teenager") == []
+
+
+# --- against labelled pairs of all three tenants (tests/fixtures/answer_checks_labels) ----------
+
+LABELLED = Path(__file__).resolve().parents[1] / "fixtures" / "answer_checks_labels"
+
+
+def _jsonl(name: str) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (LABELLED / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_the_labelled_pairs_are_whole_and_blind():
+    pairs, key, labels = _jsonl("pairs.jsonl"), _jsonl("key.jsonl"), _jsonl("labels.jsonl")
+    assert [p["id"] for p in pairs] == [k["id"] for k in key] == [r["id"] for r in labels]
+    assert {p["tenant"] for p in pairs} == {"demo-bank", "retail", "rho-bank"}
+    assert all(set(p) == {"id", "tenant", "question", "article", "quotes"} for p in pairs)  # nothing gives a kind away
+    assert all(isinstance(r["answers"], bool) and r["why"] for r in labels)
+
+
+def test_each_tenants_objections_mostly_hold_drafts_whose_quotes_do_not_answer():
+    """A floor under the precision docs/offline-drafter-checks.md reports for the checks a tenant
+    runs (the drafter's first objection): a change that makes them object to answering quotes fails."""
+    questions = {p["id"]: p["question"] for p in _jsonl("pairs.jsonl")}
+    answers = {r["id"]: r["answers"] for r in _jsonl("labels.jsonl")}
+    tenants = TenantAnswerChecks(CHECKOUT_TENANTS_DIR)
+    held: dict[str, list[bool]] = {}
+    for k in _jsonl("key.jsonl"):
+        quoted = [QuotedUnit(*unit) for unit in k["units"]]
+        if tenants.for_tenant(k["tenant"]).first_objection(questions[k["id"]], quoted) is not None:
+            held.setdefault(k["tenant"], []).append(not answers[k["id"]])
+    for tenant, right in held.items():
+        assert sum(right) / len(right) >= 0.75, (tenant, sum(right), len(right))
+    assert sum(map(len, held.values())) >= 100
