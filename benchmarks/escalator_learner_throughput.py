@@ -110,7 +110,7 @@ def run(count: int) -> dict:
     state = learner.export_state()
     export_s = time.perf_counter() - export_started
     restore_started = time.perf_counter()
-    Learner.from_state(state)
+    Learner.from_state(state, LearnerConfig.load())
     restore_s = time.perf_counter() - restore_started
     per_event_ms.sort()
     return {

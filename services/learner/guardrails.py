@@ -92,6 +92,29 @@ class Guardrails:
         self._guards: dict[tuple[str, str], _ArchetypeGuard] = collections.defaultdict(_ArchetypeGuard)
         self._observed: set[str] = set()  # override ids already applied
 
+    def to_state(self) -> dict:
+        return {
+            "guards": [[tenant, archetype, {
+                "scores": [[latency, [[ticket, score, at] for ticket, (score, at) in window.items()]]
+                           for latency, window in guard.scores.items()],
+                "handoffs": [[ticket, lost] for ticket, lost in guard.handoffs.items()],
+                "reviewing": guard.reviewing, "latched": guard.latched, "generation": guard.generation,
+            }] for (tenant, archetype), guard in self._guards.items()],
+            "observed": sorted(self._observed),
+        }
+
+    def load_state(self, state: dict) -> None:
+        self._guards.clear()
+        for tenant, archetype, values in state["guards"]:
+            guard = _ArchetypeGuard(reviewing=bool(values["reviewing"]), latched=bool(values["latched"]),
+                                    generation=int(values["generation"]))
+            for latency, window in values["scores"]:
+                guard.scores[int(latency)] = collections.OrderedDict(
+                    (ticket, (float(score), float(at))) for ticket, score, at in window)
+            guard.handoffs = collections.OrderedDict((ticket, bool(lost)) for ticket, lost in values["handoffs"])
+            self._guards[(tenant, archetype)] = guard
+        self._observed = set(state["observed"])
+
     @property
     def latencies(self) -> tuple[int, ...]:
         return self._config.latencies

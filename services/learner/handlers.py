@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import collections
 import logging
+import json
 import math
-import pickle
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from supportflow.contracts.v1 import events_pb2 as ev
@@ -53,6 +53,7 @@ from services.learner.kpis import (
     KpiRowValues, KpiStore, TicketRecord, iso_week, panel_rows, qa_class_of, with_status,
 )
 from services.learner.qa_sampling import QaSampler
+from services.learner.state import StateError, message_from_state, message_state, types_by_name
 from services.learner.tenant_data import TenantData
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 PRODUCER = "learner"
 _DECISIONS = (ev.DECISION_RESPOND, ev.DECISION_REVIEW, ev.DECISION_FOLLOW_UP, ev.DECISION_ESCALATE)
 _HANDOFFS = (ev.DECISION_REVIEW, ev.DECISION_ESCALATE)
+_OVERRIDE_TYPE = types_by_name(ev.RoutingOverride)
+_SAMPLE_TYPE = types_by_name(ev.QaSampleRequested)
 MAX_REVIEWS_KEPT = 1000  # the latest guardrail reviews opened and closed, for the weekly report
 SLOW_PANEL_S = 0.05
 PANEL_THROTTLE = 10
@@ -98,21 +101,44 @@ class Learner:
         self._reviews: collections.deque[ReviewChange] = collections.deque(maxlen=MAX_REVIEWS_KEPT)
 
     def export_state(self) -> bytes:
-        """Everything the learner knows, for a snapshot; taken under the lock, so consistent."""
+        """Everything the learner knows, for a snapshot, as JSON (state.py); taken under the lock,
+        so consistent."""
         with self._lock:
-            state = {name: value for name, value in vars(self).items() if name not in ("_lock", "_rows_cache")}
-            return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+            state = {
+                "kpis": self._kpis.to_state(),
+                "guardrails": self._guardrails.to_state(),
+                "knowledge": self._knowledge.to_state(),
+                "sampler": self._sampler.to_state(),
+                "held": [[override_id, trigger, message_state(override)]
+                         for override_id, (trigger, override) in self._held.items()],
+                "held_samples": [message_state(sample) for sample in self._held_samples.values()],
+                "published": sorted(self._published),
+                "reviews": [asdict(review) for review in self._reviews],
+            }
+        return json.dumps(state, separators=(",", ":")).encode()
 
     @classmethod
-    def from_state(cls, state: bytes, tenants_dir: Path | None = None) -> "Learner":
+    def from_state(cls, state: bytes, config: LearnerConfig, tenants_dir: Path | None = None) -> "Learner":
         """A learner with an exported state, replaying (what came after the snapshot) until
-        `finish_replay`; tenant data is read again from `tenants_dir`."""
-        learner = cls.__new__(cls)
-        vars(learner).update(pickle.loads(state))  # noqa: S301 - our own snapshot (snapshots.py)
-        learner._tenant_data.__init__(tenants_dir)  # in place: the store and guardrails hold it
-        learner._lock = threading.Lock()
-        learner._rows_cache = {}
-        learner._replaying = True
+        `finish_replay`; tenant data is read again from `tenants_dir`. StateError when `state` is
+        not one this learner can read."""
+        learner = cls(config, TenantData(tenants_dir), replaying=True)
+        try:
+            values = json.loads(state)
+            learner._kpis.load_state(values["kpis"])
+            learner._guardrails.load_state(values["guardrails"])
+            learner._knowledge.load_state(values["knowledge"])
+            learner._sampler.load_state(values["sampler"])
+            learner._held = {override_id: (trigger, message_from_state(override, _OVERRIDE_TYPE))
+                             for override_id, trigger, override in values["held"]}
+            samples = [message_from_state(sample, _SAMPLE_TYPE) for sample in values["held_samples"]]
+            learner._held_samples = {sample.ticket_id: sample for sample in samples}
+            learner._published = set(values["published"])
+            learner._reviews.extend(ReviewChange(**review) for review in values["reviews"])
+        except StateError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:  # JSON, or values of another shape
+            raise StateError(f"the learner's state cannot be read: {exc!r}") from exc
         return learner
 
     def finish_replay(self) -> list[Emit]:

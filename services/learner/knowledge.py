@@ -40,9 +40,6 @@ class CaseFacts:
     intent: str
     problem_statement: str
 
-    def __reduce__(self) -> tuple:  # for snapshots: the arguments, not the instance dict
-        return CaseFacts, (self.intent, self.problem_statement)
-
 
 def topic_title(intent: str) -> str:
     words = intent.replace("_", " ").strip()
@@ -55,6 +52,23 @@ class KnowledgeLoop:
         self._max_tickets = max_tickets
         self._cases: collections.OrderedDict[tuple[str, str], CaseFacts] = collections.OrderedDict()
         self._groups: dict[tuple[str, str], _GapGroup] = collections.defaultdict(_GapGroup)
+
+    def to_state(self) -> dict:
+        return {
+            "cases": [[tenant, ticket_id, facts.intent, facts.problem_statement]
+                      for (tenant, ticket_id), facts in self._cases.items()],
+            "groups": [[tenant, intent, group.proposed, [[ticket_id, problem, notes]
+                                                         for ticket_id, (problem, notes) in group.tickets.items()]]
+                       for (tenant, intent), group in self._groups.items()],
+        }
+
+    def load_state(self, state: dict) -> None:
+        self._cases = collections.OrderedDict(
+            ((tenant, ticket_id), CaseFacts(intent, problem)) for tenant, ticket_id, intent, problem in state["cases"])
+        self._groups.clear()
+        for tenant, intent, proposed, tickets in state["groups"]:
+            self._groups[(tenant, intent)] = _GapGroup(
+                {ticket_id: (problem, notes) for ticket_id, problem, notes in tickets}, bool(proposed))
 
     def remember(self, event: ev.TicketDecided) -> None:
         """The case a ticket opened with: a later decision on the same ticket (the customer's reply,

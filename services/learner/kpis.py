@@ -34,6 +34,7 @@ from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.timestamps import seconds_of
 
 from services.learner.config import QA_CLASSES, QA_NONE, LearnerConfig, PanelConfig, archetype_name
+from services.learner.state import StateError, message_from_state, message_state, types_by_name
 from services.learner.tenant_data import KpiBaseline
 
 ALL = "all"
@@ -380,6 +381,34 @@ def evidence_seconds(event: ev.TicketDecided) -> float | None:
 
 
 Outcome = ev.FeedbackReceived | ev.KbGapDetected | ev.DeliveryRecorded | ev.AgentAction
+OUTCOME_TYPES = types_by_name(ev.FeedbackReceived, ev.KbGapDetected, ev.DeliveryRecorded, ev.AgentAction)
+RECORD_FIELDS = tuple(f.name for f in fields(TicketRecord))
+
+
+def record_state(record: TicketRecord) -> list:
+    """A record's values in RECORD_FIELDS order, as JSON values."""
+    values: list = []
+    for name in RECORD_FIELDS:
+        value = getattr(record, name)
+        if name == "key":
+            value = [value.tenant, value.archetype, value.segment, value.channel]
+        elif name == "csat":
+            value = [[latency, score, at] for latency, (score, at) in value.items()]
+        values.append(value)
+    return values
+
+
+_KEY, _CSAT = RECORD_FIELDS.index("key"), RECORD_FIELDS.index("csat")
+
+
+def record_from_state(values: Sequence) -> TicketRecord:
+    """The record `record_state` wrote (of this code's RECORD_FIELDS: the caller checks)."""
+    if len(values) != len(RECORD_FIELDS):
+        raise StateError(f"a ticket record of {len(values)} values, not {len(RECORD_FIELDS)}")
+    given = list(values)
+    given[_KEY] = CutKey(*given[_KEY])
+    given[_CSAT] = {int(latency): (float(score), float(at)) for latency, score, at in given[_CSAT]}
+    return TicketRecord(*given)
 
 
 @dataclass(frozen=True)
@@ -410,6 +439,41 @@ class KpiStore:
         self.dropped_feedback = 0
         self.latest_seen = 0.0
         self.version = 0
+
+    # -- state (snapshots: JSON values only, see services/learner/state.py)
+
+    def to_state(self) -> dict:
+        return {
+            "record_fields": list(RECORD_FIELDS),
+            "records": [[tenant, ticket_id, record_state(record)] for (tenant, ticket_id), record in self._records.items()],
+            "pending": [[tenant, ticket_id, [message_state(item) for item in items]]
+                        for (tenant, ticket_id), items in self._pending.items()],
+            "contacts": [[tenant, customer, [[at, ticket_id] for at, ticket_id in contacts]]
+                         for (tenant, customer), contacts in self._contacts.items()],
+            "pending_feedback": self.pending_feedback,
+            "dropped_feedback": self.dropped_feedback,
+            "latest_seen": self.latest_seen,
+            "version": self.version,
+        }
+
+    def load_state(self, state: dict) -> None:
+        if state["record_fields"] != list(RECORD_FIELDS):
+            raise StateError("ticket records of another shape (fields " + ", ".join(state["record_fields"]) + ")")
+        self._records.clear()
+        for tenant, ticket_id, values in state["records"]:
+            record = record_from_state(values)
+            record.key = self._keys.setdefault(record.key, record.key)
+            self._records[(tenant, ticket_id)] = record
+        self._pending = collections.OrderedDict(
+            ((tenant, ticket_id), [message_from_state(item, OUTCOME_TYPES) for item in items])
+            for tenant, ticket_id, items in state["pending"])
+        self._contacts = collections.OrderedDict(
+            ((tenant, customer), [(float(at), ticket_id) for at, ticket_id in contacts])
+            for tenant, customer, contacts in state["contacts"])
+        self.pending_feedback = int(state["pending_feedback"])
+        self.dropped_feedback = int(state["dropped_feedback"])
+        self.latest_seen = float(state["latest_seen"])
+        self.version = int(state["version"])
 
     # -- queries
 

@@ -34,6 +34,7 @@ from services.learner.handlers import Learner
 from services.learner.metrics import LearnerCollector
 from services.learner.servicer import LearnerServicer
 from services.learner.snapshots import SnapshotStore, learner_version
+from services.learner.state import StateError
 from services.learner.tenant_data import TenantData
 
 SERVICE = "learner"
@@ -53,10 +54,17 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     tenants_dir = settings.tenant_data_dir
     with_baseline = TenantData(tenants_dir).check_all()  # a malformed tenant file stops the start, named
     log.info("tenant data read", extra={"fields": {"tenants_dir": str(tenants_dir), "with_baseline": with_baseline}})
+    config = LearnerConfig.load(settings.learner_config_path)
+    learner = None
     if snapshot is not None:
-        learner = Learner.from_state(snapshot.state, tenants_dir)
-    else:
-        learner = Learner(LearnerConfig.load(settings.learner_config_path), TenantData(tenants_dir), replaying=True)
+        try:
+            learner = Learner.from_state(snapshot.state, config, tenants_dir)
+        except StateError as exc:
+            log.warning("learner snapshot state unreadable: replaying from the beginning",
+                        extra={"fields": {"error": str(exc)}})
+            snapshot = None
+    if learner is None:
+        learner = Learner(config, TenantData(tenants_dir), replaying=True)
     overrides = ConsumerLoop(
         settings, SERVICE, {Topic.ROUTING_OVERRIDES: learner.on_override}, publisher, health,
         group=f"{settings.topic_prefix}{SERVICE}-overrides", broadcast=True,

@@ -30,6 +30,13 @@ class QaSampler:
         # (tenant, week) -> archetypes that already have a sample that week
         self._covered: collections.OrderedDict[tuple[str, str], set[str]] = collections.OrderedDict()
 
+    def to_state(self) -> dict:
+        return {"covered": [[tenant, week, sorted(archetypes)] for (tenant, week), archetypes in self._covered.items()]}
+
+    def load_state(self, state: dict) -> None:
+        self._covered = collections.OrderedDict(
+            ((tenant, week), set(archetypes)) for tenant, week, archetypes in state["covered"])
+
     def consider(self, tenant: str, archetype: str, ticket_id: str, decided_at: float) -> str | None:
         """The ISO week to sample the ticket into, or None when it is not sampled."""
         week = iso_week(decided_at)

@@ -18,8 +18,11 @@ a digest of services/learner/*.py, the configuration file and the topic prefix) 
 beginning as it would without one. A snapshot whose positions Kafka no longer holds (retention
 deleted them) restarts those partitions at their earliest offset.
 
-The state itself is a pickle: the folder must be writable by the learner alone (in Kubernetes, a
-volume mounted into the learner's pod only).
+The state itself is JSON (state.py: numbers, strings, lists and the protobuf messages the learner
+holds, as wire bytes under their type's name): loading it reads data and runs nothing, and a state
+the learner cannot read is logged and replayed from the beginning like a missing snapshot. The
+folder still belongs to the learner alone (in Kubernetes, a volume mounted into its pod only): a
+changed snapshot would change the panel's figures.
 """
 
 from __future__ import annotations

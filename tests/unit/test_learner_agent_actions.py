@@ -156,7 +156,7 @@ def test_invalid_actions_are_rejected() -> None:
 def test_an_action_survives_a_snapshot_of_the_learner() -> None:
     learner = learner_with({"t0": ev.DECISION_REVIEW})
     learner.on_agent_action(action("t0", EDIT, edit_ratio=0.5, at=200))
-    restored = Learner.from_state(learner.export_state(), TENANTS)
+    restored = Learner.from_state(learner.export_state(), LearnerConfig.load(), TENANTS)
     restored.finish_replay()
     restored.on_feedback(verdict("t0", ev.AGENT_VERDICT_REJECTED, at=100))  # older: the edit stands
     assert row(restored)["edit_burden"] == 0.5 and row(restored)["draft_acceptance_rate"] == 0.0

@@ -4,6 +4,8 @@ and reading routing.overrides again over it changes nothing."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from prometheus_client import REGISTRY
 
@@ -14,6 +16,7 @@ from supportflow.eventbus import new_meta
 from services.learner.config import LearnerConfig
 from services.learner.handlers import Learner
 from services.learner.snapshots import FILE_NAME, SnapshotStore, learner_version
+from services.learner.state import StateError
 from tests.unit.test_learner_handlers import TENANTS, csat, decided, make_learner, overrides, populated
 
 POSITIONS = {("p.tickets.responded", 0): 17, ("p.tickets.feedback", 2): 5}
@@ -37,7 +40,7 @@ def test_a_saved_learner_comes_back_with_its_positions_and_goes_on_counting(tmp_
     store(tmp_path).save(original.export_state(), POSITIONS)
     snapshot = store(tmp_path).load()
     assert snapshot is not None and snapshot.positions == POSITIONS
-    restored = Learner.from_state(snapshot.state, TENANTS)
+    restored = Learner.from_state(snapshot.state, LearnerConfig.load(), TENANTS)
     assert restored.kpi_rows("rho-bank") == original.kpi_rows("rho-bank")
     assert restored.kpi_rows("acme") == original.kpi_rows("acme")
     for learner in (original, restored):
@@ -46,12 +49,10 @@ def test_a_saved_learner_comes_back_with_its_positions_and_goes_on_counting(tmp_
     assert restored.kpi_rows("rho-bank") == original.kpi_rows("rho-bank")
 
 
-def test_a_ticket_record_and_case_facts_survive_the_snapshot_with_every_field():
+def test_a_ticket_record_survives_the_snapshot_with_every_field():
     import dataclasses
-    import pickle
 
-    from services.learner.knowledge import CaseFacts
-    from services.learner.kpis import CutKey, TicketRecord
+    from services.learner.kpis import CutKey, TicketRecord, record_from_state, record_state
 
     record = TicketRecord(CutKey("acme", "faq_bounded", "eu", "zendesk"), ev.DECISION_REVIEW, decided_at=7.0, opened_at=6.0,
                           customer_id="c-1", evidence_seconds=0.4, first_response_seconds=1.5,
@@ -63,13 +64,39 @@ def test_a_ticket_record_and_case_facts_survive_the_snapshot_with_every_field():
     defaults = TicketRecord(record.key, record.decision)
     assert all(getattr(record, f.name) != getattr(defaults, f.name)
                for f in dataclasses.fields(TicketRecord) if f.name not in ("key", "decision"))  # every field set
-    assert pickle.loads(pickle.dumps(record)) == record
-    facts = CaseFacts("card_arrival", "Where is my card?")
-    assert pickle.loads(pickle.dumps(facts)) == facts
+    assert record_from_state(json.loads(json.dumps(record_state(record)))) == record
+
+
+def test_the_state_is_json_and_comes_back_whole():
+    """Every part (panel records, held outcomes, guardrails, knowledge loop, QA sampler, held
+    overrides) is written as JSON values and read back to the same state."""
+    learner = populated()
+    learner.on_feedback(csat("not-decided-yet", 70.0))  # an outcome held for its decision
+    learner.on_feedback(ev.FeedbackReceived(meta=new_meta("rho-bank", "gateway"), ticket_id="a",
+                                            qa=ev.QaResult(hallucinated_policy=True, note="invented fee")))
+    state = learner.export_state()
+    values = json.loads(state)
+    assert set(values) == {"kpis", "guardrails", "knowledge", "sampler", "held", "held_samples", "published", "reviews"}
+    assert values["kpis"]["pending"] and values["guardrails"]["guards"] and values["sampler"]["covered"]
+    restored = Learner.from_state(state, LearnerConfig.load(), TENANTS)
+    assert restored.export_state() == state
+    assert restored.kpi_rows("rho-bank") == learner.kpi_rows("rho-bank")
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda state: b"\x80\x05" + state, "cannot be read"),  # not JSON (a pickle's opening bytes)
+    (lambda state: state.replace(b'"records"', b'"rows"'), "cannot be read"),
+    (lambda state: state.replace(b"supportflow.contracts.v1.FeedbackReceived", b"os.system"), "'os.system'"),
+])
+def test_a_state_this_learner_cannot_read_is_refused_by_name(damage, why):
+    learner = populated()
+    learner.on_feedback(csat("not-decided-yet", 70.0))
+    with pytest.raises(StateError, match=why):
+        Learner.from_state(damage(learner.export_state()), LearnerConfig.load(), TENANTS)
 
 
 def test_a_restored_learner_holds_its_overrides_until_the_replay_ends():
-    learner = Learner.from_state(make_learner().export_state(), TENANTS)
+    learner = Learner.from_state(make_learner().export_state(), LearnerConfig.load(), TENANTS)
     assert learner.on_decided(decided("t1")) == []
     assert learner.on_feedback(ev.FeedbackReceived(meta=new_meta("rho-bank", "gateway"), ticket_id="t1",
                                                    qa=ev.QaResult(hallucinated_policy=True, note="invented fee"))) == []
@@ -95,7 +122,7 @@ def test_overrides_read_again_over_a_restored_learner_change_nothing():
         learner.on_feedback(csat(f"s{i}", 90.0))
     before = learner.snapshot().guardrails
 
-    restored = Learner.from_state(learner.export_state(), TENANTS)
+    restored = Learner.from_state(learner.export_state(), LearnerConfig.load(), TENANTS)
     for override in history:  # the overrides topic, read from its beginning after the restart
         restored.on_override(override)
     assert restored.snapshot().guardrails == before
