@@ -51,11 +51,14 @@ IDENTIFIER_NAMES = {
 
 @dataclass(frozen=True)
 class Link:
+    """A URL, shown in plain text as "label: url" and in HTML as the label linked to the URL."""
+
     url: str
+    label: str = ""
 
     @property
     def text(self) -> str:
-        return self.url
+        return f"{self.label}: {self.url}" if self.label else self.url
 
 
 Inline = Union[str, Link]
@@ -126,7 +129,11 @@ def _line_html(line: Line) -> str:
     for part in line:
         if isinstance(part, Link):
             url = html.escape(part.url, quote=True)
-            rendered.append(f'<a href="{url}">{url}</a>' if _is_web_url(part.url) else url)
+            shown = html.escape(part.label, quote=False) if part.label else url
+            if _is_web_url(part.url):
+                rendered.append(f'<a href="{url}">{shown}</a>')
+            else:  # not a web address: shown, never linked
+                rendered.append(f"{shown}: {url}" if part.label else url)
         else:
             rendered.append(html.escape(part, quote=False))
     return "".join(rendered)
@@ -176,7 +183,7 @@ def sources_block(sources: Sequence[SourceLink], *, with_passages: bool = False)
     for source in sources:
         label = source.title or source.article_id or "Article"
         if source.url:
-            lines.append(_line(f"[{source.number}] {label}: ", Link(source.url)))
+            lines.append(_line(f"[{source.number}] ", Link(source.url, label)))
         else:
             lines.append(_text_line(f"[{source.number}] {label}"))
         if with_passages and source.passage:

@@ -199,7 +199,9 @@ def test_zendesk_reply_and_review_note(delivery_settings: Settings, servers: Cha
 
     (posted,) = servers.deliveries("zendesk", answered)
     assert posted["kind"] == "reply" and posted["public"] is True
-    assert "[1] Card delivery: https://help.demo-bank.example/articles/card-delivery" in posted["text"]
+    # Zendesk shows the HTML: each source's title linked to its article ("[1] Card delivery").
+    assert '[1] <a href="https://help.demo-bank.example/articles/card-delivery">Card delivery</a>' in posted["html"]
+    assert "[1] Card delivery\n" in posted["text"]
     assert '<a href="https://help.demo-bank.example/t">' in posted["html"]
     assert "colleague will read" in posted["text"]
     assert zendesk_ticket(servers, answered)["status"] == "pending"
@@ -341,7 +343,7 @@ def test_an_agents_approval_on_a_zendesk_review_ticket_is_one_public_comment(
     assert (note["kind"], note["public"]) == ("note", False) and "Draft for review" in note["text"]
     assert (reply["kind"], reply["public"]) == ("reply", True)
     assert "A new card usually arrives within 7 working days [1]" in reply["text"]
-    assert "[1] Card delivery: https://help.demo-bank.example/articles/card-delivery" in reply["text"]
+    assert '[1] <a href="https://help.demo-bank.example/articles/card-delivery">Card delivery</a>' in reply["html"]
     assert "colleague will read" not in reply["text"]
     assert zendesk_ticket(servers, ticket)["status"] == "pending"
     record = records[approval.action_id]

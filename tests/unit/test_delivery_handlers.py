@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import re
 
 import httpx
 import pytest
@@ -103,7 +104,8 @@ def test_a_reply_carries_the_draft_and_at_most_three_linked_sources() -> None:
     assert text.count("Sources:") == 1  # the drafter's own list is replaced, in its place
     assert text.index("Sources:") < text.index("Kind regards")
     assert "colleague will read" in text.splitlines()[-1]
-    assert '<a href="https://help.rho.example/articles/tracking">' in plan.message.html
+    # In HTML the article's title is the link: "[2] <a href=...>Tracking your card</a>".
+    assert '[2] <a href="https://help.rho.example/articles/tracking">Tracking your card</a>' in plan.message.html
     assert [c.url for c in plan.citations][1] == "https://help.rho.example/articles/tracking"
     assert plan.status == "pending" and plan.tags == ("supportflow_answered",)
     assert plan.priority == "" and plan.group_id is None  # a sent answer changes neither
@@ -112,7 +114,9 @@ def test_a_reply_carries_the_draft_and_at_most_three_linked_sources() -> None:
 def test_the_html_says_what_the_text_says() -> None:
     plan = plan_for(decided(ev.DECISION_ESCALATE))
     assert same_text(plan.message, plan.message.html)
-    assert " ".join(html_to_text(plan.message.html).split()).replace("- ", "") == " ".join(
+    # A link reads "title: url" in the text; in HTML the title is linked to the url.
+    linked = re.sub(r'<a href="([^"]+)">([^<]+)</a>', lambda m: f"{m.group(2)}: {m.group(1)}", plan.message.html)
+    assert " ".join(html_to_text(linked).split()).replace("- ", "") == " ".join(
         plan.message.text.split()).replace("- ", "")
 
 
