@@ -340,7 +340,7 @@ def _uncertainties(request: DraftInput, template: ReplyTemplate, cited: Sequence
     lines = []
     missing = [template.identifier_name(kind) for kind in request.normalized.missing_identifiers]
     if missing:
-        lines.append(template.missing_identifiers.format(items=join_items(missing)))
+        lines.append(template.missing_identifiers.format(items=join_items(missing, "or")))
     if any(passage.stale for passage in cited):
         lines.append(template.stale)
     classification = request.classification
@@ -352,10 +352,10 @@ def _uncertainties(request: DraftInput, template: ReplyTemplate, cited: Sequence
 
 
 def _follow_ups(request: DraftInput, template: ReplyTemplate) -> tuple[str, ...]:
-    return tuple(
-        template.follow_up_question.format(item=template.identifier_name(kind))
-        for kind in request.normalized.missing_identifiers
-    )
+    """One question for what is missing: the kinds the classifier lists are alternatives (any one
+    finds the transaction), so the customer is asked for whichever they have, not for each."""
+    missing = [template.identifier_name(kind) for kind in request.normalized.missing_identifiers]
+    return (template.follow_up_question.format(item=join_items(missing, "or")),) if missing else ()
 
 
 def compose_reply(request: DraftInput, template: ReplyTemplate, chosen: Sequence[ScoredUnit], generator: str) -> ReplyParts:
@@ -395,7 +395,7 @@ def compose_reply(request: DraftInput, template: ReplyTemplate, chosen: Sequence
 
 def holding_reply(request: DraftInput, template: ReplyTemplate, generator: str) -> ReplyParts:
     missing = [template.identifier_name(kind) for kind in request.normalized.missing_identifiers]
-    uncertainties = [template.missing_identifiers.format(items=join_items(missing))] if missing else []
+    uncertainties = [template.missing_identifiers.format(items=join_items(missing, "or"))] if missing else []
     return ReplyParts(
         status=tk.DRAFT_STATUS_NO_EVIDENCE,
         generator=generator,

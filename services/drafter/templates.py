@@ -106,8 +106,8 @@ class TemplateBook:
             raise TemplateError(f"template for tenant {tenant!r}, channel {channel!r}: {exc}") from exc
 
 
-def join_items(items: list[str]) -> str:
-    """'a', 'a and b', 'a, b and c'."""
+def join_items(items: list[str], conjunction: str = "and") -> str:
+    """'a', 'a and b', 'a, b and c' (with conjunction "or": 'a, b or c')."""
     if len(items) <= 1:
         return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
+    return ", ".join(items[:-1]) + f" {conjunction} " + items[-1]

@@ -234,6 +234,15 @@ def test_missing_identifiers_and_stale_articles_are_said(drafter: OfflineDrafter
     assert result.next_step and result.next_step in result.text
 
 
+def test_missing_identifiers_are_asked_for_as_alternatives_in_one_question(drafter: OfflineDrafter) -> None:
+    """Any one of a group finds the transaction: "the ID, the amount or the date", asked once."""
+    result = draft(drafter, "Where is the money I transferred?", [passage(LIME_WIRES)],
+                   missing=("transaction_id", "amount", "date"))
+    assert list(result.follow_up_questions) == [
+        "Could you send us the transaction ID, the amount involved or the date it happened?"]
+    assert "I still need the transaction ID, the amount involved or the date it happened." in result.text
+
+
 def test_numbers_from_non_canonical_passages_are_never_quoted(drafter: OfflineDrafter) -> None:
     forum = tk.EvidencePassage(
         article_id="community-1", title="Community tips", is_policy=False,
