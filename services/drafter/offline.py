@@ -83,6 +83,11 @@ class ScoredUnit:
     unit: PassageUnit
     score: float
     article_rank: int
+    # A unit whose figures its own (non-canonical) article cannot back, but the tenant's canonical
+    # policy passage in the evidence can: that passage's index and the lines that back it. The
+    # reply cites both, so the policy ledger verifies the figures where they are canonical.
+    backed_by: int | None = None
+    backing: tuple[str, ...] = ()
 
 
 def problem_text(request: DraftInput) -> str:
@@ -145,14 +150,26 @@ class OfflineDrafter:
         for passage in evidence:
             ranks.setdefault(passage.article_id, len(ranks))
         units = []
+        backers: dict[tuple[int, int], tuple[int, tuple[str, ...]]] = {}  # (passage, order) -> canonical backing
         best_score = max((passage.score for passage in evidence), default=0.0)
         answering = written_for(request.classification.intent, evidence)
+        canonical = [(i, PassageBacking(p)) for i, p in enumerate(evidence) if p.is_policy and not is_agent_facing(p)]
         for index, passage in enumerate(evidence):
             off_question = passage.score < MIN_EVIDENCE_SHARE * best_score and index not in answering
             if is_agent_facing(passage) or off_question:
                 continue
             backing = PassageBacking(passage)
-            units += [unit for unit in passage_units(passage, index) if backing.backs(unit.text)]
+            for unit in passage_units(passage, index):
+                if backing.backs(unit.text):
+                    units.append(unit)
+                    continue
+                # A figure an article repeats from the policy article: quoted with the policy as its backing.
+                for policy_index, policy in canonical:
+                    lines = policy.backing_lines(unit.text) if policy_index != index else ()
+                    if lines:
+                        units.append(unit)
+                        backers[(unit.passage, unit.order)] = (policy_index, lines)
+                        break
         if not units:
             return []
         question = problem_text(request)
@@ -205,7 +222,8 @@ class OfflineDrafter:
                 score *= 0.9  # the same fact usually exists as a sentence, which reads better
             rank = ranks[evidence[unit.passage].article_id]
             score /= 1 + ARTICLE_RANK_DECAY * rank
-            scored.append(ScoredUnit(unit, score, rank))
+            backer, lines = backers.get((unit.passage, unit.order), (None, ()))
+            scored.append(ScoredUnit(unit, score, rank, backer, lines))
         scored.sort(key=lambda s: (-s.score, s.article_rank, s.unit.passage, s.unit.order))
         return scored
 
@@ -365,11 +383,15 @@ def compose_reply(request: DraftInput, template: ReplyTemplate, chosen: Sequence
     sentences = []
     for item in chosen:
         unit = item.unit
-        if unit.passage not in index_of:
-            index_of[unit.passage] = len(index_of)
-            quoted[unit.passage] = []
-        quoted[unit.passage].append(unit.source_text)
-        sentences.append(Sentence(unit.text, (index_of[unit.passage],), bullet=unit.bullet or unit.from_table))
+        cites = [(unit.passage, (unit.source_text,))]
+        if item.backed_by is not None:
+            cites.append((item.backed_by, item.backing))
+        for passage_index, texts in cites:
+            if passage_index not in index_of:
+                index_of[passage_index] = len(index_of)
+                quoted[passage_index] = []
+            quoted[passage_index] += [text for text in texts if text not in quoted[passage_index]]
+        sentences.append(Sentence(unit.text, tuple(index_of[i] for i, _ in cites), bullet=unit.bullet or unit.from_table))
     for passage_index in index_of:
         sources.append(SourceRef(request.evidence[passage_index], tuple(quoted[passage_index])))
     cited = [ref.passage for ref in sources]

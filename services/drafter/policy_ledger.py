@@ -494,3 +494,10 @@ class PassageBacking:
     def backs(self, text: str) -> bool:
         """Whether every claim in `text` would verify against the passage."""
         return all(check.backing is not None for check in check_sentence(text, (0,), self._backing))
+
+    def backing_lines(self, text: str) -> tuple[str, ...]:
+        """The passage's lines that back the claims in `text` (empty when one of them is not)."""
+        checks = check_sentence(text, (0,), self._backing)
+        if any(check.backing is None for check in checks):
+            return ()
+        return tuple(dict.fromkeys(check.backing.line for check in checks))

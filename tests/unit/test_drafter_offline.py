@@ -366,3 +366,36 @@ def test_the_article_tagged_with_the_predicted_intent_is_quoted_over_one_that_sh
                                    score=p.score, source=p.source) for p in (spare, linking)]
     plain = draft(drafter, question, untagged, classification=classification)
     assert "101" in [c.article_id for c in plain.citations], plain.text  # without tags, the word overlap decides
+
+
+def _help_center_passage(slug: str, score: float) -> tk.EvidencePassage:
+    from pathlib import Path
+
+    from services.retriever.articles import load_articles
+
+    folder = Path(__file__).resolve().parents[2] / "tenants" / "demo-bank" / "help-center"
+    [article] = [a for a in load_articles(folder) if a.title.lower().startswith(slug)]
+    return tk.EvidencePassage(article_id=article.article_id, chunk_id=f"{article.article_id}#0", title=article.title,
+                              text=article.content, score=score, is_policy=bool(article.is_policy),
+                              intents=list(article.intents), source="help_center")
+
+
+def test_a_figure_an_article_repeats_from_the_policy_article_is_quoted_and_cites_both(drafter: OfflineDrafter) -> None:
+    """The focused article says how long a transfer takes in the policy article's words; its own
+    page is not canonical, so the reply quotes it with the policy article as the figure's source
+    and the ledger verifies the figure there."""
+    timing = _help_center_passage("how long does a transfer take", 0.9)
+    policy = _help_center_passage("fees, limits and timings", 0.5)
+    result = draft(drafter, "How long will it take to transfer money from Europe?", [timing, policy], tenant="demo-bank",
+                   classification=tk.Classification(intent="transfer_timing", confidence=0.95,
+                                                    route=tk.ROUTE_AUTO_RESPOND))
+    assert result.status == tk.DRAFT_STATUS_READY
+    assert "within 1 working day" in result.text
+    assert [c.article_id for c in result.citations][:2] == [timing.article_id, policy.article_id]
+    figures = [claim for claim in result.ledger if "working day" in claim.claim]
+    assert figures and all(claim.verified and claim.article_id == policy.article_id for claim in figures)
+    # Without the policy article in the evidence the figure cannot be verified, so it is not quoted.
+    alone = draft(drafter, "How long will it take to transfer money from Europe?", [timing], tenant="demo-bank",
+                  classification=tk.Classification(intent="transfer_timing", confidence=0.95,
+                                                   route=tk.ROUTE_AUTO_RESPOND))
+    assert "within 1 working day" not in alone.text
