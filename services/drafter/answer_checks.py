@@ -150,6 +150,11 @@ class MissingFigureCheck:
     name = "missing_figure"
 
     @staticmethod
+    def asks_for_figure(question: str) -> bool:
+        """Whether the question asks how much or how long."""
+        return any(asks.search(question) for asks, _, _, _ in _ASKED_FIGURES)
+
+    @staticmethod
     def missing(question: str, quoted: Sequence[QuotedUnit]) -> str:
         """What the question asks a figure of ("an amount", "a time") when no quoted unit gives one;
         otherwise ""."""

@@ -24,12 +24,14 @@ from supportflow.eventbus import Emit, InvalidEvent, new_meta, ticket_with_tenan
 from supportflow.investigation import Investigate, no_investigation
 from supportflow.topics import Topic
 
+from services.drafter.answer_checks import MissingFigureCheck
 from services.drafter.drafting import draft_reply
 from services.drafter.reply import ReplyGenerator
 
 SERVICE = "drafter"
 DRAFTED_ROUTES = frozenset({tk.ROUTE_AUTO_RESPOND, tk.ROUTE_DRAFT_FOR_REVIEW})
 DEFAULT_EVIDENCE_K = 4  # distinct articles asked of the retriever
+POLICY_EVIDENCE_K = 1  # the tenant's canonical articles asked for when a figure question found none
 MAX_QUERY_CHARS = 2000
 
 Search = Callable[[svc.SearchRequest], svc.SearchResponse]
@@ -114,6 +116,15 @@ class TicketDrafter:
                 ticket_id=ticket.ticket_id,
             )
         )
+        passages = list(response.passages)
+        if not response.gap and MissingFigureCheck.asks_for_figure(query) and not any(p.is_policy for p in passages):
+            # A figure is verified only against a canonical passage: the focused article may repeat
+            # the policy article's figure, so the policy article is fetched to back it.
+            policy = self._search(svc.SearchRequest(
+                tenant_id=ticket.tenant_id, query=query, k=POLICY_EVIDENCE_K, ticket_id=ticket.ticket_id,
+                filters=svc.SearchFilters(policy_only=True)))
+            known = {p.chunk_id for p in passages}
+            passages += [p for p in policy.passages if p.chunk_id not in known]
         investigation = self._investigate(
             svc.InvestigateRequest(ticket=ticket, normalized=normalized, classification=classification)
         )
@@ -121,7 +132,7 @@ class TicketDrafter:
         evidence_at = self._clock()
         # Under the gap threshold the passages are the best of a bad lot: quoting them would answer
         # a question nobody asked, so the reply holds instead (the passages still go to the agent).
-        usable = [] if response.gap else list(response.passages)
+        usable = [] if response.gap else passages
         draft = draft_reply(
             ticket,
             normalized,
@@ -131,7 +142,7 @@ class TicketDrafter:
             executed_actions=self._executed_actions(ticket.ticket_id),
             investigation=investigation,
         )
-        return DraftOutcome(draft, list(response.passages), evidence_at, self._clock(), query, response.best_score,
+        return DraftOutcome(draft, passages, evidence_at, self._clock(), query, response.best_score,
                             investigation, normalized)
 
     def handle_classified(self, event: ev.TicketClassified) -> list[Emit]:

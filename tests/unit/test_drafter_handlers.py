@@ -169,3 +169,36 @@ def test_passages_judged_off_the_question_are_reported_as_a_knowledge_gap(answer
     assert (gap.event.ticket_id, gap.event.intent, gap.event.best_score) == ("tkt-42", "transfer_fee_charged", 0.8)
     assert gap.event.query == "What does a domestic outgoing wire cost?"
     assert gap.event.meta.tenant_id == "rho-bank" and gap.event.meta.producer == "drafter"
+
+
+class PolicyAwareSearch(RecordingSearch):
+    """The retriever: the ordinary search finds a focused article that repeats the policy's
+    figure; a policy-only search finds the policy article."""
+
+    def __init__(self, ordinary: svc.SearchResponse, policy: svc.SearchResponse) -> None:
+        super().__init__(ordinary)
+        self.policy = policy
+
+    def __call__(self, request: svc.SearchRequest) -> svc.SearchResponse:
+        self.requests.append(request)
+        return self.policy if request.filters.policy_only else self.response
+
+
+FOCUSED = tk.EvidencePassage(
+    article_id="wire-howto", chunk_id="wire-howto#0", title="Sending a wire", is_policy=False, score=0.9,
+    text="A domestic outgoing wire costs $10.00 per transfer. Send it from Transfers > Wire.")
+
+
+@pytest.mark.parametrize("problem, passages, asked", [
+    ("How much does a domestic outgoing wire cost?", [FOCUSED], True),  # a figure, nothing canonical found
+    ("How do I send a wire?", [FOCUSED], False),                     # no figure asked
+    ("How much does a domestic outgoing wire cost?", [FOCUSED, WIRES], False),  # the policy is already there
+])
+def test_a_figure_question_without_a_canonical_passage_fetches_the_policy_article(problem, passages, asked) -> None:
+    search = PolicyAwareSearch(svc.SearchResponse(passages=passages), svc.SearchResponse(passages=[WIRES]))
+    [emit] = handler(search).handle_classified(classified(problem=problem))
+    assert [r.filters.policy_only for r in search.requests] == ([False, True] if asked else [False])
+    if asked:
+        assert [p.article_id for p in emit.event.evidence] == ["wire-howto", "lime_green_004"]
+        assert "$10.00" in emit.event.draft.text  # the focused article's figure, backed by the policy
+        assert {c.article_id for c in emit.event.draft.citations} == {"wire-howto", "lime_green_004"}
