@@ -5,9 +5,17 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
+from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
 
 from supportflow.devinfra.browser import ensure_chromium, headless_chrome
 from supportflow.eventbus import EventPublisher
@@ -58,3 +66,25 @@ def headless_browser(cache_dir: Path, log_dir: Path) -> Iterator[WebDriver]:
         yield driver
     finally:
         driver.quit()
+
+
+def wait_for_page(driver: WebDriver, what: str, condition: Callable[[WebDriver], object], timeout_s: float,
+                  *, context: Callable[[], str] = lambda: "") -> object:
+    """`condition` as a person waits for it: polled until true, with a page mid-reload read as
+    "not yet" (an element gone stale, or Chrome's "does not belong to the document" for a node of
+    the page just replaced); on timeout an AssertionError with the page's text and `context()`."""
+    def settled(d: WebDriver) -> object:
+        try:
+            return condition(d)
+        except WebDriverException as exc:
+            if "does not belong to the document" in (exc.msg or ""):
+                return False
+            raise
+
+    try:
+        return WebDriverWait(driver, timeout_s, poll_frequency=0.25,
+                             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(settled)
+    except TimeoutException:
+        body = driver.find_element(By.TAG_NAME, "body").text[:2000] if driver.find_elements(By.TAG_NAME, "body") else ""
+        raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} at {driver.current_url}\n"
+                             f"page text:\n{body}\n{context()}") from None

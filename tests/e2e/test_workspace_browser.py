@@ -23,19 +23,19 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import EventPublisher, delete_namespace_topics, ensure_topics, new_meta
 from supportflow.settings import Settings
 from supportflow.topics import Topic
-from tests.service_helpers import headless_browser
+from tests.service_helpers import headless_browser, wait_for_page
 from tooling.channel_servers import ChannelServers, ChannelServersConfig
 from tooling.decisions import read_topic
 from tooling.demo import channels_file, tenant_accounts
@@ -223,13 +223,7 @@ def log_in(driver: WebDriver, workspace: Workspace) -> None:
 
 def wait_page(driver: WebDriver, workspace: Workspace, what: str, condition: Callable[[WebDriver], object],
               timeout_s: float = PAGE_TIMEOUT_S) -> object:
-    try:
-        return WebDriverWait(driver, timeout_s, poll_frequency=0.25,
-                             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(condition)
-    except TimeoutException:
-        body = driver.find_element(By.TAG_NAME, "body").text[:2000] if driver.find_elements(By.TAG_NAME, "body") else ""
-        raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} at {driver.current_url}\n"
-                             f"page text:\n{body}\n{workspace.log_tails()}") from None
+    return wait_for_page(driver, what, condition, timeout_s, context=workspace.log_tails)
 
 
 def queue_row_selector(ticket: ReviewTicket) -> str:

@@ -23,12 +23,12 @@ from typing import Callable, Iterator
 
 import httpx
 import pytest
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2 as svc
@@ -44,7 +44,7 @@ from services.workspace.auth import bootstrap_admin, hash_password
 from services.workspace.handlers import INSTRUCTION_METADATA_KEY
 from services.workspace.store import WorkspaceStore
 from tooling.decisions import read_topic
-from tests.service_helpers import headless_browser, workspace_running
+from tests.service_helpers import headless_browser, wait_for_page, workspace_running
 from tooling.fleet import free_port
 
 pytestmark = pytest.mark.infra
@@ -171,13 +171,7 @@ def browser(workspace: Workspace, tmp_path_factory: pytest.TempPathFactory) -> I
 
 def wait_page(driver: WebDriver, what: str, condition: Callable[[WebDriver], object],
               timeout_s: float = PAGE_TIMEOUT_S) -> object:
-    try:
-        return WebDriverWait(driver, timeout_s, poll_frequency=0.25,
-                             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(condition)
-    except TimeoutException:
-        body = driver.find_element(By.TAG_NAME, "body").text[:2000] if driver.find_elements(By.TAG_NAME, "body") else ""
-        raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} at {driver.current_url}\n"
-                             f"page text:\n{body}") from None
+    return wait_for_page(driver, what, condition, timeout_s)
 
 
 def log_in_as(driver: WebDriver, workspace: Workspace, username: str) -> None:
