@@ -7,6 +7,7 @@ to make "fees" meet "fee" and "liable" meet "liability", and keeps the behaviour
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -54,6 +55,7 @@ _SUFFIXES = (
 )
 
 
+@functools.lru_cache(maxsize=65536)  # pure, and the same words come back ticket after ticket
 def stem(word: str) -> str:
     if len(word) > 3:
         for suffix, replacement in _SUFFIXES:

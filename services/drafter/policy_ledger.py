@@ -23,6 +23,7 @@ answer sentence is left, or more than half of them went.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -357,24 +358,34 @@ def _backing_lines(parts: ReplyParts) -> dict[int, list[_BackingLine]]:
         passage = ref.passage
         if not passage.is_policy:
             continue
-        heading = set(content_words(f"{passage.title} {passage.section}"))
-        passage_words = frozenset(heading | set(content_words(passage.text)))
-        lines = [line for line in passage.text.splitlines() if line.strip()]
-        table_header = ""
-        backing = []
-        for position, line in enumerate(lines):
-            stripped = line.strip()
-            if stripped.startswith("|") and not table_header:
-                table_header = stripped
-            elif not stripped.startswith("|"):
-                table_header = ""
-            previous = lines[position - 1] if position else ""
-            context = heading | set(content_words(f"{previous} {line} {table_header}"))
-            found = tuple(quantities(line, strict=False))
-            if found:
-                backing.append(_BackingLine(index, passage, stripped, frozenset(context), found, passage_words))
-        result[index] = backing
+        passage_words, lines = _canonical_lines(passage.title, passage.section, passage.text)
+        result[index] = [_BackingLine(index, passage, line, context, found, passage_words)
+                         for line, context, found in lines]
     return result
+
+
+@functools.lru_cache(maxsize=512)
+def _canonical_lines(title: str, section: str, text: str) -> tuple[
+        frozenset[str], tuple[tuple[str, frozenset[str], tuple[Quantity, ...]], ...]]:
+    """A canonical passage's words, and its lines that state quantities with their context words.
+    Cached: the same policy passages back the drafts of ticket after ticket."""
+    heading = set(content_words(f"{title} {section}"))
+    passage_words = frozenset(heading | set(content_words(text)))
+    lines = [line for line in text.splitlines() if line.strip()]
+    table_header = ""
+    backing = []
+    for position, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("|") and not table_header:
+            table_header = stripped
+        elif not stripped.startswith("|"):
+            table_header = ""
+        previous = lines[position - 1] if position else ""
+        context = heading | set(content_words(f"{previous} {line} {table_header}"))
+        found = tuple(quantities(line, strict=False))
+        if found:
+            backing.append((stripped, frozenset(context), found))
+    return passage_words, tuple(backing)
 
 
 @dataclass(frozen=True)
