@@ -34,7 +34,9 @@ other draft is read by an agent.
 
 from __future__ import annotations
 
+import collections
 import re
+import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Protocol, Sequence
@@ -63,6 +65,7 @@ CANDIDATES_PER_ARTICLE = 4
 MIN_CANDIDATES = 12
 SEGMENT_CHARS = 450  # a query segment the encoder reads whole (MiniLM stops at 128 word pieces)
 MAX_SEGMENTS = 8
+RECENT_QUERIES = 256  # queries whose segment vectors the searcher keeps (Searcher.query_vectors)
 MAX_QUERY_CHARS = 4000  # BM25 text cap: beyond it a ticket is a transcript, not a question
 
 
@@ -368,12 +371,32 @@ class Searcher:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     # tenant -> what its knowledge base's unknown metadata means (articles.TenantKnowledgePolicies)
     knowledge_policy: Callable[[str], KnowledgePolicy] = field(default=lambda tenant: KnowledgePolicy())
+    # The latest queries' segment vectors: a caller searching the same text again (the drafter's
+    # policy-only search after its ordinary one) does not pay for encoding it twice.
+    recent_queries: int = RECENT_QUERIES  # 0: encode every query (a benchmark of the encoding)
+    _recent: collections.OrderedDict = field(default_factory=collections.OrderedDict, init=False, repr=False)
+    _recent_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def query_vectors(self, query: SearchQuery) -> np.ndarray:
+        if self.recent_queries <= 0:
+            return segment_vectors(self.encoder, query)
+        with self._recent_lock:
+            vectors = self._recent.get(query.segments)
+            if vectors is not None:
+                self._recent.move_to_end(query.segments)
+                return vectors
+        vectors = segment_vectors(self.encoder, query)
+        with self._recent_lock:
+            self._recent[query.segments] = vectors
+            while len(self._recent) > self.recent_queries:
+                self._recent.popitem(last=False)
+        return vectors
 
     def candidates(
         self, tenant: str, query: SearchQuery, k: int, filters: SearchFilters = SearchFilters()
     ) -> list[PassageHit]:
         """Re-scored candidate passages for a query, enough to fill k distinct articles."""
-        segments = segment_vectors(self.encoder, query)
+        segments = self.query_vectors(query)
         hits = self.index.hybrid(
             tenant,
             query.keywords,

@@ -176,6 +176,27 @@ def test_searcher_builds_the_query_passes_filters_and_decides_the_gap():
     assert result.best_score == 1.0 and not result.gap
 
 
+class CountingEncoder(FakeEncoder):
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def encode(self, texts):
+        self.texts += list(texts)
+        return super().encode(texts)
+
+
+def test_the_same_query_searched_again_is_not_encoded_again():
+    """The drafter's policy-only search repeats its ordinary one's text: one encoding serves both."""
+    encoder = CountingEncoder()
+    searcher = Searcher(FakeIndex([hit("card-fees", 0.9, vector=[1.0, 0.0])]), encoder, clock=lambda: NOW)
+    first = searcher.search("acme", "How much is a card replacement?", 4)
+    again = searcher.search("acme", "How much is a card replacement?", 1, filters=SearchFilters(policy_only=True))
+    assert encoder.texts == ["How much is a card replacement?"]
+    assert first.best_score == again.best_score
+    searcher.search("acme", "Where is my card?", 4)
+    assert encoder.texts[-1] == "Where is my card?"
+
+
 def test_searcher_reports_a_gap_when_nothing_is_similar_enough():
     index = FakeIndex([hit("unrelated", 0.9, vector=[0.0, 1.0])])
     result = Searcher(index, FakeEncoder(), gap_threshold=0.5).search("acme", "card question", 5)
