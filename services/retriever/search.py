@@ -65,7 +65,7 @@ CANDIDATES_PER_ARTICLE = 4
 MIN_CANDIDATES = 12
 SEGMENT_CHARS = 450  # a query segment the encoder reads whole (MiniLM stops at 128 word pieces)
 MAX_SEGMENTS = 8
-RECENT_QUERIES = 256  # queries whose segment vectors the searcher keeps (Searcher.query_vectors)
+RECENT_QUERIES = 16  # queries whose segment vectors the searcher keeps: enough for one ticket's searches (Searcher.query_vectors)
 MAX_QUERY_CHARS = 4000  # BM25 text cap: beyond it a ticket is a transcript, not a question
 
 
@@ -371,8 +371,10 @@ class Searcher:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     # tenant -> what its knowledge base's unknown metadata means (articles.TenantKnowledgePolicies)
     knowledge_policy: Callable[[str], KnowledgePolicy] = field(default=lambda tenant: KnowledgePolicy())
-    # The latest queries' segment vectors: a caller searching the same text again (the drafter's
-    # policy-only search after its ordinary one) does not pay for encoding it twice.
+    # The latest queries' segment vectors: the same text searched again within a ticket (the
+    # intent-filtered search beside the ordinary one, the drafter's policy-only search after them)
+    # is encoded once. Small on purpose: tickets that merely repeat a common question are not
+    # what it is for.
     recent_queries: int = RECENT_QUERIES  # 0: encode every query (a benchmark of the encoding)
     _recent: collections.OrderedDict = field(default_factory=collections.OrderedDict, init=False, repr=False)
     _recent_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
