@@ -435,13 +435,15 @@ def holding_reply(request: DraftInput, template: ReplyTemplate, generator: str) 
 
 
 def stated_findings(investigation: ev.Investigation) -> list[ev.Finding]:
-    """The findings worth telling the customer: where the investigation settled the case, those
-    that bear on it (the rest, an unrelated incident or the account's tier, would only distract);
-    otherwise every one the customer may be told, for the agent to weigh."""
+    """The findings worth telling the customer: where the investigation settled the case, its
+    conclusion (the settling rule's sentence, which quotes the records it rests on; the records'
+    own summaries would say the same again), else those that bear on it (an unrelated incident or
+    the account's tier would only distract); otherwise every one the customer may be told, for the
+    agent to weigh."""
     told = customer_findings(investigation)
     settled = investigation.case_type
     bearing = [f for f in told if settled != ev.CASE_TYPE_UNSPECIFIED and settled in f.supports]
-    return bearing or told
+    return [f for f in bearing if f.concludes] or bearing or told
 
 
 def with_account_evidence(parts: ReplyParts, request: DraftInput, template: ReplyTemplate) -> ReplyParts:

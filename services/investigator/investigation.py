@@ -231,7 +231,8 @@ def settle(playbook: Playbook, findings: dict[str, ev.Finding],
         return ev.CASE_TYPE_UNSPECIFIED, uncertain
     settled = matched[0]
     case_type = CASE_TYPES[settled.hypothesis]
-    for lookup_name in dict.fromkeys(c.lookup for c in settled.when):
+    concluding_lookup = playbook.rule_finding(settled)
+    for lookup_name in dict.fromkeys([*(c.lookup for c in settled.when), concluding_lookup]):
         finding = findings[lookup_name]
         if case_type not in finding.supports:
             finding.supports.append(case_type)
@@ -239,7 +240,9 @@ def settle(playbook: Playbook, findings: dict[str, ev.Finding],
             if CASE_TYPES[rejected] not in finding.rejects:
                 finding.rejects.append(CASE_TYPES[rejected])
     namespaces = {name: _Lookup(facts or {}) for name, facts in facts_by_lookup.items()}
-    findings[playbook.rule_finding(settled)].summary = render(settled.summary, namespaces)
+    concluding = findings[concluding_lookup]
+    concluding.summary = render(settled.summary, namespaces)
+    concluding.concludes = True
     for other in matched[1:]:
         if other.hypothesis != settled.hypothesis:
             uncertain.append(f"The evidence also fits {HYPOTHESIS_WORDS[other.hypothesis]} ({other.name.replace('_', ' ')}).")

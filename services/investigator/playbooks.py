@@ -163,7 +163,8 @@ class Rule(_Strict):
     hypothesis: Hypothesis
     rejects: list[Hypothesis] = Field(default_factory=list)
     summary: str
-    # The lookup whose finding the summary replaces; default: the first one the conditions name.
+    # The lookup whose finding the summary replaces; default: the first one the summary quotes (the
+    # record the sentence is about), else the first one the conditions name.
     finding: str = ""
 
 
@@ -200,7 +201,10 @@ class Playbook(_Strict):
         return self
 
     def rule_finding(self, rule: Rule) -> str:
-        return rule.finding or rule.when[0].lookup
+        if rule.finding:
+            return rule.finding
+        quoted = [name.partition(".")[0] for name in _placeholders(rule.summary, rule.name)]
+        return quoted[0] if quoted else rule.when[0].lookup
 
 
 def _placeholders(template: str, label: str) -> list[str]:

@@ -140,6 +140,26 @@ DEPLOY = ev.Finding(source="changes", lookup="change", record_id="chg-41", avail
                     supports=[ev.CASE_TYPE_EXPECTED_BEHAVIOUR])
 
 
+def test_a_settled_case_is_told_by_its_conclusion_not_by_every_record_it_rests_on() -> None:
+    """The rule's sentence quotes the transfer; the account's own line and the transfer's plain
+    summary would only say it again."""
+    account = ev.Finding(source="account", lookup="customer", record_id="cust-1", available=True,
+                         summary="The account is active.", facts={"status": "active"},
+                         supports=[ev.CASE_TYPE_EXPECTED_BEHAVIOUR])
+    plain, concluded = ev.Finding(), ev.Finding()
+    plain.CopyFrom(TRANSFER)
+    plain.summary = "The transfer of 120.00 GBP on 3 December is held."
+    concluded.CopyFrom(TRANSFER)
+    concluded.concludes = True
+    for transfer, stated in ((concluded, [TRANSFER.summary]),
+                             (plain, ["The account is active.", "The transfer of 120.00 GBP on 3 December is held."])):
+        investigation = ev.Investigation(findings=[account, transfer], completeness=1.0,
+                                         case_type=ev.CASE_TYPE_EXPECTED_BEHAVIOUR)
+        text = drafted(OfflineDrafter(TemplateBook.load()), investigation).text
+        assert [line for line in stated if line in text] == stated
+        assert ("The account is active." in text) == (transfer is plain)
+
+
 @pytest.mark.parametrize("generator", ["offline", "scripted"])
 def test_an_internal_finding_is_never_stated_to_the_customer_nor_backs_a_line(generator) -> None:
     """The bank's own deploy bears on the case, but it is for the agents: the packet carries it, a

@@ -175,6 +175,25 @@ def test_the_first_matching_rule_settles_the_case_and_writes_its_sentence(execut
     assert 0 < result.first_evidence_ms <= result.elapsed_ms
 
 
+def test_the_rules_sentence_goes_on_the_record_it_quotes_and_is_marked_as_the_conclusion(executor):
+    """A rule gated on the account's status still speaks about the movement: its sentence replaces
+    the movement's summary (the right record id beside it), not the account's."""
+    gated = {"name": "payee_check_active", "hypothesis": "expected_behaviour",
+             "when": [{"fact": "customer.status", "equals": "active"},
+                      {"fact": "movement.hold_reason", "equals": "new_payee_check"}],
+             "summary": "The movement of {movement.amount} is held for a {movement.hold_reason}."}
+    systems = FakeSystems({"id": "cust-1", "status": "active"}, [
+        {"id": "m-2", "kind": "movement", "amount": "120.00", "status": "held", "hold_reason": "new_payee_check",
+         "created_at": at(3)}])
+    customer, movement, _ = run(systems, executor, book=playbook(rules=[gated])).findings
+    assert movement.summary == "The movement of 120.00 is held for a new payee check." and movement.record_id == "m-2"
+    assert movement.concludes and not customer.concludes
+    assert customer.summary == "The account is active." and list(customer.supports) == [ev.CASE_TYPE_EXPECTED_BEHAVIOUR]
+    # Named explicitly, the rule's `finding` wins.
+    named = run(systems, executor, book=playbook(rules=[gated | {"finding": "customer"}])).findings
+    assert named[0].concludes and named[0].summary.startswith("The movement of 120.00") and not named[1].concludes
+
+
 def test_a_lookup_marked_internal_gives_findings_for_the_agents_only(executor):
     lookups = [dict(spec, internal=True) if spec["name"] == "incident" else spec for spec in PLAYBOOK["lookups"]]
     result = run(FakeSystems({"status": "active"}, []), executor, book=playbook(lookups=lookups))

@@ -191,7 +191,7 @@ class TicketDrafted(_message.Message):
     def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., ticket: _Optional[_Union[_ticket_pb2.Ticket, _Mapping]] = ..., normalized: _Optional[_Union[_ticket_pb2.NormalizedTicket, _Mapping]] = ..., classification: _Optional[_Union[_ticket_pb2.Classification, _Mapping]] = ..., draft: _Optional[_Union[_ticket_pb2.Draft, _Mapping]] = ..., evidence: _Optional[_Iterable[_Union[_ticket_pb2.EvidencePassage, _Mapping]]] = ..., timeline: _Optional[_Union[_ticket_pb2.Timeline, _Mapping]] = ..., investigation: _Optional[_Union[Investigation, _Mapping]] = ...) -> None: ...
 
 class Finding(_message.Message):
-    __slots__ = ("source", "lookup", "summary", "facts", "observed_at", "supports", "rejects", "available", "unavailable_reason", "record_id", "internal")
+    __slots__ = ("source", "lookup", "summary", "facts", "observed_at", "supports", "rejects", "available", "unavailable_reason", "record_id", "internal", "concludes")
     class FactsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +210,7 @@ class Finding(_message.Message):
     UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     INTERNAL_FIELD_NUMBER: _ClassVar[int]
+    CONCLUDES_FIELD_NUMBER: _ClassVar[int]
     source: str
     lookup: str
     summary: str
@@ -221,7 +222,8 @@ class Finding(_message.Message):
     unavailable_reason: str
     record_id: str
     internal: bool
-    def __init__(self, source: _Optional[str] = ..., lookup: _Optional[str] = ..., summary: _Optional[str] = ..., facts: _Optional[_Mapping[str, str]] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., supports: _Optional[_Iterable[_Union[CaseType, str]]] = ..., rejects: _Optional[_Iterable[_Union[CaseType, str]]] = ..., available: bool = ..., unavailable_reason: _Optional[str] = ..., record_id: _Optional[str] = ..., internal: bool = ...) -> None: ...
+    concludes: bool
+    def __init__(self, source: _Optional[str] = ..., lookup: _Optional[str] = ..., summary: _Optional[str] = ..., facts: _Optional[_Mapping[str, str]] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., supports: _Optional[_Iterable[_Union[CaseType, str]]] = ..., rejects: _Optional[_Iterable[_Union[CaseType, str]]] = ..., available: bool = ..., unavailable_reason: _Optional[str] = ..., record_id: _Optional[str] = ..., internal: bool = ..., concludes: bool = ...) -> None: ...
 
 class Investigation(_message.Message):
     __slots__ = ("playbook", "findings", "case_type", "completeness", "first_evidence_ms", "elapsed_ms", "uncertain", "identified")
