@@ -52,13 +52,14 @@ def draft_reply(
     generator: ReplyGenerator,
     executed_actions: frozenset[str] = frozenset(),
     investigation: ev.Investigation | None = None,
+    backing_only: frozenset[int] = frozenset(),
 ) -> tk.Draft:
     """A guarded draft for `ticket`. `executed_actions` holds the kinds of action ("refund",
     "password_reset", ...) actually executed for this ticket; only those may be stated as done.
     `investigation` is what the tenant's systems showed; its findings are the only source of the
-    account facts the draft may state."""
+    account facts the draft may state. `backing_only`: see DraftInput."""
     request = DraftInput(ticket, normalized, classification, tuple(evidence),
-                         investigation if investigation is not None else ev.Investigation())
+                         investigation if investigation is not None else ev.Investigation(), backing_only)
     parts = generator.generate(request)
     overreach = guard_overreach(parts, executed_actions)
     facts = check_evidence_facts(overreach.parts)

@@ -26,12 +26,14 @@ from supportflow.topics import Topic
 
 from services.drafter.answer_checks import MissingFigureCheck
 from services.drafter.drafting import draft_reply
+from services.drafter.passage_units import passage_units
+from services.drafter.policy_ledger import PassageBacking
 from services.drafter.reply import ReplyGenerator
 
 SERVICE = "drafter"
 DRAFTED_ROUTES = frozenset({tk.ROUTE_AUTO_RESPOND, tk.ROUTE_DRAFT_FOR_REVIEW})
 DEFAULT_EVIDENCE_K = 4  # distinct articles asked of the retriever
-POLICY_EVIDENCE_K = 1  # the tenant's canonical articles asked for when a figure question found none
+POLICY_EVIDENCE_K = 1  # the tenant's canonical articles asked for when the evidence holds none and needs one
 MAX_QUERY_CHARS = 2000
 
 Search = Callable[[svc.SearchRequest], svc.SearchResponse]
@@ -46,6 +48,18 @@ def evidence_query(ticket: tk.Ticket, normalized: tk.NormalizedTicket) -> str:
     """The classifier's problem statement, or the raw subject and body when there is none."""
     query = normalized.problem_statement.strip() or f"{ticket.subject}\n{ticket.body}".strip()
     return query[:MAX_QUERY_CHARS]
+
+
+def states_unbacked_figure(passages: list[tk.EvidencePassage]) -> bool:
+    """Whether a passage states a figure (a fee, a limit, a time) that it cannot back itself: a
+    focused article repeating the tenant's canonical policy article, quotable only beside it."""
+    for index, passage in enumerate(passages):
+        if passage.is_policy:
+            continue
+        backing = PassageBacking(passage)
+        if not all(backing.backs(unit.text) for unit in passage_units(passage, index)):
+            return True
+    return False
 
 
 def _now() -> Timestamp:
@@ -117,14 +131,21 @@ class TicketDrafter:
             )
         )
         passages = list(response.passages)
-        if not response.gap and MissingFigureCheck.asks_for_figure(query) and not any(p.is_policy for p in passages):
+        backing_only: frozenset[int] = frozenset()
+        asks_for_figure = MissingFigureCheck.asks_for_figure(query)
+        if not response.gap and not any(p.is_policy for p in passages) and (
+                asks_for_figure or states_unbacked_figure(passages)):
             # A figure is verified only against a canonical passage: the focused article may repeat
-            # the policy article's figure, so the policy article is fetched to back it.
+            # the policy article's figure (or the question asks for one the passages lack), so the
+            # policy article is fetched, to be quoted only when a figure was asked for.
             policy = self._search(svc.SearchRequest(
                 tenant_id=ticket.tenant_id, query=query, k=POLICY_EVIDENCE_K, ticket_id=ticket.ticket_id,
                 filters=svc.SearchFilters(policy_only=True)))
             known = {p.chunk_id for p in passages}
-            passages += [p for p in policy.passages if p.chunk_id not in known]
+            fetched = [p for p in policy.passages if p.chunk_id not in known]
+            if not asks_for_figure:
+                backing_only = frozenset(range(len(passages), len(passages) + len(fetched)))
+            passages += fetched
         investigation = self._investigate(
             svc.InvestigateRequest(ticket=ticket, normalized=normalized, classification=classification)
         )
@@ -141,6 +162,7 @@ class TicketDrafter:
             generator=self._generator,
             executed_actions=self._executed_actions(ticket.ticket_id),
             investigation=investigation,
+            backing_only=backing_only,
         )
         return DraftOutcome(draft, passages, evidence_at, self._clock(), query, response.best_score,
                             investigation, normalized)

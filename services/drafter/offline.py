@@ -156,7 +156,7 @@ class OfflineDrafter:
         canonical = [(i, PassageBacking(p)) for i, p in enumerate(evidence) if p.is_policy and not is_agent_facing(p)]
         for index, passage in enumerate(evidence):
             off_question = passage.score < MIN_EVIDENCE_SHARE * best_score and index not in answering
-            if is_agent_facing(passage) or off_question:
+            if is_agent_facing(passage) or off_question or index in request.backing_only:
                 continue
             backing = PassageBacking(passage)
             for unit in passage_units(passage, index):

@@ -39,6 +39,9 @@ class DraftInput:
     evidence: tuple[tk.EvidencePassage, ...]
     # What the tenant's systems showed about this customer's case (empty when no playbook applied).
     investigation: ev.Investigation = dataclasses.field(default_factory=ev.Investigation)
+    # Indexes into `evidence` of canonical passages fetched only to back figures that other passages
+    # repeat from them: cited beside those figures, never quoted on their own.
+    backing_only: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)

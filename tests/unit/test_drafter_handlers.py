@@ -189,16 +189,50 @@ FOCUSED = tk.EvidencePassage(
     text="A domestic outgoing wire costs $10.00 per transfer. Send it from Transfers > Wire.")
 
 
-@pytest.mark.parametrize("problem, passages, asked", [
-    ("How much does a domestic outgoing wire cost?", [FOCUSED], True),  # a figure, nothing canonical found
-    ("How do I send a wire?", [FOCUSED], False),                     # no figure asked
+HOWTO = tk.EvidencePassage(
+    article_id="wire-steps", chunk_id="wire-steps#0", title="Sending a wire", is_policy=False, score=0.9,
+    text="Send a wire from Transfers > Wire and confirm it in the app.")
+
+
+@pytest.mark.parametrize("problem, passages, fetched", [
+    ("How much does a domestic outgoing wire cost?", [FOCUSED], True),  # a figure asked, nothing canonical found
+    ("How do I send a wire?", [FOCUSED], True),  # the focused article repeats a figure it cannot back
+    ("How do I send a wire?", [HOWTO], False),   # no figure asked, none stated
     ("How much does a domestic outgoing wire cost?", [FOCUSED, WIRES], False),  # the policy is already there
 ])
-def test_a_figure_question_without_a_canonical_passage_fetches_the_policy_article(problem, passages, asked) -> None:
+def test_the_policy_article_is_fetched_when_a_figure_is_asked_for_or_repeated_without_it(
+        problem, passages, fetched) -> None:
     search = PolicyAwareSearch(svc.SearchResponse(passages=passages), svc.SearchResponse(passages=[WIRES]))
     [emit] = handler(search).handle_classified(classified(problem=problem))
-    assert [r.filters.policy_only for r in search.requests] == ([False, True] if asked else [False])
-    if asked:
+    assert [r.filters.policy_only for r in search.requests] == ([False, True] if fetched else [False])
+    if fetched:
         assert [p.article_id for p in emit.event.evidence] == ["wire-howto", "lime_green_004"]
         assert "$10.00" in emit.event.draft.text  # the focused article's figure, backed by the policy
         assert {c.article_id for c in emit.event.draft.citations} == {"wire-howto", "lime_green_004"}
+
+
+DECLINED = tk.EvidencePassage(
+    article_id="declined", chunk_id="declined#1", title="Why was my cash withdrawal declined?",
+    section="Other reasons", score=0.9, intents=["declined_cash_withdrawal"],
+    text="- A PIN is blocked after 3 wrong attempts in a row.\n"
+         "- The ATM has its own limit per withdrawal, which can be lower than yours.\n"
+         "- The ATM does not accept Mastercard, or has a fault.")
+TIMINGS = tk.EvidencePassage(
+    article_id="fees", chunk_id="fees#3", title="Fees, limits and timings", section="Payments and refunds",
+    is_policy=True, score=0.88,
+    text="- Refunds usually appear within 5 working days of the merchant sending them.\n"
+         "- PIN attempts before the PIN is blocked: 3.\n- Pending cash withdrawals: up to 2 working days.")
+
+
+@pytest.mark.parametrize("problem, quoted", [
+    ("I could not get the ATM to work", False),  # fetched to back "3 wrong attempts" only
+    ("How long are cash withdrawals pending?", True),  # a figure asked for: the policy answers it
+])
+def test_a_policy_article_fetched_only_to_back_a_figure_is_not_quoted_on_its_own(problem, quoted) -> None:
+    search = PolicyAwareSearch(svc.SearchResponse(passages=[DECLINED]), svc.SearchResponse(passages=[TIMINGS]))
+    request = classified(problem=problem)
+    request.classification.intent = "declined_cash_withdrawal"
+    [emit] = handler(search).handle_classified(request)
+    assert [r.filters.policy_only for r in search.requests] == [False, True]
+    assert ("up to 2 working days" in emit.event.draft.text) == quoted
+    assert "Refunds usually appear" not in emit.event.draft.text
