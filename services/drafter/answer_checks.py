@@ -137,7 +137,7 @@ _ASKED_FIGURES = (
     ),
     (
         re.compile(r"\bhow (long|soon|fast|quickly)\b|\bhow much time\b", re.I),
-        frozenset({"minute", "hour", "day", "week", "month", "year", "time"}),
+        frozenset({"second", "minute", "hour", "day", "week", "month", "year", "time"}),
         re.compile(r"\b(instant\w*|immediate\w*|same[- ]day|next[- ]day|overnight|real[- ]time)\b", re.I),
         "a time",
     ),

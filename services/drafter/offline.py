@@ -36,7 +36,7 @@ from supportflow.contracts.v1 import ticket_pb2 as tk
 from services.drafter.answer_checks import AnswerChecks, MissingFigureCheck, QuotedUnit, TenantAnswerChecks
 from services.drafter.evidence_ledger import customer_findings
 from services.drafter.lexical import content_words, idf_weights, named_words, weighted_coverage
-from services.drafter.passage_units import PassageUnit, passage_units
+from services.drafter.passage_units import PassageUnit, passage_units, procedures
 from services.drafter.policy_ledger import PassageBacking, quantities
 from services.drafter.products import ProductNames
 from services.drafter.reply import DraftInput, ReplyParts, Sentence, SourceRef, channel_name
@@ -67,7 +67,7 @@ MAX_EVIDENCE_LINES = 3  # findings stated in a reply; the agent sees all of them
 _WANTS = (
     (re.compile(r"\bhow much\b|\bfees?\b|\bcharge|\bcost|\bprice|\bpay\b|\bamount|[$€£]", re.I), {"USD", "EUR", "GBP"}),
     (re.compile(r"\blimit|\bmaximum|\bminimum|\bup to\b|\bat most\b|\bcap\b", re.I), {"USD", "EUR", "GBP", "count"}),
-    (re.compile(r"\bhow long\b|\bwhen\b|\bdays?\b|\bweeks?\b|\bhours?\b|\btake\b|\bwait|\bdeadline|\bwindow\b|\bquick|\bsoon\b|\bfast\b", re.I), {"minute", "hour", "day", "week", "month", "time"}),
+    (re.compile(r"\bhow long\b|\bwhen\b|\bdays?\b|\bweeks?\b|\bhours?\b|\btake\b|\bwait|\bdeadline|\bwindow\b|\bquick|\bsoon\b|\bfast\b", re.I), {"second", "minute", "hour", "day", "week", "month", "time"}),
     (re.compile(r"\brate\b|\binterest|\bapy\b|\bapr\b|\bpercent|%|\bcash ?back|\byield", re.I), {"percent", "multiplier"}),
     (re.compile(r"\bhow many\b|\bnumber of\b|\bhow often\b", re.I), {"count"}),
     (re.compile(r"\bage\b|\bhow old\b|\byears old\b|\bminor\b|\bteen", re.I), {"age", "year"}),
@@ -88,6 +88,9 @@ class ScoredUnit:
     # reply cites both, so the policy ledger verifies the figures where they are canonical.
     backed_by: int | None = None
     backing: tuple[str, ...] = ()
+    # A step of a numbered list: every step of that list, in order (this one among them). Quoted
+    # whole where it fits: "Open the app and tap Add money." alone leaves the customer stuck.
+    procedure: tuple["ScoredUnit", ...] = ()
 
 
 def problem_text(request: DraftInput) -> str:
@@ -201,6 +204,7 @@ class OfflineDrafter:
         if answering:  # the articles the KB's authors wrote for this intent, and its policy for figures
             on_topic = (on_topic & answering) or answering
             on_topic |= {i for i, p in enumerate(evidence) if p.is_policy}
+        steps = procedures(units)
         scored = []
         for position, unit in enumerate(units):
             if unit.passage not in on_topic:
@@ -223,7 +227,9 @@ class OfflineDrafter:
             rank = ranks[evidence[unit.passage].article_id]
             score /= 1 + ARTICLE_RANK_DECAY * rank
             backer, lines = backers.get((unit.passage, unit.order), (None, ()))
-            scored.append(ScoredUnit(unit, score, rank, backer, lines))
+            procedure = tuple(ScoredUnit(step, score, rank, *backers.get((step.passage, step.order), (None, ())))
+                              for step in steps.get((unit.passage, unit.order), ()))
+            scored.append(ScoredUnit(unit, score, rank, backer, lines, procedure))
         scored.sort(key=lambda s: (-s.score, s.article_rank, s.unit.passage, s.unit.order))
         return scored
 
@@ -334,14 +340,31 @@ def redundant(candidate: PassageUnit, chosen: Sequence[PassageUnit]) -> bool:
 
 
 def select_units(scored: Sequence[ScoredUnit], max_sentences: int, max_chars: int) -> list[ScoredUnit]:
-    """The best unit, then companions that add to it, the best article's first; document order."""
+    """The best unit, then companions that add to it, the best article's first; document order. A
+    step brings its whole procedure when that fits (the procedure counts as one sentence)."""
     best = scored[0]
     budget = int(max_chars * 0.6)
-    chosen = [best]
-    used = len(best.unit.text)
+    chosen: list[ScoredUnit] = []
+    taken: set[tuple[int, int]] = set()
+    used = slots = 0
+
+    def take(candidate: ScoredUnit) -> None:
+        nonlocal used, slots
+        slots += 1
+        whole = [step for step in candidate.procedure if (step.unit.passage, step.unit.order) not in taken]
+        if not whole or used + sum(len(step.unit.text) for step in whole) > budget:
+            whole = [candidate]
+        for item in whole:
+            chosen.append(item)
+            taken.add((item.unit.passage, item.unit.order))
+            used += len(item.unit.text)
+
+    take(best)
     for candidate in scored[1:]:
-        if len(chosen) >= max_sentences:
+        if slots >= max_sentences:
             break
+        if (candidate.unit.passage, candidate.unit.order) in taken:
+            continue
         bar = COMPANION_SHARE if candidate.article_rank == best.article_rank else OTHER_ARTICLE_SHARE
         if candidate.score < bar * best.score:
             continue
@@ -349,8 +372,7 @@ def select_units(scored: Sequence[ScoredUnit], max_sentences: int, max_chars: in
             continue
         if redundant(candidate.unit, [c.unit for c in chosen]):
             continue
-        chosen.append(candidate)
-        used += len(candidate.unit.text)
+        take(candidate)
     return sorted(chosen, key=lambda s: (s.article_rank, s.unit.passage, s.unit.order))
 
 

@@ -110,6 +110,35 @@ def _sentence(text: str) -> str:
     return text if text[-1:] in ".!?" else text + "."
 
 
+_NUMBERED = re.compile(r"^\s*\d{1,2}[.)]\s")
+
+
+def is_step(unit: PassageUnit) -> bool:
+    """Whether the unit is an item of a numbered list: one step of a procedure."""
+    return unit.bullet and bool(_NUMBERED.match(unit.source_text))
+
+
+def procedures(units: list[PassageUnit]) -> dict[tuple[int, int], tuple[PassageUnit, ...]]:
+    """Each step's whole procedure, by (passage, order): the numbered items that follow one another
+    in the same list (same passage, section and lead line)."""
+    whole: dict[tuple[int, int], tuple[PassageUnit, ...]] = {}
+    run: list[PassageUnit] = []
+
+    def close() -> None:
+        for step in run:
+            whole[(step.passage, step.order)] = tuple(run)
+        run.clear()
+
+    for unit in units:
+        if run and not (is_step(unit) and unit.passage == run[-1].passage and unit.order == run[-1].order + 1
+                        and unit.section == run[-1].section and unit.context == run[-1].context):
+            close()
+        if is_step(unit):
+            run.append(unit)
+    close()
+    return whole
+
+
 def passage_units(passage: tk.EvidencePassage, index: int) -> list[PassageUnit]:
     units: list[PassageUnit] = []
     section = passage.section

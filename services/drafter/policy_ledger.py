@@ -100,7 +100,7 @@ def parse_number(text: str) -> float | None:
 @dataclass(frozen=True)
 class Quantity:
     value: float
-    unit: str  # USD EUR GBP percent minute hour day week month year age time 24/7 date year_literal
+    unit: str  # USD EUR GBP percent second minute hour day week month year age time 24/7 date year_literal
     # multiplier ordinal count contact
     text: str
     start: int
@@ -113,6 +113,7 @@ _CURRENCY_WORDS = {
     "euro": "EUR", "euros": "EUR", "eur": "EUR", "pound": "GBP", "pounds": "GBP", "gbp": "GBP",
 }
 _DURATION_UNITS = {
+    "second": "second", "seconds": "second", "sec": "second", "secs": "second",
     "minute": "minute", "minutes": "minute", "min": "minute", "mins": "minute",
     "hour": "hour", "hours": "hour", "hr": "hour", "hrs": "hour",
     "day": "day", "days": "day", "week": "week", "weeks": "week",
@@ -140,7 +141,7 @@ _AGE = re.compile(
 )
 _DURATION = re.compile(
     rf"(?P<num>{NUMBER})(?:\s*-\s*|\s+)(?:(?:calendar|business|working|banking)\s+)?"
-    rf"(?P<unit>minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?|yrs?)(?:\(s\))?\b",
+    rf"(?P<unit>seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?|yrs?)(?:\(s\))?\b",
     re.I,
 )
 _TIME = re.compile(
@@ -316,12 +317,12 @@ def claim_kind(quantity: Quantity, sentence: str) -> str:
         return "sla"
     if unit in {"date", "year_literal", "ordinal"}:
         return "date"
-    if unit in {"minute", "hour", "day", "week", "month", "year"}:
+    if unit in {"second", "minute", "hour", "day", "week", "month", "year"}:
         if _WARRANTY_WORDS.search(clause):
             return "warranty"
         if _SLA_WORDS.search(clause):
             return "sla"
-        return {"day": "days", "hour": "hours", "minute": "hours"}.get(unit, "duration")
+        return {"day": "days", "hour": "hours", "minute": "hours", "second": "hours"}.get(unit, "duration")
     return "limit" if _LIMIT_WORDS.search(before) or _LIMIT_WORDS.search(clause) else "count"
 
 

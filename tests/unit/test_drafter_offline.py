@@ -399,3 +399,27 @@ def test_a_figure_an_article_repeats_from_the_policy_article_is_quoted_and_cites
                   classification=tk.Classification(intent="transfer_timing", confidence=0.95,
                                                    route=tk.ROUTE_AUTO_RESPOND))
     assert "within 1 working day" not in alone.text
+
+
+AUTO_TOP_UP = tk.EvidencePassage(
+    article_id="auto-top-up", chunk_id="auto-top-up#0", title="How do I set up automatic top-ups?", is_policy=False,
+    score=0.9,
+    text="Auto top-up adds money from a saved card whenever your balance falls below an amount you choose.\n\n"
+         "## Set it up\n1. Open the app and tap Add money.\n2. Tap Auto top-up.\n"
+         "3. Choose the balance that should trigger a top-up.\n4. Choose how much to add each time.\n"
+         "5. Select the card to charge and tap Save.\n\n"
+         "## Turn it off\nOpen Add money > Auto top-up and switch it off.")
+STEPS = ["Open the app and tap Add money", "Tap Auto top-up", "Choose the balance that should trigger a top-up",
+         "Choose how much to add each time", "Select the card to charge and tap Save"]
+
+
+def test_a_procedure_is_quoted_whole_where_it_fits(drafter: OfflineDrafter) -> None:
+    """Step 1 alone ("Open the app and tap Add money") leaves the customer stuck: a quoted step
+    brings the rest of its numbered list, in order, when the reply has room for it."""
+    text = draft(drafter, "How do I set up an automatic top-up?", [AUTO_TOP_UP], tenant="demo-bank").text
+    positions = [text.find(step) for step in STEPS]
+    assert -1 not in positions and positions == sorted(positions), text
+    # Chat has room for a few short sentences: the list does not fit, and no step is quoted twice.
+    chat = draft(drafter, "How do I set up an automatic top-up?", [AUTO_TOP_UP], tenant="demo-bank",
+                 channel=tk.CHANNEL_CHAT).text
+    assert all(chat.count(step) <= 1 for step in STEPS) and len(chat) < len(text)
