@@ -245,12 +245,13 @@ def compose_review_note(decided: ev.TicketDecided, sources: Sequence[SourceLink]
         blocks.append(Block((_text_line("(no draft text: the agent writes the answer)"),), heading="Draft"))
     if sources:
         blocks.append(sources_block(sources, with_passages=True))
+    blocks += _records_blocks(decided)
     blocks.append(_ledger_block(draft.ledger))
+    # The draft's own next step is the customer's, and already in its text.
     extra = [*(f"Uncertain: {u}" for u in draft.uncertainties), *(f"Ask: {q}" for q in draft.follow_up_questions)]
-    if draft.next_step.strip():
-        extra.append(f"Next step: {draft.next_step.strip()}")
-    if decided.HasField("packet") and decided.packet.suggested_next_step:
-        extra.append(f"Suggested next step: {decided.packet.suggested_next_step}")
+    suggested = decided.packet.suggested_next_step.strip() if decided.HasField("packet") else ""
+    if suggested and suggested != draft.next_step.strip():
+        extra.append(f"Suggested next step: {suggested}")
     if extra:
         blocks.append(Block(tuple(_text_line(item) for item in extra), heading="Notes", bullets=True))
     blocks.append(Block((_text_line(f"Intent {classification.intent or 'unknown'}; reference {reference}"),)))
@@ -286,6 +287,7 @@ def compose_escalation_note(decided: ev.TicketDecided, sources: Sequence[SourceL
         blocks.append(Block(tuple(_text_line(f) for f in facts), heading="Customer and case"))
         blocks.append(Block((), heading="Summary"))
         blocks += text_blocks(packet.conversation_summary or "(no summary)")
+        blocks += _records_blocks(decided)
         blocks.append(_list_block("Steps already tried", packet.steps_tried, "none reported"))
         blocks.append(_list_block("Frustration signals", packet.frustration_signals, "none"))
         articles = [
@@ -336,12 +338,40 @@ def _decision_lines(decided: ev.TicketDecided) -> list[str]:
     return lines
 
 
-def _ledger_block(ledger: Iterable[tk.PolicyClaim]) -> Block:
+def _records_blocks(decided: ev.TicketDecided) -> list[Block]:
+    """What the tenant's systems showed, as the investigation found it: the conclusion first, then
+    every finding with its source and record, the lookups that failed and why, and what stays
+    unsettled. Internal findings (a deploy, a configuration change) are for agents: shown here,
+    marked. Nothing when no playbook applied."""
+    investigation = decided.investigation
+    if not investigation.findings:
+        return []
+    settled = _enum(ev.CaseType, investigation.case_type, "CASE_TYPE_").replace("_", " ")
+    answered = sum(1 for f in investigation.findings if f.available)
+    head = (f"{investigation.playbook or 'investigation'}: {answered} of {len(investigation.findings)} lookups "
+            f"answered; settled: {settled if investigation.case_type else 'nothing'}")
     lines = []
+    for finding in sorted(investigation.findings, key=lambda f: (not f.concludes, not f.available)):
+        where = ", ".join(part for part in (finding.source, finding.record_id) if part)
+        if not finding.available:
+            lines.append(_text_line(f"{where}: not available ({finding.unavailable_reason or 'no reason given'})"))
+            continue
+        marks = [mark for mark, on in (("conclusion", finding.concludes), ("internal", finding.internal)) if on]
+        prefix = f"[{', '.join(marks)}] " if marks else ""
+        lines.append(_text_line(f"{prefix}{finding.summary.strip()} ({where})"))
+    blocks = [Block((_text_line(head),), heading="What the records show"), Block(tuple(lines), bullets=True)]
+    if investigation.uncertain:
+        blocks.append(Block(tuple(_text_line(f"Not settled: {line}") for line in investigation.uncertain)))
+    return blocks
+
+
+def _ledger_block(ledger: Iterable[tk.PolicyClaim]) -> Block:
+    entries = []
     for claim in ledger:
         state = "verified" if claim.verified else "NOT VERIFIED"
         source = f"article {claim.article_id}" if claim.article_id else "no canonical source"
-        lines.append(_text_line(f"{claim.claim} ({claim.kind or 'claim'}): {state}, {source}"))
+        entries.append(f"{claim.claim} ({claim.kind or 'claim'}): {state}, {source}")
+    lines = [_text_line(entry) for entry in dict.fromkeys(entries)]  # a claim checked twice reads once
     if not lines:
         return Block((_text_line("no policy statements in the draft"),), heading="Policy claims")
     return Block(tuple(lines), heading="Policy claims", bullets=True)

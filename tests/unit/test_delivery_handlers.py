@@ -167,6 +167,43 @@ def test_an_escalation_note_carries_the_whole_packet() -> None:
     assert plan.tags == ()  # Intercom tags need workspace tag ids
 
 
+INVESTIGATION = ev.Investigation(
+    playbook="cards", case_type=ev.CASE_TYPE_PRODUCT_DEFECT, completeness=2 / 3,
+    uncertain=["The evidence also fits an incident (open incident)."],
+    findings=[
+        ev.Finding(source="account", lookup="card", record_id="card-88", available=True,
+                   summary="The card ending 4821 is active."),
+        ev.Finding(source="transactions", lookup="decline", record_id="tx-5", available=True, concludes=True,
+                   summary="The card has been declined with an internal error since 5 December."),
+        ev.Finding(source="changes", lookup="change", available=True, internal=True,
+                   summary="Change on 2026-12-05: card authorisation service 4.12 deployed."),
+        ev.Finding(source="product_events", lookup="events", available=False, unavailable_reason="timed out after 1.5 s"),
+    ])
+
+
+@pytest.mark.parametrize("decision", [ev.DECISION_REVIEW, ev.DECISION_ESCALATE])
+def test_a_note_says_what_the_records_show_internal_findings_included(decision) -> None:
+    """Agents work in the helpdesk: the note carries the investigation, the conclusion first, the
+    deploy the customer is never told of (marked internal), and the lookup that failed and why."""
+    event = decided(decision)
+    event.packet.CopyFrom(ev.ContextPacket(intent="card_arrival", target_queue="cards"))
+    event.investigation.CopyFrom(INVESTIGATION)
+    text = plan_for(event).message.text
+    records = text[text.index("What the records show"):]
+    assert "cards: 3 of 4 lookups answered; settled: product defect" in records
+    lines = [line for line in records.splitlines() if line.startswith("- ")][:4]
+    assert lines == [
+        "- [conclusion] The card has been declined with an internal error since 5 December. (transactions, tx-5)",
+        "- The card ending 4821 is active. (account, card-88)",
+        "- [internal] Change on 2026-12-05: card authorisation service 4.12 deployed. (changes)",
+        "- product_events: not available (timed out after 1.5 s)",
+    ]
+    assert "Not settled: The evidence also fits an incident (open incident)." in records
+    without = decided(decision)
+    without.packet.CopyFrom(ev.ContextPacket(intent="card_arrival", target_queue="cards"))
+    assert "What the records show" not in plan_for(without).message.text
+
+
 def test_an_escalation_on_zendesk_is_tagged_and_grouped() -> None:
     event = decided(ev.DECISION_ESCALATE)
     event.target_queue = "cards"
