@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from supportflow.sample_data import path as sample_path
-from tooling.sample_tickets import HOLDOUT_MODULUS, training_rows
+from tooling.sample_tickets import FRESH_MODULUS, HOLDOUT_MODULUS, training_rows
 from supportflow.settings import Settings
 
 Progress = Callable[[str], None]
@@ -44,7 +44,8 @@ def ensure_demo_intent_model(settings: Settings, progress: Progress = lambda _: 
         return settings.intent_model_dir
     data = sample_path("banking77_train.csv.gz").read_bytes()
     recipe = _training_recipe(settings)
-    target = settings.cache_dir / "models" / f"intent-banking77-{_digest(data, str(HOLDOUT_MODULUS).encode(), recipe)}"
+    kept_out = f"{HOLDOUT_MODULUS}/{FRESH_MODULUS}".encode()
+    target = settings.cache_dir / "models" / f"intent-banking77-{_digest(data, kept_out, recipe)}"
     if (target / "model.json").exists():
         return target
     rows = training_rows()

@@ -104,17 +104,24 @@ def read_input(path: Path, default_tenant: str = DEMO_TENANT) -> list[DemoTicket
     return tickets
 
 
+EVALUATION_SLICES = ("evaluation", "fresh")
+
+
 def sample_tickets(count: int, *, run_id: str, tenant: str = DEMO_TENANT, seed: int = 7,
-                   evaluation: bool = False) -> list[DemoTicket]:
+                   evaluation: str | None = None) -> list[DemoTicket]:
     """The demo's sample tickets, each given one of the five channels in a seeded order: held-out
     Banking77 messages from the development half with a few hostile ones, or with `evaluation`
-    only labelled messages from the evaluation half (tooling/sample_tickets.py)."""
-    from tooling.sample_tickets import demo_tickets, development_rows, evaluation_rows
+    ("evaluation": the evaluation half; "fresh": the fresh slice) only labelled messages from that
+    slice (tooling/sample_tickets.py)."""
+    from tooling.sample_tickets import demo_tickets, development_rows, evaluation_rows, fresh_rows
 
+    if evaluation not in (None, *EVALUATION_SLICES):
+        raise ValueError(f"evaluation must be one of {EVALUATION_SLICES}, not {evaluation!r}")
     rng = random.Random(seed)
-    rows = evaluation_rows() if evaluation else development_rows()
+    rows = {None: development_rows, "evaluation": evaluation_rows, "fresh": fresh_rows}[evaluation]()
     tickets = []
-    for index, payload in enumerate(demo_tickets(count, run_id=run_id, seed=seed, rows=rows, hostile=not evaluation)):
+    for index, payload in enumerate(demo_tickets(count, run_id=run_id, seed=seed, rows=rows,
+                                                 hostile=evaluation is None)):
         channel = CHANNELS[(index + rng.randrange(len(CHANNELS))) % len(CHANNELS)]
         customer_id = payload.get("customer_id") or f"cust-{index:04d}"
         tickets.append(DemoTicket(
