@@ -11,6 +11,7 @@ investigator's call, from the tenant's playbooks, so an empty investigation is a
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -53,13 +54,16 @@ def evidence_query(ticket: tk.Ticket, normalized: tk.NormalizedTicket) -> str:
 def states_unbacked_figure(passages: list[tk.EvidencePassage]) -> bool:
     """Whether a passage states a figure (a fee, a limit, a time) that it cannot back itself: a
     focused article repeating the tenant's canonical policy article, quotable only beside it."""
-    for index, passage in enumerate(passages):
-        if passage.is_policy:
-            continue
-        backing = PassageBacking(passage)
-        if not all(backing.backs(unit.text) for unit in passage_units(passage, index)):
-            return True
-    return False
+    return any(not passage.is_policy and _states_unbacked_figure(passage.title, passage.section, passage.text)
+               for passage in passages)
+
+
+@functools.lru_cache(maxsize=4096)
+def _states_unbacked_figure(title: str, section: str, text: str) -> bool:
+    # The same help-center passages come back ticket after ticket: each is read once.
+    passage = tk.EvidencePassage(title=title, section=section, text=text)
+    backing = PassageBacking(passage)
+    return not all(backing.backs(unit.text) for unit in passage_units(passage, 0))
 
 
 def _now() -> Timestamp:
