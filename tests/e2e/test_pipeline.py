@@ -152,7 +152,12 @@ def test_a_proposed_action_runs_once_when_its_customer_confirms_it(round_trip):
     tools = EscalationConfig.load().proposed_tools
     asking = {r["ticket_id"] for r in trip.records if r["intent"] in tools and "prompt_injection" not in r["risk_flags"]}
     assert asking, "the sample tickets include some that ask for a password reset"
-    assert {p.ticket_id for p in actions.proposals} == asking
+    assert {p.ticket_id for p in actions.proposals} >= asking
+    # A customer's later message on a ticket (the simulated customers write back) is classified
+    # afresh, and may ask for an action itself; never one a prompt injection asked for.
+    assert {p.requested_by.removeprefix("escalator:intent:") for p in actions.proposals} <= set(tools)
+    injected = {r["ticket_id"] for r in trip.records if "prompt_injection" in r["risk_flags"]}
+    assert not injected & {p.ticket_id for p in actions.proposals}
     first, again = actions.confirmed
     assert first.status == ev.ACTION_STATUS_DRY_RUN and first.proposal_id == actions.proposals[0].action_id
     assert again.status == ev.ACTION_STATUS_REFUSED and "already confirmed" in again.reason
