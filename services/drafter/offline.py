@@ -341,18 +341,24 @@ def redundant(candidate: PassageUnit, chosen: Sequence[PassageUnit]) -> bool:
 
 def select_units(scored: Sequence[ScoredUnit], max_sentences: int, max_chars: int) -> list[ScoredUnit]:
     """The best unit, then companions that add to it, the best article's first; document order. A
-    step brings its whole procedure when that fits (the procedure counts as one sentence)."""
+    step brings its whole procedure when that fits, else the steps before it when those fit (the
+    procedure counts as one sentence)."""
     best = scored[0]
     budget = int(max_chars * 0.6)
     chosen: list[ScoredUnit] = []
     taken: set[tuple[int, int]] = set()
     used = slots = 0
 
+    def fits(items: list[ScoredUnit]) -> bool:
+        return bool(items) and used + sum(len(item.unit.text) for item in items) <= budget
+
     def take(candidate: ScoredUnit) -> None:
         nonlocal used, slots
         slots += 1
         whole = [step for step in candidate.procedure if (step.unit.passage, step.unit.order) not in taken]
-        if not whole or used + sum(len(step.unit.text) for step in whole) > budget:
+        if not fits(whole):  # the steps up to this one, at least: step 3 is of no use without 1 and 2
+            whole = [step for step in whole if step.unit.order <= candidate.unit.order]
+        if not fits(whole):
             whole = [candidate]
         for item in whole:
             chosen.append(item)

@@ -419,7 +419,14 @@ def test_a_procedure_is_quoted_whole_where_it_fits(drafter: OfflineDrafter) -> N
     text = draft(drafter, "How do I set up an automatic top-up?", [AUTO_TOP_UP], tenant="demo-bank").text
     positions = [text.find(step) for step in STEPS]
     assert -1 not in positions and positions == sorted(positions), text
-    # Chat has room for a few short sentences: the list does not fit, and no step is quoted twice.
-    chat = draft(drafter, "How do I set up an automatic top-up?", [AUTO_TOP_UP], tenant="demo-bank",
+    # Chat has room for a few short sentences: this list does not fit, so the steps it quotes are
+    # the first ones, in order (step 3 is of no use without 1 and 2), each once.
+    long_steps = [f"{step}, then wait for the next screen" for step in STEPS]  # more than chat has room for
+    longer = tk.EvidencePassage()
+    longer.CopyFrom(AUTO_TOP_UP)
+    longer.text = "## Set it up\n" + "\n".join(f"{n}. {step}." for n, step in enumerate(long_steps, start=1))
+    chat = draft(drafter, "How do I choose how much to add each time with auto top-up?", [longer], tenant="demo-bank",
                  channel=tk.CHANNEL_CHAT).text
-    assert all(chat.count(step) <= 1 for step in STEPS) and len(chat) < len(text)
+    quoted = [step for step in long_steps if step in chat]
+    assert quoted and quoted == long_steps[:len(quoted)] and len(quoted) < len(long_steps), chat
+    assert all(chat.count(step) == 1 for step in quoted)
