@@ -34,7 +34,6 @@ from services.drafter.reply import ReplyGenerator
 SERVICE = "drafter"
 DRAFTED_ROUTES = frozenset({tk.ROUTE_AUTO_RESPOND, tk.ROUTE_DRAFT_FOR_REVIEW})
 DEFAULT_EVIDENCE_K = 4  # distinct articles asked of the retriever
-POLICY_EVIDENCE_K = 1  # the tenant's canonical articles asked for when the evidence holds none and needs one
 MAX_QUERY_CHARS = 2000
 
 Search = Callable[[svc.SearchRequest], svc.SearchResponse]
@@ -132,24 +131,23 @@ class TicketDrafter:
                 k=self._k,
                 intent=classification.intent,
                 ticket_id=ticket.ticket_id,
+                with_policy=True,
             )
         )
         passages = list(response.passages)
         backing_only: frozenset[int] = frozenset()
-        asks_for_figure = MissingFigureCheck.asks_for_figure(query)
-        if not response.gap and not any(p.is_policy for p in passages) and (
-                asks_for_figure or states_unbacked_figure(passages)):
-            # A figure is verified only against a canonical passage: the focused article may repeat
-            # the policy article's figure (or the question asks for one the passages lack), so the
-            # policy article is fetched, to be quoted only when a figure was asked for.
-            policy = self._search(svc.SearchRequest(
-                tenant_id=ticket.tenant_id, query=query, k=POLICY_EVIDENCE_K, ticket_id=ticket.ticket_id,
-                filters=svc.SearchFilters(policy_only=True)))
+        if not response.gap and response.policy:
+            # A figure is verified only against a canonical passage: the tenant's policy article
+            # (which the retriever adds when the passages hold none) is kept when the question asks
+            # how much or how long, to be quoted, or when a passage repeats one of its figures, to
+            # back that figure without being quoted on its own.
             known = {p.chunk_id for p in passages}
-            fetched = [p for p in policy.passages if p.chunk_id not in known]
-            if not asks_for_figure:
+            fetched = [p for p in response.policy if p.chunk_id not in known]
+            if MissingFigureCheck.asks_for_figure(query):
+                passages += fetched
+            elif states_unbacked_figure(passages):
                 backing_only = frozenset(range(len(passages), len(passages) + len(fetched)))
-            passages += fetched
+                passages += fetched
         investigation = self._investigate(
             svc.InvestigateRequest(ticket=ticket, normalized=normalized, classification=classification)
         )

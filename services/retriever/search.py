@@ -143,6 +143,8 @@ class SearchResult:
     gap: bool
     best_score: float  # the gap signal: best segment similarity (0 when nothing was found)
     query: SearchQuery
+    # `with_policy`: the best canonical article for the query when `articles` holds none (else empty).
+    policy: tuple[ArticleResult, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,6 +395,7 @@ class Searcher:
         *,
         filters: SearchFilters = SearchFilters(),
         intent: str = "",
+        with_policy: bool = False,
     ) -> SearchResult:
         query = build_query(text, intent=intent)
         if query.empty or k <= 0:  # nothing to look for is not a gap in the KB
@@ -407,8 +410,13 @@ class Searcher:
         articles = group_by_article(hits, k, passages_per_article=self.passages_per_article, now=self.clock(),
                                     first=lambda hit: tagged_with(hit, intent), policy=self.knowledge_policy(tenant))
         covered = any(tagged_with(hit, intent) for hit in tagged)
+        policy: tuple[ArticleResult, ...] = ()
+        if with_policy and not filters.policy_only and not any(p.is_policy for a in articles for p in a.passages):
+            canonical = self.candidates(tenant, query, 1, replace(filters, intents=(), policy_only=True), segments)
+            policy = group_by_article(canonical, 1, passages_per_article=self.passages_per_article, now=self.clock(),
+                                      policy=self.knowledge_policy(tenant))
         return SearchResult(articles=articles, gap=is_gap(best, self.gap_threshold) and not covered, best_score=best,
-                            query=query)
+                            query=query, policy=policy)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ that finds nothing relevant is also published as a KbGapDetected when a publishe
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 import grpc
 
@@ -18,6 +19,7 @@ from supportflow.observability import ticket_context
 from services.retriever import metrics
 from services.retriever.handlers import kb_gap
 from services.retriever.search import (
+    ArticleResult,
     CaseStore,
     InvalidTenant,
     SearchFilters,
@@ -36,8 +38,8 @@ MAX_REQUEST_QUERY_CHARS = 20_000  # beyond this the request is a document, not a
 GAP_QUERY_CHARS = 2_000  # how much of the query a KbGapDetected carries
 
 
-def search_response(result: SearchResult) -> services_pb2.SearchResponse:
-    passages = [
+def _passages(articles: Sequence[ArticleResult]) -> list[ticket_pb2.EvidencePassage]:
+    return [
         ticket_pb2.EvidencePassage(
             article_id=p.article_id,
             chunk_id=p.chunk_id,
@@ -51,10 +53,14 @@ def search_response(result: SearchResult) -> services_pb2.SearchResponse:
             stale=article.stale,
             intents=p.intents,
         )
-        for article in result.articles
+        for article in articles
         for p in article.passages
     ]
-    return services_pb2.SearchResponse(passages=passages, gap=result.gap, best_score=result.best_score)
+
+
+def search_response(result: SearchResult) -> services_pb2.SearchResponse:
+    return services_pb2.SearchResponse(passages=_passages(result.articles), gap=result.gap,
+                                       best_score=result.best_score, policy=_passages(result.policy))
 
 
 def _k(requested: int) -> int:
@@ -85,7 +91,8 @@ class RetrieverServicer(services_pb2_grpc.RetrieverServicer):
             )
             try:
                 result = self._searcher.search(
-                    request.tenant_id, request.query, _k(request.k), filters=filters, intent=request.intent
+                    request.tenant_id, request.query, _k(request.k), filters=filters, intent=request.intent,
+                    with_policy=request.with_policy,
                 )
             except InvalidTenant as exc:
                 metrics.SEARCHES.labels("invalid").inc()

@@ -97,6 +97,14 @@ def test_articles_from_kafka_become_searchable_and_deletions_remove_them(retriev
     passage = response.passages[0]
     assert passage.is_policy and passage.url == "https://help.example/wire-fees" and "$35" in passage.text
     assert not response.gap
+    # Asked with_policy, a search whose best article is not canonical brings the policy article too.
+    pin = stub.Search(services_pb2.SearchRequest(tenant_id=tenant, query="How do I change my card PIN?", k=1,
+                                                 with_policy=True))
+    assert [p.article_id for p in pin.passages] == ["card-pin"] and not pin.passages[0].is_policy
+    assert {p.article_id for p in pin.policy} == {"wire-fees"} and all(p.is_policy for p in pin.policy)
+    already = services_pb2.SearchRequest(tenant_id=tenant, query="how much is a wire transfer abroad?", k=5,
+                                         with_policy=True)
+    assert not stub.Search(already).policy  # its results hold the policy article already
 
     publisher.publish(Topic.KB_ARTICLES, "wire-fees", article_changed(tenant, "wire-fees", "", "", deleted=True))
     publisher.flush()

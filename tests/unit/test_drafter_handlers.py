@@ -172,8 +172,8 @@ def test_passages_judged_off_the_question_are_reported_as_a_knowledge_gap(answer
 
 
 class PolicyAwareSearch(RecordingSearch):
-    """The retriever: the ordinary search finds a focused article that repeats the policy's
-    figure; a policy-only search finds the policy article."""
+    """The retriever: the search finds a focused article that repeats the policy's figure and,
+    asked `with_policy`, adds the policy article when the passages hold no canonical one."""
 
     def __init__(self, ordinary: svc.SearchResponse, policy: svc.SearchResponse) -> None:
         super().__init__(ordinary)
@@ -181,7 +181,11 @@ class PolicyAwareSearch(RecordingSearch):
 
     def __call__(self, request: svc.SearchRequest) -> svc.SearchResponse:
         self.requests.append(request)
-        return self.policy if request.filters.policy_only else self.response
+        response = svc.SearchResponse()
+        response.CopyFrom(self.response)
+        if request.with_policy and not any(p.is_policy for p in response.passages):
+            response.policy.extend(self.policy.passages)
+        return response
 
 
 FOCUSED = tk.EvidencePassage(
@@ -200,11 +204,12 @@ HOWTO = tk.EvidencePassage(
     ("How do I send a wire?", [HOWTO], False),   # no figure asked, none stated
     ("How much does a domestic outgoing wire cost?", [FOCUSED, WIRES], False),  # the policy is already there
 ])
-def test_the_policy_article_is_fetched_when_a_figure_is_asked_for_or_repeated_without_it(
+def test_the_policy_article_is_kept_when_a_figure_is_asked_for_or_repeated_without_it(
         problem, passages, fetched) -> None:
     search = PolicyAwareSearch(svc.SearchResponse(passages=passages), svc.SearchResponse(passages=[WIRES]))
     [emit] = handler(search).handle_classified(classified(problem=problem))
-    assert [r.filters.policy_only for r in search.requests] == ([False, True] if fetched else [False])
+    assert len(search.requests) == 1 and search.requests[0].with_policy  # one search, one encoding
+    assert ("lime_green_004" in {p.article_id for p in emit.event.evidence}) == (fetched or WIRES in passages)
     if fetched:
         assert [p.article_id for p in emit.event.evidence] == ["wire-howto", "lime_green_004"]
         assert "$10.00" in emit.event.draft.text  # the focused article's figure, backed by the policy
@@ -233,6 +238,6 @@ def test_a_policy_article_fetched_only_to_back_a_figure_is_not_quoted_on_its_own
     request = classified(problem=problem)
     request.classification.intent = "declined_cash_withdrawal"
     [emit] = handler(search).handle_classified(request)
-    assert [r.filters.policy_only for r in search.requests] == [False, True]
+    assert "fees" in {p.article_id for p in emit.event.evidence}
     assert ("up to 2 working days" in emit.event.draft.text) == quoted
     assert "Refunds usually appear" not in emit.event.draft.text

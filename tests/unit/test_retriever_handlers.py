@@ -153,7 +153,7 @@ class FakeSearcher:
         self.outcome = outcome
         self.calls = []
 
-    def search(self, tenant, text, k, *, filters, intent):
+    def search(self, tenant, text, k, *, filters, intent, with_policy=False):
         self.calls.append((tenant, text, k, filters, intent))
         if isinstance(self.outcome, Exception):
             raise self.outcome

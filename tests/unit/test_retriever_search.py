@@ -195,6 +195,39 @@ def test_a_search_with_an_intent_encodes_the_query_once_for_both_of_its_searches
     assert encoder.texts == ["How much is a card replacement? card fees"]  # its one segment
 
 
+class PolicyIndex(FakeIndex):
+    """Answers a policy-only search with the policy article, any other with `hits`."""
+
+    def __init__(self, hits, policy):
+        super().__init__(hits)
+        self.policy = policy
+
+    def hybrid(self, tenant, keywords, vector, *, alpha, limit, filters):
+        self.calls.append((tenant, keywords, tuple(np.round(vector, 3)), alpha, limit, filters))
+        return list(self.policy if filters.policy_only else self.hits)
+
+
+def test_with_policy_the_best_policy_article_comes_from_the_same_encoding_when_the_results_lack_one():
+    from dataclasses import replace
+
+    encoder = CountingEncoder()
+    fees = replace(hit("fees", 0.7, vector=[1.0, 0.0]), is_policy=True)
+    index = PolicyIndex([hit("card-howto", 0.9, vector=[1.0, 0.0])], [fees])
+    result = Searcher(index, encoder, clock=lambda: NOW).search("acme", "Why was my card charged?", 4,
+                                                                intent="card_fees", with_policy=True)
+    assert [a.article_id for a in result.articles] == ["card-howto"]
+    assert [a.article_id for a in result.policy] == ["fees"] and result.policy[0].passages[0].is_policy
+    policy_search = [call[5] for call in index.calls if call[5].policy_only]
+    assert len(policy_search) == 1 and policy_search[0].intents == ()  # any canonical article, not the intent's
+    assert len(encoder.texts) == 1  # the query encoded once for all three searches
+    # Without the flag, or with a canonical passage among the results already: no policy search.
+    for with_policy, hits in ((False, [hit("card-howto", 0.9, vector=[1.0, 0.0])]), (True, [fees])):
+        index = PolicyIndex(hits, [fees])
+        result = Searcher(index, FakeEncoder(), clock=lambda: NOW).search("acme", "card charge", 4,
+                                                                          with_policy=with_policy)
+        assert result.policy == () and not any(call[5].policy_only for call in index.calls)
+
+
 def test_searcher_reports_a_gap_when_nothing_is_similar_enough():
     index = FakeIndex([hit("unrelated", 0.9, vector=[0.0, 1.0])])
     result = Searcher(index, FakeEncoder(), gap_threshold=0.5).search("acme", "card question", 5)

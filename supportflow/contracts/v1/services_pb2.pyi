@@ -38,30 +38,34 @@ class SearchFilters(_message.Message):
     def __init__(self, locale: _Optional[str] = ..., intents: _Optional[_Iterable[str]] = ..., sources: _Optional[_Iterable[str]] = ..., policy_only: bool = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("tenant_id", "query", "k", "filters", "intent", "ticket_id")
+    __slots__ = ("tenant_id", "query", "k", "filters", "intent", "ticket_id", "with_policy")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     INTENT_FIELD_NUMBER: _ClassVar[int]
     TICKET_ID_FIELD_NUMBER: _ClassVar[int]
+    WITH_POLICY_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     query: str
     k: int
     filters: SearchFilters
     intent: str
     ticket_id: str
-    def __init__(self, tenant_id: _Optional[str] = ..., query: _Optional[str] = ..., k: _Optional[int] = ..., filters: _Optional[_Union[SearchFilters, _Mapping]] = ..., intent: _Optional[str] = ..., ticket_id: _Optional[str] = ...) -> None: ...
+    with_policy: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., query: _Optional[str] = ..., k: _Optional[int] = ..., filters: _Optional[_Union[SearchFilters, _Mapping]] = ..., intent: _Optional[str] = ..., ticket_id: _Optional[str] = ..., with_policy: bool = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("passages", "gap", "best_score")
+    __slots__ = ("passages", "gap", "best_score", "policy")
     PASSAGES_FIELD_NUMBER: _ClassVar[int]
     GAP_FIELD_NUMBER: _ClassVar[int]
     BEST_SCORE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     passages: _containers.RepeatedCompositeFieldContainer[_ticket_pb2.EvidencePassage]
     gap: bool
     best_score: float
-    def __init__(self, passages: _Optional[_Iterable[_Union[_ticket_pb2.EvidencePassage, _Mapping]]] = ..., gap: bool = ..., best_score: _Optional[float] = ...) -> None: ...
+    policy: _containers.RepeatedCompositeFieldContainer[_ticket_pb2.EvidencePassage]
+    def __init__(self, passages: _Optional[_Iterable[_Union[_ticket_pb2.EvidencePassage, _Mapping]]] = ..., gap: bool = ..., best_score: _Optional[float] = ..., policy: _Optional[_Iterable[_Union[_ticket_pb2.EvidencePassage, _Mapping]]] = ...) -> None: ...
 
 class SimilarCasesRequest(_message.Message):
     __slots__ = ("tenant_id", "query", "k")
