@@ -30,8 +30,9 @@ and every limit is checked again. Such a confirmation takes the proposal, whatev
 second one is refused, so a redelivered confirmation never runs an action twice. A confirmation
 that fails those checks leaves the proposal open (a forged or mistyped one cannot cancel it).
 
-State. The ledger of today's attempts and the open proposals are rebuilt at start from
-`actions.recorded` (`replay`), so the daily limits and pending confirmations survive a restart.
+State. The ledger of today's attempts and the open proposals live in key-value stores the caller
+hands in (the service's: faust tables with expiry, kept in changelogs, so the daily limits and
+pending confirmations survive a restart and are shared by every replica); values are JSON-shaped.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
-from typing import Callable, Mapping
+from typing import Callable, Mapping, MutableMapping
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
@@ -104,71 +105,108 @@ def utc_day(at: float) -> str:
 class ActionLedger:
     """Attempts that passed the gate (DRY_RUN or EXECUTED) per (tenant, customer, tool, UTC day).
 
-    In memory, rebuilt at start from the records of the last two days (`ActionGate.replay`).
-    """
+    `store`: "tenant|customer|tool|day" -> count. Given one, expiry is the store's (two days); the
+    default dict of its own forgets days before yesterday here."""
 
-    def __init__(self) -> None:
-        self._counts: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
+    def __init__(self, store: MutableMapping[str, int] | None = None) -> None:
+        self._own = store is None
+        self._counts: MutableMapping[str, int] = {} if store is None else store
+
+    @staticmethod
+    def _key(tenant_id: str, customer_id: str, tool: str, day: str) -> str:
+        return f"{tenant_id}|{customer_id}|{tool}|{day}"
 
     def count(self, tenant_id: str, customer_id: str, tool: str, day: str) -> int:
-        return self._counts[(tenant_id, customer_id, tool, day)]
+        return self._counts.get(self._key(tenant_id, customer_id, tool, day), 0)
 
     def add(self, tenant_id: str, customer_id: str, tool: str, day: str) -> None:
-        self._counts[(tenant_id, customer_id, tool, day)] += 1
-        # Yesterday is kept for clock skew between producers; older days can no longer matter.
-        oldest = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
-        for key in [k for k in self._counts if k[3] < oldest]:
-            del self._counts[key]
+        key = self._key(tenant_id, customer_id, tool, day)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        if self._own:
+            # Yesterday is kept for clock skew between producers; older days can no longer matter.
+            oldest = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+            for old in [k for k in self._counts if k.rsplit("|", 1)[1] < oldest]:
+                del self._counts[old]
+
+
+def _request_fields(request: ActionRequest) -> dict:
+    return {"tool": request.tool, "ticket_id": request.ticket_id, "tenant_id": request.tenant_id,
+            "customer_id": request.customer_id, "tier": request.tier, "requested_by": request.requested_by,
+            "params": dict(request.params), "confirmation_ref": request.confirmation_ref}
 
 
 class PendingProposals:
     """Proposals awaiting the customer's confirmation, by action id. Each one can be taken once,
     within `ttl_s` of being made; a taken one is remembered for as long, so that proposing it
-    again (the same ticket handled twice) does not reopen it."""
+    again (the same ticket handled twice) does not reopen it.
 
-    def __init__(self, ttl_s: float) -> None:
+    `proposals`: action id -> {"request": {...}, "at": made at, "taken": taken at or None};
+    `by_ticket`: "tenant|ticket" -> the ticket's action ids. Given stores, expiry is theirs
+    (`ttl_s`); the default dicts of its own forget here."""
+
+    def __init__(self, ttl_s: float, proposals: MutableMapping[str, dict] | None = None,
+                 by_ticket: MutableMapping[str, list] | None = None) -> None:
         self._ttl_s = ttl_s
-        self._open: collections.OrderedDict[str, tuple[ActionRequest, float]] = collections.OrderedDict()
-        self._taken: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._own = proposals is None
+        self._proposals: MutableMapping[str, dict] = collections.OrderedDict() if proposals is None else proposals
+        self._by_ticket: MutableMapping[str, list] = {} if by_ticket is None else by_ticket
 
     def __len__(self) -> int:
-        return len(self._open)
+        return sum(1 for entry in self._proposals.values() if entry["taken"] is None)
 
     def add(self, action_id: str, request: ActionRequest, at: float) -> None:
-        self._forget_before(at - self._ttl_s)
-        if action_id not in self._taken and action_id not in self._open:
-            self._open[action_id] = (request, at)
+        if self._own:
+            self._forget_before(at - self._ttl_s)
+        if action_id in self._proposals:
+            return
+        self._proposals[action_id] = {"request": _request_fields(request), "at": at, "taken": None}
+        ticket_key = f"{request.tenant_id}|{request.ticket_id}"
+        known = self._by_ticket.get(ticket_key) or []
+        if action_id not in known:
+            self._by_ticket[ticket_key] = [*known, action_id]
 
     def find(self, action_id: str, now: float) -> tuple[ActionRequest | None, str]:
         """The open proposal, or None and why there is none."""
-        if action_id in self._taken:
+        entry = self._proposals.get(action_id)
+        if entry is not None and entry["taken"] is not None:
             return None, f"proposal {action_id} was already confirmed once"
-        found = self._open.get(action_id)
-        if found is None:
+        if entry is None:
             return None, f"no proposal {action_id} is known"
-        request, at = found
-        if now - at > self._ttl_s:
+        if now - entry["at"] > self._ttl_s:
             return None, f"proposal {action_id} lapsed: not confirmed within {self._ttl_s:g} s"
-        return request, ""
+        fields = entry["request"]
+        return ActionRequest(**{**fields, "params": dict(fields["params"])}), ""
 
     def open_for(self, tenant_id: str, ticket_id: str, now: float) -> list[str]:
         """Action ids of the ticket's proposals that can still be confirmed."""
-        return [action_id for action_id, (request, at) in self._open.items()
-                if (request.tenant_id, request.ticket_id) == (tenant_id, ticket_id) and now - at <= self._ttl_s]
+        found = []
+        for action_id in self._by_ticket.get(f"{tenant_id}|{ticket_id}") or []:
+            entry = self._proposals.get(action_id)
+            if entry is not None and entry["taken"] is None and now - entry["at"] <= self._ttl_s:
+                found.append(action_id)
+        return found
 
     def take(self, action_id: str, at: float) -> None:
-        self._open.pop(action_id, None)
-        self._taken[action_id] = at
-        self._taken.move_to_end(action_id)
+        entry = self._proposals.get(action_id)
+        self._proposals[action_id] = {**(entry or {"request": None}), "at": at if entry is None else entry["at"],
+                                      "taken": at}
 
     def _forget_before(self, cutoff: float) -> None:
-        # Both maps are in arrival order, which is time order up to clock skew between producers.
-        for entries, when in ((self._open, lambda value: value[1]), (self._taken, lambda value: value)):
-            while entries:
-                oldest = next(iter(entries))
-                if when(entries[oldest]) >= cutoff:
-                    break
-                del entries[oldest]
+        # In arrival order, which is time order up to clock skew between producers.
+        while self._proposals:
+            oldest = next(iter(self._proposals))
+            entry = self._proposals[oldest]
+            if max(entry["at"], entry["taken"] or 0) >= cutoff:
+                break
+            del self._proposals[oldest]
+            request = entry["request"]
+            if request is not None:
+                ticket_key = f"{request['tenant_id']}|{request['ticket_id']}"
+                left = [a for a in self._by_ticket.get(ticket_key) or [] if a != oldest]
+                if left:
+                    self._by_ticket[ticket_key] = left
+                else:
+                    self._by_ticket.pop(ticket_key, None)
 
 
 def action_id_for(request: ActionRequest, proposal_id: str = "") -> str:
@@ -201,11 +239,6 @@ class ActionGate:
     @property
     def allow_listed(self) -> frozenset[str]:
         return frozenset(self._limits.tools)
-
-    @property
-    def memory_s(self) -> float:
-        """How far back `replay` must read to rebuild the ledger and the open proposals."""
-        return max(LEDGER_MEMORY_S, self._limits.proposal_ttl_s)
 
     def attempt(self, request: ActionRequest, now: float) -> ev.ActionRecorded:
         """Check the request against every limit and record the outcome. A request without a
@@ -246,20 +279,6 @@ class ActionGate:
                                 confirmation=confirmation)
         confirmed = replace(proposal, tier=tier, confirmation_ref=confirmation.confirmation_ref)
         return self._attempt(confirmed, now, confirmation=confirmation)
-
-    def replay(self, record: ev.ActionRecorded) -> None:
-        """Rebuild the ledger and the open proposals from one earlier record (in topic order)."""
-        at = record.meta.occurred_at.ToNanoseconds() / 1e9
-        if record.status == ev.ACTION_STATUS_PROPOSED:
-            self._proposals.add(record.action_id, ActionRequest(
-                tool=record.tool, ticket_id=record.ticket_id, tenant_id=record.meta.tenant_id,
-                customer_id=record.customer_id, tier=tk.CUSTOMER_TIER_UNSPECIFIED,  # read again on confirmation
-                requested_by=record.requested_by, params=dict(record.params),
-            ), at)
-        if record.proposal_id:
-            self._proposals.take(record.proposal_id, at)
-        if record.status in (ev.ACTION_STATUS_DRY_RUN, ev.ACTION_STATUS_EXECUTED):
-            self._ledger.add(record.meta.tenant_id, record.customer_id, record.tool, utc_day(at))
 
     def _attempt(self, request: ActionRequest, now: float, *, confirmation: Confirmation | None = None) -> ev.ActionRecorded:
         refusal = self._refusal(request, now)

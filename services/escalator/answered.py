@@ -7,14 +7,16 @@ only. A message under an answered ticket id is a customer writing back, unless i
 message that was answered coming round again (Kafka delivers at least once): messages are told
 apart by their received time, subject and body.
 
-Rebuilt at start from `tickets.responded` (replay.py). Bounded in time and in count: past
-`max_tickets`, the earliest recorded are forgotten first.
+The memory is a key-value store the caller may hand in (the service's: a faust table with expiry,
+so it survives restarts and is shared by every replica); the default, a dict of its own, is bounded
+in time and in count: past `max_tickets`, the earliest recorded are forgotten first.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from typing import MutableMapping
 
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
@@ -29,14 +31,26 @@ def message_fingerprint(ticket: tk.Ticket) -> bytes:
     ).digest()
 
 
+def answered_key(tenant_id: str, ticket_id: str) -> str:
+    return f"{tenant_id}|{ticket_id}"
+
+
 class AnsweredTickets:
-    def __init__(self, memory_s: float, max_tickets: int = DEFAULT_MAX_TICKETS) -> None:
+    """`store`: answered_key -> [answered at, hex fingerprint of the message answered]. Given one,
+    expiry is the store's (a record past `memory_s` is ignored all the same)."""
+
+    def __init__(self, memory_s: float, max_tickets: int = DEFAULT_MAX_TICKETS,
+                 store: MutableMapping[str, list] | None = None) -> None:
         if memory_s < 0 or max_tickets < 1:
             raise ValueError("memory_s must be >= 0 and max_tickets >= 1")
         self._memory_s = memory_s
         self._max = max_tickets
-        # (tenant, ticket id) -> (answered at, fingerprint of the message answered), oldest first
-        self._answered: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
+        self._own = store is None  # only a memory of its own is bounded and forgotten here
+        self._answered: MutableMapping[str, list] = OrderedDict() if store is None else store
+
+    @property
+    def memory_s(self) -> float:
+        return self._memory_s
 
     def __len__(self) -> int:
         return len(self._answered)
@@ -44,19 +58,21 @@ class AnsweredTickets:
     def record(self, tenant_id: str, ticket: tk.Ticket, answered_at: float) -> None:
         if self._memory_s == 0:
             return
-        key = (tenant_id, ticket.ticket_id)
-        self._answered[key] = (answered_at, message_fingerprint(ticket))
-        self._answered.move_to_end(key)
-        while len(self._answered) > self._max:
-            self._answered.popitem(last=False)
+        key = answered_key(tenant_id, ticket.ticket_id)
+        self._answered[key] = [answered_at, message_fingerprint(ticket).hex()]
+        if self._own:
+            self._answered.move_to_end(key)  # type: ignore[attr-defined]
+            while len(self._answered) > self._max:
+                self._answered.popitem(last=False)  # type: ignore[call-arg]
 
     def wrote_back(self, tenant_id: str, ticket: tk.Ticket, now: float) -> bool:
         """True when this ticket id was answered within the memory and `ticket` is a later message."""
         cutoff = now - self._memory_s
-        self._forget_before(cutoff)
-        answered = self._answered.get((tenant_id, ticket.ticket_id))
-        # A replay records in partition order, so an entry behind the first may be older than it.
-        return answered is not None and answered[0] >= cutoff and answered[1] != message_fingerprint(ticket)
+        if self._own:
+            self._forget_before(cutoff)
+        answered = self._answered.get(answered_key(tenant_id, ticket.ticket_id))
+        # Records do not arrive in time order (producers' clocks), so an entry behind the first may be older than it.
+        return answered is not None and answered[0] >= cutoff and answered[1] != message_fingerprint(ticket).hex()
 
     def _forget_before(self, cutoff: float) -> None:
         while self._answered:

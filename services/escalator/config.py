@@ -80,8 +80,8 @@ class IncidentConfig:
     window_s: float = 600.0
     min_tickets: int = 5
     intents: frozenset[str] = frozenset()
-    # How far back a starting escalator re-reads tickets.classified to rebuild its windows.
-    replay_s: float = 21600.0
+    # How long a ticket's link to its incident (and the fact that it was counted) is remembered.
+    links_memory_s: float = 21600.0
 
 
 ARCHETYPES = {
@@ -243,7 +243,7 @@ class EscalationConfig:
                     window_s=float(incidents.get("window_s", 600)),
                     min_tickets=int(incidents.get("min_tickets", 5)),
                     intents=frozenset(str(i) for i in incidents.get("intents") or []),
-                    replay_s=float(incidents.get("replay_s", 21600)),
+                    links_memory_s=float(incidents.get("links_memory_s", 21600)),
                 ),
                 proposed_tools=_proposed_tools(data.get("proposed_tools") or {}),
                 answered_memory_s=float(data.get("answered_memory_s", 604800)),
@@ -253,8 +253,8 @@ class EscalationConfig:
             raise ConfigError(f"escalation config lacks {exc.args[0]!r}") from exc
         if config.incidents.min_tickets < 2 or config.incidents.window_s <= 0:
             raise ConfigError("incidents need min_tickets >= 2 and a positive window_s")
-        if config.incidents.replay_s < 0:
-            raise ConfigError("incidents.replay_s must be >= 0 (0: no replay at start)")
+        if config.incidents.links_memory_s < config.incidents.window_s:
+            raise ConfigError("incidents.links_memory_s must be at least window_s")
         if config.answered_memory_s < 0:
             raise ConfigError("answered_memory_s must be >= 0 (0: remember no answered ticket)")
         return config

@@ -1,16 +1,14 @@
-"""The escalator's consumer handlers: classified and drafted tickets in, decisions, incidents and
-action records out. No Kafka or gRPC here; `main.py` wires these into one ConsumerLoop.
+"""The escalator's handlers: classified and drafted tickets in, decisions, incidents and action
+records out. No Kafka, faust or gRPC here; `agents.py` wires them into the faust app.
 
-State (in memory, per process):
-- the incident tracker: rebuilt at start from the recent tickets this consumer group had already
-  processed (`replay_classified`, fed by replay.py). With several replicas each would see
-  only its partitions' tickets, so the escalator runs one (the Helm chart enforces it);
-- the action gate's ledger of today's attempts and its proposals awaiting confirmation: rebuilt at
-  start from actions.recorded (`replay_action`), so daily limits and pending confirmations survive
-  a restart;
-- the tickets answered automatically (answered.py): rebuilt at start from tickets.responded
-  (`replay_responded`), so that a customer writing back under an answered ticket id gets a
-  colleague even when the channel sends no history.
+State lives in the stores the state holders were given (in the service: faust tables, see
+agents.py; in tests: dicts):
+- the incident tracker (incidents.py): windows per burst signature and each counted ticket's
+  incident. A ticket with a signature is handled where its signature's windows are (the service
+  re-keys it by `incident_signature`), so every replica's windows are exact;
+- the action gate's ledger of today's attempts and its proposals awaiting confirmation;
+- the tickets answered automatically (answered.py), so that a customer writing back under an
+  answered ticket id gets a colleague even when the channel sends no history.
 Otherwise decisions need no state: the ticket's route says which handler decides it.
 
 Evidence: a drafted ticket brings the investigation the drafter ran (TicketDrafted.investigation);
@@ -50,7 +48,7 @@ from services.escalator.decision import (
     is_prompt_injection,
     writes_back_after_an_answer,
 )
-from services.escalator.incidents import IncidentTracker, IncidentUpdate, incident_signature
+from services.escalator.incidents import IncidentSignature, IncidentTracker, IncidentUpdate, incident_signature
 from services.escalator.packet import build_packet
 from services.escalator.help_center import ArticleLookup, no_articles
 from services.escalator.similar_cases import SimilarCaseLookup, no_similar_cases
@@ -100,10 +98,11 @@ class Escalator:
     def config(self) -> EscalationConfig:
         return self._config
 
-    @property
-    def action_memory_s(self) -> float:
-        """How far back actions.recorded is replayed at start (`replay_action`)."""
-        return self._actions.memory_s
+    def incident_signature(self, event: ev.TicketClassified | ev.TicketDrafted) -> IncidentSignature | None:
+        """The burst signature of a classified or drafted ticket (None: it cannot be part of an
+        incident, and needs no incident state to be decided)."""
+        tenant = event.ticket.tenant_id or event.meta.tenant_id
+        return incident_signature(tenant, event.normalized, event.classification, self._config.incidents)
 
     def on_classified(self, event: ev.TicketClassified) -> list[Emit]:
         self._validate(event.ticket, event.HasField("classification"))
@@ -197,11 +196,6 @@ class Escalator:
             "proposal_id": pending[0], "status": _enum_label(ev.ActionStatus, record.status, "ACTION_STATUS_")}})
         return [self._action_emit(record)]
 
-    def replay_action(self, record: ev.ActionRecorded) -> None:
-        """Count an action attempt recorded before this process started into the daily limits and
-        the proposals awaiting confirmation."""
-        self._actions.replay(record)
-
     def _tier_of(self, customer_id: str) -> int | None:
         found = self._crm.lookup(customer_id)
         return found.record.tier if found.outcome == FOUND else None
@@ -222,18 +216,6 @@ class Escalator:
         update = self._observe_incident(meta, ticket, normalized, classification)
         return [self._incident_event(update)] if update is not None else []
 
-    def replay_classified(self, event: ev.TicketClassified) -> None:
-        """Count a ticket processed before this process started into the incident windows. Emits
-        nothing: the updates it caused were published then."""
-        if event.ticket.ticket_id:
-            self._observe_incident(event.meta, event.ticket, event.normalized, event.classification)
-
-    def replay_responded(self, event: ev.TicketDecided) -> None:
-        """Remember a ticket answered automatically before this process started."""
-        if event.ticket.ticket_id and event.decision == ev.DECISION_RESPOND:
-            answered_at = seconds_of(event.timeline.decided_at) or seconds_of(event.meta.occurred_at) or self._clock()
-            self._answered.record(event.ticket.tenant_id or event.meta.tenant_id, event.ticket, answered_at)
-
     def _observe_incident(
         self, meta: ev.EventMeta, ticket: tk.Ticket, normalized: tk.NormalizedTicket, classification: tk.Classification
     ) -> IncidentUpdate | None:
@@ -241,7 +223,7 @@ class Escalator:
         signature = incident_signature(tenant, normalized, classification, self._config.incidents)
         if signature is None:
             return None
-        return self._incidents.observe(ticket.ticket_id, signature, self._received_at(meta, ticket))
+        return self._incidents.observe(ticket.ticket_id, signature, self._received_at(meta, ticket), meta.event_id)
 
     @staticmethod
     def _incident_event(update: IncidentUpdate) -> Emit:

@@ -1,15 +1,19 @@
 """The action gate: allow-list, limits by amount, frequency and tier, confirmation, dry run,
 prompt-injection attempts (which must never get past a proposal), and the ledger and proposals a
-restarted gate rebuilds from the records."""
+restarted gate finds in its stores."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
-from services.escalator.actions import ActionGate, ActionLedger, ActionRequest, Confirmation, ExecutionResult
+from services.escalator.actions import (
+    ActionGate, ActionLedger, ActionRequest, Confirmation, ExecutionResult, PendingProposals,
+)
 from services.escalator.config import ActionLimits, ConfigError
 
 LIMITS = ActionLimits.load()
@@ -245,39 +249,32 @@ def test_the_tier_is_read_again_and_the_limits_checked_again_when_it_runs():
     assert late.status == ev.ACTION_STATUS_REFUSED and "daily limit reached" in late.reason
 
 
-def test_a_restarted_gate_rebuilds_its_limits_and_open_proposals_from_the_records():
-    before = gate()
-    records = [
-        before.attempt(refund(), NOW),  # ran: uses up today's refund for cust-0001
-        open_one := before.attempt(ActionRequest(tool="password_reset", ticket_id="t-5", tenant_id="rho-bank",
-                                                 customer_id="cust-0002", tier=tk.CUSTOMER_TIER_STANDARD,
-                                                 requested_by="escalator:intent:passcode_forgotten"), NOW),
-        done := before.attempt(ActionRequest(tool="password_reset", ticket_id="t-6", tenant_id="rho-bank",
-                                             customer_id="cust-0003", tier=tk.CUSTOMER_TIER_STANDARD,
-                                             requested_by="escalator:intent:passcode_forgotten"), NOW),
-    ]
-    records.append(before.confirm(confirmation(done.action_id, ticket_id="t-6"), standard, NOW + 5))
-    for record in records:
-        record.meta.occurred_at.FromSeconds(int(NOW))
+def test_a_gate_on_the_same_stores_keeps_the_limits_and_open_proposals_of_the_one_before():
+    ledger, proposals, by_ticket = {}, {}, {}  # the service's tables, kept in changelogs across restarts
 
-    restarted, forgetful = gate(), gate()
-    for record in records:
-        restarted.replay(record)
+    def on_stores() -> ActionGate:
+        return ActionGate(LIMITS, ActionLedger(ledger), proposals=PendingProposals(LIMITS.proposal_ttl_s, proposals, by_ticket))
+
+    before = on_stores()
+    assert before.attempt(refund(), NOW).status == ev.ACTION_STATUS_DRY_RUN  # uses up today's refund for cust-0001
+    open_one = before.attempt(ActionRequest(tool="password_reset", ticket_id="t-5", tenant_id="rho-bank",
+                                            customer_id="cust-0002", tier=tk.CUSTOMER_TIER_STANDARD,
+                                            requested_by="escalator:intent:passcode_forgotten"), NOW)
+    done = before.attempt(ActionRequest(tool="password_reset", ticket_id="t-6", tenant_id="rho-bank",
+                                        customer_id="cust-0003", tier=tk.CUSTOMER_TIER_STANDARD,
+                                        requested_by="escalator:intent:passcode_forgotten"), NOW)
+    assert before.confirm(confirmation(done.action_id, ticket_id="t-6"), standard, NOW + 5).status == ev.ACTION_STATUS_DRY_RUN
+
+    restarted, forgetful = on_stores(), gate()
     assert restarted.attempt(refund(amount="10"), NOW + 60).status == ev.ACTION_STATUS_REFUSED
     assert forgetful.attempt(refund(amount="10"), NOW + 60).status == ev.ACTION_STATUS_DRY_RUN
+    assert restarted.pending("rho-bank", "t-5", NOW + 60) == [open_one.action_id]
     assert restarted.confirm(confirmation(open_one.action_id, ticket_id="t-5"), standard, NOW + 60).status \
         == ev.ACTION_STATUS_DRY_RUN
     # The confirmation handled before the restart, delivered again after it, runs nothing.
     assert restarted.confirm(confirmation(done.action_id, ticket_id="t-6"), standard, NOW + 60).status \
         == ev.ACTION_STATUS_REFUSED
-
-
-def test_replayed_records_from_two_days_ago_no_longer_count():
-    old = gate().attempt(refund(), NOW - 2 * DAY)
-    old.meta.occurred_at.FromSeconds(int(NOW - 2 * DAY))
-    restarted = gate()
-    restarted.replay(old)
-    assert restarted.attempt(refund(), NOW).status == ev.ACTION_STATUS_DRY_RUN
+    assert json.loads(json.dumps([ledger, proposals, by_ticket])) == [ledger, proposals, by_ticket]  # JSON, no pickle
 
 
 @pytest.mark.parametrize("text, message", [

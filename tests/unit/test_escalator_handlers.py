@@ -18,6 +18,7 @@ from services.escalator.actions import ActionGate, ActionLedger
 from services.escalator.config import ActionLimits, EscalationConfig
 from services.escalator.handlers import Escalator
 from services.escalator.incidents import IncidentTracker
+from services.escalator.answered import AnsweredTickets
 
 T0 = 1_700_000_000
 NOW = T0 + 30
@@ -209,11 +210,17 @@ def test_a_message_under_an_answered_ticket_id_without_history_is_writing_back()
     assert fresh.event.decision == ev.DECISION_RESPOND
 
 
-def test_a_restarted_escalator_remembers_answers_it_replays():
+def test_an_escalator_on_the_same_store_remembers_the_answers_of_the_one_before():
+    store: dict = {}  # the service's table: kept in its changelog across restarts and replicas
+
+    def on_store() -> Escalator:
+        return Escalator(CONFIG, FileCrm(), IncidentTracker(CONFIG.incidents), ActionGate(ActionLimits.load(), ActionLedger()),
+                         answered=AnsweredTickets(CONFIG.answered_memory_s, store=store), clock=lambda: NOW)
+
     answered = drafted(classified(ticket("t-replayed"), tk.ROUTE_AUTO_RESPOND))
-    [sent] = decisions(escalator().on_drafted(answered))
-    restarted, forgetful = escalator(), escalator()
-    restarted.replay_responded(sent.event)
+    [sent] = decisions(on_store().on_drafted(answered))
+    assert sent.event.decision == ev.DECISION_RESPOND and len(store) == 1
+    restarted, forgetful = on_store(), escalator()
     again = ticket("t-replayed", body="Still nothing.", received=T0 + 20)
     [emit] = decisions(restarted.on_drafted(drafted(classified(again, tk.ROUTE_AUTO_RESPOND))))
     assert emit.event.decision == ev.DECISION_REVIEW
