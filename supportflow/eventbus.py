@@ -113,13 +113,16 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
 
 
 def delete_namespace_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Delete the registered topics (and dead-letter twins) of a prefixed namespace: a test's, a
-    benchmark's. Refuses the unprefixed namespace, which is a deployment's."""
+    """Delete the topics of a prefixed namespace (the registered ones, their dead-letter twins and
+    any other topic named under the prefix): a test's, a benchmark's. Refuses the unprefixed namespace, which is a deployment's."""
     if not settings.topic_prefix:
         raise ValueError("refusing to delete the topics of the unprefixed (deployment) namespace")
     admin = AdminClient(kafka_config(settings))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
-    doomed = [name for name in all_physical_names(settings.topic_prefix) if name in existing]
+    # Every topic of the namespace, the registry's and those a service derives from its prefix
+    # (the escalator's faust changelogs).
+    doomed = sorted(set(all_physical_names(settings.topic_prefix)) & existing
+                    | {name for name in existing if name.startswith(settings.topic_prefix)})
     if doomed:
         for future in admin.delete_topics(doomed, request_timeout=timeout_s).values():
             future.result(timeout=timeout_s)
@@ -221,6 +224,19 @@ def read_ranges(
     finally:
         reader.close()
     return set(pending)
+
+
+def dead_letter_headers(message: KafkaMessage, service: str, reason: str, detail: str) -> list[tuple[str, bytes]]:
+    """The message's own headers plus why it was dead-lettered and where it came from. `message` is
+    a confluent-kafka message or anything with its accessors (the faust escalator's adapter)."""
+    return list(message.headers() or []) + [
+        (H_DLQ_REASON, reason.encode()),
+        (H_DLQ_ERROR, detail[:2000].encode()),
+        (H_DLQ_TOPIC, message.topic().encode()),
+        (H_DLQ_PARTITION, str(message.partition()).encode()),
+        (H_DLQ_OFFSET, str(message.offset()).encode()),
+        (H_DLQ_SERVICE, service.encode()),
+    ]
 
 
 def decode(topic: Topic, message: KafkaMessage) -> Message:
@@ -577,14 +593,7 @@ class ConsumerLoop:
         EVENT_PROCESSING_SECONDS.labels(self._service, topic.base_name).observe(watch.elapsed)
 
     def _dead_letter(self, topic: Topic, message: KafkaMessage, reason: str, detail: str) -> None:
-        headers = list(message.headers() or []) + [
-            (H_DLQ_REASON, reason.encode()),
-            (H_DLQ_ERROR, detail[:2000].encode()),
-            (H_DLQ_TOPIC, message.topic().encode()),
-            (H_DLQ_PARTITION, str(message.partition()).encode()),
-            (H_DLQ_OFFSET, str(message.offset()).encode()),
-            (H_DLQ_SERVICE, self._service.encode()),
-        ]
+        headers = dead_letter_headers(message, self._service, reason, detail)
         self._publisher.produce_raw(
             topic.dead_letter_in(self._settings.topic_prefix), message.key(), message.value(), headers
         )

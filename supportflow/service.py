@@ -1,7 +1,7 @@
 """Runs one service as a process: logs, ops endpoint, consumer loops, gRPC server, graceful stop.
 
 A service module `services/<name>/main.py` exposes `build(settings, publisher, health) ->
-ServiceParts`; `python -m services.<name>.main` (the container's command) and `supportflow run
+ServiceParts` (or runs itself: `run_service(settings, stop)`); `python -m services.<name>.main` (the container's command) and `supportflow run
 <name>` call `run_service`. Everything service-specific lives in
 `build`; everything every service does the same way lives here.
 """
@@ -60,7 +60,14 @@ def load_builder(service: str) -> Builder:
 
 
 def run_service(service: str, settings: Settings, stop: threading.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or `stop` is set); returns the process exit code."""
+    """Run until SIGTERM/SIGINT (or `stop` is set); returns the process exit code. A service whose
+    main module has a `run_service(settings, stop)` of its own (the escalator: a faust app) runs
+    that instead of consumer loops."""
+    if service not in SERVICES:
+        raise ValueError(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
+    own_runner = getattr(importlib.import_module(f"services.{service}.main"), "run_service", None)
+    if own_runner is not None:
+        return own_runner(settings, stop)
     configure_logging(service, settings.log_level)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():

@@ -175,6 +175,16 @@ class Settings(BaseSettings):
     # topics from the beginning.
     learner_snapshot_dir: Path | None = None
     learner_snapshot_interval_s: float = 300.0
+    # The escalator's faust tables (services/escalator/agents.py): "memory://" keeps them in
+    # process memory, recovered from their changelogs at each start (tests, small deployments);
+    # "rocksdb://" keeps them on disk under escalator_table_dir, so a restart reads only what its
+    # disk lacks. Standby replicas keep a warm copy of other replicas' tables for fast failover.
+    escalator_table_store: str = "memory://"
+    escalator_table_dir: Path | None = None
+    escalator_standby_replicas: int = 0
+    # How long Kafka waits for a silent escalator replica before handing its partitions to another
+    # (a crashed one: this is most of the failover time).
+    escalator_session_timeout_s: float = 10.0
     drafter_templates_path: Path | None = None
     drafter_evidence_k: int = 4  # distinct articles the drafter asks the retriever for
     # Tickets handled at once per process: the drafter mostly waits on the retriever; the

@@ -38,6 +38,10 @@ class Topic(enum.Enum):
     QA_SAMPLES = ("qa.samples", ev.QaSampleRequested)
     # Delivery's own: decisions whose first delivery attempt failed, so that first attempts never wait on retries.
     DELIVERY_RETRIES = ("tickets.delivery_retries", ev.DeliveryRetry)
+    # The escalator's own re-partition topic: classified and drafted tickets that can be part of an
+    # incident, keyed by their burst signature, so one replica owns each signature's windows. It
+    # carries both messages untouched (the message-type header says which).
+    ESCALATOR_BY_SIGNATURE = ("escalator.tickets_by_signature", ev.TicketClassified)
 
     def __init__(self, base_name: str, message_type: type[Message]) -> None:
         self.base_name = base_name

@@ -1,38 +1,46 @@
 """Escalator: decides every ticket (respond, review, follow up, escalate), detects incidents,
 builds context packets, proposes actions and carries out the ones customers confirm (through the
-gateway's confirmation, or a "yes" in their reply on tickets.feedback). One consumer loop reads its
-four input topics. The investigator (gRPC) investigates tickets escalated without a draft and, with
-dry run off, runs confirmed actions (`RunAction`).
-
-Incident windows, the tickets answered automatically, the action ledger and the open proposals are
-in memory (see handlers.py). Before the loop starts, the windows are rebuilt from the recent
-tickets the group had already processed, the answered tickets from tickets.responded, and the
-ledger and proposals from actions.recorded (replay.py). The windows hold only the tickets this
-process consumed, so the escalator runs as one replica (the Helm chart refuses more).
+gateway's confirmation, or a "yes" in their reply on tickets.feedback). It runs as a faust-streaming
+app (app.py; its agent and tables: agents.py), so its state is in changelog-backed tables and it
+scales to any number of replicas. The investigator (gRPC) investigates tickets escalated without a
+draft and, with dry run off, runs confirmed actions (`RunAction`).
 """
 
 from __future__ import annotations
 
-from supportflow.eventbus import ConsumerLoop, EventPublisher
-from supportflow.observability import Health
-from supportflow.service import ServiceParts
-from supportflow.crm import crm_from_settings
-from supportflow.rpc import open_channel
-from supportflow.settings import Settings
-from supportflow.topics import Topic
-from supportflow.investigation import Investigate, investigator_client, no_investigation
+import asyncio
+import logging
+import signal
+import sys
+import threading
+from typing import NoReturn
 
-from services.escalator.actions import ActionGate, ActionLedger, Executor
+from supportflow.crm import crm_from_settings
+from supportflow.eventbus import ensure_topics
+from supportflow.investigation import Investigate, investigator_client, no_investigation
+from supportflow.observability import Health, configure_logging, start_ops_server
+from supportflow.rpc import open_channel
+from supportflow.service import limit_blas_threads
+from supportflow.settings import Settings, SettingsError
+
+from services.escalator.actions import ActionGate, ActionLedger, Executor, PendingProposals
+from services.escalator.agents import INPUTS, AgentState, EscalatorTables, declare_tables, install, ready
+from services.escalator.answered import AnsweredTickets
+from services.escalator.app import create_app
+from services.escalator.changelogs import ChangelogLost, check_changelogs
 from services.escalator.config import ActionLimits, EscalationConfig
 from services.escalator.confirmations import ConfirmationLexicons
-from services.escalator.investigator_client import run_action_executor
 from services.escalator.handlers import Escalator
-from services.escalator.replay import replay_recent_classified, replay_recent_output
-from services.escalator.incidents import IncidentTracker
 from services.escalator.help_center import ArticleLookup, grpc_articles, no_articles
+from services.escalator.incidents import IncidentTracker
+from services.escalator.investigator_client import run_action_executor
 from services.escalator.similar_cases import SimilarCaseLookup, grpc_similar_cases, no_similar_cases
 
 SERVICE = "escalator"
+# Exit code of a start refused because a table cannot be recovered (not retried by a restart alone).
+EXIT_STATE_LOST = 3
+
+log = logging.getLogger(__name__)
 
 
 def build_escalator(
@@ -41,54 +49,106 @@ def build_escalator(
     investigate: Investigate = no_investigation,
     executor: Executor | None = None,
     articles: ArticleLookup = no_articles,
+    *,
+    tables: EscalatorTables | None = None,
 ) -> Escalator:
     """The escalator with its configuration, CRM, confirmation lexicons and action gate as the
-    settings say. `executor` runs confirmed actions when dry run is off (none: they are refused)."""
+    settings say. `executor` runs confirmed actions when dry run is off (none: they are refused).
+    `tables`: the stores its state lives in (none: dicts of its own)."""
     config = EscalationConfig.load(settings.escalation_config_path)
+    limits = ActionLimits.load(settings.action_limits_path)
+    t = tables
     return Escalator(
         config,
         crm_from_settings(settings),
-        IncidentTracker(config.incidents),
-        ActionGate(ActionLimits.load(settings.action_limits_path), ActionLedger(), dry_run=settings.actions_dry_run,
-                   executor=executor),
+        IncidentTracker(config.incidents, t.windows if t else None, t.incident_tickets if t else None),
+        ActionGate(limits, ActionLedger(t.ledger if t else None), dry_run=settings.actions_dry_run, executor=executor,
+                   proposals=PendingProposals(limits.proposal_ttl_s, t.proposals, t.proposals_by_ticket) if t else None),
         similar_cases=similar_cases,
         articles=articles,
         investigate=investigate,
         lexicons=ConfirmationLexicons(settings.tenant_data_dir),
+        answered=AnsweredTickets(config.answered_memory_s, store=t.answered) if t else None,
     )
 
 
-def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
+def run_service(settings: Settings, stop: threading.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or `stop` is set); returns the process exit code: 0 after a
+    graceful stop, 1 when the agent failed (its event uncommitted), 3 when a table's changelog
+    cannot be recovered."""
+    configure_logging(SERVICE, settings.log_level)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    limit_blas_threads()
+    health = Health(SERVICE)
+    ops = start_ops_server(health, settings.ops_port)
+    ensure_topics(settings)
     channel = open_channel(SERVICE, settings.retriever_addr, settings.grpc_deadline_s)
     investigator = open_channel(SERVICE, settings.investigator_addr, settings.investigation_deadline_s)
-    escalator = build_escalator(
-        settings, grpc_similar_cases(channel, settings.grpc_deadline_s),
-        investigator_client(investigator, settings.investigation_deadline_s, SERVICE),
-        run_action_executor(investigator, settings.investigation_deadline_s),
-        grpc_articles(channel, settings.grpc_deadline_s),
-    )
-    consumer = ConsumerLoop(
-        settings,
-        SERVICE,
-        {Topic.TICKETS_CLASSIFIED: escalator.on_classified, Topic.TICKETS_DRAFTED: escalator.on_drafted,
-         Topic.ACTIONS_CONFIRMED: escalator.on_action_confirmed, Topic.TICKETS_FEEDBACK: escalator.on_feedback},
-        publisher,
-        health,
-    )
-
-    def rebuild_memory() -> None:
-        replay_recent_classified(
-            settings, consumer.group_id, escalator.config.incidents.replay_s, escalator.replay_classified
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # faust binds to the loop current when the app is made
+    try:
+        app = create_app(settings, service=SERVICE)
+        config = EscalationConfig.load(settings.escalation_config_path)
+        tables = declare_tables(app, settings, config, ActionLimits.load(settings.action_limits_path))
+        escalator = build_escalator(
+            settings, grpc_similar_cases(channel, settings.grpc_deadline_s),
+            investigator_client(investigator, settings.investigation_deadline_s, SERVICE),
+            run_action_executor(investigator, settings.investigation_deadline_s),
+            grpc_articles(channel, settings.grpc_deadline_s),
+            tables=tables,
         )
-        replay_recent_output(settings, Topic.TICKETS_RESPONDED, consumer.group_id,
-                             escalator.config.answered_memory_s, escalator.replay_responded)
-        replay_recent_output(settings, Topic.ACTIONS_RECORDED, consumer.group_id,
-                             escalator.action_memory_s, escalator.replay_action)
+        state = install(app, settings, escalator, tables, service=SERVICE)
+        try:
+            check_changelogs(settings, app.conf.id, [t.name_in(settings.topic_prefix) for t in INPUTS],
+                             tables.changelog_topics)
+        except ChangelogLost as exc:
+            log.error("refusing to start: %s", exc)
+            health.set_dead(f"table state cannot be recovered: {exc}")
+            print(f"{SERVICE}: refusing to start: {exc}", file=sys.stderr)
+            return EXIT_STATE_LOST
+        loop.run_until_complete(_serve(app, stop, state, health))
+        if app.crashed and state.failure is None:
+            state.failure = app.crash_reason or RuntimeError("the faust app crashed")
+            log.error("the escalator's app crashed: %s", state.failure)
+        return 1 if state.failure is not None else 0
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+        channel.close()
+        investigator.close()
+        ops.shutdown()
 
-    return ServiceParts(consumers=[consumer], on_start=[rebuild_memory], on_stop=[channel.close, investigator.close])
+
+async def _serve(app, stop: threading.Event, state: AgentState, health: Health) -> None:  # type: ignore[no-untyped-def]
+    await app.start()
+    try:
+        was_ready = False
+        while not stop.is_set() and not state.stopped.is_set() and not app.should_stop:
+            now_ready = ready(app)
+            if now_ready != was_ready:
+                health.set_ready(now_ready, "" if now_ready else "recovering tables or rebalancing")
+                if now_ready:
+                    log.info("ready", extra={"fields": {"partitions": len(app.consumer.assignment())}})
+                was_ready = now_ready
+            await asyncio.sleep(0.2)
+    finally:
+        health.set_ready(False, "shutting down")
+        log.info("stopping")
+        await app.stop()
+
+
+def main() -> NoReturn:
+    """`python -m services.escalator.main`, the container's command."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"{SERVICE}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    raise SystemExit(run_service(settings))
 
 
 if __name__ == "__main__":
-    from supportflow.service import main
-
-    main("escalator")
+    main()

@@ -1,0 +1,365 @@
+"""The escalator's agent and tables: Kafka events in, the pure handlers (handlers.py) called,
+their events out. Thin: decode, route, call, publish.
+
+One agent reads the four input topics (keyed by ticket id) and the escalator's own re-partition
+topic (`Topic.ESCALATOR_BY_SIGNATURE`, keyed by burst signature):
+
+- a classified or drafted ticket that can be part of an incident (it has a signature) is passed on,
+  untouched, to the re-partition topic under its signature, and decided when it comes back from
+  there: every ticket of a burst reaches the one replica that owns its signature's windows, so
+  the windows are exact with any number of replicas. That is the only extra hop, and only those
+  tickets take it;
+- every other event is decided where it arrives (no incident state is needed to decide it).
+
+State, in changelog-backed tables whose values are JSON (never pickle), each entry stamped with
+the time it was written and deleted once older than its memory (`TableStore`):
+
+- `incident-windows` (signature -> windows and open incident) and `incident-tickets` (ticket ->
+  its incident), local to the re-partition topic's partitions, so only their owner writes them;
+- `answered-tickets`, `action-ledger`, `action-proposals`, `action-proposals-by-ticket`: global
+  (every replica holds all of it), because a ticket's answer, a customer's daily count and a
+  proposal are read where a later event of that ticket or customer lands. Keyed by entity, each
+  key in one changelog partition, so a replica's write never contends with another's for the
+  same key except when two events of one customer are handled on two replicas at the same moment.
+
+Handlers call gRPC synchronously (similar cases, articles, investigation, live actions), so they
+run on a worker thread (`asyncio.to_thread`), one event at a time, while the event loop keeps
+fetching, heartbeating and publishing. Table reads from that thread are plain lookups; writes are
+buffered in the `TableStore` and applied on the loop after the handler returns (faust tables must
+be written from the stream's own task, which sends their changelog records).
+
+Processing guarantee: at least once. Outputs are sent as soon as they are made; faust commits the
+input offsets only after flushing the producer, so a crash re-handles at most what came after
+the last commit. Output event ids derive from the input's, so a redelivered input yields the same
+ids (downstream consumers skip them); the tables make the second handling decide the same way
+(the ticket already counted in its window, its answer already remembered, its proposal already
+open) and an incident update is re-emitted by the event that caused it. faust's `exactly_once`
+would hold every output until a transaction commits (every commit interval): a second of latency
+on each hop of the decision path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, MutableMapping
+
+import faust
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.eventbus import (
+    H_MESSAGE_TYPE,
+    DeadLetterBudget,
+    Emit,
+    InvalidEvent,
+    TransientError,
+    dead_letter_headers,
+    decode,
+    derived_event_id,
+    encode,
+    header,
+    new_traceparent,
+)
+from supportflow.observability import (
+    EVENT_PROCESSING_SECONDS,
+    EVENTS_CONSUMED,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_PRODUCED,
+    Health,
+    Stopwatch,
+    ticket_context,
+)
+from supportflow.settings import Settings
+from supportflow.topics import Topic
+
+from services.escalator.actions import LEDGER_MEMORY_S
+from services.escalator.config import ActionLimits, EscalationConfig
+from services.escalator.handlers import Escalator
+
+log = logging.getLogger(__name__)
+
+H_TRACEPARENT = "traceparent"
+INPUTS = (Topic.TICKETS_CLASSIFIED, Topic.TICKETS_DRAFTED, Topic.ACTIONS_CONFIRMED, Topic.TICKETS_FEEDBACK,
+          Topic.ESCALATOR_BY_SIGNATURE)
+# What the re-partition topic carries, by message-type header.
+_REKEYED = {t.message_type.DESCRIPTOR.full_name: t for t in (Topic.TICKETS_CLASSIFIED, Topic.TICKETS_DRAFTED)}
+_DELETED = object()
+
+
+class TableStore(MutableMapping[str, Any]):
+    """A faust table seen as the plain key-value store a state holder reads and writes, with expiry.
+
+    Reads come from the table (skipping entries older than `memory_s`); writes are buffered until
+    `apply`, which writes them into the table as {"t": written at, "p": partition, "v": value}
+    on the stream's task. `sweep` deletes expired entries (a local table: only those of the
+    partition being handled, whose changelog the deletion goes to)."""
+
+    def __init__(self, table: faust.Table, memory_s: float, *, local: bool, clock: Callable[[], float] = time.time) -> None:
+        self.table = table
+        self.memory_s = memory_s
+        self.local = local
+        self._clock = clock
+        self._writes: dict[str, Any] = {}
+        self._next_sweep: dict[int, float] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._writes:
+            value = self._writes[key]
+            if value is _DELETED:
+                raise KeyError(key)
+            return value
+        entry = self.table.get(key)
+        if not isinstance(entry, dict) or "t" not in entry or entry["t"] < self._clock() - self.memory_s:
+            raise KeyError(key)
+        return entry["v"]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._writes[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self[key]  # KeyError when absent, as a dict
+        self._writes[key] = _DELETED
+
+    def __iter__(self) -> Iterator[str]:
+        raise TypeError("a table store is not iterated on the decision path")
+
+    def __len__(self) -> int:
+        raise TypeError("a table store is not counted on the decision path")
+
+    def discard(self) -> None:
+        self._writes.clear()
+
+    def apply(self, partition: int) -> int:
+        now = self._clock()
+        for key, value in self._writes.items():
+            if value is _DELETED:
+                self.table.pop(key, None)
+            else:
+                self.table[key] = {"t": now, "p": partition, "v": value}
+        written = len(self._writes)
+        self._writes.clear()
+        return written
+
+    def sweep(self, partition: int) -> int:
+        """Delete the expired entries (of `partition`, for a local table), at most once per
+        twentieth of the memory; returns how many."""
+        now = self._clock()
+        due_key = partition if self.local else -1
+        if now < self._next_sweep.get(due_key, 0.0):
+            return 0
+        self._next_sweep[due_key] = now + max(1.0, self.memory_s / 20)
+        cutoff = now - self.memory_s
+        expired = [key for key, entry in list(self.table.items())
+                   if isinstance(entry, dict) and "t" in entry and entry["t"] < cutoff
+                   and (not self.local or entry.get("p") == partition)]
+        for key in expired:
+            self.table.pop(key, None)
+        return len(expired)
+
+
+@dataclass
+class EscalatorTables:
+    windows: TableStore
+    incident_tickets: TableStore
+    answered: TableStore
+    ledger: TableStore
+    proposals: TableStore
+    proposals_by_ticket: TableStore
+
+    def all(self) -> list[TableStore]:
+        return [self.windows, self.incident_tickets, self.answered, self.ledger, self.proposals,
+                self.proposals_by_ticket]
+
+    @property
+    def changelog_topics(self) -> dict[str, int]:
+        """Each table's changelog topic and its partition count."""
+        return {store.table.changelog_topic.get_topic_name(): store.table.partitions for store in self.all()}
+
+
+def declare_tables(app: faust.App, settings: Settings, config: EscalationConfig, limits: ActionLimits) -> EscalatorTables:
+    def local(name: str, memory_s: float) -> TableStore:
+        table = app.Table(name, partitions=settings.topic_partitions)  # JSON keys and values: faust's default codec for plain types
+        return TableStore(table, memory_s, local=True)
+
+    def shared(name: str, memory_s: float) -> TableStore:
+        # One changelog partition, as faust advises for global tables read by several replicas.
+        table = app.GlobalTable(name, partitions=1, recovery_buffer_size=1, use_partitioner=True,
+                                )
+        return TableStore(table, memory_s, local=False)
+
+    incidents = config.incidents
+    return EscalatorTables(
+        # A signature's state matters while its latest ticket is within a window of the next one.
+        windows=local("incident-windows", 2 * incidents.window_s),
+        incident_tickets=local("incident-tickets", incidents.links_memory_s),
+        answered=shared("answered-tickets", config.answered_memory_s),
+        ledger=shared("action-ledger", LEDGER_MEMORY_S),
+        proposals=shared("action-proposals", limits.proposal_ttl_s),
+        proposals_by_ticket=shared("action-proposals-by-ticket", limits.proposal_ttl_s),
+    )
+
+
+class _Record:
+    """A faust message with confluent-kafka's accessors, for eventbus.decode and dead letters."""
+
+    __slots__ = ("_message",)
+
+    def __init__(self, message: Any) -> None:
+        self._message = message
+
+    def headers(self) -> list:
+        headers = self._message.headers or []
+        return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+    def value(self) -> bytes | None:
+        return self._message.value
+
+    def key(self) -> bytes | None:
+        return self._message.key
+
+    def topic(self) -> str:
+        return self._message.topic
+
+    def partition(self) -> int:
+        return self._message.partition
+
+    def offset(self) -> int:
+        return self._message.offset
+
+
+@dataclass
+class AgentState:
+    """What the runner watches: the first fatal error, and the events handled."""
+
+    failure: BaseException | None = None
+    handled: int = 0
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+
+def install(app: faust.App, settings: Settings, escalator: Escalator, tables: EscalatorTables, *,
+            service: str = "escalator", max_retries: int = 5, budget: DeadLetterBudget | None = None) -> AgentState:
+    """Register the escalator's agent on `app`; returns the state the runner watches."""
+    prefix = settings.topic_prefix
+    by_name = {topic.name_in(prefix): topic for topic in INPUTS}
+    rekeyed_name = Topic.ESCALATOR_BY_SIGNATURE.name_in(prefix)
+    handlers: dict[Topic, Callable[[Any], list[Emit]]] = {
+        Topic.TICKETS_CLASSIFIED: escalator.on_classified, Topic.TICKETS_DRAFTED: escalator.on_drafted,
+        Topic.ACTIONS_CONFIRMED: escalator.on_action_confirmed, Topic.TICKETS_FEEDBACK: escalator.on_feedback,
+    }
+    budget = budget or DeadLetterBudget()
+    state = AgentState()
+    stores = tables.all()
+    source = app.topic(*by_name, key_type=bytes, value_type=bytes, partitions=settings.topic_partitions)
+
+    async def send(topic_name: str, key: bytes | None, value: bytes | None, headers: list) -> None:
+        await app.producer.send(topic_name, key, value, partition=None, timestamp=None, headers=headers)
+
+    async def dead_letter(topic: Topic, record: _Record, reason: str, detail: str) -> None:
+        await send(topic.dead_letter_in(prefix), record.key(), record.value(),
+                   dead_letter_headers(record, service, reason, detail))
+        EVENTS_DEAD_LETTERED.labels(service, topic.base_name, reason).inc()
+        log.warning("dead-lettered", extra={"fields": {"reason": reason, "detail": detail[:500], "topic": topic.base_name}})
+        budget.record(True)
+
+    async def handle(event: faust.types.EventT) -> None:
+        message = event.message
+        arrived_on = by_name[message.topic]
+        record = _Record(message)
+        EVENTS_CONSUMED.labels(service, arrived_on.base_name).inc()
+        watch = Stopwatch()
+        topic = arrived_on
+        if arrived_on is Topic.ESCALATOR_BY_SIGNATURE:
+            topic = _REKEYED.get(header(record, H_MESSAGE_TYPE) or "", Topic.TICKETS_CLASSIFIED)
+        try:
+            parsed = decode(topic, record)
+        except InvalidEvent as exc:
+            await dead_letter(arrived_on, record, "invalid_event", str(exc))
+            return
+        if arrived_on is Topic.ESCALATOR_BY_SIGNATURE:
+            with ticket_context(parsed.ticket.ticket_id):
+                await decide_parsed(arrived_on, topic, record, parsed, watch)
+            return
+        if arrived_on in (Topic.TICKETS_CLASSIFIED, Topic.TICKETS_DRAFTED):
+            signature = escalator.incident_signature(parsed)
+            if signature is not None:  # decided by the owner of its signature's windows
+                await send(rekeyed_name, signature.store_key.encode(), record.value(), record.headers())
+                EVENTS_PRODUCED.labels(service, Topic.ESCALATOR_BY_SIGNATURE.base_name).inc()
+                return
+        await decide_parsed(arrived_on, topic, record, parsed, watch)
+
+    async def decide_parsed(arrived_on: Topic, topic: Topic, record: _Record, parsed: Any, watch: Stopwatch) -> None:
+        delay = 0.1
+        for attempt in range(max_retries + 1):
+            try:
+                emits = await asyncio.to_thread(handlers[topic], parsed)
+                break
+            except InvalidEvent as exc:
+                for store in stores:
+                    store.discard()
+                await dead_letter(arrived_on, record, "invalid_event", str(exc))
+                return
+            except TransientError as exc:
+                for store in stores:
+                    store.discard()
+                if attempt == max_retries:
+                    raise
+                log.warning("transient failure, retrying", extra={"fields": {"error": str(exc), "attempt": attempt + 1}})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception as exc:  # a handler bug: park the message, keep going within budget
+                for store in stores:
+                    store.discard()
+                log.exception("handler failed")
+                await dead_letter(arrived_on, record, "handler_error", f"{type(exc).__name__}: {exc}")
+                return
+        partition = record.partition()
+        for store in stores:
+            store.apply(partition)
+        parent = header(record, H_TRACEPARENT)
+        for index, emit in enumerate(emits):
+            # The same input yields the same output ids, so consumers downstream skip a repeat.
+            emit.event.meta.event_id = derived_event_id(parsed.meta.event_id, emit.topic, index)
+            value, headers = encode(emit.event, new_traceparent(parent))
+            await send(emit.topic.name_in(prefix), emit.key.encode(), value, headers)
+            EVENTS_PRODUCED.labels(service, emit.topic.base_name).inc()
+        budget.record(False)
+        EVENT_PROCESSING_SECONDS.labels(service, arrived_on.base_name).observe(watch.elapsed)
+        for store in stores:
+            if store.local == (arrived_on is Topic.ESCALATOR_BY_SIGNATURE) or not store.local:
+                store.sweep(partition)
+
+    @app.agent(source, name=f"{service}-decide", concurrency=1)
+    async def decide(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            key = (event.message.key or b"").decode("utf-8", "replace")
+            # A re-keyed ticket's key is its signature; its logs name the ticket (handle sets it).
+            with ticket_context("" if event.message.topic == rekeyed_name else key):
+                try:
+                    await handle(event)
+                except BaseException as exc:  # noqa: BLE001 - the runner stops the process, uncommitted
+                    if state.failure is None:
+                        state.failure = exc
+                        log.exception("the escalator's agent stopped; this event's offset is not committed")
+                    state.stopped.set()
+                    raise
+            state.handled += 1
+
+    return state
+
+
+def ready(app: faust.App) -> bool:
+    """Partitions assigned and every table recovered."""
+    try:
+        return (not app.rebalancing and bool(app.consumer.assignment())
+                and app.tables.recovery.completed.is_set())
+    except Exception:  # noqa: BLE001 - not started yet
+        return False
+
+
+def health_reporter(app: faust.App, health: Health) -> Callable[[], None]:
+    def report() -> None:
+        health.set_ready(ready(app), "" if ready(app) else "recovering tables or rebalancing")
+    return report

@@ -1,0 +1,80 @@
+"""A start that cannot recover the escalator's tables stops instead of starting empty.
+
+faust creates a missing changelog topic and starts its table empty. For the escalator that would
+silently forget open incidents, answered tickets, daily action counts and pending proposals. So
+before the app starts: a consumer group that has committed offsets (it ran before) must find every
+table's changelog with records in it; a fresh group creates each changelog (compacted, as faust
+would) and writes one marker record into it, which is what makes a later deletion visible even
+for a table that had nothing else written yet.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from supportflow.eventbus import kafka_config
+from supportflow.settings import Settings
+
+MARKER_KEY = json.dumps("__supportflow_changelog__").encode()
+
+
+class ChangelogLost(RuntimeError):
+    """A table's changelog is gone while its consumer group has already processed events."""
+
+
+def check_changelogs(settings: Settings, group_id: str, input_topics: list[str], changelogs: dict[str, int],
+                     timeout_s: float = 30.0) -> list[str]:
+    """Raise ChangelogLost when the group ran before and a changelog is missing or empty; on a
+    fresh group create the missing changelogs and mark them. Returns the changelogs created."""
+    admin = AdminClient(kafka_config(settings))
+    existing = admin.list_topics(timeout=timeout_s).topics
+    consumer = Consumer(kafka_config(settings) | {"group.id": group_id, "enable.auto.commit": False})
+    try:
+        ran_before = _has_committed(consumer, existing, input_topics, timeout_s)
+        empty = {name for name in changelogs if name not in existing or _record_count(consumer, existing[name], timeout_s) == 0}
+    finally:
+        consumer.close()
+    if ran_before and empty:
+        raise ChangelogLost(
+            f"the changelog of table(s) {', '.join(sorted(empty))} is missing or empty, but consumer group {group_id!r} "
+            "has already processed events: the escalator's state (incident windows, answered tickets, action ledger, "
+            "proposals) cannot be recovered, and starting empty would forget it silently. Restore the topic(s), or, to "
+            "start with empty state on purpose, delete the consumer group's offsets (kafka-consumer-groups "
+            f"--delete-offsets --group {group_id}) so that every input is handled again.")
+    created = [name for name in changelogs if name not in existing]
+    if created:
+        futures = admin.create_topics([NewTopic(name, changelogs[name], settings.topic_replication,
+                                                config={"cleanup.policy": "compact"}) for name in created],
+                                      request_timeout=timeout_s)
+        for future in futures.values():
+            try:
+                future.result(timeout=timeout_s)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+    if empty:
+        producer = Producer(kafka_config(settings) | {"acks": "all"})
+        for name in sorted(empty):
+            producer.produce(name, key=MARKER_KEY, value=json.dumps({"created_at": time.time()}).encode(), partition=0)
+        if producer.flush(timeout_s):
+            raise RuntimeError("could not write the changelog markers")
+    return created
+
+
+def _has_committed(consumer: Consumer, existing: dict, topics: list[str], timeout_s: float) -> bool:
+    partitions = [TopicPartition(name, p) for name in topics if name in existing for p in existing[name].partitions]
+    if not partitions:
+        return False
+    return any(tp.offset > 0 for tp in consumer.committed(partitions, timeout=timeout_s))
+
+
+def _record_count(consumer: Consumer, metadata, timeout_s: float) -> int:  # type: ignore[no-untyped-def]
+    total = 0
+    for p in metadata.partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(metadata.topic, p), timeout=timeout_s)
+        total += max(high - low, 0) if high >= 0 else 0
+    return total
