@@ -1,0 +1,303 @@
+"""The escalator as a faust app on the real Kafka, its replicas as separate processes
+(`python -m services.escalator.main`, the container's command):
+
+- two replicas make exactly one incident of a burst with one signature spread over many ticket ids,
+  and decide every ticket as one replica does on the same input;
+- kill -9 of a replica five times during a run loses no decision and duplicates none (one
+  decision event id per ticket), and the burst's incident is announced under one id;
+- a start that finds a table's changelog deleted stops with a clear message instead of starting
+  empty.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.eventbus import EventPublisher, decode, delete_namespace_topics, ensure_topics, kafka_config, new_meta
+from supportflow.settings import Settings
+from supportflow.topics import Topic
+from tooling.fleet import free_port
+
+from services.escalator.main import EXIT_STATE_LOST
+
+pytestmark = pytest.mark.infra
+
+ROOT = Path(__file__).resolve().parents[2]
+TENANT = "rho-bank"
+DECIDED = (Topic.TICKETS_ESCALATED, Topic.TICKETS_REVIEW, Topic.TICKETS_FOLLOW_UP, Topic.TICKETS_RESPONDED)
+
+
+def escalator_settings(settings: Settings, **changes: object) -> Settings:
+    # Four partitions, so two replicas share the work; gRPC dependencies absent (refused at once).
+    return settings.replace(topic_partitions=4, retriever_addr="127.0.0.1:1", investigator_addr="127.0.0.1:1",
+                            grpc_deadline_s=0.3, investigation_deadline_s=0.3, **changes)
+
+
+class Replica:
+    """One escalator process with its own ops port and log."""
+
+    def __init__(self, settings: Settings, log_dir: Path, name: str) -> None:
+        self.settings, self.name, self.ops_port = settings, name, free_port()
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Replica":
+        env = os.environ | self.settings.to_env() | {"SUPPORTFLOW_OPS_PORT": str(self.ops_port), "PYTHONPATH": str(ROOT)}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "services.escalator.main"], env=env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True, cwd=str(ROOT))
+        return self
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/readyz", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout_s: float = 45.0) -> float:
+        started = time.monotonic()
+        while not self.ready():
+            assert self.process is not None and self.process.poll() is None, f"{self.name} exited:\n{self.tail()}"
+            assert time.monotonic() - started < timeout_s, f"{self.name} not ready:\n{self.tail()}"
+            time.sleep(0.1)
+        return time.monotonic() - started
+
+    def consumed(self) -> float:
+        """Events this process consumed (its metrics)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+        return sum(float(m) for m in re.findall(r'^supportflow_events_consumed_total\{[^}]*service="escalator"[^}]*\} (\S+)',
+                                                text, re.M))
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def classified(ticket_id: str, *, burst: bool, received: float, customer: str = "cust-0001") -> ev.TicketClassified:
+    """An escalate-route ticket; a burst one carries the incident signature (a fault intent on one product)."""
+    ticket = tk.Ticket(ticket_id=ticket_id, tenant_id=TENANT, customer_id=customer, channel=tk.CHANNEL_EMAIL,
+                       body="My card is not working at any terminal" if burst else "Someone took money from my account")
+    ticket.received_at.FromNanoseconds(int(received * 1e9))
+    event = ev.TicketClassified(
+        meta=new_meta(TENANT, "classifier"), ticket=ticket,
+        normalized=tk.NormalizedTicket(problem_statement=ticket.body, product="debit card", language="en"),
+        classification=tk.Classification(
+            intent="card_not_working" if burst else "compromised_card", confidence=0.95,
+            archetype=tk.ARCHETYPE_ACCOUNT_SPECIFIC, urgency=tk.URGENCY_HIGH, tier=tk.CUSTOMER_TIER_STANDARD,
+            route=tk.ROUTE_ESCALATE, segment="retail"),
+    )
+    event.timeline.received_at.CopyFrom(ticket.received_at)
+    return event
+
+
+def read_topic(settings: Settings, topic: Topic) -> list:
+    """Every record on the topic now, decoded (up to each partition's end when asked)."""
+    name = topic.name_in(settings.topic_prefix)
+    reader = Consumer(kafka_config(settings) | {"group.id": f"check-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    try:
+        metadata = reader.list_topics(name, timeout=10).topics[name]
+        ends = {}
+        for p in metadata.partitions:
+            low, high = reader.get_watermark_offsets(TopicPartition(name, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        reader.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in ends])
+        records, deadline = [], time.monotonic() + 20
+        while ends and time.monotonic() < deadline:
+            for message in reader.consume(500, timeout=0.5):
+                if message.error() is None:
+                    records.append(decode(topic, message))
+                    if message.offset() + 1 >= ends.get(message.partition(), 0):
+                        ends.pop(message.partition(), None)
+        return records
+    finally:
+        reader.close()
+
+
+def decisions(settings: Settings, expected: int, timeout_s: float) -> list[ev.TicketDecided]:
+    """Every decision record published (repeats included) once `expected` distinct tickets are decided."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [decision for topic in DECIDED for decision in read_topic(settings, topic)]
+        if len({d.ticket.ticket_id for d in found}) >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def incidents(settings: Settings) -> list[ev.IncidentDetected]:
+    return read_topic(settings, Topic.INCIDENTS_DETECTED)
+
+
+def publish_run(settings: Settings, events: list[ev.TicketClassified], spacing_s: float) -> None:
+    publisher = EventPublisher(settings, "test")
+    for event in events:
+        publisher.publish(Topic.TICKETS_CLASSIFIED, event.ticket.ticket_id, event)
+        publisher.flush()  # one at a time, so the burst reaches its signature's owner in this order
+        time.sleep(spacing_s)
+
+
+def the_input(count_burst: int, count_other: int) -> list[ev.TicketClassified]:
+    t0 = time.time()
+    burst = [classified(f"burst-{i:03d}", burst=True, received=t0 + i) for i in range(count_burst)]
+    other = [classified(f"other-{i:03d}", burst=False, received=t0 + i, customer=f"cust-{i % 7:04d}")
+             for i in range(count_other)]
+    mixed = []
+    for i in range(max(count_burst, count_other)):
+        mixed += burst[i:i + 1] + other[i:i + 1]
+    return mixed
+
+
+def outcome(found: list[ev.TicketDecided]) -> dict[str, tuple]:
+    return {d.ticket.ticket_id: (d.decision, d.reason, d.case_type, d.target_queue, d.incident_id) for d in found}
+
+
+@pytest.fixture
+def second_namespace(settings: Settings):
+    other = settings.replace(topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
+    yield other
+    delete_namespace_topics(other)
+
+
+def test_two_replicas_make_one_incident_of_a_burst_and_decide_as_one_replica(settings, second_namespace, tmp_path):
+    events = the_input(count_burst=24, count_other=16)
+    runs = {}
+    for name, namespace, replicas in (("one", second_namespace, 1), ("two", settings, 2)):
+        ns = escalator_settings(namespace)
+        ensure_topics(ns)
+        started = [Replica(ns, tmp_path, f"{name}-{i}").start() for i in range(replicas)]
+        try:
+            for replica in started:
+                replica.wait_ready()
+            time.sleep(1.0)  # a later joiner's rebalance settles before the tickets come
+            for replica in started:
+                replica.wait_ready()
+            publish_run(ns, events, spacing_s=0.03)
+            found = decisions(ns, len(events), timeout_s=30)
+            consumed = [replica.consumed() for replica in started]
+        finally:
+            codes = [replica.stop() for replica in started]
+        assert codes == [0] * replicas, [r.tail() for r in started]
+        runs[name] = (found, incidents(ns), consumed)
+
+    one, two = runs["one"], runs["two"]
+    assert len(outcome(one[0])) == len(events) == len(outcome(two[0]))
+    assert all(n > 0 for n in two[2]), f"both replicas must take part: events consumed {two[2]}"
+    # Exactly one incident, announced at creation and at each doubling, the same as with one replica.
+    ids = {i.incident_id for i in two[1]}
+    assert len(ids) == 1, ids
+    assert sorted((i.incident_id, i.signature, len(i.ticket_ids)) for i in two[1]) == \
+        sorted((i.incident_id, i.signature, len(i.ticket_ids)) for i in one[1])
+    created = [i for i in two[1] if len(i.ticket_ids) == 5]
+    assert len(created) == 1 and set(created[0].ticket_ids) == {f"burst-{i:03d}" for i in range(5)}
+    in_incident = {t for t, o in outcome(two[0]).items() if o[4]}
+    assert in_incident == {f"burst-{i:03d}" for i in range(4, 24)}  # decided once the burst was one
+    assert outcome(two[0]) == outcome(one[0])
+
+
+def test_five_kill_9s_lose_no_decision_and_duplicate_none(settings, tmp_path):
+    ns = escalator_settings(settings, escalator_session_timeout_s=6.0)
+    ensure_topics(ns)
+    events = the_input(count_burst=60, count_other=140)
+    replicas = [Replica(ns, tmp_path, f"r{i}").start() for i in range(2)]
+    recoveries = []
+    try:
+        for replica in replicas:
+            replica.wait_ready()
+        feeder = threading.Thread(target=publish_run, args=(ns, events, 0.1), daemon=True)
+        started = time.monotonic()
+        feeder.start()
+        for kill in range(5):
+            time.sleep(2.5)
+            victim = replicas[kill % 2]
+            victim.kill()
+            killed_at = time.monotonic()
+            victim.start()
+            victim.wait_ready(60)
+            recoveries.append(time.monotonic() - killed_at)
+        feeder.join(60)
+        found = decisions(ns, len(events), timeout_s=45)
+        elapsed = time.monotonic() - started
+    finally:
+        codes = [replica.stop() for replica in replicas]
+    print(f"\nkill -9 x5 over {elapsed:.1f}s, {len(events)} tickets: restarted replica ready again after "
+          + ", ".join(f"{r:.1f}s" for r in recoveries) + f"; {len(found)} decision records for {len(outcome(found))} tickets")
+    assert codes == [0, 0], [r.tail() for r in replicas]
+
+    decided_ids: dict[str, set[str]] = {}
+    for decision in found:
+        decided_ids.setdefault(decision.ticket.ticket_id, set()).add(decision.meta.event_id)
+    lost = {e.ticket.ticket_id for e in events} - set(decided_ids)
+    duplicated = {t: ids for t, ids in decided_ids.items() if len(ids) > 1}
+    assert not lost, f"{len(lost)} tickets never decided: {sorted(lost)[:10]}"
+    assert not duplicated, f"tickets decided under several event ids: {duplicated}"
+    # Every decision of one ticket is the same decision (a repeat of a redelivered input).
+    by_ticket = {}
+    for decision in found:
+        assert by_ticket.setdefault(decision.ticket.ticket_id, decision.decision) == decision.decision
+    announced = incidents(ns)
+    assert len({i.incident_id for i in announced}) == 1, {i.incident_id for i in announced}
+    assert any(len(i.ticket_ids) == 5 for i in announced), "the incident's creation was never announced"
+
+
+def test_a_deleted_changelog_stops_the_start_with_a_clear_message(settings, tmp_path):
+    ns = escalator_settings(settings)
+    ensure_topics(ns)
+    first = Replica(ns, tmp_path, "first").start()
+    try:
+        first.wait_ready()
+        publish_run(ns, the_input(count_burst=6, count_other=0), spacing_s=0.0)
+        assert len(outcome(decisions(ns, 6, timeout_s=30))) == 6
+        time.sleep(1.5)  # past a commit interval: the group has committed offsets
+    finally:
+        assert first.stop() == 0, first.tail()
+
+    admin = AdminClient(kafka_config(ns))
+    changelog = f"{ns.topic_prefix}escalator-incident-windows-changelog"
+    assert changelog in admin.list_topics(timeout=10).topics
+    admin.delete_topics([changelog], request_timeout=30)[changelog].result(30)
+    deadline = time.monotonic() + 20
+    while changelog in admin.list_topics(timeout=10).topics and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+    again = Replica(ns, tmp_path, "again").start()
+    assert again.process is not None
+    code = again.process.wait(60)
+    log = again.log_path.read_text(errors="replace")
+    assert code == EXIT_STATE_LOST, log[-3000:]
+    assert "refusing to start" in log and changelog in log and "cannot be recovered" in log
+    assert not again.ready()
