@@ -9,8 +9,8 @@ shares):
   from whatever accumulates while a send is in flight.
 - `stream_publish_on_commit` off: outputs leave when they are made, not at the next commit; the
   commit flushes the producer before it writes offsets, so at-least-once holds anyway.
-- `broker_commit_interval` 1 s (faust: 2.8 s): commits are off the decision path; a shorter
-  interval means less handled again after a crash.
+- commits: the agent commits its own offsets every second (agents.py, `OffsetBook`), off the
+  decision path; a shorter interval means less handled again after a crash.
 - `stream_buffer_maxsize` 256 (faust: 4096): events read ahead per stream; more only delays
   backpressure and grows what a rebalance throws away.
 - fetch wait: faust's aiokafka driver asks the broker to hold an empty fetch for up to 1.5 s, but
@@ -59,14 +59,11 @@ def create_app(settings: Settings, *, service: str = "escalator") -> faust.App:
         producer_linger=0.0,
         producer_acks=-1,
         stream_publish_on_commit=False,
-        broker_commit_interval=1.0,
         stream_buffer_maxsize=256,
         stream_recovery_delay=0.0,
         broker_session_timeout=session_timeout,
         broker_heartbeat_interval=max(0.5, session_timeout / 10),
         consumer_auto_offset_reset="earliest",
-        # A handler that failed leaves its offset unacknowledged, so it is never committed past.
-        stream_ack_exceptions=False,
         key_serializer="raw",
         value_serializer="raw",
         **options,

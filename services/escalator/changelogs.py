@@ -29,7 +29,21 @@ class ChangelogLost(RuntimeError):
 def check_changelogs(settings: Settings, group_id: str, input_topics: list[str], changelogs: dict[str, int],
                      timeout_s: float = 30.0) -> list[str]:
     """Raise ChangelogLost when the group ran before and a changelog is missing or empty; on a
-    fresh group create the missing changelogs and mark them. Returns the changelogs created."""
+    fresh group create the missing changelogs and mark them. Returns the changelogs created.
+    Retries what Kafka says is retriable (a topic another replica has just created has no leader
+    for a moment) for up to `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return _check(settings, group_id, input_topics, changelogs, timeout_s)
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _check(settings: Settings, group_id: str, input_topics: list[str], changelogs: dict[str, int],
+           timeout_s: float) -> list[str]:
     admin = AdminClient(kafka_config(settings))
     existing = admin.list_topics(timeout=timeout_s).topics
     consumer = Consumer(kafka_config(settings) | {"group.id": group_id, "enable.auto.commit": False})

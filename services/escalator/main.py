@@ -137,6 +137,11 @@ async def _serve(app, stop: threading.Event, state: AgentState, health: Health) 
     finally:
         health.set_ready(False, "shutting down")
         log.info("stopping")
+        if state.commit is not None and state.failure is None and not app.crashed:
+            try:
+                await state.commit()
+            except Exception:  # noqa: BLE001 - the next start handles those events again
+                log.exception("final commit failed")
         await app.stop()
 
 
