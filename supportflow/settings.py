@@ -177,8 +177,8 @@ class Settings(BaseSettings):
     learner_snapshot_interval_s: float = 300.0
     # The escalator's faust tables (services/escalator/agents.py): "memory://" keeps them in
     # process memory, recovered from their changelogs at each start (tests, small deployments);
-    # "rocksdb://" keeps them on disk under escalator_table_dir, so a restart reads only what its
-    # disk lacks. Standby replicas keep a warm copy of other replicas' tables for fast failover.
+    # "rocksdb://" keeps them on disk under escalator_table_dir (default: <cache_dir>/escalator-tables;
+    # each replica needs its own), so a restart reads only what its disk lacks. Standby replicas keep a warm copy of other replicas' tables for fast failover.
     escalator_table_store: str = "memory://"
     escalator_table_dir: Path | None = None
     escalator_standby_replicas: int = 0

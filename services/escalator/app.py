@@ -41,8 +41,9 @@ def create_app(settings: Settings, *, service: str = "escalator") -> faust.App:
     if urlparse(store).scheme not in ("memory", "rocksdb"):
         raise ValueError(f"escalator_table_store must be memory:// or rocksdb://, not {store!r}")
     options: dict = {}
-    if settings.escalator_table_dir is not None:
-        options["datadir"] = str(settings.escalator_table_dir)
+    # faust's data directory (RocksDB's files with rocksdb://) defaults to the working directory,
+    # which is read-only in the container: the setting's, else one in the writable cache.
+    options["datadir"] = str(settings.escalator_table_dir or settings.cache_dir / "escalator-tables")
     if settings.kafka_security_protocol.upper() != "PLAINTEXT" or settings.kafka_sasl_mechanism:
         options["broker_credentials"] = _credentials(settings)
     session_timeout = settings.escalator_session_timeout_s

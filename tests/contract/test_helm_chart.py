@@ -275,14 +275,42 @@ def test_autoscaling_and_keda_on_one_component_fail(helm: Helm) -> None:
     assert result.returncode != 0 and "not both" in result.stderr
 
 
-@pytest.mark.parametrize(
-    "setting", ["components.escalator.replicas=2", "components.escalator.keda.enabled=true",
-                "components.escalator.autoscaling.enabled=true"],
-)
-def test_the_escalator_cannot_be_scaled_out(helm: Helm, setting: str) -> None:
-    result = helm.template(*BARE, "--set", setting)
-    assert result.returncode != 0
-    assert "components.escalator runs one replica" in result.stderr
+def test_the_escalator_scales_like_the_other_stages(helm: Helm) -> None:
+    manifests = helm.render(*BARE, "--set", "components.escalator.replicas=3")
+    deployment = manifests.by_component("Deployment")["escalator"]
+    assert deployment["spec"]["replicas"] == 3
+    assert "escalator" in manifests.by_component("PodDisruptionBudget")
+    scaled = helm.render(*BARE, "--set", "components.escalator.keda.enabled=true", "--set", "kafka.topicPrefix=prod.")
+    (trigger,) = scaled.by_component("ScaledObject")["escalator"]["spec"]["triggers"]
+    assert trigger["metadata"]["consumerGroup"] == "prod.escalator"  # the faust app's id is its consumer group
+    assert "replicas" not in scaled.by_component("Deployment")["escalator"]["spec"]
+    hpa = helm.render(*BARE, "--set", "components.escalator.autoscaling.enabled=true")
+    assert "escalator" in hpa.by_component("HorizontalPodAutoscaler")
+
+
+def test_the_escalators_tables_get_a_volume_of_their_own_with_rocksdb(helm: Helm) -> None:
+    manifests = helm.render(*BARE, "--set", "config.escalatorTables.volumeSizeLimit=5Gi",
+                            "--set", "config.escalatorTables.standbyReplicas=1")
+    config = manifests.config()
+    assert config["SUPPORTFLOW_ESCALATOR_TABLE_STORE"] == "rocksdb://"
+    assert config["SUPPORTFLOW_ESCALATOR_STANDBY_REPLICAS"] == "1"
+    deployments = manifests.by_component("Deployment")
+    pod = deployments["escalator"]["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "tables"]
+    assert volume["emptyDir"] == {"sizeLimit": "5Gi"}
+    (mount,) = [m for m in container(deployments["escalator"])["volumeMounts"] if m["name"] == "tables"]
+    assert mount["mountPath"] == config["SUPPORTFLOW_ESCALATOR_TABLE_DIR"]
+    for name, other in deployments.items():  # only the escalator keeps tables
+        if name != "escalator":
+            assert "tables" not in {v["name"] for v in other["spec"]["template"]["spec"]["volumes"]}
+
+    in_memory = helm.render(*BARE, "--set", "config.escalatorTables.store=memory")
+    assert in_memory.config()["SUPPORTFLOW_ESCALATOR_TABLE_STORE"] == "memory://"
+    assert "SUPPORTFLOW_ESCALATOR_TABLE_DIR" not in in_memory.config()
+    escalator_pod = in_memory.by_component("Deployment")["escalator"]["spec"]["template"]["spec"]
+    assert "tables" not in {v["name"] for v in escalator_pod["volumes"]}
+    typo = helm.template(*BARE, "--set", "config.escalatorTables.store=redis")
+    assert typo.returncode != 0
 
 
 def _grpc_peers(policy: dict) -> list[dict]:
@@ -519,8 +547,7 @@ def test_production_scenario_autoscales_monitors_and_authenticates(helm: Helm) -
     hpas = manifests.by_component("HorizontalPodAutoscaler")
     scaled = manifests.by_component("ScaledObject")
     assert set(hpas) == {"gateway"}
-    assert set(scaled) == {"classifier", "retriever", "drafter"}
-    assert deployments["escalator"]["spec"]["replicas"] == 1
+    assert set(scaled) == {"classifier", "retriever", "drafter", "escalator"}
     for name, deployment in deployments.items():
         autoscaled = name in hpas or name in scaled
         assert ("replicas" in deployment["spec"]) != autoscaled, f"{name}: replicas must be left to the autoscaler"
@@ -531,7 +558,7 @@ def test_production_scenario_autoscales_monitors_and_authenticates(helm: Helm) -
         assert scaled_object["spec"]["scaleTargetRef"]["name"] == deployments[name]["metadata"]["name"]
         (trigger,) = scaled_object["spec"]["triggers"]
         assert trigger["type"] == "kafka"
-        assert trigger["metadata"]["consumerGroup"] == f"prod.{name}"  # the group ConsumerLoop joins
+        assert trigger["metadata"]["consumerGroup"] == f"prod.{name}"  # the group ConsumerLoop (or the faust app) joins
         assert trigger["metadata"]["sasl"] == "scram_sha512" and trigger["metadata"]["tls"] == "enable"
         assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
     assert {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]} == {"password", "ca"}
@@ -549,8 +576,9 @@ def test_production_scenario_autoscales_monitors_and_authenticates(helm: Helm) -
         assert {"secretRef": {"name": "supportflow-secrets"}} in container(deployment)["envFrom"]
     assert "SUPPORTFLOW_KAFKA_SASL_PASSWORD" not in config  # secrets never land in the ConfigMap
     assert "PodDisruptionBudget" not in {
-        doc["kind"] for doc in manifests.docs if doc["metadata"]["labels"].get(COMPONENT_LABEL) in ("learner", "escalator")
+        doc["kind"] for doc in manifests.docs if doc["metadata"]["labels"].get(COMPONENT_LABEL) == "learner"
     }
+    assert "escalator" in manifests.by_component("PodDisruptionBudget")
 
 
 def test_the_alert_rules_render_as_a_prometheus_rule_when_asked(helm: Helm) -> None:

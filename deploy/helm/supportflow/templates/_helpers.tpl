@@ -115,6 +115,13 @@ Call with (dict "root" $ "name" "retriever"); returns YAML.
 
 {{- define "supportflow.cacheDir" -}}/var/cache/supportflow{{- end -}}
 
+{{- define "supportflow.escalatorTablesDir" -}}/var/lib/supportflow/escalator-tables{{- end -}}
+
+{{/* Whether the component keeps faust tables on a volume of its own (the escalator with RocksDB). Call with (dict "root" $ "name" <name>). */}}
+{{- define "supportflow.hasTableVolume" -}}
+{{- if and (eq .name "escalator") (eq .root.Values.config.escalatorTables.store "rocksdb") -}}true{{- end -}}
+{{- end -}}
+
 {{- define "supportflow.channelsDir" -}}/etc/supportflow/channels{{- end -}}
 
 {{- define "supportflow.channelsFile" -}}channels.yaml{{- end -}}
@@ -172,9 +179,6 @@ httpPort. Call with (dict "root" $ "name" <name> "c" <merged settings>). */}}
 {{- end -}}
 {{- if and (eq $name "workspace") (index $.Values.components "workspace").httpPort -}}
 {{- fail "components.workspace.httpPort is not used: the workspace's HTTP port is config.workspaceHttpPort" -}}
-{{- end -}}
-{{- if and (eq $name "escalator") (or (gt (int $component.replicas) 1) $component.autoscaling.enabled $component.keda.enabled) -}}
-{{- fail "components.escalator runs one replica, without autoscaling or keda: its incident windows and daily action limits are per process, and replicas would each see only part of the tickets" -}}
 {{- end -}}
 {{- range $callee := $component.calls -}}
 {{- if not (has $callee $enabled) -}}
