@@ -6,6 +6,14 @@ every event again, which a start without a snapshot does).
 
     python benchmarks/escalator_learner_throughput.py [--tickets N] [--json]
 
+With --kafka it measures the escalator as it runs instead: its replicas as processes
+(`python -m services.escalator.main`) on the real Kafka (`supportflow dev up`), handed a backlog
+of the same tickets (classified, then drafted) in a namespace of its own, timed from the moment
+every replica is ready until every decision is published: events handled per second, and per
+replica. --code-dir runs another checkout's escalator on the same load (e.g. one before a change).
+
+    python benchmarks/escalator_learner_throughput.py --kafka [--replicas N] [--code-dir PATH] [--tickets N]
+
 Routes, draft statuses, CSAT and the rest are drawn from a fixed seed: these are costs, not
 quality figures.
 """
@@ -133,13 +141,110 @@ def run(count: int) -> dict:
     }
 
 
+def run_on_kafka(count: int, replicas: int, code_dir: Path) -> dict:
+    """The escalator's replicas as processes on Kafka, draining a backlog; see the module's doc."""
+    import os
+    import subprocess
+    import urllib.request
+    import uuid
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from supportflow.eventbus import EventPublisher, delete_namespace_topics, ensure_topics, kafka_config
+    from supportflow.topics import Topic
+    from tooling.fleet import free_port
+
+    rng = random.Random(7)
+    classified = classified_events(count, rng)
+    drafts = [drafted(e, rng) for e in classified if e.classification.route in (tk.ROUTE_AUTO_RESPOND, tk.ROUTE_DRAFT_FOR_REVIEW)]
+    # How many decisions to wait for: what the handlers decide on this input.
+    expected = run_decisions(classified, drafts)
+    settings = Settings.from_env().replace(
+        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.", topic_partitions=max(4, replicas), retriever_addr="127.0.0.1:1",
+        investigator_addr="127.0.0.1:1", grpc_deadline_s=0.3, investigation_deadline_s=0.3)
+    ensure_topics(settings)
+    processes = []
+    try:
+        publisher = EventPublisher(settings, "bench")
+        for event in classified:
+            publisher.publish(Topic.TICKETS_CLASSIFIED, event.ticket.ticket_id, event)
+        for event in drafts:
+            publisher.publish(Topic.TICKETS_DRAFTED, event.ticket.ticket_id, event)
+        publisher.flush()
+        ports = []
+        (settings.cache_dir / "bench-runs").mkdir(parents=True, exist_ok=True)
+        for index in range(replicas):
+            ports.append(free_port())
+            env = os.environ | settings.to_env() | {
+                "SUPPORTFLOW_OPS_PORT": str(ports[-1]), "PYTHONPATH": str(code_dir), "PYTHONUNBUFFERED": "1",
+                "SUPPORTFLOW_ESCALATOR_TABLE_DIR": str(settings.cache_dir / "bench-tables" / f"{settings.topic_prefix}{index}")}
+            log = open(settings.cache_dir / "bench-runs" / f"escalator-{settings.topic_prefix}{index}.log", "ab")
+            processes.append(subprocess.Popen([sys.executable, "-m", "services.escalator.main"], cwd=str(code_dir), env=env,
+                                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+
+        def ready(port: int) -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        deadline = time.monotonic() + 120
+        while not all(ready(p) for p in ports):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                raise RuntimeError(f"the escalator replicas did not become ready: see {settings.cache_dir / 'bench-runs'}")
+            time.sleep(0.05)
+        started = time.perf_counter()
+        reader = Consumer(kafka_config(settings) | {"group.id": f"bench-{uuid.uuid4().hex}"})
+        names = [t.name_in(settings.topic_prefix) for t in DECISION_TOPICS.values()]
+        partitions = [TopicPartition(n, p) for n in names for p in range(settings.topic_partitions)]
+        published, drain_deadline = 0, time.monotonic() + 600
+        while published < expected:
+            published = sum(reader.get_watermark_offsets(tp, timeout=5, cached=False)[1] for tp in partitions)
+            if time.monotonic() > drain_deadline:
+                raise RuntimeError(f"{published} of {expected} decisions after 600 s")
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        reader.close()
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        delete_namespace_topics(settings)
+    events = len(classified) + len(drafts)
+    return {
+        "code": str(code_dir),
+        "replicas": replicas,
+        "escalator_events": events,
+        "decisions": published,
+        "drain_s": round(elapsed, 2),
+        "escalator_events_per_s": round(events / elapsed),
+        "escalator_events_per_s_per_replica": round(events / elapsed / replicas),
+    }
+
+
+def run_decisions(classified: list[ev.TicketClassified], drafts: list[ev.TicketDrafted]) -> int:
+    escalator = build_escalator(Settings())
+    emits = [e for event in classified for e in escalator.on_classified(event)]
+    emits += [e for event in drafts for e in escalator.on_drafted(event)]
+    return sum(1 for e in emits if e.topic in DECISION_TOPICS.values())
+
+
 def main() -> int:
     logging.basicConfig(level=logging.ERROR)  # the handlers log every decision and alert
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tickets", type=int, default=5000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--kafka", action="store_true", help="measure escalator replicas on Kafka (see above)")
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--code-dir", type=Path, default=Path(__file__).resolve().parents[1],
+                        help="the checkout whose escalator --kafka runs (default: this one)")
     args = parser.parse_args()
-    figures = run(args.tickets)
+    figures = run_on_kafka(args.tickets, args.replicas, args.code_dir.resolve()) if args.kafka else run(args.tickets)
     print(json.dumps(figures, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in figures.items()))
     return 0
 

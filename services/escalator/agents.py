@@ -68,6 +68,7 @@ from supportflow.eventbus import (
     new_traceparent,
 )
 from supportflow.observability import (
+    CONSUMER_LAG,
     EVENT_PROCESSING_SECONDS,
     EVENTS_CONSUMED,
     EVENTS_DEAD_LETTERED,
@@ -283,6 +284,16 @@ class OffsetBook:
     def handled(self, tp: Any, offset: int) -> None:
         self._next[tp] = offset + 1
 
+    def lag(self, app: faust.App) -> dict[Any, int]:
+        """Events not yet handled per assigned partition, as far as the consumer knows its end."""
+        found = {}
+        for tp in app.consumer.assignment():
+            if tp in self._next:
+                end = app.consumer.highwater(tp)
+                if end is not None and end >= 0:
+                    found[tp] = max(end - self._next[tp], 0)
+        return found
+
     async def commit(self, app: faust.App) -> int:
         """Flush the producer, then commit what was handled on the partitions still assigned;
         returns how many partitions were committed."""
@@ -321,10 +332,16 @@ def install(app: faust.App, settings: Settings, escalator: Escalator, tables: Es
     offsets = OffsetBook()
     state.commit = lambda: offsets.commit(app)
 
+    lag_reported = [0.0]
+
     @app.timer(interval=1.0)
     async def commit_handled() -> None:
         if not app.rebalancing and state.failure is None:
             await offsets.commit(app)
+            if time.monotonic() - lag_reported[0] >= 10:
+                lag_reported[0] = time.monotonic()
+                for tp, lag in offsets.lag(app).items():
+                    CONSUMER_LAG.labels(service, by_name[tp.topic].base_name, str(tp.partition)).set(lag)
 
     async def on_revoked(sender: Any, revoked: Any = None, **_: Any) -> None:
         if state.failure is None:

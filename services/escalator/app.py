@@ -43,7 +43,9 @@ def create_app(settings: Settings, *, service: str = "escalator") -> faust.App:
     options: dict = {}
     # faust's data directory (RocksDB's files with rocksdb://) defaults to the working directory,
     # which is read-only in the container: the setting's, else one in the writable cache.
-    options["datadir"] = str(settings.escalator_table_dir or settings.cache_dir / "escalator-tables")
+    datadir = settings.escalator_table_dir or settings.cache_dir / "escalator-tables"
+    datadir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
+    options["datadir"] = str(datadir)
     if settings.kafka_security_protocol.upper() != "PLAINTEXT" or settings.kafka_sasl_mechanism:
         options["broker_credentials"] = _credentials(settings)
     session_timeout = settings.escalator_session_timeout_s
@@ -61,6 +63,7 @@ def create_app(settings: Settings, *, service: str = "escalator") -> faust.App:
         producer_acks=-1,
         stream_publish_on_commit=False,
         stream_buffer_maxsize=256,
+        consumer_max_fetch_size=8 * 1024 * 1024,
         stream_recovery_delay=0.0,
         broker_session_timeout=session_timeout,
         broker_heartbeat_interval=max(0.5, session_timeout / 10),
