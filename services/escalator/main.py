@@ -145,15 +145,17 @@ async def _serve(app, stop: threading.Event, state: AgentState, health: Health) 
         await app.stop()
 
 
-def main() -> NoReturn:
-    """`python -m services.escalator.main`, the container's command."""
+def main(service: str = SERVICE) -> NoReturn:
+    """`python -m services.escalator.main`, the container's command: the settings from the
+    environment (every invalid variable named at once, exit 2), then run until SIGTERM."""
+    assert service == SERVICE, service
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
-        print(f"{SERVICE}: {exc}", file=sys.stderr)
+        print(f"{service}: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     raise SystemExit(run_service(settings))
 
 
 if __name__ == "__main__":
-    main()
+    main("escalator")
