@@ -92,6 +92,9 @@ INPUTS = (Topic.TICKETS_CLASSIFIED, Topic.TICKETS_DRAFTED, Topic.ACTIONS_CONFIRM
 # What the re-partition topic carries, by message-type header.
 _REKEYED = {t.message_type.DESCRIPTOR.full_name: t for t in (Topic.TICKETS_CLASSIFIED, Topic.TICKETS_DRAFTED)}
 _DELETED = object()
+# A partition with unread events and no progress for this long, while the agent is idle, is read
+# again from its next offset (see OffsetBook.stalled).
+STALL_S = 1.5
 
 
 class TableStore(MutableMapping[str, Any]):
@@ -243,6 +246,7 @@ class AgentState:
     handled: int = 0
     stopped: threading.Event = field(default_factory=threading.Event)
     commit: Callable[[], Any] | None = None  # coroutine function: commit what was handled
+    busy: bool = False  # an event is being handled
 
 
 class OffsetBook:
@@ -258,14 +262,28 @@ class OffsetBook:
         self._next: dict[Any, int] = {}
         self._committed: dict[Any, int] = {}
         self._seeking: set[Any] = set()
+        self._progress: dict[Any, float] = {}  # when each partition last moved (monotonic)
         self._lock = asyncio.Lock()
 
-    def assigned(self, committed: dict[Any, int | None]) -> None:
-        """A new assignment: each partition starts from the group's committed offset (None: the
-        group has none; the first event read is the start)."""
-        self._next = {tp: offset for tp, offset in committed.items() if offset is not None and offset >= 0}
-        self._committed = dict(self._next)
+    def assigned(self, start: dict[Any, int | None], now: float) -> None:
+        """A new assignment: each partition starts from the group's committed offset, or where a
+        group without one starts reading (the partition's earliest offset)."""
+        self._next = {tp: offset for tp, offset in start.items() if offset is not None and offset >= 0}
+        self._committed = {}
         self._seeking.clear()
+        self._progress = {tp: now for tp in self._next}
+
+    def stalled(self, ends: dict[Any, int], now: float, after_s: float) -> dict[Any, int]:
+        """Partitions with events past the next offset to handle but no progress for `after_s`
+        (faust dropped what it had fetched, and nothing later came to show the gap): where to
+        seek each back to. Their clocks restart, so each is sought at most once per `after_s`."""
+        found = {}
+        for tp, end in ends.items():
+            expected = self._next.get(tp)
+            if expected is not None and end > expected and now - self._progress.get(tp, now) > after_s:
+                found[tp] = expected
+                self._progress[tp] = now
+        return found
 
     def admit(self, tp: Any, offset: int) -> bool | int:
         """True: handle the event. False: skip it (handled already). An int: skip it and seek the
@@ -281,8 +299,9 @@ class OffsetBook:
         self._seeking.add(tp)
         return expected
 
-    def handled(self, tp: Any, offset: int) -> None:
+    def handled(self, tp: Any, offset: int, now: float = 0.0) -> None:
         self._next[tp] = offset + 1
+        self._progress[tp] = now or time.monotonic()
 
     def lag(self, app: faust.App) -> dict[Any, int]:
         """Events not yet handled per assigned partition, as far as the consumer knows its end."""
@@ -338,6 +357,13 @@ def install(app: faust.App, settings: Settings, escalator: Escalator, tables: Es
     async def commit_handled() -> None:
         if not app.rebalancing and state.failure is None:
             await offsets.commit(app)
+            mine = [tp for tp in app.consumer.assignment() if tp.topic in by_name]
+            if mine and not state.busy:
+                ends = await app.consumer.highwaters(*mine)
+                for tp, offset in offsets.stalled(dict(ends), time.monotonic(), STALL_S).items():
+                    log.warning("events left unread by the consumer: reading them again",
+                                extra={"fields": {"partition": str(tp), "from": offset}})
+                    await app.consumer.seek(tp, offset)
             if time.monotonic() - lag_reported[0] >= 10:
                 lag_reported[0] = time.monotonic()
                 for tp, lag in offsets.lag(app).items():
@@ -350,10 +376,11 @@ def install(app: faust.App, settings: Settings, escalator: Escalator, tables: Es
     app.on_partitions_revoked.connect(on_revoked)
 
     async def on_assigned(sender: Any, assigned: Any = None, **_: Any) -> None:
-        mine = {tp for tp in assigned or () if tp.topic in by_name}
-        # The broker's committed offsets (and a seek there, which faust's recovery does as well).
-        committed = await app.consumer.seek_to_committed() if mine else {}
-        offsets.assigned({tp: committed.get(tp) for tp in mine})
+        mine = [tp for tp in assigned or () if tp.topic in by_name]
+        # Asked on a worker thread with a client of its own, not faust's consumer thread: a stop
+        # that lands during a rebalance must not leave that thread waiting on a cancelled call.
+        starts = await asyncio.to_thread(start_offsets, settings, app.conf.id, mine) if mine else {}
+        offsets.assigned(starts, time.monotonic())
 
     app.on_partitions_assigned.connect(on_assigned)
 
@@ -450,6 +477,7 @@ def install(app: faust.App, settings: Settings, escalator: Escalator, tables: Es
             key = (event.message.key or b"").decode("utf-8", "replace")
             # A re-keyed ticket's key is its signature; its logs name the ticket (handle sets it).
             with ticket_context("" if event.message.topic == rekeyed_name else key):
+                state.busy = True
                 try:
                     await handle(event)
                 except BaseException as exc:  # noqa: BLE001 - the runner stops the process, uncommitted
@@ -458,10 +486,34 @@ def install(app: faust.App, settings: Settings, escalator: Escalator, tables: Es
                         log.exception("the escalator's agent stopped; this event's offset is not committed")
                     state.stopped.set()
                     raise
+                finally:
+                    state.busy = False
             offsets.handled(tp, offset)
             state.handled += 1
 
     return state
+
+
+def start_offsets(settings: Settings, group_id: str, partitions: list) -> dict:
+    """Where each partition's handling starts: the group's committed offset, or for a partition
+    the group never committed, its earliest offset (where `auto.offset.reset` starts)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from supportflow.eventbus import kafka_config
+
+    client = Consumer(kafka_config(settings) | {"group.id": group_id, "enable.auto.commit": False})
+    try:
+        asked = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        committed = {(c.topic, c.partition): c.offset for c in client.committed(asked, timeout=10)}
+        starts = {}
+        for tp in partitions:
+            offset = committed.get((tp.topic, tp.partition), -1)
+            if offset < 0:
+                offset = client.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)[0]
+            starts[tp] = offset
+        return starts
+    finally:
+        client.close()
 
 
 def ready(app: faust.App) -> bool:

@@ -99,7 +99,7 @@ def test_state_holders_on_table_stores_keep_their_state_across_a_restart() -> No
 
 def test_the_offset_book_handles_in_order_and_seeks_back_over_a_gap() -> None:
     book = OffsetBook()
-    book.assigned({"p0": 10, "p1": None})
+    book.assigned({"p0": 10, "p1": None}, 0.0)
     assert book.admit("p0", 10) is True
     book.handled("p0", 10)
     assert book.admit("p0", 10) is False  # handled already
@@ -128,7 +128,7 @@ def test_the_offset_book_commits_after_flushing_and_only_what_is_still_assigned(
         producer, consumer = Producer(), Consumer()
 
     book = OffsetBook()
-    book.assigned({"p0": 0, "p1": 0})
+    book.assigned({"p0": 0, "p1": 0}, 0.0)
     book.handled("p0", 4)
     book.handled("p1", 8)
     assert asyncio.run(book.commit(App())) == 1
@@ -138,3 +138,16 @@ def test_the_offset_book_commits_after_flushing_and_only_what_is_still_assigned(
     book.handled("p0", 9)  # (never happens while seeking; shown to prove the commit waits)
     calls.clear()
     assert asyncio.run(book.commit(App())) == 0 and calls == []
+
+
+def test_a_partition_left_unread_is_sought_back_once_it_stalls() -> None:
+    book = OffsetBook()
+    book.assigned({"p0": 0, "p1": 3}, now=100.0)
+    book.handled("p1", 3, now=100.0)
+    # p0 has two events nobody handed over (faust dropped them while starting); p1 is caught up.
+    assert book.stalled({"p0": 2, "p1": 4}, now=102.0, after_s=3.0) == {}
+    assert book.stalled({"p0": 2, "p1": 4}, now=103.5, after_s=3.0) == {"p0": 0}
+    assert book.stalled({"p0": 2, "p1": 4}, now=104.0, after_s=3.0) == {}  # once per stall period
+    book.handled("p0", 0, now=104.5)
+    book.handled("p0", 1, now=104.6)
+    assert book.stalled({"p0": 2, "p1": 4}, now=120.0, after_s=3.0) == {}
