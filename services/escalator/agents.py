@@ -263,6 +263,7 @@ class OffsetBook:
         self._committed: dict[Any, int] = {}
         self._seeking: set[Any] = set()
         self._progress: dict[Any, float] = {}  # when each partition last moved (monotonic)
+        self._last_progress = 0.0  # when any partition last moved
         self._lock = asyncio.Lock()
 
     def assigned(self, start: dict[Any, int | None], now: float) -> None:
@@ -272,12 +273,16 @@ class OffsetBook:
         self._committed = {}
         self._seeking.clear()
         self._progress = {tp: now for tp in self._next}
+        self._last_progress = now
 
     def stalled(self, ends: dict[Any, int], now: float, after_s: float) -> dict[Any, int]:
-        """Partitions with events past the next offset to handle but no progress for `after_s`
-        (faust dropped what it had fetched, and nothing later came to show the gap): where to
-        seek each back to. Their clocks restart, so each is sought at most once per `after_s`."""
-        found = {}
+        """When nothing at all was handled for `after_s`: the partitions with events past their
+        next offset (faust dropped what it had fetched, and nothing later came to show the gap),
+        and where to seek each back to. Their clocks restart, so each is sought at most once per
+        `after_s`."""
+        found: dict[Any, int] = {}
+        if now - self._last_progress <= after_s:  # handling is moving: a partition waiting its turn is not stuck
+            return found
         for tp, end in ends.items():
             expected = self._next.get(tp)
             if expected is not None and end > expected and now - self._progress.get(tp, now) > after_s:
@@ -301,7 +306,7 @@ class OffsetBook:
 
     def handled(self, tp: Any, offset: int, now: float = 0.0) -> None:
         self._next[tp] = offset + 1
-        self._progress[tp] = now or time.monotonic()
+        self._progress[tp] = self._last_progress = now or time.monotonic()
 
     def lag(self, app: faust.App) -> dict[Any, int]:
         """Events not yet handled per assigned partition, as far as the consumer knows its end."""
