@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, MutableMapping
 
 import faust
+from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.eventbus import (
@@ -264,6 +265,7 @@ class OffsetBook:
         self._seeking: set[Any] = set()
         self._progress: dict[Any, float] = {}  # when each partition last moved (monotonic)
         self._last_progress = 0.0  # when any partition last moved
+        self._behind_since: dict[Any, float] = {}  # since when each partition was seen with unread events
         self._lock = asyncio.Lock()
 
     def assigned(self, start: dict[Any, int | None], now: float) -> None:
@@ -274,6 +276,7 @@ class OffsetBook:
         self._seeking.clear()
         self._progress = {tp: now for tp in self._next}
         self._last_progress = now
+        self._behind_since = {}
 
     def stalled(self, ends: dict[Any, int], now: float, after_s: float) -> dict[Any, int]:
         """When nothing at all was handled for `after_s`: the partitions with events past their
@@ -281,13 +284,17 @@ class OffsetBook:
         and where to seek each back to. Their clocks restart, so each is sought at most once per
         `after_s`."""
         found: dict[Any, int] = {}
-        if now - self._last_progress <= after_s:  # handling is moving: a partition waiting its turn is not stuck
-            return found
         for tp, end in ends.items():
             expected = self._next.get(tp)
-            if expected is not None and end > expected and now - self._progress.get(tp, now) > after_s:
+            if expected is None or end <= expected:
+                self._behind_since.pop(tp, None)
+                continue
+            # Unread events seen for the whole period, and nothing at all handled meanwhile: a
+            # partition waiting its turn in a backlog, or an event just arriving, is not stuck.
+            since = self._behind_since.setdefault(tp, now)
+            if now - since > after_s and now - self._last_progress > after_s:
                 found[tp] = expected
-                self._progress[tp] = now
+                self._behind_since[tp] = now
         return found
 
     def admit(self, tp: Any, offset: int) -> bool | int:
@@ -307,6 +314,7 @@ class OffsetBook:
     def handled(self, tp: Any, offset: int, now: float = 0.0) -> None:
         self._next[tp] = offset + 1
         self._progress[tp] = self._last_progress = now or time.monotonic()
+        self._behind_since.pop(tp, None)
 
     def lag(self, app: faust.App) -> dict[Any, int]:
         """Events not yet handled per assigned partition, as far as the consumer knows its end."""
@@ -356,6 +364,12 @@ def install(app: faust.App, settings: Settings, escalator: Escalator, tables: Es
     offsets = OffsetBook()
     state.commit = lambda: offsets.commit(app)
 
+    async def seek_back(tp: Any, offset: int) -> None:
+        """Seek on faust's consumer thread, which owns the aiokafka consumer: faust's own `seek`
+        mutates it from this thread, racing its fetcher (which then crashed on a KeyError)."""
+        thread = app.consumer._thread
+        await thread.call_thread(lambda: thread._ensure_consumer().seek(ensure_aiokafka_TP(tp), offset))
+
     lag_reported = [0.0]
 
     @app.timer(interval=1.0)
@@ -368,7 +382,7 @@ def install(app: faust.App, settings: Settings, escalator: Escalator, tables: Es
                 for tp, offset in offsets.stalled(dict(ends), time.monotonic(), STALL_S).items():
                     log.warning("events left unread by the consumer: reading them again",
                                 extra={"fields": {"partition": str(tp), "from": offset}})
-                    await app.consumer.seek(tp, offset)
+                    await seek_back(tp, offset)
             if time.monotonic() - lag_reported[0] >= 10:
                 lag_reported[0] = time.monotonic()
                 for tp, lag in offsets.lag(app).items():
@@ -477,7 +491,7 @@ def install(app: faust.App, settings: Settings, escalator: Escalator, tables: Es
                 if admitted is not False:
                     log.warning("events skipped by the consumer: reading them again",
                                 extra={"fields": {"partition": str(tp), "from": admitted, "at": offset}})
-                    await app.consumer.seek(tp, admitted)
+                    await seek_back(tp, admitted)
                 continue
             key = (event.message.key or b"").decode("utf-8", "replace")
             # A re-keyed ticket's key is its signature; its logs name the ticket (handle sets it).

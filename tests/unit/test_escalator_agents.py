@@ -144,12 +144,13 @@ def test_a_partition_left_unread_is_sought_back_once_it_stalls() -> None:
     book = OffsetBook()
     book.assigned({"p0": 0, "p1": 3}, now=100.0)
     book.handled("p1", 3, now=100.0)
-    # p0 has two events nobody handed over (faust dropped them while starting); p1 is caught up.
-    assert book.stalled({"p0": 2, "p1": 4}, now=102.0, after_s=3.0) == {}
-    book.handled("p1", 4, now=102.5)  # handling moves on elsewhere: p0 may just be waiting its turn
-    assert book.stalled({"p0": 2, "p1": 5}, now=105.0, after_s=3.0) == {}
-    assert book.stalled({"p0": 2, "p1": 5}, now=105.6, after_s=3.0) == {"p0": 0}
-    assert book.stalled({"p0": 2, "p1": 5}, now=106.0, after_s=3.0) == {}  # once per stall period
-    book.handled("p0", 0, now=104.5)
-    book.handled("p0", 1, now=104.6)
-    assert book.stalled({"p0": 2, "p1": 5}, now=120.0, after_s=3.0) == {}
+    # An event just arrived on p0 after a quiet spell: not stuck yet, whatever the quiet before.
+    assert book.stalled({"p0": 2, "p1": 4}, now=110.0, after_s=3.0) == {}
+    book.handled("p1", 4, now=111.0)  # handling moves on elsewhere: p0 may just be waiting its turn
+    assert book.stalled({"p0": 2, "p1": 5}, now=113.5, after_s=3.0) == {}
+    # Unread for the whole period and nothing handled at all: faust dropped them.
+    assert book.stalled({"p0": 2, "p1": 5}, now=114.5, after_s=3.0) == {"p0": 0}
+    assert book.stalled({"p0": 2, "p1": 5}, now=115.0, after_s=3.0) == {}  # once per stall period
+    book.handled("p0", 0, now=115.5)
+    book.handled("p0", 1, now=115.6)
+    assert book.stalled({"p0": 2, "p1": 5}, now=130.0, after_s=3.0) == {}
