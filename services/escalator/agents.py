@@ -365,8 +365,11 @@ def install(app: faust.App, settings: Settings, escalator: Escalator, tables: Es
     state.commit = lambda: offsets.commit(app)
 
     async def seek_back(tp: Any, offset: int) -> None:
-        """Seek on faust's consumer thread, which owns the aiokafka consumer: faust's own `seek`
-        mutates it from this thread, racing its fetcher (which then crashed on a KeyError)."""
+        """faust's `Consumer.seek`, made safe: the aiokafka consumer is sought on faust's consumer
+        thread, which owns it (faust's own `seek` mutates it from this thread, racing its fetcher,
+        which then crashed on a KeyError); and faust's read offset is moved back first, as its
+        `seek` does, or it drops every re-read event below the last it delivered."""
+        app.consumer._read_offset[tp] = offset if offset else None
         thread = app.consumer._thread
         await thread.call_thread(lambda: thread._ensure_consumer().seek(ensure_aiokafka_TP(tp), offset))
 
