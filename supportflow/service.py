@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 from threadpoolctl import threadpool_limits
 
@@ -53,6 +53,23 @@ def limit_blas_threads() -> None:
     threadpool_limits(1, user_api="blas")
 
 
+def start_process(service: str, settings: Settings, stop: threading.Event | None = None
+                  ) -> tuple[threading.Event, Health, Any]:
+    """What every service process does first, whatever runs its events: JSON logs, `stop` set on
+    SIGTERM/SIGINT, one BLAS thread, its health and ops endpoint (returned: shut it down at the
+    end), its topics."""
+    configure_logging(service, settings.log_level)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    limit_blas_threads()
+    health = Health(service)
+    ops = start_ops_server(health, settings.ops_port)
+    ensure_topics(settings)
+    return stop, health, ops
+
+
 def load_builder(service: str) -> Builder:
     if service not in SERVICES:
         raise ValueError(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
@@ -68,15 +85,7 @@ def run_service(service: str, settings: Settings, stop: threading.Event | None =
     own_runner = getattr(importlib.import_module(f"services.{service}.main"), "run_service", None)
     if own_runner is not None:
         return own_runner(settings, stop)
-    configure_logging(service, settings.log_level)
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-    limit_blas_threads()
-    health = Health(service)
-    ops = start_ops_server(health, settings.ops_port)
-    ensure_topics(settings)
+    stop, health, ops = start_process(service, settings, stop)
     publisher = EventPublisher(settings, service)
     parts = load_builder(service)(settings, publisher, health)
 

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 import threading
-from typing import NoReturn
 
 from supportflow.crm import crm_from_settings
-from supportflow.eventbus import ensure_topics
 from supportflow.investigation import Investigate, investigator_client, no_investigation
-from supportflow.observability import Health, configure_logging, start_ops_server
+from supportflow.observability import Health
 from supportflow.rpc import open_channel
-from supportflow.service import limit_blas_threads
-from supportflow.settings import Settings, SettingsError
+from supportflow.service import start_process
+from supportflow.settings import Settings
 
 from services.escalator.actions import ActionGate, ActionLedger, Executor, PendingProposals
 from services.escalator.agents import INPUTS, AgentState, EscalatorTables, declare_tables, install, ready
@@ -76,15 +73,7 @@ def run_service(settings: Settings, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set); returns the process exit code: 0 after a
     graceful stop, 1 when the agent failed (its event uncommitted), 3 when a table's changelog
     cannot be recovered."""
-    configure_logging(SERVICE, settings.log_level)
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-    limit_blas_threads()
-    health = Health(SERVICE)
-    ops = start_ops_server(health, settings.ops_port)
-    ensure_topics(settings)
+    stop, health, ops = start_process(SERVICE, settings, stop)
     channel = open_channel(SERVICE, settings.retriever_addr, settings.grpc_deadline_s)
     investigator = open_channel(SERVICE, settings.investigator_addr, settings.investigation_deadline_s)
     loop = asyncio.new_event_loop()
@@ -145,17 +134,7 @@ async def _serve(app, stop: threading.Event, state: AgentState, health: Health) 
         await app.stop()
 
 
-def main(service: str = SERVICE) -> NoReturn:
-    """`python -m services.escalator.main`, the container's command: the settings from the
-    environment (every invalid variable named at once, exit 2), then run until SIGTERM."""
-    assert service == SERVICE, service
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"{service}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    raise SystemExit(run_service(settings))
-
-
 if __name__ == "__main__":
+    from supportflow.service import main
+
     main("escalator")
