@@ -117,11 +117,17 @@ def test_a_ticket_is_drafted_from_kafka_fed_evidence_and_an_escalation_names_a_s
     assert "$25.00" in drafted.draft.text
     assert drafted.draft.ledger and all(claim.verified for claim in drafted.draft.ledger)
 
-    decisions = {}
-    for topic in DECISION_TOPICS.values():
-        for record in read_all(settings, topic.name_in(settings.topic_prefix), expected=0, timeout_s=1):
-            event = decode(topic, record)
-            decisions[event.ticket.ticket_id] = (topic, event)
+    def decided() -> dict:
+        found = {}
+        for topic in DECISION_TOPICS.values():
+            for record in read_all(settings, topic.name_in(settings.topic_prefix), expected=0, timeout_s=1):
+                event = decode(topic, record)
+                found[event.ticket.ticket_id] = (topic, event)
+        return found if len(found) >= 2 else None
+
+    # The escalator decides the drafted ticket after the draft lands, and may still be joining its
+    # group and recovering its tables when the escalated one arrives: wait for both decisions.
+    decisions = eventually(decided) or {}
     assert set(decisions) == {"t-wire", "t-stolen"}
     assert decisions["t-wire"][0] in (Topic.TICKETS_RESPONDED, Topic.TICKETS_REVIEW)
     topic, escalated = decisions["t-stolen"]
