@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     # How long a committing consumer group remembers the event ids it handled, to skip a sender's
     # retry or a redelivery (ConsumerLoop; kept in the group's `<group>.handled-ids` topic). 7 days
     # covers the longest sender's retry window we take in: a mail server retries a mail it could
-    # not hand over for 4-5 days (RFC 5321, 4.5.4.1), helpdesks retry webhooks for hours to 3 days.
+    # not hand over for 4-5 days (RFC 5321, 4.5.4.1); helpdesks retry webhooks sooner.
     dedupe_ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
 
     # Weaviate. The defaults point at the server that `supportflow dev up` starts.
