@@ -117,3 +117,20 @@ def test_the_time_to_live_is_a_validated_setting():
     for bad in ("0", "-5", "a day"):
         with pytest.raises(SettingsError, match="SUPPORTFLOW_DEDUPE_TTL_S"):
             Settings.from_env({"SUPPORTFLOW_DEDUPE_TTL_S": bad})
+
+
+def test_committing_loops_keep_a_handled_ids_topic_unless_they_opt_out():
+    from supportflow.eventbus import ConsumerLoop, EventPublisher
+    from supportflow.observability import Health
+    from supportflow.topics import Topic
+
+    settings = Settings.from_env({}, topic_prefix="p.", kafka_bootstrap="127.0.0.1:1")  # never connected
+
+    def loop(**options):
+        return ConsumerLoop(settings, "classifier", {Topic.TICKETS_RECEIVED: lambda e: []},
+                            EventPublisher(settings, "classifier"), Health("classifier"), **options)
+
+    assert loop().handled_ids_topic == "p.classifier.handled-ids"
+    assert loop(group="p.delivery-retries").handled_ids_topic == "p.delivery-retries.handled-ids"
+    assert loop(broadcast=True).handled_ids_topic is None  # it replays everything at each start
+    assert loop(remember_handled=False).handled_ids_topic is None
