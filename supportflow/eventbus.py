@@ -8,12 +8,18 @@ topic's dead-letter twin with the reason and origin in headers; a transient faul
 backoff and, if it persists, stops the consumer without committing so that nothing is lost. A
 dead-letter budget stops the consumer when most messages fail, as after a bad deploy, instead of
 dead-lettering the whole topic.
+
+Redelivered events (a sender's retry, a batch handled again after a crash) are skipped by event
+id: a committing consumer group writes the ids it handled to its own `<group>.handled-ids` topic
+and every consumer of the group reads back the last `SUPPORTFLOW_DEDUPE_TTL_S` of them when it is
+given partitions.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import operator
 import os
 import secrets
 import threading
@@ -36,12 +42,13 @@ from supportflow.observability import (
     EVENTS_DEAD_LETTERED,
     EVENTS_DUPLICATE,
     EVENTS_PRODUCED,
+    HANDLED_IDS_MALFORMED,
     Health,
     Stopwatch,
     ticket_context,
 )
 from supportflow.settings import Settings
-from supportflow.topics import Topic, all_physical_names
+from supportflow.topics import Topic, all_physical_names, handled_ids_in
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +127,7 @@ def delete_namespace_topics(settings: Settings, timeout_s: float = 30.0) -> list
     admin = AdminClient(kafka_config(settings))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     # Every topic of the namespace, the registry's and those a service derives from its prefix
-    # (the escalator's faust changelogs).
+    # (the escalator's faust changelogs, the consumer groups' handled-ids topics).
     doomed = sorted(set(all_physical_names(settings.topic_prefix)) & existing
                     | {name for name in existing if name.startswith(settings.topic_prefix)})
     if doomed:
@@ -286,10 +293,13 @@ class EventPublisher:
         self.produce_raw(topic.name_in(self._settings.topic_prefix), key.encode(), value, headers)
         EVENTS_PRODUCED.labels(self._service, topic.base_name).inc()
 
-    def produce_raw(self, topic_name: str, key: bytes | None, value: bytes | None, headers: list) -> None:
+    def produce_raw(self, topic_name: str, key: bytes | None, value: bytes | None, headers: list,
+                    partition: int | None = None) -> None:
+        where = {} if partition is None else {"partition": partition}
         while True:
             try:
-                self._producer.produce(topic_name, value=value, key=key, headers=headers, on_delivery=self._delivered)
+                self._producer.produce(topic_name, value=value, key=key, headers=headers, on_delivery=self._delivered,
+                                       **where)
                 break
             except BufferError:  # local queue full: let deliveries drain, then try again
                 self._producer.poll(0.05)
@@ -330,25 +340,65 @@ class DeadLetterBudget:
                 raise DeadLetterBudgetExceeded(f"{ratio:.0%} of the last {len(self._recent)} messages dead-lettered")
 
 
-# Messages read back at assignment to refill the recent event ids, over all assigned partitions:
-# a sender's retry comes within minutes, and this bounds what a restart reads (whole messages).
-RECENT_READ_BACK = 5_000
+# A broadcast loop handles every event of its topics again at each start, all of them "now": the
+# time to live alone would keep a whole replay in memory, so its memory is bounded by count too.
+BROADCAST_MEMORY = 50_000
+# The handled-ids topics keep records a little longer than the time to live: Kafka deletes whole
+# segments, and a consumer reading at the edge must still find what it asks offsets_for_times for.
+HANDLED_IDS_RETENTION_MARGIN_S = 3600.0
+# How long an assignment may spend reading a handled-ids topic back before it goes on without
+# the rest (a warning says so).
+HANDLED_IDS_READ_DEADLINE_S = 60.0
 
 
-class _RecentIds:
-    """Event ids seen lately, to skip redeliveries cheaply."""
+class HandledIds:
+    """Event ids handled lately, each with when it was handled (epoch seconds), to skip
+    redeliveries cheaply. An id is remembered for `ttl_s` after it was handled; `capacity`, when
+    given, also bounds how many are kept, the oldest going first.
 
-    def __init__(self, capacity: int = 50_000) -> None:
-        self._ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+    Expiry pops from the oldest end, so ids should be added in order of time (a read-back sorts
+    them first); one added out of order is still forgotten on time, but freed a little later."""
+
+    def __init__(self, ttl_s: float, capacity: int | None = None, clock: Callable[[], float] = time.time) -> None:
+        self._handled_at: collections.OrderedDict[str, float] = collections.OrderedDict()  # oldest first
+        self._ttl_s = ttl_s
         self._capacity = capacity
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._handled_at)
 
     def __contains__(self, event_id: str) -> bool:
-        return event_id in self._ids
+        handled_at = self._handled_at.get(event_id)
+        return handled_at is not None and handled_at > self._clock() - self._ttl_s
 
-    def add(self, event_id: str) -> None:
-        self._ids[event_id] = None
-        if len(self._ids) > self._capacity:
-            self._ids.popitem(last=False)
+    def add(self, event_id: str, handled_at: float | None = None) -> float:
+        """Remember `event_id` as handled at `handled_at` (now by default); returns that time."""
+        now = self._clock()
+        at = now if handled_at is None else handled_at
+        previous = self._handled_at.get(event_id)
+        if previous is None or at > previous:
+            self._handled_at[event_id] = at
+            self._handled_at.move_to_end(event_id)
+        cutoff = now - self._ttl_s
+        while self._handled_at:
+            oldest, oldest_at = next(iter(self._handled_at.items()))
+            over = self._capacity is not None and len(self._handled_at) > self._capacity
+            if oldest_at > cutoff and not over:
+                break
+            del self._handled_at[oldest]
+        return at
+
+
+def handled_id_record(message: KafkaMessage) -> tuple[str, float] | None:
+    """The event id and handled time (epoch seconds) of a handled-ids record, or None if the
+    record is malformed."""
+    try:
+        event_id = message.key().decode("utf-8")
+        handled_at = int(message.value()) / 1000
+    except (AttributeError, TypeError, ValueError, UnicodeDecodeError):
+        return None
+    return (event_id, handled_at) if event_id else None
 
 
 class ConsumerLoop:
@@ -364,9 +414,12 @@ class ConsumerLoop:
     acknowledged before its offsets are committed. For handlers that wait on other services (the
     drafter waits on the retriever) or release the GIL (model inference); they must be thread-safe.
 
-    Event ids already handled are skipped (a redelivery, a sender's retry published again). The
-    memory of them is refilled at each assignment from the messages just before the group's
-    committed offsets, so a repeat that arrives after a restart or a rebalance is skipped too.
+    Event ids already handled within `settings.dedupe_ttl_s` are skipped (a redelivery, a sender's
+    retry published again). A committing loop writes the ids of each batch it handled to its
+    group's handled-ids topic once the batch's outputs are acknowledged and before it commits, and
+    reads them back for its partitions at each assignment, so a repeat that arrives after a
+    restart or a rebalance is skipped too, however many messages came in between.
+    `remember_handled=False` opts a loop out of the topic (it still skips repeats it saw itself).
 
     For state saved with the positions it was read up to (the learner's snapshots): `start_at`
     gives the offset to start each (physical topic, partition) at, instead of the group's committed
@@ -391,6 +444,7 @@ class ConsumerLoop:
         workers: int = 1,
         start_at: Mapping[tuple[str, int], int] | None = None,
         after_batch: Callable[[dict[tuple[str, int], int]], None] | None = None,
+        remember_handled: bool = True,
     ) -> None:
         self._settings = settings
         self._positioned = bool(start_at)
@@ -403,8 +457,10 @@ class ConsumerLoop:
         self._batch_size = batch_size
         self._max_retries = max_retries
         self._budget = budget or DeadLetterBudget()
-        self._recent = _RecentIds()
-        self._bookkeeping = threading.Lock()  # the recent ids and the dead-letter budget, across workers
+        self._handled = HandledIds(settings.dedupe_ttl_s, capacity=BROADCAST_MEMORY if broadcast else None)
+        # (event id, input partition, handled at) of the current batch, written before its commit.
+        self._batch_handled: list[tuple[str, int, float]] = []
+        self._bookkeeping = threading.Lock()  # the handled ids and the dead-letter budget, across workers
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"{service}-worker") if workers > 1 else None
         self._by_name = {topic.name_in(settings.topic_prefix): topic for topic in handlers}
         group_id = group or f"{settings.topic_prefix}{service}"
@@ -414,6 +470,9 @@ class ConsumerLoop:
             group_id = f"{group_id}-{os.uname().nodename}-{uuid.uuid4().hex[:12]}"
         self._commits = not broadcast
         self.group_id = group_id
+        self.handled_ids_topic = handled_ids_in(settings.topic_prefix, group_id) if self._commits and remember_handled else None
+        self._handled_ids_partitions = 0  # that topic's partition count, once it is known to exist
+        self._handled_ids_read_to: dict[int, int] = {}  # per partition of it, the offset read up to
         self._consumer = Consumer(
             kafka_config(settings)
             | {
@@ -468,38 +527,104 @@ class ConsumerLoop:
             for tp in partitions:
                 tp.offset = self._positions.get((tp.topic, tp.partition), tp.offset)
             consumer.assign(partitions)
-        elif self._commits and partitions:
-            self._remember_handled(consumer, partitions)
+        elif self.handled_ids_topic is not None and partitions:
+            self._recall_handled(consumer, partitions)
         self._assigned.set()
 
-    def _remember_handled(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Fill the recent event ids with those of the messages just before each assigned
-        partition's committed offset, which this group has handled: a repeat of one of them that
-        arrives after a restart or a rebalance (a sender's retried delivery) is skipped too. Only
-        the event-id header is read, nothing is decoded; a failure costs the memory, not the
-        consumer."""
-        per_partition = max(1, RECENT_READ_BACK // len(partitions))
-        found = 0
+    def _ensure_handled_ids_topic(self) -> tuple[int, bool]:
+        """Create the group's handled-ids topic if it is missing, with as many partitions as the
+        largest input topic (ids of input partition p go to partition p % n); returns its
+        partition count and whether it was created just now. Raises KafkaException when Kafka
+        cannot say or create it."""
+        if self._handled_ids_partitions:
+            return self._handled_ids_partitions, False
+        name = self.handled_ids_topic
+        admin = AdminClient(kafka_config(self._settings))
+        topics = admin.list_topics(timeout=10).topics
+        if name not in topics or not topics[name].partitions:
+            inputs = [len(topics[t].partitions) for t in self._by_name if t in topics]
+            retention_ms = int((self._settings.dedupe_ttl_s + HANDLED_IDS_RETENTION_MARGIN_S) * 1000)
+            new = NewTopic(name, max(inputs, default=self._settings.topic_partitions), self._settings.topic_replication,
+                           config={"cleanup.policy": "delete", "retention.ms": str(retention_ms)})
+            try:
+                admin.create_topics([new], request_timeout=30)[name].result(timeout=30)
+                log.info("handled-ids topic created", extra={"fields": {"topic": name, "partitions": new.num_partitions}})
+                self._handled_ids_partitions = new.num_partitions
+                return self._handled_ids_partitions, True
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+        for _ in range(20):  # another consumer of the group may have created it a moment ago
+            topic = admin.list_topics(topic=name, timeout=10).topics.get(name)
+            if topic is not None and topic.partitions:
+                self._handled_ids_partitions = len(topic.partitions)
+                return self._handled_ids_partitions, False
+            time.sleep(0.5)
+        raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"{name} has no partitions yet"))
 
-        def remember(message: KafkaMessage) -> None:
-            nonlocal found
-            event_id = header(message, H_EVENT_ID)
-            if event_id:
-                with self._bookkeeping:
-                    self._recent.add(event_id)
-                found += 1
+    def _recall_handled(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Read back the event ids the group handled within the time to live from the handled-ids
+        partitions that match the assigned ones (from where this loop read up to before, if that
+        is later), so a repeat that arrives after a restart or a rebalance is skipped too. A
+        failure costs the memory, not the consumer; a malformed record is skipped and counted."""
+        name = self.handled_ids_topic
+        watch = Stopwatch()
+        recalled: list[tuple[str, float]] = []
+        malformed: list[int] = []
+
+        def recall(message: KafkaMessage) -> None:
+            record = handled_id_record(message)
+            if record is None:
+                malformed.append(message.offset())
+            else:
+                recalled.append(record)
 
         try:
+            count, created = self._ensure_handled_ids_topic()
+            if created:
+                return  # nothing to read yet
+            wanted = sorted({tp.partition % count for tp in partitions})
+            since_ms = int((time.time() - self._settings.dedupe_ttl_s) * 1000)
             ranges = {}
-            for tp in consumer.committed(partitions, timeout=10):
-                if tp.offset > 0:  # nothing committed yet: OFFSET_INVALID is negative
-                    low, _ = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-                    ranges[(tp.topic, tp.partition)] = (max(low, tp.offset - per_partition), tp.offset)
-            read_ranges(self._settings, ranges, remember, deadline_s=30)
+            for tp in consumer.offsets_for_times([TopicPartition(name, p, since_ms) for p in wanted], timeout=10):
+                low, high = consumer.get_watermark_offsets(TopicPartition(name, tp.partition), timeout=10, cached=False)
+                start = tp.offset if tp.offset >= 0 else high  # negative: nothing that recent
+                ranges[(name, tp.partition)] = (max(start, low, self._handled_ids_read_to.get(tp.partition, 0)), high)
+            unfinished = read_ranges(self._settings, ranges, recall, deadline_s=HANDLED_IDS_READ_DEADLINE_S)
         except KafkaException as exc:
-            log.warning("recent event ids not read back", extra={"fields": {"error": str(exc)}})
-        if found:
-            log.info("recent event ids read back", extra={"fields": {"event_ids": found}})
+            log.warning("handled event ids not read back", extra={"fields": {"topic": name, "error": str(exc)}})
+            return
+        recalled.sort(key=operator.itemgetter(1))
+        with self._bookkeeping:
+            for event_id, handled_at in recalled:
+                self._handled.add(event_id, handled_at)
+        for (_, partition), (_, end) in ranges.items():
+            if (name, partition) not in unfinished:
+                self._handled_ids_read_to[partition] = end
+        if malformed:
+            HANDLED_IDS_MALFORMED.labels(self._service).inc(len(malformed))
+            log.warning("malformed handled-ids records skipped",
+                        extra={"fields": {"topic": name, "records": len(malformed), "first_offset": malformed[0]}})
+        if unfinished:
+            log.warning("handled event ids only partly read back: the deadline ran out",
+                        extra={"fields": {"topic": name, "partitions": sorted(p for _, p in unfinished)}})
+        log.info("handled event ids read back",
+                 extra={"fields": {"topic": name, "event_ids": len(recalled), "seconds": round(watch.elapsed, 3)}})
+
+    def _write_handled(self) -> None:
+        """Write the ids of the batch's handled events to the group's handled-ids topic and wait
+        for them: called once the batch's outputs are acknowledged, before its offsets are
+        committed. An id written whose offset is then not committed is harmless: its outputs are
+        out, and its redelivery is skipped as the repeat it is."""
+        with self._bookkeeping:
+            handled, self._batch_handled = self._batch_handled, []
+        if not handled:
+            return
+        count, _ = self._ensure_handled_ids_topic()
+        for event_id, partition, handled_at in handled:
+            self._publisher.produce_raw(self.handled_ids_topic, event_id.encode(), str(int(handled_at * 1000)).encode(),
+                                        [], partition=partition % count)
+        self._publisher.flush()
 
     def _next_batch(self) -> list[KafkaMessage]:
         first = self._consumer.poll(0.2)
@@ -533,6 +658,8 @@ class ConsumerLoop:
             for done in [self._pool.submit(self._process_in_order, same_key) for same_key in by_key.values()]:
                 done.result()  # re-raises a worker's failure: the batch is not committed
         self._publisher.flush()
+        if self.handled_ids_topic is not None:
+            self._write_handled()
         if self._commits:
             self._consumer.commit(asynchronous=False)
         for message in messages:
@@ -566,7 +693,7 @@ class ConsumerLoop:
             try:
                 event = decode(topic, message)
                 with self._bookkeeping:
-                    duplicate = event.meta.event_id in self._recent
+                    duplicate = event.meta.event_id in self._handled
                 if duplicate:
                     EVENTS_DUPLICATE.labels(self._service, topic.base_name).inc()
                     return
@@ -587,7 +714,9 @@ class ConsumerLoop:
                 emit.event.meta.event_id = derived_event_id(event.meta.event_id, emit.topic, index)
                 self._publisher.publish(emit.topic, emit.key, emit.event, new_traceparent(parent))
             with self._bookkeeping:
-                self._recent.add(event.meta.event_id)
+                handled_at = self._handled.add(event.meta.event_id)
+                if self.handled_ids_topic is not None:
+                    self._batch_handled.append((event.meta.event_id, message.partition(), handled_at))
         with self._bookkeeping:
             self._budget.record(False)
         EVENT_PROCESSING_SECONDS.labels(self._service, topic.base_name).observe(watch.elapsed)

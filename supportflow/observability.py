@@ -76,6 +76,11 @@ EVENTS_DEAD_LETTERED = Counter(
 EVENTS_DUPLICATE = Counter(
     "supportflow_events_duplicate_total", "Redelivered events skipped by event id", ["service", "topic"]
 )
+HANDLED_IDS_MALFORMED = Counter(
+    "supportflow_handled_ids_malformed_total",
+    "Records of a consumer group's handled-ids topic skipped as malformed when read back",
+    ["service"],
+)
 EVENT_PROCESSING_SECONDS = Histogram(
     "supportflow_event_processing_seconds",
     "Time to handle one event",

@@ -14,6 +14,9 @@ from google.protobuf.message import Message
 from supportflow.contracts.v1 import events_pb2 as ev
 
 DEAD_LETTER_SUFFIX = ".dlq"
+# A committing consumer group's memory of the event ids it handled (ConsumerLoop's redelivery
+# memory): one topic per group, named after the group, created by the group's first consumer.
+HANDLED_IDS_SUFFIX = ".handled-ids"
 
 
 class Topic(enum.Enum):
@@ -69,3 +72,10 @@ def all_physical_names(prefix: str) -> list[str]:
     for topic in Topic:
         names += [topic.name_in(prefix), topic.dead_letter_in(prefix)]
     return names
+
+
+def handled_ids_in(prefix: str, group_id: str) -> str:
+    """The topic holding the event ids consumer group `group_id` handled, inside the namespace of
+    `prefix` (group ids normally start with it already)."""
+    scoped = group_id if group_id.startswith(prefix) else f"{prefix}{group_id}"
+    return f"{scoped}{HANDLED_IDS_SUFFIX}"

@@ -6,10 +6,13 @@ import threading
 import time
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, ConfigResource
+from prometheus_client import REGISTRY
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import (
+    HANDLED_IDS_RETENTION_MARGIN_S,
     ConsumerLoop,
     Emit,
     EventPublisher,
@@ -147,6 +150,97 @@ def test_a_repeat_that_arrives_after_a_restart_is_still_skipped(settings):
     stop.set()
     thread.join(15)
     assert handled[len(earlier):] == [new.meta.event_id]
+
+
+def run_until_handled(settings, group, handled, *event_ids, timeout_s=60.0):
+    """Run a loop of `group` that appends each event id it handles to `handled` until it has
+    handled all of `event_ids` (the last of a partition is published after what it must see first)."""
+    def done():
+        return set(event_ids) <= set(handled)
+
+    loop, stop, thread = start_loop(settings, lambda e: handled.append(e.meta.event_id) or [], group=group)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not done() and time.monotonic() < deadline and loop.error is None:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(15)
+    assert loop.error is None
+    assert done(), "the loop never got to the last event"
+    return loop
+
+
+def test_a_repeat_after_more_than_5000_other_messages_is_skipped_and_one_older_than_the_ttl_is_handled(settings):
+    """The group's handled-ids topic remembers by time, not by count: a sender's retry that comes
+    after a restart and 6,000 other messages is skipped (the old read-back of the 5,000 messages
+    before the committed offsets missed it), a malformed record in that topic is skipped and
+    counted, and with a tiny time to live an id handled longer ago than that is handled again."""
+    settings = settings.replace(topic_partitions=3)
+    ensure_topics(settings)
+    source = Topic.TICKETS_RECEIVED.name_in(settings.topic_prefix)
+    publisher = EventPublisher(settings, "test")
+    group, handled = f"{settings.topic_prefix}dedupe", []
+
+    def publish(*events, key="retried"):
+        for event in events:
+            publisher.publish(Topic.TICKETS_RECEIVED, key, event)
+        publisher.flush()
+
+    first = ticket_event("retried")
+    publish(first)
+    loop = run_until_handled(settings, group, handled, first.meta.event_id)
+    assert handled == [first.meta.event_id]
+
+    # 6,000 other messages pass through the group (another run of it), in bulk.
+    producer = Producer(kafka_config(settings) | {"linger.ms": 20})
+    others = [ticket_event(f"o-{index}") for index in range(6_000)]
+    for event in others:
+        value, headers = encode(event)
+        producer.produce(source, key=event.ticket.ticket_id.encode(), value=value, headers=headers)
+        producer.poll(0)
+    producer.flush(30)
+    run_until_handled(settings, group, handled, *[e.meta.event_id for e in others])
+    assert sorted(handled[1:]) == sorted(e.meta.event_id for e in others)
+
+    # The sender retries (a sentinel follows it on its partition); and someone wrote garbage into
+    # the group's handled-ids topic.
+    ids_topic = loop.handled_ids_topic
+    producer.produce(ids_topic, key=None, value=b"not a handled id", partition=0)
+    producer.flush(10)
+    malformed_before = REGISTRY.get_sample_value("supportflow_handled_ids_malformed_total", {"service": "test"}) or 0
+    fresh = ticket_event("fresh")
+    publish(first, fresh)
+    run_until_handled(settings, group, handled, fresh.meta.event_id)
+    assert handled[6_001:] == [fresh.meta.event_id], "the retry after 6,000 other messages must be skipped"
+    assert REGISTRY.get_sample_value("supportflow_handled_ids_malformed_total", {"service": "test"}) == malformed_before + 1
+
+    admin = AdminClient(kafka_config(settings))
+    assert len(admin.list_topics(topic=ids_topic, timeout=10).topics[ids_topic].partitions) == 3
+    config = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, ids_topic)])
+    described = next(iter(config.values())).result(timeout=10)
+    assert described["cleanup.policy"].value == "delete"
+    assert int(described["retention.ms"].value) == int((settings.dedupe_ttl_s + HANDLED_IDS_RETENTION_MARGIN_S) * 1000)
+
+    # A tiny time to live in another group: remembered within it, handled again after it.
+    ttl_s = 12.0
+    short = settings.replace(dedupe_ttl_s=ttl_s)
+    short_group, seen = f"{settings.topic_prefix}short-ttl", []
+    repeat = ticket_event("repeat")
+    publish(repeat)
+    run_until_handled(short, short_group, seen, *[e.meta.event_id for e in [first, *others, fresh, repeat]])
+    handled_at, before = time.monotonic(), len(seen)
+    sentinel = ticket_event("sentinel-1")
+    publish(repeat, sentinel)
+    run_until_handled(short, short_group, seen, sentinel.meta.event_id)
+    assert time.monotonic() - handled_at < ttl_s - 1, "too slow to test the time to live"
+    assert seen[before:] == [sentinel.meta.event_id], "within the time to live, the repeat is skipped"
+    time.sleep(max(0.0, handled_at + ttl_s + 1 - time.monotonic()))
+    sentinel = ticket_event("sentinel-2")
+    publish(repeat, sentinel)
+    run_until_handled(short, short_group, seen, sentinel.meta.event_id)
+    assert seen[before + 1:] == [repeat.meta.event_id, sentinel.meta.event_id], \
+        "older than the time to live, it is handled again"
 
 
 def test_transient_failures_are_retried_then_processed_once(settings):
