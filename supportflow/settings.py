@@ -71,10 +71,10 @@ class Settings(BaseSettings):
     topic_partitions: int = 3
     topic_replication: int = 1
     # How long a committing consumer group remembers the event ids it handled, to skip a sender's
-    # retry or a redelivery (ConsumerLoop; kept in the group's `<group>.handled-ids` topic). 7 days
-    # covers the longest sender's retry window we take in: a mail server retries a mail it could
-    # not hand over for 4-5 days (RFC 5321, 4.5.4.1); helpdesks retry webhooks sooner.
-    dedupe_ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
+    # retry or a redelivery (ConsumerLoop; kept in the group's `<group>.handled-ids` topic). A day
+    # covers helpdesks' webhook retries and a mail server's retries of a mail it saw no reply to
+    # within the day; memory grows with the events a group handles in one TTL (~170 bytes each).
+    dedupe_ttl_s: float = Field(24 * 3600.0, gt=0)
 
     # Weaviate. The defaults point at the server that `supportflow dev up` starts.
     weaviate_http_host: str = "127.0.0.1"

@@ -112,8 +112,8 @@ def test_handled_ids_topics_are_named_in_the_registry_inside_the_namespace():
 
 
 def test_the_time_to_live_is_a_validated_setting():
-    assert Settings.from_env({}).dedupe_ttl_s == 7 * 24 * 3600
-    assert Settings.from_env({"SUPPORTFLOW_DEDUPE_TTL_S": "86400"}).dedupe_ttl_s == 86400
+    assert Settings.from_env({}).dedupe_ttl_s == 24 * 3600
+    assert Settings.from_env({"SUPPORTFLOW_DEDUPE_TTL_S": "604800"}).dedupe_ttl_s == 604800
     for bad in ("0", "-5", "a day"):
         with pytest.raises(SettingsError, match="SUPPORTFLOW_DEDUPE_TTL_S"):
             Settings.from_env({"SUPPORTFLOW_DEDUPE_TTL_S": bad})
