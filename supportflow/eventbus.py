@@ -439,6 +439,7 @@ class ConsumerLoop:
         start_at: Mapping[tuple[str, int], int] | None = None,
         after_batch: Callable[[dict[tuple[str, int], int]], None] | None = None,
         via: Topic | None = None,
+        session_timeout_s: float = 10.0,
     ) -> None:
         self._settings = settings
         self._positioned = bool(start_at)
@@ -472,8 +473,8 @@ class ConsumerLoop:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "client.id": f"{service}-{os.getpid()}",
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
+                "session.timeout.ms": int(session_timeout_s * 1000),
+                "heartbeat.interval.ms": max(int(session_timeout_s * 100), 100),
             }
         )
         self._assigned = threading.Event()

@@ -153,7 +153,8 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
 
     # Bad input events are dead-lettered by the intake, on their own topics' twins, as before.
     intake = ConsumerLoop(settings, SERVICE, {topic: forward_to_log for topic in INPUTS}, publisher, health,
-                          group=f"{settings.topic_prefix}{SERVICE}-intake")
+                          group=f"{settings.topic_prefix}{SERVICE}-intake",
+                          session_timeout_s=settings.learner_session_timeout_s)
     outcomes = ConsumerLoop(settings, SERVICE, handlers, publisher, health, via=LOG,
                             group=f"{settings.topic_prefix}{SERVICE}-apply", broadcast=True,
                             start_at=snapshot.positions if snapshot else None,
