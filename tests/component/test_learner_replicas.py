@@ -26,6 +26,7 @@ import grpc
 import pytest
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
@@ -287,6 +288,9 @@ def test_two_replicas_serve_the_panel_of_one_replica(settings, second_namespace,
     for name, namespace, count in (("one", second_namespace, 1), ("two", settings, 2)):
         ns = learner_settings(namespace, tmp_path)
         ensure_topics(ns)
+        log_name = Topic.LEARNER_EVENTS.name_in(ns.topic_prefix)
+        admin = AdminClient(kafka_config(ns))
+        assert len(admin.list_topics(log_name, timeout=10).topics[log_name].partitions) == 1  # the others: 4
         replicas = [Replica(ns, tmp_path, f"{name}-{i}").start() for i in range(count)]
         try:
             for replica in replicas:
