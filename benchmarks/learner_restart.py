@@ -9,7 +9,11 @@ GetKpis answers with all N tickets (GetKpis waits for its replica to apply the l
 so the first full answer is the moment it has); it is stopped (its snapshot written at shutdown),
 started again without the snapshot folder, and started a third time with it.
 
-    python benchmarks/learner_restart.py [--tickets 100000] [--json]
+    python benchmarks/learner_restart.py [--tickets 100000] [--inputs] [--code-dir PATH] [--json]
+
+--inputs writes the events on the learner's input topics instead (its intake passes them on to the
+log at the first start); --code-dir starts another checkout's learner on the same load (e.g. main's
+before the log, which replays its input topics themselves: run it with --inputs).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,14 +52,19 @@ T0 = 1_700_000_000
 ARCHETYPES = [tk.ARCHETYPE_FAQ_BOUNDED, tk.ARCHETYPE_REPETITIVE, tk.ARCHETYPE_ACCOUNT_SPECIFIC]
 
 
-def write_log(settings: Settings, tickets: int) -> int:
-    """N decided tickets and a survey each, on the log as the intake writes them; the records written."""
+def write_log(settings: Settings, tickets: int, on_inputs: bool) -> int:
+    """N decided tickets and a survey each, on the log as the intake writes them (or on the input
+    topics); the records written."""
     publisher = EventPublisher(settings, "bench")
     log_name = Topic.LEARNER_EVENTS.name_in(settings.topic_prefix)
     written = 0
 
     def put(source: Topic, key: str, event) -> None:
         nonlocal written
+        if on_inputs:
+            publisher.publish(source, key, event)
+            written += 1
+            return
         value, headers = encode(event)
         publisher.produce_raw(log_name, key.encode(), value, headers + [(H_SOURCE_TOPIC, source.base_name.encode())])
         written += 1
@@ -75,15 +85,22 @@ def write_log(settings: Settings, tickets: int) -> int:
     return written
 
 
-def timed_start(settings: Settings, tickets: int, log_path: Path) -> tuple[dict, subprocess.Popen]:
+def timed_start(settings: Settings, tickets: int, log_path: Path, code_dir: Path) -> tuple[dict, subprocess.Popen]:
     """Start one learner; seconds until GetKpis serves all `tickets`, and until it is ready."""
     ops, grpc_port = free_port(), free_port()
     env = os.environ | settings.to_env() | {"SUPPORTFLOW_OPS_PORT": str(ops), "SUPPORTFLOW_GRPC_PORT": str(grpc_port),
-                                            "PYTHONPATH": str(ROOT)}
+                                            "PYTHONPATH": str(code_dir)}
     with open(log_path, "ab") as log:
         launched = time.monotonic()
         process = subprocess.Popen([sys.executable, "-m", "services.learner.main"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, cwd=str(ROOT))
+                                   stderr=subprocess.STDOUT, cwd=str(code_dir))
+    while True:  # a channel opened before the server listens waits out gRPC's reconnect backoff
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        try:
+            socket.create_connection(("127.0.0.1", grpc_port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.02)
     stub = services_pb2_grpc.LearnerStub(open_channel("bench", f"127.0.0.1:{grpc_port}", 30.0))
     ready_s = None
     while True:
@@ -104,7 +121,15 @@ def timed_start(settings: Settings, tickets: int, log_path: Path) -> tuple[dict,
             continue
         if sum(r.tickets for r in rows if r.archetype != "all") == tickets:
             break
-    return {"panel_served_s": round(time.monotonic() - launched, 2),
+    served_s = time.monotonic() - launched
+    while ready_s is None and time.monotonic() - launched < 60:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ops}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    ready_s = time.monotonic() - launched
+        except OSError:
+            time.sleep(0.05)
+    return {"panel_served_s": round(served_s, 2),
             "ready_s": round(ready_s, 2) if ready_s is not None else None}, process
 
 
@@ -113,27 +138,30 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(120)
 
 
-def run(tickets: int) -> dict:
+def run(tickets: int, on_inputs: bool, code_dir: Path, keep: bool = False) -> dict:
     settings = Settings().replace(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.", topic_partitions=4)
     work = Path(tempfile.mkdtemp(prefix="learner-restart-"))
     snapshots = work / "snapshots"
     ensure_topics(settings)
-    figures: dict = {"tickets": tickets}
+    figures: dict = {"tickets": tickets, "written_on": "inputs" if on_inputs else "log", "code_dir": str(code_dir)}
     try:
         started = time.perf_counter()
-        figures["log_records"] = write_log(settings, tickets)
-        figures["log_written_s"] = round(time.perf_counter() - started, 1)
+        figures["records"] = write_log(settings, tickets, on_inputs)
+        figures["written_s"] = round(time.perf_counter() - started, 1)
         with_snapshots = settings.replace(learner_snapshot_dir=snapshots)
         for name, chosen in (("first_start_replay", with_snapshots), ("restart_replay", settings),
                              ("restart_snapshot", with_snapshots)):
-            figures[name], process = timed_start(chosen, tickets, work / f"{name}.log")
+            figures[name], process = timed_start(chosen, tickets, work / f"{name}.log", code_dir)
             stopped = time.monotonic()
             stop(process)
             figures[name]["stop_s"] = round(time.monotonic() - stopped, 2)
         figures["snapshot_bytes"] = (snapshots / FILE_NAME).stat().st_size
     finally:
         delete_namespace_topics(settings)
-        shutil.rmtree(work, ignore_errors=True)
+        if keep:
+            print(f"logs kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return figures
 
 
@@ -141,9 +169,12 @@ def main() -> int:
     logging.basicConfig(level=logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tickets", type=int, default=100_000)
+    parser.add_argument("--inputs", action="store_true", help="write the events on the input topics")
+    parser.add_argument("--code-dir", type=Path, default=ROOT, help="the checkout whose learner is started")
+    parser.add_argument("--keep", action="store_true", help="keep the learners' logs (and the snapshot)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    figures = run(args.tickets)
+    figures = run(args.tickets, args.inputs, args.code_dir.resolve(), args.keep)
     print(json.dumps(figures, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in figures.items()))
     return 0
 
