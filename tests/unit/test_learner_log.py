@@ -162,3 +162,23 @@ def test_the_log_hands_each_record_to_its_source_topics_handler_and_dead_letters
     assert seen == [("decided", "t1"), ("feedback", "t2")]
     [(name, _key, _value, dead_headers)] = publisher.raw
     assert name == "p.learner.events.dlq" and header(Record("", b"", dead_headers), H_DLQ_REASON) == "invalid_event"
+
+
+class Context:
+    def __init__(self, remaining: float | None) -> None:
+        self._remaining = remaining
+
+    def time_remaining(self):
+        return self._remaining
+
+
+@pytest.mark.parametrize("remaining, waited", [(None, 5.0), (30.0, 5.0), (2.0, 1.7), (0.1, 0.0)])
+def test_the_panel_waits_for_the_log_at_most_its_bound_and_never_past_the_calls_deadline(remaining, waited):
+    from supportflow.contracts.v1 import services_pb2
+
+    from services.learner.servicer import LearnerServicer
+
+    waits = []
+    servicer = LearnerServicer(make_learner(), "rho-bank", before_answer=waits.append, max_wait_s=5.0)
+    servicer.GetKpis(services_pb2.GetKpisRequest(tenant_id="rho-bank"), Context(remaining))
+    assert waits == [pytest.approx(waited)]
