@@ -158,16 +158,16 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     intake = ConsumerLoop(settings, SERVICE, {topic: forward_to_log for topic in INPUTS}, publisher, health,
                           group=f"{settings.topic_prefix}{SERVICE}-intake", batch_size=INTAKE_BATCH,
                           session_timeout_s=settings.learner_session_timeout_s)
-    outcomes = ConsumerLoop(settings, SERVICE, handlers, publisher, health, via=LOG,
-                            group=f"{settings.topic_prefix}{SERVICE}-apply", broadcast=True,
-                            start_at=snapshot.positions if snapshot else None,
-                            after_batch=save_snapshot if store is not None else None)
-    applied = AppliedThroughEnd(settings, lambda: outcomes.positions)
+    apply_log = ConsumerLoop(settings, SERVICE, handlers, publisher, health, via=LOG,
+                             group=f"{settings.topic_prefix}{SERVICE}-apply", broadcast=True,
+                             start_at=snapshot.positions if snapshot else None,
+                             after_batch=save_snapshot if store is not None else None)
+    applied = AppliedThroughEnd(settings, lambda: apply_log.positions)
 
     def final_snapshot() -> None:
-        # Only once the outcome loop has exited: mid-batch, state and positions would disagree.
-        if store is not None and outcomes.stopped.is_set() and store.changed(outcomes.positions):
-            store.try_save(learner.export_state, outcomes.positions)
+        # Only once the apply loop has exited: mid-batch, state and positions would disagree.
+        if store is not None and apply_log.stopped.is_set() and store.changed(apply_log.positions):
+            store.try_save(learner.export_state, apply_log.positions)
 
     stop_replay_watch = threading.Event()
 
@@ -191,7 +191,7 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     collector = LearnerCollector(learner)
     REGISTRY.register(collector)
     return ServiceParts(
-        consumers=[outcomes, overrides, intake],
+        consumers=[apply_log, overrides, intake],
         grpc=[(services_pb2_grpc.add_LearnerServicer_to_server,
                LearnerServicer(learner, settings.default_tenant, before_answer=applied.wait, max_wait_s=PANEL_WAIT_S),
                "supportflow.contracts.v1.Learner")],
