@@ -110,6 +110,15 @@ def run(count: int) -> dict:
     for item in feedback:
         learner.on_feedback(item)
     learner_s = time.perf_counter() - started
+    # As the replicated log applies them (services/learner/main.py): each event once by its id.
+    once = Learner(LearnerConfig.load())
+    on_decided, on_feedback = once.applied_once(once.on_decided), once.applied_once(once.on_feedback)
+    started = time.perf_counter()
+    for decision in decisions:
+        on_decided(decision)
+    for item in feedback:
+        on_feedback(item)
+    once_s = time.perf_counter() - started
     read_started = time.perf_counter()
     rows = learner.kpi_rows("rho-bank")
     read_ms = (time.perf_counter() - read_started) * 1000
@@ -132,6 +141,7 @@ def run(count: int) -> dict:
         "packet_completeness_mean": round(statistics.mean(packets), 3) if packets else None,
         "learner_events": len(decisions) + len(feedback),
         "learner_events_per_s": round((len(decisions) + len(feedback)) / learner_s),
+        "learner_events_per_s_applied_once": round((len(decisions) + len(feedback)) / once_s),
         "kpi_rows": len(rows),
         "kpi_panel_read_ms": round(read_ms, 2),
         "learner_replay_handling_s": round(learner_s, 2),

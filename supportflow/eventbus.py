@@ -67,6 +67,7 @@ H_DLQ_TOPIC = "sf-dlq-origin-topic"
 H_DLQ_PARTITION = "sf-dlq-origin-partition"
 H_DLQ_OFFSET = "sf-dlq-origin-offset"
 H_DLQ_SERVICE = "sf-dlq-service"
+H_SOURCE_TOPIC = "sf-source-topic"  # on a log topic (Forward): the topic the record was first published on
 
 
 class InvalidEvent(Exception):
@@ -106,8 +107,10 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     wanted = [name for name in all_physical_names(settings.topic_prefix) if name not in existing]
     if not wanted:
         return []
+    fixed = {name: topic.partitions for topic in Topic if topic.partitions
+             for name in (topic.name_in(settings.topic_prefix), topic.dead_letter_in(settings.topic_prefix))}
     futures = admin.create_topics(
-        [NewTopic(name, settings.topic_partitions, settings.topic_replication) for name in wanted],
+        [NewTopic(name, fixed.get(name, settings.topic_partitions), settings.topic_replication) for name in wanted],
         request_timeout=timeout_s,
     )
     for name, future in futures.items():
@@ -175,6 +178,15 @@ class Emit:
     event: Message
 
 
+@dataclass(frozen=True)
+class Forward:
+    """What a handler returns to pass the record it was given on to the log topic `to`, untouched
+    (same key, value, headers and event id) plus a header naming the topic it came from, so that a
+    loop reading the log (`ConsumerLoop(via=...)`) hands it to that topic's handler."""
+
+    to: Topic
+
+
 def encode(event: Message, traceparent: str | None = None) -> tuple[bytes, list[tuple[str, bytes]]]:
     headers = [
         (H_CONTENT_TYPE, CONTENT_TYPE.encode()),
@@ -231,6 +243,37 @@ def read_ranges(
     finally:
         reader.close()
     return set(pending)
+
+
+class LogEnd:
+    """The end offset of a one-partition topic (a log) now, read on demand with a client of its own
+    (a loop's consumer belongs to the loop's thread): a reader whose position has reached it has
+    seen everything written before the question."""
+
+    def __init__(self, settings: Settings, topic: Topic) -> None:
+        name = topic.name_in(settings.topic_prefix)
+        self._partition = TopicPartition(name, 0)
+        self._client = Consumer(kafka_config(settings) | {"group.id": f"log-end-{uuid.uuid4().hex}",
+                                                          "enable.auto.commit": False})
+        self._lock = threading.Lock()
+        found = self._client.list_topics(name, timeout=30).topics.get(name)
+        if found is not None and found.error is None and len(found.partitions) != 1:
+            self._client.close()
+            # Records spread over partitions have no one order: replicas would apply them differently.
+            raise RuntimeError(f"{name} has {len(found.partitions)} partitions; a log must have exactly one "
+                               "(recreate it with one, as `supportflow topics create` does)")
+
+    def offset(self, timeout_s: float) -> int:
+        """The next offset to be written; TransientError when Kafka does not answer in time."""
+        try:
+            with self._lock:
+                return self._client.get_watermark_offsets(self._partition, timeout=timeout_s, cached=False)[1]
+        except KafkaException as exc:
+            raise TransientError(f"end of {self._partition.topic} not read: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()
 
 
 def dead_letter_headers(message: KafkaMessage, service: str, reason: str, detail: str) -> list[tuple[str, bytes]]:
@@ -313,7 +356,7 @@ class EventPublisher:
             raise TransientError(f"{remaining} writes pending and {len(failures)} failed: {failures[:3]}")
 
 
-Handler = Callable[[Message], Iterable[Emit]]
+Handler = Callable[[Message], Iterable[Emit | Forward]]
 
 
 @dataclass
@@ -409,6 +452,10 @@ class ConsumerLoop:
     overrides, or state rebuilt by replay). `caught_up` is set once the loop has handled everything
     that was on its partitions when they were assigned.
 
+    `via=<log topic>` reads that one topic instead, whose records were passed on to it by a
+    `Forward` from other topics: each goes to the handler of the topic its source header names
+    (the learner's replicated log).
+
     `workers > 1` handles the messages of a batch on that many threads, one key (ticket) per
     thread at a time so one ticket's events keep their order; the batch is still published and
     acknowledged before its offsets are committed. For handlers that wait on other services (the
@@ -445,6 +492,8 @@ class ConsumerLoop:
         start_at: Mapping[tuple[str, int], int] | None = None,
         after_batch: Callable[[dict[tuple[str, int], int]], None] | None = None,
         remember_handled: bool = True,
+        via: Topic | None = None,
+        session_timeout_s: float = 10.0,
     ) -> None:
         self._settings = settings
         self._positioned = bool(start_at)
@@ -462,7 +511,10 @@ class ConsumerLoop:
         self._batch_handled: list[tuple[str, int, float]] = []
         self._bookkeeping = threading.Lock()  # the handled ids and the dead-letter budget, across workers
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"{service}-worker") if workers > 1 else None
-        self._by_name = {topic.name_in(settings.topic_prefix): topic for topic in handlers}
+        self._via = via
+        self._sources = {topic.base_name: topic for topic in handlers}
+        self._by_name = ({via.name_in(settings.topic_prefix): via} if via is not None
+                         else {topic.name_in(settings.topic_prefix): topic for topic in handlers})
         group_id = group or f"{settings.topic_prefix}{service}"
         if broadcast:
             # Unique per loop (a restarted container keeps its hostname and pid), and never
@@ -480,8 +532,8 @@ class ConsumerLoop:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "client.id": f"{service}-{os.getpid()}",
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
+                "session.timeout.ms": int(session_timeout_s * 1000),
+                "heartbeat.interval.ms": max(int(session_timeout_s * 100), 100),
             }
         )
         self._assigned = threading.Event()
@@ -684,6 +736,14 @@ class ConsumerLoop:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    def _source_of(self, message: KafkaMessage) -> Topic:
+        """The topic whose handler takes a record read from the log (`via`)."""
+        source = self._sources.get(header(message, H_SOURCE_TOPIC) or "")
+        if source is None:
+            raise InvalidEvent(f"record on {self._via.base_name} from {header(message, H_SOURCE_TOPIC)!r}, "
+                               f"not one of {sorted(self._sources)}")
+        return source
+
     def _process(self, message: KafkaMessage) -> None:
         topic = self._by_name[message.topic()]
         EVENTS_CONSUMED.labels(self._service, topic.base_name).inc()
@@ -691,13 +751,14 @@ class ConsumerLoop:
         key = (message.key() or b"").decode("utf-8", "replace")
         with ticket_context(key):
             try:
-                event = decode(topic, message)
+                source = self._source_of(message) if self._via is not None else topic
+                event = decode(source, message)
                 with self._bookkeeping:
                     duplicate = event.meta.event_id in self._handled
                 if duplicate:
                     EVENTS_DUPLICATE.labels(self._service, topic.base_name).inc()
                     return
-                emits = list(self._handlers[topic](event))
+                emits = list(self._handlers[source](event))
             except InvalidEvent as exc:
                 self._dead_letter(topic, message, "invalid_event", str(exc))
                 return
@@ -709,6 +770,9 @@ class ConsumerLoop:
                 return
             parent = header(message, H_TRACEPARENT)
             for index, emit in enumerate(emits):
+                if isinstance(emit, Forward):
+                    self._forward(message, topic, emit.to)
+                    continue
                 # Reprocessing the same input yields the same output ids, so consumers downstream
                 # can drop what an interrupted batch had already published.
                 emit.event.meta.event_id = derived_event_id(event.meta.event_id, emit.topic, index)
@@ -720,6 +784,12 @@ class ConsumerLoop:
         with self._bookkeeping:
             self._budget.record(False)
         EVENT_PROCESSING_SECONDS.labels(self._service, topic.base_name).observe(watch.elapsed)
+
+    def _forward(self, message: KafkaMessage, source: Topic, to: Topic) -> None:
+        headers = [(name, value) for name, value in message.headers() or [] if name != H_SOURCE_TOPIC]
+        self._publisher.produce_raw(to.name_in(self._settings.topic_prefix), message.key(), message.value(),
+                                    headers + [(H_SOURCE_TOPIC, source.base_name.encode())])
+        EVENTS_PRODUCED.labels(self._service, to.base_name).inc()
 
     def _dead_letter(self, topic: Topic, message: KafkaMessage, reason: str, detail: str) -> None:
         headers = dead_letter_headers(message, self._service, reason, detail)

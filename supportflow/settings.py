@@ -180,6 +180,9 @@ class Settings(BaseSettings):
     # topics from the beginning.
     learner_snapshot_dir: Path | None = None
     learner_snapshot_interval_s: float = 300.0
+    # How long Kafka waits for a silent learner replica before handing its intake partitions to
+    # another (the learner's panel is served meanwhile; only new input waits).
+    learner_session_timeout_s: float = 10.0
     # The escalator's faust tables (services/escalator/agents.py): "memory://" keeps them in
     # process memory, recovered from their changelogs at each start (tests, small deployments);
     # "rocksdb://" keeps them on disk under escalator_table_dir (default: <cache_dir>/escalator-tables;

@@ -45,10 +45,15 @@ class Topic(enum.Enum):
     # incident, keyed by their burst signature, so one replica owns each signature's windows. It
     # carries both messages untouched (the message-type header says which).
     ESCALATOR_BY_SIGNATURE = ("escalator.tickets_by_signature", ev.TicketClassified)
+    # The learner's own log: every input the learner handles, passed on untouched by its intake
+    # with the topic it came from in a header (eventbus.Forward), in ONE partition, so that every
+    # replica applies the same events in the same order (services/learner/main.py).
+    LEARNER_EVENTS = ("learner.events", ev.TicketDecided, 1)
 
-    def __init__(self, base_name: str, message_type: type[Message]) -> None:
+    def __init__(self, base_name: str, message_type: type[Message], partitions: int | None = None) -> None:
         self.base_name = base_name
         self.message_type = message_type
+        self.partitions = partitions  # None: the deployment's SUPPORTFLOW_TOPIC_PARTITIONS
 
     def name_in(self, prefix: str) -> str:
         """The physical topic name in a deployment whose topics carry `prefix`."""

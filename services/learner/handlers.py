@@ -21,12 +21,16 @@ Bad input: an outcome for a ticket not decided yet is held until its decision co
 without a latency) raises InvalidEvent, so the consumer dead-letters it with the reason, and
 `supportflow_learner_invalid_outcomes_total` counts it.
 
-State is in memory and rebuilt at every start by replaying the input topics (main.py). While the
-learner replays (`replaying=True`) it holds the overrides and QA samples it would emit;
-`finish_replay` then returns the overrides `routing.overrides` does not already hold (their ids are
-deterministic) and the samples of the current week (their event ids derive from their input's, so
-the workspace drops one it already has). Two consumer threads and the gRPC server share the state,
-hence the lock. `export_state` and `from_state` carry the whole state across a restart (snapshots.py).
+State is in memory and rebuilt at every start by replaying the learner's log, learner.events, in its
+one order (main.py); every replica does, so every replica holds the same state. `applied_once`
+wraps each handler of the log: an event id applied already (the log is written at least once) is
+skipped, and the memory of applied ids is part of the state (applied_ids.py). While the learner
+replays (`replaying=True`) it holds the overrides and QA samples it would emit; `finish_replay`
+then returns the overrides `routing.overrides` does not already hold (their ids are deterministic)
+and the samples of the current week (their event ids derive from their decision's, as a live
+replica's do, so the workspace drops one it already has). Two consumer threads and the gRPC server
+share the state, hence the lock. `export_state` and `from_state` carry the whole state across a
+restart (snapshots.py).
 """
 
 from __future__ import annotations
@@ -41,11 +45,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from supportflow.contracts.v1 import events_pb2 as ev
-from supportflow.eventbus import Emit, InvalidEvent, new_meta
+from supportflow.eventbus import Emit, Handler, InvalidEvent, derived_event_id, new_meta
 from supportflow.timestamps import seconds_of
 from supportflow.topics import Topic
 
 from services.learner import metrics
+from services.learner.applied_ids import AppliedIds
 from services.learner.config import QA_CLASSES, QA_NONE, LearnerConfig, archetype_name
 from services.learner.guardrails import ISSUER, GuardrailOutcome, Guardrails, GuardrailStatus, ReviewChange
 from services.learner.knowledge import KnowledgeLoop
@@ -99,6 +104,7 @@ class Learner:
         self._published: set[str] = set()  # ids of our overrides seen on routing.overrides
         self._rows_cache: dict[str, _CachedRows] = {}
         self._reviews: collections.deque[ReviewChange] = collections.deque(maxlen=MAX_REVIEWS_KEPT)
+        self._applied = AppliedIds()
 
     def export_state(self) -> bytes:
         """Everything the learner knows, for a snapshot, as JSON (state.py); taken under the lock,
@@ -114,6 +120,7 @@ class Learner:
                 "held_samples": [message_state(sample) for sample in self._held_samples.values()],
                 "published": sorted(self._published),
                 "reviews": [asdict(review) for review in self._reviews],
+                "applied": self._applied.to_state(),
             }
         return json.dumps(state, separators=(",", ":")).encode()
 
@@ -135,6 +142,7 @@ class Learner:
             learner._held_samples = {sample.ticket_id: sample for sample in samples}
             learner._published = set(values["published"])
             learner._reviews.extend(ReviewChange(**review) for review in values["reviews"])
+            learner._applied.load_state(values["applied"])
         except StateError:
             raise
         except (ValueError, KeyError, TypeError) as exc:  # JSON, or values of another shape
@@ -153,6 +161,26 @@ class Learner:
             self._held_samples.clear()
         return [_issue(trigger, override) for trigger, override in missing] + [_sample(s) for s in samples]
 
+    def applied_once(self, handler: Handler) -> Handler:
+        """`handler` for the events of the log: one whose id was applied already changes nothing
+        and emits nothing. An event the handler refuses (InvalidEvent) is not remembered, as the
+        consumer loop does not remember it: its copy is refused again."""
+        def apply(event) -> list[Emit]:
+            event_id = event.meta.event_id
+            with self._lock:
+                if event_id in self._applied:
+                    metrics.LOG_DUPLICATES.inc()
+                    return []
+            emits = list(handler(event))
+            with self._lock:
+                self._applied.add(event_id)
+            return emits
+        return apply
+
+    def applied_count(self) -> int:
+        with self._lock:
+            return len(self._applied)
+
     # -- inputs
 
     def on_received(self, event: ev.TicketReceived) -> list[Emit]:
@@ -161,10 +189,7 @@ class Learner:
         return []
 
     def on_decided(self, event: ev.TicketDecided) -> list[Emit]:
-        if not event.ticket.ticket_id:
-            raise InvalidEvent("decision without a ticket id")
-        if event.decision not in _DECISIONS:
-            raise InvalidEvent(f"unknown decision {event.decision}")
+        _check_decided(event)
         with self._lock:
             attached = self._kpis.record_decision(event)
             if attached is None:  # older than the decision already recorded for the ticket
@@ -184,17 +209,7 @@ class Learner:
             return emits
 
     def on_feedback(self, event: ev.FeedbackReceived) -> list[Emit]:
-        kind = event.WhichOneof("kind")
-        if not event.ticket_id or kind is None:
-            raise InvalidEvent("feedback needs a ticket id and a kind")
-        if kind == "csat":
-            score = event.csat.score
-            if not math.isfinite(score) or not 0.0 <= score <= 100.0:
-                metrics.INVALID_OUTCOMES.labels("csat_out_of_range").inc()
-                raise InvalidEvent(f"csat score {score} is outside 0..100")
-            if event.csat.latency == ev.CSAT_LATENCY_UNSPECIFIED:
-                metrics.INVALID_OUTCOMES.labels("csat_without_latency").inc()
-                raise InvalidEvent("csat without a latency (at_resolution, delayed or model_scored)")
+        _check_feedback(event)
         return self._outcome(event.meta.tenant_id, event.ticket_id, event)
 
     def on_agent_action(self, event: ev.AgentAction) -> list[Emit]:
@@ -211,8 +226,7 @@ class Learner:
         return self.on_feedback(feedback)
 
     def on_delivered(self, event: ev.DeliveryRecorded) -> list[Emit]:
-        if not event.ticket_id:
-            raise InvalidEvent("delivery record without a ticket id")
+        _check_delivered(event)
         return self._outcome(event.meta.tenant_id, event.ticket_id, event)
 
     def on_kb_gap(self, event: ev.KbGapDetected) -> list[Emit]:
@@ -229,9 +243,12 @@ class Learner:
 
     # -- the panel
 
-    def kpi_rows(self, tenant: str, archetype: str = "", segment: str = "", channel: str = "") -> list[KpiRowValues]:
-        """Rows for `tenant`, optionally one archetype, segment and/or channel ("all": the rollups)."""
-        rows = self._tenant_rows(tenant)
+    def kpi_rows(self, tenant: str, archetype: str = "", segment: str = "", channel: str = "", *,
+                 fresh: bool = False) -> list[KpiRowValues]:
+        """Rows for `tenant`, optionally one archetype, segment and/or channel ("all": the rollups).
+        `fresh`: of the state as it is now, never a throttled older computation (the panel served
+        over gRPC, which replicas must answer alike)."""
+        rows = self._tenant_rows(tenant, fresh)
         return [r for r in rows if (not archetype or r.archetype == archetype) and (not segment or r.segment == segment)
                 and (not channel or r.channel == channel)]
 
@@ -252,15 +269,16 @@ class Learner:
                 dropped_feedback=self._kpis.dropped_feedback,
             )
 
-    def _tenant_rows(self, tenant: str) -> list[KpiRowValues]:
+    def _tenant_rows(self, tenant: str, fresh: bool = False) -> list[KpiRowValues]:
         """The tenant's rows, computed from the records outside the lock (the consumers go on
         meanwhile) and kept until the state changes. A panel that takes more than SLOW_PANEL_S to
         compute (a large state) is recomputed at most once per PANEL_THROTTLE times its cost, so
-        reading it never takes more than a tenth of the learner's time."""
+        reading it never takes more than a tenth of the learner's time (Prometheus's scrapes); a
+        `fresh` read (GetKpis) always has the current state's."""
         with self._lock:
             version = self._kpis.version
             cached = self._rows_cache.get(tenant)
-            if cached is not None and (cached.version == version or (
+            if cached is not None and (cached.version == version or (not fresh and
                     cached.cost_s > SLOW_PANEL_S and time.monotonic() - cached.at < cached.cost_s * PANEL_THROTTLE)):
                 return cached.rows
             view = self._kpis.view(tenant)
@@ -316,6 +334,9 @@ class Learner:
         self._kpis.mark_qa_sampled(record.key.tenant, event.ticket.ticket_id)
         sample = ev.QaSampleRequested(meta=new_meta(record.key.tenant, PRODUCER), ticket_id=event.ticket.ticket_id,
                                       week=week, decision=event)
+        # The id the consumer loop gives the first output of this decision: the same whether a
+        # live replica emits it now or one that replayed the log emits it at `finish_replay`.
+        sample.meta.event_id = derived_event_id(event.meta.event_id, Topic.QA_SAMPLES, 0)
         if self._replaying:
             self._held_samples[event.ticket.ticket_id] = sample
             return []
@@ -361,6 +382,52 @@ _VERDICTS = {
 }
 _NOT_OUTCOMES = (ev.AGENT_ACTION_KIND_ESCALATE, ev.AGENT_ACTION_KIND_REASSIGN, ev.AGENT_ACTION_KIND_CONFIRM_ACTION,
                  ev.AGENT_ACTION_KIND_DECLINE_ACTION, ev.AGENT_ACTION_KIND_REDRAFT)
+
+
+def check_input(event) -> None:  # noqa: ANN001 - any of the learner's input events
+    """Raise InvalidEvent for an input event the handlers would refuse, saying why: the intake
+    (main.py) dead-letters it on its own topic's twin, once, instead of putting it on the log for
+    every replica to refuse."""
+    if isinstance(event, ev.TicketDecided):
+        _check_decided(event)
+    elif isinstance(event, ev.FeedbackReceived):
+        _check_feedback(event)
+    elif isinstance(event, ev.DeliveryRecorded):
+        _check_delivered(event)
+    elif isinstance(event, ev.AgentAction):
+        if event.kind == ev.AGENT_ACTION_KIND_ESCALATE:
+            if not (event.ticket_id or event.decision.ticket.ticket_id):
+                raise InvalidEvent("agent action without a ticket id")
+            return
+        feedback = feedback_of_action(event)
+        if feedback is not None:
+            _check_feedback(feedback)
+
+
+def _check_decided(event: ev.TicketDecided) -> None:
+    if not event.ticket.ticket_id:
+        raise InvalidEvent("decision without a ticket id")
+    if event.decision not in _DECISIONS:
+        raise InvalidEvent(f"unknown decision {event.decision}")
+
+
+def _check_feedback(event: ev.FeedbackReceived) -> None:
+    kind = event.WhichOneof("kind")
+    if not event.ticket_id or kind is None:
+        raise InvalidEvent("feedback needs a ticket id and a kind")
+    if kind == "csat":
+        score = event.csat.score
+        if not math.isfinite(score) or not 0.0 <= score <= 100.0:
+            metrics.INVALID_OUTCOMES.labels("csat_out_of_range").inc()
+            raise InvalidEvent(f"csat score {score} is outside 0..100")
+        if event.csat.latency == ev.CSAT_LATENCY_UNSPECIFIED:
+            metrics.INVALID_OUTCOMES.labels("csat_without_latency").inc()
+            raise InvalidEvent("csat without a latency (at_resolution, delayed or model_scored)")
+
+
+def _check_delivered(event: ev.DeliveryRecorded) -> None:
+    if not event.ticket_id:
+        raise InvalidEvent("delivery record without a ticket id")
 
 
 def _tenant_of(action: ev.AgentAction) -> str:

@@ -3,34 +3,48 @@ draft-for-review, and the weekly QA sample, from new tickets, decisions, outcome
 (tickets.feedback), agents' actions, deliveries and KB gaps; baselines and lexicons per tenant from
 `SUPPORTFLOW_TENANTS_DIR` (services/learner/tenant_data.py).
 
-Two consumer loops, both reading their topics from the beginning at every start (a group of their
-own per process): `routing.overrides`, which rebuilds the guardrail latches, and the outcomes
-(new tickets, decisions, feedback, agents' actions, deliveries, gaps), which rebuild the KPI panel. The retained topics are the learner's
-state, as a changelog is a Faust table's: a restart loses nothing and counts nothing twice. The
-outcomes wait until the overrides are replayed; once both loops have caught up, the overrides held
-during the replay that were never published are published. Run one replica; retention of the
-outcome topics bounds the history the panel can show. With a snapshot folder the outcome loop
-starts where the last snapshot left off instead of at the beginning (snapshots.py), so the replay
-at start is what came since.
+Runs as any number of replicas, each with the same state, through a replicated log:
+
+- intake: one consumer group shared by the replicas (committed, so each input event is read by
+  one of them) passes every input event on, untouched, to `learner.events`, a topic of ONE
+  partition, with the topic it came from in a header (eventbus.Forward): publish, flush, commit,
+  so at least once. An event the handlers would refuse (handlers.check_input) is dead-lettered
+  there instead, on its own topic's twin, once;
+- apply: every replica reads `learner.events` from its beginning (a group of its own, never
+  committed) and applies each event with the pure handlers in the log's one order, skipping an
+  event id it applied already (handlers.Learner.applied_once). Same log, same order, same
+  deterministic handlers: the same state on every replica, whichever replica's intake read what;
+- `routing.overrides` is read from its beginning by each replica as before (latches first, so
+  replayed evidence cannot re-fire them; each override applies once, by id).
+
+Outputs (overrides, QA samples, resolved tickets, KB proposals) are computed by every replica; their
+event ids derive from the log event that caused them, so the N copies are one event to the
+consumers downstream, which skip repeated ids. The log is the learner's state, as a changelog is a
+Faust table's: a restart loses nothing and counts nothing twice; its retention bounds the history
+the panel can show. With a snapshot folder the apply loop starts where the last snapshot left off
+(snapshots.py). GetKpis first waits (at most PANEL_WAIT_S) until this replica has applied the log
+up to its end as of the request, so every replica gives the same answer.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from google.protobuf.message import Message
 from prometheus_client import REGISTRY
 
 from supportflow.contracts.v1 import services_pb2_grpc
-from supportflow.eventbus import ConsumerLoop, Emit, EventPublisher, Handler, TransientError
+from supportflow.eventbus import ConsumerLoop, Emit, EventPublisher, Forward, Handler, LogEnd, TransientError
 from supportflow.observability import Health
 from supportflow.service import ServiceParts
 from supportflow.settings import Settings
 from supportflow.topics import DECISION_TOPICS, Topic
 
+from services.learner import metrics
 from services.learner.config import LearnerConfig
-from services.learner.handlers import Learner
+from services.learner.handlers import Learner, check_input
 from services.learner.metrics import LearnerCollector
 from services.learner.servicer import LearnerServicer
 from services.learner.snapshots import SnapshotStore, learner_version
@@ -38,10 +52,59 @@ from services.learner.state import StateError
 from services.learner.tenant_data import TenantData
 
 SERVICE = "learner"
-# Tenant data (baselines, lexicons) when SUPPORTFLOW_TENANTS_DIR is unset: the repository's, as the
-# investigator does.
+INPUTS = (*DECISION_TOPICS.values(), Topic.TICKETS_FEEDBACK, Topic.AGENT_ACTIONS, Topic.TICKETS_RECEIVED,
+          Topic.TICKETS_DELIVERED, Topic.KB_GAPS)
+LOG = Topic.LEARNER_EVENTS
+INTAKE_BATCH = 1000
+PANEL_WAIT_S = 5.0  # at most, for this replica to apply the log up to its end before GetKpis answers
 
 log = logging.getLogger(__name__)
+
+
+def forward_to_log(event: Message) -> list[Forward]:
+    """The intake's handler: an event the learner would refuse is dead-lettered here, on its own
+    topic's twin, once; any other is passed on to the log untouched."""
+    check_input(event)
+    return [Forward(LOG)]
+
+
+class AppliedThroughEnd:
+    """Waits, before the panel answers, until the apply loop has applied the log up to its end as
+    of the question; past the wait (or when the end cannot be read) the panel answers with what it
+    has, logged and counted (supportflow_learner_panel_waits_total)."""
+
+    def __init__(self, settings: Settings, positions) -> None:  # noqa: ANN001 - the loop's positions property
+        self._end = LogEnd(settings, LOG)
+        self._where = (LOG.name_in(settings.topic_prefix), 0)
+        self._positions = positions
+
+    def wait(self, timeout_s: float, *, panel: bool = True) -> bool:
+        """Whether the log was applied up to its end (as of the call) within `timeout_s`; a
+        `panel` wait is logged and counted when it was not."""
+        started = time.monotonic()
+        try:
+            end = self._end.offset(timeout_s=max(min(timeout_s, 2.0), 0.1))
+        except TransientError as exc:
+            if panel:
+                metrics.PANEL_WAITS.labels("unavailable").inc()
+                log.warning("panel answered without waiting for the log: its end is unknown",
+                            extra={"fields": {"error": str(exc)}})
+            return False
+        while self._positions().get(self._where, 0) < end:
+            if time.monotonic() - started >= timeout_s:
+                if panel:
+                    metrics.PANEL_WAITS.labels("timed_out").inc()
+                    log.warning("panel answered before this replica applied the log up to its end", extra={"fields": {
+                        "applied_to": self._positions().get(self._where, 0), "log_end": end,
+                        "waited_s": round(time.monotonic() - started, 3)}})
+                return False
+            time.sleep(0.005)
+        if panel:
+            metrics.PANEL_WAITS.labels("caught_up").inc()
+        return True
+
+    def close(self) -> None:
+        self._end.close()
 
 
 def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
@@ -79,33 +142,46 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
             return handler(event)
         return handle
 
-    handlers = {topic: after_overrides(learner.on_decided) for topic in DECISION_TOPICS.values()}
-    handlers |= {Topic.TICKETS_FEEDBACK: after_overrides(learner.on_feedback),
-                 Topic.AGENT_ACTIONS: after_overrides(learner.on_agent_action),
-                 Topic.TICKETS_RECEIVED: after_overrides(learner.on_received),
-                 Topic.TICKETS_DELIVERED: after_overrides(learner.on_delivered),
-                 Topic.KB_GAPS: after_overrides(learner.on_kb_gap)}
+    handlers = {topic: learner.on_decided for topic in DECISION_TOPICS.values()}
+    handlers |= {Topic.TICKETS_FEEDBACK: learner.on_feedback, Topic.AGENT_ACTIONS: learner.on_agent_action,
+                 Topic.TICKETS_RECEIVED: learner.on_received, Topic.TICKETS_DELIVERED: learner.on_delivered,
+                 Topic.KB_GAPS: learner.on_kb_gap}
+    handlers = {topic: after_overrides(learner.applied_once(handler)) for topic, handler in handlers.items()}
+
     def save_snapshot(positions: dict[tuple[str, int], int]) -> None:
         if store is not None and store.due(positions):
             store.try_save(learner.export_state, positions)
 
-    outcomes = ConsumerLoop(settings, SERVICE, handlers, publisher, health,
-                            group=f"{settings.topic_prefix}{SERVICE}-outcomes", broadcast=True,
-                            start_at=snapshot.positions if snapshot else None,
-                            after_batch=save_snapshot if store is not None else None)
+    # Bad input events are dead-lettered by the intake, on their own topics' twins, as before.
+    # Large batches: passing an event on costs little beside each batch's flush and commit (a
+    # backlog, as at a first start, goes through several times faster than in batches of 100).
+    intake = ConsumerLoop(settings, SERVICE, {topic: forward_to_log for topic in INPUTS}, publisher, health,
+                          group=f"{settings.topic_prefix}{SERVICE}-intake", batch_size=INTAKE_BATCH,
+                          session_timeout_s=settings.learner_session_timeout_s)
+    apply_log = ConsumerLoop(settings, SERVICE, handlers, publisher, health, via=LOG,
+                             group=f"{settings.topic_prefix}{SERVICE}-apply", broadcast=True,
+                             start_at=snapshot.positions if snapshot else None,
+                             after_batch=save_snapshot if store is not None else None)
+    applied = AppliedThroughEnd(settings, lambda: apply_log.positions)
 
     def final_snapshot() -> None:
-        # Only once the outcome loop has exited: mid-batch, state and positions would disagree.
-        if store is not None and outcomes.stopped.is_set() and store.changed(outcomes.positions):
-            store.try_save(learner.export_state, outcomes.positions)
+        # Only once the apply loop has exited: mid-batch, state and positions would disagree.
+        if store is not None and apply_log.stopped.is_set() and store.changed(apply_log.positions):
+            store.try_save(learner.export_state, apply_log.positions)
 
     stop_replay_watch = threading.Event()
 
     def finish_replay() -> None:
-        for loop in (overrides, outcomes):
+        # The replay is the log as it was at start plus the backlog of the inputs this replica's
+        # intake was given (a first start, or one after an outage of every replica, finds the
+        # inputs' backlog not yet on the log): outputs of either are held as before.
+        for loop in (overrides, intake):
             while not loop.caught_up.wait(0.5):
                 if stop_replay_watch.is_set():
                     return
+        while not applied.wait(0.5, panel=False):
+            if stop_replay_watch.is_set():
+                return
         held = learner.finish_replay()
         for emit in held:
             publisher.publish(emit.topic, emit.key, emit.event)
@@ -115,11 +191,12 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     collector = LearnerCollector(learner)
     REGISTRY.register(collector)
     return ServiceParts(
-        consumers=[outcomes, overrides],
-        grpc=[(services_pb2_grpc.add_LearnerServicer_to_server, LearnerServicer(learner, settings.default_tenant),
+        consumers=[apply_log, overrides, intake],
+        grpc=[(services_pb2_grpc.add_LearnerServicer_to_server,
+               LearnerServicer(learner, settings.default_tenant, before_answer=applied.wait, max_wait_s=PANEL_WAIT_S),
                "supportflow.contracts.v1.Learner")],
         on_start=[lambda: threading.Thread(target=finish_replay, name="learner-replay", daemon=True).start()],
-        on_stop=[stop_replay_watch.set, final_snapshot, lambda: REGISTRY.unregister(collector)],
+        on_stop=[stop_replay_watch.set, final_snapshot, applied.close, lambda: REGISTRY.unregister(collector)],
     )
 
 

@@ -37,6 +37,13 @@ Snapshots (services/learner/snapshots.py), when a snapshot folder is set:
 
     supportflow_learner_snapshots_total{outcome}         snapshots saved or failed (full or read-only disk)
 
+The replicated log (learner.events, main.py):
+
+    supportflow_learner_log_duplicates_total             events of the log skipped as already applied (by id)
+    supportflow_learner_panel_waits_total{outcome}       GetKpis waits for this replica to apply the log up to
+                                                         its end: caught_up, or timed_out (answered with what
+                                                         it had), or unavailable (the end could not be read)
+
 Cardinality: tenants x 4 archetypes x (segments + 1) x (channels + 1) series per KPI.
 """
 
@@ -87,6 +94,11 @@ KB_PROPOSALS = Counter(
 )
 
 SNAPSHOTS = Counter("supportflow_learner_snapshots_total", "Learner snapshots by outcome (saved, failed)", ["outcome"])
+LOG_DUPLICATES = Counter("supportflow_learner_log_duplicates_total",
+                         "Events of learner.events skipped as already applied (the same event id passed on twice)")
+PANEL_WAITS = Counter("supportflow_learner_panel_waits_total",
+                      "GetKpis waits for the log to be applied up to its end, by outcome (caught_up, timed_out, "
+                      "unavailable)", ["outcome"])
 
 AGENT_ACTIONS = Counter(
     "supportflow_learner_agent_actions_total",
@@ -124,7 +136,8 @@ def metric_names() -> list[str]:
            "supportflow_learner_guardrail_reviews_opened_total", "supportflow_learner_qa_samples_total",
            "supportflow_learner_invalid_outcomes_total",
            "supportflow_learner_kb_proposals_total", "supportflow_learner_snapshots_total",
-           "supportflow_learner_agent_actions_total"]
+           "supportflow_learner_agent_actions_total", "supportflow_learner_log_duplicates_total",
+           "supportflow_learner_panel_waits_total"]
     )
 
 

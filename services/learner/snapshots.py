@@ -1,15 +1,16 @@
-"""Learner snapshots: the learner's state with the positions in the outcome topics it was read up
-to, so that a restart reads only what came after instead of every retained event.
+"""Learner snapshots: the learner's state with the position in its log (learner.events) it was
+applied up to, so that a restart reads only what came after instead of every retained event.
 
-Without snapshots the learner rebuilds its state at every start by replaying its input topics from
-the beginning (main.py): about a minute per million retained events. With a snapshot folder
-(`SUPPORTFLOW_LEARNER_SNAPSHOT_DIR`), the outcome loop's thread writes a snapshot between two
-batches every `SUPPORTFLOW_LEARNER_SNAPSHOT_INTERVAL_S` (when it handled anything since the last)
-and once more at shutdown. It is taken under the learner's lock, after the batch's output was
-published: the state and the positions are one consistent cut. A restored learner starts the
-outcome loop at those positions; `routing.overrides` is read from its beginning as before (the
-guardrails apply each override once, by id), and overrides the tail of the replay would issue are
-held and compared with the topic as in a full replay.
+Without snapshots the learner rebuilds its state at every start by replaying its log from the
+beginning (main.py). With a snapshot folder (`SUPPORTFLOW_LEARNER_SNAPSHOT_DIR`), the apply loop's
+thread writes a snapshot between two batches every `SUPPORTFLOW_LEARNER_SNAPSHOT_INTERVAL_S` (when
+it applied anything since the last) and once more at shutdown. It is taken under the learner's
+lock, after the batch's output was published: the state (with the ids of the events applied last,
+applied_ids.py) and the position are one consistent cut. A restored learner starts the apply loop
+at that position; `routing.overrides` is read from its beginning as before (the guardrails apply
+each override once, by id), and overrides the tail of the replay would issue are held and compared
+with the topic as in a full replay. Replicas take their snapshots each in a folder of its own; as
+they hold the same state at the same position, any replica's snapshot would do for another.
 
 The file is written under a temporary name, flushed to disk and renamed over the previous one, so a
 crash while writing leaves the previous snapshot. Its first line is a JSON header; a snapshot of
@@ -41,7 +42,7 @@ from services.learner import metrics
 
 log = logging.getLogger(__name__)
 
-FORMAT = "supportflow-learner-snapshot/1"
+FORMAT = "supportflow-learner-snapshot/2"  # 2: positions in learner.events, applied ids in the state
 FILE_NAME = "learner.snapshot"
 
 Positions = Mapping[tuple[str, int], int]  # (physical topic, partition) -> next offset to read

@@ -70,7 +70,7 @@ class RunningLearner:
         for hook in self.parts.on_stop:
             hook()
         self.server.stop(0)
-        assert [c.error for c in self.parts.consumers] == [None, None]
+        assert [c.error for c in self.parts.consumers] == [None] * len(self.parts.consumers)
 
     def wait_for_row(self, tickets: int, timeout_s: float = 30.0):
         deadline = time.monotonic() + timeout_s
@@ -159,11 +159,15 @@ def test_agents_actions_from_the_workspace_are_counted_as_verdicts(settings):
     assert row.values["edit_burden"] == 0.25  # (0 for the approval + 0.5) / 2
 
 
-def outcome_events_read() -> float:
-    """Outcome events the learner's loops have read in this process (its counter is by base topic name)."""
-    topics = [t.base_name for t in DECISION_TOPICS.values()] + [Topic.TICKETS_FEEDBACK.base_name]
-    return sum(REGISTRY.get_sample_value("supportflow_events_consumed_total", {"service": "learner", "topic": topic}) or 0.0
-               for topic in topics)
+def events_read(*topics: Topic) -> float:
+    """Events the learner's loops have read from `topics` in this process (its counter is by base topic name)."""
+    return sum(REGISTRY.get_sample_value("supportflow_events_consumed_total", {"service": "learner", "topic": t.base_name})
+               or 0.0 for t in topics)
+
+
+def outcome_events_read() -> tuple[float, float]:
+    """Outcome events read by the intake from their topics, and by the apply loop from the log."""
+    return events_read(*DECISION_TOPICS.values(), Topic.TICKETS_FEEDBACK), events_read(Topic.LEARNER_EVENTS)
 
 
 @pytest.mark.parametrize("snapshots", [False, True], ids=["replay", "snapshot"])
@@ -201,9 +205,11 @@ def test_a_restart_mid_stream_loses_nothing_counts_nothing_twice_and_repeats_no_
         [row] = second.wait_for_row(7)
         time.sleep(2)  # time for a wrongly repeated override to reach the topic
         overrides = read_all(settings, overrides_topic, expected=2, timeout_s=5)
-    # Restored from the snapshot the first learner left at shutdown, the second reads only the six
-    # outcome events that came after it; without one, all eleven.
-    assert outcome_events_read() - read_before == (6 if snapshots else 11)
+    # The intake reads only the six outcome events its group had not committed. Restored from the
+    # snapshot the first learner left at shutdown, the apply loop reads only the six log events
+    # that came after it; without one, all eleven.
+    (inputs_after, log_after), (inputs_before, log_before) = outcome_events_read(), read_before
+    assert (inputs_after - inputs_before, log_after - log_before) == (6, 6 if snapshots else 11)
 
     assert (row.tickets, row.values["hallucinated_policy"]) == (7, 2)
     # Each ticket counts once, with its latest decision by time (t-3 was decided twice, on two

@@ -575,10 +575,8 @@ def test_production_scenario_autoscales_monitors_and_authenticates(helm: Helm) -
     for deployment in deployments.values():
         assert {"secretRef": {"name": "supportflow-secrets"}} in container(deployment)["envFrom"]
     assert "SUPPORTFLOW_KAFKA_SASL_PASSWORD" not in config  # secrets never land in the ConfigMap
-    assert "PodDisruptionBudget" not in {
-        doc["kind"] for doc in manifests.docs if doc["metadata"]["labels"].get(COMPONENT_LABEL) == "learner"
-    }
-    assert "escalator" in manifests.by_component("PodDisruptionBudget")
+    assert {"escalator", "learner"} <= set(manifests.by_component("PodDisruptionBudget"))
+    assert deployments["learner"]["spec"]["replicas"] == 2
 
 
 def test_the_alert_rules_render_as_a_prometheus_rule_when_asked(helm: Helm) -> None:

@@ -76,7 +76,8 @@ def test_the_state_is_json_and_comes_back_whole():
                                             qa=ev.QaResult(hallucinated_policy=True, note="invented fee")))
     state = learner.export_state()
     values = json.loads(state)
-    assert set(values) == {"kpis", "guardrails", "knowledge", "sampler", "held", "held_samples", "published", "reviews"}
+    assert set(values) == {"kpis", "guardrails", "knowledge", "sampler", "held", "held_samples", "published", "reviews",
+                           "applied"}
     assert values["kpis"]["pending"] and values["guardrails"]["guards"] and values["sampler"]["covered"]
     restored = Learner.from_state(state, LearnerConfig.load(), TENANTS)
     assert restored.export_state() == state

@@ -38,3 +38,9 @@ def test_the_deployment_namespace_is_never_deleted():
 
     with pytest.raises(ValueError, match="unprefixed"):
         delete_namespace_topics(Settings(topic_prefix=""))
+
+
+def test_the_learners_log_has_one_partition_and_every_other_topic_the_deployments_count():
+    # One partition: one order, which every learner replica applies alike (services/learner/main.py).
+    assert {t for t in Topic if t.partitions is not None} == {Topic.LEARNER_EVENTS}
+    assert Topic.LEARNER_EVENTS.partitions == 1

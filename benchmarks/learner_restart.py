@@ -1,0 +1,183 @@
+"""Restart of a learner holding many tickets, on the real Kafka (`supportflow dev up`): how long
+until GetKpis serves the whole panel again, replaying the learner's log from its beginning, and
+restored from a snapshot.
+
+The log (`learner.events`, in a namespace of its own) gets N decided tickets and a CSAT survey for
+each, as the learner's intake passes them on (the topic they came from in a header). Then one
+replica (`python -m services.learner.main`, with a snapshot folder) is started and timed until
+GetKpis answers with all N tickets (GetKpis waits for its replica to apply the log up to its end,
+so the first full answer is the moment it has); it is stopped (its snapshot written at shutdown),
+started again without the snapshot folder, and started a third time with it.
+
+    python benchmarks/learner_restart.py [--tickets 100000] [--inputs] [--code-dir PATH] [--json]
+
+--inputs writes the events on the learner's input topics instead (its intake passes them on to the
+log at the first start); --code-dir starts another checkout's learner on the same load (e.g. main's
+before the log, which replays its input topics themselves: run it with --inputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from supportflow.contracts.v1 import events_pb2 as ev  # noqa: E402
+from supportflow.contracts.v1 import services_pb2, services_pb2_grpc  # noqa: E402
+from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
+from supportflow.eventbus import (  # noqa: E402
+    H_SOURCE_TOPIC, EventPublisher, delete_namespace_topics, encode, ensure_topics, new_meta,
+)
+from supportflow.rpc import open_channel  # noqa: E402
+from supportflow.settings import Settings  # noqa: E402
+from supportflow.topics import DECISION_TOPICS, Topic  # noqa: E402
+from tooling.fleet import free_port  # noqa: E402
+
+from services.learner.snapshots import FILE_NAME  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+T0 = 1_700_000_000
+ARCHETYPES = [tk.ARCHETYPE_FAQ_BOUNDED, tk.ARCHETYPE_REPETITIVE, tk.ARCHETYPE_ACCOUNT_SPECIFIC]
+
+
+def write_log(settings: Settings, tickets: int, on_inputs: bool) -> int:
+    """N decided tickets and a survey each, on the log as the intake writes them (or on the input
+    topics); the records written."""
+    publisher = EventPublisher(settings, "bench")
+    log_name = Topic.LEARNER_EVENTS.name_in(settings.topic_prefix)
+    written = 0
+
+    def put(source: Topic, key: str, event) -> None:
+        nonlocal written
+        if on_inputs:
+            publisher.publish(source, key, event)
+            written += 1
+            return
+        value, headers = encode(event)
+        publisher.produce_raw(log_name, key.encode(), value, headers + [(H_SOURCE_TOPIC, source.base_name.encode())])
+        written += 1
+
+    for i in range(tickets):
+        ticket_id = f"b-{i:07d}"
+        decision = (ev.DECISION_RESPOND, ev.DECISION_REVIEW, ev.DECISION_ESCALATE)[i % 3]
+        decided = ev.TicketDecided(meta=new_meta("rho-bank", "escalator"), decision=decision,
+                                   ticket=tk.Ticket(ticket_id=ticket_id, tenant_id="rho-bank", customer_id=f"c-{i % 5000}"),
+                                   classification=tk.Classification(archetype=ARCHETYPES[i % 3], segment=("uk", "eu")[i % 2]))
+        decided.timeline.received_at.seconds = T0 + i
+        decided.timeline.decided_at.seconds = T0 + i + 3
+        put(DECISION_TOPICS[decision], ticket_id, decided)
+        put(Topic.TICKETS_FEEDBACK, ticket_id, ev.FeedbackReceived(
+            meta=new_meta("rho-bank", "gateway"), ticket_id=ticket_id,
+            csat=ev.CsatScore(latency=ev.CSAT_LATENCY_AT_RESOLUTION, score=float(80 + i % 21))))
+    publisher.flush(120)
+    return written
+
+
+def timed_start(settings: Settings, tickets: int, log_path: Path, code_dir: Path) -> tuple[dict, subprocess.Popen]:
+    """Start one learner; seconds until GetKpis serves all `tickets`, and until it is ready."""
+    ops, grpc_port = free_port(), free_port()
+    env = os.environ | settings.to_env() | {"SUPPORTFLOW_OPS_PORT": str(ops), "SUPPORTFLOW_GRPC_PORT": str(grpc_port),
+                                            "PYTHONPATH": str(code_dir)}
+    with open(log_path, "ab") as log:
+        launched = time.monotonic()
+        process = subprocess.Popen([sys.executable, "-m", "services.learner.main"], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, cwd=str(code_dir))
+    while True:  # a channel opened before the server listens waits out gRPC's reconnect backoff
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        try:
+            socket.create_connection(("127.0.0.1", grpc_port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.02)
+    stub = services_pb2_grpc.LearnerStub(open_channel("bench", f"127.0.0.1:{grpc_port}", 30.0))
+    ready_s = None
+    while True:
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        assert time.monotonic() - launched < 600, "no full panel after 600 s"
+        if ready_s is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ops}/readyz", timeout=1) as response:
+                    if response.status == 200:
+                        ready_s = time.monotonic() - launched
+            except OSError:
+                pass
+        try:
+            rows = stub.GetKpis(services_pb2.GetKpisRequest(tenant_id="rho-bank", segment="all", channel="all"),
+                                timeout=30).rows
+        except Exception:  # noqa: BLE001 - not serving yet
+            time.sleep(0.05)
+            continue
+        if sum(r.tickets for r in rows if r.archetype != "all") == tickets:
+            break
+    served_s = time.monotonic() - launched
+    while ready_s is None and time.monotonic() - launched < 60:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ops}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    ready_s = time.monotonic() - launched
+        except OSError:
+            time.sleep(0.05)
+    return {"panel_served_s": round(served_s, 2),
+            "ready_s": round(ready_s, 2) if ready_s is not None else None}, process
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(120)
+
+
+def run(tickets: int, on_inputs: bool, code_dir: Path, keep: bool = False) -> dict:
+    settings = Settings().replace(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.", topic_partitions=4)
+    work = Path(tempfile.mkdtemp(prefix="learner-restart-"))
+    snapshots = work / "snapshots"
+    ensure_topics(settings)
+    figures: dict = {"tickets": tickets, "written_on": "inputs" if on_inputs else "log", "code_dir": str(code_dir)}
+    try:
+        started = time.perf_counter()
+        figures["records"] = write_log(settings, tickets, on_inputs)
+        figures["written_s"] = round(time.perf_counter() - started, 1)
+        with_snapshots = settings.replace(learner_snapshot_dir=snapshots)
+        for name, chosen in (("first_start_replay", with_snapshots), ("restart_replay", settings),
+                             ("restart_snapshot", with_snapshots)):
+            figures[name], process = timed_start(chosen, tickets, work / f"{name}.log", code_dir)
+            stopped = time.monotonic()
+            stop(process)
+            figures[name]["stop_s"] = round(time.monotonic() - stopped, 2)
+        figures["snapshot_bytes"] = (snapshots / FILE_NAME).stat().st_size
+    finally:
+        delete_namespace_topics(settings)
+        if keep:
+            print(f"logs kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return figures
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.ERROR)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tickets", type=int, default=100_000)
+    parser.add_argument("--inputs", action="store_true", help="write the events on the input topics")
+    parser.add_argument("--code-dir", type=Path, default=ROOT, help="the checkout whose learner is started")
+    parser.add_argument("--keep", action="store_true", help="keep the learners' logs (and the snapshot)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    figures = run(args.tickets, args.inputs, args.code_dir.resolve(), args.keep)
+    print(json.dumps(figures, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in figures.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

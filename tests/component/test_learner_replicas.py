@@ -1,0 +1,376 @@
+"""The learner as replicas on the real Kafka, each a separate process (`python -m
+services.learner.main`, the container's command), on its replicated log (learner.events):
+
+- two replicas serve the same GetKpis panel, whichever is asked, and it is the panel of one replica
+  on the same input and of the pure handlers applied to it; both replicas' intakes take part;
+- kill -9 of a replica five times while the input streams in, and records repeated on the log (as
+  an intake killed between its publish and its commit leaves them): no event lost, none counted
+  twice, the panel afterwards exact on both replicas; the recovery times are printed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
+from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.eventbus import (
+    H_EVENT_ID, EventPublisher, decode, delete_namespace_topics, ensure_topics, header, kafka_config, new_meta,
+)
+from supportflow.rpc import open_channel
+from supportflow.settings import Settings
+from supportflow.topics import DECISION_TOPICS, Topic
+from tests.kafka_helpers import read_all
+from tooling.fleet import free_port
+
+from services.learner.config import LearnerConfig
+from services.learner.handlers import Learner
+from services.learner.servicer import LearnerServicer
+from services.learner.tenant_data import TenantData
+
+pytestmark = pytest.mark.infra
+
+ROOT = Path(__file__).resolve().parents[2]
+TENANTS = ROOT / "tests" / "unit" / "fixtures" / "learner-tenants"  # rho-bank: at-resolution baseline 80
+TENANT = "rho-bank"
+T0 = 1_700_000_000  # Tue 14 Nov 2023
+ARCHETYPES = [(tk.ARCHETYPE_FAQ_BOUNDED, "retail"), (tk.ARCHETYPE_REPETITIVE, "business"),
+              (tk.ARCHETYPE_ACCOUNT_SPECIFIC, "retail")]
+DECISIONS = [ev.DECISION_RESPOND, ev.DECISION_RESPOND, ev.DECISION_REVIEW, ev.DECISION_ESCALATE, ev.DECISION_FOLLOW_UP]
+
+
+def learner_settings(settings: Settings, tmp_path: Path) -> Settings:
+    # Every decided ticket sampled for QA (rate 1): which ticket is a week's first depends on the
+    # order the inputs reach the log, and the reference's figures must not. Four input partitions,
+    # so two replicas' intakes share them; the broker's minimum session timeout, for quick failover.
+    config = yaml.safe_load((ROOT / "services" / "learner" / "learner.yaml").read_text())
+    config["qa_sampling"]["rate"] = 1.0
+    path = tmp_path / "learner.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return settings.replace(topic_partitions=4, tenants_dir=TENANTS, learner_config_path=path,
+                            learner_session_timeout_s=6.0)
+
+
+def workload(tickets: int) -> list[tuple[Topic, str, object]]:
+    """Each ticket: received, decided, delivered, surveyed (never under the baseline, so no CSAT
+    guardrail), some approved, resolved or reopened; one P0 QA verdict (faq_bounded is pulled back
+    once) and one survey out of range (a dead letter). A ticket's events are on several topics."""
+    rng = random.Random(26)
+    out: list[tuple[Topic, str, object]] = []
+    for i in range(tickets):
+        ticket_id = f"t-{i:04d}"
+        archetype, segment = ARCHETYPES[i % len(ARCHETYPES)]
+        received = tk.Ticket(ticket_id=ticket_id, tenant_id=TENANT, customer_id=f"c-{i % 17}", channel=tk.CHANNEL_EMAIL)
+        received.received_at.seconds = T0 + i * 60
+        out.append((Topic.TICKETS_RECEIVED, ticket_id, ev.TicketReceived(meta=new_meta_of("gateway"), ticket=received)))
+        decision = DECISIONS[i % len(DECISIONS)]
+        decided = ev.TicketDecided(meta=new_meta_of("escalator"), ticket=received, decision=decision,
+                                   classification=tk.Classification(archetype=archetype, segment=segment,
+                                                                    intent=f"intent_{i % 4}"))
+        decided.timeline.received_at.seconds = T0 + i * 60
+        decided.timeline.evidence_at.seconds = T0 + i * 60 + 1 + i % 3
+        decided.timeline.decided_at.seconds = T0 + i * 60 + 5
+        out.append((DECISION_TOPICS[decision], ticket_id, decided))
+        out.append((Topic.TICKETS_DELIVERED, ticket_id, ev.DeliveryRecorded(
+            meta=new_meta_of("delivery"), ticket_id=ticket_id, status=ev.DELIVERY_STATUS_DELIVERED,
+            latency_s=2.0 + rng.random() * 6)))
+        out.append((Topic.TICKETS_FEEDBACK, ticket_id, ev.FeedbackReceived(
+            meta=new_meta_of("gateway"), ticket_id=ticket_id,
+            csat=ev.CsatScore(latency=ev.CSAT_LATENCY_AT_RESOLUTION, score=float(rng.choice([80, 90, 100]))))))
+        if decision == ev.DECISION_REVIEW:
+            out.append((Topic.AGENT_ACTIONS, ticket_id, ev.AgentAction(
+                meta=new_meta_of("workspace"), action_id=f"a-{i}", ticket_id=ticket_id, agent="agent:sam",
+                kind=rng.choice([ev.AGENT_ACTION_KIND_APPROVE, ev.AGENT_ACTION_KIND_EDIT_AND_SEND]),
+                edit_ratio=0.25, decision=decided)))
+        if i % 3 == 0:
+            out.append((Topic.TICKETS_FEEDBACK, ticket_id, ev.FeedbackReceived(
+                meta=new_meta_of("helpdesk"), ticket_id=ticket_id,
+                resolution=ev.Resolution(resolved_by_bot=decision == ev.DECISION_RESPOND, handle_time_s=60.0 + i,
+                                         resolution_notes=f"fixed {i % 4}"))))
+        if i % 11 == 5:
+            out.append((Topic.TICKETS_FEEDBACK, ticket_id, ev.FeedbackReceived(
+                meta=new_meta_of("helpdesk"), ticket_id=ticket_id,
+                repeat_contact=ev.RepeatContact(days_after_resolution=3, reopened=True))))
+    out.append((Topic.TICKETS_FEEDBACK, "t-0003", ev.FeedbackReceived(
+        meta=new_meta_of("qa"), ticket_id="t-0003", qa=ev.QaResult(hallucinated_policy=True, note="invented a fee"))))
+    out.append((Topic.TICKETS_FEEDBACK, "t-0004", ev.FeedbackReceived(  # out of range: dead-lettered
+        meta=new_meta_of("gateway"), ticket_id="t-0004",
+        csat=ev.CsatScore(latency=ev.CSAT_LATENCY_AT_RESOLUTION, score=150.0))))
+    return out
+
+
+def new_meta_of(producer: str) -> ev.EventMeta:
+    return new_meta(TENANT, producer)
+
+
+def publish(settings: Settings, events: list, spacing_s: float = 0.0) -> None:
+    publisher = EventPublisher(settings, "test")
+    for topic, key, event in events:
+        publisher.publish(topic, key, event)
+        if spacing_s:
+            publisher.flush()
+            time.sleep(spacing_s)
+    publisher.flush()
+
+
+Panel = list[tuple]
+
+
+def panel_of(response: services_pb2.GetKpisResponse) -> Panel:
+    return [(r.archetype, r.segment, r.channel, r.tickets, sorted(r.values.items())) for r in response.rows]
+
+
+def reference_panel(settings: Settings, events: list) -> Panel:
+    """The pure handlers applied to the same events once each, served by the same servicer code."""
+    learner = Learner(LearnerConfig.load(settings.learner_config_path), TenantData(TENANTS))
+    handlers = {Topic.TICKETS_RECEIVED: learner.on_received, Topic.TICKETS_DELIVERED: learner.on_delivered,
+                Topic.TICKETS_FEEDBACK: learner.on_feedback, Topic.AGENT_ACTIONS: learner.on_agent_action}
+    for topic, _, event in events:
+        try:
+            handlers.get(topic, learner.on_decided)(event)
+        except Exception:  # noqa: BLE001 - the out-of-range survey, dead-lettered by the service
+            pass
+    return panel_of(LearnerServicer(learner, TENANT).GetKpis(services_pb2.GetKpisRequest(tenant_id=TENANT), None))
+
+
+class Replica:
+    """One learner process with its own ops and gRPC ports and log."""
+
+    def __init__(self, settings: Settings, log_dir: Path, name: str) -> None:
+        self.settings, self.name = settings, name
+        self.ops_port, self.grpc_port = free_port(), free_port()
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Replica":
+        env = os.environ | self.settings.to_env() | {"SUPPORTFLOW_OPS_PORT": str(self.ops_port),
+                                                      "SUPPORTFLOW_GRPC_PORT": str(self.grpc_port),
+                                                      "PYTHONPATH": str(ROOT)}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "services.learner.main"], env=env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True, cwd=str(ROOT))
+        # A new channel each start: one to a killed server waits out its reconnect backoff.
+        self.stub = services_pb2_grpc.LearnerStub(open_channel("test", f"127.0.0.1:{self.grpc_port}", 3.0))
+        return self
+
+    def panel(self) -> Panel | None:
+        """The panel this replica serves now; None while it cannot (starting)."""
+        try:
+            return panel_of(self.stub.GetKpis(services_pb2.GetKpisRequest(tenant_id=TENANT), timeout=3))
+        except grpc.RpcError:
+            return None
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """The sum of a metric's series whose labels include `labels` (e.g. 'outcome="caught_up"')."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/metrics", timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return 0.0
+        return sum(float(value) for found, value in re.findall(rf'^{name}(\{{[^}}]*\}})? (\S+)$', text, re.M)
+                   if labels in found)
+
+    def wait_serving(self, timeout_s: float = 45.0) -> float:
+        """Seconds until GetKpis answers with the log applied up to its end (the wait before the
+        answer caught up, not timed out)."""
+        started = time.monotonic()
+        while True:
+            assert self.process is not None and self.process.poll() is None, f"{self.name} exited:\n{self.tail()}"
+            assert time.monotonic() - started < timeout_s, f"{self.name} not serving:\n{self.tail()}"
+            before = self.metric("supportflow_learner_panel_waits_total", 'outcome="caught_up"')
+            if self.panel() is not None and self.metric("supportflow_learner_panel_waits_total",
+                                                        'outcome="caught_up"') > before:
+                return time.monotonic() - started
+            time.sleep(0.1)
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/readyz", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def wait_until(condition, timeout_s: float, what) -> None:
+    """Wait for `condition`; past the timeout, fail saying `what` (a text, or a function making it)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what() if callable(what) else what
+        time.sleep(0.3)
+
+
+def valid_event_ids(events: list) -> set[str]:
+    return {event.meta.event_id for _, _, event in events} - {events[-1][2].meta.event_id}  # less the dead letter
+
+
+def read_topic(settings: Settings, topic: Topic) -> list:
+    """Every record on the topic now: each partition read up to its end, without a group."""
+    name = topic.name_in(settings.topic_prefix)
+    reader = Consumer(kafka_config(settings) | {"group.id": f"check-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    try:
+        ends = {}
+        for partition in reader.list_topics(name, timeout=10).topics[name].partitions:
+            low, high = reader.get_watermark_offsets(TopicPartition(name, partition), timeout=10)
+            if high > low:
+                ends[partition] = high
+        reader.assign([TopicPartition(name, partition, OFFSET_BEGINNING) for partition in ends])
+        records, deadline = [], time.monotonic() + 20
+        while ends and time.monotonic() < deadline:
+            for message in reader.consume(500, timeout=0.5):
+                if message.error() is None:
+                    records.append(message)
+                    if message.offset() + 1 >= ends.get(message.partition(), 0):
+                        ends.pop(message.partition(), None)
+        return records
+    finally:
+        reader.close()
+
+
+def log_event_ids(settings: Settings) -> list[str]:
+    """The event id of every record on the log, repeats included."""
+    return [header(record, H_EVENT_ID) for record in read_topic(settings, Topic.LEARNER_EVENTS)]
+
+
+def learner_overrides(settings: Settings) -> list[ev.RoutingOverride]:
+    overrides = [decode(Topic.ROUTING_OVERRIDES, r) for r in read_topic(settings, Topic.ROUTING_OVERRIDES)]
+    return [o for o in overrides if o.issued_by == "learner:guardrail"]
+
+
+@pytest.fixture
+def second_namespace(settings: Settings):
+    other = settings.replace(topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
+    yield other
+    delete_namespace_topics(other)
+
+
+def test_two_replicas_serve_the_panel_of_one_replica(settings, second_namespace, tmp_path):
+    events = workload(90)
+    panels: dict[str, list[Panel]] = {}
+    for name, namespace, count in (("one", second_namespace, 1), ("two", settings, 2)):
+        ns = learner_settings(namespace, tmp_path)
+        ensure_topics(ns)
+        log_name = Topic.LEARNER_EVENTS.name_in(ns.topic_prefix)
+        admin = AdminClient(kafka_config(ns))
+        assert len(admin.list_topics(log_name, timeout=10).topics[log_name].partitions) == 1  # the others: 4
+        replicas = [Replica(ns, tmp_path, f"{name}-{i}").start() for i in range(count)]
+        try:
+            for replica in replicas:
+                replica.wait_serving()
+            wait_until(lambda: all(r.ready() for r in replicas), 30, f"{name}: replicas not ready")
+            time.sleep(1.0)  # a later joiner's rebalance of the intake settles before the events come
+            publish(ns, events)
+            wait_until(lambda: len(set(log_event_ids(ns))) == len(valid_event_ids(events)), 60,
+                       lambda: f"{name}: {len(set(log_event_ids(ns)))} events on the log")
+            # No wait here for the replicas: GetKpis waits for its replica to apply the log's end.
+            panels[name] = [r.panel() for r in replicas]
+            passed_on = [r.metric("supportflow_events_produced_total", 'topic="learner.events"') for r in replicas]
+            overrides = learner_overrides(ns)
+            dead = read_all(ns, Topic.TICKETS_FEEDBACK.dead_letter_in(ns.topic_prefix), expected=1, timeout_s=10)
+        finally:
+            codes = [r.stop() for r in replicas]
+        assert codes == [0] * count, "\n".join(r.tail() for r in replicas)
+        assert all(n > 0 for n in passed_on), f"{name}: both intakes must take part: events passed on {passed_on}"
+        assert {(o.override_id, o.archetype, o.route) for o in overrides} == {
+            (overrides[0].override_id, tk.ARCHETYPE_FAQ_BOUNDED, tk.ROUTE_DRAFT_FOR_REVIEW)}
+        assert len(dead) == 1 and b"outside 0..100" in dict(dead[0].headers())["sf-dlq-error"]  # once, by the intake
+    [one] = panels["one"]
+    first, second = panels["two"]
+    assert one and first == second == one
+    assert one == reference_panel(learner_settings(settings, tmp_path), events)
+    rollup = {(a, s, c): (n, dict(v)) for a, s, c, n, v in one}
+    tickets, values = rollup[("faq_bounded", "all", "all")]
+    assert tickets == 30 and values["guardrail_override_active"] == 1.0 and values["hallucinated_policy"] == 1
+
+
+REPEATED = 25
+
+
+def test_kill_9_of_a_replica_five_times_leaves_the_panel_exact(settings, tmp_path):
+    ns = learner_settings(settings, tmp_path)
+    ensure_topics(ns)
+    events = workload(150)
+    expected = reference_panel(ns, events)
+    replicas = [Replica(ns, tmp_path, f"r{i}").start() for i in range(2)]
+    recoveries: list[str] = []
+    try:
+        for replica in replicas:
+            replica.wait_serving()
+        feeder = threading.Thread(target=publish, args=(ns, events, 0.02), daemon=True)
+        started = time.monotonic()
+        feeder.start()
+        for kill in range(5):
+            time.sleep(1.0)
+            victim = replicas[kill % 2]
+            victim.kill()
+            killed_at = time.monotonic()
+            victim.start()
+            serving_s = victim.wait_serving()
+            wait_until(victim.ready, 30, lambda: f"{victim.name} not ready:\n{victim.tail()}")
+            recoveries.append(f"kill {kill + 1} ({victim.name}): panel served, log applied to its end, "
+                              f"{serving_s:.1f} s after the kill; ready {time.monotonic() - killed_at:.1f} s")
+        feeder.join(90)
+        assert not feeder.is_alive()
+        # What an intake killed between its publish and its commit leaves: records on the log again.
+        copier = EventPublisher(ns, "test")
+        for record in read_topic(ns, Topic.LEARNER_EVENTS)[-REPEATED:]:
+            copier.produce_raw(record.topic(), record.key(), record.value(), record.headers())
+        copier.flush()
+        fed = time.monotonic()
+        wait_until(lambda: len(set(log_event_ids(ns))) == len(valid_event_ids(events)), 60,
+                   lambda: f"{len(set(log_event_ids(ns)))} of {len(valid_event_ids(events))} events on the log")
+        panels = [r.panel() for r in replicas]
+        settled = time.monotonic() - fed
+        on_log = log_event_ids(ns)
+        skipped = [r.metric("supportflow_learner_log_duplicates_total")
+                   + r.metric("supportflow_events_duplicate_total", 'topic="learner.events"') for r in replicas]
+        overrides = learner_overrides(ns)
+    finally:
+        codes = [replica.stop() for replica in replicas]
+    print(f"\n{len(events)} events over {fed - started:.1f} s; " + "; ".join(recoveries)
+          + f"\nlog: {len(on_log)} records, {len(set(on_log))} event ids; repeats skipped since the last start: "
+          f"{skipped}; panel exact on both {settled:.1f} s after the last input; override records {len(overrides)}")
+    assert codes == [0, 0], "\n".join(r.tail() for r in replicas)
+    assert set(on_log) == valid_event_ids(events)  # none lost on the way to the log
+    assert len(on_log) >= len(set(on_log)) + REPEATED and all(n >= REPEATED for n in skipped)
+    assert panels[0] == panels[1] == expected, "the panel after the kills is not the undisturbed run's"
+    # Repeated by a restarting replica or not, the override keeps its id: one override.
+    assert {(o.override_id, o.archetype) for o in overrides} == {(overrides[0].override_id, tk.ARCHETYPE_FAQ_BOUNDED)}

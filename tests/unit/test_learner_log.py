@@ -1,0 +1,184 @@
+"""The learner's replicated log without a broker: the memory of applied event ids, a handler applied
+once per event id, the log's envelope (a record passed on untouched with its source topic, and
+handed to that topic's handler when read back), and output ids that do not depend on the replica."""
+
+from __future__ import annotations
+
+import pytest
+
+from supportflow.contracts.v1 import events_pb2 as ev
+from supportflow.eventbus import (
+    H_DLQ_REASON, H_EVENT_ID, H_SOURCE_TOPIC, ConsumerLoop, Forward, derived_event_id, encode, header,
+)
+from supportflow.observability import Health
+from supportflow.settings import Settings
+from supportflow.topics import DECISION_TOPICS, Topic
+
+from services.learner.applied_ids import AppliedIds
+from services.learner.config import LearnerConfig
+from services.learner.handlers import Learner
+from services.learner.state import StateError
+from tests.unit.test_learner_handlers import TENANTS, csat, decided, make_learner
+
+
+def test_applied_ids_forget_the_oldest_beyond_the_bound_and_come_back_in_order():
+    ids = AppliedIds(capacity=3)
+    for event_id in "abcd":
+        ids.add(event_id)
+    assert "a" not in ids and all(e in ids for e in "bcd")
+    ids.add("b")  # applied again: now the latest, so "c" goes first
+    ids.add("e")
+    assert ids.to_state() == ["d", "b", "e"]
+    again = AppliedIds(capacity=3)
+    again.load_state(ids.to_state())
+    assert again.to_state() == ids.to_state()
+    with pytest.raises(StateError):
+        again.load_state({"not": "a list"})
+
+
+def test_an_event_applied_twice_counts_once_and_emits_nothing_the_second_time():
+    learner = make_learner()
+    on_decided, on_feedback = learner.applied_once(learner.on_decided), learner.applied_once(learner.on_feedback)
+    decision, survey = decided("t1"), csat("t1", 90.0)
+    first = on_decided(decision) + on_feedback(survey)
+    assert on_decided(decision) == [] and on_feedback(survey) == []
+    [row] = learner.kpi_rows("rho-bank", "faq_bounded", "retail", "all")
+    assert row.tickets == 1 and row.values["csat_at_resolution_mean"] == 90.0
+    assert [e.topic for e in first] == [Topic.QA_SAMPLES]  # the week's first ticket of the archetype
+
+
+def test_replicas_fed_the_same_log_with_repeats_hold_the_same_state_and_a_restored_one_decides_alike():
+    log = []
+    for i in range(30):
+        log += [decided(f"t{i}"), csat(f"t{i}", 70.0 + i % 3 * 10)]
+    with_repeats = log[:20] + log[15:20] + log[20:] + log[:3]  # an interrupted batch passed on again, and an old one
+
+    def apply(learner: Learner, events) -> Learner:
+        handlers = {ev.TicketDecided: learner.applied_once(learner.on_decided),
+                    ev.FeedbackReceived: learner.applied_once(learner.on_feedback)}
+        for event in events:
+            handlers[type(event)](event)
+        return learner
+
+    once, twice = apply(make_learner(), log), apply(make_learner(), with_repeats)
+    assert twice.kpi_rows("rho-bank") == once.kpi_rows("rho-bank")
+    # A replica restored from a snapshot taken mid-log decides each repeat as one that read it all.
+    restored = Learner.from_state(apply(make_learner(), with_repeats[:22]).export_state(), LearnerConfig.load(), TENANTS)
+    restored.finish_replay()
+    assert apply(restored, with_repeats[22:]).kpi_rows("rho-bank") == once.kpi_rows("rho-bank")
+    assert restored.applied_count() == twice.applied_count() == len(log)
+
+
+def test_a_held_qa_sample_has_the_event_id_a_live_replica_gives_it():
+    decision = decided("t1")
+    live = make_learner().on_decided(decision)
+    assert live[0].topic is Topic.QA_SAMPLES  # the consumer loop derives its id with index 0
+    replaying = make_learner(replaying=True)
+    assert replaying.on_decided(decision) == []
+    [held] = replaying.finish_replay()
+    assert held.event.meta.event_id == derived_event_id(decision.meta.event_id, Topic.QA_SAMPLES, 0)
+
+
+class Record:
+    """A consumed record: the accessors the consumer loop reads."""
+
+    def __init__(self, topic: str, value: bytes, headers: list, key: bytes = b"t1", offset: int = 0) -> None:
+        self._topic, self._value, self._headers, self._key, self._offset = topic, value, headers, key, offset
+
+    def topic(self):
+        return self._topic
+
+    def partition(self):
+        return 0
+
+    def offset(self):
+        return self._offset
+
+    def key(self):
+        return self._key
+
+    def value(self):
+        return self._value
+
+    def headers(self):
+        return self._headers
+
+    def error(self):
+        return None
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self.raw: list[tuple[str, bytes, bytes, list]] = []
+        self.events: list = []
+
+    def produce_raw(self, topic_name, key, value, headers) -> None:
+        self.raw.append((topic_name, key, value, headers))
+
+    def publish(self, topic, key, event, traceparent=None) -> None:
+        self.events.append((topic, key, event))
+
+    def flush(self) -> None:
+        pass
+
+
+class NoConsumer:
+    def __init__(self, *_args, **_kwargs) -> None:
+        pass
+
+
+@pytest.fixture
+def loop(monkeypatch):
+    monkeypatch.setattr("supportflow.eventbus.Consumer", NoConsumer)
+    settings = Settings(topic_prefix="p.")
+
+    def make(handlers, **kwargs) -> tuple[ConsumerLoop, Publisher]:
+        publisher = Publisher()
+        return ConsumerLoop(settings, "learner", handlers, publisher, Health("learner"), **kwargs), publisher
+    return make
+
+
+def test_the_intake_passes_a_record_on_untouched_with_the_topic_it_came_from(loop):
+    intake, publisher = loop({topic: lambda _event: [Forward(Topic.LEARNER_EVENTS)] for topic in DECISION_TOPICS.values()})
+    decision = decided("t1", ev.DECISION_ESCALATE)
+    value, headers = encode(decision)
+    intake._process(Record("p.tickets.escalated", value, headers))
+    [(name, key, forwarded, forwarded_headers)] = publisher.raw
+    assert (name, key, forwarded) == ("p.learner.events", b"t1", value)
+    assert forwarded_headers == headers + [(H_SOURCE_TOPIC, b"tickets.escalated")]
+    assert dict(forwarded_headers)[H_EVENT_ID] == decision.meta.event_id.encode()  # the same event, the same id
+
+
+def test_the_log_hands_each_record_to_its_source_topics_handler_and_dead_letters_a_stranger(loop):
+    seen = []
+    handlers = {Topic.TICKETS_ESCALATED: lambda event: seen.append(("decided", event.ticket.ticket_id)) or [],
+                Topic.TICKETS_FEEDBACK: lambda event: seen.append(("feedback", event.ticket_id)) or []}
+    applier, publisher = loop(handlers, via=Topic.LEARNER_EVENTS, broadcast=True)
+    value, headers = encode(decided("t1", ev.DECISION_ESCALATE))
+    applier._process(Record("p.learner.events", value, headers + [(H_SOURCE_TOPIC, b"tickets.escalated")]))
+    value, headers = encode(csat("t2", 90.0))
+    applier._process(Record("p.learner.events", value, headers + [(H_SOURCE_TOPIC, b"tickets.feedback")], offset=1))
+    applier._process(Record("p.learner.events", value, headers + [(H_SOURCE_TOPIC, b"kb.articles")], offset=2))
+    assert seen == [("decided", "t1"), ("feedback", "t2")]
+    [(name, _key, _value, dead_headers)] = publisher.raw
+    assert name == "p.learner.events.dlq" and header(Record("", b"", dead_headers), H_DLQ_REASON) == "invalid_event"
+
+
+class Context:
+    def __init__(self, remaining: float | None) -> None:
+        self._remaining = remaining
+
+    def time_remaining(self):
+        return self._remaining
+
+
+@pytest.mark.parametrize("remaining, waited", [(None, 5.0), (30.0, 5.0), (2.0, 1.7), (0.1, 0.0)])
+def test_the_panel_waits_for_the_log_at_most_its_bound_and_never_past_the_calls_deadline(remaining, waited):
+    from supportflow.contracts.v1 import services_pb2
+
+    from services.learner.servicer import LearnerServicer
+
+    waits = []
+    servicer = LearnerServicer(make_learner(), "rho-bank", before_answer=waits.append, max_wait_s=5.0)
+    servicer.GetKpis(services_pb2.GetKpisRequest(tenant_id="rho-bank"), Context(remaining))
+    assert waits == [pytest.approx(waited)]
