@@ -822,10 +822,18 @@ class ConsumerLoop:
             self._catch_up_targets = targets
         pending = [key for key, high in self._catch_up_targets.items() if self._consumed_to.get(key, -1) < high]
         if pending:  # a group with committed offsets may start at the end without reading anything
-            positions = self._consumer.position([TopicPartition(topic, partition) for topic, partition in pending])
-            for tp in positions:
-                if tp.offset >= 0:
-                    self._consumed_to[(tp.topic, tp.partition)] = max(self._consumed_to.get((tp.topic, tp.partition), -1), tp.offset)
+            asked = [TopicPartition(topic, partition) for topic, partition in pending]
+            found = [tp for tp in self._consumer.position(asked) if tp.offset >= 0]
+            unknown = [tp for tp in asked if (tp.topic, tp.partition) not in {(f.topic, f.partition) for f in found}]
+            if unknown and self._commits:
+                # Nothing fetched yet has no position: where the group committed is where it starts.
+                try:
+                    found += [tp for tp in self._consumer.committed(unknown, timeout=10) if tp.offset >= 0]
+                except KafkaException as exc:
+                    log.info("committed offsets not available yet", extra={"fields": {"error": str(exc)}})
+            for tp in found:
+                key = (tp.topic, tp.partition)
+                self._consumed_to[key] = max(self._consumed_to.get(key, -1), tp.offset)
         if all(self._consumed_to.get(key, -1) >= high for key, high in self._catch_up_targets.items()):
             self.caught_up.set()
             log.info("caught up", extra={"fields": {"partitions": len(self._catch_up_targets)}})

@@ -151,6 +151,16 @@ def test_a_repeat_that_arrives_after_a_restart_is_still_skipped(settings):
     thread.join(15)
     assert handled[len(earlier):] == [new.meta.event_id]
 
+    # Restarted with nothing new: it starts at its committed offsets, fetches nothing, and is
+    # caught up all the same (what a replica waiting for its backlog waits on).
+    loop, stop, thread = start_loop(settings, lambda e: handled.append(e.meta.event_id) or [], group=group)
+    try:
+        assert loop.caught_up.wait(30), "a group restarted at the end of its partitions never caught up"
+    finally:
+        stop.set()
+        thread.join(15)
+    assert handled[len(earlier):] == [new.meta.event_id]
+
 
 def run_until_handled(settings, group, handled, *event_ids, timeout_s=60.0):
     """Run a loop of `group` that appends each event id it handles to `handled` until it has
