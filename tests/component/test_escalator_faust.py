@@ -11,19 +11,12 @@
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from supportflow.contracts.v1 import events_pb2 as ev
@@ -31,13 +24,12 @@ from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import EventPublisher, decode, delete_namespace_topics, ensure_topics, kafka_config, new_meta
 from supportflow.settings import Settings
 from supportflow.topics import Topic
-from tooling.fleet import free_port
+from tests.process_helpers import ServiceProcess, read_records
 
 from services.escalator.main import EXIT_STATE_LOST
 
 pytestmark = pytest.mark.infra
 
-ROOT = Path(__file__).resolve().parents[2]
 TENANT = "rho-bank"
 DECIDED = (Topic.TICKETS_ESCALATED, Topic.TICKETS_REVIEW, Topic.TICKETS_FOLLOW_UP, Topic.TICKETS_RESPONDED)
 
@@ -48,64 +40,15 @@ def escalator_settings(settings: Settings, **changes: object) -> Settings:
                             grpc_deadline_s=0.3, investigation_deadline_s=0.3, **changes)
 
 
-class Replica:
+class Replica(ServiceProcess):
     """One escalator process with its own ops port and log."""
 
     def __init__(self, settings: Settings, log_dir: Path, name: str) -> None:
-        self.settings, self.name, self.ops_port = settings, name, free_port()
-        self.log_path = log_dir / f"{name}.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "Replica":
-        env = os.environ | self.settings.to_env() | {"SUPPORTFLOW_OPS_PORT": str(self.ops_port), "PYTHONPATH": str(ROOT)}
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "services.escalator.main"], env=env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True, cwd=str(ROOT))
-        return self
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/readyz", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    def wait_ready(self, timeout_s: float = 45.0) -> float:
-        started = time.monotonic()
-        while not self.ready():
-            assert self.process is not None and self.process.poll() is None, f"{self.name} exited:\n{self.tail()}"
-            assert time.monotonic() - started < timeout_s, f"{self.name} not ready:\n{self.tail()}"
-            time.sleep(0.1)
-        return time.monotonic() - started
+        super().__init__("services.escalator.main", settings, log_dir, name)
 
     def consumed(self) -> float:
         """Events this process consumed (its metrics)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-        return sum(float(m) for m in re.findall(r'^supportflow_events_consumed_total\{[^}]*service="escalator"[^}]*\} (\S+)',
-                                                text, re.M))
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> int:
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.process.returncode
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return self.metric("supportflow_events_consumed_total", 'service="escalator"')
 
 
 def classified(ticket_id: str, *, burst: bool, received: float, customer: str = "cust-0001") -> ev.TicketClassified:
@@ -126,27 +69,8 @@ def classified(ticket_id: str, *, burst: bool, received: float, customer: str = 
 
 
 def read_topic(settings: Settings, topic: Topic) -> list:
-    """Every record on the topic now, decoded (up to each partition's end when asked)."""
-    name = topic.name_in(settings.topic_prefix)
-    reader = Consumer(kafka_config(settings) | {"group.id": f"check-{uuid.uuid4().hex}", "enable.auto.commit": False})
-    try:
-        metadata = reader.list_topics(name, timeout=10).topics[name]
-        ends = {}
-        for p in metadata.partitions:
-            low, high = reader.get_watermark_offsets(TopicPartition(name, p), timeout=10)
-            if high > low:
-                ends[p] = high
-        reader.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in ends])
-        records, deadline = [], time.monotonic() + 20
-        while ends and time.monotonic() < deadline:
-            for message in reader.consume(500, timeout=0.5):
-                if message.error() is None:
-                    records.append(decode(topic, message))
-                    if message.offset() + 1 >= ends.get(message.partition(), 0):
-                        ends.pop(message.partition(), None)
-        return records
-    finally:
-        reader.close()
+    """Every record on the topic now, decoded."""
+    return [decode(topic, record) for record in read_records(settings, topic)]
 
 
 def decisions(settings: Settings, expected: int, timeout_s: float) -> list[ev.TicketDecided]:

@@ -10,22 +10,15 @@ services.learner.main`, the container's command), on its replicated log (learner
 
 from __future__ import annotations
 
-import os
 import random
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import grpc
 import pytest
 import yaml
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from supportflow.contracts.v1 import events_pb2 as ev
@@ -38,6 +31,7 @@ from supportflow.rpc import open_channel
 from supportflow.settings import Settings
 from supportflow.topics import DECISION_TOPICS, Topic
 from tests.kafka_helpers import read_all
+from tests.process_helpers import ROOT, ServiceProcess, read_records
 from tooling.fleet import free_port
 
 from services.learner.config import LearnerConfig
@@ -47,7 +41,6 @@ from services.learner.tenant_data import TenantData
 
 pytestmark = pytest.mark.infra
 
-ROOT = Path(__file__).resolve().parents[2]
 TENANTS = ROOT / "tests" / "unit" / "fixtures" / "learner-tenants"  # rho-bank: at-resolution baseline 80
 TENANT = "rho-bank"
 T0 = 1_700_000_000  # Tue 14 Nov 2023
@@ -150,22 +143,15 @@ def reference_panel(settings: Settings, events: list) -> Panel:
     return panel_of(LearnerServicer(learner, TENANT).GetKpis(services_pb2.GetKpisRequest(tenant_id=TENANT), None))
 
 
-class Replica:
+class Replica(ServiceProcess):
     """One learner process with its own ops and gRPC ports and log."""
 
     def __init__(self, settings: Settings, log_dir: Path, name: str) -> None:
-        self.settings, self.name = settings, name
-        self.ops_port, self.grpc_port = free_port(), free_port()
-        self.log_path = log_dir / f"{name}.log"
-        self.process: subprocess.Popen | None = None
+        self.grpc_port = free_port()
+        super().__init__("services.learner.main", settings, log_dir, name, {"SUPPORTFLOW_GRPC_PORT": str(self.grpc_port)})
 
     def start(self) -> "Replica":
-        env = os.environ | self.settings.to_env() | {"SUPPORTFLOW_OPS_PORT": str(self.ops_port),
-                                                      "SUPPORTFLOW_GRPC_PORT": str(self.grpc_port),
-                                                      "PYTHONPATH": str(ROOT)}
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "services.learner.main"], env=env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True, cwd=str(ROOT))
+        super().start()
         # A new channel each start: one to a killed server waits out its reconnect backoff.
         self.stub = services_pb2_grpc.LearnerStub(open_channel("test", f"127.0.0.1:{self.grpc_port}", 3.0))
         return self
@@ -177,57 +163,18 @@ class Replica:
         except grpc.RpcError:
             return None
 
-    def metric(self, name: str, labels: str = "") -> float:
-        """The sum of a metric's series whose labels include `labels` (e.g. 'outcome="caught_up"')."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/metrics", timeout=2) as response:
-                text = response.read().decode()
-        except OSError:
-            return 0.0
-        return sum(float(value) for found, value in re.findall(rf'^{name}(\{{[^}}]*\}})? (\S+)$', text, re.M)
-                   if labels in found)
-
     def wait_serving(self, timeout_s: float = 45.0) -> float:
         """Seconds until GetKpis answers with the log applied up to its end (the wait before the
         answer caught up, not timed out)."""
         started = time.monotonic()
         while True:
-            assert self.process is not None and self.process.poll() is None, f"{self.name} exited:\n{self.tail()}"
+            self.assert_running()
             assert time.monotonic() - started < timeout_s, f"{self.name} not serving:\n{self.tail()}"
             before = self.metric("supportflow_learner_panel_waits_total", 'outcome="caught_up"')
             if self.panel() is not None and self.metric("supportflow_learner_panel_waits_total",
                                                         'outcome="caught_up"') > before:
                 return time.monotonic() - started
             time.sleep(0.1)
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/readyz", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> int:
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.process.returncode
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 def wait_until(condition, timeout_s: float, what) -> None:
@@ -242,36 +189,13 @@ def valid_event_ids(events: list) -> set[str]:
     return {event.meta.event_id for _, _, event in events} - {events[-1][2].meta.event_id}  # less the dead letter
 
 
-def read_topic(settings: Settings, topic: Topic) -> list:
-    """Every record on the topic now: each partition read up to its end, without a group."""
-    name = topic.name_in(settings.topic_prefix)
-    reader = Consumer(kafka_config(settings) | {"group.id": f"check-{uuid.uuid4().hex}", "enable.auto.commit": False})
-    try:
-        ends = {}
-        for partition in reader.list_topics(name, timeout=10).topics[name].partitions:
-            low, high = reader.get_watermark_offsets(TopicPartition(name, partition), timeout=10)
-            if high > low:
-                ends[partition] = high
-        reader.assign([TopicPartition(name, partition, OFFSET_BEGINNING) for partition in ends])
-        records, deadline = [], time.monotonic() + 20
-        while ends and time.monotonic() < deadline:
-            for message in reader.consume(500, timeout=0.5):
-                if message.error() is None:
-                    records.append(message)
-                    if message.offset() + 1 >= ends.get(message.partition(), 0):
-                        ends.pop(message.partition(), None)
-        return records
-    finally:
-        reader.close()
-
-
 def log_event_ids(settings: Settings) -> list[str]:
     """The event id of every record on the log, repeats included."""
-    return [header(record, H_EVENT_ID) for record in read_topic(settings, Topic.LEARNER_EVENTS)]
+    return [header(record, H_EVENT_ID) for record in read_records(settings, Topic.LEARNER_EVENTS)]
 
 
 def learner_overrides(settings: Settings) -> list[ev.RoutingOverride]:
-    overrides = [decode(Topic.ROUTING_OVERRIDES, r) for r in read_topic(settings, Topic.ROUTING_OVERRIDES)]
+    overrides = [decode(Topic.ROUTING_OVERRIDES, r) for r in read_records(settings, Topic.ROUTING_OVERRIDES)]
     return [o for o in overrides if o.issued_by == "learner:guardrail"]
 
 
@@ -351,7 +275,7 @@ def test_kill_9_of_a_replica_five_times_leaves_the_panel_exact(settings, tmp_pat
         assert not feeder.is_alive()
         # What an intake killed between its publish and its commit leaves: records on the log again.
         copier = EventPublisher(ns, "test")
-        for record in read_topic(ns, Topic.LEARNER_EVENTS)[-REPEATED:]:
+        for record in read_records(ns, Topic.LEARNER_EVENTS)[-REPEATED:]:
             copier.produce_raw(record.topic(), record.key(), record.value(), record.headers())
         copier.flush()
         fed = time.monotonic()
