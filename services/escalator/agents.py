@@ -113,6 +113,10 @@ _ABSENT = object()
 # A partition with unread events and no progress for this long, while the agent is idle, is read
 # again from its next offset (see OffsetBook.stalled).
 STALL_S = 1.5
+# ... and for this long while nothing at all was handled since the assignment (faust drops what it
+# fetched while a group starts: the usual case at a replica's start), checked this often.
+FIRST_STALL_S = 0.5
+STALL_CHECK_S = 0.25
 # Events handed to the worker thread at once: what the stream has ready, up to BATCH_MAX; the thread
 # returns after BATCH_BUDGET_S (and at least one event), so the first event's outputs wait at most that.
 BATCH_MAX = 64
@@ -336,6 +340,7 @@ class OffsetBook:
         self._progress: dict[Any, float] = {}  # when each partition last moved (monotonic)
         self._last_progress = 0.0  # when any partition last moved
         self._behind_since: dict[Any, float] = {}  # since when each partition was seen with unread events
+        self._handled_since_assigned = False
         self._lock = asyncio.Lock()
 
     def assigned(self, start: dict[Any, int | None], now: float) -> None:
@@ -348,12 +353,17 @@ class OffsetBook:
         self._progress = {tp: now for tp in self._next}
         self._last_progress = now
         self._behind_since = {}
+        self._handled_since_assigned = False
 
-    def stalled(self, ends: dict[Any, int], now: float, after_s: float) -> dict[Any, int]:
+    def stalled(self, ends: dict[Any, int], now: float, after_s: float, *,
+                first_after_s: float | None = None) -> dict[Any, int]:
         """When nothing at all was handled for `after_s`: the partitions with events past their
         next offset (faust dropped what it had fetched, and nothing later came to show the gap),
         and where to seek each back to. Their clocks restart, so each is sought at most once per
-        `after_s`."""
+        `after_s`. Until the first event is handled after an assignment, `first_after_s` (when
+        given) is the period instead: faust drops the first fetch of a starting group."""
+        if first_after_s is not None and not self._handled_since_assigned:
+            after_s = first_after_s
         found: dict[Any, int] = {}
         for tp, end in ends.items():
             expected = self._next.get(tp)
@@ -399,6 +409,22 @@ class OffsetBook:
             self._ahead.pop(tp, None)
         self._progress[tp] = self._last_progress = now or time.monotonic()
         self._behind_since.pop(tp, None)
+        self._handled_since_assigned = True
+
+    def ends(self, app: faust.App, topics: Any) -> dict[Any, int]:
+        """Each assigned partition of `topics` and its end as the consumer last saw it (from its
+        fetch responses: asking the broker, `highwaters`, queues behind a fetch the broker holds
+        for up to 1.5 s on the same connection)."""
+        found = {}
+        for tp in app.consumer.assignment():
+            if tp.topic in topics:
+                try:
+                    end = app.consumer.highwater(tp)
+                except Exception:  # noqa: BLE001 - not fetched yet
+                    continue
+                if end is not None and end >= 0:
+                    found[tp] = end
+        return found
 
     def lag(self, app: faust.App) -> dict[Any, int]:
         """Events not yet handled per assigned partition, as far as the consumer knows its end."""
@@ -463,17 +489,25 @@ def install(app: faust.App, settings: Settings, escalator: Escalator, tables: Es
     async def commit_handled() -> None:
         if not app.rebalancing and state.failure is None:
             await offsets.commit(app)
-            mine = [tp for tp in app.consumer.assignment() if tp.topic in by_name]
-            if mine and not state.busy:
-                ends = await app.consumer.highwaters(*mine)
-                for tp, offset in offsets.stalled(dict(ends), time.monotonic(), STALL_S).items():
-                    log.warning("events left unread by the consumer: reading them again",
-                                extra={"fields": {"partition": str(tp), "from": offset}})
-                    await seek_back(tp, offset)
             if time.monotonic() - lag_reported[0] >= 10:
                 lag_reported[0] = time.monotonic()
                 for tp, lag in offsets.lag(app).items():
                     CONSUMER_LAG.labels(service, by_name[tp.topic].base_name, str(tp.partition)).set(lag)
+
+    @app.timer(interval=STALL_CHECK_S)
+    async def read_again_what_was_dropped() -> None:
+        if app.rebalancing or state.failure is not None or state.busy:
+            return
+        ends = offsets.ends(app, by_name)
+        if not ends:
+            return
+        # Right after an assignment, once the tables are recovered, unread events and nothing
+        # handled yet is faust's dropped first fetch: no need to wait the full STALL_S.
+        first = FIRST_STALL_S if app.tables.recovery.completed.is_set() else None
+        for tp, offset in offsets.stalled(ends, time.monotonic(), STALL_S, first_after_s=first).items():
+            log.warning("events left unread by the consumer: reading them again",
+                        extra={"fields": {"partition": str(tp), "from": offset}})
+            await seek_back(tp, offset)
 
     async def on_revoked(sender: Any, revoked: Any = None, **_: Any) -> None:
         if state.failure is None:

@@ -190,3 +190,16 @@ def test_the_offset_book_admits_a_batch_in_order_and_forgets_what_a_rebalance_to
     assert book.admit("p0", 12) is True
     book.handled("p0", 12)
     assert book.admit("p0", 13) is True
+
+
+def test_until_the_first_event_is_handled_after_an_assignment_a_shorter_stall_is_enough() -> None:
+    book = OffsetBook()
+    book.assigned({"p0": 0}, now=100.0)
+    # faust dropped its first fetch: unread events, nothing handled since the assignment.
+    assert book.stalled({"p0": 5}, now=100.25, after_s=1.5, first_after_s=0.5) == {}
+    assert book.stalled({"p0": 5}, now=100.8, after_s=1.5, first_after_s=0.5) == {"p0": 0}
+    book.handled("p0", 0, now=101.0)
+    # Once events are handled, the full period applies again.
+    assert book.stalled({"p0": 5}, now=101.6, after_s=1.5, first_after_s=0.5) == {}
+    assert book.stalled({"p0": 5}, now=102.6, after_s=1.5, first_after_s=0.5) == {}
+    assert book.stalled({"p0": 5}, now=103.2, after_s=1.5, first_after_s=0.5) == {"p0": 1}
