@@ -17,7 +17,9 @@ shares):
   waiting.
 - fetch wait: faust's aiokafka driver asks the broker to hold an empty fetch for up to 1.5 s, but
   the broker answers as soon as one record arrives (fetch.min.bytes 1), so it bounds idle polls
-  and adds no latency: left as it is.
+  and adds no latency: left as it is (it is hard-coded in the driver). A seek waits for the fetch
+  held in flight, and a request to the broker on that connection queues behind it, so the agent
+  reads partition ends from the consumer's cache (agents.py, `OffsetBook.ends`).
 - `stream_recovery_delay` 0: after a rebalance, recovery starts at once (failover time).
 - `broker_session_timeout` (SUPPORTFLOW_ESCALATOR_SESSION_TIMEOUT_S, 10 s; faust: 60 s): how long
   a crashed replica's partitions wait before another takes them.
