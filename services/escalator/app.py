@@ -12,10 +12,14 @@ shares):
 - commits: the agent commits its own offsets every second (agents.py, `OffsetBook`), off the
   decision path; a shorter interval means less handled again after a crash.
 - `stream_buffer_maxsize` 256 (faust: 4096): events read ahead per stream; more only delays
-  backpressure and grows what a rebalance throws away.
+  backpressure and grows what a rebalance throws away. The agent hands what is read ahead to its
+  worker thread in batches of up to 64 (agents.py), and a lone event at once: batching adds no
+  waiting.
 - fetch wait: faust's aiokafka driver asks the broker to hold an empty fetch for up to 1.5 s, but
   the broker answers as soon as one record arrives (fetch.min.bytes 1), so it bounds idle polls
-  and adds no latency: left as it is.
+  and adds no latency: left as it is (it is hard-coded in the driver). A seek waits for the fetch
+  held in flight, and a request to the broker on that connection queues behind it, so the agent
+  reads partition ends from the consumer's cache (agents.py, `OffsetBook.ends`).
 - `stream_recovery_delay` 0: after a rebalance, recovery starts at once (failover time).
 - `broker_session_timeout` (SUPPORTFLOW_ESCALATOR_SESSION_TIMEOUT_S, 10 s; faust: 60 s): how long
   a crashed replica's partitions wait before another takes them.

@@ -154,3 +154,52 @@ def test_a_partition_left_unread_is_sought_back_once_it_stalls() -> None:
     book.handled("p0", 0, now=115.5)
     book.handled("p0", 1, now=115.6)
     assert book.stalled({"p0": 2, "p1": 5}, now=130.0, after_s=3.0) == {}
+
+
+def test_a_batch_reads_its_earlier_events_writes_and_applies_each_with_its_own_partition() -> None:
+    table, clock = FakeTable(), Clock(T0)
+    store = TableStore(table, memory_s=60, local=True, clock=clock)
+    store["a"] = 1  # event 1 of a batch (partition 0)
+    first = store.take()
+    store["a"] = store["a"] + 1  # event 2 (partition 3) reads event 1's write before it is applied
+    store["b"] = 1
+    second = store.take()
+    store["c"] = 1  # event 3 fails: its writes are discarded, the others' stay readable
+    store.discard()
+    assert store["a"] == 2 and "c" not in store and not table
+    assert store.apply(0, first) == 1 and store.apply(3, second) == 2
+    store.settle()
+    assert table == {"a": {"t": T0, "p": 3, "v": 2}, "b": {"t": T0, "p": 3, "v": 1}}
+    del store["a"]  # a deletion taken in a batch hides the entry until it is applied
+    deleted = store.take()
+    assert store.get("a") is None and "a" in table
+    store.apply(3, deleted)
+    store.settle()
+    assert "a" not in table
+
+
+def test_the_offset_book_admits_a_batch_in_order_and_forgets_what_a_rebalance_took() -> None:
+    book = OffsetBook()
+    book.assigned({"p0": 10}, 0.0)
+    assert [book.admit("p0", offset) for offset in (10, 11, 12)] == [True, True, True]
+    assert book.admit("p0", 12) is False  # admitted already
+    assert book.admit("p0", 14) == 13  # a gap after the admitted ones
+    book.handled("p0", 10)
+    book.handled("p0", 11)
+    book.release({"p0"})  # 12 will not be handled after all: the next to admit is 12 again
+    assert book.admit("p0", 12) is True
+    book.handled("p0", 12)
+    assert book.admit("p0", 13) is True
+
+
+def test_until_the_first_event_is_handled_after_an_assignment_a_shorter_stall_is_enough() -> None:
+    book = OffsetBook()
+    book.assigned({"p0": 0}, now=100.0)
+    # faust dropped its first fetch: unread events, nothing handled since the assignment.
+    assert book.stalled({"p0": 5}, now=100.25, after_s=1.5, first_after_s=0.5) == {}
+    assert book.stalled({"p0": 5}, now=100.8, after_s=1.5, first_after_s=0.5) == {"p0": 0}
+    book.handled("p0", 0, now=101.0)
+    # Once events are handled, the full period applies again.
+    assert book.stalled({"p0": 5}, now=101.6, after_s=1.5, first_after_s=0.5) == {}
+    assert book.stalled({"p0": 5}, now=102.6, after_s=1.5, first_after_s=0.5) == {}
+    assert book.stalled({"p0": 5}, now=103.2, after_s=1.5, first_after_s=0.5) == {"p0": 1}
