@@ -15,6 +15,7 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
 from supportflow.eventbus import kafka_config
 from supportflow.settings import Settings
@@ -86,6 +87,15 @@ def _has_committed(consumer: Consumer, existing: dict, topics: list[str], timeou
     return any(tp.offset > 0 for tp in consumer.committed(partitions, timeout=timeout_s))
 
 
+# A topic another replica created a moment ago may have no partition leader yet.
+_LEADERLESS = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
+
+
+def _leaderless(exc: BaseException) -> bool:
+    return isinstance(exc, KafkaException) and exc.args[0].code() in _LEADERLESS
+
+
+@retry(retry=retry_if_exception(_leaderless), stop=stop_after_delay(15), wait=wait_fixed(0.5), reraise=True)
 def _record_count(consumer: Consumer, metadata, timeout_s: float) -> int:  # type: ignore[no-untyped-def]
     total = 0
     for p in metadata.partitions:
