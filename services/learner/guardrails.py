@@ -16,8 +16,8 @@ in the `Guardrails` object the caller owns.
   latest handoffs of the archetype, once there are context_loss_min_handoffs of them. The guardrail
   is then latched and emits nothing more until the override is cleared.
 - Cleared: a RoutingOverride for the same tenant and archetype from anyone else with action CLEAR,
-  KILL_SWITCH_OFF or SET_AUTOMATION re-arms the guardrail with fresh evidence. The learner reads
-  `routing.overrides` from the beginning at start-up, so latches survive a restart.
+  KILL_SWITCH_OFF or SET_AUTOMATION re-arms the guardrail with fresh evidence. Overrides reach the
+  learner on its log (main.py) with the evidence, so latches survive a restart.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ Runs as any number of replicas, each with the same state, through a replicated l
   committed) and applies each event with the pure handlers in the log's one order, skipping an
   event id it applied already (handlers.Learner.applied_once). Same log, same order, same
   deterministic handlers: the same state on every replica, whichever replica's intake read what;
-- `routing.overrides` is read from its beginning by each replica as before (latches first, so
-  replayed evidence cannot re-fire them; each override applies once, by id).
+- `routing.overrides` is one of the intake's inputs: a person's override and the learner's own
+  reach the log in the order the intake read them, so every replica latches and clears its
+  guardrails at the same point of the log (each override applies once, by id).
 
 Outputs (overrides, QA samples, resolved tickets, KB proposals) are computed by every replica; their
 event ids derive from the log event that caused them, so the N copies are one event to the
@@ -36,7 +37,7 @@ from google.protobuf.message import Message
 from prometheus_client import REGISTRY
 
 from supportflow.contracts.v1 import services_pb2_grpc
-from supportflow.eventbus import ConsumerLoop, Emit, EventPublisher, Forward, Handler, LogEnd, TransientError
+from supportflow.eventbus import ConsumerLoop, EventPublisher, Forward, LogEnd, TransientError
 from supportflow.observability import Health
 from supportflow.service import ServiceParts
 from supportflow.settings import Settings
@@ -53,7 +54,7 @@ from services.learner.tenant_data import TenantData
 
 SERVICE = "learner"
 INPUTS = (*DECISION_TOPICS.values(), Topic.TICKETS_FEEDBACK, Topic.AGENT_ACTIONS, Topic.TICKETS_RECEIVED,
-          Topic.TICKETS_DELIVERED, Topic.KB_GAPS)
+          Topic.TICKETS_DELIVERED, Topic.KB_GAPS, Topic.ROUTING_OVERRIDES)
 LOG = Topic.LEARNER_EVENTS
 INTAKE_BATCH = 1000
 PANEL_WAIT_S = 5.0  # at most, for this replica to apply the log up to its end before GetKpis answers
@@ -128,25 +129,11 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
             snapshot = None
     if learner is None:
         learner = Learner(config, TenantData(tenants_dir), replaying=True)
-    overrides = ConsumerLoop(
-        settings, SERVICE, {Topic.ROUTING_OVERRIDES: learner.on_override}, publisher, health,
-        group=f"{settings.topic_prefix}{SERVICE}-overrides", broadcast=True,
-    )
-
-    def after_overrides(handler: Handler) -> Handler:
-        def handle(event: Message) -> list[Emit]:
-            # Latches first, so replayed evidence cannot re-fire them.
-            while not overrides.caught_up.wait(0.5):
-                if overrides.stopped.is_set():
-                    raise TransientError("routing.overrides consumer stopped before it caught up")
-            return handler(event)
-        return handle
-
     handlers = {topic: learner.on_decided for topic in DECISION_TOPICS.values()}
     handlers |= {Topic.TICKETS_FEEDBACK: learner.on_feedback, Topic.AGENT_ACTIONS: learner.on_agent_action,
                  Topic.TICKETS_RECEIVED: learner.on_received, Topic.TICKETS_DELIVERED: learner.on_delivered,
-                 Topic.KB_GAPS: learner.on_kb_gap}
-    handlers = {topic: after_overrides(learner.applied_once(handler)) for topic, handler in handlers.items()}
+                 Topic.KB_GAPS: learner.on_kb_gap, Topic.ROUTING_OVERRIDES: learner.on_override}
+    handlers = {topic: learner.applied_once(handler) for topic, handler in handlers.items()}
 
     def save_snapshot(positions: dict[tuple[str, int], int]) -> None:
         if store is not None and store.due(positions):
@@ -175,10 +162,9 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
         # The replay is the log as it was at start plus the backlog of the inputs this replica's
         # intake was given (a first start, or one after an outage of every replica, finds the
         # inputs' backlog not yet on the log): outputs of either are held as before.
-        for loop in (overrides, intake):
-            while not loop.caught_up.wait(0.5):
-                if stop_replay_watch.is_set():
-                    return
+        while not intake.caught_up.wait(0.5):
+            if stop_replay_watch.is_set():
+                return
         while not applied.wait(0.5, panel=False):
             if stop_replay_watch.is_set():
                 return
@@ -191,7 +177,7 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
     collector = LearnerCollector(learner)
     REGISTRY.register(collector)
     return ServiceParts(
-        consumers=[apply_log, overrides, intake],
+        consumers=[apply_log, intake],
         grpc=[(services_pb2_grpc.add_LearnerServicer_to_server,
                LearnerServicer(learner, settings.default_tenant, before_answer=applied.wait, max_wait_s=PANEL_WAIT_S),
                "supportflow.contracts.v1.Learner")],

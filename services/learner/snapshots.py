@@ -7,9 +7,9 @@ thread writes a snapshot between two batches every `SUPPORTFLOW_LEARNER_SNAPSHOT
 it applied anything since the last) and once more at shutdown. It is taken under the learner's
 lock, after the batch's output was published: the state (with the ids of the events applied last,
 applied_ids.py) and the position are one consistent cut. A restored learner starts the apply loop
-at that position; `routing.overrides` is read from its beginning as before (the guardrails apply
-each override once, by id), and overrides the tail of the replay would issue are held and compared
-with the topic as in a full replay. Replicas take their snapshots each in a folder of its own; as
+at that position (overrides are on the log too, and the guardrails' state is in the snapshot),
+and overrides the tail of the replay would issue are held and compared with the topic as in a
+full replay. Replicas take their snapshots each in a folder of its own; as
 they hold the same state at the same position, any replica's snapshot would do for another.
 
 The file is written under a temporary name, flushed to disk and renamed over the previous one, so a

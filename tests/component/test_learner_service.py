@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.eventbus import EventPublisher, decode, ensure_topics, new_meta
+from supportflow.eventbus import H_SOURCE_TOPIC, EventPublisher, decode, ensure_topics, header, new_meta
 from supportflow.observability import Health
 from supportflow.rpc import create_server, open_channel
 from supportflow.topics import DECISION_TOPICS, Topic
@@ -182,9 +182,15 @@ def test_a_restart_mid_stream_loses_nothing_counts_nothing_twice_and_repeats_no_
     publisher.flush()
     overrides_topic = Topic.ROUTING_OVERRIDES.name_in(settings.topic_prefix)
 
+    log_topic = Topic.LEARNER_EVENTS.name_in(settings.topic_prefix)
+
     with RunningLearner(settings) as first:
         assert len(read_all(settings, overrides_topic, expected=1, timeout_s=60)) == 1
-        assert first.wait_for_row(4)[0].tickets == 4
+        # The override comes back through the intake onto the log, where every replica's
+        # guardrails read it at the same point (five inputs, then the override).
+        on_log = [header(r, H_SOURCE_TOPIC) for r in read_all(settings, log_topic, expected=6, timeout_s=30)]
+        assert on_log.count(Topic.ROUTING_OVERRIDES.base_name) == 1 and len(on_log) == 6
+        assert first.wait_for_row(4)[0].tickets == 4  # the panel waits until the log is applied to its end
 
     # While the learner is down: four more tickets (one a redelivery of t-3), another P0 in the
     # latched archetype, and a redelivered decision for t-0.
@@ -207,9 +213,9 @@ def test_a_restart_mid_stream_loses_nothing_counts_nothing_twice_and_repeats_no_
         overrides = read_all(settings, overrides_topic, expected=2, timeout_s=5)
     # The intake reads only the six outcome events its group had not committed. Restored from the
     # snapshot the first learner left at shutdown, the apply loop reads only the six log events
-    # that came after it; without one, all eleven.
+    # that came after it; without one, all twelve (eleven inputs and the first run's override).
     (inputs_after, log_after), (inputs_before, log_before) = outcome_events_read(), read_before
-    assert (inputs_after - inputs_before, log_after - log_before) == (6, 6 if snapshots else 11)
+    assert (inputs_after - inputs_before, log_after - log_before) == (6, 6 if snapshots else 12)
 
     assert (row.tickets, row.values["hallucinated_policy"]) == (7, 2)
     # Each ticket counts once, with its latest decision by time (t-3 was decided twice, on two
