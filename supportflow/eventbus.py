@@ -245,6 +245,20 @@ def read_ranges(
     return set(pending)
 
 
+def group_has_committed(settings: Settings, group_id: str, topic_names: Sequence[str], timeout_s: float = 30.0) -> bool:
+    """Whether consumer group `group_id` has committed an offset past the start of any partition of
+    `topic_names`: it handled events before (a state built from them should exist)."""
+    existing = AdminClient(kafka_config(settings)).list_topics(timeout=timeout_s).topics
+    partitions = [TopicPartition(name, p) for name in topic_names if name in existing for p in existing[name].partitions]
+    if not partitions:
+        return False
+    consumer = Consumer(kafka_config(settings) | {"group.id": group_id, "enable.auto.commit": False})
+    try:
+        return any(tp.offset > 0 for tp in consumer.committed(partitions, timeout=timeout_s))
+    finally:
+        consumer.close()
+
+
 class LogEnd:
     """The end offset of a one-partition topic (a log) now, read on demand with a client of its own
     (a loop's consumer belongs to the loop's thread): a reader whose position has reached it has

@@ -44,6 +44,22 @@ class ServiceParts:
 
 Builder = Callable[[Settings, EventPublisher, Health], ServiceParts]
 
+EXIT_STATE_LOST = 3  # the process's exit code when it refuses to start on unrecoverable state
+
+
+class StateLost(RuntimeError):
+    """A service's state cannot be recovered (a table's changelog, the learner's log: gone) while
+    its inputs were handled before. It refuses to start rather than start empty and forget it
+    silently; the message says what is gone and how to start again."""
+
+
+def refuse_start(service: str, health: Health, exc: StateLost) -> int:
+    """Log, mark the health dead and say on stderr why the service will not start; the exit code."""
+    log.error("refusing to start: %s", exc)
+    health.set_dead(f"state cannot be recovered: {exc}")
+    print(f"{service}: refusing to start: {exc}", file=sys.stderr)
+    return EXIT_STATE_LOST
+
 
 def limit_blas_threads() -> None:
     """One BLAS thread per encode, process-wide. A server runs many small encodes at once, and
@@ -87,7 +103,11 @@ def run_service(service: str, settings: Settings, stop: threading.Event | None =
         return own_runner(settings, stop)
     stop, health, ops = start_process(service, settings, stop)
     publisher = EventPublisher(settings, service)
-    parts = load_builder(service)(settings, publisher, health)
+    try:
+        parts = load_builder(service)(settings, publisher, health)
+    except StateLost as exc:
+        ops.shutdown()
+        return refuse_start(service, health, exc)
 
     grpc_server = None
     grpc_port = settings.grpc_port or DEFAULT_GRPC_PORTS.get(service, 0)

@@ -71,7 +71,6 @@ import faust
 from faust.streams import _current_event  # the contextvar faust's tables take a write's partition from
 from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
 
-from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.eventbus import (
     H_MESSAGE_TYPE,
     DeadLetterBudget,

@@ -17,13 +17,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
-from supportflow.eventbus import kafka_config
+from supportflow.eventbus import group_has_committed, kafka_config
+from supportflow.service import StateLost
 from supportflow.settings import Settings
 
 MARKER_KEY = json.dumps("__supportflow_changelog__").encode()
 
 
-class ChangelogLost(RuntimeError):
+class ChangelogLost(StateLost):
     """A table's changelog is gone while its consumer group has already processed events."""
 
 
@@ -47,9 +48,9 @@ def _check(settings: Settings, group_id: str, input_topics: list[str], changelog
            timeout_s: float) -> list[str]:
     admin = AdminClient(kafka_config(settings))
     existing = admin.list_topics(timeout=timeout_s).topics
+    ran_before = group_has_committed(settings, group_id, input_topics, timeout_s)
     consumer = Consumer(kafka_config(settings) | {"group.id": group_id, "enable.auto.commit": False})
     try:
-        ran_before = _has_committed(consumer, existing, input_topics, timeout_s)
         empty = {name for name in changelogs if name not in existing or _record_count(consumer, existing[name], timeout_s) == 0}
     finally:
         consumer.close()
@@ -78,13 +79,6 @@ def _check(settings: Settings, group_id: str, input_topics: list[str], changelog
         if producer.flush(timeout_s):
             raise RuntimeError("could not write the changelog markers")
     return created
-
-
-def _has_committed(consumer: Consumer, existing: dict, topics: list[str], timeout_s: float) -> bool:
-    partitions = [TopicPartition(name, p) for name in topics if name in existing for p in existing[name].partitions]
-    if not partitions:
-        return False
-    return any(tp.offset > 0 for tp in consumer.committed(partitions, timeout=timeout_s))
 
 
 # A topic another replica created a moment ago may have no partition leader yet.

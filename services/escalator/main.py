@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import threading
 
 from supportflow.crm import crm_from_settings
 from supportflow.investigation import Investigate, investigator_client, no_investigation
 from supportflow.observability import Health
 from supportflow.rpc import open_channel
-from supportflow.service import start_process
+from supportflow.service import refuse_start, start_process
 from supportflow.settings import Settings
 
 from services.escalator.actions import ActionGate, ActionLedger, Executor, PendingProposals
@@ -34,8 +33,6 @@ from services.escalator.investigator_client import run_action_executor
 from services.escalator.similar_cases import SimilarCaseLookup, grpc_similar_cases, no_similar_cases
 
 SERVICE = "escalator"
-# Exit code of a start refused because a table cannot be recovered (not retried by a restart alone).
-EXIT_STATE_LOST = 3
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +91,7 @@ def run_service(settings: Settings, stop: threading.Event | None = None) -> int:
             check_changelogs(settings, app.conf.id, [t.name_in(settings.topic_prefix) for t in INPUTS],
                              tables.changelog_topics)
         except ChangelogLost as exc:
-            log.error("refusing to start: %s", exc)
-            health.set_dead(f"table state cannot be recovered: {exc}")
-            print(f"{SERVICE}: refusing to start: {exc}", file=sys.stderr)
-            return EXIT_STATE_LOST
+            return refuse_start(SERVICE, health, exc)
         loop.run_until_complete(_serve(app, stop, state, health))
         if app.crashed and state.failure is None:
             state.failure = app.crash_reason or RuntimeError("the faust app crashed")

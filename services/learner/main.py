@@ -37,9 +37,9 @@ from google.protobuf.message import Message
 from prometheus_client import REGISTRY
 
 from supportflow.contracts.v1 import services_pb2_grpc
-from supportflow.eventbus import ConsumerLoop, EventPublisher, Forward, LogEnd, TransientError
+from supportflow.eventbus import ConsumerLoop, EventPublisher, Forward, LogEnd, TransientError, group_has_committed
 from supportflow.observability import Health
-from supportflow.service import ServiceParts
+from supportflow.service import ServiceParts, StateLost
 from supportflow.settings import Settings
 from supportflow.topics import DECISION_TOPICS, Topic
 
@@ -67,6 +67,32 @@ def forward_to_log(event: Message) -> list[Forward]:
     topic's twin, once; any other is passed on to the log untouched."""
     check_input(event)
     return [Forward(LOG)]
+
+
+def check_log_kept(settings: Settings, snapshot_positions: dict[tuple[str, int], int] | None) -> None:
+    """Raise StateLost when the log, which is the learner's state, is gone: its end is before the
+    snapshot's position (deleted and created again), or it never held a record while the intake
+    group has passed inputs on to it before. Replaying an empty log would start every replica
+    with an empty panel and re-armed guardrails, silently."""
+    log_name = LOG.name_in(settings.topic_prefix)
+    reader = LogEnd(settings, LOG)
+    try:
+        end = reader.offset(timeout_s=10.0)
+    finally:
+        reader.close()
+    group = f"{settings.topic_prefix}{SERVICE}-intake"
+    snapshots = "empty each replica's snapshot folder, " if snapshot_positions else ""
+    rebuild = (f"Restore the topic, or rebuild the state from the inputs (as far as their retention goes): stop "
+               f"every learner replica, {snapshots}"
+               f"delete the intake group's offsets (kafka-consumer-groups --delete-offsets --group {group} "
+               "--topic <each input topic>) and start again: the intake passes every input on to the log anew.")
+    at = (snapshot_positions or {}).get((log_name, 0))
+    if at is not None and at > end:
+        raise StateLost(f"{log_name} ends at offset {end}, before the snapshot's position {at}: the log was deleted "
+                        f"and created again, and what it held after the snapshot is gone. {rebuild}")
+    if end == 0 and group_has_committed(settings, group, [t.name_in(settings.topic_prefix) for t in INPUTS]):
+        raise StateLost(f"{log_name} has never held a record, but consumer group {group!r} has passed inputs on to "
+                        f"it: the log, which is the learner's state, was deleted. {rebuild}")
 
 
 class AppliedThroughEnd:
@@ -115,6 +141,7 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
         version = learner_version(LearnerConfig.source_text(settings.learner_config_path), settings.topic_prefix)
         store = SnapshotStore(settings.learner_snapshot_dir, version, interval_s=settings.learner_snapshot_interval_s)
         snapshot = store.load()
+    check_log_kept(settings, snapshot.positions if snapshot else None)
     tenants_dir = settings.tenant_data_dir
     with_baseline = TenantData(tenants_dir).check_all()  # a malformed tenant file stops the start, named
     log.info("tenant data read", extra={"fields": {"tenants_dir": str(tenants_dir), "with_baseline": with_baseline}})

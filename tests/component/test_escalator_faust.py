@@ -22,11 +22,11 @@ from confluent_kafka.admin import AdminClient
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import EventPublisher, decode, delete_namespace_topics, ensure_topics, kafka_config, new_meta
+from supportflow.service import EXIT_STATE_LOST
 from supportflow.settings import Settings
 from supportflow.topics import Topic
 from tests.process_helpers import ServiceProcess, read_records
 
-from services.escalator.main import EXIT_STATE_LOST
 
 pytestmark = pytest.mark.infra
 

@@ -5,7 +5,8 @@ services.learner.main`, the container's command), on its replicated log (learner
   on the same input and of the pure handlers applied to it; both replicas' intakes take part;
 - kill -9 of a replica five times while the input streams in, and records repeated on the log (as
   an intake killed between its publish and its commit leaves them): no event lost, none counted
-  twice, the panel afterwards exact on both replicas; the recovery times are printed.
+  twice, the panel afterwards exact on both replicas; the recovery times are printed;
+- a deleted log (the learner's state) stops the next start with a clear message.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from supportflow.eventbus import (
     H_EVENT_ID, EventPublisher, decode, delete_namespace_topics, ensure_topics, header, kafka_config, new_meta,
 )
 from supportflow.rpc import open_channel
+from supportflow.service import EXIT_STATE_LOST
 from supportflow.settings import Settings
 from supportflow.topics import DECISION_TOPICS, Topic
 from tests.kafka_helpers import read_all
@@ -304,3 +306,35 @@ def test_kill_9_of_a_replica_five_times_leaves_the_panel_exact(settings, tmp_pat
     assert panels[0] == panels[1] == expected, "the panel after the kills is not the undisturbed run's"
     # Repeated by a restarting replica or not, the override keeps its id: one override.
     assert {(o.override_id, o.archetype) for o in overrides} == {(overrides[0].override_id, tk.ARCHETYPE_FAQ_BOUNDED)}
+
+
+def test_a_deleted_log_stops_the_start_with_a_clear_message(settings, tmp_path):
+    """The log is the learner's state: deleted (and created again empty at the next start, as every
+    start creates missing topics), a replica refuses to start rather than serve an empty panel."""
+    ns = learner_settings(settings, tmp_path)
+    ensure_topics(ns)
+    events = workload(6)
+    first = Replica(ns, tmp_path, "first").start()
+    try:
+        first.wait_serving()
+        publish(ns, events)
+        wait_until(lambda: inputs_on_log(ns, events) == len(valid_event_ids(events)), 60,
+                   lambda: f"{inputs_on_log(ns, events)} input events on the log")
+    finally:
+        assert first.stop() == 0, first.tail()
+
+    admin = AdminClient(kafka_config(ns))
+    log_name = Topic.LEARNER_EVENTS.name_in(ns.topic_prefix)
+    admin.delete_topics([log_name], request_timeout=30)[log_name].result(30)
+    wait_until(lambda: log_name not in admin.list_topics(timeout=10).topics, 20, f"{log_name} not deleted")
+
+    again = Replica(ns, tmp_path, "again").start()
+    assert again.process is not None
+    try:
+        code = again.process.wait(60)
+    finally:
+        if again.process.poll() is None:  # it started as if nothing were lost
+            again.stop()
+    log = again.log_path.read_text(errors="replace")
+    assert code == EXIT_STATE_LOST, log[-3000:]
+    assert "refusing to start" in log and log_name in log and "was deleted" in log and "--delete-offsets" in log
