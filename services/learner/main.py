@@ -35,6 +35,7 @@ import time
 
 from google.protobuf.message import Message
 from prometheus_client import REGISTRY
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from supportflow.contracts.v1 import services_pb2_grpc
 from supportflow.eventbus import ConsumerLoop, EventPublisher, Forward, LogEnd, TransientError, group_has_committed
@@ -69,6 +70,13 @@ def forward_to_log(event: Message) -> list[Forward]:
     return [Forward(LOG)]
 
 
+@retry(retry=retry_if_exception_type(TransientError), stop=stop_after_delay(30), wait=wait_fixed(0.5), reraise=True)
+def _end_of(reader: LogEnd) -> int:
+    """The log's end, asked again while Kafka cannot say (a log created a moment ago, at this very
+    start, has no partition leader yet)."""
+    return reader.offset(timeout_s=10.0)
+
+
 def check_log_kept(settings: Settings, snapshot_positions: dict[tuple[str, int], int] | None) -> None:
     """Raise StateLost when the log, which is the learner's state, is gone: its end is before the
     snapshot's position (deleted and created again), or it never held a record while the intake
@@ -77,7 +85,7 @@ def check_log_kept(settings: Settings, snapshot_positions: dict[tuple[str, int],
     log_name = LOG.name_in(settings.topic_prefix)
     reader = LogEnd(settings, LOG)
     try:
-        end = reader.offset(timeout_s=10.0)
+        end = _end_of(reader)
     finally:
         reader.close()
     group = f"{settings.topic_prefix}{SERVICE}-intake"
