@@ -53,6 +53,16 @@ class _ArchetypeGuard:
     reviewing: bool = False
     latched: bool = False
     generation: int = 0  # how many times it was re-armed; part of the override id
+    # Derived from the windows, kept so that a survey or a handoff costs O(1) instead of a pass over
+    # its window; None (or absent) means "count again from the window". Not part of the state.
+    newest: dict[int, float] = field(default_factory=dict)  # latency -> newest given-at in its window
+    oldest: dict[int, float] = field(default_factory=dict)  # latency -> at most the oldest given-at
+    handoffs_lost: int | None = None  # how many of the handoffs lost context
+
+    def forget_derived(self) -> None:
+        self.newest.clear()
+        self.oldest.clear()
+        self.handoffs_lost = None
 
 
 @dataclass(frozen=True)
@@ -127,13 +137,24 @@ class Guardrails:
             return outcome
         guard = self._guards[(tenant, archetype)]
         window = guard.scores[latency]
-        window.pop(ticket_id, None)
+        replaced = window.pop(ticket_id, None)
         window[ticket_id] = (score, given_at)
-        newest = max(at for _, at in window.values())
-        for old in [t for t, (_, at) in window.items() if at < newest - self._config.rolling_days * DAY_S]:
-            del window[old]
+        newest = guard.newest.get(latency)
+        if newest is None or (replaced is not None and replaced[1] >= newest):
+            newest = max(at for _, at in window.values())
+        else:
+            newest = max(newest, given_at)
+        cutoff = newest - self._config.rolling_days * DAY_S
+        oldest = min(guard.oldest.get(latency, given_at), given_at)
+        if latency not in guard.oldest or oldest < cutoff:  # something may have aged out: look
+            for old in [t for t, (_, at) in window.items() if at < cutoff]:
+                del window[old]
+            oldest = min((at for _, at in window.values()), default=newest)
         while len(window) > self._config.window:
-            window.popitem(last=False)
+            _, (_, at) = window.popitem(last=False)
+            if at >= newest:  # the newest left (surveys out of order): count again
+                newest = max((at for _, at in window.values()), default=newest)
+        guard.newest[latency], guard.oldest[latency] = newest, oldest
         slips = self._slips(tenant, archetype, guard)
         if not slips:
             return outcome
@@ -171,12 +192,17 @@ class Guardrails:
         """A handoff (review or escalation) of this archetype, or its context-loss flag arriving."""
         outcome = GuardrailOutcome()
         guard = self._guards[(tenant, archetype)]
+        if guard.handoffs_lost is None:
+            guard.handoffs_lost = sum(guard.handoffs.values())
         if ticket_id in guard.handoffs:
-            guard.handoffs[ticket_id] = guard.handoffs[ticket_id] or context_loss
+            before = guard.handoffs[ticket_id]
+            guard.handoffs[ticket_id] = before or context_loss
+            guard.handoffs_lost += guard.handoffs[ticket_id] - before
         else:
             guard.handoffs[ticket_id] = context_loss
+            guard.handoffs_lost += context_loss
             while len(guard.handoffs) > self._config.context_loss_window:
-                guard.handoffs.popitem(last=False)
+                guard.handoffs_lost -= guard.handoffs.popitem(last=False)[1]
         rate = self._context_loss_rate(guard)
         if rate is not None and rate > self._config.context_loss_max_rate:
             reason = (f"context loss on {rate:.1%} of the latest {len(guard.handoffs)} handoffs "
@@ -204,6 +230,7 @@ class Guardrails:
             guard.generation += 1
             guard.scores.clear()
             guard.handoffs.clear()
+            guard.forget_derived()
 
     def status(self) -> list[GuardrailStatus]:
         rows = []
@@ -217,7 +244,9 @@ class Guardrails:
     def _context_loss_rate(self, guard: _ArchetypeGuard) -> float | None:
         if len(guard.handoffs) < self._config.context_loss_min_handoffs:
             return None
-        return sum(guard.handoffs.values()) / len(guard.handoffs)
+        if guard.handoffs_lost is None:
+            guard.handoffs_lost = sum(guard.handoffs.values())
+        return guard.handoffs_lost / len(guard.handoffs)
 
     def _slips(self, tenant: str, archetype: str, guard: _ArchetypeGuard) -> dict[int, tuple[float, float, float, int]]:
         """latency -> (slip, mean, baseline, samples) for each latency with a verdict."""

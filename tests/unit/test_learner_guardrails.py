@@ -285,3 +285,70 @@ def test_context_loss_above_five_percent_pulls_the_archetype_back():
     assert override.reason == "context loss on 10.0% of the latest 20 handoffs (threshold 5%)"
     [row] = learner.kpi_rows("rho-bank", "account_specific", "all", "all")
     assert row.values["context_loss_rate"] == 0.1
+
+
+def test_windows_kept_in_constant_time_match_a_recount_of_every_survey_and_handoff():
+    """The newest survey, the oldest bound and the handoffs' loss count are kept as they change;
+    against the plain recount (newest over the window, drop what is older than the rolling days,
+    trim to the window; losses summed), over surveys with repeated tickets, out-of-order and stale
+    timestamps, windows trimmed by count and by age, and a clear in the middle."""
+    import collections
+    import random
+
+    rng = random.Random(7)
+    config = GuardrailConfig(window=30, min_samples=5, alert_slip_points=2, alert_clear_slip_points=1,
+                             override_slip_points=50, rolling_days=2, context_loss_window=25,
+                             context_loss_min_handoffs=5, context_loss_max_rate=1.0)
+    g = Guardrails(config, TENANT_DATA.csat_baseline)
+    recount: collections.OrderedDict = collections.OrderedDict()
+    handoffs: collections.OrderedDict = collections.OrderedDict()
+    clock = T0
+    for step in range(3000):
+        clock += rng.choice([0.0, 600.0, 3600.0, 4 * 3600.0])
+        at = clock - rng.choice([0.0, 0.0, 0.0, 7200.0, 3 * 86400.0])  # late, some past the rolling days
+        ticket = f"t{rng.randrange(60)}"
+        score = float(rng.randrange(60, 101))
+        g.observe_csat("rho-bank", "faq_bounded", ticket, AT, score, at)
+        recount.pop(ticket, None)
+        recount[ticket] = (score, at)
+        newest = max(a for _, a in recount.values())
+        for old in [t for t, (_, a) in recount.items() if a < newest - 2 * 86400]:
+            del recount[old]
+        while len(recount) > 30:
+            recount.popitem(last=False)
+        handoff, lost = f"h{rng.randrange(80)}", rng.random() < 0.3
+        g.observe_handoff("rho-bank", "faq_bounded", handoff, lost)
+        handoffs[handoff] = handoffs.get(handoff, False) or lost
+        while len(handoffs) > 25:
+            handoffs.popitem(last=False)
+        if step == 1500:  # a person re-arms it: both windows start over
+            assert p0(g, "faq_bounded", "x").overrides  # latched
+            g.observe_override(human(ev.OVERRIDE_ACTION_CLEAR))
+            recount.clear()
+            handoffs.clear()
+        guard = g._guards[("rho-bank", "faq_bounded")]
+        assert guard.scores[AT] == recount, step
+        [status] = g.status()
+        expected = sum(handoffs.values()) / len(handoffs) if len(handoffs) >= 5 else None
+        assert status.context_loss_rate == expected, step
+
+
+def test_the_dead_letter_budget_counts_its_window_as_it_slides():
+    from supportflow.eventbus import DeadLetterBudget, DeadLetterBudgetExceeded
+    import random
+
+    rng = random.Random(3)
+    budget = DeadLetterBudget(max_consecutive=1000, max_ratio=0.5, window=50)
+    recent = []
+    for _ in range(2000):
+        dead = rng.random() < 0.45
+        recent = (recent + [dead])[-50:]
+        ratio = sum(recent) / len(recent)
+        if len(recent) >= 5 and ratio > 0.5:
+            try:
+                budget.record(dead)
+            except DeadLetterBudgetExceeded:
+                return  # stopped exactly when the recount says the share went over
+            raise AssertionError(f"not stopped at {ratio:.2f}")
+        budget.record(dead)
+    raise AssertionError("the share never went over 0.5: the sequence proves nothing")
