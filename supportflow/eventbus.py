@@ -18,6 +18,7 @@ given partitions.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import operator
 import os
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message as KafkaMessage, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from google.protobuf.message import DecodeError, Message
 
 from supportflow.contracts.v1 import events_pb2 as ev
@@ -245,6 +246,21 @@ def read_ranges(
     return set(pending)
 
 
+def watermarks(admin: AdminClient, partitions: Iterable[tuple[str, int]], timeout_s: float) -> dict[tuple[str, int], tuple[int, int]]:
+    """(low, high) watermark of each (topic, partition), asked in two requests whatever their number.
+    A consumer's own get_watermark_offsets asks one partition at a time, and each question waits
+    behind the fetch the broker may hold open on that connection (fetch.wait.max.ms): over a few
+    dozen partitions, seconds. Raises KafkaException (e.g. a partition without a leader yet)."""
+    asked = [TopicPartition(topic, partition) for topic, partition in partitions]
+    if not asked:
+        return {}
+    ends: dict[tuple[str, int], list[int]] = {}
+    for spec in (OffsetSpec.earliest(), OffsetSpec.latest()):
+        for tp, future in admin.list_offsets({tp: spec for tp in asked}, request_timeout=timeout_s).items():
+            ends.setdefault((tp.topic, tp.partition), []).append(future.result().offset)
+    return {key: (low, high) for key, (low, high) in ends.items()}
+
+
 def group_has_committed(settings: Settings, group_id: str, topic_names: Sequence[str], timeout_s: float = 30.0) -> bool:
     """Whether consumer group `group_id` has committed an offset past the start of any partition of
     `topic_names`: it handled events before (a state built from them should exist)."""
@@ -381,18 +397,22 @@ class DeadLetterBudget:
     max_ratio: float = 0.5
     window: int = 1000
     _recent: collections.deque = field(init=False)
+    _dead_in_recent: int = field(default=0, init=False)
     _consecutive: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self._recent = collections.deque(maxlen=self.window)
 
     def record(self, dead_lettered: bool) -> None:
+        if len(self._recent) == self.window:
+            self._dead_in_recent -= self._recent[0]  # about to fall out of the window
         self._recent.append(dead_lettered)
+        self._dead_in_recent += dead_lettered
         self._consecutive = self._consecutive + 1 if dead_lettered else 0
         if self._consecutive > self.max_consecutive:
             raise DeadLetterBudgetExceeded(f"{self._consecutive} consecutive messages dead-lettered")
         if len(self._recent) >= self.window // 10:
-            ratio = sum(self._recent) / len(self._recent)
+            ratio = self._dead_in_recent / len(self._recent)
             if ratio > self.max_ratio:
                 raise DeadLetterBudgetExceeded(f"{ratio:.0%} of the last {len(self._recent)} messages dead-lettered")
 
@@ -563,6 +583,11 @@ class ConsumerLoop:
         """The next offset to handle per (physical topic, partition), as of the last batch."""
         return dict(self._positions)
 
+    @functools.cached_property
+    def _admin(self) -> AdminClient:
+        """For watermarks: asked apart from the loop's consumer, whose connections hold fetches."""
+        return AdminClient(kafka_config(self._settings))
+
     @property
     def assigned(self) -> threading.Event:
         """Set once the group has given this consumer its partitions."""
@@ -652,8 +677,9 @@ class ConsumerLoop:
             wanted = sorted({tp.partition % count for tp in partitions})
             since_ms = int((time.time() - self._settings.dedupe_ttl_s) * 1000)
             ranges = {}
+            marks = watermarks(self._admin, [(name, p) for p in wanted], timeout_s=10)
             for tp in consumer.offsets_for_times([TopicPartition(name, p, since_ms) for p in wanted], timeout=10):
-                low, high = consumer.get_watermark_offsets(TopicPartition(name, tp.partition), timeout=10, cached=False)
+                low, high = marks[(name, tp.partition)]
                 start = tp.offset if tp.offset >= 0 else high  # negative: nothing that recent
                 ranges[(name, tp.partition)] = (max(start, low, self._handled_ids_read_to.get(tp.partition, 0)), high)
             unfinished = read_ranges(self._settings, ranges, recall, deadline_s=HANDLED_IDS_READ_DEADLINE_S)
@@ -824,12 +850,9 @@ class ConsumerLoop:
         if not self._assigned.is_set():
             return
         if self._catch_up_targets is None:
-            targets = {}
             try:
-                for tp in self._consumer.assignment():
-                    low, high = self._consumer.get_watermark_offsets(tp, timeout=10)
-                    if high > low:
-                        targets[(tp.topic, tp.partition)] = high
+                marks = watermarks(self._admin, [(tp.topic, tp.partition) for tp in self._consumer.assignment()], 10)
+                targets = {key: high for key, (low, high) in marks.items() if high > low}
             except KafkaException as exc:  # e.g. a new topic whose leader is not elected yet
                 log.info("watermarks not available yet", extra={"fields": {"error": str(exc)}})
                 return
