@@ -1,5 +1,7 @@
 """The codec and the dead-letter budget, without a broker."""
 
+import random
+
 import pytest
 
 from supportflow.contracts.v1 import events_pb2 as ev
@@ -96,3 +98,21 @@ def test_budget_stops_when_most_recent_messages_fail():
     with pytest.raises(DeadLetterBudgetExceeded, match="%"):
         for _ in range(10):
             budget.record(True)
+
+
+def test_the_dead_letter_budget_counts_its_window_as_it_slides():
+    rng = random.Random(3)
+    budget = DeadLetterBudget(max_consecutive=1000, max_ratio=0.5, window=50)
+    recent = []
+    for _ in range(2000):
+        dead = rng.random() < 0.45
+        recent = (recent + [dead])[-50:]
+        ratio = sum(recent) / len(recent)
+        if len(recent) >= 5 and ratio > 0.5:
+            try:
+                budget.record(dead)
+            except DeadLetterBudgetExceeded:
+                return  # stopped exactly when the recount says the share went over
+            raise AssertionError(f"not stopped at {ratio:.2f}")
+        budget.record(dead)
+    raise AssertionError("the share never went over 0.5: the sequence proves nothing")
