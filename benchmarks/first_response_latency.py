@@ -10,6 +10,10 @@ a new ticket) and prints the percentiles of received -> delivered, where receive
 timestamp on the ticket and delivered is the time the channel stand-in logged the first thing
 Supportflow posted on it. Also sent -> delivered (as the customer waits, webhook hop included).
 Goal (issue 23): p95 < 3 s at 20 tickets/s for 5 minutes.
+
+Also prints the machine's speed before and after the run (a fixed Python workload's rounds per
+second on one core): it drifts here by a third within an hour, and at 20 tickets/s two cores have
+less headroom than that, so a run is comparable only with one at a similar speed.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +40,19 @@ def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
+def machine_speed(seconds: float = 2.0) -> float:
+    """Rounds per second of a fixed workload of the kind the services do (JSON in and out, a sort),
+    on one core."""
+    payload = {"ticket": {"id": "t-1", "text": "my card was charged twice " * 8,
+                          "tags": [f"tag-{i}" for i in range(40)]}, "scores": [i / 7 for i in range(200)]}
+    rounds, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(50):
+            sorted(json.loads(json.dumps(payload))["scores"], reverse=True)
+        rounds += 50
+    return rounds / (time.perf_counter() - started)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=20.0)
@@ -51,6 +69,7 @@ def main() -> int:
     stack = LocalStack(settings)
     stack.install()
     stack.up()
+    speed_before = machine_speed()
     try:
         trip = run_round_trip(settings, tickets, rate=args.rate, run_dir=settings.cache_dir / "bench-runs" / run_id,
                               timeout_s=600.0)
@@ -60,6 +79,7 @@ def main() -> int:
         if stack.started_by_us:
             stack.down(stack.started_by_us)
 
+    speed_after = machine_speed()
     received_to_delivered, sent_to_delivered = [], []
     for record in trip.records[args.warmup:]:
         if not record["delivered"] or not record["received_at"]:
@@ -78,6 +98,7 @@ def main() -> int:
         "missing_decisions": len(trip.missing), "duplicated_decisions": len(trip.duplicated),
         "received_to_delivered_ms": figures(received_to_delivered),
         "sent_to_delivered_ms": figures(sent_to_delivered),
+        "machine_speed_rounds_per_s": {"before": round(speed_before), "after": round(speed_after)},
     }
     print(f"{measured} tickets at {args.rate:g}/s for {args.duration:g} s: {result['delivered']} delivered, "
           f"{result['undelivered']} undelivered, {result['missing_decisions']} without a decision")
@@ -86,6 +107,7 @@ def main() -> int:
         if f["p50"] is not None:
             print(f"{name.removesuffix('_ms').replace('_', ' ')}: p50 {f['p50']:.0f} ms, p95 {f['p95']:.0f} ms, "
                   f"p99 {f['p99']:.0f} ms, max {f['max']:.0f} ms")
+    print(f"machine speed (a fixed workload's rounds/s on one core): {speed_before:.0f} before, {speed_after:.0f} after")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0 if not trip.undelivered else 1
