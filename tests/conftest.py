@@ -51,3 +51,12 @@ def settings(local_stack, base_settings: Settings) -> Iterator[Settings]:
     own = base_settings.replace(topic_prefix=f"t{uuid.uuid4().hex[:10]}.", topic_partitions=1)
     yield own
     delete_namespace_topics(own)
+
+
+@pytest.fixture
+def second_namespace(settings: Settings) -> Iterator[Settings]:
+    """Another namespace of this test's own beside `settings` (a one-replica run to compare with),
+    deleted afterwards."""
+    other = settings.replace(topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
+    yield other
+    delete_namespace_topics(other)

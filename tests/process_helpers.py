@@ -95,6 +95,20 @@ class ServiceProcess:
             return "(no log)"
 
 
+def kill_in_turn(replicas: list, kills: int, every_s: float, recovered) -> list:  # noqa: ANN001
+    """kill -9 the replicas in turn, `kills` times, `every_s` apart, each started again at once;
+    `recovered(kill, victim, killed_at)` waits for the victim and says what to report."""
+    reports = []
+    for kill in range(kills):
+        time.sleep(every_s)
+        victim = replicas[kill % len(replicas)]
+        victim.kill()
+        killed_at = time.monotonic()
+        victim.start()
+        reports.append(recovered(kill, victim, killed_at))
+    return reports
+
+
 def read_records(settings: Settings, topic: Topic, timeout_s: float = 20.0) -> list:
     """Every record on the topic now, undecoded: each partition read up to its end, without a group."""
     name = topic.name_in(settings.topic_prefix)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,11 +20,11 @@ from confluent_kafka.admin import AdminClient
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.eventbus import EventPublisher, decode, delete_namespace_topics, ensure_topics, kafka_config, new_meta
+from supportflow.eventbus import EventPublisher, decode, ensure_topics, kafka_config, new_meta
 from supportflow.service import EXIT_STATE_LOST
 from supportflow.settings import Settings
 from supportflow.topics import Topic
-from tests.process_helpers import ServiceProcess, read_records
+from tests.process_helpers import ServiceProcess, kill_in_turn, read_records
 
 
 pytestmark = pytest.mark.infra
@@ -110,13 +109,6 @@ def outcome(found: list[ev.TicketDecided]) -> dict[str, tuple]:
     return {d.ticket.ticket_id: (d.decision, d.reason, d.case_type, d.target_queue, d.incident_id) for d in found}
 
 
-@pytest.fixture
-def second_namespace(settings: Settings):
-    other = settings.replace(topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
-    yield other
-    delete_namespace_topics(other)
-
-
 def test_two_replicas_make_one_incident_of_a_burst_and_decide_as_one_replica(settings, second_namespace, tmp_path):
     events = the_input(count_burst=24, count_other=16)
     runs = {}
@@ -158,21 +150,18 @@ def test_five_kill_9s_lose_no_decision_and_duplicate_none(settings, tmp_path):
     ensure_topics(ns)
     events = the_input(count_burst=60, count_other=140)
     replicas = [Replica(ns, tmp_path, f"r{i}").start() for i in range(2)]
-    recoveries = []
+
+    def recovered(kill: int, victim: Replica, killed_at: float) -> float:
+        victim.wait_ready(60)
+        return time.monotonic() - killed_at
+
     try:
         for replica in replicas:
             replica.wait_ready()
         feeder = threading.Thread(target=publish_run, args=(ns, events, 0.1), daemon=True)
         started = time.monotonic()
         feeder.start()
-        for kill in range(5):
-            time.sleep(2.5)
-            victim = replicas[kill % 2]
-            victim.kill()
-            killed_at = time.monotonic()
-            victim.start()
-            victim.wait_ready(60)
-            recoveries.append(time.monotonic() - killed_at)
+        recoveries = kill_in_turn(replicas, 5, 2.5, recovered)
         feeder.join(60)
         found = decisions(ns, len(events), timeout_s=45)
         elapsed = time.monotonic() - started

@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import grpc
@@ -26,14 +25,14 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import (
-    H_EVENT_ID, EventPublisher, decode, delete_namespace_topics, ensure_topics, header, kafka_config, new_meta,
+    H_EVENT_ID, EventPublisher, decode, ensure_topics, header, kafka_config, new_meta,
 )
 from supportflow.rpc import open_channel
 from supportflow.service import EXIT_STATE_LOST
 from supportflow.settings import Settings
 from supportflow.topics import DECISION_TOPICS, Topic
 from tests.kafka_helpers import read_all
-from tests.process_helpers import ROOT, ServiceProcess, read_records
+from tests.process_helpers import ROOT, ServiceProcess, kill_in_turn, read_records
 from tooling.fleet import free_port
 
 from services.learner.config import LearnerConfig
@@ -206,13 +205,6 @@ def learner_overrides(settings: Settings) -> list[ev.RoutingOverride]:
     return [o for o in overrides if o.issued_by == "learner:guardrail"]
 
 
-@pytest.fixture
-def second_namespace(settings: Settings):
-    other = settings.replace(topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
-    yield other
-    delete_namespace_topics(other)
-
-
 def test_two_replicas_serve_the_panel_of_one_replica(settings, second_namespace, tmp_path):
     events = workload(90)
     panels: dict[str, list[Panel]] = {}
@@ -261,23 +253,20 @@ def test_kill_9_of_a_replica_five_times_leaves_the_panel_exact(settings, tmp_pat
     events = workload(150)
     expected = reference_panel(ns, events)
     replicas = [Replica(ns, tmp_path, f"r{i}").start() for i in range(2)]
-    recoveries: list[str] = []
+
+    def recovered(kill: int, victim: Replica, killed_at: float) -> str:
+        serving_s = victim.wait_serving()
+        wait_until(victim.ready, 30, lambda: f"{victim.name} not ready:\n{victim.tail()}")
+        return (f"kill {kill + 1} ({victim.name}): panel served, log applied to its end, "
+                f"{serving_s:.1f} s after the kill; ready {time.monotonic() - killed_at:.1f} s")
+
     try:
         for replica in replicas:
             replica.wait_serving()
         feeder = threading.Thread(target=publish, args=(ns, events, 0.02), daemon=True)
         started = time.monotonic()
         feeder.start()
-        for kill in range(5):
-            time.sleep(1.0)
-            victim = replicas[kill % 2]
-            victim.kill()
-            killed_at = time.monotonic()
-            victim.start()
-            serving_s = victim.wait_serving()
-            wait_until(victim.ready, 30, lambda: f"{victim.name} not ready:\n{victim.tail()}")
-            recoveries.append(f"kill {kill + 1} ({victim.name}): panel served, log applied to its end, "
-                              f"{serving_s:.1f} s after the kill; ready {time.monotonic() - killed_at:.1f} s")
+        recoveries = kill_in_turn(replicas, 5, 1.0, recovered)
         feeder.join(90)
         assert not feeder.is_alive()
         # What an intake killed between its publish and its commit leaves: records on the log again.
