@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message as KafkaMessage, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, OffsetSpec
 from google.protobuf.message import DecodeError, Message
 
 from supportflow.contracts.v1 import events_pb2 as ev
@@ -428,6 +428,28 @@ HANDLED_IDS_RETENTION_MARGIN_S = 3600.0
 HANDLED_IDS_READ_DEADLINE_S = 60.0
 
 
+def _follow_retention(admin: AdminClient, topic: str, retention_ms: int) -> None:
+    """Set an existing handled-ids topic's retention to what the time to live set now asks for.
+    Kafka keeps the retention a topic was created with: after the time to live was raised, the
+    topic would still delete ids within the new window, and a repeat of one would be handled again.
+    A failure (no right to alter configs, say) is logged with what it costs; it stops nothing."""
+    try:
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        current = int(next(iter(admin.describe_configs([resource]).values())).result(timeout=10)["retention.ms"].value)
+        if current == retention_ms:
+            return
+        change = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+            ConfigEntry("retention.ms", str(retention_ms), incremental_operation=AlterConfigOpType.SET)])
+        next(iter(admin.incremental_alter_configs([change]).values())).result(timeout=30)
+    except KafkaException as exc:
+        log.warning("handled-ids retention not checked or not changed: a repeat older than the topic's "
+                    "retention is handled again",
+                    extra={"fields": {"topic": topic, "wanted_ms": retention_ms, "error": str(exc)}})
+        return
+    log.info("handled-ids retention set to follow the time to live",
+             extra={"fields": {"topic": topic, "was_ms": current, "now_ms": retention_ms}})
+
+
 class HandledIds:
     """Event ids handled lately, each with when it was handled (epoch seconds), to skip
     redeliveries cheaply. An id is remembered for `ttl_s` after it was handled; `capacity`, when
@@ -632,9 +654,9 @@ class ConsumerLoop:
         name = self.handled_ids_topic
         admin = AdminClient(kafka_config(self._settings))
         topics = admin.list_topics(timeout=10).topics
+        retention_ms = int((self._settings.dedupe_ttl_s + HANDLED_IDS_RETENTION_MARGIN_S) * 1000)
         if name not in topics or not topics[name].partitions:
             inputs = [len(topics[t].partitions) for t in self._by_name if t in topics]
-            retention_ms = int((self._settings.dedupe_ttl_s + HANDLED_IDS_RETENTION_MARGIN_S) * 1000)
             new = NewTopic(name, max(inputs, default=self._settings.topic_partitions), self._settings.topic_replication,
                            config={"cleanup.policy": "delete", "retention.ms": str(retention_ms)})
             try:
@@ -648,6 +670,7 @@ class ConsumerLoop:
         for _ in range(20):  # another consumer of the group may have created it a moment ago
             topic = admin.list_topics(topic=name, timeout=10).topics.get(name)
             if topic is not None and topic.partitions:
+                _follow_retention(admin, name, retention_ms)
                 self._handled_ids_partitions = len(topic.partitions)
                 return self._handled_ids_partitions, False
             time.sleep(0.5)

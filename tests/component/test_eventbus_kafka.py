@@ -227,8 +227,7 @@ def test_a_repeat_after_more_than_5000_other_messages_is_skipped_and_one_older_t
 
     admin = AdminClient(kafka_config(settings))
     assert len(admin.list_topics(topic=ids_topic, timeout=10).topics[ids_topic].partitions) == 3
-    config = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, ids_topic)])
-    described = next(iter(config.values())).result(timeout=10)
+    described = topic_config(settings, ids_topic)
     assert described["cleanup.policy"].value == "delete"
     assert int(described["retention.ms"].value) == int((settings.dedupe_ttl_s + HANDLED_IDS_RETENTION_MARGIN_S) * 1000)
 
@@ -251,6 +250,38 @@ def test_a_repeat_after_more_than_5000_other_messages_is_skipped_and_one_older_t
     run_until_handled(short, short_group, seen, sentinel.meta.event_id)
     assert seen[before + 1:] == [repeat.meta.event_id, sentinel.meta.event_id], \
         "older than the time to live, it is handled again"
+
+
+def topic_config(settings, topic: str) -> dict:
+    admin = AdminClient(kafka_config(settings))
+    config = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
+    return next(iter(config.values())).result(timeout=10)
+
+
+def test_the_handled_ids_topic_keeps_ids_as_long_as_the_time_to_live_set_now(settings):
+    """Kafka keeps the retention a topic was made with: the group's next start after the time to
+    live was raised (or lowered) sets the handled-ids topic's retention to match, so the ids of the
+    whole new window are still there to read back."""
+    ensure_topics(settings)
+    publisher = EventPublisher(settings, "test")
+    group, handled = f"{settings.topic_prefix}retention", []
+
+    def handle_one(settings_now, name: str) -> str:
+        event = ticket_event(name)
+        publisher.publish(Topic.TICKETS_RECEIVED, name, event)
+        publisher.flush()
+        loop = run_until_handled(settings_now, group, handled, event.meta.event_id)
+        return loop.handled_ids_topic
+
+    def retention_s(topic: str) -> float:
+        return int(topic_config(settings, topic)["retention.ms"].value) / 1000 - HANDLED_IDS_RETENTION_MARGIN_S
+
+    ids_topic = handle_one(settings.replace(dedupe_ttl_s=600.0), "made")
+    assert retention_s(ids_topic) == 600.0
+    handle_one(settings.replace(dedupe_ttl_s=7 * 86_400.0), "raised")
+    assert retention_s(ids_topic) == 7 * 86_400.0
+    handle_one(settings.replace(dedupe_ttl_s=3_600.0), "lowered")
+    assert retention_s(ids_topic) == 3_600.0
 
 
 def test_transient_failures_are_retried_then_processed_once(settings):
