@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tooling.demo import prepare, run_pipeline  # noqa: E402
 from tooling.demo_report import percentile  # noqa: E402
-from supportflow.devinfra.stack import LocalStack  # noqa: E402
+from tooling.devinfra.stack import LocalStack  # noqa: E402
 from supportflow.eventbus import delete_namespace_topics  # noqa: E402
 from tooling.fleet import ServiceFleet  # noqa: E402
 from tooling.sample_tickets import demo_tickets  # noqa: E402

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from supportflow.devinfra.stack import LocalStack  # noqa: E402
+from tooling.devinfra.stack import LocalStack  # noqa: E402
 from supportflow.eventbus import delete_namespace_topics  # noqa: E402
 from supportflow.settings import Settings  # noqa: E402
 from tooling.demo import round_trip_summary, run_round_trip  # noqa: E402

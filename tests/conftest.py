@@ -25,7 +25,7 @@ def base_settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def local_stack(base_settings: Settings):
-    from supportflow.devinfra.stack import LocalStack
+    from tooling.devinfra.stack import LocalStack
 
     stack = LocalStack(base_settings)
     stack.up(timeout_s=300)
@@ -37,7 +37,7 @@ def local_stack(base_settings: Settings):
 def postgres_url(base_settings: Settings) -> Iterator[str]:
     """A real PostgreSQL database (a throwaway cluster started for this session, removed after it);
     only started when a test asks for it."""
-    from supportflow.devinfra.postgres import PostgresServer
+    from tooling.devinfra.postgres import PostgresServer
 
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     with PostgresServer(base_settings, f"pytest-{worker}") as url:

@@ -17,7 +17,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from supportflow.devinfra.browser import ensure_chromium, headless_chrome
+from tooling.devinfra.browser import ensure_chromium, headless_chrome
 from supportflow.eventbus import EventPublisher
 from supportflow.observability import Health
 from supportflow.service import ServiceParts, load_builder

@@ -51,7 +51,7 @@ def run(service: str = typer.Argument(..., help="the service: gateway, classifie
 @app.command()
 def down() -> None:
     """Stop what `demo --keep-running` left running, and the local Kafka and Weaviate."""
-    from supportflow.devinfra.stack import LocalStack
+    from tooling.devinfra.stack import LocalStack
     from tooling.demo import stop_running_demo
 
     settings = _settings()
@@ -65,7 +65,7 @@ dev = _group("dev", "The local Kafka broker and Weaviate server, for development
 
 
 def _local_stack():
-    from supportflow.devinfra.stack import LocalStack
+    from tooling.devinfra.stack import LocalStack
 
     return LocalStack(_settings())
 

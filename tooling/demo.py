@@ -537,7 +537,7 @@ def stop_running_demo(settings: Settings) -> list[str]:
 def run_demo(settings: Settings, *, tickets: int, input_path: str | None, json_path: str | None, rate: float,
              keep_infra: bool, keep_running: bool = False) -> int:
     from services.learner.config import LearnerConfig
-    from supportflow.devinfra.stack import LocalStack
+    from tooling.devinfra.stack import LocalStack
     from tooling.round_trip import DEMO_TENANT, InputError, help_center_dir, load_help_center, read_input, sample_tickets
 
     run_id = f"demo-{uuid.uuid4().hex[:6]}"

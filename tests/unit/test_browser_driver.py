@@ -14,8 +14,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from supportflow.devinfra import browser
-from supportflow.devinfra.browser import WINDOW_SIZE, ToolUnavailable, ensure_chromium, headless_chrome
+from tooling.devinfra import browser
+from tooling.devinfra.browser import WINDOW_SIZE, ToolUnavailable, ensure_chromium, headless_chrome
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>driver check</title></head>

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
-from supportflow.devinfra.weaviate import WeaviateServer
+from tooling.devinfra.weaviate import WeaviateServer
 from supportflow.service import limit_blas_threads
 from supportflow.sample_data import banking77_rows
 from supportflow.sample_data import path as sample_path

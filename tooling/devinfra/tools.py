@@ -14,8 +14,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from supportflow.devinfra.gotools import ToolUnavailable, go_install
-from supportflow.devinfra.process import exclusive_lock
+from filelock import FileLock
+
+from tooling.devinfra.gotools import ToolUnavailable, go_install
 
 __all__ = ["ToolUnavailable", "ensure_buf", "ensure_helm", "ensure_promtool", "tools_bin_dir"]
 
@@ -44,7 +45,7 @@ def _ensure_go_tool(cache_dir: Path, module: str, version: str, name: str) -> Pa
     target = bin_dir / binary
     if target.exists():
         return target
-    with exclusive_lock(bin_dir / f".{name}.lock"):
+    with FileLock(bin_dir / f".{name}.lock"):
         return go_install(module, version, binary, bin_dir, log_path=_log_path(cache_dir, binary))
 
 
@@ -72,7 +73,7 @@ def ensure_promtool(cache_dir: Path) -> Path:
             f"copy or link it to {target}"
         )
     log_path = _log_path(cache_dir, "promtool")
-    with exclusive_lock(bin_dir / ".promtool.lock"):
+    with FileLock(bin_dir / ".promtool.lock"):
         if target.exists():
             return target
         with tempfile.TemporaryDirectory(prefix="promtool-") as tmp:

@@ -13,8 +13,9 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from supportflow.devinfra.gotools import ToolUnavailable
-from supportflow.devinfra.process import exclusive_lock
+from filelock import FileLock
+
+from tooling.devinfra.gotools import ToolUnavailable
 
 if TYPE_CHECKING:
     from selenium.webdriver import Chrome
@@ -49,7 +50,7 @@ def ensure_chromium(cache_dir: Path | None = None) -> tuple[Path, Path]:
         )
     cache_dir = _cache_dir(cache_dir)
     log_path = _log_path(cache_dir)
-    with exclusive_lock(cache_dir / "tools" / "bin" / ".chromium.lock"):
+    with FileLock(cache_dir / "tools" / "bin" / ".chromium.lock"):
         found = _installed()  # another process may have installed it while we waited for the lock
         if found is not None:
             return found

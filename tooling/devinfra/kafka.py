@@ -18,8 +18,8 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from supportflow.devinfra.gotools import ToolUnavailable
-from supportflow.devinfra.process import ServerProcess, port_is_open
+from tooling.devinfra.gotools import ToolUnavailable
+from tooling.devinfra.process import ServerProcess, port_is_open
 from supportflow.settings import Settings
 
 # The pinned broker version. It is passed to Maven (overriding the pom's default) and names the

@@ -29,7 +29,6 @@ start its own `main` cluster on port 5432; ours never touch it.)
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import pwd
@@ -40,8 +39,10 @@ import stat
 import subprocess
 from pathlib import Path
 
-from supportflow.devinfra.gotools import ToolUnavailable
-from supportflow.devinfra.process import ServerStartError
+from filelock import FileLock, Timeout
+
+from tooling.devinfra.gotools import ToolUnavailable
+from tooling.devinfra.process import ServerStartError
 from supportflow.settings import Settings
 
 __all__ = ["PostgresServer", "ServerStartError", "ToolUnavailable", "ensure_postgres_binaries"]
@@ -53,7 +54,7 @@ _BINARIES = ("initdb", "pg_ctl", "postgres", "createdb")
 _START_TIMEOUT_S = 60
 _STOP_TIMEOUT_S = 60
 _PG_HBA = """\
-# Written by supportflow.devinfra.postgres: a throwaway cluster, trust on loopback only.
+# Written by tooling.devinfra.postgres: a throwaway cluster, trust on loopback only.
 local   all   all                 trust
 host    all   all   127.0.0.1/32  trust
 """
@@ -122,7 +123,7 @@ class PostgresServer:
         self.cluster_dir = self.state_root / name  # moved by start() when run_as cannot reach it
         self.port: int | None = None
         self._bin_dir: Path | None = None
-        self._lock = None
+        self._lock: FileLock | None = None
 
     # --- paths -----------------------------------------------------------------------------------
 
@@ -316,18 +317,16 @@ class PostgresServer:
 
     def _take_lock(self) -> None:
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.lock_path, "a")  # noqa: SIM115 - held until stop()
+        lock = FileLock(self.lock_path)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
+            lock.acquire(timeout=0)  # held until stop()
+        except Timeout:
             raise ServerStartError(
                 f"postgres cluster {self.name!r} is in use by another process (lock {self.lock_path}); "
                 "use another name") from None
-        self._lock = handle
+        self._lock = lock
 
     def _release_lock(self) -> None:
         if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
+            self._lock.release()
             self._lock = None

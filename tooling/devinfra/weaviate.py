@@ -11,8 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from supportflow.devinfra.gotools import go_install
-from supportflow.devinfra.process import ServerProcess, port_is_open
+from tooling.devinfra.gotools import go_install
+from tooling.devinfra.process import ServerProcess, port_is_open
 from supportflow.settings import Settings
 
 WEAVIATE_MODULE = "github.com/weaviate/weaviate/cmd/weaviate-server"

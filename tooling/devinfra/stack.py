@@ -11,9 +11,11 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from supportflow.devinfra.kafka import KafkaBroker
-from supportflow.devinfra.process import ServerStartError, exclusive_lock, wait_for
-from supportflow.devinfra.weaviate import WeaviateServer
+from filelock import FileLock
+
+from tooling.devinfra.kafka import KafkaBroker
+from tooling.devinfra.process import ServerStartError, wait_for
+from tooling.devinfra.weaviate import WeaviateServer
 from supportflow.settings import Settings
 
 Server = KafkaBroker | WeaviateServer
@@ -62,7 +64,7 @@ class LocalStack:
         Raises ToolUnavailable naming what to install when java, mvn or go is missing. The first
         Weaviate build takes many minutes; later calls return at once.
         """
-        with exclusive_lock(self._lock_path):
+        with FileLock(self._lock_path):
             return self._install(self.COMPONENTS)
 
     def up(self, timeout_s: float = 180) -> dict[str, str]:
@@ -72,7 +74,7 @@ class LocalStack:
         or is not ready in time raises ServerStartError with the end of its log; if this call
         started it, it is stopped first so that the next `up()` starts it afresh.
         """
-        with exclusive_lock(self._lock_path):
+        with FileLock(self._lock_path):
             plan = {name: self._plan(name) for name in self.COMPONENTS}
             to_start = [name for name, action in plan.items() if action == "start"]
             self._install(to_start)
@@ -99,7 +101,7 @@ class LocalStack:
         """
         names = self.COMPONENTS if components is None else tuple(components)
         stopped = []
-        with exclusive_lock(self._lock_path):
+        with FileLock(self._lock_path):
             for name in names:
                 if self._servers[name].process.stop(grace_s=_STOP_GRACE_S[name]):
                     stopped.append(name)

@@ -9,13 +9,12 @@ unrelated program, is never mistaken for our server.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,22 +133,6 @@ def port_is_open(host: str, port: int, *, timeout_s: float = 0.5) -> bool:
             return True
     except OSError:
         return False
-
-
-@contextlib.contextmanager
-def exclusive_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `lock_path` (blocking until it is free).
-
-    Serialises installs and start-ups across processes, for example parallel pytest workers that
-    would otherwise each start a broker on the same port.
-    """
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _forget_child(pid: int) -> None:
