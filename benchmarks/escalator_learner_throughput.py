@@ -10,7 +10,10 @@ With --kafka it measures the escalator as it runs instead: its replicas as proce
 (`python -m services.escalator.main`) on the real Kafka (`supportflow dev up`), handed a backlog
 of the same tickets (classified, then drafted) in a namespace of its own, timed from the moment
 every replica is ready until every decision is published: events handled per second, and per
-replica. --code-dir runs another checkout's escalator on the same load (e.g. one before a change).
+replica; the CPU seconds the replicas used meanwhile (events per replica CPU second: if it holds
+from one replica to two while the throughput does not double, the machine ran out of cores, not
+the design out of scale), the share of the machine's cores busy, and the machine's speed before
+and after. --code-dir runs another checkout's escalator on the same load (e.g. one before a change).
 
     python benchmarks/escalator_learner_throughput.py --kafka [--replicas N] [--code-dir PATH] [--tickets N]
 
@@ -31,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.machine import CpuMeter, machine_speed  # noqa: E402
 from supportflow.contracts.v1 import events_pb2 as ev  # noqa: E402
 from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
 from supportflow.eventbus import new_meta  # noqa: E402
@@ -204,6 +208,8 @@ def run_on_kafka(count: int, replicas: int, code_dir: Path) -> dict:
             if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
                 raise RuntimeError(f"the escalator replicas did not become ready: see {settings.cache_dir / 'bench-runs'}")
             time.sleep(0.05)
+        meter = CpuMeter([p.pid for p in processes])
+        meter.start()
         started = time.perf_counter()
         reader = Consumer(kafka_config(settings) | {"group.id": f"bench-{uuid.uuid4().hex}"})
         names = [t.name_in(settings.topic_prefix) for t in DECISION_TOPICS.values()]
@@ -215,6 +221,7 @@ def run_on_kafka(count: int, replicas: int, code_dir: Path) -> dict:
                 raise RuntimeError(f"{published} of {expected} decisions after 600 s")
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
+        cpu = meter.stop()
         reader.close()
     finally:
         for process in processes:
@@ -234,6 +241,10 @@ def run_on_kafka(count: int, replicas: int, code_dir: Path) -> dict:
         "drain_s": round(elapsed, 2),
         "escalator_events_per_s": round(events / elapsed),
         "escalator_events_per_s_per_replica": round(events / elapsed / replicas),
+        "replica_cpu_s": [round(s, 2) for s in cpu.cpu_s.values()],
+        "escalator_events_per_replica_cpu_s": round(events / sum(cpu.cpu_s.values())),
+        "other_processes_cpu_s": round(cpu.others_cpu_s, 2),
+        "machine_busy_share": f"{cpu.busy_share:.0%} of {cpu.cores} cores",
     }
 
 
@@ -254,7 +265,9 @@ def main() -> int:
     parser.add_argument("--code-dir", type=Path, default=Path(__file__).resolve().parents[1],
                         help="the checkout whose escalator --kafka runs (default: this one)")
     args = parser.parse_args()
+    speed_before = machine_speed()
     figures = run_on_kafka(args.tickets, args.replicas, args.code_dir.resolve()) if args.kafka else run(args.tickets)
+    figures["machine_speed_rounds_per_s"] = {"before": round(speed_before), "after": round(machine_speed())}
     print(json.dumps(figures, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in figures.items()))
     return 0
 

@@ -21,36 +21,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import uuid
 from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from supportflow.devinfra.stack import LocalStack  # noqa: E402
+from tooling.devinfra.stack import LocalStack  # noqa: E402
 from supportflow.eventbus import delete_namespace_topics  # noqa: E402
 from supportflow.settings import Settings  # noqa: E402
 from tooling.demo import run_round_trip  # noqa: E402
 from tooling.demo_report import percentile  # noqa: E402
+from benchmarks.machine import machine_speed  # noqa: E402
 from tooling.round_trip import DEMO_TENANT, sample_tickets  # noqa: E402
 
 
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
-def machine_speed(seconds: float = 2.0) -> float:
-    """Rounds per second of a fixed workload of the kind the services do (JSON in and out, a sort),
-    on one core."""
-    payload = {"ticket": {"id": "t-1", "text": "my card was charged twice " * 8,
-                          "tags": [f"tag-{i}" for i in range(40)]}, "scores": [i / 7 for i in range(200)]}
-    rounds, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        for _ in range(50):
-            sorted(json.loads(json.dumps(payload))["scores"], reverse=True)
-        rounds += 50
-    return rounds / (time.perf_counter() - started)
 
 
 def main() -> int:
