@@ -1,6 +1,6 @@
-"""Cross-validated choice of the retriever's query-time parameters on the tau2 banking dev split.
+"""Cross-validated choice of the retriever's parameters on the tau2 banking dev split.
 
-    python benchmarks/retrieval_cv.py [--folds 5] [--seed 27] [--repeats 1]
+    python benchmarks/retrieval_cv.py [--folds 5] [--seed 27] [--repeats 1] [--chunkings 900:200 ...]
 
 The shipped hybrid alpha and re-scoring weight (services/retriever/search.py) were chosen on all
 31 dev cases, so recall@10 on those cases (benchmarks/retrieval_eval.py) is an in-sample figure.
@@ -12,10 +12,15 @@ pair on the same folds (in sample: it was chosen on every fold). The default gri
 `retrieval_eval.py --sweep`, the one the shipped pair was chosen from, so the CV figure estimates
 what that choice gives on cases it never saw.
 
+`--chunkings MAX:MIN ...` adds the chunking (`chunk_article`'s max_chars and min_chars) to the grid,
+which becomes chunking x alpha x weight: the KB is indexed once per chunking, each into its own
+fresh tenant (dropped afterwards), and the folds choose among the whole grid. The default is the
+shipped chunking alone, which gives the query-time CV above.
+
 Only the dev split is pooled: the 66 held-out tau2 cases are withheld for independent evaluation
-and never read. The KB is indexed once; only query-time parameters vary (the hybrid candidates are
+and never read. Within one chunking only query-time parameters vary (the hybrid candidates are
 fetched once per alpha and re-scored for each weight, as `Searcher.candidates` does). The KB-gap
-threshold does not change a ranking and is not chosen here; chunking would need a re-index.
+threshold does not change a ranking and is not chosen here.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -38,8 +44,16 @@ sys.path.insert(0, str(ROOT))
 from supportflow.settings import Settings  # noqa: E402
 
 from benchmarks.retrieval_eval import DEFAULT_KB, DEFAULT_TASKS, load_cases  # noqa: E402
-from services.retriever.articles import load_articles  # noqa: E402
+from services.retriever.articles import (  # noqa: E402
+    MAX_CHUNK_CHARS,
+    MIN_CHUNK_CHARS,
+    Chunk,
+    KnowledgeArticle,
+    chunk_article,
+    load_articles,
+)
 from services.retriever.components import build_components  # noqa: E402
+from services.retriever.index import KnowledgeIndex  # noqa: E402
 from services.retriever.search import (  # noqa: E402
     DEFAULT_ALPHA,
     DEFAULT_RERANK_WEIGHT,
@@ -59,15 +73,55 @@ MRR_K = 20  # as retrieval_eval: MRR over the deepest list it searches
 
 
 @dataclass(frozen=True, order=True)
+class Chunking:
+    """`chunk_article`'s size bounds, in characters of section body."""
+    max_chars: int
+    min_chars: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_chars < self.max_chars:
+            raise ValueError(f"need 0 <= min_chars < max_chars, got {self}")
+
+    def __str__(self) -> str:
+        return f"{self.max_chars}:{self.min_chars}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Chunking":
+        """"900:200" -> Chunking(900, 200)."""
+        max_chars, sep, min_chars = text.partition(":")
+        if not sep:
+            raise ValueError(f"{text!r}: expected MAX:MIN, e.g. 900:200")
+        return cls(int(max_chars), int(min_chars))
+
+    def chunker(self) -> Callable[[KnowledgeArticle], list[Chunk]]:
+        return partial(chunk_article, max_chars=self.max_chars, min_chars=self.min_chars)
+
+
+SHIPPED_CHUNKING = Chunking(MAX_CHUNK_CHARS, MIN_CHUNK_CHARS)
+
+
+@dataclass(frozen=True, order=True)
 class Params:
     alpha: float
     rerank_weight: float
+    chunking: Chunking = SHIPPED_CHUNKING
 
     def __str__(self) -> str:
-        return f"alpha={self.alpha} w={self.rerank_weight}"
+        return f"chunks={self.chunking} {self.label(with_chunking=False)}"
+
+    def label(self, *, with_chunking: bool) -> str:
+        """The query-time pair alone when the grid has one chunking (the output stays as it was)."""
+        pair = f"alpha={self.alpha} w={self.rerank_weight}"
+        return f"chunks={self.chunking} {pair}" if with_chunking else pair
 
 
-SHIPPED = Params(DEFAULT_ALPHA, DEFAULT_RERANK_WEIGHT)
+def parameter_grid(chunkings: Sequence[Chunking], alphas: Sequence[float],
+                   weights: Sequence[float]) -> tuple[Params, ...]:
+    """Chunking x alpha x weight, in that order (the order breaks the last ties)."""
+    return tuple(Params(a, w, c) for c in chunkings for a in alphas for w in weights)
+
+
+SHIPPED = Params(DEFAULT_ALPHA, DEFAULT_RERANK_WEIGHT, SHIPPED_CHUNKING)
 # params -> case id -> (recall@10, reciprocal rank of the first gold article)
 CaseScores = Mapping[Params, Mapping[str, tuple[float, float]]]
 
@@ -125,24 +179,33 @@ def spread(values: Sequence[float]) -> str:
     return f"mean {statistics.fmean(values):.3f}  std {std:.3f}  min-max {min(values):.3f}-{max(values):.3f}"
 
 
-def score_cases(parts, tenant: str, cases, alphas: Sequence[float],
-                weights: Sequence[float]) -> dict[Params, dict[str, tuple[float, float]]]:
-    """Every case under every grid pair: one hybrid search per (alpha, cut-off), re-scored per weight."""
+def score_cases(knowledge: KnowledgeIndex, encoder, tenant: str, chunking: Chunking, cases,
+                alphas: Sequence[float], weights: Sequence[float]) -> dict[Params, dict[str, tuple[float, float]]]:
+    """Every case under every grid pair, on a tenant indexed with `chunking`: one hybrid search per
+    (alpha, cut-off), re-scored per weight."""
     queries = [build_query(text) for _, text, _ in cases]
-    segments = [segment_vectors(parts.encoder, q) for q in queries]
-    scores: dict[Params, dict[str, tuple[float, float]]] = {Params(a, w): {} for a in alphas for w in weights}
+    segments = [segment_vectors(encoder, q) for q in queries]
+    scores: dict[Params, dict[str, tuple[float, float]]] = {
+        Params(a, w, chunking): {} for a in alphas for w in weights}
     for alpha in alphas:
         for (case_id, _, gold), query, segs in zip(cases, queries, segments):
-            raw = {k: parts.knowledge.hybrid(tenant, query.keywords, mean_vector(segs), alpha=alpha,
-                                             limit=candidate_limit(k), filters=SearchFilters())
+            raw = {k: knowledge.hybrid(tenant, query.keywords, mean_vector(segs), alpha=alpha,
+                                       limit=candidate_limit(k), filters=SearchFilters())
                    for k in (RECALL_K, MRR_K)}
             for weight in weights:
                 top = {k: [a.article_id for a in group_by_article(rescore_by_segments(hits, segs, weight), k)]
                        for k, hits in raw.items()}
                 recall = len(set(top[RECALL_K]) & gold) / len(gold)
                 reciprocal = next((1 / (i + 1) for i, a in enumerate(top[MRR_K]) if a in gold), 0.0)
-                scores[Params(alpha, weight)][case_id] = (recall, reciprocal)
+                scores[Params(alpha, weight, chunking)][case_id] = (recall, reciprocal)
     return scores
+
+
+def _chunking_arg(text: str) -> Chunking:
+    try:
+        return Chunking.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def main() -> int:
@@ -156,46 +219,78 @@ def main() -> int:
     parser.add_argument("--alphas", type=float, nargs="+", default=GRID_ALPHAS)
     parser.add_argument("--weights", type=float, nargs="+", default=GRID_WEIGHTS,
                         help="re-scoring weights (0 = no re-scoring)")
+    parser.add_argument("--chunkings", type=_chunking_arg, nargs="+", default=(SHIPPED_CHUNKING,),
+                        metavar="MAX:MIN", help=f"chunk_article's max_chars:min_chars, one re-index each "
+                                                f"(default: the shipped {SHIPPED_CHUNKING})")
     args = parser.parse_args()
     alphas, weights = tuple(args.alphas), tuple(args.weights)
-    grid = tuple(Params(a, w) for a in alphas for w in weights)
-    # the shipped pair is always scored, for the comparison, but chosen only if it is in the grid
+    chunkings = tuple(dict.fromkeys(args.chunkings))
+    grid = parameter_grid(chunkings, alphas, weights)
+    # the shipped parameters are always scored, for the comparison, but chosen only if in the grid
     scored_alphas = alphas + (SHIPPED.alpha,) * (SHIPPED.alpha not in alphas)
     scored_weights = weights + (SHIPPED.rerank_weight,) * (SHIPPED.rerank_weight not in weights)
+    scored_chunkings = chunkings + (SHIPPED.chunking,) * (SHIPPED.chunking not in chunkings)
+    with_chunking = len(scored_chunkings) > 1
+
+    def label(params: Params) -> str:
+        return params.label(with_chunking=with_chunking)
 
     cases = load_cases(args.tasks)
     ids = [case_id for case_id, _, _ in cases]
+    articles = load_articles(args.kb)
     settings = Settings.from_env()
     parts = build_components(settings, query_timeout_s=10.0)
-    tenant = f"eval-{uuid.uuid4().hex[:10]}"
+    scores: dict[Params, dict[str, tuple[float, float]]] = {}
+    chunk_counts: dict[Chunking, int] = {}
+    tenants: list[str] = []
     try:
-        started = time.perf_counter()
-        report = parts.knowledge.upsert(tenant, load_articles(args.kb))
-        print(f"indexed {report.articles} articles as {report.chunks} chunks in tenant {tenant} "
-              f"({time.perf_counter() - started:.0f} s)")
-        started = time.perf_counter()
-        scores = score_cases(parts, tenant, cases, scored_alphas, scored_weights)
-        print(f"scored {len(cases)} cases x {len(scores)} pairs ({time.perf_counter() - started:.0f} s)\n")
+        for chunking in scored_chunkings:
+            knowledge = KnowledgeIndex(parts.connection, parts.encoder, collection=parts.knowledge.collection_name,
+                                       chunker=chunking.chunker())
+            tenant = f"eval-{uuid.uuid4().hex[:10]}"
+            tenants.append(tenant)
+            started = time.perf_counter()
+            report = knowledge.upsert(tenant, articles)
+            chunk_counts[chunking] = report.chunks
+            print(f"indexed {report.articles} articles as {report.chunks} chunks ({chunking}) in tenant {tenant} "
+                  f"({time.perf_counter() - started:.0f} s)")
+            started = time.perf_counter()
+            scores.update(score_cases(knowledge, parts.encoder, tenant, chunking, cases, scored_alphas, scored_weights))
+            print(f"scored {len(cases)} cases x {len(scored_alphas) * len(scored_weights)} pairs "
+                  f"({time.perf_counter() - started:.0f} s)")
     finally:
-        parts.knowledge.drop_tenant(tenant)
+        for tenant in tenants:
+            parts.knowledge.drop_tenant(tenant)
         parts.close()
+    print()
 
     print(f"pooled: {len(cases)} cases of {args.tasks.name} (the held-out tau2 cases are withheld, not read)")
-    print(f"grid: alpha {alphas} x re-scoring weight {weights}; shipped {SHIPPED}")
+    chunking_axis = f"chunking {tuple(str(c) for c in chunkings)} x " if with_chunking else ""
+    print(f"grid: {chunking_axis}alpha {alphas} x re-scoring weight {weights}; shipped {label(SHIPPED)}")
     print(f"in sample, R@10 on all {len(ids)} cases (the shipped pair was chosen on them):")
-    print("  " + " " * 10 + "".join(f"{'w=' + str(w):>8}" for w in scored_weights))
-    for a in scored_alphas:
-        print(f"  alpha={a:<4}" + "".join(f"{mean_scores(scores[Params(a, w)], ids)[0]:>8.3f}" for w in scored_weights))
+    for chunking in scored_chunkings:
+        if with_chunking:
+            print(f"  chunks={chunking} ({chunk_counts[chunking]} chunks)")
+        print("  " + " " * 10 + "".join(f"{'w=' + str(w):>8}" for w in scored_weights))
+        for a in scored_alphas:
+            print(f"  alpha={a:<4}" + "".join(f"{mean_scores(scores[Params(a, w, chunking)], ids)[0]:>8.3f}"
+                                              for w in scored_weights))
+    if with_chunking:
+        print(f"  at the shipped alpha={SHIPPED.alpha} w={SHIPPED.rerank_weight}, per chunking:")
+        for chunking in scored_chunkings:
+            recall, mrr = mean_scores(scores[Params(SHIPPED.alpha, SHIPPED.rerank_weight, chunking)], ids)
+            print(f"    chunks={str(chunking):<10} {chunk_counts[chunking]:>5} chunks  R@10 {recall:.3f}  MRR {mrr:.3f}")
     in_sample = choose_params(scores, ids, grid, SHIPPED)
-    print(f"  best in the grid: {in_sample}\n")
+    print(f"  best in the grid: {label(in_sample)}\n")
 
+    width = max(18, *(len(label(p)) for p in grid))
     folds = fold_split(ids, args.folds, args.seed)
     results = cross_validate(scores, folds, grid, SHIPPED)
     print(f"{args.folds}-fold CV, seed {args.seed}: parameters chosen on the other folds, measured on the held-out one")
-    print(f"{'fold':>4} {'cases':>5}  {'chosen':<18} {'train R@10':>10} {'held-out R@10':>13} {'MRR':>6}"
+    print(f"{'fold':>4} {'cases':>5}  {'chosen':<{width}} {'train R@10':>10} {'held-out R@10':>13} {'MRR':>6}"
           f"   shipped: {'R@10':>6} {'MRR':>6}")
     for n, (fold, r) in enumerate(zip(folds, results), 1):
-        print(f"{n:>4} {len(fold):>5}  {str(r.chosen):<18} {r.train_recall:>10.3f} {r.recall:>13.3f} {r.mrr:>6.3f}"
+        print(f"{n:>4} {len(fold):>5}  {label(r.chosen):<{width}} {r.train_recall:>10.3f} {r.recall:>13.3f} {r.mrr:>6.3f}"
               f"            {r.shipped_recall:>6.3f} {r.shipped_mrr:>6.3f}")
     print(f"CV-chosen held-out R@10: {spread([r.recall for r in results])}; "
           f"MRR mean {statistics.fmean(r.mrr for r in results):.3f}")
@@ -220,7 +315,10 @@ def main() -> int:
         print(f"  CV-chosen: {spread(cv_means)}")
         print(f"  shipped:   {spread(shipped_means)}")
         print("  chosen pairs over all folds: " + ", ".join(
-            f"{p} x{n}" for p, n in sorted(choices.items(), key=lambda item: -item[1])))
+            f"{label(p)} x{n}" for p, n in sorted(choices.items(), key=lambda item: -item[1])))
+        if with_chunking:
+            print("  chosen chunkings over all folds: " + ", ".join(
+                f"{c} x{sum(n for p, n in choices.items() if p.chunking == c)}" for c in chunkings))
     return 0
 
 

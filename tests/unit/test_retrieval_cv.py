@@ -1,10 +1,20 @@
-"""The pure parts of benchmarks/retrieval_cv.py: the seeded fold split and the grid choice."""
+"""The pure parts of benchmarks/retrieval_cv.py: the seeded fold split, the grid (chunking x alpha x
+weight) and the choice among it."""
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.retrieval_cv import Params, choose_params, cross_validate, fold_split
+from benchmarks.retrieval_cv import (
+    SHIPPED_CHUNKING,
+    Chunking,
+    Params,
+    choose_params,
+    cross_validate,
+    fold_split,
+    parameter_grid,
+)
+from services.retriever.articles import MAX_CHUNK_CHARS, MIN_CHUNK_CHARS, KnowledgeArticle, chunk_article
 
 IDS = [f"task_{n:03d}" for n in range(31)]
 
@@ -50,3 +60,44 @@ def test_each_fold_is_measured_with_the_pair_chosen_without_it():
     assert [r.chosen for r in results] == [SHIPPED, SHIPPED, OTHER]  # a out: OTHER 0.5 ties, MRR ties
     assert [r.recall for r in results] == [0.5, 0.5, 0.0]
     assert [r.shipped_recall for r in results] == [0.5, 0.5, 0.5]
+
+
+def test_a_chunking_is_parsed_from_max_colon_min():
+    assert Chunking.parse("600:150") == Chunking(600, 150)
+    assert str(Chunking(600, 150)) == "600:150"
+    for bad in ("600", "600:x", "150:600", "600:600", "600:-1"):
+        with pytest.raises(ValueError):
+            Chunking.parse(bad)
+
+
+def test_params_default_to_the_shipped_chunking_and_label_it_only_when_asked():
+    assert SHIPPED_CHUNKING == Chunking(MAX_CHUNK_CHARS, MIN_CHUNK_CHARS)
+    assert Params(0.7, 0.7) == Params(0.7, 0.7, SHIPPED_CHUNKING) != Params(0.7, 0.7, Chunking(600, 150))
+    assert Params(0.7, 0.5).label(with_chunking=False) == "alpha=0.7 w=0.5"
+    assert Params(0.7, 0.5, Chunking(600, 150)).label(with_chunking=True) == "chunks=600:150 alpha=0.7 w=0.5"
+
+
+def test_the_grid_runs_chunking_then_alpha_then_weight():
+    small, large = Chunking(450, 100), Chunking(1400, 300)
+    assert parameter_grid([small, large], [0.5, 0.7], [0.0]) == (
+        Params(0.5, 0.0, small), Params(0.7, 0.0, small), Params(0.5, 0.0, large), Params(0.7, 0.0, large))
+
+
+def test_a_chunkings_chunker_is_chunk_article_with_its_sizes():
+    paragraphs = "\n\n".join(f"Paragraph {n}: " + "words " * 40 for n in range(10))
+    article = KnowledgeArticle(article_id="a", title="T", content=paragraphs)
+    for chunking in (Chunking(450, 100), SHIPPED_CHUNKING, Chunking(2000, 440)):
+        chunks = chunking.chunker()(article)
+        assert chunks == chunk_article(article, max_chars=chunking.max_chars, min_chars=chunking.min_chars)
+        assert max(len(c.text) for c in chunks) <= chunking.max_chars
+    assert SHIPPED_CHUNKING.chunker()(article) == chunk_article(article)
+    assert len(Chunking(450, 100).chunker()(article)) > len(Chunking(2000, 440).chunker()(article))
+
+
+def test_ties_across_chunkings_go_to_the_shipped_parameters_then_grid_order():
+    other_chunking = Params(0.7, 0.7, Chunking(600, 150))
+    tied = {SHIPPED: {"a": (0.5, 0.5)}, other_chunking: {"a": (0.5, 0.5)}, OTHER: {"a": (0.5, 0.5)}}
+    assert choose_params(tied, ["a"], [other_chunking, OTHER, SHIPPED], SHIPPED) == SHIPPED
+    assert choose_params(tied, ["a"], [other_chunking, OTHER], SHIPPED) == other_chunking
+    better = {**tied, other_chunking: {"a": (0.5, 0.6)}}  # equal recall, better MRR
+    assert choose_params(better, ["a"], [SHIPPED, other_chunking], SHIPPED) == other_chunking
