@@ -14,8 +14,12 @@ replica; the CPU seconds the replicas used meanwhile (events per replica CPU sec
 from one replica to two while the throughput does not double, the machine ran out of cores, not
 the design out of scale), the share of the machine's cores busy, and the machine's speed before
 and after. --code-dir runs another checkout's escalator on the same load (e.g. one before a change).
+A ticket that can form an incident is decided by the replica that owns its burst signature, so how
+evenly replicas share the work depends on how many signatures the tickets fall under (printed):
+by default six intents drawn at random, two of which form incidents; --labelled-intents gives
+each ticket its own Banking77 intent instead.
 
-    python benchmarks/escalator_learner_throughput.py --kafka [--replicas N] [--code-dir PATH] [--tickets N]
+    python benchmarks/escalator_learner_throughput.py --kafka [--replicas N] [--labelled-intents] [--code-dir PATH] [--tickets N]
 
 Routes, draft statuses, CSAT and the rest are drawn from a fixed seed: these are costs, not
 quality figures.
@@ -51,7 +55,10 @@ ROUTES = [tk.ROUTE_AUTO_RESPOND] * 4 + [tk.ROUTE_DRAFT_FOR_REVIEW] * 3 + [tk.ROU
 INTENTS = ["card_arrival", "card_not_working", "request_refund", "passcode_forgotten", "top_up_failed", "exchange_rate"]
 
 
-def classified_events(count: int, rng: random.Random) -> list[ev.TicketClassified]:
+def classified_events(count: int, rng: random.Random, labelled: bool = False) -> list[ev.TicketClassified]:
+    """The demo's tickets classified: each with one of six intents drawn at random (two of them can
+    form incidents, so a third of the tickets fall under two burst signatures), or, `labelled`,
+    with its own Banking77 intent (as a classifier right ~95% of the time would give it)."""
     events = []
     for index, payload in enumerate(demo_tickets(count, run_id="bench")):
         ticket = tk.Ticket(ticket_id=payload["id"], tenant_id="rho-bank", customer_id=payload["customer_id"],
@@ -62,7 +69,7 @@ def classified_events(count: int, rng: random.Random) -> list[ev.TicketClassifie
             meta=new_meta("rho-bank", "classifier"), ticket=ticket,
             normalized=tk.NormalizedTicket(missing_identifiers=["transaction_id"] if route == tk.ROUTE_ASK_FOLLOW_UP else []),
             classification=tk.Classification(
-                intent=rng.choice(INTENTS), confidence=rng.random(), route=route, tier=tk.CUSTOMER_TIER_STANDARD,
+                intent=payload["metadata"]["demo_label"] if labelled else rng.choice(INTENTS), confidence=rng.random(), route=route, tier=tk.CUSTOMER_TIER_STANDARD,
                 archetype=rng.choice([tk.ARCHETYPE_REPETITIVE, tk.ARCHETYPE_FAQ_BOUNDED, tk.ARCHETYPE_ACCOUNT_SPECIFIC]),
                 urgency=tk.URGENCY_NORMAL, segment=rng.choice(["uk", "eu", "us"]),
             ),
@@ -155,7 +162,41 @@ def run(count: int) -> dict:
     }
 
 
-def run_on_kafka(count: int, replicas: int, code_dir: Path) -> dict:
+# What the escalator's peers take to answer, from their measured p50s (docs/measurements.md): a
+# similar-case or article search ~20 ms, an investigation ~106 ms.
+PEER_LATENCY_S = {"Search": 0.020, "SimilarCases": 0.020, "Investigate": 0.106, "RunAction": 0.020}
+
+
+def stand_in_peers(latency_s: dict[str, float]):
+    """A gRPC server answering as the retriever and the investigator do, with empty answers, each
+    after its latency; returns (server, address)."""
+    from concurrent import futures
+
+    import grpc
+
+    from supportflow.contracts.v1 import services_pb2 as svc
+    from supportflow.contracts.v1 import services_pb2_grpc
+
+    def answer(method: str, response):
+        def call(self, request, context):
+            time.sleep(latency_s[method])
+            return response
+        return call
+
+    retriever = type("Retriever", (services_pb2_grpc.RetrieverServicer,), {
+        "Search": answer("Search", svc.SearchResponse()), "SimilarCases": answer("SimilarCases", svc.SimilarCasesResponse())})
+    investigator = type("Investigator", (services_pb2_grpc.InvestigatorServicer,), {
+        "Investigate": answer("Investigate", svc.InvestigateResponse()),
+        "RunAction": answer("RunAction", svc.RunActionResponse())})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+    services_pb2_grpc.add_RetrieverServicer_to_server(retriever(), server)
+    services_pb2_grpc.add_InvestigatorServicer_to_server(investigator(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def run_on_kafka(count: int, replicas: int, code_dir: Path, labelled: bool = False, slow_peers: bool = False) -> dict:
     """The escalator's replicas as processes on Kafka, draining a backlog; see the module's doc."""
     import os
     import subprocess
@@ -169,13 +210,17 @@ def run_on_kafka(count: int, replicas: int, code_dir: Path) -> dict:
     from tooling.fleet import free_port
 
     rng = random.Random(7)
-    classified = classified_events(count, rng)
+    classified = classified_events(count, rng, labelled)
     drafts = [drafted(e, rng) for e in classified if e.classification.route in (tk.ROUTE_AUTO_RESPOND, tk.ROUTE_DRAFT_FOR_REVIEW)]
+    # A ticket that can be part of an incident is decided by the replica owning its signature.
+    escalator = build_escalator(Settings())
+    signatures = [escalator.incident_signature(e) for e in classified]
     # How many decisions to wait for: what the handlers decide on this input.
     expected = run_decisions(classified, drafts)
+    peers, peer_addr = stand_in_peers(PEER_LATENCY_S) if slow_peers else (None, "127.0.0.1:1")
     settings = Settings.from_env().replace(
-        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.", topic_partitions=max(4, replicas), retriever_addr="127.0.0.1:1",
-        investigator_addr="127.0.0.1:1", grpc_deadline_s=0.3, investigation_deadline_s=0.3)
+        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.", topic_partitions=max(4, replicas), retriever_addr=peer_addr,
+        investigator_addr=peer_addr, grpc_deadline_s=0.3, investigation_deadline_s=0.3)
     ensure_topics(settings)
     processes = []
     try:
@@ -232,11 +277,18 @@ def run_on_kafka(count: int, replicas: int, code_dir: Path) -> dict:
             except subprocess.TimeoutExpired:
                 process.kill()
         delete_namespace_topics(settings)
+        if peers is not None:
+            peers.stop(0)
     events = len(classified) + len(drafts)
     return {
         "code": str(code_dir),
         "replicas": replicas,
+        "intents": "labelled" if labelled else "six at random",
+        "peers": "stand-ins answering in " + ", ".join(f"{m} {v * 1000:.0f} ms" for m, v in PEER_LATENCY_S.items())
+                 if slow_peers else "absent (every lookup fails at once)",
         "escalator_events": events,
+        "tickets_under_a_signature": f"{sum(1 for g in signatures if g is not None) / len(signatures):.0%} "
+                                     f"under {len({g.store_key for g in signatures if g is not None})} signatures",
         "decisions": published,
         "drain_s": round(elapsed, 2),
         "escalator_events_per_s": round(events / elapsed),
@@ -262,11 +314,18 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--kafka", action="store_true", help="measure escalator replicas on Kafka (see above)")
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--labelled-intents", action="store_true",
+                        help="with --kafka: each ticket's own Banking77 intent instead of six drawn at random")
+    parser.add_argument("--slow-peers", action="store_true",
+                        help="with --kafka: the retriever and investigator answer after their measured p50 latency "
+                             "(stand-ins) instead of being absent")
     parser.add_argument("--code-dir", type=Path, default=Path(__file__).resolve().parents[1],
                         help="the checkout whose escalator --kafka runs (default: this one)")
     args = parser.parse_args()
     speed_before = machine_speed()
-    figures = run_on_kafka(args.tickets, args.replicas, args.code_dir.resolve()) if args.kafka else run(args.tickets)
+    figures = (run_on_kafka(args.tickets, args.replicas, args.code_dir.resolve(), args.labelled_intents,
+                            args.slow_peers) if args.kafka
+               else run(args.tickets))
     figures["machine_speed_rounds_per_s"] = {"before": round(speed_before), "after": round(machine_speed())}
     print(json.dumps(figures, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in figures.items()))
     return 0

@@ -193,6 +193,9 @@ class Settings(BaseSettings):
     # How long Kafka waits for a silent escalator replica before handing its partitions to another
     # (a crashed one: this is most of the failover time).
     escalator_session_timeout_s: float = 10.0
+    # Peer lookups (similar cases, articles, investigations) an escalator replica runs at once,
+    # started ahead for the events of a batch while it decides them in order.
+    escalator_lookup_concurrency: int = Field(default=8, ge=1)
     drafter_templates_path: Path | None = None
     drafter_evidence_k: int = 4  # distinct articles the drafter asks the retriever for
     # Tickets handled at once per process: the drafter mostly waits on the retriever; the

@@ -27,7 +27,10 @@ run on a worker thread (`asyncio.to_thread`) while the event loop keeps fetching
 publishing. Events go to that thread in batches: what the stream has already read ahead, up to
 `BATCH_MAX`, and a lone event at once (nothing waits for a batch to fill). The thread decodes,
 routes and decides them in order and returns after `BATCH_BUDGET_S` (20 ms) with what it has
-done, so a batch's first outputs do not wait for its last event's gRPC calls; the loop then
+done, so a batch's first outputs do not wait for its last event's gRPC calls. Those calls are
+started ahead (`lookups_ahead.py`): when the thread takes a batch it begins, on a small pool, the
+lookups each event's decision is expected to make, so the waits overlap instead of adding up;
+the decisions themselves stay in order on the one thread. The loop then
 sends each event's outputs and applies its table writes, in order, and marks it handled. One
 handoff per batch instead of two thread switches per event, and a backlog's outputs reach the
 producer together (fewer, larger produce requests). Table reads from the thread are plain
@@ -99,6 +102,7 @@ from supportflow.topics import Topic
 from services.escalator.actions import LEDGER_MEMORY_S
 from services.escalator.config import ActionLimits, EscalationConfig
 from services.escalator.handlers import Escalator
+from services.escalator.lookups_ahead import LookupsAhead
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +299,7 @@ class _Work:
     ticket_id: str  # for logs: its key, or (re-keyed) the ticket id once decoded
     parsed: Any = None  # decoded once, kept for a retry
     attempts: int = 0
+    looked_ahead: bool = False  # its expected lookups started (LookupsAhead)
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -456,8 +461,10 @@ class OffsetBook:
 
 
 def install(app: faust.App, settings: Settings, escalator: Escalator, tables: EscalatorTables, *,
-            service: str = "escalator", max_retries: int = 5, budget: DeadLetterBudget | None = None) -> AgentState:
-    """Register the escalator's agent on `app`; returns the state the runner watches."""
+            service: str = "escalator", max_retries: int = 5, budget: DeadLetterBudget | None = None,
+            lookups: LookupsAhead | None = None) -> AgentState:
+    """Register the escalator's agent on `app`; returns the state the runner watches. `lookups`:
+    the escalator's peer lookups, started ahead for each batch (none: made in turn)."""
     prefix = settings.topic_prefix
     by_name = {topic.name_in(prefix): topic for topic in INPUTS}
     rekeyed_name = Topic.ESCALATOR_BY_SIGNATURE.name_in(prefix)
@@ -545,26 +552,54 @@ def install(app: faust.App, settings: Settings, escalator: Escalator, tables: Es
 
     # On the worker thread: decode, route and decide each event of a batch, in order.
 
+    def event_topic(work: _Work) -> Topic:
+        """The topic whose event type `work` holds (a re-keyed one says which in a header)."""
+        if work.arrived_on is Topic.ESCALATOR_BY_SIGNATURE:
+            return _REKEYED.get(header(work.record, H_MESSAGE_TYPE) or "", Topic.TICKETS_CLASSIFIED)
+        return work.arrived_on
+
+    def rekeyed_to(work: _Work) -> bytes | None:
+        """The signature a decoded ticket goes to be decided under, or None: decided here."""
+        if work.arrived_on not in (Topic.TICKETS_CLASSIFIED, Topic.TICKETS_DRAFTED):
+            return None
+        signature = escalator.incident_signature(work.parsed)
+        return None if signature is None else signature.store_key.encode()
+
+    def look_ahead(batch: list[_Work]) -> None:
+        """Start the peer lookups the batch's decisions are expected to make."""
+        for work in batch:
+            if work.looked_ahead:
+                continue
+            work.looked_ahead = True
+            topic = event_topic(work)
+            if topic not in (Topic.TICKETS_CLASSIFIED, Topic.TICKETS_DRAFTED):
+                continue
+            try:
+                if work.parsed is None:
+                    work.parsed = decode(topic, work.record)
+                expected = None if rekeyed_to(work) is not None else escalator.lookups_for(work.parsed)
+            except Exception:  # noqa: BLE001 - only a guess: the event's own step meets the error
+                continue
+            if expected is not None:
+                lookups.start(expected)
+
     def step(work: _Work) -> _Outcome:
         """One event: what to do with it (dead-letter it, pass it on re-keyed, or send what its
         handler decided, with the table writes the handler made). Raises TransientError (retried
         from the loop) and whatever is fatal."""
-        record, arrived_on = work.record, work.arrived_on
-        topic = arrived_on
-        if arrived_on is Topic.ESCALATOR_BY_SIGNATURE:
-            topic = _REKEYED.get(header(record, H_MESSAGE_TYPE) or "", Topic.TICKETS_CLASSIFIED)
+        topic = event_topic(work)
         if work.parsed is None:  # decoded once, kept for a retry
             try:
-                work.parsed = decode(topic, record)
+                work.parsed = decode(topic, work.record)
             except InvalidEvent as exc:
                 return _Outcome(work, "dead_letter", reason="invalid_event", detail=str(exc))
         parsed = work.parsed
-        if arrived_on is Topic.ESCALATOR_BY_SIGNATURE:
+        if work.arrived_on is Topic.ESCALATOR_BY_SIGNATURE:
             work.ticket_id = parsed.ticket.ticket_id  # its key is its signature
-        elif arrived_on in (Topic.TICKETS_CLASSIFIED, Topic.TICKETS_DRAFTED):
-            signature = escalator.incident_signature(parsed)
-            if signature is not None:  # decided by the owner of its signature's windows
-                return _Outcome(work, "rekeyed", key=signature.store_key.encode())
+        else:
+            signature_key = rekeyed_to(work)
+            if signature_key is not None:  # decided by the owner of its signature's windows
+                return _Outcome(work, "rekeyed", key=signature_key)
         with ticket_context(work.ticket_id):
             try:
                 emits = handlers[topic](parsed)
@@ -589,6 +624,8 @@ def install(app: faust.App, settings: Settings, escalator: Escalator, tables: Es
         outcomes, and the error that stopped it (the event after the last outcome), if any."""
         outcomes: list[_Outcome] = []
         started = time.perf_counter()
+        if lookups is not None:
+            look_ahead(batch)
         for work in batch:
             if outcomes and time.perf_counter() - started > BATCH_BUDGET_S:
                 break
@@ -661,6 +698,13 @@ def install(app: faust.App, settings: Settings, escalator: Escalator, tables: Es
             consumed[arrived_on].inc()
             key = "" if arrived_on is Topic.ESCALATOR_BY_SIGNATURE else (message.key or b"").decode("utf-8", "replace")
             batch.append(_Work(event, _Record(message), arrived_on, tp, offset, key))
+        try:
+            await work_through_all(batch, generation)
+        finally:
+            if lookups is not None:
+                lookups.forget()
+
+    async def work_through_all(batch: list[_Work], generation: int) -> None:
         while batch:
             try:
                 outcomes, error = await asyncio.to_thread(work_through, batch)

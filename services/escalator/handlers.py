@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from supportflow.contracts.v1 import events_pb2 as ev
@@ -58,6 +59,36 @@ log = logging.getLogger(__name__)
 PRODUCER = "escalator"
 # Decisions that hand the ticket to a person get a context packet.
 PACKET_DECISIONS = frozenset({ev.DECISION_ESCALATE, ev.DECISION_REVIEW})
+
+
+@dataclass(frozen=True)
+class PacketLookups:
+    """What a decision that hands a ticket to a person asks the escalator's peers, as each lookup's
+    arguments: similar resolved cases always; an investigation when the ticket brings none; the
+    help center's passages when it never reached the drafter."""
+
+    similar_cases: tuple[str, str]  # (tenant, query)
+    investigate: svc.InvestigateRequest | None
+    articles: tuple[str, str, str] | None  # (tenant, query, intent)
+
+
+def packet_lookups(
+    tenant: str,
+    ticket: tk.Ticket,
+    normalized: tk.NormalizedTicket,
+    classification: tk.Classification,
+    *,
+    draft: tk.Draft | None,
+    evidence: list[tk.EvidencePassage] | None,
+    investigation: ev.Investigation | None,
+) -> PacketLookups:
+    query = normalized.problem_statement or ticket.body
+    return PacketLookups(
+        similar_cases=(tenant, query),
+        investigate=None if investigation is not None else svc.InvestigateRequest(
+            ticket=ticket, normalized=normalized, classification=classification),
+        articles=(tenant, query, classification.intent) if draft is None and not evidence else None,
+    )
 
 
 
@@ -120,26 +151,11 @@ class Escalator:
             raise InvalidEvent("drafted ticket without a draft")
         # Counted here too (idempotently) in case the classified event was consumed before a restart.
         emits = self._track_incident(event.meta, event.ticket, event.normalized, event.classification)
-        incident_id = self._incidents.incident_of(event.ticket.ticket_id)
-        investigation = event.investigation if event.HasField("investigation") else None
-        case_type = case_type_for(event.classification, event.normalized, incident_id, self._config, investigation)
         tenant = event.ticket.tenant_id or event.meta.tenant_id
         writes_back = writes_back_after_an_answer(event.ticket) or self._answered.wrote_back(
             tenant, event.ticket, self._clock()
         )
-        evidence_at = seconds_of(event.timeline.evidence_at)
-        # Whether to waive a fee or grant a refund stays an agent's call even when the records show
-        # the charge was right: the intent's own case type holds an automatic reply too.
-        by_intent = case_type_for(event.classification, event.normalized, incident_id, self._config)
-        policy_exception = ev.CASE_TYPE_POLICY_EXCEPTION in (case_type, by_intent)
-        verdict = decide_drafted(
-            event.classification, event.normalized, event.draft,
-            in_incident=bool(incident_id), policy_exception=policy_exception,
-            writes_back=writes_back, confidence_threshold=self._threshold,
-            evidence_rule=self._config.evidence_rule(tenant, event.classification.archetype),
-            investigation=investigation,
-            evidence_age_s=None if evidence_at is None else max(0.0, self._clock() - evidence_at),
-        )
+        verdict = self._drafted_verdict(event, self._incidents.incident_of(event.ticket.ticket_id), writes_back)
         if verdict is None:
             metrics.DRAFTS_IGNORED.inc()
             log.warning("draft ignored: the classified path owns this route",
@@ -147,8 +163,44 @@ class Escalator:
             return emits
         return emits + self._decide(
             event.meta, event.ticket, event.normalized, event.classification, event.timeline, verdict,
-            draft=event.draft, evidence=list(event.evidence), investigation=investigation,
+            draft=event.draft, evidence=list(event.evidence), investigation=_investigation_of(event),
         )
+
+    def _drafted_verdict(self, event: ev.TicketDrafted, incident_id: str, writes_back: bool) -> Verdict | None:
+        investigation = _investigation_of(event)
+        case_type = case_type_for(event.classification, event.normalized, incident_id, self._config, investigation)
+        tenant = event.ticket.tenant_id or event.meta.tenant_id
+        evidence_at = seconds_of(event.timeline.evidence_at)
+        # Whether to waive a fee or grant a refund stays an agent's call even when the records show
+        # the charge was right: the intent's own case type holds an automatic reply too.
+        by_intent = case_type_for(event.classification, event.normalized, incident_id, self._config)
+        policy_exception = ev.CASE_TYPE_POLICY_EXCEPTION in (case_type, by_intent)
+        return decide_drafted(
+            event.classification, event.normalized, event.draft,
+            in_incident=bool(incident_id), policy_exception=policy_exception,
+            writes_back=writes_back, confidence_threshold=self._threshold,
+            evidence_rule=self._config.evidence_rule(tenant, event.classification.archetype),
+            investigation=investigation,
+            evidence_age_s=None if evidence_at is None else max(0.0, self._clock() - evidence_at),
+        )
+
+    def lookups_for(self, event: ev.TicketClassified | ev.TicketDrafted) -> PacketLookups | None:
+        """The peer lookups deciding `event` would make, guessed from the event alone, as if its
+        ticket were in no incident and unanswered before (no state is read): the service starts
+        them ahead, concurrently, while the events before it are decided. A wrong guess costs a
+        lookup made in vain or one made in turn, never a different decision."""
+        if isinstance(event, ev.TicketDrafted):
+            if not event.HasField("draft") or not event.HasField("classification"):
+                return None
+            verdict = self._drafted_verdict(event, "", writes_back_after_an_answer(event.ticket))
+            draft, evidence, investigation = event.draft, list(event.evidence), _investigation_of(event)
+        else:
+            verdict = decide_classified(event.classification, event.normalized)
+            draft, evidence, investigation = None, None, None
+        if verdict is None or verdict.decision not in PACKET_DECISIONS:
+            return None
+        return packet_lookups(event.ticket.tenant_id or event.meta.tenant_id, event.ticket, event.normalized,
+                              event.classification, draft=draft, evidence=evidence, investigation=investigation)
 
     def on_action_confirmed(self, event: ev.ActionConfirmed) -> list[Emit]:
         """Carry out the proposal the customer confirmed, if everything still allows it; the
@@ -255,10 +307,13 @@ class Escalator:
         investigation: ev.Investigation | None = None,
     ) -> list[Emit]:
         tenant = ticket.tenant_id or meta.tenant_id
-        if investigation is None and verdict.decision in PACKET_DECISIONS:
-            # Never reached the drafter: the person it goes to gets the evidence all the same.
-            investigation = self._investigate(
-                svc.InvestigateRequest(ticket=ticket, normalized=normalized, classification=classification))
+        lookups = None
+        if verdict.decision in PACKET_DECISIONS:
+            lookups = packet_lookups(tenant, ticket, normalized, classification, draft=draft, evidence=evidence,
+                                     investigation=investigation)
+            if lookups.investigate is not None:
+                # Never reached the drafter: the person it goes to gets the evidence all the same.
+                investigation = self._investigate(lookups.investigate)
         now = self._clock()
         incident_id = self._incidents.incident_of(ticket.ticket_id)
         case_type = case_type_for(classification, normalized, incident_id, self._config, investigation)
@@ -299,16 +354,16 @@ class Escalator:
             decided.investigation.CopyFrom(investigation)
         decided.timeline.decided_at.CopyFrom(timestamp_at(now))
         decision_label = _enum_label(ev.Decision, verdict.decision, "DECISION_")
-        if verdict.decision in PACKET_DECISIONS:
-            if draft is None and not evidence:
+        if lookups is not None:
+            if lookups.articles is not None:
                 # Never reached the drafter: what the help center says, as a reviewer would see it.
-                evidence = self._articles(tenant, normalized.problem_statement or ticket.body, classification.intent)
+                evidence = self._articles(*lookups.articles)
             decided.packet.CopyFrom(build_packet(
                 ticket=ticket, normalized=normalized, classification=classification,
                 decision=verdict.decision, case_type=case_type, target_queue=queue,
                 account_state=account_fields(self._crm, ticket.customer_id),
                 draft=draft, evidence=evidence or [], incident_id=incident_id, proposed_tools=proposed,
-                similar_case_ids=self._similar_cases(tenant, normalized.problem_statement or ticket.body),
+                similar_case_ids=self._similar_cases(*lookups.similar_cases),
                 investigation=investigation,
             ))
             metrics.PACKET_COMPLETENESS.labels(decision_label).observe(decided.packet.completeness)
@@ -330,3 +385,7 @@ class Escalator:
         tool = record.tool if record.tool in self._actions.allow_listed else "other"
         metrics.ACTIONS.labels(tool, _enum_label(ev.ActionStatus, record.status, "ACTION_STATUS_")).inc()
         return Emit(Topic.ACTIONS_RECORDED, record.ticket_id, record)
+
+
+def _investigation_of(event: ev.TicketDrafted) -> ev.Investigation | None:
+    return event.investigation if event.HasField("investigation") else None

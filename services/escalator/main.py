@@ -30,6 +30,7 @@ from services.escalator.handlers import Escalator
 from services.escalator.help_center import ArticleLookup, grpc_articles, no_articles
 from services.escalator.incidents import IncidentTracker
 from services.escalator.investigator_client import run_action_executor
+from services.escalator.lookups_ahead import LookupsAhead
 from services.escalator.similar_cases import SimilarCaseLookup, grpc_similar_cases, no_similar_cases
 
 SERVICE = "escalator"
@@ -75,18 +76,21 @@ def run_service(settings: Settings, stop: threading.Event | None = None) -> int:
     investigator = open_channel(SERVICE, settings.investigator_addr, settings.investigation_deadline_s)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # faust binds to the loop current when the app is made
+    lookups: LookupsAhead | None = None
     try:
         app = create_app(settings, service=SERVICE)
         config = EscalationConfig.load(settings.escalation_config_path)
         tables = declare_tables(app, settings, config, ActionLimits.load(settings.action_limits_path))
+        lookups = LookupsAhead(grpc_similar_cases(channel, settings.grpc_deadline_s),
+                               grpc_articles(channel, settings.grpc_deadline_s),
+                               investigator_client(investigator, settings.investigation_deadline_s, SERVICE),
+                               settings.escalator_lookup_concurrency)
         escalator = build_escalator(
-            settings, grpc_similar_cases(channel, settings.grpc_deadline_s),
-            investigator_client(investigator, settings.investigation_deadline_s, SERVICE),
-            run_action_executor(investigator, settings.investigation_deadline_s),
-            grpc_articles(channel, settings.grpc_deadline_s),
+            settings, lookups.similar_cases, lookups.investigate,
+            run_action_executor(investigator, settings.investigation_deadline_s), lookups.articles,
             tables=tables,
         )
-        state = install(app, settings, escalator, tables, service=SERVICE)
+        state = install(app, settings, escalator, tables, service=SERVICE, lookups=lookups)
         try:
             check_changelogs(settings, app.conf.id, [t.name_in(settings.topic_prefix) for t in INPUTS],
                              tables.changelog_topics)
@@ -98,6 +102,8 @@ def run_service(settings: Settings, stop: threading.Event | None = None) -> int:
             log.error("the escalator's app crashed: %s", state.failure)
         return 1 if state.failure is not None else 0
     finally:
+        if lookups is not None:
+            lookups.close()
         loop.close()
         asyncio.set_event_loop(None)
         channel.close()

@@ -40,6 +40,13 @@ SIMILAR_CASE_LOOKUPS = Counter(
     "SimilarCases calls for context packets, by outcome (found, none, error: the packet goes without)",
     ["outcome"],
 )
+LOOKUPS_AHEAD = Counter(
+    "supportflow_escalator_lookups_ahead_total",
+    "Peer lookups of packet decisions (similar cases, articles, investigations), by how they were made: "
+    "used (started ahead, while earlier events were decided), not_started (made in turn: the guess said no "
+    "packet), unused (started ahead for a decision that did not need it; the peer's work was wasted)",
+    ["outcome"],
+)
 ACTIONS = Counter(
     "supportflow_escalator_actions_total",
     "Action attempts, by tool (allow-listed names, else other) and status (proposed, dry_run, executed, refused)",
