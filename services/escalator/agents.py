@@ -705,6 +705,7 @@ def install(app: faust.App, settings: Settings, escalator: Escalator, tables: Es
                 lookups.forget()
 
     async def work_through_all(batch: list[_Work], generation: int) -> None:
+        """Hand the batch to the worker thread until every event is finished, retried or failed."""
         while batch:
             try:
                 outcomes, error = await asyncio.to_thread(work_through, batch)

@@ -91,8 +91,6 @@ def packet_lookups(
     )
 
 
-
-
 def _enum_label(enum_type, value: int, prefix: str) -> str:  # type: ignore[no-untyped-def]
     return enum_type.Name(value).removeprefix(prefix).lower()
 
