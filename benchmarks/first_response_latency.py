@@ -13,7 +13,10 @@ Goal (issue 23): p95 < 3 s at 20 tickets/s for 5 minutes.
 
 Also prints the machine's speed before and after the run (a fixed Python workload's rounds per
 second on one core): it drifts here by a third within an hour, and at 20 tickets/s two cores have
-less headroom than that, so a run is comparable only with one at a similar speed.
+less headroom than that, so a run is comparable only with one at a similar speed. And each
+service's backlog while the tickets were sent (the consumer lag its /metrics report, sampled every
+5 s: peak, and when the last ticket was sent): at a rate the pipeline cannot hold, the stage that
+cannot keep up is the one whose backlog grows.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
+import urllib.request
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -33,11 +38,45 @@ from supportflow.settings import Settings  # noqa: E402
 from tooling.demo import run_round_trip  # noqa: E402
 from tooling.demo_report import percentile  # noqa: E402
 from benchmarks.machine import machine_speed  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from tooling.round_trip import DEMO_TENANT, sample_tickets  # noqa: E402
 
 
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def service_backlogs(ports: dict[str, int]) -> dict[str, float]:
+    """Each service's messages behind its partitions' ends, as its own /metrics last reported."""
+    backlog: dict[str, float] = {}
+    for name, port in ports.items():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        for family in text_string_to_metric_families(text):
+            if family.name == "supportflow_consumer_lag":
+                backlog[name] = backlog.get(name, 0.0) + sum(sample.value for sample in family.samples)
+    return backlog
+
+
+class BacklogWatch:
+    """Samples every service's backlog while the tickets are sent: the stage whose backlog grows
+    is the one that cannot keep up with the rate."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s = every_s
+        self.peak: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+
+    def __call__(self, fleet, all_sent: threading.Event) -> None:  # type: ignore[no-untyped-def]
+        ports = {service.name: service.ops_port for service in fleet.running}
+        while not all_sent.wait(self.every_s):
+            self.last = service_backlogs(ports)
+            for name, value in self.last.items():
+                self.peak[name] = max(self.peak.get(name, 0.0), value)
+        self.last = service_backlogs(ports)
 
 
 def main() -> int:
@@ -57,9 +96,10 @@ def main() -> int:
     stack.install()
     stack.up()
     speed_before = machine_speed()
+    watch = BacklogWatch()
     try:
         trip = run_round_trip(settings, tickets, rate=args.rate, run_dir=settings.cache_dir / "bench-runs" / run_id,
-                              timeout_s=600.0)
+                              timeout_s=600.0, while_sending=watch)
         trip.stop()
         delete_namespace_topics(settings)
     finally:
@@ -86,6 +126,7 @@ def main() -> int:
         "received_to_delivered_ms": figures(received_to_delivered),
         "sent_to_delivered_ms": figures(sent_to_delivered),
         "machine_speed_rounds_per_s": {"before": round(speed_before), "after": round(speed_after)},
+        "backlog_while_sending": {"peak": watch.peak, "when_sending_ended": watch.last},
     }
     print(f"{measured} tickets at {args.rate:g}/s for {args.duration:g} s: {result['delivered']} delivered, "
           f"{result['undelivered']} undelivered, {result['missing_decisions']} without a decision")
@@ -94,6 +135,8 @@ def main() -> int:
         if f["p50"] is not None:
             print(f"{name.removesuffix('_ms').replace('_', ' ')}: p50 {f['p50']:.0f} ms, p95 {f['p95']:.0f} ms, "
                   f"p99 {f['p99']:.0f} ms, max {f['max']:.0f} ms")
+    print("backlog per service while sending (messages; peak / when the last ticket was sent): " + ", ".join(
+        f"{name} {watch.peak.get(name, 0):.0f} / {watch.last.get(name, 0):.0f}" for name in sorted(watch.last)))
     print(f"machine speed (a fixed workload's rounds/s on one core): {speed_before:.0f} before, {speed_after:.0f} after")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -12,13 +12,14 @@ import collections
 import json
 import secrets
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Collection, Mapping
+from typing import TYPE_CHECKING, Callable, Collection, Mapping
 
 from google.protobuf.json_format import MessageToDict
 
@@ -376,9 +377,12 @@ SAMPLE_KB_TENANT = "rho-bank"
 
 
 def run_round_trip(settings: Settings, tickets: list, *, rate: float, run_dir: Path,
-                   timeout_s: float = 300.0) -> RoundTrip:
+                   timeout_s: float = 300.0,
+                   while_sending: Callable[[ServiceFleet, threading.Event], None] | None = None) -> RoundTrip:
     """Start the channel stand-ins and every service, send `tickets` through their channels at
-    `rate` a second, and collect each ticket's decision and what its channel received."""
+    `rate` a second, and collect each ticket's decision and what its channel received.
+    `while_sending(fleet, sent)` runs on a thread of its own from the services' start until the
+    last ticket is sent (then `sent` is set), e.g. to watch the services' backlogs."""
     from tooling.channel_servers import ChannelServers, ChannelServersConfig
     from tooling.fleet import free_port
     from tooling.round_trip import ChannelSender, wait_for_deliveries
@@ -412,14 +416,24 @@ def run_round_trip(settings: Settings, tickets: list, *, rate: float, run_dir: P
         say(f"starting the services (logs in {run_dir / 'logs'}) ...")
         fleet.start()
         sender = ChannelSender(servers, lambda payload: post_ticket(fleet.settings, payload))
+        all_sent = threading.Event()
+        watcher = None
+        if while_sending is not None:
+            watcher = threading.Thread(target=while_sending, args=(fleet, all_sent), daemon=True)
+            watcher.start()
         started = time.monotonic()
         interval = 1.0 / rate if rate > 0 else 0.0
         sent = []
-        for index, ticket in enumerate(tickets):
-            delay = started + index * interval - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            sent.append(sender.send(ticket))
+        try:
+            for index, ticket in enumerate(tickets):
+                delay = started + index * interval - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                sent.append(sender.send(ticket))
+        finally:
+            all_sent.set()
+            if watcher is not None:
+                watcher.join(30)
         say(f"sent {len(sent)} tickets through their channels in {time.monotonic() - started:.1f}s; "
             "waiting for decisions and deliveries ...")
         by_pipeline_id = {s.pipeline_id: s for s in sent}
