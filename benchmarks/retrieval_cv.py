@@ -1,6 +1,7 @@
 """Cross-validated choice of the retriever's parameters on the tau2 banking dev split.
 
     python benchmarks/retrieval_cv.py [--folds 5] [--seed 27] [--repeats 1] [--chunkings 900:200 ...]
+                                      [--fusions relative ranked]
 
 The shipped hybrid alpha and re-scoring weight (services/retriever/search.py) were chosen on all
 31 dev cases, so recall@10 on those cases (benchmarks/retrieval_eval.py) is an in-sample figure.
@@ -16,6 +17,12 @@ what that choice gives on cases it never saw.
 which becomes chunking x alpha x weight: the KB is indexed once per chunking, each into its own
 fresh tenant (dropped afterwards), and the folds choose among the whole grid. The default is the
 shipped chunking alone, which gives the query-time CV above.
+
+`--fusions relative ranked` adds Weaviate's hybrid fusion (services/retriever/index.py `_hybrid`:
+relative-score or reciprocal-rank fusion) to the grid, which becomes chunking x fusion x alpha x
+weight; each fusion is one more hybrid search per alpha. The default is the shipped relative-score
+fusion alone. When the grid holds more than the shipped chunking and fusion, the CV is also run on
+the same folds with the grid cut to those (the query-time grid), and the difference is printed.
 
 Only the dev split is pooled: the 66 held-out tau2 cases are withheld for independent evaluation
 and never read. Within one chunking only query-time parameters vary (the hybrid candidates are
@@ -53,7 +60,7 @@ from services.retriever.articles import (  # noqa: E402
     load_articles,
 )
 from services.retriever.components import build_components  # noqa: E402
-from services.retriever.index import KnowledgeIndex  # noqa: E402
+from services.retriever.index import FUSION_TYPES, KnowledgeIndex  # noqa: E402
 from services.retriever.search import (  # noqa: E402
     DEFAULT_ALPHA,
     DEFAULT_RERANK_WEIGHT,
@@ -98,6 +105,7 @@ class Chunking:
 
 
 SHIPPED_CHUNKING = Chunking(MAX_CHUNK_CHARS, MIN_CHUNK_CHARS)
+SHIPPED_FUSION = "relative"  # KnowledgeIndex.hybrid's default, the one the retriever searches with
 
 
 @dataclass(frozen=True, order=True)
@@ -105,20 +113,22 @@ class Params:
     alpha: float
     rerank_weight: float
     chunking: Chunking = SHIPPED_CHUNKING
+    fusion: str = SHIPPED_FUSION
 
     def __str__(self) -> str:
-        return f"chunks={self.chunking} {self.label(with_chunking=False)}"
+        return self.label(with_chunking=True, with_fusion=True)
 
-    def label(self, *, with_chunking: bool) -> str:
-        """The query-time pair alone when the grid has one chunking (the output stays as it was)."""
-        pair = f"alpha={self.alpha} w={self.rerank_weight}"
-        return f"chunks={self.chunking} {pair}" if with_chunking else pair
+    def label(self, *, with_chunking: bool, with_fusion: bool = False) -> str:
+        """The query-time pair, preceded by the chunking and the fusion only when the grid has more
+        than one of them (the output stays as it was)."""
+        parts = [f"chunks={self.chunking}"] * with_chunking + [f"fusion={self.fusion}"] * with_fusion
+        return " ".join([*parts, f"alpha={self.alpha} w={self.rerank_weight}"])
 
 
-def parameter_grid(chunkings: Sequence[Chunking], alphas: Sequence[float],
-                   weights: Sequence[float]) -> tuple[Params, ...]:
-    """Chunking x alpha x weight, in that order (the order breaks the last ties)."""
-    return tuple(Params(a, w, c) for c in chunkings for a in alphas for w in weights)
+def parameter_grid(chunkings: Sequence[Chunking], alphas: Sequence[float], weights: Sequence[float],
+                   fusions: Sequence[str] = (SHIPPED_FUSION,)) -> tuple[Params, ...]:
+    """Chunking x fusion x alpha x weight, in that order (the order breaks the last ties)."""
+    return tuple(Params(a, w, c, f) for c in chunkings for f in fusions for a in alphas for w in weights)
 
 
 SHIPPED = Params(DEFAULT_ALPHA, DEFAULT_RERANK_WEIGHT, SHIPPED_CHUNKING)
@@ -180,24 +190,26 @@ def spread(values: Sequence[float]) -> str:
 
 
 def score_cases(knowledge: KnowledgeIndex, encoder, tenant: str, chunking: Chunking, cases,
-                alphas: Sequence[float], weights: Sequence[float]) -> dict[Params, dict[str, tuple[float, float]]]:
-    """Every case under every grid pair, on a tenant indexed with `chunking`: one hybrid search per
-    (alpha, cut-off), re-scored per weight."""
+                alphas: Sequence[float], weights: Sequence[float],
+                fusions: Sequence[str] = (SHIPPED_FUSION,)) -> dict[Params, dict[str, tuple[float, float]]]:
+    """Every case under every grid cell, on a tenant indexed with `chunking`: one hybrid search per
+    (fusion, alpha, cut-off), re-scored per weight."""
     queries = [build_query(text) for _, text, _ in cases]
     segments = [segment_vectors(encoder, q) for q in queries]
     scores: dict[Params, dict[str, tuple[float, float]]] = {
-        Params(a, w, chunking): {} for a in alphas for w in weights}
-    for alpha in alphas:
-        for (case_id, _, gold), query, segs in zip(cases, queries, segments):
-            raw = {k: knowledge.hybrid(tenant, query.keywords, mean_vector(segs), alpha=alpha,
-                                       limit=candidate_limit(k), filters=SearchFilters())
-                   for k in (RECALL_K, MRR_K)}
-            for weight in weights:
-                top = {k: [a.article_id for a in group_by_article(rescore_by_segments(hits, segs, weight), k)]
-                       for k, hits in raw.items()}
-                recall = len(set(top[RECALL_K]) & gold) / len(gold)
-                reciprocal = next((1 / (i + 1) for i, a in enumerate(top[MRR_K]) if a in gold), 0.0)
-                scores[Params(alpha, weight, chunking)][case_id] = (recall, reciprocal)
+        Params(a, w, chunking, f): {} for f in fusions for a in alphas for w in weights}
+    for fusion in fusions:
+        for alpha in alphas:
+            for (case_id, _, gold), query, segs in zip(cases, queries, segments):
+                raw = {k: knowledge.hybrid(tenant, query.keywords, mean_vector(segs), alpha=alpha,
+                                           limit=candidate_limit(k), filters=SearchFilters(), fusion=fusion)
+                       for k in (RECALL_K, MRR_K)}
+                for weight in weights:
+                    top = {k: [a.article_id for a in group_by_article(rescore_by_segments(hits, segs, weight), k)]
+                           for k, hits in raw.items()}
+                    recall = len(set(top[RECALL_K]) & gold) / len(gold)
+                    reciprocal = next((1 / (i + 1) for i, a in enumerate(top[MRR_K]) if a in gold), 0.0)
+                    scores[Params(alpha, weight, chunking, fusion)][case_id] = (recall, reciprocal)
     return scores
 
 
@@ -222,18 +234,27 @@ def main() -> int:
     parser.add_argument("--chunkings", type=_chunking_arg, nargs="+", default=(SHIPPED_CHUNKING,),
                         metavar="MAX:MIN", help=f"chunk_article's max_chars:min_chars, one re-index each "
                                                 f"(default: the shipped {SHIPPED_CHUNKING})")
+    parser.add_argument("--fusions", choices=tuple(FUSION_TYPES), nargs="+", default=(SHIPPED_FUSION,),
+                        help=f"Weaviate's hybrid fusion, one search per alpha each (default: the shipped "
+                             f"{SHIPPED_FUSION})")
     args = parser.parse_args()
     alphas, weights = tuple(args.alphas), tuple(args.weights)
     chunkings = tuple(dict.fromkeys(args.chunkings))
-    grid = parameter_grid(chunkings, alphas, weights)
+    fusions = tuple(dict.fromkeys(args.fusions))
+    grid = parameter_grid(chunkings, alphas, weights, fusions)
+    # the query-time grid: what the CV chooses among without the chunking and fusion axes
+    base_grid = tuple(p for p in grid if p.chunking == SHIPPED.chunking and p.fusion == SHIPPED.fusion)
     # the shipped parameters are always scored, for the comparison, but chosen only if in the grid
     scored_alphas = alphas + (SHIPPED.alpha,) * (SHIPPED.alpha not in alphas)
     scored_weights = weights + (SHIPPED.rerank_weight,) * (SHIPPED.rerank_weight not in weights)
     scored_chunkings = chunkings + (SHIPPED.chunking,) * (SHIPPED.chunking not in chunkings)
+    scored_fusions = fusions + (SHIPPED.fusion,) * (SHIPPED.fusion not in fusions)
     with_chunking = len(scored_chunkings) > 1
+    with_fusion = len(scored_fusions) > 1
+    compare_base = bool(base_grid) and base_grid != grid
 
     def label(params: Params) -> str:
-        return params.label(with_chunking=with_chunking)
+        return params.label(with_chunking=with_chunking, with_fusion=with_fusion)
 
     cases = load_cases(args.tasks)
     ids = [case_id for case_id, _, _ in cases]
@@ -255,9 +276,10 @@ def main() -> int:
             print(f"indexed {report.articles} articles as {report.chunks} chunks ({chunking}) in tenant {tenant} "
                   f"({time.perf_counter() - started:.0f} s)")
             started = time.perf_counter()
-            scores.update(score_cases(knowledge, parts.encoder, tenant, chunking, cases, scored_alphas, scored_weights))
-            print(f"scored {len(cases)} cases x {len(scored_alphas) * len(scored_weights)} pairs "
-                  f"({time.perf_counter() - started:.0f} s)")
+            scores.update(score_cases(knowledge, parts.encoder, tenant, chunking, cases, scored_alphas,
+                                      scored_weights, scored_fusions))
+            print(f"scored {len(cases)} cases x {len(scored_fusions) * len(scored_alphas) * len(scored_weights)} "
+                  f"{'cells' if with_fusion else 'pairs'} ({time.perf_counter() - started:.0f} s)")
     finally:
         for tenant in tenants:
             parts.knowledge.drop_tenant(tenant)
@@ -266,20 +288,26 @@ def main() -> int:
 
     print(f"pooled: {len(cases)} cases of {args.tasks.name} (the held-out tau2 cases are withheld, not read)")
     chunking_axis = f"chunking {tuple(str(c) for c in chunkings)} x " if with_chunking else ""
-    print(f"grid: {chunking_axis}alpha {alphas} x re-scoring weight {weights}; shipped {label(SHIPPED)}")
+    fusion_axis = f"fusion {fusions} x " if with_fusion else ""
+    print(f"grid: {chunking_axis}{fusion_axis}alpha {alphas} x re-scoring weight {weights}; shipped {label(SHIPPED)}")
     print(f"in sample, R@10 on all {len(ids)} cases (the shipped pair was chosen on them):")
     for chunking in scored_chunkings:
-        if with_chunking:
-            print(f"  chunks={chunking} ({chunk_counts[chunking]} chunks)")
-        print("  " + " " * 10 + "".join(f"{'w=' + str(w):>8}" for w in scored_weights))
-        for a in scored_alphas:
-            print(f"  alpha={a:<4}" + "".join(f"{mean_scores(scores[Params(a, w, chunking)], ids)[0]:>8.3f}"
-                                              for w in scored_weights))
-    if with_chunking:
-        print(f"  at the shipped alpha={SHIPPED.alpha} w={SHIPPED.rerank_weight}, per chunking:")
+        for fusion in scored_fusions:
+            if with_chunking or with_fusion:
+                print("  " + " ".join([f"chunks={chunking} ({chunk_counts[chunking]} chunks)"] * with_chunking
+                                      + [f"fusion={fusion}"] * with_fusion))
+            print("  " + " " * 10 + "".join(f"{'w=' + str(w):>8}" for w in scored_weights))
+            for a in scored_alphas:
+                print(f"  alpha={a:<4}" + "".join(
+                    f"{mean_scores(scores[Params(a, w, chunking, fusion)], ids)[0]:>8.3f}" for w in scored_weights))
+    if with_chunking or with_fusion:
+        print(f"  at the shipped alpha={SHIPPED.alpha} w={SHIPPED.rerank_weight}:")
         for chunking in scored_chunkings:
-            recall, mrr = mean_scores(scores[Params(SHIPPED.alpha, SHIPPED.rerank_weight, chunking)], ids)
-            print(f"    chunks={str(chunking):<10} {chunk_counts[chunking]:>5} chunks  R@10 {recall:.3f}  MRR {mrr:.3f}")
+            for fusion in scored_fusions:
+                recall, mrr = mean_scores(scores[Params(SHIPPED.alpha, SHIPPED.rerank_weight, chunking, fusion)], ids)
+                print("    " + "".join([f"chunks={str(chunking):<10} {chunk_counts[chunking]:>5} chunks  "] * with_chunking
+                                       + [f"fusion={fusion:<9}"] * with_fusion)
+                      + f"R@10 {recall:.3f}  MRR {mrr:.3f}")
     in_sample = choose_params(scores, ids, grid, SHIPPED)
     print(f"  best in the grid: {label(in_sample)}\n")
 
@@ -301,24 +329,42 @@ def main() -> int:
     print("  (the shipped pair was chosen on all these cases, each held-out fold included: in sample)")
     print(f"pooled out of fold (each case scored once, by its fold's choice): "
           f"R@10={mean_scores(out_of_fold, ids)[0]:.3f} MRR={mean_scores(out_of_fold, ids)[1]:.3f}")
+    if compare_base:
+        base = cross_validate(scores, folds, base_grid, SHIPPED)
+        print(f"the query-time grid alone (chunks={SHIPPED.chunking}, fusion={SHIPPED.fusion}) on the same folds: "
+              f"held-out R@10 {spread([r.recall for r in base])}; "
+              f"MRR mean {statistics.fmean(r.mrr for r in base):.3f}")
 
     if args.repeats > 1:
         print(f"\n{args.repeats} partitions (seeds {args.seed}-{args.seed + args.repeats - 1}), "
               f"mean held-out R@10 of each partition's {args.folds} folds:")
-        cv_means, shipped_means, choices = [], [], {}
+        cv_means, shipped_means, base_means, choices = [], [], [], {}
         for seed in range(args.seed, args.seed + args.repeats):
-            repeat = cross_validate(scores, fold_split(ids, args.folds, seed), grid, SHIPPED)
+            partition = fold_split(ids, args.folds, seed)
+            repeat = cross_validate(scores, partition, grid, SHIPPED)
             cv_means.append(statistics.fmean(r.recall for r in repeat))
             shipped_means.append(statistics.fmean(r.shipped_recall for r in repeat))
+            if compare_base:
+                base_means.append(statistics.fmean(r.recall for r in cross_validate(scores, partition, base_grid,
+                                                                                    SHIPPED)))
             for r in repeat:
                 choices[r.chosen] = choices.get(r.chosen, 0) + 1
         print(f"  CV-chosen: {spread(cv_means)}")
         print(f"  shipped:   {spread(shipped_means)}")
+        if compare_base:
+            differences = [full - base for full, base in zip(cv_means, base_means)]
+            print(f"  query-time grid alone, same folds: {spread(base_means)}")
+            print(f"  difference, this grid minus the query-time grid, per partition: {spread(differences)}; "
+                  f"better in {sum(d > 1e-9 for d in differences)}, worse in {sum(d < -1e-9 for d in differences)} "
+                  f"of {len(differences)}")
         print("  chosen pairs over all folds: " + ", ".join(
             f"{label(p)} x{n}" for p, n in sorted(choices.items(), key=lambda item: -item[1])))
         if with_chunking:
             print("  chosen chunkings over all folds: " + ", ".join(
                 f"{c} x{sum(n for p, n in choices.items() if p.chunking == c)}" for c in chunkings))
+        if with_fusion:
+            print("  chosen fusions over all folds: " + ", ".join(
+                f"{f} x{sum(n for p, n in choices.items() if p.fusion == f)}" for f in fusions))
     return 0
 
 

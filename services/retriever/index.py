@@ -547,11 +547,11 @@ class KnowledgeIndex(_TenantCollection):
 
     def hybrid(
         self, tenant_id: str, keywords: str, vector: np.ndarray, *, alpha: float, limit: int,
-        filters: SearchFilters = SearchFilters(),
+        filters: SearchFilters = SearchFilters(), fusion: str = "relative",
     ) -> list[PassageHit]:
-        """BM25 + vector (relative-score fusion); each hit carries its passage vector."""
+        """BM25 + vector, fused by `fusion` (see `_hybrid`); each hit carries its passage vector."""
         ranked = self._ranked(tenant_id, limit=limit, filters=filters,
-                              hybrid_search=_hybrid(keywords, KB_TEXT_PROPERTIES, vector, alpha))
+                              hybrid_search=_hybrid(keywords, KB_TEXT_PROPERTIES, vector, alpha, fusion=fusion))
         return self._with_content(tenant_id, [(r, r.score, None) for r in ranked])
 
     def bm25(self, tenant_id: str, keywords: str, *, limit: int, filters: SearchFilters = SearchFilters()) -> list[PassageHit]:
@@ -693,12 +693,27 @@ def _filters(filters: SearchFilters) -> base_pb2.Filters | None:
     return base_pb2.Filters(operator=base_pb2.Filters.OPERATOR_AND, filters=clauses)
 
 
-def _hybrid(keywords: str, properties: list[str], vector: np.ndarray, alpha: float) -> base_search_pb2.Hybrid:
-    """BM25 over `properties` and the vector search, fused by relative score (alpha: the vector's share)."""
+# Weaviate's two hybrid fusions. "relative" (relativeScoreFusion) min-max normalises each search's
+# scores to 0-1 and sums them weighted by alpha, so the fused score keeps how much better a hit
+# matched (the best is at most 1). "ranked" (rankedFusion, reciprocal-rank fusion) gives a hit
+# weight / (rank + 60) from each search, rank counted from 0: it keeps only the order, and the
+# fused score is at most 1/60.
+FUSION_TYPES = {
+    "relative": base_search_pb2.Hybrid.FUSION_TYPE_RELATIVE_SCORE,
+    "ranked": base_search_pb2.Hybrid.FUSION_TYPE_RANKED,
+}
+
+
+def _hybrid(keywords: str, properties: list[str], vector: np.ndarray, alpha: float, *,
+            fusion: str = "relative") -> base_search_pb2.Hybrid:
+    """BM25 over `properties` and the vector search, fused by `fusion`, one of FUSION_TYPES
+    (alpha: the vector's share)."""
+    if fusion not in FUSION_TYPES:
+        raise ValueError(f"fusion {fusion!r}: expected one of {sorted(FUSION_TYPES)}")
     return base_search_pb2.Hybrid(
         query=keywords,
         properties=properties,
-        fusion_type=base_search_pb2.Hybrid.FUSION_TYPE_RELATIVE_SCORE,
+        fusion_type=FUSION_TYPES[fusion],
         alpha_param=alpha,
         use_alpha_param=True,
         vector_bytes=_vector_bytes(vector),

@@ -1,5 +1,5 @@
-"""The pure parts of benchmarks/retrieval_cv.py: the seeded fold split, the grid (chunking x alpha x
-weight) and the choice among it."""
+"""The pure parts of benchmarks/retrieval_cv.py: the seeded fold split, the grid (chunking x fusion x
+alpha x weight) and the choice among it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from benchmarks.retrieval_cv import (
     SHIPPED_CHUNKING,
+    SHIPPED_FUSION,
     Chunking,
     Params,
     choose_params,
@@ -15,6 +16,7 @@ from benchmarks.retrieval_cv import (
     parameter_grid,
 )
 from services.retriever.articles import MAX_CHUNK_CHARS, MIN_CHUNK_CHARS, KnowledgeArticle, chunk_article
+from services.retriever.index import FUSION_TYPES, KnowledgeIndex
 
 IDS = [f"task_{n:03d}" for n in range(31)]
 
@@ -101,3 +103,37 @@ def test_ties_across_chunkings_go_to_the_shipped_parameters_then_grid_order():
     assert choose_params(tied, ["a"], [other_chunking, OTHER], SHIPPED) == other_chunking
     better = {**tied, other_chunking: {"a": (0.5, 0.6)}}  # equal recall, better MRR
     assert choose_params(better, ["a"], [SHIPPED, other_chunking], SHIPPED) == other_chunking
+
+
+def test_params_default_to_the_shipped_fusion_and_label_it_only_when_asked():
+    assert SHIPPED_FUSION == "relative" == KnowledgeIndex.hybrid.__kwdefaults__["fusion"]
+    assert set(FUSION_TYPES) == {"relative", "ranked"}
+    assert Params(0.7, 0.7) == Params(0.7, 0.7, SHIPPED_CHUNKING, "relative") != Params(0.7, 0.7, fusion="ranked")
+    ranked = Params(0.7, 0.5, Chunking(600, 150), "ranked")
+    assert ranked.label(with_chunking=False) == "alpha=0.7 w=0.5"
+    assert ranked.label(with_chunking=False, with_fusion=True) == "fusion=ranked alpha=0.7 w=0.5"
+    assert ranked.label(with_chunking=True, with_fusion=True) == "chunks=600:150 fusion=ranked alpha=0.7 w=0.5"
+    assert str(ranked) == "chunks=600:150 fusion=ranked alpha=0.7 w=0.5"
+
+
+def test_the_grid_runs_chunking_then_fusion_then_alpha_then_weight():
+    small, large = Chunking(450, 100), Chunking(1400, 300)
+    assert parameter_grid([small, large], [0.5, 0.7], [0.0, 0.3], ["relative", "ranked"]) == (
+        Params(0.5, 0.0, small, "relative"), Params(0.5, 0.3, small, "relative"),
+        Params(0.7, 0.0, small, "relative"), Params(0.7, 0.3, small, "relative"),
+        Params(0.5, 0.0, small, "ranked"), Params(0.5, 0.3, small, "ranked"),
+        Params(0.7, 0.0, small, "ranked"), Params(0.7, 0.3, small, "ranked"),
+        Params(0.5, 0.0, large, "relative"), Params(0.5, 0.3, large, "relative"),
+        Params(0.7, 0.0, large, "relative"), Params(0.7, 0.3, large, "relative"),
+        Params(0.5, 0.0, large, "ranked"), Params(0.5, 0.3, large, "ranked"),
+        Params(0.7, 0.0, large, "ranked"), Params(0.7, 0.3, large, "ranked"))
+    # without fusions the grid is the shipped fusion's, as before the axis existed
+    assert parameter_grid([small], [0.5], [0.0, 0.3]) == parameter_grid([small], [0.5], [0.0, 0.3], ["relative"])
+
+
+def test_ties_across_fusions_go_to_the_shipped_fusion():
+    ranked = Params(SHIPPED.alpha, SHIPPED.rerank_weight, fusion="ranked")
+    tied = {SHIPPED: {"a": (0.5, 0.5)}, ranked: {"a": (0.5, 0.5)}}
+    assert choose_params(tied, ["a"], [ranked, SHIPPED], SHIPPED) == SHIPPED
+    better = {**tied, ranked: {"a": (0.6, 0.1)}}
+    assert choose_params(better, ["a"], [SHIPPED, ranked], SHIPPED) == ranked
