@@ -1,7 +1,8 @@
 """Cross-validated choice of the retriever's parameters on the tau2 banking dev split.
 
     python benchmarks/retrieval_cv.py [--folds 5] [--seed 27] [--repeats 1] [--chunkings 900:200 ...]
-                                      [--fusions relative ranked]
+                                      [--fusions relative ranked] [--segments 8 16]
+                                      [--candidates-per-article 4 6 8]
 
 The shipped hybrid alpha and re-scoring weight (services/retriever/search.py) were chosen on all
 31 dev cases, so recall@10 on those cases (benchmarks/retrieval_eval.py) is an in-sample figure.
@@ -21,8 +22,18 @@ shipped chunking alone, which gives the query-time CV above.
 `--fusions relative ranked` adds Weaviate's hybrid fusion (services/retriever/index.py `_hybrid`:
 relative-score or reciprocal-rank fusion) to the grid, which becomes chunking x fusion x alpha x
 weight; each fusion is one more hybrid search per alpha. The default is the shipped relative-score
-fusion alone. When the grid holds more than the shipped chunking and fusion, the CV is also run on
-the same folds with the grid cut to those (the query-time grid), and the difference is printed.
+fusion alone.
+
+`--segments 8 16` adds the cap on query segments (`build_query`'s max_segments: they are averaged
+into the search vector and re-score the candidates) and `--candidates-per-article 4 6 8` the
+passages fetched per requested article (`candidate_limit`'s per_article), so the grid becomes
+chunking x fusion x segments x candidates x alpha x weight. Each value is one more hybrid search
+per alpha (a deeper candidate list is not truncated: relative-score fusion normalises over what it
+fetched, so a prefix need not rank as a shorter search would); only identical searches are shared.
+The defaults are the shipped MAX_SEGMENTS and CANDIDATES_PER_ARTICLE alone. When the grid holds
+more than the shipped chunking, fusion, segments and candidates, the CV is also run on the same
+folds with the grid cut to those (the query-time grid of alpha x weight), and the difference is
+printed.
 
 Only the dev split is pooled: the 66 held-out tau2 cases are withheld for independent evaluation
 and never read. Within one chunking only query-time parameters vary (the hybrid candidates are
@@ -62,8 +73,10 @@ from services.retriever.articles import (  # noqa: E402
 from services.retriever.components import build_components  # noqa: E402
 from services.retriever.index import FUSION_TYPES, KnowledgeIndex  # noqa: E402
 from services.retriever.search import (  # noqa: E402
+    CANDIDATES_PER_ARTICLE,
     DEFAULT_ALPHA,
     DEFAULT_RERANK_WEIGHT,
+    MAX_SEGMENTS,
     SearchFilters,
     build_query,
     candidate_limit,
@@ -114,21 +127,29 @@ class Params:
     rerank_weight: float
     chunking: Chunking = SHIPPED_CHUNKING
     fusion: str = SHIPPED_FUSION
+    segments: int = MAX_SEGMENTS  # build_query's max_segments
+    candidates: int = CANDIDATES_PER_ARTICLE  # candidate_limit's per_article
 
     def __str__(self) -> str:
-        return self.label(with_chunking=True, with_fusion=True)
+        return self.label(with_chunking=True, with_fusion=True, with_segments=True, with_candidates=True)
 
-    def label(self, *, with_chunking: bool, with_fusion: bool = False) -> str:
-        """The query-time pair, preceded by the chunking and the fusion only when the grid has more
-        than one of them (the output stays as it was)."""
-        parts = [f"chunks={self.chunking}"] * with_chunking + [f"fusion={self.fusion}"] * with_fusion
+    def label(self, *, with_chunking: bool, with_fusion: bool = False, with_segments: bool = False,
+              with_candidates: bool = False) -> str:
+        """The query-time pair, preceded by the chunking, the fusion, the segment cap and the
+        candidates per article only when the grid has more than one of them (the output stays as
+        it was)."""
+        parts = ([f"chunks={self.chunking}"] * with_chunking + [f"fusion={self.fusion}"] * with_fusion
+                 + [f"segments={self.segments}"] * with_segments + [f"cands={self.candidates}"] * with_candidates)
         return " ".join([*parts, f"alpha={self.alpha} w={self.rerank_weight}"])
 
 
 def parameter_grid(chunkings: Sequence[Chunking], alphas: Sequence[float], weights: Sequence[float],
-                   fusions: Sequence[str] = (SHIPPED_FUSION,)) -> tuple[Params, ...]:
-    """Chunking x fusion x alpha x weight, in that order (the order breaks the last ties)."""
-    return tuple(Params(a, w, c, f) for c in chunkings for f in fusions for a in alphas for w in weights)
+                   fusions: Sequence[str] = (SHIPPED_FUSION,), segments: Sequence[int] = (MAX_SEGMENTS,),
+                   candidates: Sequence[int] = (CANDIDATES_PER_ARTICLE,)) -> tuple[Params, ...]:
+    """Chunking x fusion x segments x candidates x alpha x weight, in that order (the order breaks
+    the last ties)."""
+    return tuple(Params(a, w, c, f, s, n) for c in chunkings for f in fusions for s in segments for n in candidates
+                 for a in alphas for w in weights)
 
 
 SHIPPED = Params(DEFAULT_ALPHA, DEFAULT_RERANK_WEIGHT, SHIPPED_CHUNKING)
@@ -191,25 +212,38 @@ def spread(values: Sequence[float]) -> str:
 
 def score_cases(knowledge: KnowledgeIndex, encoder, tenant: str, chunking: Chunking, cases,
                 alphas: Sequence[float], weights: Sequence[float],
-                fusions: Sequence[str] = (SHIPPED_FUSION,)) -> dict[Params, dict[str, tuple[float, float]]]:
+                fusions: Sequence[str] = (SHIPPED_FUSION,), segment_caps: Sequence[int] = (MAX_SEGMENTS,),
+                candidates: Sequence[int] = (CANDIDATES_PER_ARTICLE,),
+                ) -> dict[Params, dict[str, tuple[float, float]]]:
     """Every case under every grid cell, on a tenant indexed with `chunking`: one hybrid search per
-    (fusion, alpha, cut-off), re-scored per weight."""
-    queries = [build_query(text) for _, text, _ in cases]
-    segments = [segment_vectors(encoder, q) for q in queries]
+    (fusion, alpha, segment cap, candidate count), re-scored per weight. Identical searches (a case
+    with no more segments than the smaller cap, or the same limit from another k) are run once."""
     scores: dict[Params, dict[str, tuple[float, float]]] = {
-        Params(a, w, chunking, f): {} for f in fusions for a in alphas for w in weights}
-    for fusion in fusions:
-        for alpha in alphas:
-            for (case_id, _, gold), query, segs in zip(cases, queries, segments):
-                raw = {k: knowledge.hybrid(tenant, query.keywords, mean_vector(segs), alpha=alpha,
-                                           limit=candidate_limit(k), filters=SearchFilters(), fusion=fusion)
-                       for k in (RECALL_K, MRR_K)}
-                for weight in weights:
-                    top = {k: [a.article_id for a in group_by_article(rescore_by_segments(hits, segs, weight), k)]
-                           for k, hits in raw.items()}
-                    recall = len(set(top[RECALL_K]) & gold) / len(gold)
-                    reciprocal = next((1 / (i + 1) for i, a in enumerate(top[MRR_K]) if a in gold), 0.0)
-                    scores[Params(alpha, weight, chunking, fusion)][case_id] = (recall, reciprocal)
+        Params(a, w, chunking, f, s, n): {}
+        for f in fusions for s in segment_caps for n in candidates for a in alphas for w in weights}
+    searched: dict[tuple, list] = {}
+    for cap in segment_caps:
+        queries = [build_query(text, max_segments=cap) for _, text, _ in cases]
+        segments = [segment_vectors(encoder, q) for q in queries]
+        for fusion in fusions:
+            for per_article in candidates:
+                for alpha in alphas:
+                    for (case_id, _, gold), query, segs in zip(cases, queries, segments):
+                        raw = {}
+                        for k in (RECALL_K, MRR_K):
+                            limit = candidate_limit(k, per_article)
+                            key = (case_id, query, fusion, alpha, limit)
+                            if key not in searched:
+                                searched[key] = knowledge.hybrid(tenant, query.keywords, mean_vector(segs), alpha=alpha,
+                                                                 limit=limit, filters=SearchFilters(), fusion=fusion)
+                            raw[k] = searched[key]
+                        for weight in weights:
+                            top = {k: [a.article_id for a in group_by_article(rescore_by_segments(hits, segs, weight), k)]
+                                   for k, hits in raw.items()}
+                            recall = len(set(top[RECALL_K]) & gold) / len(gold)
+                            reciprocal = next((1 / (i + 1) for i, a in enumerate(top[MRR_K]) if a in gold), 0.0)
+                            scores[Params(alpha, weight, chunking, fusion, cap, per_article)][case_id] = (recall,
+                                                                                                          reciprocal)
     return scores
 
 
@@ -237,24 +271,43 @@ def main() -> int:
     parser.add_argument("--fusions", choices=tuple(FUSION_TYPES), nargs="+", default=(SHIPPED_FUSION,),
                         help=f"Weaviate's hybrid fusion, one search per alpha each (default: the shipped "
                              f"{SHIPPED_FUSION})")
+    parser.add_argument("--segments", type=int, nargs="+", default=(MAX_SEGMENTS,), metavar="N",
+                        help=f"query segments kept (build_query's max_segments), one search per alpha each "
+                             f"(default: the shipped {MAX_SEGMENTS})")
+    parser.add_argument("--candidates-per-article", type=int, nargs="+", default=(CANDIDATES_PER_ARTICLE,),
+                        metavar="N", help=f"passages fetched per requested article (candidate_limit's "
+                                          f"per_article), one search per alpha each (default: the shipped "
+                                          f"{CANDIDATES_PER_ARTICLE})")
     args = parser.parse_args()
+    if min(args.segments) < 1 or min(args.candidates_per_article) < 1:
+        parser.error("--segments and --candidates-per-article need values >= 1")
     alphas, weights = tuple(args.alphas), tuple(args.weights)
     chunkings = tuple(dict.fromkeys(args.chunkings))
     fusions = tuple(dict.fromkeys(args.fusions))
-    grid = parameter_grid(chunkings, alphas, weights, fusions)
-    # the query-time grid: what the CV chooses among without the chunking and fusion axes
-    base_grid = tuple(p for p in grid if p.chunking == SHIPPED.chunking and p.fusion == SHIPPED.fusion)
+    segment_caps = tuple(dict.fromkeys(args.segments))
+    candidates = tuple(dict.fromkeys(args.candidates_per_article))
+    grid = parameter_grid(chunkings, alphas, weights, fusions, segment_caps, candidates)
+    # the query-time grid: what the CV chooses among without the chunking, fusion, segments and
+    # candidates axes
+    base_grid = tuple(p for p in grid if (p.chunking, p.fusion, p.segments, p.candidates)
+                      == (SHIPPED.chunking, SHIPPED.fusion, SHIPPED.segments, SHIPPED.candidates))
     # the shipped parameters are always scored, for the comparison, but chosen only if in the grid
     scored_alphas = alphas + (SHIPPED.alpha,) * (SHIPPED.alpha not in alphas)
     scored_weights = weights + (SHIPPED.rerank_weight,) * (SHIPPED.rerank_weight not in weights)
     scored_chunkings = chunkings + (SHIPPED.chunking,) * (SHIPPED.chunking not in chunkings)
     scored_fusions = fusions + (SHIPPED.fusion,) * (SHIPPED.fusion not in fusions)
+    scored_segments = segment_caps + (SHIPPED.segments,) * (SHIPPED.segments not in segment_caps)
+    scored_candidates = candidates + (SHIPPED.candidates,) * (SHIPPED.candidates not in candidates)
     with_chunking = len(scored_chunkings) > 1
     with_fusion = len(scored_fusions) > 1
+    with_segments = len(scored_segments) > 1
+    with_candidates = len(scored_candidates) > 1
+    with_search_axes = with_fusion or with_segments or with_candidates  # more than one search per alpha
     compare_base = bool(base_grid) and base_grid != grid
 
     def label(params: Params) -> str:
-        return params.label(with_chunking=with_chunking, with_fusion=with_fusion)
+        return params.label(with_chunking=with_chunking, with_fusion=with_fusion, with_segments=with_segments,
+                            with_candidates=with_candidates)
 
     cases = load_cases(args.tasks)
     ids = [case_id for case_id, _, _ in cases]
@@ -277,9 +330,11 @@ def main() -> int:
                   f"({time.perf_counter() - started:.0f} s)")
             started = time.perf_counter()
             scores.update(score_cases(knowledge, parts.encoder, tenant, chunking, cases, scored_alphas,
-                                      scored_weights, scored_fusions))
-            print(f"scored {len(cases)} cases x {len(scored_fusions) * len(scored_alphas) * len(scored_weights)} "
-                  f"{'cells' if with_fusion else 'pairs'} ({time.perf_counter() - started:.0f} s)")
+                                      scored_weights, scored_fusions, scored_segments, scored_candidates))
+            cells = len(scored_fusions) * len(scored_segments) * len(scored_candidates) * len(scored_alphas) \
+                * len(scored_weights)
+            print(f"scored {len(cases)} cases x {cells} "
+                  f"{'cells' if with_search_axes else 'pairs'} ({time.perf_counter() - started:.0f} s)")
     finally:
         for tenant in tenants:
             parts.knowledge.drop_tenant(tenant)
@@ -289,25 +344,32 @@ def main() -> int:
     print(f"pooled: {len(cases)} cases of {args.tasks.name} (the held-out tau2 cases are withheld, not read)")
     chunking_axis = f"chunking {tuple(str(c) for c in chunkings)} x " if with_chunking else ""
     fusion_axis = f"fusion {fusions} x " if with_fusion else ""
-    print(f"grid: {chunking_axis}{fusion_axis}alpha {alphas} x re-scoring weight {weights}; shipped {label(SHIPPED)}")
+    segments_axis = f"segments {segment_caps} x " if with_segments else ""
+    candidates_axis = f"candidates per article {candidates} x " if with_candidates else ""
+    print(f"grid: {chunking_axis}{fusion_axis}{segments_axis}{candidates_axis}alpha {alphas} x re-scoring weight "
+          f"{weights}; shipped {label(SHIPPED)}")
     print(f"in sample, R@10 on all {len(ids)} cases (the shipped pair was chosen on them):")
-    for chunking in scored_chunkings:
-        for fusion in scored_fusions:
-            if with_chunking or with_fusion:
-                print("  " + " ".join([f"chunks={chunking} ({chunk_counts[chunking]} chunks)"] * with_chunking
-                                      + [f"fusion={fusion}"] * with_fusion))
-            print("  " + " " * 10 + "".join(f"{'w=' + str(w):>8}" for w in scored_weights))
-            for a in scored_alphas:
-                print(f"  alpha={a:<4}" + "".join(
-                    f"{mean_scores(scores[Params(a, w, chunking, fusion)], ids)[0]:>8.3f}" for w in scored_weights))
-    if with_chunking or with_fusion:
+    settings_beyond_pair = [(c, f, s, n) for c in scored_chunkings for f in scored_fusions for s in scored_segments
+                            for n in scored_candidates]
+    for chunking, fusion, cap, per_article in settings_beyond_pair:
+        if with_chunking or with_search_axes:
+            print("  " + " ".join([f"chunks={chunking} ({chunk_counts[chunking]} chunks)"] * with_chunking
+                                  + [f"fusion={fusion}"] * with_fusion + [f"segments={cap}"] * with_segments
+                                  + [f"cands={per_article}"] * with_candidates))
+        print("  " + " " * 10 + "".join(f"{'w=' + str(w):>8}" for w in scored_weights))
+        for a in scored_alphas:
+            print(f"  alpha={a:<4}" + "".join(
+                f"{mean_scores(scores[Params(a, w, chunking, fusion, cap, per_article)], ids)[0]:>8.3f}"
+                for w in scored_weights))
+    if with_chunking or with_search_axes:
         print(f"  at the shipped alpha={SHIPPED.alpha} w={SHIPPED.rerank_weight}:")
-        for chunking in scored_chunkings:
-            for fusion in scored_fusions:
-                recall, mrr = mean_scores(scores[Params(SHIPPED.alpha, SHIPPED.rerank_weight, chunking, fusion)], ids)
-                print("    " + "".join([f"chunks={str(chunking):<10} {chunk_counts[chunking]:>5} chunks  "] * with_chunking
-                                       + [f"fusion={fusion:<9}"] * with_fusion)
-                      + f"R@10 {recall:.3f}  MRR {mrr:.3f}")
+        for chunking, fusion, cap, per_article in settings_beyond_pair:
+            recall, mrr = mean_scores(
+                scores[Params(SHIPPED.alpha, SHIPPED.rerank_weight, chunking, fusion, cap, per_article)], ids)
+            print("    " + "".join([f"chunks={str(chunking):<10} {chunk_counts[chunking]:>5} chunks  "] * with_chunking
+                                   + [f"fusion={fusion:<9}"] * with_fusion + [f"segments={cap:<4}"] * with_segments
+                                   + [f"cands={per_article:<4}"] * with_candidates)
+                  + f"R@10 {recall:.3f}  MRR {mrr:.3f}")
     in_sample = choose_params(scores, ids, grid, SHIPPED)
     print(f"  best in the grid: {label(in_sample)}\n")
 
@@ -331,7 +393,8 @@ def main() -> int:
           f"R@10={mean_scores(out_of_fold, ids)[0]:.3f} MRR={mean_scores(out_of_fold, ids)[1]:.3f}")
     if compare_base:
         base = cross_validate(scores, folds, base_grid, SHIPPED)
-        print(f"the query-time grid alone (chunks={SHIPPED.chunking}, fusion={SHIPPED.fusion}) on the same folds: "
+        print(f"the query-time grid alone (chunks={SHIPPED.chunking}, fusion={SHIPPED.fusion}, "
+              f"segments={SHIPPED.segments}, cands={SHIPPED.candidates}) on the same folds: "
               f"held-out R@10 {spread([r.recall for r in base])}; "
               f"MRR mean {statistics.fmean(r.mrr for r in base):.3f}")
 
@@ -365,6 +428,12 @@ def main() -> int:
         if with_fusion:
             print("  chosen fusions over all folds: " + ", ".join(
                 f"{f} x{sum(n for p, n in choices.items() if p.fusion == f)}" for f in fusions))
+        if with_segments:
+            print("  chosen segment caps over all folds: " + ", ".join(
+                f"{s} x{sum(n for p, n in choices.items() if p.segments == s)}" for s in segment_caps))
+        if with_candidates:
+            print("  chosen candidates per article over all folds: " + ", ".join(
+                f"{c} x{sum(n for p, n in choices.items() if p.candidates == c)}" for c in candidates))
     return 0
 
 

@@ -62,7 +62,9 @@ PASSAGES_PER_ARTICLE = 2
 CANDIDATES_PER_ARTICLE = 4
 MIN_CANDIDATES = 12
 SEGMENT_CHARS = 450  # a query segment the encoder reads whole (MiniLM stops at 128 word pieces)
-MAX_SEGMENTS = 8
+# Chosen by cross-validation over the tau2 dev cases (benchmarks/retrieval_cv.py --segments 8 16:
+# 16 in all 100 folds); with MAX_QUERY_CHARS a query has at most ~11 segments of this size.
+MAX_SEGMENTS = 16
 MAX_QUERY_CHARS = 4000  # BM25 text cap: beyond it a ticket is a transcript, not a question
 
 
@@ -224,15 +226,15 @@ def segment_text(text: str, max_chars: int = SEGMENT_CHARS, max_segments: int = 
     return tuple(segments[:max_segments])
 
 
-def build_query(text: str, *, intent: str = "") -> SearchQuery:
+def build_query(text: str, *, intent: str = "", max_segments: int = MAX_SEGMENTS) -> SearchQuery:
     """The search query for a ticket text (a problem statement or a raw message) without its noise,
-    with the intent added as words."""
+    with the intent added as words, in at most `max_segments` segments."""
     base = strip_ticket_noise(text)
     phrase = intent_phrase(intent) if intent else ""
     if phrase and phrase not in base.lower():
         base = f"{base}\n{phrase}" if base else phrase
     base = base[:MAX_QUERY_CHARS]
-    return SearchQuery(keywords=base, segments=segment_text(base) if base else ())
+    return SearchQuery(keywords=base, segments=segment_text(base, max_segments=max_segments) if base else ())
 
 
 def segment_vectors(encoder: TextEncoder, query: SearchQuery) -> np.ndarray:
@@ -332,9 +334,9 @@ def _policy_known(hit: PassageHit, policy: KnowledgePolicy) -> PassageHit:
     return hit if hit.is_policy is not None else replace(hit, is_policy=policy.canonical(None))
 
 
-def candidate_limit(k: int) -> int:
-    """Passages to fetch for k distinct articles."""
-    return max(MIN_CANDIDATES, k * CANDIDATES_PER_ARTICLE)
+def candidate_limit(k: int, per_article: int = CANDIDATES_PER_ARTICLE) -> int:
+    """Passages to fetch for k distinct articles, `per_article` each."""
+    return max(MIN_CANDIDATES, k * per_article)
 
 
 def is_gap(best_similarity: float, threshold: float = DEFAULT_GAP_THRESHOLD) -> bool:

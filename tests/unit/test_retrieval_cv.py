@@ -1,5 +1,5 @@
 """The pure parts of benchmarks/retrieval_cv.py: the seeded fold split, the grid (chunking x fusion x
-alpha x weight) and the choice among it."""
+segments x candidates x alpha x weight) and the choice among it."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from benchmarks.retrieval_cv import (
 )
 from services.retriever.articles import MAX_CHUNK_CHARS, MIN_CHUNK_CHARS, KnowledgeArticle, chunk_article
 from services.retriever.index import FUSION_TYPES, KnowledgeIndex
+from services.retriever.search import CANDIDATES_PER_ARTICLE, MAX_SEGMENTS
 
 IDS = [f"task_{n:03d}" for n in range(31)]
 
@@ -113,7 +114,7 @@ def test_params_default_to_the_shipped_fusion_and_label_it_only_when_asked():
     assert ranked.label(with_chunking=False) == "alpha=0.7 w=0.5"
     assert ranked.label(with_chunking=False, with_fusion=True) == "fusion=ranked alpha=0.7 w=0.5"
     assert ranked.label(with_chunking=True, with_fusion=True) == "chunks=600:150 fusion=ranked alpha=0.7 w=0.5"
-    assert str(ranked) == "chunks=600:150 fusion=ranked alpha=0.7 w=0.5"
+    assert str(ranked) == f"chunks=600:150 fusion=ranked segments={MAX_SEGMENTS} cands=4 alpha=0.7 w=0.5"
 
 
 def test_the_grid_runs_chunking_then_fusion_then_alpha_then_weight():
@@ -137,3 +138,32 @@ def test_ties_across_fusions_go_to_the_shipped_fusion():
     assert choose_params(tied, ["a"], [ranked, SHIPPED], SHIPPED) == SHIPPED
     better = {**tied, ranked: {"a": (0.6, 0.1)}}
     assert choose_params(better, ["a"], [SHIPPED, ranked], SHIPPED) == ranked
+
+
+def test_params_default_to_the_shipped_segments_and_candidates_and_label_them_only_when_asked():
+    assert (Params(0.7, 0.7).segments, Params(0.7, 0.7).candidates) == (MAX_SEGMENTS, CANDIDATES_PER_ARTICLE) == (16, 4)
+    assert Params(0.7, 0.7) == Params(0.7, 0.7, SHIPPED_CHUNKING, SHIPPED_FUSION, 16, 4)
+    assert Params(0.7, 0.7) != Params(0.7, 0.7, segments=8) != Params(0.7, 0.7, candidates=6)
+    wide = Params(0.7, 0.5, segments=8, candidates=6)
+    assert wide.label(with_chunking=False, with_fusion=False) == "alpha=0.7 w=0.5"
+    assert wide.label(with_chunking=False, with_segments=True) == "segments=8 alpha=0.7 w=0.5"
+    assert wide.label(with_chunking=False, with_candidates=True) == "cands=6 alpha=0.7 w=0.5"
+    assert str(wide) == "chunks=900:200 fusion=relative segments=8 cands=6 alpha=0.7 w=0.5"
+
+
+def test_the_grid_runs_fusion_then_segments_then_candidates_then_alpha_then_weight():
+    grid = parameter_grid([SHIPPED_CHUNKING], [0.5, 0.7], [0.0], ["relative", "ranked"], [16, 8], [4, 6])
+    assert grid == tuple(Params(a, 0.0, SHIPPED_CHUNKING, f, s, n) for f in ("relative", "ranked") for s in (16, 8)
+                         for n in (4, 6) for a in (0.5, 0.7))
+    assert grid[:3] == (Params(0.5, 0.0), Params(0.7, 0.0), Params(0.5, 0.0, candidates=6))
+    # without the new axes the grid is the shipped segments' and candidates', as before they existed
+    assert parameter_grid([SHIPPED_CHUNKING], [0.5], [0.0, 0.3], ["ranked"]) == parameter_grid(
+        [SHIPPED_CHUNKING], [0.5], [0.0, 0.3], ["ranked"], [MAX_SEGMENTS], [CANDIDATES_PER_ARTICLE])
+
+
+def test_ties_across_segments_and_candidates_go_to_the_shipped_parameters():
+    more = Params(SHIPPED.alpha, SHIPPED.rerank_weight, segments=8, candidates=8)
+    tied = {SHIPPED: {"a": (0.5, 0.5)}, more: {"a": (0.5, 0.5)}}
+    assert choose_params(tied, ["a"], [more, SHIPPED], SHIPPED) == SHIPPED
+    better = {**tied, more: {"a": (0.5, 0.6)}}
+    assert choose_params(better, ["a"], [SHIPPED, more], SHIPPED) == more

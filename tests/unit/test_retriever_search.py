@@ -7,8 +7,11 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from services.retriever.search import (
+    CANDIDATES_PER_ARTICLE,
     DEFAULT_CASE_MIN_SIMILARITY,
     MAX_QUERY_CHARS,
+    MAX_SEGMENTS,
+    MIN_CANDIDATES,
     PassageHit,
     ResolvedCase,
     CaseHit,
@@ -74,8 +77,18 @@ def test_long_ticket_is_capped_and_segmented():
     sentence = "My savings account interest was lower than the advertised rate this month. "
     query = build_query(sentence * 200)
     assert len(query.keywords) <= MAX_QUERY_CHARS
-    assert 1 < len(query.segments) <= 8
+    assert 8 < len(query.segments) <= MAX_SEGMENTS  # the character cap bounds them first
     assert all(len(s) <= 450 for s in query.segments)
+
+
+def test_the_segment_cap_is_a_parameter_with_the_shipped_default():
+    sentence = "My savings account interest was lower than the advertised rate this month. "
+    text = sentence * 200
+    assert build_query(text) == build_query(text, max_segments=MAX_SEGMENTS)
+    fewer = build_query(text, max_segments=8)
+    assert fewer.keywords == build_query(text).keywords
+    assert fewer.segments == build_query(text).segments[:8] and len(build_query(text).segments) > 8
+    assert build_query(text, max_segments=2).segments == build_query(text).segments[:2]
 
 
 def test_segments_pack_sentences_and_cut_overlong_ones():
@@ -144,6 +157,12 @@ def test_gap_decision_and_best_similarity():
 def test_candidate_limit_grows_with_k():
     assert candidate_limit(1) == candidate_limit(3) < candidate_limit(4) < candidate_limit(10) < candidate_limit(50)
     assert candidate_limit(10) == 40
+
+
+def test_candidates_per_article_is_a_parameter_with_the_shipped_default():
+    assert candidate_limit(10) == candidate_limit(10, CANDIDATES_PER_ARTICLE)
+    assert candidate_limit(10, 6) == 60 and candidate_limit(20, 8) == 160
+    assert candidate_limit(1, 8) == candidate_limit(1) == MIN_CANDIDATES  # the floor still holds
 
 
 class FakeEncoder:
