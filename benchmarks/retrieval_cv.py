@@ -422,18 +422,13 @@ def main() -> int:
                   f"of {len(differences)}")
         print("  chosen pairs over all folds: " + ", ".join(
             f"{label(p)} x{n}" for p, n in sorted(choices.items(), key=lambda item: -item[1])))
-        if with_chunking:
-            print("  chosen chunkings over all folds: " + ", ".join(
-                f"{c} x{sum(n for p, n in choices.items() if p.chunking == c)}" for c in chunkings))
-        if with_fusion:
-            print("  chosen fusions over all folds: " + ", ".join(
-                f"{f} x{sum(n for p, n in choices.items() if p.fusion == f)}" for f in fusions))
-        if with_segments:
-            print("  chosen segment caps over all folds: " + ", ".join(
-                f"{s} x{sum(n for p, n in choices.items() if p.segments == s)}" for s in segment_caps))
-        if with_candidates:
-            print("  chosen candidates per article over all folds: " + ", ".join(
-                f"{c} x{sum(n for p, n in choices.items() if p.candidates == c)}" for c in candidates))
+        for shown, what, field_name, values in (
+                (with_chunking, "chunkings", "chunking", chunkings), (with_fusion, "fusions", "fusion", fusions),
+                (with_segments, "segment caps", "segments", segment_caps),
+                (with_candidates, "candidates per article", "candidates", candidates)):
+            if shown:
+                print(f"  chosen {what} over all folds: " + ", ".join(
+                    f"{v} x{sum(n for p, n in choices.items() if getattr(p, field_name) == v)}" for v in values))
     return 0
 
 
