@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import time
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
-from supportflow.eventbus import group_has_committed, kafka_config
+from supportflow.eventbus import group_has_committed, kafka_config, watermarks
 from supportflow.service import StateLost
 from supportflow.settings import Settings
 
@@ -49,11 +49,8 @@ def _check(settings: Settings, group_id: str, input_topics: list[str], changelog
     admin = AdminClient(kafka_config(settings))
     existing = admin.list_topics(timeout=timeout_s).topics
     ran_before = group_has_committed(settings, group_id, input_topics, timeout_s)
-    consumer = Consumer(kafka_config(settings) | {"group.id": group_id, "enable.auto.commit": False})
-    try:
-        empty = {name for name in changelogs if name not in existing or _record_count(consumer, existing[name], timeout_s) == 0}
-    finally:
-        consumer.close()
+    counts = _record_counts(admin, [existing[name] for name in changelogs if name in existing], timeout_s)
+    empty = {name for name in changelogs if counts.get(name, 0) == 0}
     if ran_before and empty:
         raise ChangelogLost(
             f"the changelog of table(s) {', '.join(sorted(empty))} is missing or empty, but consumer group {group_id!r} "
@@ -90,9 +87,10 @@ def _leaderless(exc: BaseException) -> bool:
 
 
 @retry(retry=retry_if_exception(_leaderless), stop=stop_after_delay(15), wait=wait_fixed(0.5), reraise=True)
-def _record_count(consumer: Consumer, metadata, timeout_s: float) -> int:  # type: ignore[no-untyped-def]
-    total = 0
-    for p in metadata.partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(metadata.topic, p), timeout=timeout_s)
-        total += max(high - low, 0) if high >= 0 else 0
-    return total
+def _record_counts(admin: AdminClient, topics: list, timeout_s: float) -> dict[str, int]:
+    """Records held by each topic (its partitions' high minus low watermarks), keyed by name."""
+    counts = {metadata.topic: 0 for metadata in topics}
+    marks = watermarks(admin, [(metadata.topic, p) for metadata in topics for p in metadata.partitions], timeout_s)
+    for (name, _), (low, high) in marks.items():
+        counts[name] += max(high - low, 0)
+    return counts
