@@ -159,10 +159,22 @@ def post_outcomes(settings: Settings, records: list[dict]) -> list[dict]:
     return payloads
 
 
-def learner_panel(settings: Settings, decided: int, *, resolved: int = 0, timeout_s: float = 20.0) -> list | None:
+def outcome_totals(decided: list[dict], feedback: list[dict]) -> dict[str, int]:
+    """What the learner's panel counts once every outcome posted has been read: each decided
+    ticket ended, and each posted resolution and draft verdict counted. The helpdesks' own status
+    changes end most tickets before the agents' feedback is read, so the endings alone do not say
+    the feedback has been."""
+    kinds = [payload["kind"] for payload in feedback]
+    return {"tickets_resolved": len(decided), "resolutions_reported": kinds.count("resolution"),
+            "drafts_with_verdict": kinds.count("draft_verdict")}
+
+
+def learner_panel(settings: Settings, decided: int, *, totals: Mapping[str, int] | None = None,
+                  timeout_s: float = 20.0) -> list | None:
     """The learner's KPI rows for the default tenant (every archetype x segment x channel cut and
-    the rollups), asked until the per-archetype rollups count `decided` tickets and `resolved`
-    endings or `timeout_s` passes (the last answer then); None when the learner never answered."""
+    the rollups), asked until the per-archetype rollups count `decided` tickets and reach each of
+    `totals` (absolute counts by value name, e.g. tickets_resolved, drafts_with_verdict), or
+    `timeout_s` passes (the last answer then); None when the learner never answered."""
     import grpc
 
     from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
@@ -180,9 +192,9 @@ def learner_panel(settings: Settings, decided: int, *, resolved: int = 0, timeou
             except grpc.RpcError as err:
                 say(f"learner did not answer yet: {err.code().name}")
             rollups = [row for row in rows or [] if row.segment == "all" and row.channel == "all"]
-            counted = sum(row.tickets for row in rollups)
-            ended = sum(row.values.get("tickets_resolved", 0) for row in rollups)
-            if (counted >= decided and ended >= resolved) or time.monotonic() > deadline:
+            reached = sum(row.tickets for row in rollups) >= decided and all(
+                sum(row.values.get(name, 0) for row in rollups) >= count for name, count in (totals or {}).items())
+            if reached or time.monotonic() > deadline:
                 return rows
             time.sleep(0.5)
     finally:
@@ -578,7 +590,7 @@ def run_demo(settings: Settings, *, tickets: int, input_path: str | None, json_p
         decided = pipeline_records(trip.records)
         customers = customers_act(trip.servers, trip.records, batch)
         feedback = post_outcomes(trip.fleet_settings, decided)
-        panel = learner_panel(trip.fleet_settings, len(decided), resolved=len(decided))
+        panel = learner_panel(trip.fleet_settings, len(decided), totals=outcome_totals(decided, feedback))
         kb_proposals = read_topic(trip.fleet_settings, Topic.KB_PROPOSALS)
         actions = confirm_a_proposal(trip.fleet_settings)
         review_page = write_review_page(trip.fleet_settings, settings.cache_dir / "demo-reports" / run_id)

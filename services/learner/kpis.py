@@ -85,6 +85,7 @@ COMPANION_NAMES = (
     "bot_handle_time_mean_seconds",
     "escalated_handle_time_mean_seconds",
     "tickets_resolved",
+    "resolutions_reported",
     "drafts_with_verdict",
     "baseline_unknown",
     "guardrail_review_open",
@@ -140,6 +141,8 @@ DEFINITIONS = {
     "bot_handle_time_mean_seconds": "mean handle time of bot-resolved tickets, seconds",
     "escalated_handle_time_mean_seconds": "mean handle time of escalated tickets resolved by a person, seconds",
     "tickets_resolved": "tickets whose ending is known (absolute count)",
+    "resolutions_reported": "tickets whose resolution (by the bot or a person, with its handle time) was reported "
+                            "(absolute count; the handle times' base)",
     "drafts_with_verdict": "drafts an agent approved, edited or rejected (absolute count; draft_acceptance_rate's base)",
     "baseline_unknown": "1 when the tenant has no baseline (tenants/<tenant>/kpi-baseline.yaml): deltas are absent",
     "guardrail_review_open": "1 while the archetype's CSAT slipped 2+ points (a review is open)",
@@ -300,6 +303,7 @@ def kpi_values(entries: Sequence[tuple[TicketRecord, float | None]], archetype: 
     values["qa_sampled"] = float(sum(r.qa_sampled for r in records))
     values["qa_reviewed"] = float(sum(bool(r.qa_class) for r in records))
 
+    values["resolutions_reported"] = float(sum(r.resolved_by_bot is not None for r in records))
     for name, kind, selected in (
         ("bot_handle_time", "bot", [r for r in records if r.resolved_by_bot]),
         ("escalated_handle_time", "escalated", [r for r in escalated if r.resolved_by_bot is False]),

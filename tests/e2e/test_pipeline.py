@@ -20,7 +20,8 @@ from supportflow.eventbus import delete_namespace_topics
 from supportflow.topics import DECISION_TOPICS, Topic
 from tooling.decisions import read_topic, trace_tickets
 from tooling.demo import (
-    confirm_a_proposal, customers_act, learner_panel, pipeline_records, post_outcomes, run_round_trip,
+    confirm_a_proposal, customers_act, learner_panel, outcome_totals, pipeline_records, post_outcomes,
+    run_round_trip,
 )
 from tooling.demo_outcomes import csat_given, unbacked_resolutions
 from tooling.round_trip import CHANNELS, DEMO_TENANT, help_center_dir, load_help_center, sample_tickets
@@ -45,7 +46,7 @@ def round_trip(local_stack, base_settings, tmp_path_factory):
         decided = pipeline_records(trip.records)
         customers = customers_act(trip.servers, trip.records, tickets)
         feedback = post_outcomes(trip.fleet_settings, decided)
-        panel = learner_panel(trip.fleet_settings, len(decided), resolved=len(decided), timeout_s=60.0)
+        panel = learner_panel(trip.fleet_settings, len(decided), totals=outcome_totals(decided, feedback), timeout_s=60.0)
         proposals = read_topic(trip.fleet_settings, Topic.KB_PROPOSALS)
         actions = confirm_a_proposal(trip.fleet_settings, timeout_s=60.0)
     finally:

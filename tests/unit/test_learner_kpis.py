@@ -249,6 +249,16 @@ def test_escalated_handle_time_against_the_baseline():
     assert s.row()["escalated_handle_time"] == pytest.approx(0.1)
 
 
+def test_resolutions_reported_count_the_handle_times_base_not_status_changes():
+    s = Stream().decide("bot", R).decide("person", E).decide("solved", R).decide("open", R)
+    s.feedback("bot", resolution=ev.Resolution(resolved_by_bot=True, handle_time_s=0))
+    s.feedback("person", resolution=ev.Resolution(resolved_by_bot=False, handle_time_s=600))
+    s.status("solved", "solved", T0 + DAY)  # ended, but nobody said who resolved it or how long it took
+    values = s.row()
+    assert values["resolutions_reported"] == 2
+    assert values["tickets_resolved"] == 3
+
+
 def test_repeat_contact_7d_and_30d_from_new_tickets_and_reopens():
     s = Stream()
     for ticket, customer in (("a", "c1"), ("b", "c2"), ("c", "c3"), ("d", "c4"), ("open", "c5")):
