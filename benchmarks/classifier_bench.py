@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from benchmarks.classifier_eval import DEFAULT_CACHE, DEFAULT_CSV
 from services.classifier.intent_model import IntentModel, read_labeled_csv
 from encoders.embedding import intent_encoders, load_encoder
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="category")
     parser.add_argument("--model", type=Path, help="saved model directory (else: train on --csv)")
-    parser.add_argument("--encoder", help="registry name (default: the model's own, or Settings.intent_encoder)")
+    parser.add_argument("--encoder", help="registry name (default: the model's own, or FleetSettings.intent_encoder)")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="embedding cache")
     parser.add_argument("--batch", type=int, default=2000, help="tickets in the throughput run")
     parser.add_argument("--single", type=int, default=500, help="tickets timed one by one")
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         model = IntentModel.load(args.model, encoder=load_encoder(args.encoder) if args.encoder else None)
     else:
         started = time.perf_counter()
-        encoder, second_encoder = intent_encoders(Settings())
+        encoder, second_encoder = intent_encoders(FleetSettings())
         encoder = load_encoder(args.encoder) if args.encoder else encoder
         model = IntentModel.train(texts, labels, encoder=encoder, second_encoder=second_encoder,
                                   cache_dir=args.cache_dir)

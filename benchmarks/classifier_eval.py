@@ -19,7 +19,7 @@ from pathlib import Path
 
 from services.classifier.intent_model import TrainingConfig, cross_validate, read_labeled_csv
 from encoders.embedding import load_encoder
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 DEFAULT_CSV = (
     Path(__file__).resolve().parents[2] / "shared" / "datasets" / "banking77" / "train.csv"
@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, default=0.7)
-    parser.add_argument("--encoder", default=Settings().intent_encoder, help="registry name")
+    parser.add_argument("--encoder", default=FleetSettings().intent_encoder, help="registry name")
     parser.add_argument(
-        "--second-encoder", default=Settings().intent_second_encoder,
+        "--second-encoder", default=FleetSettings().intent_second_encoder,
         help="registry name of the second opinion's encoder ('': none)",
     )
     parser.add_argument(

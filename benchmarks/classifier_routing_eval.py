@@ -25,7 +25,7 @@ from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
 from encoders.embedding import intent_encoders  # noqa: E402
 from supportflow.sample_data import banking77_rows  # noqa: E402
 from tooling.sample_tickets import is_held_out, training_rows  # noqa: E402
-from supportflow.settings import Settings  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 
 from services.classifier.classify import classify_batch  # noqa: E402
 from supportflow.crm import FileCrm  # noqa: E402
@@ -131,7 +131,7 @@ def main() -> int:
     else:
         train = training_rows()
         started = time.perf_counter()
-        encoder, second_encoder = intent_encoders(Settings())
+        encoder, second_encoder = intent_encoders(FleetSettings())
         model = IntentModel.train([r["text"] for r in train], [r["category"] for r in train],
                                   encoder=encoder, second_encoder=second_encoder, seed=0)
         trained_on = f"{len(train)} Banking77 train rows (minus the held-out slice) in {time.perf_counter() - started:.0f} s"

@@ -39,7 +39,7 @@ from supportflow.eventbus import (  # noqa: E402
     new_meta,
 )
 from supportflow.observability import Health  # noqa: E402
-from supportflow.settings import Settings  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 from supportflow.topics import Topic  # noqa: E402
 
 
@@ -51,7 +51,7 @@ class TimedLoop:
     """A ConsumerLoop of `group` that counts the events it handles whose ticket id starts with
     `counting` and times its handled-ids writes."""
 
-    def __init__(self, settings: Settings, group: str, remember: bool, counting: str, batch_size: int = 100) -> None:
+    def __init__(self, settings: FleetSettings, group: str, remember: bool, counting: str, batch_size: int = 100) -> None:
         self.handled = 0
         self.first_at = 0.0
         self.counting = counting
@@ -107,7 +107,7 @@ class TimedLoop:
         self._thread.join(30)
 
 
-def produce_backlog(settings: Settings, count: int) -> None:
+def produce_backlog(settings: FleetSettings, count: int) -> None:
     producer = Producer(kafka_config(settings) | {"linger.ms": 20, "compression.type": "lz4"})
     source = Topic.TICKETS_RECEIVED.name_in(settings.topic_prefix)
     for index in range(count):
@@ -138,7 +138,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    settings = Settings.from_env().replace(topic_prefix=f"bench-dedupe-{uuid.uuid4().hex[:8]}.",
+    settings = FleetSettings.from_env().replace(topic_prefix=f"bench-dedupe-{uuid.uuid4().hex[:8]}.",
                                            topic_partitions=args.partitions)
     figures: dict[str, float] = {"ids": args.ids, "partitions": args.partitions}
     try:

@@ -43,7 +43,7 @@ from supportflow.contracts.v1 import events_pb2 as ev  # noqa: E402
 from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
 from supportflow.eventbus import new_meta  # noqa: E402
 from tooling.sample_tickets import demo_tickets  # noqa: E402
-from supportflow.settings import Settings  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 from supportflow.topics import DECISION_TOPICS  # noqa: E402
 
 from services.escalator.main import build_escalator  # noqa: E402
@@ -94,7 +94,7 @@ def run(count: int) -> dict:
     classified = classified_events(count, rng)
     drafts = [drafted(e, rng) for e in classified if e.classification.route in (tk.ROUTE_AUTO_RESPOND, tk.ROUTE_DRAFT_FOR_REVIEW)]
 
-    escalator = build_escalator(Settings())
+    escalator = build_escalator(FleetSettings())
     decisions: list[ev.TicketDecided] = []
     per_event_ms: list[float] = []
     started = time.perf_counter()
@@ -213,12 +213,12 @@ def run_on_kafka(count: int, replicas: int, code_dir: Path, labelled: bool = Fal
     classified = classified_events(count, rng, labelled)
     drafts = [drafted(e, rng) for e in classified if e.classification.route in (tk.ROUTE_AUTO_RESPOND, tk.ROUTE_DRAFT_FOR_REVIEW)]
     # A ticket that can be part of an incident is decided by the replica owning its signature.
-    escalator = build_escalator(Settings())
+    escalator = build_escalator(FleetSettings())
     signatures = [escalator.incident_signature(e) for e in classified]
     # How many decisions to wait for: what the handlers decide on this input.
     expected = run_decisions(classified, drafts)
     peers, peer_addr = stand_in_peers(PEER_LATENCY_S) if slow_peers else (None, "127.0.0.1:1")
-    settings = Settings.from_env().replace(
+    settings = FleetSettings.from_env().replace(
         topic_prefix=f"bench{uuid.uuid4().hex[:8]}.", topic_partitions=max(4, replicas), retriever_addr=peer_addr,
         investigator_addr=peer_addr, grpc_deadline_s=0.3, investigation_deadline_s=0.3)
     ensure_topics(settings)
@@ -301,7 +301,7 @@ def run_on_kafka(count: int, replicas: int, code_dir: Path, labelled: bool = Fal
 
 
 def run_decisions(classified: list[ev.TicketClassified], drafts: list[ev.TicketDrafted]) -> int:
-    escalator = build_escalator(Settings())
+    escalator = build_escalator(FleetSettings())
     emits = [e for event in classified for e in escalator.on_classified(event)]
     emits += [e for event in drafts for e in escalator.on_drafted(event)]
     return sum(1 for e in emits if e.topic in DECISION_TOPICS.values())

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from supportflow.contracts.v1 import events_pb2 as ev  # noqa: E402
 from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
-from supportflow.settings import Settings  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 from tooling.demo_systems import AccountSystemProcess, systems_file  # noqa: E402
 from tooling.round_trip import TENANTS_DIR, sample_tickets  # noqa: E402
 
@@ -83,7 +83,7 @@ def main(path: str) -> dict:
     scenarios = TENANTS_DIR / "demo-bank" / "systems" / "scenarios.yaml"
     with AccountSystemProcess(state / "bank", list(tickets.values()), scenarios=scenarios) as system:
         investigator = build_investigator(
-            Settings().replace(systems_path=systems_file(state / "systems.yaml", {"demo-bank": system})))
+            FleetSettings().replace(systems_path=systems_file(state / "systems.yaml", {"demo-bank": system})))
         truth = system.truth()
         rows: dict[str, dict[str, list]] = collections.defaultdict(lambda: collections.defaultdict(list))
         answered: list[str] = []

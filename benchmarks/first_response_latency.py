@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tooling.devinfra.stack import LocalStack  # noqa: E402
 from supportflow.eventbus import delete_namespace_topics  # noqa: E402
-from supportflow.settings import Settings  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 from tooling.demo import run_round_trip  # noqa: E402
 from tooling.demo_report import percentile  # noqa: E402
 from benchmarks.machine import machine_speed  # noqa: E402
@@ -88,7 +88,7 @@ def main() -> int:
     args = parser.parse_args()
 
     run_id = f"lat{uuid.uuid4().hex[:6]}"
-    settings = Settings.from_env().replace(topic_prefix=f"{run_id}.", default_tenant=DEMO_TENANT,
+    settings = FleetSettings.from_env().replace(topic_prefix=f"{run_id}.", default_tenant=DEMO_TENANT,
                                            gateway_webhook_secret=uuid.uuid4().hex)
     measured = int(args.rate * args.duration)
     tickets = sample_tickets(args.warmup + measured, run_id=run_id)

@@ -24,7 +24,7 @@ from tooling.assets import ensure_demo_intent_model  # noqa: E402
 from supportflow.contracts.v1 import events_pb2 as ev  # noqa: E402
 from supportflow.crm import FileCrm  # noqa: E402
 from supportflow.eventbus import new_meta  # noqa: E402
-from supportflow.settings import Settings  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 from supportflow.topics import DECISION_TOPICS, Topic  # noqa: E402
 
 from services.classifier.handlers import TicketTriage  # noqa: E402
@@ -47,7 +47,7 @@ def main() -> int:
     parser.add_argument("--json", help="write the per-case results here too")
     args = parser.parse_args()
 
-    settings = Settings.from_env()
+    settings = FleetSettings.from_env()
     model = load_intent_model(ensure_demo_intent_model(settings, progress=lambda m: print(m, file=sys.stderr)))
     cases = [json.loads(line) for line in CASES.read_text().splitlines() if line.strip()]
     with tempfile.TemporaryDirectory() as scratch:

@@ -36,7 +36,7 @@ from services.investigator.servicer import InvestigatorServicer  # noqa: E402
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc, ticket_pb2  # noqa: E402
 from supportflow.observability import Health  # noqa: E402
 from supportflow.rpc import create_server  # noqa: E402
-from supportflow.settings import Settings  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 from supportflow.systems import load_systems  # noqa: E402
 from tooling.demo_report import percentile  # noqa: E402
 from tooling.demo_systems import AccountSystemProcess, systems_file  # noqa: E402
@@ -108,7 +108,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
 
-    settings = Settings.from_env()
+    settings = FleetSettings.from_env()
     logging.basicConfig(level=logging.ERROR)  # the breakers' state changes are expected here
     catalog = default_catalog()
     playbooks = load_playbooks(TENANTS_DIR / DEMO_TENANT / "playbooks")

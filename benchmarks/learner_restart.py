@@ -43,7 +43,7 @@ from supportflow.eventbus import (  # noqa: E402
     H_SOURCE_TOPIC, EventPublisher, delete_namespace_topics, encode, ensure_topics, new_meta,
 )
 from supportflow.rpc import open_channel  # noqa: E402
-from supportflow.settings import Settings  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 from supportflow.topics import DECISION_TOPICS, Topic  # noqa: E402
 from tooling.fleet import free_port  # noqa: E402
 
@@ -54,7 +54,7 @@ T0 = 1_700_000_000
 ARCHETYPES = [tk.ARCHETYPE_FAQ_BOUNDED, tk.ARCHETYPE_REPETITIVE, tk.ARCHETYPE_ACCOUNT_SPECIFIC]
 
 
-def write_log(settings: Settings, tickets: int, on_inputs: bool) -> int:
+def write_log(settings: FleetSettings, tickets: int, on_inputs: bool) -> int:
     """N decided tickets and a survey each, on the log as the intake writes them (or on the input
     topics); the records written."""
     publisher = EventPublisher(settings, "bench")
@@ -87,7 +87,7 @@ def write_log(settings: Settings, tickets: int, on_inputs: bool) -> int:
     return written
 
 
-def timed_start(settings: Settings, tickets: int, log_path: Path, code_dir: Path) -> tuple[dict, subprocess.Popen]:
+def timed_start(settings: FleetSettings, tickets: int, log_path: Path, code_dir: Path) -> tuple[dict, subprocess.Popen]:
     """Start one learner; seconds until GetKpis serves all `tickets`, and until it is ready."""
     ops, grpc_port = free_port(), free_port()
     env = os.environ | settings.to_env() | {"SUPPORTFLOW_OPS_PORT": str(ops), "SUPPORTFLOW_GRPC_PORT": str(grpc_port),
@@ -146,7 +146,7 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def run(tickets: int, on_inputs: bool, code_dir: Path, keep: bool = False) -> dict:
-    settings = Settings().replace(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.", topic_partitions=4)
+    settings = FleetSettings().replace(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.", topic_partitions=4)
     work = Path(tempfile.mkdtemp(prefix="learner-restart-"))
     snapshots = work / "snapshots"
     ensure_topics(settings)

@@ -27,7 +27,7 @@ from tooling.devinfra.stack import LocalStack  # noqa: E402
 from supportflow.eventbus import delete_namespace_topics  # noqa: E402
 from tooling.fleet import ServiceFleet  # noqa: E402
 from tooling.sample_tickets import demo_tickets  # noqa: E402
-from supportflow.settings import Settings  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 
 
 def main() -> int:
@@ -38,7 +38,7 @@ def main() -> int:
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args()
 
-    settings = Settings.from_env().replace(topic_prefix=f"bench{uuid.uuid4().hex[:6]}.")
+    settings = FleetSettings.from_env().replace(topic_prefix=f"bench{uuid.uuid4().hex[:6]}.")
     stack = LocalStack(settings)
     stack.install()
     stack.up()

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from supportflow.contracts.v1 import services_pb2 as svc  # noqa: E402
 from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
 from supportflow.sample_data import kb_articles  # noqa: E402
-from supportflow.settings import Settings  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 
 from services.drafter.drafting import draft_reply  # noqa: E402
 from services.drafter.lexical import content_words  # noqa: E402
@@ -310,7 +310,7 @@ def main() -> int:
     if args.generator in ("obedient", "all"):
         generators["obedient"] = ObedientModel(offline)
     if args.generator in ("claude", "all"):
-        settings = Settings.from_env()
+        settings = FleetSettings.from_env()
         if settings.anthropic_api_key:
             from services.drafter.generators import generator_from_settings
 

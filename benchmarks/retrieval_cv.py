@@ -59,7 +59,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from supportflow.settings import Settings  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 
 from benchmarks.retrieval_eval import DEFAULT_KB, DEFAULT_TASKS, load_cases  # noqa: E402
 from services.retriever.articles import (  # noqa: E402
@@ -312,7 +312,7 @@ def main() -> int:
     cases = load_cases(args.tasks)
     ids = [case_id for case_id, _, _ in cases]
     articles = load_articles(args.kb)
-    settings = Settings.from_env()
+    settings = FleetSettings.from_env()
     parts = build_components(settings, query_timeout_s=10.0)
     scores: dict[Params, dict[str, tuple[float, float]]] = {}
     chunk_counts: dict[Chunking, int] = {}

@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from supportflow.settings import Settings  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 
 from services.retriever.articles import load_articles  # noqa: E402
 from services.retriever.components import build_components  # noqa: E402
@@ -126,7 +126,7 @@ def main() -> int:
     parser.add_argument("--sweep", action="store_true", help="also print alpha x re-scoring weight")
     args = parser.parse_args()
 
-    settings = Settings.from_env()
+    settings = FleetSettings.from_env()
     parts = build_components(settings, query_timeout_s=10.0)
     tenant = f"eval-{uuid.uuid4().hex[:10]}"
     cases = load_cases(args.tasks)

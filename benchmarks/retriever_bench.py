@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from supportflow.settings import Settings  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 
 from tooling.commands import retriever as cli  # noqa: E402
 
@@ -26,7 +26,7 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
-    cli.bench(Settings.from_env(), args.tenant, queries=args.queries, k=args.k, concurrency=args.concurrency)
+    cli.bench(FleetSettings.from_env(), args.tenant, queries=args.queries, k=args.k, concurrency=args.concurrency)
     return 0
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tooling.devinfra.stack import LocalStack  # noqa: E402
 from supportflow.eventbus import delete_namespace_topics  # noqa: E402
-from supportflow.settings import Settings  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 from tooling.demo import round_trip_summary, run_round_trip  # noqa: E402
 from tooling.round_trip import (  # noqa: E402
     DEMO_TENANT, EVALUATION_SLICES, help_center_dir, load_help_center, sample_tickets)
@@ -43,7 +43,7 @@ def main() -> int:
     args = parser.parse_args()
 
     run_id = f"eval{uuid.uuid4().hex[:6]}"
-    settings = Settings.from_env().replace(topic_prefix=f"{run_id}.", default_tenant=DEMO_TENANT,
+    settings = FleetSettings.from_env().replace(topic_prefix=f"{run_id}.", default_tenant=DEMO_TENANT,
                                            gateway_webhook_secret=uuid.uuid4().hex)
     count = args.tickets or len(evaluation_rows() if args.slice == "evaluation" else fresh_rows())
     tickets = sample_tickets(count, run_id=run_id, evaluation=args.slice)

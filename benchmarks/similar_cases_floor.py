@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from services.classifier.intent_model import read_labeled_csv  # noqa: E402
 from services.retriever.search import build_query, mean_vector, segment_vectors  # noqa: E402
 from encoders.embedding import EmbeddingCache, load_encoder  # noqa: E402
-from supportflow.settings import Settings  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 
 DEFAULT_CSV = ROOT.parent / "shared" / "datasets" / "banking77" / "train.csv"
 HISTORY_SIZES = (100, 500, 5000)
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     texts, labels = read_labeled_csv(args.csv, "text", "category")
     intents = np.array(labels)
-    settings = Settings.from_env()
+    settings = FleetSettings.from_env()
     encoder = load_encoder(settings.embedding_model)
     cases = EmbeddingCache(settings.cache_dir / "embeddings", encoder)
     order = np.random.default_rng(args.seed).permutation(len(texts))

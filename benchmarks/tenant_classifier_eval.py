@@ -28,11 +28,11 @@ from services.classifier.routing import DEFAULT_POLICY_PATH, load_policy, route_
 from services.classifier.tenant_data import EXAMPLES_FILE, tenant_catalogs, tenant_policy_paths
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FileCrm
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings.from_env()
+    settings = FleetSettings.from_env()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenant", required=True)
     parser.add_argument("--tenants-dir", type=Path, default=settings.tenant_data_dir)

@@ -126,9 +126,9 @@ class OnnxBgeSmallEncoder(TokenizedEncoder):
         lone_text_threads: int | None = None,
     ) -> None:
         if model_dir is None:
-            from supportflow.settings import Settings
+            from encoders.settings import EncoderSettings
 
-            settings = Settings.from_env()
+            settings = EncoderSettings.from_env()
             model_dir = settings.bge_model_dir or ensure_bge_small(settings.cache_dir)
         if not _complete(Path(model_dir)):
             raise FileNotFoundError(f"{model_dir} must hold {ONNX_FILE} and {TOKENIZER_FILE}")

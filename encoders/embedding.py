@@ -48,8 +48,6 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx
 
-    from supportflow.settings import Settings
-
 log = logging.getLogger(__name__)
 
 # Texts per forward pass. Small: texts are sorted by length, and one long ticket pads its whole
@@ -644,11 +642,10 @@ def registered_name(encoder: TextEncoder) -> str | None:
         return next((key for key, value in _INSTANCES.items() if value is encoder), None)
 
 
-def intent_encoders(settings: Settings) -> tuple[TextEncoder, TextEncoder | None]:
-    """The encoders new intent models train on: `intent_encoder`, and `intent_second_encoder`
-    (None when empty)."""
-    second = settings.intent_second_encoder
-    return load_encoder(settings.intent_encoder), load_encoder(second) if second else None
+def intent_encoders(first: str, second: str) -> tuple[TextEncoder, TextEncoder | None]:
+    """The encoders new intent models train on, by registry name: `first`, and `second` (None
+    when empty)."""
+    return load_encoder(first), load_encoder(second) if second else None
 
 
 def load_encoder(name: str = "minilm") -> TextEncoder:

@@ -150,11 +150,12 @@ def run_service(service: str, settings: Settings, stop: threading.Event | None =
     return 1 if failed else 0
 
 
-def main(service: str) -> NoReturn:
-    """`python -m services.<name>.main`, the container's command: the settings from the
-    environment (every invalid variable named at once, exit 2), then run until SIGTERM."""
+def main(service: str, settings_class: type[Settings]) -> NoReturn:
+    """`python -m services.<name>.main`, the container's command: the service's own settings
+    (`settings_class`) from the environment (every invalid variable named at once, exit 2), then
+    run until SIGTERM."""
     try:
-        settings = Settings.from_env()
+        settings = settings_class.from_env()
     except SettingsError as exc:
         print(f"{service}: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc

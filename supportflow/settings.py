@@ -2,8 +2,14 @@
 
 Every knob is an environment variable named SUPPORTFLOW_<FIELD> (upper case), read and validated
 by pydantic-settings when a process starts: one SettingsError names every variable that is
-malformed, not just the first. Services receive a `Settings` object and pass plain values on to
-constructors; nothing else calls `os.environ`.
+malformed, not just the first. Nothing else calls `os.environ`.
+
+`Settings` holds what the platform itself reads (Kafka, topics, the ops and gRPC ports, the peers'
+addresses, tenants, channels, the CRM). Each service declares its own knobs in a subclass beside it
+(`services/<name>/settings.py`), and its process reads that class alone: a service is configured,
+validated and documented by what it reads, and a bad variable of another service never stops it.
+`ClaudeSettings` is the part two services share (the classifier and the drafter call Claude).
+Services pass plain values on to constructors.
 """
 
 from __future__ import annotations
@@ -12,13 +18,12 @@ import os
 import typing
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Self
 
 from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from supportflow.channels import ChannelConfigError, ChannelsConfig
-from supportflow.systems import SystemsConfig, load_systems
 
 ENV_PREFIX = "SUPPORTFLOW_"
 
@@ -76,138 +81,27 @@ class Settings(BaseSettings):
     # within the day; memory grows with the events a group handles in one TTL (~170 bytes each).
     dedupe_ttl_s: float = Field(24 * 3600.0, gt=0)
 
-    # Weaviate. The defaults point at the server that `supportflow dev up` starts.
-    weaviate_http_host: str = "127.0.0.1"
-    weaviate_http_port: int = 18080
-    weaviate_grpc_port: int = 18051
-    weaviate_api_key: str = ""
-
-    # Local dev stack (only used by `supportflow dev ...` and the test fixtures).
-    kafka_controller_port: int = 19093
-    weaviate_gossip_port: int = 17946
-    weaviate_data_port: int = 17947
-    weaviate_raft_port: int = 18300
-    weaviate_raft_internal_rpc_port: int = 18301
-
-    # Service addresses (host:port) for gRPC calls between services.
+    # Service addresses (host:port) for gRPC calls between services, and the deadline of a call.
+    # An investigation (Investigator.Investigate, which the drafter and the escalator call) answers
+    # within its own deadline, or with what it has.
     retriever_addr: str = "127.0.0.1:50062"
     drafter_addr: str = "127.0.0.1:50063"
     learner_addr: str = "127.0.0.1:50065"
     investigator_addr: str = "127.0.0.1:50066"
     grpc_deadline_s: float = 2.0
+    investigation_deadline_s: float = 1.5
 
     # Each service process: its gRPC port (0 = none), its ops HTTP port (/metrics, /healthz, /readyz).
     grpc_port: int = 0
     ops_port: int = 9000
-    gateway_http_port: int = 8088
-    # HMAC-SHA256 secret for webhook signatures (X-Supportflow-Signature); empty disables the check.
-    gateway_webhook_secret: str = ""
-    gateway_max_body_bytes: int = 256 * 1024
-    # A helpdesk's webhook carries the ticket's description and its latest comment, as HTML and
-    # escaped twice over: a long ticket is cut and flagged at intake, not refused (the helpdesk
-    # would not send it again, and the customer would never hear back).
-    gateway_max_webhook_bytes: int = 4 * 1024 * 1024
-    # Inbound mail (SMTP) for the tenants' support mailboxes; 0: no SMTP listener.
-    gateway_smtp_port: int = 0
-    gateway_smtp_host: str = "0.0.0.0"
-    # A mail larger than this is refused at SMTP time (552); attachments are counted, never kept.
-    gateway_max_mail_bytes: int = 10 * 1024 * 1024
     # Per-tenant channels (helpdesks, mailboxes, their credentials): supportflow/channels.py.
     # Unset: no helpdesk or mailbox is connected (the signed JSON API still works).
     channels_path: Path | None = None
-
-    # Investigation: the per-tenant systems of record (account system, transactions, product events,
-    # changes, incidents: base URLs and credentials by ${NAME} reference) and the playbooks folder
-    # root (tenants/<tenant>/playbooks/*.yaml). Unset: no tenant has connected systems and every
-    # investigation is empty. The whole investigation answers within the deadline, or with what it has.
-    # tenants_dir unset: the checkout's tenants/ folder (`tenant_data_dir`).
-    systems_path: Path | None = None
+    # Each tenant's own data (help center, policies, lexicons, playbooks): <dir>/<tenant>/. Unset:
+    # the checkout's tenants/ folder (`tenant_data_dir`).
     tenants_dir: Path | None = None
-    investigation_deadline_s: float = 1.5
-
-    # Delivery: where the ledger of what was posted lives (SQLAlchemy URL; unset: a SQLite file
-    # under cache_dir), how long one provider call may take and how many times it is tried.
-    delivery_ledger_url: str = ""
-    delivery_timeout_s: float = 10.0
-    delivery_max_attempts: int = 5
-    # The longest a provider's Retry-After is honoured before the attempt counts as failed.
-    delivery_max_retry_after_s: float = 30.0
-    delivery_workers: int = 8
-
-    # Workspace (the agents' web application): its HTTP port, its database (SQLAlchemy URL; unset:
-    # a SQLite file under cache_dir), the key that signs session cookies (unset: a random one per
-    # start, which logs everyone out at each restart), the first admin's login (created at start
-    # when the database has no user) and the first API token (Authorization: Bearer).
-    workspace_http_port: int = 8090
-    workspace_db_url: str = ""
-    workspace_session_secret: str = ""
-    workspace_admin_user: str = "admin"
-    workspace_admin_password: str = ""
-    workspace_api_token: str = ""
-    workspace_rollback_owners: str = ""  # "archetype=username,...": who may pull each archetype back to draft-for-review
-    workspace_redraft_deadline_s: float = 10.0  # deadline of the workspace's Drafter.Draft call (an agent's new draft)
-
-    # Models and data.
-    intent_model_dir: Path | None = None
-    # Tenants' own intent models: <dir>/<tenant>/ from `supportflow classifier train --tenant`; a
-    # tenant without one is classified with intent_model_dir's. Unset: no tenant has its own.
-    intent_models_dir: Path | None = None
-    embedding_model: str = "minilm"  # search, similar cases and the drafter (encoders/embedding.py)
-    intent_encoder: str = "minilm+layer3"  # what new intent models train on; a model keeps its own
-    # The encoder new intent models consult for the tickets the first one leaves them unsure of;
-    # empty: none (services/classifier/intent_model.py).
-    intent_second_encoder: str = "bge-small"
-    # bge-small-en-v1.5's two files; unset: fetched into <cache_dir>/models with Maven on first use.
-    bge_model_dir: Path | None = None
-    # The SDK's own variable, ANTHROPIC_API_KEY, is honoured too, so a key set the usual way works.
-    anthropic_api_key: str = Field("", validation_alias=AliasChoices(ENV_PREFIX + "ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"))
-    anthropic_base_url: str = ""
-    anthropic_model: str = ""
-    anthropic_timeout_s: float = 20.0
-    anthropic_max_tokens: int = 1024
     default_tenant: str = "rho-bank"
-    # With an API key, low-confidence tickets go to Claude for extraction, at most this many a
-    # minute (0: never), each call bounded by the timeout (the triage path must not stall).
-    classifier_claude_assist_per_minute: int = 30
-    classifier_claude_timeout_s: float = 4.0
 
-    # Policy and configuration files. Unset: the file shipped beside the service.
-    routing_policy_path: Path | None = None  # classifier; re-read when it changes
-    escalation_config_path: Path | None = None
-    action_limits_path: Path | None = None
-    learner_config_path: Path | None = None
-    # Learner snapshots (services/learner/snapshots.py): unset, every start replays the outcome
-    # topics from the beginning.
-    learner_snapshot_dir: Path | None = None
-    learner_snapshot_interval_s: float = 300.0
-    # How long Kafka waits for a silent learner replica before handing its intake partitions to
-    # another (the learner's panel is served meanwhile; only new input waits).
-    learner_session_timeout_s: float = 10.0
-    # The escalator's faust tables (services/escalator/agents.py): "memory://" keeps them in
-    # process memory, recovered from their changelogs at each start (tests, small deployments);
-    # "rocksdb://" keeps them on disk under escalator_table_dir (default: <cache_dir>/escalator-tables;
-    # each replica needs its own), so a restart reads only what its disk lacks. Standby replicas keep a warm copy of other replicas' tables for fast failover.
-    escalator_table_store: str = "memory://"
-    escalator_table_dir: Path | None = None
-    escalator_standby_replicas: int = 0
-    # How long Kafka waits for a silent escalator replica before handing its partitions to another
-    # (a crashed one: this is most of the failover time).
-    escalator_session_timeout_s: float = 10.0
-    # Peer lookups (similar cases, articles, investigations) an escalator replica runs at once,
-    # started ahead for the events of a batch while it decides them in order.
-    escalator_lookup_concurrency: int = Field(default=8, ge=1)
-    drafter_templates_path: Path | None = None
-    drafter_evidence_k: int = 4  # distinct articles the drafter asks the retriever for
-    # Tickets handled at once per process: the drafter mostly waits on the retriever; the
-    # classifier's model inference releases the GIL.
-    drafter_workers: int = 4
-    classifier_workers: int = 2
-    # Score quotable sentences with the sentence encoder as well as lexically. Better picks for
-    # paraphrased questions, but each uncached sentence costs ~1 ms of CPU per word piece: about
-    # 0.5 s per draft on a 2-core machine, which caps the offline pipeline near 5 tickets/s.
-    drafter_sentence_embeddings: bool = False
-    # Actions (refunds, resets, plan changes) are recorded but not executed unless this is false.
-    actions_dry_run: bool = True
     # The CRM: a JSON export or an http(s) base URL (GET {url}/customers/{id}). Unset: the demo's
     # sample customers.
     crm_location: str = ""
@@ -243,7 +137,7 @@ class Settings(BaseSettings):
         return value
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Self:
         """Settings from `environ` (the process's environment by default), `overrides` winning;
         raises SettingsError naming every malformed variable."""
         token = _ENVIRON.set(environ)
@@ -252,11 +146,11 @@ class Settings(BaseSettings):
         finally:
             _ENVIRON.reset(token)
 
-    def replace(self, **changes: object) -> "Settings":
+    def replace(self, **changes: object) -> Self:
         """A copy with `changes`, validated like the environment's values."""
         unknown = sorted(set(changes) - set(type(self).model_fields))
         if unknown:
-            raise TypeError(f"Settings has no field {', '.join(unknown)}")
+            raise TypeError(f"{type(self).__name__} has no field {', '.join(unknown)}")
         token = _ENVIRON.set({})  # the copy is these settings and the changes, not the environment
         try:
             return type(self)(**(self.model_dump() | changes))
@@ -283,28 +177,23 @@ class Settings(BaseSettings):
             raise ChannelConfigError(f"{ENV_PREFIX}CHANNELS_PATH: cannot read {self.channels_path}: {exc}") from exc
         return ChannelsConfig.from_yaml(text, os.environ if environ is None else environ, str(self.channels_path))
 
-    def systems(self, environ: Mapping[str, str] | None = None) -> SystemsConfig:
-        """The per-tenant systems file, its ${NAME} references (credentials) read from the
-        environment; no tenant has systems when no file is set. Raises SystemsConfigError."""
-        return load_systems(self.systems_path, os.environ if environ is None else environ)
-
     @property
     def tenant_data_dir(self) -> Path:
         """Where each tenant's own data lives (`<dir>/<tenant>/`): SUPPORTFLOW_TENANTS_DIR, or the
         checkout's tenants/ folder."""
         return self.tenants_dir or CHECKOUT_TENANTS_DIR
 
-    @property
-    def workspace_database_url(self) -> str:
-        return self.workspace_db_url or f"sqlite:///{self.cache_dir / 'state' / 'workspace.sqlite'}"
 
-    @property
-    def ledger_url(self) -> str:
-        return self.delivery_ledger_url or f"sqlite:///{self.cache_dir / 'state' / 'delivery-ledger.sqlite'}"
+class ClaudeSettings(Settings):
+    """For the services that call Claude (the classifier's assist, the drafter): without a key
+    neither does, and both work offline."""
 
-    @property
-    def weaviate_http_url(self) -> str:
-        return f"http://{self.weaviate_http_host}:{self.weaviate_http_port}"
+    # The SDK's own variable, ANTHROPIC_API_KEY, is honoured too, so a key set the usual way works.
+    anthropic_api_key: str = Field("", validation_alias=AliasChoices(ENV_PREFIX + "ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"))
+    anthropic_base_url: str = ""
+    anthropic_model: str = ""
+    anthropic_timeout_s: float = 20.0
+    anthropic_max_tokens: int = 1024
 
 
 def _settings_error(exc: ValidationError) -> SettingsError:

@@ -13,18 +13,18 @@ from typing import Iterator
 import pytest
 
 from supportflow.eventbus import delete_namespace_topics
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
-def base_settings() -> Settings:
-    return Settings.from_env()
+def base_settings() -> FleetSettings:
+    return FleetSettings.from_env()
 
 
 @pytest.fixture(scope="session")
-def local_stack(base_settings: Settings):
+def local_stack(base_settings: FleetSettings):
     from tooling.devinfra.stack import LocalStack
 
     stack = LocalStack(base_settings)
@@ -34,7 +34,7 @@ def local_stack(base_settings: Settings):
 
 
 @pytest.fixture(scope="session")
-def postgres_url(base_settings: Settings) -> Iterator[str]:
+def postgres_url(base_settings: FleetSettings) -> Iterator[str]:
     """A real PostgreSQL database (a throwaway cluster started for this session, removed after it);
     only started when a test asks for it."""
     from tooling.devinfra.postgres import PostgresServer
@@ -45,8 +45,8 @@ def postgres_url(base_settings: Settings) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(local_stack, base_settings: Settings) -> Iterator[Settings]:
-    """Settings pointing at the local stack, with topics in a namespace of this test's own, deleted
+def settings(local_stack, base_settings: FleetSettings) -> Iterator[FleetSettings]:
+    """FleetSettings pointing at the local stack, with topics in a namespace of this test's own, deleted
     afterwards (thousands of leftover partitions slow a small broker down)."""
     own = base_settings.replace(topic_prefix=f"t{uuid.uuid4().hex[:10]}.", topic_partitions=1)
     yield own
@@ -54,7 +54,7 @@ def settings(local_stack, base_settings: Settings) -> Iterator[Settings]:
 
 
 @pytest.fixture
-def second_namespace(settings: Settings) -> Iterator[Settings]:
+def second_namespace(settings: FleetSettings) -> Iterator[FleetSettings]:
     """Another namespace of this test's own beside `settings` (a one-replica run to compare with),
     deleted afterwards."""
     other = settings.replace(topic_prefix=f"t{uuid.uuid4().hex[:10]}.")

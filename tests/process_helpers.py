@@ -16,7 +16,7 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from supportflow.eventbus import kafka_config
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 from supportflow.topics import Topic
 from tooling.fleet import free_port
 
@@ -27,7 +27,7 @@ class ServiceProcess:
     """One service process with its own ops port (readiness, metrics) and log file; `env` adds
     settings of its own (a gRPC port)."""
 
-    def __init__(self, module: str, settings: Settings, log_dir: Path, name: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, module: str, settings: FleetSettings, log_dir: Path, name: str, env: dict[str, str] | None = None) -> None:
         self.module, self.settings, self.name, self.ops_port = module, settings, name, free_port()
         self.env = env or {}
         self.log_path = log_dir / f"{name}.log"
@@ -109,7 +109,7 @@ def kill_in_turn(replicas: list, kills: int, every_s: float, recovered) -> list:
     return reports
 
 
-def read_records(settings: Settings, topic: Topic, timeout_s: float = 20.0) -> list:
+def read_records(settings: FleetSettings, topic: Topic, timeout_s: float = 20.0) -> list:
     """Every record on the topic now, undecoded: each partition read up to its end, without a group."""
     name = topic.name_in(settings.topic_prefix)
     reader = Consumer(kafka_config(settings) | {"group.id": f"check-{uuid.uuid4().hex}", "enable.auto.commit": False})

@@ -21,11 +21,11 @@ from tooling.devinfra.browser import ensure_chromium, headless_chrome
 from supportflow.eventbus import EventPublisher
 from supportflow.observability import Health
 from supportflow.service import ServiceParts, load_builder
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 
 @contextmanager
-def service_running(service: str, settings: Settings) -> Iterator[ServiceParts]:
+def service_running(service: str, settings: FleetSettings) -> Iterator[ServiceParts]:
     """The service's consumer loops and start hooks in this process, as run_service runs them,
     once every loop has its partitions; stopped and flushed afterwards."""
     publisher = EventPublisher(settings, service)
@@ -50,7 +50,7 @@ def service_running(service: str, settings: Settings) -> Iterator[ServiceParts]:
 
 
 @contextmanager
-def workspace_running(settings: Settings) -> Iterator[tuple[str, str]]:
+def workspace_running(settings: FleetSettings) -> Iterator[tuple[str, str]]:
     """The workspace in this process; yields (its base URL, its consumer group)."""
     with service_running("workspace", settings) as parts:
         yield f"http://127.0.0.1:{settings.workspace_http_port}", parts.consumers[0].group_id

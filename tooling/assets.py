@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 
 from supportflow.sample_data import path as sample_path
 from tooling.sample_tickets import FRESH_MODULUS, HOLDOUT_MODULUS, training_rows
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 Progress = Callable[[str], None]
 
@@ -23,7 +23,7 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()[:12]
 
 
-def _training_recipe(settings: Settings) -> bytes:
+def _training_recipe(settings: FleetSettings) -> bytes:
     """What a trained intent model depends on beside its data: a new artifact format or training
     recipe retrains the cached models."""
     from dataclasses import asdict
@@ -35,7 +35,7 @@ def _training_recipe(settings: Settings) -> bytes:
     ).encode()
 
 
-def ensure_demo_intent_model(settings: Settings, progress: Progress = lambda _: None) -> Path:
+def ensure_demo_intent_model(settings: FleetSettings, progress: Progress = lambda _: None) -> Path:
     """The demo's Banking77 intent model (trained without the demo's held-out tickets)."""
     from services.classifier.intent_model import IntentModel
     from encoders.embedding import intent_encoders
@@ -50,7 +50,7 @@ def ensure_demo_intent_model(settings: Settings, progress: Progress = lambda _: 
         return target
     rows = training_rows()
     progress(f"training the intent model on {len(rows)} Banking77 messages (first run only) ...")
-    encoder, second_encoder = intent_encoders(settings)
+    encoder, second_encoder = intent_encoders(settings.intent_encoder, settings.intent_second_encoder)
     model = IntentModel.train(
         [r["text"] for r in rows], [r["category"] for r in rows],
         encoder=encoder, second_encoder=second_encoder, cache_dir=settings.cache_dir / "embeddings",
@@ -63,7 +63,7 @@ def ensure_demo_intent_model(settings: Settings, progress: Progress = lambda _: 
     return target
 
 
-def ensure_tenant_intent_models(settings: Settings, tenants: Iterable[str], progress: Progress = lambda _: None) -> Path | None:
+def ensure_tenant_intent_models(settings: FleetSettings, tenants: Iterable[str], progress: Progress = lambda _: None) -> Path | None:
     """The intent models of those of `tenants` whose folder has intents/examples.csv, trained on its
     train rows as `supportflow classifier train --tenant` does, under one models root
     (SUPPORTFLOW_INTENT_MODELS_DIR); a model is trained again when its examples change. None when no
@@ -98,7 +98,7 @@ def ensure_tenant_intent_models(settings: Settings, tenants: Iterable[str], prog
     return root
 
 
-def ensure_sample_cases(settings: Settings, progress: Progress = lambda _: None) -> dict:
+def ensure_sample_cases(settings: FleetSettings, progress: Progress = lambda _: None) -> dict:
     """Import the default tenant's resolved cases (tenants/<tenant>/resolved_cases.jsonl) unless this
     Weaviate already has them, so escalation packets can name similar cases from the first ticket
     on, and delete the tenant's other cases: those the demo's simulated outcomes added in earlier
@@ -120,7 +120,7 @@ def ensure_sample_cases(settings: Settings, progress: Progress = lambda _: None)
     return summary | {"other_cases_deleted": retriever_cli.keep_only_cases(settings, settings.default_tenant, history)}
 
 
-def ensure_sample_kb(settings: Settings, progress: Progress = lambda _: None) -> dict:
+def ensure_sample_kb(settings: FleetSettings, progress: Progress = lambda _: None) -> dict:
     """Index the Rho-Bank sample KB for the default tenant unless this Weaviate already has it."""
     from tooling.commands import retriever as retriever_cli
 
@@ -131,13 +131,13 @@ def ensure_sample_kb(settings: Settings, progress: Progress = lambda _: None) ->
 
 
 def _index_sample_once(
-    settings: Settings,
+    settings: FleetSettings,
     kind: str,
     data: Path,
     what: str,
     *,
-    indexed: Callable[[Settings, str], int],
-    ingest: Callable[[Path, str, Settings], dict],
+    indexed: Callable[[FleetSettings, str], int],
+    ingest: Callable[[Path, str, FleetSettings], dict],
     progress: Progress,
 ) -> dict:
     """Index `data` for the default tenant unless a marker says this version already is (and the

@@ -14,14 +14,15 @@ from typing import Callable, Iterator, Optional
 
 import typer
 
-from supportflow.settings import Settings, SettingsError
+from supportflow.settings import SettingsError
+from tooling.settings import FleetSettings
 
 app = typer.Typer(name="supportflow", help="Supportflow: the services, the demo, the local stack and the offline tools.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
-def _settings() -> Settings:
-    return Settings.from_env()
+def _settings() -> FleetSettings:
+    return FleetSettings.from_env()
 
 
 def _group(name: str, help: str) -> typer.Typer:
@@ -39,13 +40,21 @@ Tenant = typer.Option(..., "--tenant", help="the tenant id (letters, digits, - a
 @app.command()
 def run(service: str = typer.Argument(..., help="the service: gateway, classifier, retriever, drafter, escalator, "
                                                 "learner, delivery, workspace or investigator")) -> None:
-    """Run one service in this process until SIGTERM (what `python -m services.<name>.main` runs)."""
+    """Run one service in this process until SIGTERM, with its own settings (what
+    `python -m services.<name>.main` runs)."""
     from supportflow.service import SERVICES, run_service
 
     if service not in SERVICES:
         print(f"supportflow run: no service {service!r}; choose one of {', '.join(SERVICES)}", file=sys.stderr)
         raise typer.Exit(2)
-    raise typer.Exit(run_service(service, _settings()))
+    from tooling.settings import SERVICE_SETTINGS
+
+    try:
+        settings = SERVICE_SETTINGS[service].from_env()
+    except SettingsError as exc:
+        print(f"{service}: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from exc
+    raise typer.Exit(run_service(service, settings))
 
 
 @app.command()
@@ -234,7 +243,7 @@ def _print_ingest(command: str, ingest: Callable[[], dict], unusable_file: type[
 
 
 @contextmanager
-def _knowledge_store(command: str, settings: Settings) -> Iterator[None]:
+def _knowledge_store(command: str, settings: FleetSettings) -> Iterator[None]:
     """A kb or cases command whose store cannot be reached, or refuses the tenant id, ends with
     one line saying so and where it looked, not a traceback."""
     from services.retriever.search import InvalidTenant, StoreUnavailable

@@ -15,11 +15,11 @@ from google.protobuf.json_format import MessageToDict
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import InvalidEvent, decode, kafka_config, read_ranges
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 from supportflow.topics import DECISION_TOPICS, Topic
 
 
-def _consumer(settings: Settings, topics: Iterable[Topic]) -> Consumer:
+def _consumer(settings: FleetSettings, topics: Iterable[Topic]) -> Consumer:
     consumer = Consumer(
         kafka_config(settings)
         | {"group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest", "enable.auto.commit": False}
@@ -29,7 +29,7 @@ def _consumer(settings: Settings, topics: Iterable[Topic]) -> Consumer:
 
 
 def collect_decisions(
-    settings: Settings, ticket_ids: set[str], timeout_s: float, on_progress=None
+    settings: FleetSettings, ticket_ids: set[str], timeout_s: float, on_progress=None
 ) -> dict[str, list[ev.TicketDecided]]:
     """Every decision event for `ticket_ids`, waiting until each has one or the time is up.
 
@@ -63,7 +63,7 @@ def collect_decisions(
 
 
 def read_topic(
-    settings: Settings, topic: Topic, *, until: Callable[[list], bool] | None = None,
+    settings: FleetSettings, topic: Topic, *, until: Callable[[list], bool] | None = None,
     idle_s: float = 2.0, timeout_s: float = 30.0,
 ) -> list:
     """Every event from the beginning of `topic` (the action records, the KB proposals), read
@@ -90,7 +90,7 @@ def read_topic(
     return events
 
 
-def trace_tickets(settings: Settings, ticket_ids: set[str], topics: Iterable[Topic], idle_s: float = 3.0) -> dict[str, dict[str, int]]:
+def trace_tickets(settings: FleetSettings, ticket_ids: set[str], topics: Iterable[Topic], idle_s: float = 3.0) -> dict[str, dict[str, int]]:
     """For each ticket id, how many events each topic holds about it (read until idle)."""
     topics = list(topics)
     by_name = {t.name_in(settings.topic_prefix): t for t in topics}
@@ -181,7 +181,7 @@ def _enum_name(message, field: str) -> str:
     return name.removeprefix(upper).lower()
 
 
-def read_history(settings: Settings, topics: Iterable[Topic], since_ms: int, timeout_s: float = 60.0) -> list[tuple[Topic, object]]:
+def read_history(settings: FleetSettings, topics: Iterable[Topic], since_ms: int, timeout_s: float = 60.0) -> list[tuple[Topic, object]]:
     """Every valid event on `topics` with a record time at or after `since_ms`, up to what the
     topics held when the call started (in partition order; topics interleaved)."""
     from confluent_kafka import TopicPartition

@@ -31,7 +31,7 @@ from tooling.demo_outcomes import (
 from tooling.demo_report import build_report, format_summary
 from supportflow.eventbus import delete_namespace_topics, ensure_topics
 from tooling.fleet import ServiceFleet
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 from supportflow.topics import Topic
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class PipelineRun:
     wall_s: float
 
 
-def prepare(settings: Settings, tenants: Collection[str] = ()) -> Settings:
+def prepare(settings: FleetSettings, tenants: Collection[str] = ()) -> FleetSettings:
     """Everything the services need before they start: topics, a trained model (and one for each of
     `tenants` that has labelled examples of its own) and a history of resolved cases for the
     default tenant (and, for the Rho-Bank tenant, its sample KB; other tenants' help centers are
@@ -73,11 +73,11 @@ def prepare(settings: Settings, tenants: Collection[str] = ()) -> Settings:
     return settings.replace(intent_model_dir=model_dir, intent_models_dir=tenant_models_dir)
 
 
-def post_ticket(settings: Settings, payload: dict, attempts: int = 5) -> None:
+def post_ticket(settings: FleetSettings, payload: dict, attempts: int = 5) -> None:
     post_to_gateway(settings, "/v1/tickets", payload, payload.get("id"), attempts)
 
 
-def post_to_gateway(settings: Settings, path: str, payload: dict, what: object, attempts: int = 5) -> None:
+def post_to_gateway(settings: FleetSettings, path: str, payload: dict, what: object, attempts: int = 5) -> None:
     """POST `payload` to the running gateway, signed when it has a webhook secret; its retries
     carry the same Idempotency-Key, so one that follows a lost answer is not a second event."""
     from services.gateway.intake import IDEMPOTENCY_HEADER, signed_headers
@@ -104,7 +104,7 @@ def post_to_gateway(settings: Settings, path: str, payload: dict, what: object, 
     raise RuntimeError(f"gateway did not accept {what} after {attempts} attempts")
 
 
-def run_pipeline(settings: Settings, tickets: list[dict], *, rate: float, timeout_s: float = 300.0) -> PipelineRun:
+def run_pipeline(settings: FleetSettings, tickets: list[dict], *, rate: float, timeout_s: float = 300.0) -> PipelineRun:
     """Send `tickets` through the running gateway at `rate` per second and collect every decision."""
     started = time.monotonic()
     interval = 1.0 / rate if rate > 0 else 0.0
@@ -128,7 +128,7 @@ def run_pipeline(settings: Settings, tickets: list[dict], *, rate: float, timeou
     )
 
 
-def _delete_run_topics(settings: Settings) -> None:
+def _delete_run_topics(settings: FleetSettings) -> None:
     try:
         delete_namespace_topics(settings)
     except Exception as exc:  # noqa: BLE001 - leftover topics are untidy, not a failed demo
@@ -145,7 +145,7 @@ def customers_act(servers, records: list[dict], batch: list) -> list[CustomerAct
     return act_on_channels(servers.outcome, actions)
 
 
-def post_outcomes(settings: Settings, records: list[dict]) -> list[dict]:
+def post_outcomes(settings: FleetSettings, records: list[dict]) -> list[dict]:
     """What only agents can tell (a verdict on each review draft, each ticket's resolution), as a
     workspace integration would post it to the running gateway: the simulated agents' feedback of
     tooling/demo_outcomes.py; returns what was posted. The customers' outcomes come through their
@@ -169,7 +169,7 @@ def outcome_totals(decided: list[dict], feedback: list[dict]) -> dict[str, int]:
             "drafts_with_verdict": kinds.count("draft_verdict")}
 
 
-def learner_panel(settings: Settings, decided: int, *, totals: Mapping[str, int] | None = None,
+def learner_panel(settings: FleetSettings, decided: int, *, totals: Mapping[str, int] | None = None,
                   timeout_s: float = 20.0) -> list | None:
     """The learner's KPI rows for the default tenant (every archetype x segment x channel cut and
     the rollups), asked until the per-archetype rollups count `decided` tickets and reach each of
@@ -238,7 +238,7 @@ class ActionsShown:
     confirmed: list[ev.ActionRecorded]  # the records of the confirmations the demo sent
 
 
-def confirm_a_proposal(settings: Settings, *, timeout_s: float = 20.0) -> ActionsShown:
+def confirm_a_proposal(settings: FleetSettings, *, timeout_s: float = 20.0) -> ActionsShown:
     """The run's proposed actions, and the first one confirmed through the gateway as its customer
     would confirm it, twice (the second stands for a redelivered confirmation)."""
     proposals = [r for r in read_topic(settings, Topic.ACTIONS_RECORDED) if r.status == ev.ACTION_STATUS_PROPOSED]
@@ -277,7 +277,7 @@ def format_actions(shown: ActionsShown) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_review_page(settings: Settings, out_dir: Path) -> Path | None:
+def write_review_page(settings: FleetSettings, out_dir: Path) -> Path | None:
     """The weekly review page (`supportflow report --since 1d`) of this run's topics, or None when
     it could not be written (the demo's other results stand without it)."""
     import io
@@ -365,7 +365,7 @@ def tenant_accounts(tenant: str, gateway_url: str):  # noqa: ANN201
     )
 
 
-def index_knowledge(settings: Settings, tenants: set[str]) -> dict:
+def index_knowledge(settings: FleetSettings, tenants: set[str]) -> dict:
     """Each tenant's knowledge base: a help center synced from its Zendesk Help Center API (here the
     stand-in), as a deployment's would be; Rho-Bank's sample KB imported from its file."""
     from services.retriever.sync import sync_help_center
@@ -388,7 +388,7 @@ def index_knowledge(settings: Settings, tenants: set[str]) -> dict:
 SAMPLE_KB_TENANT = "rho-bank"
 
 
-def run_round_trip(settings: Settings, tickets: list, *, rate: float, run_dir: Path,
+def run_round_trip(settings: FleetSettings, tickets: list, *, rate: float, run_dir: Path,
                    timeout_s: float = 300.0,
                    while_sending: Callable[[ServiceFleet, threading.Event], None] | None = None) -> RoundTrip:
     """Start the channel stand-ins and every service, send `tickets` through their channels at
@@ -512,7 +512,7 @@ class RoundTrip:
     duplicated: list[str]  # more than one decision
     undelivered: list[str]  # nothing reached the ticket's channel
     wall_s: float
-    fleet_settings: Settings
+    fleet_settings: FleetSettings
     servers: object
     fleet: object
     workspace_url: str = ""
@@ -535,12 +535,12 @@ class RoundTrip:
         return pids
 
 
-def running_file(settings: Settings) -> Path:
+def running_file(settings: FleetSettings) -> Path:
     """Where `demo --keep-running` notes what it left running, for `supportflow down`."""
     return settings.cache_dir / "state" / "demo-running.json"
 
 
-def stop_running_demo(settings: Settings) -> list[str]:
+def stop_running_demo(settings: FleetSettings) -> list[str]:
     """Stop what `demo --keep-running` left running (its services and channel stand-ins, each a
     process group of its own); returns their names."""
     import os
@@ -560,7 +560,7 @@ def stop_running_demo(settings: Settings) -> list[str]:
     return stopped
 
 
-def run_demo(settings: Settings, *, tickets: int, input_path: str | None, json_path: str | None, rate: float,
+def run_demo(settings: FleetSettings, *, tickets: int, input_path: str | None, json_path: str | None, rate: float,
              keep_infra: bool, keep_running: bool = False) -> int:
     from services.learner.config import LearnerConfig
     from tooling.devinfra.stack import LocalStack

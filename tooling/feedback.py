@@ -7,13 +7,13 @@ from pathlib import Path
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.eventbus import EventPublisher, ensure_topics, new_meta
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 from supportflow.topics import Topic
 
 from services.gateway.intake import PayloadError, feedback_from_payload
 
 
-def publish_feedback_file(settings: Settings, path: Path) -> dict[str, int]:
+def publish_feedback_file(settings: FleetSettings, path: Path) -> dict[str, int]:
     ensure_topics(settings)
     publisher = EventPublisher(settings, "cli")
     counts = {"published": 0, "rejected": 0}

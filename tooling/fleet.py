@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supportflow.service import DEFAULT_GRPC_PORTS, SERVICES
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 
 class FleetError(RuntimeError):
@@ -41,7 +41,7 @@ class RunningService:
 
 
 class ServiceFleet:
-    def __init__(self, settings: Settings, log_dir: Path, *, ops_port_base: int = 9100, services=SERVICES) -> None:
+    def __init__(self, settings: FleetSettings, log_dir: Path, *, ops_port_base: int = 9100, services=SERVICES) -> None:
         # gRPC ports are picked free for each fleet. The defaults (50061-50065) lie in Linux's
         # ephemeral port range, where an outgoing connection can hold one just when a service
         # starts to listen on it (a clean-clone CI run met that once).
@@ -49,7 +49,7 @@ class ServiceFleet:
         # The addresses other services dial (a gRPC API only tools call has no `<name>_addr` setting).
         self._settings = settings.replace(**{
             f"{name}_addr": f"127.0.0.1:{port}" for name, port in self._grpc_ports.items()
-            if f"{name}_addr" in Settings.model_fields
+            if f"{name}_addr" in FleetSettings.model_fields
         })
         self._log_dir = log_dir
         self._ops_port_base = ops_port_base
@@ -57,7 +57,7 @@ class ServiceFleet:
         self.running: list[RunningService] = []
 
     @property
-    def settings(self) -> Settings:
+    def settings(self) -> FleetSettings:
         """The settings the services run with, their gRPC addresses included."""
         return self._settings
 

@@ -16,7 +16,7 @@ from supportflow.crm import crm_from_settings
 from supportflow.eventbus import ConsumerLoop, EventPublisher
 from supportflow.observability import Health
 from supportflow.service import ServiceParts
-from supportflow.settings import Settings, SettingsError
+from supportflow.settings import SettingsError
 from supportflow.topics import Topic
 
 from services.classifier.claude_assist import ClaudeAssist
@@ -25,6 +25,7 @@ from services.classifier.intent_catalog import IntentCatalog, default_catalog
 from services.classifier.intent_model import IntentModel
 from services.classifier.routing import DEFAULT_POLICY_PATH, PolicyStore
 from services.classifier.servicer import ClassifierServicer
+from services.classifier.settings import ClassifierSettings
 from services.classifier.tenant_data import tenant_catalogs, tenant_model_dirs, tenant_policy_paths
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def load_tenant_models(models_dir: Path | None) -> dict[str, IntentModel]:
     return models
 
 
-def build_triage(settings: Settings) -> TicketTriage:
+def build_triage(settings: ClassifierSettings) -> TicketTriage:
     """The intent models, catalogs and routing policies that the settings name (the deployment's,
     and each tenant's own: tenant_data.py), and the CRM, ready to classify."""
     model = load_intent_model(settings.intent_model_dir)
@@ -109,7 +110,7 @@ def threshold_mismatch(model: IntentModel, policy_threshold: float) -> str | Non
     )
 
 
-def claude_assist(settings: Settings) -> ClaudeAssist | None:
+def claude_assist(settings: ClassifierSettings) -> ClaudeAssist | None:
     """Claude for low-confidence tickets when an API key is set (and the budget is not 0)."""
     if not settings.anthropic_api_key or settings.classifier_claude_assist_per_minute <= 0:
         return None
@@ -119,7 +120,7 @@ def claude_assist(settings: Settings) -> ClaudeAssist | None:
                         timeout_s=settings.classifier_claude_timeout_s)
 
 
-def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
+def build(settings: ClassifierSettings, publisher: EventPublisher, health: Health) -> ServiceParts:
     triage = build_triage(settings)
     model, policies = triage.model, triage.policies
     log.info("intent model loaded", extra={"fields": {"model_version": model.version, "dir": str(settings.intent_model_dir)}})
@@ -143,4 +144,4 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
 if __name__ == "__main__":
     from supportflow.service import main
 
-    main("classifier")
+    main("classifier", ClassifierSettings)

@@ -326,7 +326,7 @@ def _tags(decided: ev.TicketDecided) -> tuple[str, ...]:
 
 
 def _ticket_fields(
-    decided: ev.TicketDecided, settings: ZendeskChannel | IntercomChannel | FreshdeskChannel
+    decided: ev.TicketDecided, channel: ZendeskChannel | IntercomChannel | FreshdeskChannel
 ) -> dict[str, object]:
     decision = decided.decision
     note = KIND_OF[decision] == ev.DELIVERY_KIND_NOTE
@@ -334,21 +334,21 @@ def _ticket_fields(
     fields: dict[str, object] = {"tags": _tags(decided)}
     if note:
         fields["priority"] = PRIORITY_OF.get(urgency(decided), "")
-    if isinstance(settings, ZendeskChannel):
-        fields["status"] = (settings.review_status if note else
-                            ZENDESK_PENDING if decision == ev.DECISION_FOLLOW_UP else settings.answered_status)
+    if isinstance(channel, ZendeskChannel):
+        fields["status"] = (channel.review_status if note else
+                            ZENDESK_PENDING if decision == ev.DECISION_FOLLOW_UP else channel.answered_status)
         if note:
-            fields["group_id"] = settings.queue_groups.get(queue)
-    elif isinstance(settings, FreshdeskChannel):
-        fields["status"] = (settings.review_status if note else
-                            FRESHDESK_PENDING if decision == ev.DECISION_FOLLOW_UP else settings.answered_status)
+            fields["group_id"] = channel.queue_groups.get(queue)
+    elif isinstance(channel, FreshdeskChannel):
+        fields["status"] = (channel.review_status if note else
+                            FRESHDESK_PENDING if decision == ev.DECISION_FOLLOW_UP else channel.answered_status)
         if note:
-            fields["group_id"] = settings.queue_groups.get(queue)
-    elif isinstance(settings, IntercomChannel):
+            fields["group_id"] = channel.queue_groups.get(queue)
+    elif isinstance(channel, IntercomChannel):
         # Intercom tags need tag ids of the workspace; an escalation is assigned to the queue's team.
         fields["tags"] = ()
         if decision == ev.DECISION_ESCALATE:
-            fields["assignee_team"] = settings.queue_teams.get(queue, "")
+            fields["assignee_team"] = channel.queue_teams.get(queue, "")
     return fields
 
 

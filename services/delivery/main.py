@@ -38,7 +38,6 @@ from supportflow.channels import ChannelsConfig
 from supportflow.eventbus import ConsumerLoop, DeadLetterBudget, Emit, EventPublisher
 from supportflow.observability import Health
 from supportflow.service import ServiceParts
-from supportflow.settings import Settings
 from supportflow.topics import DECISION_TOPICS, Topic
 
 from services.delivery.deliverer import ChannelClients, ClientFactory, Deliverer, RetryLater
@@ -50,6 +49,7 @@ from services.delivery.providers.freshdesk import FreshdeskClient
 from services.delivery.providers.intercom import IntercomClient
 from services.delivery.providers.smtp_mail import SmtpMailer
 from services.delivery.providers.zendesk import ZendeskClient
+from services.delivery.settings import DeliverySettings
 
 SERVICE = "delivery"
 RETRY_GROUP = f"{SERVICE}-retries"  # the retry loop's consumer group, beside the first attempts' SERVICE
@@ -70,16 +70,16 @@ DEAD_LETTERS_IN_A_ROW = 1000
 DEAD_LETTER_RATIO = 0.9
 
 
-def retry_policy(settings: Settings) -> RetryPolicy:
+def retry_policy(settings: DeliverySettings) -> RetryPolicy:
     return RetryPolicy(max_attempts=settings.delivery_max_attempts, max_retry_after_s=settings.delivery_max_retry_after_s)
 
 
-def first_pass_policy(settings: Settings) -> RetryPolicy:
+def first_pass_policy(settings: DeliverySettings) -> RetryPolicy:
     return RetryPolicy(max_attempts=min(FIRST_PASS_ATTEMPTS, settings.delivery_max_attempts),
                        max_retry_after_s=min(FIRST_PASS_MAX_RETRY_AFTER_S, settings.delivery_max_retry_after_s))
 
 
-def client_factory(channels: ChannelsConfig, settings: Settings, policy: RetryPolicy,
+def client_factory(channels: ChannelsConfig, settings: DeliverySettings, policy: RetryPolicy,
                    stopping: threading.Event) -> ClientFactory:
     timeout_s = settings.delivery_timeout_s
     sleep = stoppable_sleep(stopping)
@@ -103,7 +103,7 @@ def client_factory(channels: ChannelsConfig, settings: Settings, policy: RetryPo
 
 
 def build_deliverers(
-    settings: Settings, publisher: EventPublisher, stopping: threading.Event
+    settings: DeliverySettings, publisher: EventPublisher, stopping: threading.Event
 ) -> tuple[Deliverer, Deliverer, DeliveryLedger]:
     """(first attempts, retries, their shared ledger)."""
     channels = settings.channels()  # a broken channels file fails the start, naming every problem
@@ -125,7 +125,7 @@ def build_deliverers(
     return first, retrying, ledger
 
 
-def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
+def build(settings: DeliverySettings, publisher: EventPublisher, health: Health) -> ServiceParts:
     # Set when the service stops (after the consumers had their grace period to finish their batch):
     # a delivery still waiting to retry gives up uncommitted instead of outliving the process.
     stopping = threading.Event()
@@ -161,4 +161,4 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
 if __name__ == "__main__":
     from supportflow.service import main
 
-    main("delivery")
+    main("delivery", DeliverySettings)

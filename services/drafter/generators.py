@@ -4,16 +4,16 @@
 from __future__ import annotations
 
 from supportflow.claude import claude_client
-from supportflow.settings import Settings
 
 from services.drafter.answer_checks import TenantAnswerChecks
 from services.drafter.claude import ClaudeDrafter
 from services.drafter.offline import OfflineDrafter, TextEncoder
 from services.drafter.reply import ReplyGenerator
+from services.drafter.settings import DrafterSettings
 from services.drafter.templates import DEFAULT_TEMPLATES_PATH, TemplateBook
 
 
-def generator_from_settings(settings: Settings) -> ReplyGenerator:
+def generator_from_settings(settings: DrafterSettings) -> ReplyGenerator:
     encoder: TextEncoder | None = None
     if settings.drafter_sentence_embeddings:
         from encoders.embedding import load_encoder

@@ -17,18 +17,18 @@ from supportflow.investigation import investigator_client
 from supportflow.observability import Health
 from supportflow.rpc import open_channel
 from supportflow.service import ServiceParts
-from supportflow.settings import Settings
 from supportflow.topics import Topic
 
 from services.drafter.generators import generator_from_settings
 from services.drafter.handlers import SERVICE, TicketDrafter
 from services.drafter.retriever_client import retriever_search
 from services.drafter.servicer import DrafterServicer
+from services.drafter.settings import DrafterSettings
 
 log = logging.getLogger(__name__)
 
 
-def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
+def build(settings: DrafterSettings, publisher: EventPublisher, health: Health) -> ServiceParts:
     channel = open_channel(SERVICE, settings.retriever_addr, settings.grpc_deadline_s)
     investigator = open_channel(SERVICE, settings.investigator_addr, settings.investigation_deadline_s)
     generator = generator_from_settings(settings)
@@ -50,4 +50,4 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
 if __name__ == "__main__":
     from supportflow.service import main
 
-    main("drafter")
+    main("drafter", DrafterSettings)

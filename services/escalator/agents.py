@@ -96,13 +96,13 @@ from supportflow.observability import (
     Health,
     ticket_context,
 )
-from supportflow.settings import Settings
 from supportflow.topics import Topic
 
 from services.escalator.actions import LEDGER_MEMORY_S
 from services.escalator.config import ActionLimits, EscalationConfig
 from services.escalator.handlers import Escalator
 from services.escalator.lookups_ahead import LookupsAhead
+from services.escalator.settings import EscalatorSettings
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ class EscalatorTables:
         return {store.table.changelog_topic.get_topic_name(): store.table.partitions for store in self.all()}
 
 
-def declare_tables(app: faust.App, settings: Settings, config: EscalationConfig, limits: ActionLimits) -> EscalatorTables:
+def declare_tables(app: faust.App, settings: EscalatorSettings, config: EscalationConfig, limits: ActionLimits) -> EscalatorTables:
     def local(name: str, memory_s: float) -> TableStore:
         table = app.Table(name, partitions=settings.topic_partitions)  # JSON keys and values: faust's default codec for plain types
         return TableStore(table, memory_s, local=True)
@@ -460,7 +460,7 @@ class OffsetBook:
             return len(offsets)
 
 
-def install(app: faust.App, settings: Settings, escalator: Escalator, tables: EscalatorTables, *,
+def install(app: faust.App, settings: EscalatorSettings, escalator: Escalator, tables: EscalatorTables, *,
             service: str = "escalator", max_retries: int = 5, budget: DeadLetterBudget | None = None,
             lookups: LookupsAhead | None = None) -> AgentState:
     """Register the escalator's agent on `app`; returns the state the runner watches. `lookups`:
@@ -757,7 +757,7 @@ def install(app: faust.App, settings: Settings, escalator: Escalator, tables: Es
     return state
 
 
-def start_offsets(settings: Settings, group_id: str, partitions: list) -> dict:
+def start_offsets(settings: EscalatorSettings, group_id: str, partitions: list) -> dict:
     """Where each partition's handling starts: the group's committed offset, or for a partition
     the group never committed, its earliest offset (where `auto.offset.reset` starts)."""
     from confluent_kafka import Consumer, TopicPartition

@@ -17,7 +17,6 @@ from supportflow.investigation import Investigate, investigator_client, no_inves
 from supportflow.observability import Health
 from supportflow.rpc import open_channel
 from supportflow.service import refuse_start, start_process
-from supportflow.settings import Settings
 
 from services.escalator.actions import ActionGate, ActionLedger, Executor, PendingProposals
 from services.escalator.agents import INPUTS, AgentState, EscalatorTables, declare_tables, install, ready
@@ -32,6 +31,7 @@ from services.escalator.incidents import IncidentTracker
 from services.escalator.investigator_client import run_action_executor
 from services.escalator.lookups_ahead import LookupsAhead
 from services.escalator.similar_cases import SimilarCaseLookup, grpc_similar_cases, no_similar_cases
+from services.escalator.settings import EscalatorSettings
 
 SERVICE = "escalator"
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def build_escalator(
-    settings: Settings,
+    settings: EscalatorSettings,
     similar_cases: SimilarCaseLookup = no_similar_cases,
     investigate: Investigate = no_investigation,
     executor: Executor | None = None,
@@ -67,7 +67,7 @@ def build_escalator(
     )
 
 
-def run_service(settings: Settings, stop: threading.Event | None = None) -> int:
+def run_service(settings: EscalatorSettings, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set); returns the process exit code: 0 after a
     graceful stop, 1 when the agent failed (its event uncommitted), 3 when a table's changelog
     cannot be recovered."""
@@ -137,4 +137,4 @@ async def _serve(app, stop: threading.Event, state: AgentState, health: Health) 
 if __name__ == "__main__":
     from supportflow.service import main
 
-    main("escalator")
+    main("escalator", EscalatorSettings)

@@ -8,15 +8,15 @@ import logging
 from supportflow.eventbus import EventPublisher
 from supportflow.observability import Health
 from supportflow.service import ServiceParts
-from supportflow.settings import Settings
 
 from services.gateway.http_api import GatewayApp, serve
 from services.gateway.smtp_intake import MailIntake, serve_smtp
+from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
 
-def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
+def build(settings: GatewaySettings, publisher: EventPublisher, health: Health) -> ServiceParts:
     # Read once at start: a channels file that cannot be used stops the gateway here, loudly.
     channels = settings.channels()
     app = GatewayApp(
@@ -52,4 +52,4 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
 if __name__ == "__main__":
     from supportflow.service import main
 
-    main("gateway")
+    main("gateway", GatewaySettings)

@@ -12,18 +12,18 @@ from supportflow.contracts.v1 import services_pb2_grpc
 from supportflow.eventbus import EventPublisher
 from supportflow.observability import Health
 from supportflow.service import ServiceParts
-from supportflow.settings import Settings
 
 from services.investigator.handlers import Investigator
 from services.investigator.servicer import InvestigatorServicer
+from services.investigator.settings import InvestigatorSettings
 
 
 
-def build_investigator(settings: Settings) -> Investigator:
+def build_investigator(settings: InvestigatorSettings) -> Investigator:
     return Investigator(settings.systems(), settings.tenant_data_dir, deadline_s=settings.investigation_deadline_s)
 
 
-def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
+def build(settings: InvestigatorSettings, publisher: EventPublisher, health: Health) -> ServiceParts:
     investigator = build_investigator(settings)
     return ServiceParts(
         grpc=[(services_pb2_grpc.add_InvestigatorServicer_to_server, InvestigatorServicer(investigator),
@@ -35,4 +35,4 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
 if __name__ == "__main__":
     from supportflow.service import main
 
-    main("investigator")
+    main("investigator", InvestigatorSettings)

@@ -41,7 +41,6 @@ from supportflow.contracts.v1 import services_pb2_grpc
 from supportflow.eventbus import ConsumerLoop, EventPublisher, Forward, LogEnd, TransientError, group_has_committed
 from supportflow.observability import Health
 from supportflow.service import ServiceParts, StateLost
-from supportflow.settings import Settings
 from supportflow.topics import DECISION_TOPICS, Topic
 
 from services.learner import metrics
@@ -52,6 +51,7 @@ from services.learner.servicer import LearnerServicer
 from services.learner.snapshots import SnapshotStore, learner_version
 from services.learner.state import StateError
 from services.learner.tenant_data import TenantData
+from services.learner.settings import LearnerSettings
 
 SERVICE = "learner"
 INPUTS = (*DECISION_TOPICS.values(), Topic.TICKETS_FEEDBACK, Topic.AGENT_ACTIONS, Topic.TICKETS_RECEIVED,
@@ -77,7 +77,7 @@ def _end_of(reader: LogEnd) -> int:
     return reader.offset(timeout_s=10.0)
 
 
-def check_log_kept(settings: Settings, snapshot_positions: dict[tuple[str, int], int] | None) -> None:
+def check_log_kept(settings: LearnerSettings, snapshot_positions: dict[tuple[str, int], int] | None) -> None:
     """Raise StateLost when the log, which is the learner's state, is gone: its end is before the
     snapshot's position (deleted and created again), or it never held a record while the intake
     group has passed inputs on to it before. Replaying an empty log would start every replica
@@ -108,7 +108,7 @@ class AppliedThroughEnd:
     of the question; past the wait (or when the end cannot be read) the panel answers with what it
     has, logged and counted (supportflow_learner_panel_waits_total)."""
 
-    def __init__(self, settings: Settings, positions) -> None:  # noqa: ANN001 - the loop's positions property
+    def __init__(self, settings: LearnerSettings, positions) -> None:  # noqa: ANN001 - the loop's positions property
         self._end = LogEnd(settings, LOG)
         self._where = (LOG.name_in(settings.topic_prefix), 0)
         self._positions = positions
@@ -142,7 +142,7 @@ class AppliedThroughEnd:
         self._end.close()
 
 
-def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
+def build(settings: LearnerSettings, publisher: EventPublisher, health: Health) -> ServiceParts:
     store = None
     snapshot = None
     if settings.learner_snapshot_dir is not None:
@@ -224,4 +224,4 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
 if __name__ == "__main__":
     from supportflow.service import main
 
-    main("learner")
+    main("learner", LearnerSettings)

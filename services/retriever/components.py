@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 
 from encoders.embedding import load_encoder
-from supportflow.settings import Settings
 
 from services.retriever.articles import TenantKnowledgePolicies
 from services.retriever.index import (
@@ -18,6 +17,7 @@ from services.retriever.index import (
     WeaviateConnection,
 )
 from services.retriever.search import Searcher, TextEncoder
+from services.retriever.settings import RetrieverSettings
 
 # Where tenants' knowledge.yaml files are read when SUPPORTFLOW_TENANTS_DIR is unset (as the
 # investigator reads its playbooks); a tenant without the file has KnowledgePolicy's defaults.
@@ -36,7 +36,7 @@ class RetrieverComponents:
 
 
 def build_components(
-    settings: Settings,
+    settings: RetrieverSettings,
     *,
     encoder: TextEncoder | None = None,
     kb_collection: str = KB_COLLECTION,

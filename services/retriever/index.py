@@ -59,8 +59,6 @@ from weaviate.exceptions import (
 )
 from weaviate.proto.v1 import base_pb2, base_search_pb2, properties_pb2, search_get_pb2, weaviate_pb2_grpc
 
-from supportflow.settings import Settings
-
 from services.retriever.articles import Chunk, KnowledgeArticle, chunk_article
 from services.retriever.search import (
     CaseHit,
@@ -71,6 +69,7 @@ from services.retriever.search import (
     StoreUnavailable,
     TextEncoder,
 )
+from services.retriever.settings import RetrieverSettings
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ class WeaviateAddress:
     api_key: str = ""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "WeaviateAddress":
+    def from_settings(cls, settings: RetrieverSettings) -> "WeaviateAddress":
         return cls(settings.weaviate_http_host, settings.weaviate_http_port, settings.weaviate_grpc_port,
                    settings.weaviate_api_key)
 

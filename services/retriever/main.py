@@ -14,13 +14,13 @@ from supportflow.contracts.v1 import services_pb2_grpc
 from supportflow.eventbus import ConsumerLoop, EventPublisher
 from supportflow.observability import Health
 from supportflow.service import ServiceParts
-from supportflow.settings import Settings
 from supportflow.topics import Topic
 
 from services.retriever.components import build_components
 from services.retriever.handlers import SERVICE, KbArticleHandler, ResolvedCaseHandler
 from services.retriever.readiness import WeaviateReadinessWatch
 from services.retriever.servicer import RetrieverServicer
+from services.retriever.settings import RetrieverSettings
 
 # How long start-up waits for Weaviate before carrying on not ready (the watch keeps probing).
 WEAVIATE_START_WAIT_S = 60.0
@@ -28,7 +28,7 @@ WEAVIATE_START_WAIT_S = 60.0
 log = logging.getLogger(__name__)
 
 
-def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
+def build(settings: RetrieverSettings, publisher: EventPublisher, health: Health) -> ServiceParts:
     parts = build_components(settings)
     servicer = RetrieverServicer(parts.searcher, parts.cases, parts.encoder, publisher)
     consumer = ConsumerLoop(
@@ -73,4 +73,4 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
 if __name__ == "__main__":
     from supportflow.service import main
 
-    main("retriever")
+    main("retriever", RetrieverSettings)

@@ -44,11 +44,11 @@ from datetime import datetime
 from typing import Iterable, Iterator, Protocol
 
 from supportflow.channels import ZendeskChannel
-from supportflow.settings import Settings
 
 from services.retriever import metrics
 from services.retriever.articles import ArticleError, KnowledgeArticle
 from services.retriever.help_center import SOURCE, HelpCenterClient, article_from_zendesk
+from services.retriever.settings import RetrieverSettings
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def _newer(candidate: datetime | None, than: datetime | None) -> bool:
     return candidate is not None and (than is None or candidate > than)
 
 
-def sync_help_center(settings: Settings, tenant: str, channel: ZendeskChannel, *, full: bool = True) -> dict:
+def sync_help_center(settings: RetrieverSettings, tenant: str, channel: ZendeskChannel, *, full: bool = True) -> dict:
     """Sync `tenant`'s Zendesk Help Center (its `zendesk` channel) into the retriever's index;
     returns the summary as a dict (fetched, listed, indexed, unchanged, deleted, skipped, cursor)."""
     from services.retriever.components import build_components

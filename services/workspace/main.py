@@ -36,7 +36,6 @@ from supportflow.http_server import HttpServer
 from supportflow.observability import Health
 from supportflow.rpc import open_channel
 from supportflow.service import ServiceParts
-from supportflow.settings import Settings
 from supportflow.topics import DECISION_TOPICS, Topic
 
 from services.workspace.assist import DrafterClient, KpiClient
@@ -54,6 +53,7 @@ from services.workspace.handlers import (
 )
 from services.workspace.store import WorkspaceStore
 from services.workspace.web import create_app
+from services.workspace.settings import WorkspaceSettings
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ SERVICE = "workspace"
 BATCH_SIZE = 200
 
 
-def consumer_group(settings: Settings, workspace_id: str) -> str:
+def consumer_group(settings: WorkspaceSettings, workspace_id: str) -> str:
     """The consumer group of the database whose id is `workspace_id`."""
     return f"{settings.topic_prefix}{SERVICE}-{workspace_id}"
 
@@ -119,7 +119,7 @@ def _stored(write, *args: object, **kwargs: object) -> None:  # noqa: ANN001
         raise TransientError(f"workspace database: {exc}") from exc
 
 
-def open_store(settings: Settings) -> WorkspaceStore:
+def open_store(settings: WorkspaceSettings) -> WorkspaceStore:
     """The database, migrated, with its first admin and API token."""
     store = WorkspaceStore(settings.workspace_database_url)
     generated = bootstrap_admin(store, settings.workspace_admin_user, settings.workspace_admin_password,
@@ -132,7 +132,7 @@ def open_store(settings: Settings) -> WorkspaceStore:
     return store
 
 
-def build(settings: Settings, publisher: EventPublisher, health: Health) -> ServiceParts:
+def build(settings: WorkspaceSettings, publisher: EventPublisher, health: Health) -> ServiceParts:
     store = open_store(settings)
     feed = QueueFeed(store)
     consumer = ConsumerLoop(settings, SERVICE, feed.handlers(), publisher, health,
@@ -166,4 +166,4 @@ def build(settings: Settings, publisher: EventPublisher, health: Health) -> Serv
 if __name__ == "__main__":
     from supportflow.service import main
 
-    main("workspace")
+    main("workspace", WorkspaceSettings)

@@ -31,7 +31,7 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import (H_DLQ_ERROR, H_DLQ_REASON, EventPublisher, derived_event_id, ensure_topics, header,
                                   kafka_config, new_meta)
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 from supportflow.topics import DECISION_TOPICS, Topic
 
 from services.delivery.main import RETRY_DELAY_S
@@ -96,7 +96,7 @@ def channels_file(path: Path, servers: ChannelServers) -> Path:
 
 
 @pytest.fixture
-def delivery_settings(settings: Settings, servers: ChannelServers, tmp_path: Path) -> Settings:
+def delivery_settings(settings: FleetSettings, servers: ChannelServers, tmp_path: Path) -> FleetSettings:
     ensure_topics(settings)
     return settings.replace(
         channels_path=channels_file(tmp_path / "channels.yaml", servers),
@@ -107,7 +107,7 @@ def delivery_settings(settings: Settings, servers: ChannelServers, tmp_path: Pat
 
 
 @contextmanager
-def delivery_running(settings: Settings) -> Iterator[None]:
+def delivery_running(settings: FleetSettings) -> Iterator[None]:
     """The service's consumer loops in this process, as run_service would run them."""
     with service_running("delivery", settings):
         yield
@@ -146,14 +146,14 @@ def decision(kind: int, provider: str, external_id: str, **origin: object) -> ev
     return event
 
 
-def publish(settings: Settings, events: list[ev.TicketDecided]) -> None:
+def publish(settings: FleetSettings, events: list[ev.TicketDecided]) -> None:
     publisher = EventPublisher(settings, "test")
     for event in events:
         publisher.publish(DECISION_TOPICS[event.decision], event.ticket.ticket_id, event)
     publisher.flush()
 
 
-def delivered_records(settings: Settings, expected: int, timeout_s: float = 60.0) -> dict[str, ev.DeliveryRecorded]:
+def delivered_records(settings: FleetSettings, expected: int, timeout_s: float = 60.0) -> dict[str, ev.DeliveryRecorded]:
     """The latest DeliveryRecorded per decision, once `expected` decisions have one."""
     deadline = time.monotonic() + timeout_s
     found: dict[str, ev.DeliveryRecorded] = {}
@@ -189,7 +189,7 @@ def new_zendesk_ticket(servers: ChannelServers, n: int = 0) -> str:
 # --- one provider at a time --------------------------------------------------------------------
 
 
-def test_zendesk_reply_and_review_note(delivery_settings: Settings, servers: ChannelServers) -> None:
+def test_zendesk_reply_and_review_note(delivery_settings: FleetSettings, servers: ChannelServers) -> None:
     answered, reviewed = new_zendesk_ticket(servers, 1), new_zendesk_ticket(servers, 2)
     reply = decision(ev.DECISION_RESPOND, "zendesk", answered)
     note = decision(ev.DECISION_REVIEW, "zendesk", reviewed)
@@ -219,7 +219,7 @@ def test_zendesk_reply_and_review_note(delivery_settings: Settings, servers: Cha
     assert records[note.meta.event_id].kind == ev.DELIVERY_KIND_NOTE
 
 
-def test_intercom_and_freshdesk_reply_and_note(delivery_settings: Settings, servers: ChannelServers) -> None:
+def test_intercom_and_freshdesk_reply_and_note(delivery_settings: FleetSettings, servers: ChannelServers) -> None:
     conversations = [servers.intercom_start_conversation(TENANT, body="<p>My card has not arrived</p>",
                                                          email=f"bo{i}@example.com", name="Bo", external_id=f"cust-{uuid.uuid4().hex[:6]}")
                      for i in range(2)]
@@ -251,7 +251,7 @@ def test_intercom_and_freshdesk_reply_and_note(delivery_settings: Settings, serv
     assert answered["status"] == 3
 
 
-def test_an_email_reply_is_threaded_under_the_customers_mail(delivery_settings: Settings, servers: ChannelServers) -> None:
+def test_an_email_reply_is_threaded_under_the_customers_mail(delivery_settings: FleetSettings, servers: ChannelServers) -> None:
     root, latest = f"<root-{uuid.uuid4().hex}@example.com>", f"<m2-{uuid.uuid4().hex}@example.com>"
     event = decision(ev.DECISION_RESPOND, "email", root, requester_email="ana@example.com", message_id=latest,
                      references=[root], mailbox="support@demo-bank.example")
@@ -265,7 +265,7 @@ def test_an_email_reply_is_threaded_under_the_customers_mail(delivery_settings: 
     assert "Demo Bank Support" in mail["from_addr"] and "[1] Card delivery" in mail["text"]
 
 
-def test_503_twice_then_delivered_once_in_three_attempts(delivery_settings: Settings, servers: ChannelServers) -> None:
+def test_503_twice_then_delivered_once_in_three_attempts(delivery_settings: FleetSettings, servers: ChannelServers) -> None:
     ticket = new_zendesk_ticket(servers, 3)
     event = decision(ev.DECISION_RESPOND, "zendesk", ticket)
     servers.set_faults("zendesk", status=503, count=2)
@@ -276,7 +276,7 @@ def test_503_twice_then_delivered_once_in_three_attempts(delivery_settings: Sett
     assert len(servers.deliveries("zendesk", ticket)) == 1
 
 
-def test_an_unknown_ticket_is_dead_lettered_with_the_providers_reason(delivery_settings: Settings, servers: ChannelServers) -> None:
+def test_an_unknown_ticket_is_dead_lettered_with_the_providers_reason(delivery_settings: FleetSettings, servers: ChannelServers) -> None:
     event = decision(ev.DECISION_RESPOND, "zendesk", "987654321")
     with delivery_running(delivery_settings):
         publish(delivery_settings, [event])
@@ -287,7 +287,7 @@ def test_an_unknown_ticket_is_dead_lettered_with_the_providers_reason(delivery_s
     assert header(dead, H_DLQ_ERROR).startswith("not_found: zendesk 404") and dead.key().decode() == event.ticket.ticket_id
 
 
-def test_an_api_ticket_is_answered_by_the_signed_callback(delivery_settings: Settings, servers: ChannelServers) -> None:
+def test_an_api_ticket_is_answered_by_the_signed_callback(delivery_settings: FleetSettings, servers: ChannelServers) -> None:
     event = decision(ev.DECISION_FOLLOW_UP, "api", "")
     with delivery_running(delivery_settings):
         publish(delivery_settings, [event])
@@ -306,7 +306,7 @@ def agent_action(kind: int, acted_on: ev.TicketDecided, **fields: object) -> ev.
                           ticket_id=acted_on.ticket.ticket_id, kind=kind, agent="agent:sam", decision=acted_on, **fields)
 
 
-def publish_actions(settings: Settings, actions: list[ev.AgentAction]) -> None:
+def publish_actions(settings: FleetSettings, actions: list[ev.AgentAction]) -> None:
     publisher = EventPublisher(settings, "test")
     for action in actions:
         publisher.publish(Topic.AGENT_ACTIONS, action.ticket_id, action)
@@ -314,7 +314,7 @@ def publish_actions(settings: Settings, actions: list[ev.AgentAction]) -> None:
 
 
 def test_an_agents_approval_on_a_zendesk_review_ticket_is_one_public_comment(
-        delivery_settings: Settings, servers: ChannelServers) -> None:
+        delivery_settings: FleetSettings, servers: ChannelServers) -> None:
     ticket = new_zendesk_ticket(servers, 400)
     review = decision(ev.DECISION_REVIEW, "zendesk", ticket)
     approval = agent_action(ev.AGENT_ACTION_KIND_APPROVE, review, text=review.draft.text)
@@ -357,7 +357,7 @@ def test_an_agents_approval_on_a_zendesk_review_ticket_is_one_public_comment(
     assert rejection.action_id not in {r.decision_event_id for r in recorded}  # a rejection posts nothing
 
 
-def test_an_agents_edit_on_an_email_ticket_is_a_threaded_reply(delivery_settings: Settings,
+def test_an_agents_edit_on_an_email_ticket_is_a_threaded_reply(delivery_settings: FleetSettings,
                                                               servers: ChannelServers) -> None:
     root, latest = f"<root-{uuid.uuid4().hex}@example.com>", f"<m2-{uuid.uuid4().hex}@example.com>"
     review = decision(ev.DECISION_REVIEW, "email", root, requester_email="ana@example.com", message_id=latest,
@@ -391,7 +391,7 @@ A_RETRIES_S = (MAX_ATTEMPTS - 1) * RETRY_AFTER_S
 LANE_SLOTS = 2  # SUPPORTFLOW_DELIVERY_WORKERS: calls in flight per (tenant, provider) lane
 
 
-def two_tenant_settings(delivery_settings: Settings, servers: ChannelServers, tmp_path: Path) -> Settings:
+def two_tenant_settings(delivery_settings: FleetSettings, servers: ChannelServers, tmp_path: Path) -> FleetSettings:
     path = channels_file(tmp_path / "two-tenants.yaml", servers)
     config = yaml.safe_load(path.read_text())
     config["tenants"][OTHER_TENANT] = {
@@ -434,7 +434,7 @@ def posted_on(servers: ChannelServers, event: ev.TicketDecided) -> list[dict]:
     return servers.deliveries(event.ticket.origin.provider, event.ticket.origin.external_id)
 
 
-def messages_on(settings: Settings, topic_name: str) -> int:
+def messages_on(settings: FleetSettings, topic_name: str) -> int:
     """How many messages a topic holds (its partitions' watermarks)."""
     consumer = Consumer(kafka_config(settings) | {"group.id": f"count-{uuid.uuid4().hex}"})
     try:
@@ -455,7 +455,7 @@ def by_pass(calls: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], dict[s
 
 
 def test_a_provider_that_keeps_failing_does_not_hold_up_another_tenants_deliveries(
-        delivery_settings: Settings, servers: ChannelServers, tmp_path: Path) -> None:
+        delivery_settings: FleetSettings, servers: ChannelServers, tmp_path: Path) -> None:
     settings = two_tenant_settings(delivery_settings, servers, tmp_path)
     failing = [decision(ev.DECISION_RESPOND, "zendesk", new_zendesk_ticket(servers, 200 + i)) for i in range(4)]
     answered = [other_tenant_decision(servers, i) for i in range(6)]
@@ -540,7 +540,7 @@ def test_a_provider_that_keeps_failing_does_not_hold_up_another_tenants_deliveri
     assert messages_on(settings, Topic.TICKETS_RESPONDED.dead_letter_in(settings.topic_prefix)) == 0
 
 
-def all_records(settings: Settings, expected: int, timeout_s: float = 60.0) -> list[ev.DeliveryRecorded]:
+def all_records(settings: FleetSettings, expected: int, timeout_s: float = 60.0) -> list[ev.DeliveryRecorded]:
     """Every DeliveryRecorded on tickets.delivered (repeats included), once `expected` decisions have one."""
     delivered_records(settings, expected, timeout_s)
     records = []
@@ -552,7 +552,7 @@ def all_records(settings: Settings, expected: int, timeout_s: float = 60.0) -> l
 
 
 def test_a_decision_arriving_while_another_tenants_delivery_retries_does_not_wait_for_it(
-        delivery_settings: Settings, servers: ChannelServers, tmp_path: Path) -> None:
+        delivery_settings: FleetSettings, servers: ChannelServers, tmp_path: Path) -> None:
     settings = two_tenant_settings(delivery_settings, servers, tmp_path)
     failing = [decision(ev.DECISION_RESPOND, "zendesk", new_zendesk_ticket(servers, 300 + i)) for i in range(3)]
     answered = [other_tenant_decision(servers, 300 + i) for i in range(4)]
@@ -623,22 +623,12 @@ def _ready(port: int) -> bool:
         return False
 
 
-def _service_command() -> list[str]:
-    """`python -m tooling.cli run delivery`, or (until the CLI lists the service) the same call it makes."""
-    probe = subprocess.run([sys.executable, "-m", "tooling.cli", "run", "delivery", "--help"], capture_output=True,
-                           cwd=str(Path(__file__).resolve().parents[2]))
-    if probe.returncode == 0:
-        return [sys.executable, "-m", "tooling.cli", "run", "delivery"]
-    return [sys.executable, "-c", "import sys; from supportflow.service import run_service; "
-            "from supportflow.settings import Settings; sys.exit(run_service('delivery', Settings.from_env()))"]
-
-
-def start_service(settings: Settings, log_path: Path) -> subprocess.Popen:
+def start_service(settings: FleetSettings, log_path: Path) -> subprocess.Popen:
     env = os.environ | settings.to_env() | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     env.pop("SUPPORTFLOW_GRPC_PORT", None)
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(_service_command(), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen([sys.executable, "-m", "tooling.cli", "run", "delivery"], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 60
     while not _ready(settings.ops_port):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -648,7 +638,7 @@ def start_service(settings: Settings, log_path: Path) -> subprocess.Popen:
     return process
 
 
-def test_a_killed_delivery_posts_every_decision_exactly_once(delivery_settings: Settings, servers: ChannelServers,
+def test_a_killed_delivery_posts_every_decision_exactly_once(delivery_settings: FleetSettings, servers: ChannelServers,
                                                             tmp_path: Path) -> None:
     settings = delivery_settings.replace(delivery_workers=3)
     kinds = [ev.DECISION_RESPOND, ev.DECISION_REVIEW, ev.DECISION_ESCALATE, ev.DECISION_FOLLOW_UP]

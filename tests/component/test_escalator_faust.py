@@ -22,7 +22,7 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import EventPublisher, decode, ensure_topics, kafka_config, new_meta
 from supportflow.service import EXIT_STATE_LOST
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 from supportflow.topics import Topic
 from tests.process_helpers import ServiceProcess, kill_in_turn, read_records
 
@@ -33,7 +33,7 @@ TENANT = "rho-bank"
 DECIDED = (Topic.TICKETS_ESCALATED, Topic.TICKETS_REVIEW, Topic.TICKETS_FOLLOW_UP, Topic.TICKETS_RESPONDED)
 
 
-def escalator_settings(settings: Settings, **changes: object) -> Settings:
+def escalator_settings(settings: FleetSettings, **changes: object) -> FleetSettings:
     # Four partitions, so two replicas share the work; gRPC dependencies absent (refused at once).
     return settings.replace(topic_partitions=4, retriever_addr="127.0.0.1:1", investigator_addr="127.0.0.1:1",
                             grpc_deadline_s=0.3, investigation_deadline_s=0.3, **changes)
@@ -42,7 +42,7 @@ def escalator_settings(settings: Settings, **changes: object) -> Settings:
 class Replica(ServiceProcess):
     """One escalator process with its own ops port and log."""
 
-    def __init__(self, settings: Settings, log_dir: Path, name: str) -> None:
+    def __init__(self, settings: FleetSettings, log_dir: Path, name: str) -> None:
         super().__init__("services.escalator.main", settings, log_dir, name)
 
     def consumed(self) -> float:
@@ -67,12 +67,12 @@ def classified(ticket_id: str, *, burst: bool, received: float, customer: str = 
     return event
 
 
-def read_topic(settings: Settings, topic: Topic) -> list:
+def read_topic(settings: FleetSettings, topic: Topic) -> list:
     """Every record on the topic now, decoded."""
     return [decode(topic, record) for record in read_records(settings, topic)]
 
 
-def decisions(settings: Settings, expected: int, timeout_s: float) -> list[ev.TicketDecided]:
+def decisions(settings: FleetSettings, expected: int, timeout_s: float) -> list[ev.TicketDecided]:
     """Every decision record published (repeats included) once `expected` distinct tickets are decided."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -82,11 +82,11 @@ def decisions(settings: Settings, expected: int, timeout_s: float) -> list[ev.Ti
         time.sleep(0.5)
 
 
-def incidents(settings: Settings) -> list[ev.IncidentDetected]:
+def incidents(settings: FleetSettings) -> list[ev.IncidentDetected]:
     return read_topic(settings, Topic.INCIDENTS_DETECTED)
 
 
-def publish_run(settings: Settings, events: list[ev.TicketClassified], spacing_s: float) -> None:
+def publish_run(settings: FleetSettings, events: list[ev.TicketClassified], spacing_s: float) -> None:
     publisher = EventPublisher(settings, "test")
     for event in events:
         publisher.publish(Topic.TICKETS_CLASSIFIED, event.ticket.ticket_id, event)

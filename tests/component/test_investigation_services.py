@@ -224,7 +224,7 @@ def test_against_the_real_investigator_and_the_demo_account_system(tmp_path):
     from services.escalator.investigator_client import run_action_executor
     from services.investigator.main import build_investigator
     from services.investigator.servicer import InvestigatorServicer
-    from supportflow.settings import Settings
+    from tooling.settings import FleetSettings
     from tooling.demo_systems import AccountSystemProcess, systems_file
     from tooling.round_trip import DemoTicket
 
@@ -232,7 +232,7 @@ def test_against_the_real_investigator_and_the_demo_account_system(tmp_path):
                          customer_email=f"{customer}@customers.example", label=label)
               for n, (customer, label) in enumerate([("cust-0007", "pending_transfer"), ("cust-0008", "pending_top_up")])]
     with AccountSystemProcess(tmp_path / "bank", seeded, latency_ms=(1.0, 5.0)) as bank:
-        settings = Settings().replace(systems_path=systems_file(tmp_path / "systems.yaml", {"demo-bank": bank}))
+        settings = FleetSettings().replace(systems_path=systems_file(tmp_path / "systems.yaml", {"demo-bank": bank}))
         investigator = build_investigator(settings)
         server, port = create_server("investigator", [(services_pb2_grpc.add_InvestigatorServicer_to_server,
                                                        InvestigatorServicer(investigator),

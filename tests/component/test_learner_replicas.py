@@ -29,7 +29,7 @@ from supportflow.eventbus import (
 )
 from supportflow.rpc import open_channel
 from supportflow.service import EXIT_STATE_LOST
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 from supportflow.topics import DECISION_TOPICS, Topic
 from tests.kafka_helpers import read_all
 from tests.process_helpers import ROOT, ServiceProcess, kill_in_turn, read_records
@@ -50,7 +50,7 @@ ARCHETYPES = [(tk.ARCHETYPE_FAQ_BOUNDED, "retail"), (tk.ARCHETYPE_REPETITIVE, "b
 DECISIONS = [ev.DECISION_RESPOND, ev.DECISION_RESPOND, ev.DECISION_REVIEW, ev.DECISION_ESCALATE, ev.DECISION_FOLLOW_UP]
 
 
-def learner_settings(settings: Settings, tmp_path: Path) -> Settings:
+def learner_settings(settings: FleetSettings, tmp_path: Path) -> FleetSettings:
     # Every decided ticket sampled for QA (rate 1): which ticket is a week's first depends on the
     # order the inputs reach the log, and the reference's figures must not. Four input partitions,
     # so two replicas' intakes share them; the broker's minimum session timeout, for quick failover.
@@ -114,7 +114,7 @@ def new_meta_of(producer: str) -> ev.EventMeta:
     return new_meta(TENANT, producer)
 
 
-def publish(settings: Settings, events: list, spacing_s: float = 0.0) -> None:
+def publish(settings: FleetSettings, events: list, spacing_s: float = 0.0) -> None:
     publisher = EventPublisher(settings, "test")
     for topic, key, event in events:
         publisher.publish(topic, key, event)
@@ -131,7 +131,7 @@ def panel_of(response: services_pb2.GetKpisResponse) -> Panel:
     return [(r.archetype, r.segment, r.channel, r.tickets, sorted(r.values.items())) for r in response.rows]
 
 
-def reference_panel(settings: Settings, events: list) -> Panel:
+def reference_panel(settings: FleetSettings, events: list) -> Panel:
     """The pure handlers applied to the same events once each, served by the same servicer code."""
     learner = Learner(LearnerConfig.load(settings.learner_config_path), TenantData(TENANTS))
     handlers = {Topic.TICKETS_RECEIVED: learner.on_received, Topic.TICKETS_DELIVERED: learner.on_delivered,
@@ -147,7 +147,7 @@ def reference_panel(settings: Settings, events: list) -> Panel:
 class Replica(ServiceProcess):
     """One learner process with its own ops and gRPC ports and log."""
 
-    def __init__(self, settings: Settings, log_dir: Path, name: str) -> None:
+    def __init__(self, settings: FleetSettings, log_dir: Path, name: str) -> None:
         self.grpc_port = free_port()
         super().__init__("services.learner.main", settings, log_dir, name, {"SUPPORTFLOW_GRPC_PORT": str(self.grpc_port)})
 
@@ -190,17 +190,17 @@ def valid_event_ids(events: list) -> set[str]:
     return {event.meta.event_id for _, _, event in events} - {events[-1][2].meta.event_id}  # less the dead letter
 
 
-def log_event_ids(settings: Settings) -> list[str]:
+def log_event_ids(settings: FleetSettings) -> list[str]:
     """The event id of every record on the log, repeats included."""
     return [header(record, H_EVENT_ID) for record in read_records(settings, Topic.LEARNER_EVENTS)]
 
 
-def inputs_on_log(settings: Settings, events: list) -> int:
+def inputs_on_log(settings: FleetSettings, events: list) -> int:
     """How many of the valid inputs are on the log (which carries the overrides too)."""
     return len(valid_event_ids(events) & set(log_event_ids(settings)))
 
 
-def learner_overrides(settings: Settings) -> list[ev.RoutingOverride]:
+def learner_overrides(settings: FleetSettings) -> list[ev.RoutingOverride]:
     overrides = [decode(Topic.ROUTING_OVERRIDES, r) for r in read_records(settings, Topic.ROUTING_OVERRIDES)]
     return [o for o in overrides if o.issued_by == "learner:guardrail"]
 

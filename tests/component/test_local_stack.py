@@ -26,7 +26,7 @@ from weaviate.classes.query import MetadataQuery
 from tooling.devinfra import process
 from tooling.devinfra.process import ServerProcess
 from tooling.devinfra.stack import LocalStack
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 _KAFKA_TIMEOUT_S = 30
 
@@ -46,7 +46,7 @@ def kafka_topic(admin: AdminClient):
 
 @pytest.mark.infra
 def test_up_reports_addresses_from_settings_and_is_idempotent(
-    local_stack: LocalStack, base_settings: Settings
+    local_stack: LocalStack, base_settings: FleetSettings
 ) -> None:
     pids_before = {name: info["pid"] for name, info in local_stack.status().items()}
     started = time.monotonic()

@@ -15,7 +15,7 @@ import pytest
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import EventPublisher, ensure_topics, new_meta
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 from supportflow.topics import Topic
 
 from services.workspace.main import consumer_group
@@ -67,13 +67,13 @@ def eventually(probe: Callable[[], object], timeout_s: float = 30.0) -> object:
         time.sleep(0.25)
 
 
-def workspace_settings(settings: Settings, database: Path) -> Settings:
+def workspace_settings(settings: FleetSettings, database: Path) -> FleetSettings:
     return settings.replace(workspace_db_url=f"sqlite:///{database}", workspace_http_port=free_port(),
                             workspace_api_token=TOKEN, workspace_admin_password="admin-password",
                             workspace_session_secret="component-test-secret")
 
 
-def test_the_queue_fills_from_kafka_actions_go_out_and_a_new_database_rebuilds_it(settings: Settings, tmp_path: Path) -> None:
+def test_the_queue_fills_from_kafka_actions_go_out_and_a_new_database_rebuilds_it(settings: FleetSettings, tmp_path: Path) -> None:
     ensure_topics(settings)
     decided = review_decision("zd-2001")
     answered = review_decision("zd-2002")
@@ -122,4 +122,4 @@ def test_the_queue_fills_from_kafka_actions_go_out_and_a_new_database_rebuilds_i
 
 
 def test_the_consumer_group_is_named_after_the_database() -> None:
-    assert consumer_group(Settings(topic_prefix="t1."), "abc") == "t1.workspace-abc"
+    assert consumer_group(FleetSettings(topic_prefix="t1."), "abc") == "t1.workspace-abc"

@@ -14,7 +14,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from supportflow import observability
 from tooling.devinfra.tools import ToolUnavailable, ensure_promtool
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 from services.classifier import metrics as classifier_metrics
 from services.delivery import metrics as delivery_metrics
@@ -34,7 +34,7 @@ METRIC = re.compile(r"\bsupportflow_[a-z0-9_]+")
 @pytest.fixture(scope="module")
 def promtool() -> Path:
     try:
-        return ensure_promtool(Settings.from_env().cache_dir)
+        return ensure_promtool(FleetSettings.from_env().cache_dir)
     except ToolUnavailable as exc:
         pytest.skip(f"promtool unavailable: {exc}")
 

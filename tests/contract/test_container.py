@@ -17,7 +17,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from supportflow.settings import Settings
+from tooling.settings import SERVICE_SETTINGS, FleetSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -112,8 +112,9 @@ def test_each_charted_component_runs_an_existing_service_main(component):
     tree = ast.parse(path.read_text())
     guards = [node for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
     assert guards, f"{path.relative_to(ROOT)} has no `if __name__ == \"__main__\":` block to run it"
-    assert f"main({component!r})" in ast.unparse(guards[0]).replace('"', "'"), (
-        f"{path.relative_to(ROOT)} runs another service than {component}")
+    settings_class = SERVICE_SETTINGS[component].__name__
+    assert f"main({component!r}, {settings_class})" in ast.unparse(guards[0]).replace('"', "'"), (
+        f"{path.relative_to(ROOT)} runs another service than {component}, or not with its own {settings_class}")
 
 
 def test_the_build_copies_every_installed_package_and_the_context_lets_them_in():
@@ -147,4 +148,4 @@ def test_the_cache_volume_and_ops_port_match_the_chart_and_settings():
     chart_cache = re.search(r'define "supportflow.cacheDir" -\}\}(\S+?)\{\{', helpers).group(1)
     assert env["SUPPORTFLOW_CACHE_DIR"] == chart_cache
     assert any(chart_cache in volume for volume in values(runtime, "VOLUME"))
-    assert str(Settings.from_env({}).ops_port) in " ".join(values(runtime, "EXPOSE"))
+    assert str(FleetSettings.from_env({}).ops_port) in " ".join(values(runtime, "EXPOSE"))

@@ -18,7 +18,8 @@ import yaml
 
 from tooling.devinfra.tools import ensure_helm
 from supportflow.service import DEFAULT_GRPC_PORTS, SERVICES
-from supportflow.settings import ENV_PREFIX, Settings
+from supportflow.settings import ENV_PREFIX
+from tooling.settings import SERVICE_SETTINGS, FleetSettings
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "supportflow"
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -83,7 +84,7 @@ class Manifests:
 
 @pytest.fixture(scope="module")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    binary = ensure_helm(Settings.from_env().cache_dir)
+    binary = ensure_helm(FleetSettings.from_env().cache_dir)
     home = tmp_path_factory.mktemp("helm-home")
     return Helm(binary, home)
 
@@ -191,16 +192,19 @@ def test_pods_meet_the_restricted_security_standard(helm: Helm, scenario: Path) 
 def test_environment_comes_from_the_shared_config_and_names_real_settings(helm: Helm, scenario: Path) -> None:
     manifests = helm.render(*scenario_args(scenario))
     config_name = manifests.of_kind("ConfigMap")[0]["metadata"]["name"]
-    settings_vars = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    def variables(settings_class: type) -> set[str]:
+        return {ENV_PREFIX + name.upper() for name in settings_class.model_fields}
+
+    read_by_some_service = set().union(*(variables(c) for c in SERVICE_SETTINGS.values()))
     for name in manifests.config():
-        assert name in settings_vars, f"ConfigMap sets {name}, which no Settings field reads"
+        assert name in read_by_some_service, f"ConfigMap sets {name}, which no service's settings read"
     for name, deployment in manifests.by_component("Deployment").items():
         main = container(deployment)
         assert {"configMapRef": {"name": config_name}} in main["envFrom"], name
         env = {item["name"]: item["value"] for item in main["env"]}
         for variable in env:
             if variable.startswith(ENV_PREFIX):
-                assert variable in settings_vars, f"{name} sets {variable}, which no Settings field reads"
+                assert variable in variables(SERVICE_SETTINGS[name]), f"{name} sets {variable}, which its settings do not read"
         if name in DEFAULT_GRPC_PORTS:
             assert env["SUPPORTFLOW_GRPC_PORT"] == str(DEFAULT_GRPC_PORTS[name])
         assert deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]

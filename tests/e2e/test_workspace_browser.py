@@ -33,7 +33,7 @@ from selenium.webdriver.support.ui import Select
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import EventPublisher, delete_namespace_topics, ensure_topics, new_meta
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 from supportflow.topics import Topic
 from tests.service_helpers import headless_browser, wait_for_page
 from tooling.channel_servers import ChannelServers, ChannelServersConfig
@@ -66,7 +66,7 @@ class ReviewTicket:
 class Workspace:
     url: str
     password: str
-    settings: Settings  # the fleet's
+    settings: FleetSettings  # the fleet's
     servers: ChannelServers
     fleet: ServiceFleet
     tickets: list[ReviewTicket]
@@ -139,7 +139,7 @@ def wait_for(what: str, check: Callable[[], object], timeout_s: float, detail: C
 
 
 @pytest.fixture(scope="module")
-def workspace(local_stack, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+def workspace(local_stack, base_settings: FleetSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     run_dir = tmp_path_factory.mktemp("workspace-browser")
     settings = base_settings.replace(topic_prefix=f"t{uuid.uuid4().hex[:10]}.", topic_partitions=1,
                                      default_tenant=TENANT)

@@ -37,7 +37,7 @@ from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import EventPublisher, delete_namespace_topics, ensure_topics, new_meta
 from supportflow.observability import Health
 from supportflow.rpc import create_server
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 from supportflow.topics import Topic
 
 from services.workspace.auth import bootstrap_admin, hash_password
@@ -92,7 +92,7 @@ class PanelLearner(services_pb2_grpc.LearnerServicer):
 class Workspace:
     url: str
     passwords: dict[str, str]
-    settings: Settings
+    settings: FleetSettings
     publisher: EventPublisher
     drafter: EchoDrafter
     artifacts: list[Path]
@@ -120,7 +120,7 @@ def review_decision(ticket_id: str, subject: str) -> ev.TicketDecided:
 
 
 @pytest.fixture(scope="module")
-def workspace(local_stack, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+def workspace(local_stack, base_settings: FleetSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     run_dir = tmp_path_factory.mktemp("workspace-leads")
     settings = base_settings.replace(topic_prefix=f"t{uuid.uuid4().hex[:10]}.", topic_partitions=1, default_tenant=TENANT)
     ensure_topics(settings)

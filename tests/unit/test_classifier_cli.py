@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from supportflow.sample_data import banking77_rows
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 from tooling.commands import classifier as cli
 
@@ -32,7 +32,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             if row["category"] in INTENTS:
                 writer.writerow({"utterance": row["text"], "label": row["category"]})
     out = directory / "model"
-    settings = Settings()
+    settings = FleetSettings()
     report = cli.train(str(data), "utterance", "label", str(out), encoder=settings.intent_encoder,
                        second_encoder=settings.intent_second_encoder)
     assert report["encoder_registry_name"] == "minilm+layer3"

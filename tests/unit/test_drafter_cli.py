@@ -10,7 +10,7 @@ import pytest
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2 as svc
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 from tooling.commands.drafter import decision_for, draft_jsonl
 from services.drafter.offline import OfflineDrafter
@@ -33,7 +33,7 @@ def search(request: svc.SearchRequest) -> svc.SearchResponse:
 def run(lines: list[str], **kwargs) -> list[dict]:  # type: ignore[no-untyped-def]
     out = io.StringIO()
     kwargs.setdefault("generator", OfflineDrafter(TemplateBook.load()))
-    written = draft_jsonl(io.StringIO("\n".join(lines) + "\n"), out, "rho-bank", Settings(), search=search, **kwargs)
+    written = draft_jsonl(io.StringIO("\n".join(lines) + "\n"), out, "rho-bank", FleetSettings(), search=search, **kwargs)
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     assert written == len(records)
     return records

@@ -4,7 +4,8 @@ broker."""
 import pytest
 
 from supportflow.eventbus import HandledIds, handled_id_record
-from supportflow.settings import Settings, SettingsError
+from supportflow.settings import SettingsError
+from tooling.settings import FleetSettings
 from supportflow.topics import HANDLED_IDS_SUFFIX, all_physical_names, handled_ids_in
 
 
@@ -112,11 +113,11 @@ def test_handled_ids_topics_are_named_in_the_registry_inside_the_namespace():
 
 
 def test_the_time_to_live_is_a_validated_setting():
-    assert Settings.from_env({}).dedupe_ttl_s == 24 * 3600
-    assert Settings.from_env({"SUPPORTFLOW_DEDUPE_TTL_S": "604800"}).dedupe_ttl_s == 604800
+    assert FleetSettings.from_env({}).dedupe_ttl_s == 24 * 3600
+    assert FleetSettings.from_env({"SUPPORTFLOW_DEDUPE_TTL_S": "604800"}).dedupe_ttl_s == 604800
     for bad in ("0", "-5", "a day"):
         with pytest.raises(SettingsError, match="SUPPORTFLOW_DEDUPE_TTL_S"):
-            Settings.from_env({"SUPPORTFLOW_DEDUPE_TTL_S": bad})
+            FleetSettings.from_env({"SUPPORTFLOW_DEDUPE_TTL_S": bad})
 
 
 def test_committing_loops_keep_a_handled_ids_topic_unless_they_opt_out():
@@ -124,7 +125,7 @@ def test_committing_loops_keep_a_handled_ids_topic_unless_they_opt_out():
     from supportflow.observability import Health
     from supportflow.topics import Topic
 
-    settings = Settings.from_env({}, topic_prefix="p.", kafka_bootstrap="127.0.0.1:1")  # never connected
+    settings = FleetSettings.from_env({}, topic_prefix="p.", kafka_bootstrap="127.0.0.1:1")  # never connected
 
     def loop(**options):
         return ConsumerLoop(settings, "classifier", {Topic.TICKETS_RECEIVED: lambda e: []},

@@ -11,7 +11,7 @@ from supportflow.eventbus import (
     H_DLQ_REASON, H_EVENT_ID, H_SOURCE_TOPIC, ConsumerLoop, Forward, derived_event_id, encode, header,
 )
 from supportflow.observability import Health
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 from supportflow.topics import DECISION_TOPICS, Topic
 
 from services.learner.applied_ids import AppliedIds
@@ -130,7 +130,7 @@ class NoConsumer:
 @pytest.fixture
 def loop(monkeypatch):
     monkeypatch.setattr("supportflow.eventbus.Consumer", NoConsumer)
-    settings = Settings(topic_prefix="p.")
+    settings = FleetSettings(topic_prefix="p.")
 
     def make(handlers, **kwargs) -> tuple[ConsumerLoop, Publisher]:
         publisher = Publisher()

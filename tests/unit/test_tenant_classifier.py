@@ -1,6 +1,6 @@
 """A tenant onboarded by data alone (issue 27 item 1): the retail folder is copied into a tenants
 folder of its own, its intent model is trained from its examples' train split as
-`supportflow classifier train --tenant` trains it, and the classifier built from Settings classifies
+`supportflow classifier train --tenant` trains it, and the classifier built from its settings classifies
 retail tickets with retail's model, catalog and routing policy, while the demo bank's tickets on the
 same triage keep the deployment's Banking77 model. No line of code names the tenant.
 
@@ -22,7 +22,8 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import new_meta
 from supportflow.sample_data import banking77_rows
-from supportflow.settings import CHECKOUT_TENANTS_DIR, Settings, SettingsError
+from supportflow.settings import CHECKOUT_TENANTS_DIR, SettingsError
+from tooling.settings import FleetSettings
 
 from encoders.embedding import load_encoder
 from services.classifier.handlers import TicketTriage, routing_override_handler
@@ -57,11 +58,11 @@ def banking_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def onboarded(tmp_path_factory: pytest.TempPathFactory, banking_model_dir: Path) -> tuple[Settings, dict]:
+def onboarded(tmp_path_factory: pytest.TempPathFactory, banking_model_dir: Path) -> tuple[FleetSettings, dict]:
     """Settings naming a tenants folder holding retail and a models folder where retail's model was
     trained by the CLI's own path; returns them and the training report."""
     root = tmp_path_factory.mktemp("onboarding")
-    settings = Settings.from_env({}, tenants_dir=copy_tenant(root / "tenants"), intent_models_dir=root / "models",
+    settings = FleetSettings.from_env({}, tenants_dir=copy_tenant(root / "tenants"), intent_models_dir=root / "models",
                                  intent_model_dir=banking_model_dir, cache_dir=root / "cache")
     (root / "models").mkdir()
     source = classifier_cli.training_source(settings, data=None, tenant=TENANT, label_column=None, split=None, out=None)
@@ -71,7 +72,7 @@ def onboarded(tmp_path_factory: pytest.TempPathFactory, banking_model_dir: Path)
 
 
 @pytest.fixture(scope="module")
-def triage(onboarded: tuple[Settings, dict]) -> TicketTriage:
+def triage(onboarded: tuple[FleetSettings, dict]) -> TicketTriage:
     return build_triage(onboarded[0])
 
 
@@ -79,7 +80,7 @@ def ticket(tenant: str, body: str, ticket_id: str = "t-1") -> tk.Ticket:
     return tk.Ticket(ticket_id=ticket_id, tenant_id=tenant, channel=tk.CHANNEL_API, body=body)
 
 
-def test_the_tenant_model_is_trained_on_the_train_split_only(onboarded: tuple[Settings, dict]) -> None:
+def test_the_tenant_model_is_trained_on_the_train_split_only(onboarded: tuple[FleetSettings, dict]) -> None:
     settings, report = onboarded
     folder = settings.tenant_data_dir / TENANT
     model = IntentModel.load(settings.intent_models_dir / TENANT, encoder=load_encoder("minilm"))
@@ -91,7 +92,7 @@ def test_the_tenant_model_is_trained_on_the_train_split_only(onboarded: tuple[Se
 
 
 def test_retail_heldout_tickets_get_retail_intents_archetypes_and_policy(
-    onboarded: tuple[Settings, dict], triage: TicketTriage
+    onboarded: tuple[FleetSettings, dict], triage: TicketTriage
 ) -> None:
     settings, report = onboarded
     folder = settings.tenant_data_dir / TENANT
@@ -130,7 +131,7 @@ def override(tenant: str, archetype: int, action: int, override_id: str) -> ev.R
                               action=action, reason="test", issued_by="learner:guardrail")
 
 
-def test_overrides_reach_each_tenant_whichever_policy_file_it_follows(onboarded: tuple[Settings, dict]) -> None:
+def test_overrides_reach_each_tenant_whichever_policy_file_it_follows(onboarded: tuple[FleetSettings, dict]) -> None:
     policies = build_triage(onboarded[0]).policies  # its own store: the overrides stay in this test
     apply = routing_override_handler(policies)
     account, faq = tk.ARCHETYPE_ACCOUNT_SPECIFIC, tk.ARCHETYPE_FAQ_BOUNDED
@@ -151,7 +152,7 @@ def test_overrides_reach_each_tenant_whichever_policy_file_it_follows(onboarded:
 def test_a_tenant_without_a_model_keeps_its_catalog_and_policy(
     tmp_path: Path, banking_model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = Settings.from_env({}, tenants_dir=copy_tenant(tmp_path), intent_model_dir=banking_model_dir)
+    settings = FleetSettings.from_env({}, tenants_dir=copy_tenant(tmp_path), intent_model_dir=banking_model_dir)
     with caplog.at_level(logging.WARNING, logger="services.classifier.main"):
         triage = build_triage(settings)
     _, classification = triage.classify(ticket(TENANT, "What exchange rate will I get for euros?"))
@@ -189,13 +190,13 @@ def test_malformed_tenant_data_stops_the_start_naming_the_file(
     tenants, models = copy_tenant(tmp_path / "tenants"), tmp_path / "models"
     models.mkdir()
     break_it(tenants, models)
-    settings = Settings.from_env({}, tenants_dir=tenants, intent_models_dir=models, intent_model_dir=banking_model_dir)
+    settings = FleetSettings.from_env({}, tenants_dir=tenants, intent_models_dir=models, intent_model_dir=banking_model_dir)
 
     with pytest.raises(error, match=names):
         build_triage(settings)
 
 
-def test_training_options_name_one_csv_and_one_folder(onboarded: tuple[Settings, dict]) -> None:
+def test_training_options_name_one_csv_and_one_folder(onboarded: tuple[FleetSettings, dict]) -> None:
     settings = onboarded[0]
     for options, message in [
         (dict(data=None, tenant=None), "either --data"),

@@ -34,10 +34,10 @@ def test_the_deployment_namespace_is_never_deleted():
     import pytest
 
     from supportflow.eventbus import delete_namespace_topics
-    from supportflow.settings import Settings
+    from tooling.settings import FleetSettings
 
     with pytest.raises(ValueError, match="unprefixed"):
-        delete_namespace_topics(Settings(topic_prefix=""))
+        delete_namespace_topics(FleetSettings(topic_prefix=""))
 
 
 def test_the_learners_log_has_one_partition_and_every_other_topic_the_deployments_count():

@@ -26,7 +26,7 @@ from typing import Any, Iterable, TextIO
 
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FileCrm
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 from encoders.embedding import load_encoder
 
 from services.classifier.classify import classify_batch, classify_ticket
@@ -56,7 +56,7 @@ class TrainingSource:
 
 
 def training_source(
-    settings: Settings, *, data: str | None, tenant: str | None, label_column: str | None, split: str | None,
+    settings: FleetSettings, *, data: str | None, tenant: str | None, label_column: str | None, split: str | None,
     out: str | None,
 ) -> TrainingSource:
     """`--data FILE` as given, or `--tenant T`: the train split of the tenant's intents/examples.csv,

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, TextIO
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 from services.drafter.handlers import Search, TicketDrafter
 from services.drafter.reply import ReplyGenerator
@@ -136,7 +136,7 @@ def draft_jsonl(
     in_stream: Iterable[str],
     out_stream: TextIO,
     tenant: str,
-    settings: Settings,
+    settings: FleetSettings,
     *,
     search: Search | None = None,
     classify: Classify | None = None,
@@ -188,7 +188,7 @@ def _draft_line(
     return draft_record(ticket_id, outcome.draft, outcome.evidence, normalized, classification, decision, classified=classified)
 
 
-def grpc_search(settings: Settings) -> Search:
+def grpc_search(settings: FleetSettings) -> Search:
     from supportflow.rpc import open_channel
 
     from services.drafter.retriever_client import retriever_search
@@ -197,7 +197,7 @@ def grpc_search(settings: Settings) -> Search:
     return retriever_search(channel, settings.grpc_deadline_s)
 
 
-def in_process_classifier(settings: Settings) -> Classify | None:
+def in_process_classifier(settings: FleetSettings) -> Classify | None:
     """The classifier service's own triage, when a trained intent model is configured."""
     if settings.intent_model_dir is None:
         return None

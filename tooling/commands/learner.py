@@ -14,14 +14,14 @@ from google.protobuf.json_format import MessageToDict
 
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
 from supportflow.rpc import open_channel
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 from services.learner.kpis import COMPANION_NAMES, KPI_NAMES
 
 COLUMNS_PER_BLOCK = 4
 _COUNTS = {name for name in KPI_NAMES + COMPANION_NAMES if name.startswith("hallucinated_policy")} | {
-    "qa_sampled", "qa_reviewed", "tickets_resolved", "baseline_unknown", "csat_protected_deflection_withheld",
-    "guardrail_review_open", "guardrail_override_active"}
+    "qa_sampled", "qa_reviewed", "tickets_resolved", "resolutions_reported", "drafts_with_verdict", "baseline_unknown",
+    "csat_protected_deflection_withheld", "guardrail_review_open", "guardrail_override_active"}
 _RATIOS = {"edit_burden", "escalation_precision", "csat_protected_deflection", "repeat_contact_7d", "repeat_contact_30d"}
 _RELATIVE = {"bot_handle_time", "escalated_handle_time"}  # against the baseline: +10% is 10% slower
 _SECONDS = {"time_to_first_useful_response", "time_to_first_useful_response_p95", "time_to_first_evidence",
@@ -76,7 +76,7 @@ def format_kpi_table(rows: Sequence[KpiRowLike]) -> str:
     return "\n\n".join(blocks)
 
 
-def show_kpis(settings: Settings, *, as_json: bool = False, out: TextIO = sys.stdout, tenant: str = "") -> int:
+def show_kpis(settings: FleetSettings, *, as_json: bool = False, out: TextIO = sys.stdout, tenant: str = "") -> int:
     """Print the panel for `tenant` (default: the settings' default tenant); exit code 1 when the
     learner cannot be reached."""
     tenant = tenant or settings.default_tenant
@@ -96,7 +96,7 @@ def show_kpis(settings: Settings, *, as_json: bool = False, out: TextIO = sys.st
     return 0
 
 
-def write_weekly_report(settings: Settings, since: str, out_dir: Path, *, tenant: str = "", out: TextIO = sys.stdout) -> int:
+def write_weekly_report(settings: FleetSettings, since: str, out_dir: Path, *, tenant: str = "", out: TextIO = sys.stdout) -> int:
     """`supportflow report --since 7d --out DIR`: read the period from the topics, write DIR/index.html."""
     from tooling.decisions import read_history
     from supportflow.topics import DECISION_TOPICS, Topic

@@ -28,7 +28,7 @@ from tooling.devinfra.weaviate import WeaviateServer
 from supportflow.service import limit_blas_threads
 from supportflow.sample_data import banking77_rows
 from supportflow.sample_data import path as sample_path
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 from services.retriever.articles import load_articles
 from services.retriever.case_files import load_cases
@@ -45,7 +45,7 @@ SNIPPET_CHARS = 240
 
 
 @contextmanager
-def _connected(settings: Settings, query_timeout_s: float = 1.0) -> Iterator[RetrieverComponents]:
+def _connected(settings: FleetSettings, query_timeout_s: float = 1.0) -> Iterator[RetrieverComponents]:
     """The retriever's components for one command, closed when it is done."""
     parts = build_components(settings, query_timeout_s=query_timeout_s)
     try:
@@ -54,7 +54,7 @@ def _connected(settings: Settings, query_timeout_s: float = 1.0) -> Iterator[Ret
         parts.close()
 
 
-def ingest(path: str | Path, tenant: str, settings: Settings) -> dict:
+def ingest(path: str | Path, tenant: str, settings: FleetSettings) -> dict:
     """Index every article under `path` for `tenant` (re-ingesting replaces earlier chunks)."""
     articles = load_articles(Path(path))
     with _connected(settings, query_timeout_s=30.0) as parts:
@@ -69,7 +69,7 @@ def ingest(path: str | Path, tenant: str, settings: Settings) -> dict:
         }
 
 
-def ingest_cases(path: str | Path, tenant: str, settings: Settings) -> dict:
+def ingest_cases(path: str | Path, tenant: str, settings: FleetSettings) -> dict:
     """Index the resolved cases in `path` for `tenant` (a case imported again replaces itself)."""
     cases = load_cases(path)
     with _connected(settings, query_timeout_s=30.0) as parts:
@@ -78,19 +78,19 @@ def ingest_cases(path: str | Path, tenant: str, settings: Settings) -> dict:
         return {"tenant": tenant, "cases": written, "seconds": round(time.perf_counter() - started, 1)}
 
 
-def keep_only_cases(settings: Settings, tenant: str, ticket_ids: list[str]) -> int:
+def keep_only_cases(settings: FleetSettings, tenant: str, ticket_ids: list[str]) -> int:
     """Delete every resolved case of `tenant` but those of `ticket_ids`; returns how many went."""
     with _connected(settings, query_timeout_s=30.0) as parts:
         return parts.cases.keep_only(tenant, ticket_ids)
 
 
-def indexed_cases(settings: Settings, tenant: str) -> int:
+def indexed_cases(settings: FleetSettings, tenant: str) -> int:
     """How many resolved cases `tenant` has in Weaviate (0 for a tenant never given any)."""
     with _connected(settings) as parts:
         return parts.cases.count(tenant)
 
 
-def search_cases(query: str, tenant: str, k: int, as_json: bool, settings: Settings, out: TextIO) -> None:
+def search_cases(query: str, tenant: str, k: int, as_json: bool, settings: FleetSettings, out: TextIO) -> None:
     """The resolved cases most like `query`, best first, with their resolution notes."""
     with _connected(settings, query_timeout_s=10.0) as parts:
         hits = find_similar_cases(parts.cases, parts.encoder, tenant, query, k)
@@ -114,7 +114,7 @@ def search_cases(query: str, tenant: str, k: int, as_json: bool, settings: Setti
                   f"    resolution: {_snippet(row['resolution_notes'])}\n")
 
 
-def indexed_chunks(settings: Settings, tenant: str) -> int:
+def indexed_chunks(settings: FleetSettings, tenant: str) -> int:
     """How many knowledge chunks `tenant` has in Weaviate (0 for a tenant never ingested)."""
     with _connected(settings) as parts:
         return parts.knowledge.count(tenant)
@@ -157,7 +157,7 @@ def search(
     tenant: str,
     k: int,
     as_json: bool,
-    settings: Settings,
+    settings: FleetSettings,
     out: TextIO,
 ) -> None:
     """Search one query (human-readable, or one JSON object with --json), or every line of a
@@ -267,7 +267,7 @@ def _ensure_sample_index(parts: RetrieverComponents, tenant: str, out: TextIO) -
         parts.knowledge.upsert(tenant, load_articles(sample_path("kb_articles.jsonl.gz")))
 
 
-def bench(settings: Settings, tenant: str, queries: int = 300, k: int = 10, concurrency: int = 4,
+def bench(settings: FleetSettings, tenant: str, queries: int = 300, k: int = 10, concurrency: int = 4,
           out: TextIO | None = None) -> dict:
     """Search at k=10 in-process (the core: encode + Weaviate hybrid + grouping) and over gRPC
     (a local server on a free port), and the query encoding alone (the ceiling it sets on this

@@ -123,9 +123,9 @@ def _apt_install(apt_get: str, log_path: Path) -> None:
 def _cache_dir(cache_dir: Path | None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
-    from supportflow.settings import Settings
+    from tooling.settings import FleetSettings
 
-    return Settings().cache_dir
+    return FleetSettings().cache_dir
 
 
 def _log_path(cache_dir: Path) -> Path:

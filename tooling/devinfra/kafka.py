@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from tooling.devinfra.gotools import ToolUnavailable
 from tooling.devinfra.process import ServerProcess, port_is_open
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 # The pinned broker version. It is passed to Maven (overriding the pom's default) and names the
 # cache folder, so bumping it here installs the new jars next to the old ones.
@@ -91,7 +91,7 @@ class KafkaBroker:
     survive `down`/`up` cycles and a warm start only has to boot the JVM.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: FleetSettings) -> None:
         self.host, port = settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)
         self.port = int(port)
         self.controller_port = settings.kafka_controller_port

@@ -43,7 +43,7 @@ from filelock import FileLock, Timeout
 
 from tooling.devinfra.gotools import ToolUnavailable
 from tooling.devinfra.process import ServerStartError
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 __all__ = ["PostgresServer", "ServerStartError", "ToolUnavailable", "ensure_postgres_binaries"]
 
@@ -112,7 +112,7 @@ class PostgresServer:
     >>> with PostgresServer(settings, "pytest") as url: ...
     """
 
-    def __init__(self, settings: Settings, name: str = "default", *, database: str = "supportflow") -> None:
+    def __init__(self, settings: FleetSettings, name: str = "default", *, database: str = "supportflow") -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not re.fullmatch(r"[a-z_][a-z0-9_]*", database):
             raise ValueError(f"bad cluster name {name!r} or database name {database!r}")
         self.name = name

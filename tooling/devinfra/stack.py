@@ -16,7 +16,7 @@ from filelock import FileLock
 from tooling.devinfra.kafka import KafkaBroker
 from tooling.devinfra.process import ServerStartError, wait_for
 from tooling.devinfra.weaviate import WeaviateServer
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 Server = KafkaBroker | WeaviateServer
 
@@ -38,7 +38,7 @@ class LocalStack:
 
     COMPONENTS = ("kafka", "weaviate")
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: FleetSettings) -> None:
         self.kafka = KafkaBroker(settings)
         self.weaviate = WeaviateServer(settings)
         self._servers: dict[str, Server] = {"kafka": self.kafka, "weaviate": self.weaviate}

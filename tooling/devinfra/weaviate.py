@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tooling.devinfra.gotools import go_install
 from tooling.devinfra.process import ServerProcess, port_is_open
-from supportflow.settings import Settings
+from tooling.settings import FleetSettings
 
 WEAVIATE_MODULE = "github.com/weaviate/weaviate/cmd/weaviate-server"
 WEAVIATE_VERSION = "v1.39.0"
@@ -44,7 +44,7 @@ class WeaviateServer:
     Data lives under `<cache_dir>/state/weaviate`, so collections survive `down`/`up` cycles.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: FleetSettings) -> None:
         self.host = settings.weaviate_http_host
         self.http_port = settings.weaviate_http_port
         self.grpc_port = settings.weaviate_grpc_port

@@ -1,0 +1,18 @@
+"""The learner's settings: its configuration, its snapshots and its replicas' failover."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from supportflow.settings import Settings
+
+
+class LearnerSettings(Settings):
+    learner_config_path: Path | None = None  # unset: learner.yaml beside the service
+    # Snapshots (services/learner/snapshots.py): unset, every start replays the outcome topics
+    # from the beginning.
+    learner_snapshot_dir: Path | None = None
+    learner_snapshot_interval_s: float = 300.0
+    # How long Kafka waits for a silent replica before handing its intake partitions to another
+    # (the panel is served meanwhile; only new input waits).
+    learner_session_timeout_s: float = 10.0

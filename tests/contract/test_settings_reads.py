@@ -1,0 +1,63 @@
+"""Each service reads its settings from a class of its own (issue 27: per-service settings), so
+what it reads must be declared there: a read of a knob only the whole fleet's settings hold would
+pass every test that runs services from the fleet and fail in a deployment, where the service's
+process reads its own class. Every `settings.<name>` (and `self._settings.<name>`) in a service's
+code names a field, property or method of that service's class; the platform's code reads only
+the platform's `Settings`, and the encoders only `EncoderSettings`."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from encoders.settings import EncoderSettings
+from supportflow.settings import Settings
+from tooling.settings import SERVICE_SETTINGS
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS_NAMES = {"settings", "_settings"}
+
+
+def settings_reads(folder: Path) -> list[tuple[str, int, str]]:
+    """(file, line, attribute) for every attribute read off a name `settings` or `self._settings`."""
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        if path.name.endswith(("_pb2.py", "_pb2_grpc.py")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if not isinstance(node, ast.Attribute):
+                continue
+            owner = node.value
+            if (isinstance(owner, ast.Name) and owner.id == "settings") or (
+                    isinstance(owner, ast.Attribute) and owner.attr in SETTINGS_NAMES
+                    and isinstance(owner.value, ast.Name) and owner.value.id == "self"):
+                found.append((str(path.relative_to(folder.parent)), node.lineno, node.attr))
+    return found
+
+
+def undeclared(folder: Path, settings_class: type) -> list[str]:
+    return [f"{file}:{line} reads settings.{name}, which {settings_class.__name__} does not declare"
+            for file, line, name in settings_reads(folder) if not hasattr(settings_class, name)
+            and name not in settings_class.model_fields]
+
+
+@pytest.mark.parametrize("service", sorted(SERVICE_SETTINGS))
+def test_a_service_reads_only_what_its_own_settings_declare(service: str) -> None:
+    folder = ROOT / "services" / service
+    assert settings_reads(folder), f"{service} reads no settings at all: is the check looking in the right place?"
+    assert undeclared(folder, SERVICE_SETTINGS[service]) == []
+
+
+@pytest.mark.parametrize(("package", "settings_class"), [("supportflow", Settings), ("encoders", EncoderSettings)])
+def test_the_platform_and_the_libraries_read_only_their_own_settings(package: str, settings_class: type) -> None:
+    assert undeclared(ROOT / package, settings_class) == []
+
+
+def test_the_check_catches_a_read_of_another_services_knob(tmp_path: Path) -> None:
+    folder = tmp_path / "probe"
+    folder.mkdir()
+    (folder / "main.py").write_text("def build(settings):\n    return settings.weaviate_http_port, settings.topic_prefix\n")
+    problems = undeclared(folder, SERVICE_SETTINGS["drafter"])
+    assert len(problems) == 1 and "weaviate_http_port" in problems[0]
