@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2 as svc
 from supportflow.contracts.v1 import services_pb2_grpc
+from supportflow.observability import ThrottledWarnings
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def no_investigation(request: svc.InvestigateRequest) -> ev.Investigation:
 def investigator_client(channel: grpc.Channel, deadline_s: float, service: str) -> Investigate:
     stub = services_pb2_grpc.InvestigatorStub(channel)
     timeout = deadline_s + CALL_MARGIN_S
+    warnings = ThrottledWarnings(log)
 
     def investigate(request: svc.InvestigateRequest) -> ev.Investigation:
         try:
@@ -57,7 +59,7 @@ def investigator_client(channel: grpc.Channel, deadline_s: float, service: str) 
         except grpc.RpcError as exc:
             code = exc.code().name if exc.code() else "UNKNOWN"
             INVESTIGATION_CALLS.labels(service, "unavailable").inc()
-            log.warning("investigation unavailable", extra={"fields": {"code": code, "details": exc.details()}})
+            warnings.warning("investigation unavailable", code, {"code": code, "details": exc.details()})
             return unavailable_investigation(f"investigator {code}")
         investigation = response.investigation
         INVESTIGATION_CALLS.labels(service, "findings" if investigation.findings else "empty").inc()

@@ -49,6 +49,34 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class ThrottledWarnings:
+    """Warnings logged at most once per `interval_s` for each (message, key), e.g. a peer's error
+    code. In a peer's outage every failed call would log, from every worker thread at once; the
+    calls' own metrics count every failure, so the log needs only the first and then one a while,
+    each carrying how many were held back since the last (`suppressed`)."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logger
+        self._interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._logged_at: dict[tuple[str, str], float] = {}
+        self._held: dict[tuple[str, str], int] = {}
+
+    def warning(self, message: str, key: str, fields: dict[str, object]) -> None:
+        kind = (message, key)
+        now = self._clock()
+        with self._lock:
+            logged_at = self._logged_at.get(kind)
+            if logged_at is not None and now - logged_at < self._interval_s:
+                self._held[kind] = self._held.get(kind, 0) + 1
+                return
+            self._logged_at[kind] = now
+            held = self._held.pop(kind, 0)
+        self._logger.warning(message, extra={"fields": fields | ({"suppressed": held} if held else {})})
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     global _service_name
     _service_name = service

@@ -18,6 +18,7 @@ import grpc
 from supportflow.contracts.v1 import services_pb2 as svc
 from supportflow.contracts.v1 import services_pb2_grpc
 from supportflow.contracts.v1 import ticket_pb2 as tk
+from supportflow.observability import ThrottledWarnings
 
 from services.escalator import metrics
 from services.escalator.similar_cases import MAX_QUERY_CHARS
@@ -34,6 +35,7 @@ def no_articles(tenant: str, query: str, intent: str) -> list[tk.EvidencePassage
 
 def grpc_articles(channel: grpc.Channel, deadline_s: float, k: int = DEFAULT_PASSAGES) -> ArticleLookup:
     stub = services_pb2_grpc.RetrieverStub(channel)
+    warnings = ThrottledWarnings(log)
 
     def lookup(tenant: str, query: str, intent: str) -> list[tk.EvidencePassage]:
         if not query.strip():
@@ -43,8 +45,8 @@ def grpc_articles(channel: grpc.Channel, deadline_s: float, k: int = DEFAULT_PAS
                                    timeout=deadline_s)
         except grpc.RpcError as exc:
             metrics.ARTICLE_LOOKUPS.labels("error").inc()
-            log.warning("help-center passages unavailable", extra={"fields": {"code": exc.code().name,
-                                                                             "details": exc.details()}})
+            warnings.warning("help-center passages unavailable", exc.code().name,
+                             {"code": exc.code().name, "details": exc.details()})
             return []
         if response.gap or not response.passages:
             metrics.ARTICLE_LOOKUPS.labels("none").inc()

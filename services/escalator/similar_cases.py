@@ -2,7 +2,8 @@
 
 Best effort: an escalation must not wait on, or fail for, its similar cases. A retriever that is
 down, slow or failing yields no cases for that packet; the lookup is counted by outcome
-(`supportflow_escalator_similar_cases_lookups_total`) so a silent gap is visible.
+(`supportflow_escalator_similar_cases_lookups_total`) so a silent gap is visible, and logged once
+a minute per error code.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import grpc
 
 from supportflow.contracts.v1 import services_pb2 as svc
 from supportflow.contracts.v1 import services_pb2_grpc
+from supportflow.observability import ThrottledWarnings
 
 from services.escalator import metrics
 
@@ -30,6 +32,7 @@ def no_similar_cases(tenant: str, query: str) -> list[str]:
 
 def grpc_similar_cases(channel: grpc.Channel, deadline_s: float, k: int = DEFAULT_CASES) -> SimilarCaseLookup:
     stub = services_pb2_grpc.RetrieverStub(channel)
+    warnings = ThrottledWarnings(log)
 
     def lookup(tenant: str, query: str) -> list[str]:
         if not query.strip():
@@ -40,7 +43,7 @@ def grpc_similar_cases(channel: grpc.Channel, deadline_s: float, k: int = DEFAUL
             )
         except grpc.RpcError as exc:
             metrics.SIMILAR_CASE_LOOKUPS.labels("error").inc()
-            log.warning("similar cases unavailable", extra={"fields": {"code": exc.code().name, "details": exc.details()}})
+            warnings.warning("similar cases unavailable", exc.code().name, {"code": exc.code().name, "details": exc.details()})
             return []
         metrics.SIMILAR_CASE_LOOKUPS.labels("found" if response.cases else "none").inc()
         return [case.ticket_id for case in response.cases]
