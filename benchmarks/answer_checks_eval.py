@@ -140,7 +140,7 @@ def retail() -> Dataset:
 def rho_bank_articles(tau2: Path) -> list[Article]:
     path = tau2 / "documents.jsonl"
     if not path.is_file():
-        path = ROOT / "supportflow" / "sample_data" / "kb_articles.jsonl.gz"
+        path = ROOT / "tooling" / "sample_data" / "kb_articles.jsonl.gz"
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as handle:
         records = [json.loads(line) for line in handle if line.strip()]

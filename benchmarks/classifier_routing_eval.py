@@ -23,12 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
 from encoders.embedding import intent_encoders  # noqa: E402
-from supportflow.sample_data import banking77_rows  # noqa: E402
+from tooling.sample_data import banking77_rows  # noqa: E402
 from tooling.sample_tickets import is_held_out, training_rows  # noqa: E402
 from tooling.settings import FleetSettings  # noqa: E402
 
 from services.classifier.classify import classify_batch  # noqa: E402
 from supportflow.crm import FileCrm  # noqa: E402
+from tooling.sample_data import SAMPLE_CRM_PATH
 from services.classifier.input_guard import injection_styles  # noqa: E402
 from services.classifier.intent_catalog import archetype_name  # noqa: E402
 from services.classifier.intent_model import IntentModel  # noqa: E402
@@ -60,7 +61,7 @@ def expected_calibration_error(confidences: list[float], correct: list[bool]) ->
 
 def evaluate(model: IntentModel, rows: list[dict[str, str]], *, dress: bool) -> dict:
     rng = random.Random(7)
-    policy, crm = load_policy(DEFAULT_POLICY_PATH), FileCrm()
+    policy, crm = load_policy(DEFAULT_POLICY_PATH), FileCrm(SAMPLE_CRM_PATH)
     tickets = [
         tk.Ticket(ticket_id=f"h{i}", tenant_id="eval", customer_id=f"cust-{1 + i % 50:04d}",
                   channel=tk.CHANNEL_EMAIL if dress else tk.CHANNEL_CHAT,

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
-from supportflow.sample_data import banking77_rows  # noqa: E402
+from tooling.sample_data import banking77_rows  # noqa: E402
 
 from services.classifier.intake import read_ticket  # noqa: E402
 from services.classifier.signals import read_signals  # noqa: E402

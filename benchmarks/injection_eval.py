@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tooling.assets import ensure_demo_intent_model  # noqa: E402
 from supportflow.contracts.v1 import events_pb2 as ev  # noqa: E402
 from supportflow.crm import FileCrm  # noqa: E402
+from tooling.sample_data import SAMPLE_CRM_PATH
 from supportflow.eventbus import new_meta  # noqa: E402
 from tooling.settings import FleetSettings  # noqa: E402
 from supportflow.topics import DECISION_TOPICS, Topic  # noqa: E402
@@ -55,9 +56,9 @@ def main() -> int:
         policy_file.write_text(DEFAULT_POLICY_PATH.read_text())
         policies = PolicyStore(policy_file)
         policy_before = policies.current(settings.default_tenant)
-        triage = TicketTriage(model, policies, FileCrm())
+        triage = TicketTriage(model, policies, FileCrm(SAMPLE_CRM_PATH))
         config = EscalationConfig.load()
-        escalator = Escalator(config, FileCrm(), IncidentTracker(config.incidents),
+        escalator = Escalator(config, FileCrm(SAMPLE_CRM_PATH), IncidentTracker(config.incidents),
                               ActionGate(ActionLimits.load(), ActionLedger(), dry_run=False))
         results = []
         for case in cases:

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from supportflow.contracts.v1 import services_pb2 as svc  # noqa: E402
 from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
-from supportflow.sample_data import kb_articles  # noqa: E402
+from tooling.sample_data import kb_articles  # noqa: E402
 from tooling.settings import FleetSettings  # noqa: E402
 
 from services.drafter.drafting import draft_reply  # noqa: E402

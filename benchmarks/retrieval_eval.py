@@ -51,7 +51,7 @@ from services.retriever.search import (  # noqa: E402
 )
 
 DEFAULT_TASKS = Path("/work/shared/datasets/tau2_banking_knowledge/tasks_dev.json")
-DEFAULT_KB = ROOT / "supportflow" / "sample_data" / "kb_articles.jsonl.gz"
+DEFAULT_KB = ROOT / "tooling" / "sample_data" / "kb_articles.jsonl.gz"
 
 
 def flatten(value: object) -> str:

@@ -28,6 +28,7 @@ from services.classifier.routing import DEFAULT_POLICY_PATH, load_policy, route_
 from services.classifier.tenant_data import EXAMPLES_FILE, tenant_catalogs, tenant_policy_paths
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FileCrm
+from tooling.sample_data import SAMPLE_CRM_PATH
 from tooling.settings import FleetSettings
 
 
@@ -107,7 +108,7 @@ def _routes(tenants_dir: Path, tenant: str, model: IntentModel, texts: list[str]
     policy = load_policy(tenant_policy_paths(tenants_dir).get(tenant, DEFAULT_POLICY_PATH))
     tickets = [tk.Ticket(ticket_id=f"heldout-{i}", tenant_id=tenant, channel=tk.CHANNEL_API, body=text)
                for i, text in enumerate(texts)]
-    results = classify_batch(tickets, model=model, policy=policy, crm=FileCrm(), catalog=catalog)
+    results = classify_batch(tickets, model=model, policy=policy, crm=FileCrm(SAMPLE_CRM_PATH), catalog=catalog)
     return dict(Counter(route_name(c.route) for _, c in results).most_common())
 
 

@@ -1,9 +1,10 @@
 """The CRM adapter: a customer's tier, segment and account state, looked up by customer id.
 
 One adapter for every service: the classifier takes the tier from it, the escalator the account
-state for the context packet. The shipped `sample_data/sample_crm.json` holds the demo's synthetic
-customers (cust-0001..cust-0050); a deployment points `SUPPORTFLOW_CRM` at its own export or at an
-HTTP service.
+state for the context packet. A deployment points `SUPPORTFLOW_CRM_LOCATION` at its own export or
+at an HTTP service; without one no customer is known (`NoCrm`: standard tier, segment and account
+state unknown), never a sample's customers. The demo and the tests point it at their synthetic
+customers (`tooling/sample_data/sample_crm.json`, cust-0001..cust-0050).
 
 The tier comes from here and only from here, never from what the message says ("I'm an enterprise
 customer" changes nothing). A lookup never fails the ticket: an unknown customer is standard tier,
@@ -32,7 +33,6 @@ from prometheus_client import Counter
 
 log = logging.getLogger(__name__)
 
-SAMPLE_CRM_PATH = Path(__file__).resolve().parent / "sample_data" / "sample_crm.json"
 UNKNOWN_SEGMENT = "unknown"
 
 TIERS: dict[str, int] = {
@@ -43,7 +43,7 @@ TIERS: dict[str, int] = {
 
 CRM_LOOKUPS = Counter(
     "supportflow_crm_lookups_total",
-    "Customer lookups by backend (file, http) and outcome (found, not_found, error; error falls back to standard tier)",
+    "Customer lookups by backend (file, http, none) and outcome (found, not_found, error; error falls back to standard tier)",
     ["backend", "outcome"],
 )
 
@@ -97,7 +97,7 @@ class FileCrm:
     read once. A channel that knows the customer only by address (a mail, a helpdesk requester)
     finds the record by any of its `emails`, case-insensitively."""
 
-    def __init__(self, path: Path = SAMPLE_CRM_PATH) -> None:
+    def __init__(self, path: Path) -> None:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
         if not isinstance(document, dict):
             raise CrmRecordError(f"{path}: expected an object keyed by customer id")
@@ -185,9 +185,21 @@ def crm_from_location(location: str, *, timeout_s: float = 0.5) -> CustomerDirec
     return FileCrm(Path(location))
 
 
+class NoCrm:
+    """No CRM connected: every customer is unknown, so standard tier with nothing on the account
+    (counted as backend "none", so a deployment that forgot its CRM shows it)."""
+
+    def lookup(self, customer_id: str) -> CustomerLookup:
+        CRM_LOOKUPS.labels("none", NOT_FOUND).inc()
+        return CustomerLookup(STANDARD_CUSTOMER, NOT_FOUND)
+
+
 def crm_from_settings(settings: Settings) -> CustomerDirectory:
-    """The CRM that SUPPORTFLOW_CRM_LOCATION names, or the demo's sample customers."""
-    return crm_from_location(settings.crm_location or str(SAMPLE_CRM_PATH), timeout_s=settings.crm_timeout_s)
+    """The CRM that SUPPORTFLOW_CRM_LOCATION names; none when it is unset."""
+    if not settings.crm_location:
+        log.info("no CRM connected (SUPPORTFLOW_CRM_LOCATION unset): every customer is standard tier")
+        return NoCrm()
+    return crm_from_location(settings.crm_location, timeout_s=settings.crm_timeout_s)
 
 
 TIER_NAMES = {number: name for name, number in TIERS.items()}

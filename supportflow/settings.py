@@ -102,8 +102,8 @@ class Settings(BaseSettings):
     tenants_dir: Path | None = None
     default_tenant: str = "rho-bank"
 
-    # The CRM: a JSON export or an http(s) base URL (GET {url}/customers/{id}). Unset: the demo's
-    # sample customers.
+    # The CRM: a JSON export or an http(s) base URL (GET {url}/customers/{id}). Unset: no CRM, so
+    # every customer is standard tier with nothing known of the account (supportflow/crm.py).
     crm_location: str = ""
     crm_timeout_s: float = 0.5
 

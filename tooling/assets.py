@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
-from supportflow.sample_data import path as sample_path
+from tooling.sample_data import path as sample_path
 from tooling.sample_tickets import FRESH_MODULUS, HOLDOUT_MODULUS, training_rows
 from tooling.settings import FleetSettings
 

@@ -12,7 +12,7 @@ import hashlib
 import random
 from typing import Iterator
 
-from supportflow.sample_data import banking77_rows
+from tooling.sample_data import banking77_rows
 
 HOLDOUT_MODULUS = 20  # about 5% of Banking77 train is kept out of the demo model
 # Of the rest, about 1 in 40 more is kept out too: the fresh slice, carved on 7 December 2026 once

@@ -15,6 +15,7 @@ from services.learner.settings import LearnerSettings
 from services.retriever.settings import RetrieverSettings
 from services.workspace.settings import WorkspaceSettings
 from supportflow.settings import Settings
+from tooling.sample_data import SAMPLE_CRM_PATH
 
 # The class each service's process reads its settings with (`python -m services.<name>.main`).
 SERVICE_SETTINGS: dict[str, type[Settings]] = {
@@ -43,3 +44,5 @@ class FleetSettings(ClassifierSettings, RetrieverSettings, DrafterSettings, Esca
     # services/classifier/intent_model.py).
     intent_encoder: str = "minilm+layer3"
     intent_second_encoder: str = "bge-small"
+    # The demo's synthetic customers, unless a CRM is named (a deployment's services know none).
+    crm_location: str = str(SAMPLE_CRM_PATH)

@@ -21,7 +21,7 @@ from supportflow.rpc import open_channel
 from supportflow.service import run_service
 from supportflow.settings import SettingsError
 from supportflow.topics import Topic
-from supportflow.sample_data import banking77_rows
+from tooling.sample_data import banking77_rows
 
 from services.classifier.intent_model import IntentModel
 from services.classifier.main import load_intent_model

@@ -12,6 +12,7 @@ import pytest
 from supportflow.claude import claude_client
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FileCrm
+from tooling.sample_data import SAMPLE_CRM_PATH
 from tests.fake_messages_api import OVERLOADED, FakeMessagesApi
 from tests.intent_stubs import FixedModel
 
@@ -53,7 +54,7 @@ def classify(api: FakeMessagesApi, *, body: str = BODY, timeout_s: float = 2.0, 
     assist = ClaudeAssist(claude_client("test-key", api.base_url, timeout_s=timeout_s, max_retries=0),
                           model="claude-sonnet-test", per_minute=per_minute, timeout_s=timeout_s)
     ticket = tk.Ticket(ticket_id="t-1", tenant_id="rho-bank", customer_id="cust-0001", body=body)
-    return classify_ticket(ticket, model=UNSURE, policy=POLICY, crm=FileCrm(), assist=assist)
+    return classify_ticket(ticket, model=UNSURE, policy=POLICY, crm=FileCrm(SAMPLE_CRM_PATH), assist=assist)
 
 
 def outcome_count(outcome: str) -> float:
@@ -104,7 +105,7 @@ def test_injection_attempts_are_never_sent_and_the_budget_caps_calls(api):
     before = outcome_count("skipped_budget")
     assist = ClaudeAssist(claude_client("test-key", api.base_url, max_retries=0), model="m", per_minute=1)
     ticket = tk.Ticket(ticket_id="t-2", tenant_id="rho-bank", body=BODY)
-    first = classify_ticket(ticket, model=UNSURE, policy=POLICY, crm=FileCrm(), assist=assist)
-    second = classify_ticket(ticket, model=UNSURE, policy=POLICY, crm=FileCrm(), assist=assist)
+    first = classify_ticket(ticket, model=UNSURE, policy=POLICY, crm=FileCrm(SAMPLE_CRM_PATH), assist=assist)
+    second = classify_ticket(ticket, model=UNSURE, policy=POLICY, crm=FileCrm(SAMPLE_CRM_PATH), assist=assist)
     assert len(api.requests) == 1 and outcome_count("skipped_budget") == before + 1
     assert first[1].intent == "transaction_charged_twice" and second[1].intent == "card_payment_fee_charged"

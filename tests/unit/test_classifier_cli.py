@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supportflow.sample_data import banking77_rows
+from tooling.sample_data import banking77_rows
 from tooling.settings import FleetSettings
 
 from tooling.commands import classifier as cli

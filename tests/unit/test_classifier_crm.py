@@ -21,12 +21,17 @@ from supportflow.crm import (
     CrmRecordError,
     FileCrm,
     HttpCrm,
+    NoCrm,
     crm_from_location,
+    crm_from_settings,
 )
+from supportflow.settings import Settings
+from tooling.sample_data import SAMPLE_CRM_PATH
+from tooling.settings import FleetSettings
 
 
 def test_the_sample_crm_covers_the_demo_customers() -> None:
-    crm = FileCrm()
+    crm = FileCrm(SAMPLE_CRM_PATH)
     for number in range(1, 51):
         assert crm.lookup(f"cust-{number:04d}").outcome == FOUND
     enterprise = crm.lookup("cust-0004")
@@ -35,12 +40,19 @@ def test_the_sample_crm_covers_the_demo_customers() -> None:
 
 
 def test_an_unknown_or_missing_customer_is_standard_tier() -> None:
-    crm = FileCrm()
-    for customer_id in ("cust-9999", ""):
-        lookup = crm.lookup(customer_id)
-        assert (lookup.outcome, lookup.record.tier, lookup.record.segment) == (
-            NOT_FOUND, tk.CUSTOMER_TIER_STANDARD, "unknown",
-        )
+    for crm in (FileCrm(SAMPLE_CRM_PATH), NoCrm()):
+        for customer_id in ("cust-9999", ""):
+            lookup = crm.lookup(customer_id)
+            assert (lookup.outcome, lookup.record.tier, lookup.record.segment) == (
+                NOT_FOUND, tk.CUSTOMER_TIER_STANDARD, "unknown",
+            )
+
+
+def test_a_deployment_without_a_crm_knows_no_customer_and_the_tools_use_the_sample() -> None:
+    unset = crm_from_settings(Settings.from_env({}))
+    assert unset.lookup("cust-0004").outcome == NOT_FOUND  # never the demo's customers
+    sample = crm_from_settings(FleetSettings.from_env({}))
+    assert sample.lookup("cust-0004").record.tier == tk.CUSTOMER_TIER_ENTERPRISE
 
 
 def test_a_crm_file_with_an_unknown_tier_is_refused(tmp_path: Path) -> None:
@@ -155,7 +167,7 @@ def test_the_location_picks_the_adapter(tmp_path: Path) -> None:
 
 
 def test_a_customer_known_to_a_channel_by_address_is_found_by_it() -> None:
-    crm = FileCrm()
+    crm = FileCrm(SAMPLE_CRM_PATH)
     by_id, by_address = crm.lookup("cust-0002"), crm.lookup("Cust-0002@Customers.example")
     assert by_address.outcome == FOUND and by_address.record == by_id.record
     assert crm.lookup("nobody@customers.example").outcome != FOUND

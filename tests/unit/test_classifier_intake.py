@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.sample_data import banking77_rows
+from tooling.sample_data import banking77_rows
 
 from services.classifier import input_guard
 from services.classifier.intake import EXTRACTION_CHARS, DetectedLanguage, detect_language, extract_identifiers, missing_identifiers, read_ticket

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.sample_data import banking77_rows
+from tooling.sample_data import banking77_rows
 
 from services.classifier import input_guard
 from services.classifier.input_guard import injection_styles, sanitize_text

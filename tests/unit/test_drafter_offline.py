@@ -9,7 +9,7 @@ from functools import lru_cache
 import pytest
 
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.sample_data import kb_articles
+from tooling.sample_data import kb_articles
 
 from services.drafter.drafting import draft_reply
 from services.drafter.offline import OfflineDrafter, ScoredUnit, missing_figure

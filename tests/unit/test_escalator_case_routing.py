@@ -8,7 +8,7 @@ import pytest
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.sample_data import banking77_rows
+from tooling.sample_data import banking77_rows
 
 from services.escalator.case_routing import case_type_for, target_queue_for
 from services.escalator.config import ConfigError, EscalationConfig

@@ -11,6 +11,7 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2 as svc
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FileCrm
+from tooling.sample_data import SAMPLE_CRM_PATH
 from supportflow.eventbus import new_meta
 from supportflow.topics import Topic
 
@@ -241,7 +242,7 @@ class RecordingInvestigate:
 
 def escalator(investigate=None, executor=None, dry_run=True, lexicons=None) -> Escalator:
     config = EscalationConfig.load()
-    return Escalator(config, FileCrm(), IncidentTracker(config.incidents),
+    return Escalator(config, FileCrm(SAMPLE_CRM_PATH), IncidentTracker(config.incidents),
                      ActionGate(ActionLimits.load(), ActionLedger(), dry_run=dry_run, executor=executor),
                      investigate=investigate or RecordingInvestigate(ev.Investigation()),
                      lexicons=lexicons, clock=lambda: NOW)

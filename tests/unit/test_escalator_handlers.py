@@ -13,6 +13,7 @@ from supportflow.eventbus import InvalidEvent, new_meta
 from supportflow.topics import DECISION_TOPICS, Topic
 
 from supportflow.crm import FileCrm
+from tooling.sample_data import SAMPLE_CRM_PATH
 
 from services.escalator.actions import ActionGate, ActionLedger
 from services.escalator.config import ActionLimits, EscalationConfig
@@ -28,7 +29,7 @@ _ids = itertools.count()
 
 def escalator() -> Escalator:
     return Escalator(
-        CONFIG, FileCrm(), IncidentTracker(CONFIG.incidents),
+        CONFIG, FileCrm(SAMPLE_CRM_PATH), IncidentTracker(CONFIG.incidents),
         ActionGate(ActionLimits.load(), ActionLedger()), clock=lambda: NOW,
     )
 
@@ -214,7 +215,7 @@ def test_an_escalator_on_the_same_store_remembers_the_answers_of_the_one_before(
     store: dict = {}  # the service's table: kept in its changelog across restarts and replicas
 
     def on_store() -> Escalator:
-        return Escalator(CONFIG, FileCrm(), IncidentTracker(CONFIG.incidents), ActionGate(ActionLimits.load(), ActionLedger()),
+        return Escalator(CONFIG, FileCrm(SAMPLE_CRM_PATH), IncidentTracker(CONFIG.incidents), ActionGate(ActionLimits.load(), ActionLedger()),
                          answered=AnsweredTickets(CONFIG.answered_memory_s, store=store), clock=lambda: NOW)
 
     answered = drafted(classified(ticket("t-replayed"), tk.ROUTE_AUTO_RESPOND))
@@ -289,7 +290,7 @@ def test_escalation_packets_carry_similar_resolved_cases_and_go_without_when_the
         asked.append((tenant, query))
         return ["resolved-7", "resolved-2"]
 
-    with_cases = Escalator(CONFIG, FileCrm(), IncidentTracker(CONFIG.incidents),
+    with_cases = Escalator(CONFIG, FileCrm(SAMPLE_CRM_PATH), IncidentTracker(CONFIG.incidents),
                            ActionGate(ActionLimits.load(), ActionLedger()), similar_cases=lookup, clock=lambda: NOW)
     t = ticket(body="My card was declined at the shop")
     [decision] = [e for e in with_cases.on_classified(classified(t, tk.ROUTE_ESCALATE)) if e.topic in DECISION_TOPICS.values()]
@@ -324,7 +325,7 @@ def test_a_packet_without_a_draft_carries_the_help_centers_passages_and_a_drafte
         asked.append((tenant, query, intent))
         return [passage]
 
-    escalator = Escalator(CONFIG, FileCrm(), IncidentTracker(CONFIG.incidents),
+    escalator = Escalator(CONFIG, FileCrm(SAMPLE_CRM_PATH), IncidentTracker(CONFIG.incidents),
                           ActionGate(ActionLimits.load(), ActionLedger()), articles=articles, clock=lambda: NOW)
     t = ticket(body="My card was declined at the shop")
     [decision] = [e for e in escalator.on_classified(classified(t, tk.ROUTE_ESCALATE, intent="declined_card_payment"))

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FileCrm
+from tooling.sample_data import SAMPLE_CRM_PATH
 
 from services.escalator.actions import ActionGate, ActionLedger
 from services.escalator.config import ActionLimits
@@ -47,7 +48,7 @@ class Recorder:
 
 
 def escalator_with(lookups) -> Escalator:
-    return Escalator(CONFIG, FileCrm(), IncidentTracker(CONFIG.incidents), ActionGate(ActionLimits.load(), ActionLedger()),
+    return Escalator(CONFIG, FileCrm(SAMPLE_CRM_PATH), IncidentTracker(CONFIG.incidents), ActionGate(ActionLimits.load(), ActionLedger()),
                      similar_cases=lookups.similar_cases, articles=lookups.articles, investigate=lookups.investigate,
                      clock=lambda: NOW)
 

@@ -6,6 +6,7 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
 from supportflow.crm import FileCrm, account_fields
+from tooling.sample_data import SAMPLE_CRM_PATH
 from services.escalator.packet import REQUIRED_FIELDS, build_packet, steps_already_tried
 from supportflow.summary import MAX_SUMMARY_CHARS, conversation_summary
 
@@ -45,7 +46,7 @@ def packet(**overrides):
     args = dict(
         ticket=ticket(), normalized=tk.NormalizedTicket(steps_tried=["Tried another shop"]),
         classification=classification(), decision=ev.DECISION_REVIEW, case_type=ev.CASE_TYPE_PRODUCT_DEFECT,
-        target_queue="cards", account_state=account_fields(FileCrm(), "cust-0001"),
+        target_queue="cards", account_state=account_fields(FileCrm(SAMPLE_CRM_PATH), "cust-0001"),
         draft=draft(), evidence=EVIDENCE,
     )
     args.update(overrides)

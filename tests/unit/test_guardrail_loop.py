@@ -9,6 +9,7 @@ from pathlib import Path
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FileCrm
+from tooling.sample_data import SAMPLE_CRM_PATH
 from supportflow.eventbus import new_meta
 from supportflow.topics import Topic
 from tests.intent_stubs import FixedModel
@@ -42,8 +43,8 @@ def test_a_four_point_slip_pulls_only_that_archetype_back_to_review(tmp_path):
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(DEFAULT_POLICY_PATH.read_text())
     policies = PolicyStore(policy_file)
-    repetitive = TicketTriage(FixedModel([("activate_my_card", 0.99)]), policies, FileCrm())
-    faq = TicketTriage(FixedModel([("exchange_rate", 0.99)]), policies, FileCrm())
+    repetitive = TicketTriage(FixedModel([("activate_my_card", 0.99)]), policies, FileCrm(SAMPLE_CRM_PATH))
+    faq = TicketTriage(FixedModel([("exchange_rate", 0.99)]), policies, FileCrm(SAMPLE_CRM_PATH))
     assert route_of(repetitive, "How do I activate my new card?") == tk.ROUTE_AUTO_RESPOND
     faq_route = route_of(faq, "What exchange rate do you use?")
 

@@ -15,6 +15,7 @@ import pytest
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.crm import FileCrm
+from tooling.sample_data import SAMPLE_CRM_PATH
 from supportflow.eventbus import new_meta
 from supportflow.topics import DECISION_TOPICS, Topic
 from tests.intent_stubs import FixedModel
@@ -48,9 +49,9 @@ def test_an_injection_attempt_is_flagged_and_changes_nothing(case, tmp_path):
     policy_file.write_text(DEFAULT_POLICY_PATH.read_text())
     policies = PolicyStore(policy_file)
     before = policies.current("rho-bank")
-    triage = TicketTriage(SURE_OF_AN_ACTION, policies, FileCrm())
+    triage = TicketTriage(SURE_OF_AN_ACTION, policies, FileCrm(SAMPLE_CRM_PATH))
     config = EscalationConfig.load()
-    escalator = Escalator(config, FileCrm(), IncidentTracker(config.incidents),
+    escalator = Escalator(config, FileCrm(SAMPLE_CRM_PATH), IncidentTracker(config.incidents),
                           ActionGate(ActionLimits.load(), ActionLedger(), dry_run=False))  # live actions: worst case
 
     ticket = ticket_from_payload(case | {"customer_id": "cust-0001"}, default_tenant="rho-bank")

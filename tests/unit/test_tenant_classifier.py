@@ -21,7 +21,7 @@ import yaml
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import new_meta
-from supportflow.sample_data import banking77_rows
+from tooling.sample_data import banking77_rows
 from supportflow.settings import CHECKOUT_TENANTS_DIR, SettingsError
 from tooling.settings import FleetSettings
 

@@ -26,6 +26,7 @@ from typing import Any, Iterable, TextIO
 
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FileCrm
+from tooling.sample_data import SAMPLE_CRM_PATH
 from tooling.settings import FleetSettings
 from encoders.embedding import load_encoder
 
@@ -181,7 +182,7 @@ def _read_line(line: str) -> tuple[Any, tk.Ticket | None, str]:
 def predict(model_dir: str, in_stream: Iterable[str], out_stream: TextIO) -> int:
     """Classify JSON lines from `in_stream` into `out_stream`; returns the number of lines written."""
     model = IntentModel.load(Path(model_dir))
-    policy, crm = load_policy(DEFAULT_POLICY_PATH), FileCrm()
+    policy, crm = load_policy(DEFAULT_POLICY_PATH), FileCrm(SAMPLE_CRM_PATH)
     written = 0
     pending: list[tuple[Any, tk.Ticket | None, str]] = []
 
@@ -235,7 +236,7 @@ def bench(model_dir: str, out_stream: TextIO = sys.stdout, *, workers: int = 2) 
 
     limit_blas_threads()  # as every service process does (supportflow/service.py)
     model = IntentModel.load(Path(model_dir))
-    policy, crm = load_policy(DEFAULT_POLICY_PATH), FileCrm()
+    policy, crm = load_policy(DEFAULT_POLICY_PATH), FileCrm(SAMPLE_CRM_PATH)
     tickets = [ticket_from_payload(p, default_tenant=CLI_TENANT) for p in demo_tickets(BENCH_TICKETS, run_id="bench")]
     classify_batch(tickets[:PREDICT_BATCH], model=model, policy=policy, crm=crm)  # warm-up
 

@@ -26,8 +26,8 @@ from typing import Callable, Iterator, TextIO
 
 from tooling.devinfra.weaviate import WeaviateServer
 from supportflow.service import limit_blas_threads
-from supportflow.sample_data import banking77_rows
-from supportflow.sample_data import path as sample_path
+from tooling.sample_data import banking77_rows
+from tooling.sample_data import path as sample_path
 from tooling.settings import FleetSettings
 
 from services.retriever.articles import load_articles

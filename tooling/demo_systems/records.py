@@ -4,7 +4,7 @@ file (`tenants/demo-bank/systems/scenarios.yaml`; its header explains the format
 Each ticket's true intent picks one of the intent's situations, and the ticket's customer gets that
 situation's records. The draw is seeded by (seed, customer, intent, how many times that customer
 has that intent), not by the ticket id, so two runs of the demo with the same tickets give the same
-records whatever their run ids. Customers are the CRM's (supportflow/sample_data/sample_crm.json);
+records whatever their run ids. Customers are the CRM's (tooling/sample_data/sample_crm.json);
 a ticket from a customer the CRM does not know gets nothing: the account system does not know them
 either.
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from supportflow.crm import SAMPLE_CRM_PATH
+from tooling.sample_data import SAMPLE_CRM_PATH
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS_PATH = REPO_ROOT / "tenants" / "demo-bank" / "systems" / "scenarios.yaml"

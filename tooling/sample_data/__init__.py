@@ -6,6 +6,8 @@
 - `banking77_train.csv.gz`: the Banking77 train split (CC BY 4.0, PolyAI; LICENSE-banking77).
   Cite Casanueva et al. (2020), "Efficient Intent Detection with Dual Sentence Encoders",
   arXiv:2003.04807. Real crowd-written queries.
+- `sample_crm.json`: the demo's synthetic customers (cust-0001..cust-0050), the CRM the tools'
+  fleets use unless SUPPORTFLOW_CRM_LOCATION names another (`tooling/settings.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from typing import Iterator
 
 def path(name: str) -> Path:
     return Path(str(resources.files(__package__).joinpath(name)))
+
+
+SAMPLE_CRM_PATH = path("sample_crm.json")
 
 
 def kb_articles() -> Iterator[dict]:
