@@ -114,7 +114,7 @@ def test_params_default_to_the_shipped_fusion_and_label_it_only_when_asked():
     assert ranked.label(with_chunking=False) == "alpha=0.7 w=0.5"
     assert ranked.label(with_chunking=False, with_fusion=True) == "fusion=ranked alpha=0.7 w=0.5"
     assert ranked.label(with_chunking=True, with_fusion=True) == "chunks=600:150 fusion=ranked alpha=0.7 w=0.5"
-    assert str(ranked) == f"chunks=600:150 fusion=ranked segments={MAX_SEGMENTS} cands=4 alpha=0.7 w=0.5"
+    assert str(ranked) == f"chunks=600:150 fusion=ranked segments={MAX_SEGMENTS} cands={CANDIDATES_PER_ARTICLE} alpha=0.7 w=0.5"
 
 
 def test_the_grid_runs_chunking_then_fusion_then_alpha_then_weight():
@@ -141,8 +141,8 @@ def test_ties_across_fusions_go_to_the_shipped_fusion():
 
 
 def test_params_default_to_the_shipped_segments_and_candidates_and_label_them_only_when_asked():
-    assert (Params(0.7, 0.7).segments, Params(0.7, 0.7).candidates) == (MAX_SEGMENTS, CANDIDATES_PER_ARTICLE) == (16, 4)
-    assert Params(0.7, 0.7) == Params(0.7, 0.7, SHIPPED_CHUNKING, SHIPPED_FUSION, 16, 4)
+    assert (Params(0.7, 0.7).segments, Params(0.7, 0.7).candidates) == (MAX_SEGMENTS, CANDIDATES_PER_ARTICLE) == (16, 8)
+    assert Params(0.7, 0.7) == Params(0.7, 0.7, SHIPPED_CHUNKING, SHIPPED_FUSION, 16, 8)
     assert Params(0.7, 0.7) != Params(0.7, 0.7, segments=8) != Params(0.7, 0.7, candidates=6)
     wide = Params(0.7, 0.5, segments=8, candidates=6)
     assert wide.label(with_chunking=False, with_fusion=False) == "alpha=0.7 w=0.5"
@@ -152,9 +152,9 @@ def test_params_default_to_the_shipped_segments_and_candidates_and_label_them_on
 
 
 def test_the_grid_runs_fusion_then_segments_then_candidates_then_alpha_then_weight():
-    grid = parameter_grid([SHIPPED_CHUNKING], [0.5, 0.7], [0.0], ["relative", "ranked"], [16, 8], [4, 6])
+    grid = parameter_grid([SHIPPED_CHUNKING], [0.5, 0.7], [0.0], ["relative", "ranked"], [16, 8], [8, 6])
     assert grid == tuple(Params(a, 0.0, SHIPPED_CHUNKING, f, s, n) for f in ("relative", "ranked") for s in (16, 8)
-                         for n in (4, 6) for a in (0.5, 0.7))
+                         for n in (8, 6) for a in (0.5, 0.7))
     assert grid[:3] == (Params(0.5, 0.0), Params(0.7, 0.0), Params(0.5, 0.0, candidates=6))
     # without the new axes the grid is the shipped segments' and candidates', as before they existed
     assert parameter_grid([SHIPPED_CHUNKING], [0.5], [0.0, 0.3], ["ranked"]) == parameter_grid(
@@ -162,7 +162,7 @@ def test_the_grid_runs_fusion_then_segments_then_candidates_then_alpha_then_weig
 
 
 def test_ties_across_segments_and_candidates_go_to_the_shipped_parameters():
-    more = Params(SHIPPED.alpha, SHIPPED.rerank_weight, segments=8, candidates=8)
+    more = Params(SHIPPED.alpha, SHIPPED.rerank_weight, segments=8, candidates=4)
     tied = {SHIPPED: {"a": (0.5, 0.5)}, more: {"a": (0.5, 0.5)}}
     assert choose_params(tied, ["a"], [more, SHIPPED], SHIPPED) == SHIPPED
     better = {**tied, more: {"a": (0.5, 0.6)}}

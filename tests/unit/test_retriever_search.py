@@ -155,8 +155,8 @@ def test_gap_decision_and_best_similarity():
 
 
 def test_candidate_limit_grows_with_k():
-    assert candidate_limit(1) == candidate_limit(3) < candidate_limit(4) < candidate_limit(10) < candidate_limit(50)
-    assert candidate_limit(10) == 40
+    assert candidate_limit(1) == MIN_CANDIDATES < candidate_limit(3) < candidate_limit(4) < candidate_limit(10) < candidate_limit(50)
+    assert candidate_limit(10) == 80 and candidate_limit(10, 4) == 40
 
 
 def test_candidates_per_article_is_a_parameter_with_the_shipped_default():
