@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
+import tenacity
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message as KafkaMessage, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, OffsetSpec
 from google.protobuf.message import DecodeError, Message
@@ -500,6 +501,11 @@ def handled_id_record(message: KafkaMessage) -> tuple[str, float] | None:
     return (event_id, handled_at) if event_id else None
 
 
+def _log_transient_retry(state: tenacity.RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.warning("transient failure, retrying", extra={"fields": {"error": str(error), "attempt": state.attempt_number}})
+
+
 class ConsumerLoop:
     """Consumes `handlers`' topics in one consumer group and publishes what the handlers return.
 
@@ -787,17 +793,15 @@ class ConsumerLoop:
             self._process_with_retries(message)
 
     def _process_with_retries(self, message: KafkaMessage) -> None:
-        delay = 0.1
-        for attempt in range(self._max_retries + 1):
-            try:
-                self._process(message)
-                return
-            except TransientError as exc:
-                if attempt == self._max_retries:
-                    raise
-                log.warning("transient failure, retrying", extra={"fields": {"error": str(exc), "attempt": attempt + 1}})
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """A transient failure (a peer down, a store unavailable) is retried after 0.1 s, 0.2 s, ...
+        at most 5 s apart, `max_retries` times; then it propagates and the batch is not committed."""
+        tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TransientError),
+            stop=tenacity.stop_after_attempt(self._max_retries + 1),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=5.0),
+            before_sleep=_log_transient_retry,
+            reraise=True,
+        )(self._process, message)
 
     def _source_of(self, message: KafkaMessage) -> Topic:
         """The topic whose handler takes a record read from the log (`via`)."""

@@ -15,8 +15,8 @@ ledger as the offline drafter's (see drafting.py), so the model can never add an
   elements, redacted like the ticket; what the model says of them is checked against them after
   the call (evidence_ledger.py), like its policy figures against the passages.
 - Failures are bounded: the SDK retries 429/5xx/529 and timeouts itself (`max_retries`), and this
-  class adds a few attempts with exponential backoff inside a total time budget. When all of that
-  fails, or the reply is malformed, the offline drafter answers and the metric
+  class adds a few attempts with exponential backoff (tenacity) inside a total time budget. When
+  all of that fails, or the reply is malformed, the offline drafter answers and the metric
   `supportflow_drafter_claude_fallbacks_total{reason}` counts it.
 """
 
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import anthropic
+import tenacity
 
 from supportflow.claude import DEFAULT_TIMEOUT_S, TICKET_CHARS_SHOWN, ClaudeFailure, classify_failure, default_model
 from supportflow.contracts.v1 import ticket_pb2 as tk
@@ -279,9 +280,11 @@ class ClaudeDrafter:
         return self._reply_parts(request, reply, vault)
 
     def _call(self, request: DraftInput, vault: PiiVault, started: float) -> ToolReply:
+        """One Messages call, retried (tenacity) while its failure is retryable, attempts remain
+        and the next backoff still ends within the budget; raises the last ClaudeFailure."""
         user_message = build_user_message(request, vault)
-        attempt = 0
-        while True:
+
+        def attempt() -> ToolReply:
             remaining = self._budget_s - (self._clock() - started)
             try:
                 message = self._client.messages.create(
@@ -297,14 +300,23 @@ class ClaudeDrafter:
             except ClaudeFailure:
                 raise
             except Exception as exc:  # noqa: BLE001 - every SDK or decoding error is classified
-                failure = classify_failure(exc)
-            delay = self._backoff_s * (2**attempt)
-            attempt += 1
-            out_of_time = self._clock() - started + delay >= self._budget_s
-            if not failure.retryable or attempt >= self._attempts or out_of_time:
-                raise failure
-            metrics.CLAUDE_RETRIES.labels(failure.reason).inc()
-            self._sleep(delay)
+                raise classify_failure(exc) from exc
+
+        def out_of_time(state: tenacity.RetryCallState) -> bool:
+            return self._clock() - started + (state.upcoming_sleep or 0.0) >= self._budget_s
+
+        def count_retry(state: tenacity.RetryCallState) -> None:
+            metrics.CLAUDE_RETRIES.labels(state.outcome.exception().reason).inc()
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda exc: isinstance(exc, ClaudeFailure) and exc.retryable),
+            wait=tenacity.wait_exponential(multiplier=self._backoff_s),
+            stop=tenacity.stop_after_attempt(self._attempts) | out_of_time,
+            before_sleep=count_retry,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        return retrying(attempt)
 
     def _reply_parts(self, request: DraftInput, reply: ToolReply, vault: PiiVault) -> ReplyParts:
         template = self._templates.for_reply(request.ticket.tenant_id, channel_name(request.ticket.channel))

@@ -15,7 +15,7 @@ import time
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
+from tenacity import Retrying, retry, retry_if_exception, stop_after_delay, wait_fixed
 
 from supportflow.eventbus import group_has_committed, kafka_config, watermarks
 from supportflow.service import StateLost
@@ -34,14 +34,12 @@ def check_changelogs(settings: Settings, group_id: str, input_topics: list[str],
     fresh group create the missing changelogs and mark them. Returns the changelogs created.
     Retries what Kafka says is retriable (a topic another replica has just created has no leader
     for a moment) for up to `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return _check(settings, group_id, input_topics, changelogs, timeout_s)
-        except KafkaException as exc:
-            if not exc.args[0].retriable() or time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    return Retrying(retry=retry_if_exception(_retriable), stop=stop_after_delay(timeout_s), wait=wait_fixed(0.5),
+                    reraise=True)(_check, settings, group_id, input_topics, changelogs, timeout_s)
+
+
+def _retriable(exc: BaseException) -> bool:
+    return isinstance(exc, KafkaException) and exc.args[0].retriable()
 
 
 def _check(settings: Settings, group_id: str, input_topics: list[str], changelogs: dict[str, int],

@@ -197,6 +197,24 @@ def test_overload_that_persists_falls_back_to_offline(api: FakeMessagesApi, temp
     assert fallbacks("overloaded") == before + 1
 
 
+def test_no_retry_starts_whose_backoff_would_end_past_the_budget(api: FakeMessagesApi, templates: TemplateBook) -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    api.script += [(529, OVERLOADED, 0.0, {})] * 5
+    client = claude_client("sk-ant-test-key", api.base_url, timeout_s=5.0, max_retries=0)
+    drafter = ClaudeDrafter(client, OfflineDrafter(templates), templates, model="claude-sonnet-test", attempts=5,
+                            backoff_s=1.0, budget_s=2.5, sleep=sleep, clock=lambda: now[0])
+    result = draft(drafter, "How much is a domestic wire?")
+    # The first backoff (1 s) ends within the 2.5 s budget, the second (2 s, from t=1 s) would not.
+    assert len(api.requests) == 2 and slept == [1.0]
+    assert result.generator == "offline"
+
+
 def test_timeout_falls_back_to_offline_and_is_counted(api: FakeMessagesApi, templates: TemplateBook) -> None:
     before = fallbacks("timeout")
     slow = (200, tool_message("A domestic outgoing wire costs $10.00 [P1].", ["P1"]), 1.5, {})
