@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.settings import Settings
+from supportflow.settings import CrmSettings
 
 from prometheus_client import Counter
 
@@ -194,7 +194,7 @@ class NoCrm:
         return CustomerLookup(STANDARD_CUSTOMER, NOT_FOUND)
 
 
-def crm_from_settings(settings: Settings) -> CustomerDirectory:
+def crm_from_settings(settings: CrmSettings) -> CustomerDirectory:
     """The CRM that SUPPORTFLOW_CRM_LOCATION names; none when it is unset."""
     if not settings.crm_location:
         log.info("no CRM connected (SUPPORTFLOW_CRM_LOCATION unset): every customer is standard tier")

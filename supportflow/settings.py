@@ -4,12 +4,13 @@ Every knob is an environment variable named SUPPORTFLOW_<FIELD> (upper case), re
 by pydantic-settings when a process starts: one SettingsError names every variable that is
 malformed, not just the first. Nothing else calls `os.environ`.
 
-`Settings` holds what the platform itself reads (Kafka, topics, the ops and gRPC ports, the peers'
-addresses, tenants, channels, the CRM). Each service declares its own knobs in a subclass beside it
-(`services/<name>/settings.py`), and its process reads that class alone: a service is configured,
-validated and documented by what it reads, and a bad variable of another service never stops it.
-`ClaudeSettings` is the part two services share (the classifier and the drafter call Claude).
-Services pass plain values on to constructors.
+`Settings` holds what every service process reads (Kafka, topics, the ops and gRPC ports,
+tenants). Each service declares its own knobs in a subclass beside it (`services/<name>/settings.py`),
+and its process reads that class alone: a service is configured, validated and documented by what
+it reads, and a bad variable of another service never stops it. The parts several services share
+are here, each for the platform module that reads it: `ChannelSettings` (channels.py),
+`CrmSettings` (crm.py), `InvestigationSettings` and `EvidenceSettings` (investigation.py and the
+peers' addresses), `ClaudeSettings` (claude.py). Services pass plain values on to constructors.
 """
 
 from __future__ import annotations
@@ -81,31 +82,15 @@ class Settings(BaseSettings):
     # within the day; memory grows with the events a group handles in one TTL (~170 bytes each).
     dedupe_ttl_s: float = Field(24 * 3600.0, gt=0)
 
-    # Service addresses (host:port) for gRPC calls between services, and the deadline of a call.
-    # An investigation (Investigator.Investigate, which the drafter and the escalator call) answers
-    # within its own deadline, or with what it has.
-    retriever_addr: str = "127.0.0.1:50062"
-    drafter_addr: str = "127.0.0.1:50063"
-    learner_addr: str = "127.0.0.1:50065"
-    investigator_addr: str = "127.0.0.1:50066"
-    grpc_deadline_s: float = 2.0
-    investigation_deadline_s: float = 1.5
-
-    # Each service process: its gRPC port (0 = none), its ops HTTP port (/metrics, /healthz, /readyz).
+    # Each service process: its gRPC port (0 = none), its ops HTTP port (/metrics, /healthz,
+    # /readyz), and the deadline of a gRPC call it makes.
     grpc_port: int = 0
     ops_port: int = 9000
-    # Per-tenant channels (helpdesks, mailboxes, their credentials): supportflow/channels.py.
-    # Unset: no helpdesk or mailbox is connected (the signed JSON API still works).
-    channels_path: Path | None = None
+    grpc_deadline_s: float = 2.0
     # Each tenant's own data (help center, policies, lexicons, playbooks): <dir>/<tenant>/. Unset:
     # the checkout's tenants/ folder (`tenant_data_dir`).
     tenants_dir: Path | None = None
     default_tenant: str = "rho-bank"
-
-    # The CRM: a JSON export or an http(s) base URL (GET {url}/customers/{id}). Unset: no CRM, so
-    # every customer is standard tier with nothing known of the account (supportflow/crm.py).
-    crm_location: str = ""
-    crm_timeout_s: float = 0.5
 
     log_level: str = "INFO"
 
@@ -166,6 +151,21 @@ class Settings(BaseSettings):
                 env[ENV_PREFIX + name.upper()] = str(value)
         return env
 
+    @property
+    def tenant_data_dir(self) -> Path:
+        """Where each tenant's own data lives (`<dir>/<tenant>/`): SUPPORTFLOW_TENANTS_DIR, or the
+        checkout's tenants/ folder."""
+        return self.tenants_dir or CHECKOUT_TENANTS_DIR
+
+
+class ChannelSettings(Settings):
+    """For the services that speak to the tenants' channels (the gateway takes tickets in, delivery
+    posts back)."""
+
+    # Per-tenant channels (helpdesks, mailboxes, their credentials): supportflow/channels.py.
+    # Unset: no helpdesk or mailbox is connected (the signed JSON API still works).
+    channels_path: Path | None = None
+
     def channels(self, environ: dict[str, str] | None = None) -> ChannelsConfig:
         """The per-tenant channels file, its ${NAME} references read from the environment; an empty
         configuration when no file is set. Raises ChannelConfigError listing every problem."""
@@ -177,11 +177,29 @@ class Settings(BaseSettings):
             raise ChannelConfigError(f"{ENV_PREFIX}CHANNELS_PATH: cannot read {self.channels_path}: {exc}") from exc
         return ChannelsConfig.from_yaml(text, os.environ if environ is None else environ, str(self.channels_path))
 
-    @property
-    def tenant_data_dir(self) -> Path:
-        """Where each tenant's own data lives (`<dir>/<tenant>/`): SUPPORTFLOW_TENANTS_DIR, or the
-        checkout's tenants/ folder."""
-        return self.tenants_dir or CHECKOUT_TENANTS_DIR
+
+class CrmSettings(Settings):
+    """For the services that look customers up (the classifier's tier, the escalator's packets)."""
+
+    # A JSON export or an http(s) base URL (GET {url}/customers/{id}). Unset: no CRM, so every
+    # customer is standard tier with nothing known of the account (supportflow/crm.py).
+    crm_location: str = ""
+    crm_timeout_s: float = 0.5
+
+
+class InvestigationSettings(Settings):
+    """For the investigator and its callers: an investigation answers within this deadline, or
+    with what it has; a caller waits that long plus a margin (supportflow/investigation.py)."""
+
+    investigation_deadline_s: float = 1.5
+
+
+class EvidenceSettings(InvestigationSettings):
+    """For the services that gather evidence from the retriever and the investigator over gRPC
+    (the drafter, the escalator): their addresses (host:port)."""
+
+    retriever_addr: str = "127.0.0.1:50062"
+    investigator_addr: str = "127.0.0.1:50066"
 
 
 class ClaudeSettings(Settings):

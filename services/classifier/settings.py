@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from encoders.settings import EncoderSettings
-from supportflow.settings import ClaudeSettings
+from supportflow.settings import ClaudeSettings, CrmSettings
 
 
-class ClassifierSettings(ClaudeSettings, EncoderSettings):
+class ClassifierSettings(ClaudeSettings, CrmSettings, EncoderSettings):
     intent_model_dir: Path | None = None
     # Tenants' own intent models: <dir>/<tenant>/ from `supportflow classifier train --tenant`; a
     # tenant without one is classified with intent_model_dir's. Unset: no tenant has its own.

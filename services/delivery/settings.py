@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from supportflow.settings import Settings
+from supportflow.settings import ChannelSettings
 
 
-class DeliverySettings(Settings):
+class DeliverySettings(ChannelSettings):
     # Where the ledger of what was posted lives (SQLAlchemy URL; unset: a SQLite file under
     # cache_dir), how long one provider call may take and how many times it is tried.
     delivery_ledger_url: str = ""

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from encoders.settings import EncoderSettings
-from supportflow.settings import ClaudeSettings
+from supportflow.settings import ClaudeSettings, EvidenceSettings
 
 
-class DrafterSettings(ClaudeSettings, EncoderSettings):
+class DrafterSettings(ClaudeSettings, EvidenceSettings, EncoderSettings):
     # The offline drafter's reply templates; unset: the ones shipped beside the service.
     drafter_templates_path: Path | None = None
     drafter_evidence_k: int = 4  # distinct articles the drafter asks the retriever for

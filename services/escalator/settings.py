@@ -7,10 +7,10 @@ from pathlib import Path
 
 from pydantic import Field
 
-from supportflow.settings import Settings
+from supportflow.settings import CrmSettings, EvidenceSettings
 
 
-class EscalatorSettings(Settings):
+class EscalatorSettings(CrmSettings, EvidenceSettings):
     # Unset: the files shipped beside the service.
     escalation_config_path: Path | None = None
     action_limits_path: Path | None = None

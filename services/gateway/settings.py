@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from supportflow.settings import Settings
+from supportflow.settings import ChannelSettings
 
 
-class GatewaySettings(Settings):
+class GatewaySettings(ChannelSettings):
     gateway_http_port: int = 8088
     # HMAC-SHA256 secret for webhook signatures (X-Supportflow-Signature); empty disables the check.
     gateway_webhook_secret: str = ""

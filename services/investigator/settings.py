@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from supportflow.settings import Settings
+from supportflow.settings import InvestigationSettings
 from supportflow.systems import SystemsConfig, load_systems
 
 
-class InvestigatorSettings(Settings):
+class InvestigatorSettings(InvestigationSettings):
     # The per-tenant systems of record (account system, transactions, product events, changes,
     # incidents: base URLs and credentials by ${NAME} reference); the playbooks are tenant data
     # (tenants/<tenant>/playbooks/*.yaml). Unset: no tenant has connected systems and every

@@ -18,6 +18,9 @@ class WorkspaceSettings(Settings):
     workspace_api_token: str = ""
     workspace_rollback_owners: str = ""  # "archetype=username,...": who may pull each archetype back to draft-for-review
     workspace_redraft_deadline_s: float = 10.0  # deadline of the workspace's Drafter.Draft call (an agent's new draft)
+    # The services it calls over gRPC (host:port): the drafter for a new draft, the learner for the panel.
+    drafter_addr: str = "127.0.0.1:50063"
+    learner_addr: str = "127.0.0.1:50065"
 
     @property
     def workspace_database_url(self) -> str:

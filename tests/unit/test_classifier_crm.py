@@ -25,7 +25,7 @@ from supportflow.crm import (
     crm_from_location,
     crm_from_settings,
 )
-from supportflow.settings import Settings
+from supportflow.settings import CrmSettings
 from tooling.sample_data import SAMPLE_CRM_PATH
 from tooling.settings import FleetSettings
 
@@ -49,7 +49,7 @@ def test_an_unknown_or_missing_customer_is_standard_tier() -> None:
 
 
 def test_a_deployment_without_a_crm_knows_no_customer_and_the_tools_use_the_sample() -> None:
-    unset = crm_from_settings(Settings.from_env({}))
+    unset = crm_from_settings(CrmSettings.from_env({}))
     assert unset.lookup("cust-0004").outcome == NOT_FOUND  # never the demo's customers
     sample = crm_from_settings(FleetSettings.from_env({}))
     assert sample.lookup("cust-0004").record.tier == tk.CUSTOMER_TIER_ENTERPRISE
