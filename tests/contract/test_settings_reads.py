@@ -15,7 +15,7 @@ import pytest
 from encoders.settings import EncoderSettings
 from supportflow import settings as platform_settings
 from supportflow.settings import Settings
-from tooling.settings import SERVICE_SETTINGS
+from tooling.settings import SERVICE_SETTINGS, FleetSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_NAMES = {"settings", "_settings"}
@@ -70,3 +70,11 @@ def test_the_check_catches_a_read_of_another_services_knob(tmp_path: Path) -> No
     (folder / "main.py").write_text("def build(settings):\n    return settings.weaviate_http_port, settings.topic_prefix\n")
     problems = undeclared(folder, SERVICE_SETTINGS["drafter"])
     assert len(problems) == 1 and "weaviate_http_port" in problems[0]
+
+
+def test_every_setting_is_read_somewhere() -> None:
+    """A variable nothing reads is a knob an operator sets in vain (issue 27: no dead settings)."""
+    read = {node.attr for package in ("services", "supportflow", "encoders", "tooling")
+            for path in (ROOT / package).rglob("*.py") if not path.name.endswith(("_pb2.py", "_pb2_grpc.py"))
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(node, ast.Attribute)}
+    assert sorted(set(FleetSettings.model_fields) - read) == []
