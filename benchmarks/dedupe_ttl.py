@@ -39,8 +39,8 @@ from supportflow.eventbus import (  # noqa: E402
     new_meta,
 )
 from supportflow.observability import Health  # noqa: E402
-from tooling.settings import FleetSettings  # noqa: E402
 from supportflow.topics import Topic  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 
 
 def received(ticket_id: str) -> ev.TicketReceived:

@@ -43,8 +43,8 @@ from supportflow.contracts.v1 import events_pb2 as ev  # noqa: E402
 from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
 from supportflow.eventbus import new_meta  # noqa: E402
 from tooling.sample_tickets import demo_tickets  # noqa: E402
-from tooling.settings import FleetSettings  # noqa: E402
 from supportflow.topics import DECISION_TOPICS  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 
 from services.escalator.main import build_escalator  # noqa: E402
 from services.learner.config import LearnerConfig  # noqa: E402

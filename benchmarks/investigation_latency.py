@@ -36,11 +36,11 @@ from services.investigator.servicer import InvestigatorServicer  # noqa: E402
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc, ticket_pb2  # noqa: E402
 from supportflow.observability import Health  # noqa: E402
 from supportflow.rpc import create_server  # noqa: E402
-from tooling.settings import FleetSettings  # noqa: E402
 from supportflow.systems import load_systems  # noqa: E402
 from tooling.demo_report import percentile  # noqa: E402
 from tooling.demo_systems import AccountSystemProcess, systems_file  # noqa: E402
 from tooling.round_trip import DEMO_TENANT, TENANTS_DIR, sample_tickets  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 
 ARCHETYPES = {name: value for value, name in ((ticket_pb2.ARCHETYPE_REPETITIVE, "repetitive"),
                                                (ticket_pb2.ARCHETYPE_FAQ_BOUNDED, "faq_bounded"),

@@ -43,9 +43,9 @@ from supportflow.eventbus import (  # noqa: E402
     H_SOURCE_TOPIC, EventPublisher, delete_namespace_topics, encode, ensure_topics, new_meta,
 )
 from supportflow.rpc import open_channel  # noqa: E402
-from tooling.settings import FleetSettings  # noqa: E402
 from supportflow.topics import DECISION_TOPICS, Topic  # noqa: E402
 from tooling.fleet import free_port  # noqa: E402
+from tooling.settings import FleetSettings  # noqa: E402
 
 from services.learner.snapshots import FILE_NAME  # noqa: E402
 

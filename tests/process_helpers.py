@@ -16,9 +16,9 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from supportflow.eventbus import kafka_config
-from tooling.settings import FleetSettings
 from supportflow.topics import Topic
 from tooling.fleet import free_port
+from tooling.settings import FleetSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,8 +15,8 @@ from google.protobuf.json_format import MessageToDict
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import InvalidEvent, decode, kafka_config, read_ranges
-from tooling.settings import FleetSettings
 from supportflow.topics import DECISION_TOPICS, Topic
+from tooling.settings import FleetSettings
 
 
 def _consumer(settings: FleetSettings, topics: Iterable[Topic]) -> Consumer:

@@ -31,8 +31,8 @@ from tooling.demo_outcomes import (
 from tooling.demo_report import build_report, format_summary
 from supportflow.eventbus import delete_namespace_topics, ensure_topics
 from tooling.fleet import ServiceFleet
-from tooling.settings import FleetSettings
 from supportflow.topics import Topic
+from tooling.settings import FleetSettings
 
 if TYPE_CHECKING:
     from services.classifier.intent_catalog import IntentCatalog

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.eventbus import EventPublisher, ensure_topics, new_meta
-from tooling.settings import FleetSettings
 from supportflow.topics import Topic
+from tooling.settings import FleetSettings
 
 from services.gateway.intake import PayloadError, feedback_from_payload
 

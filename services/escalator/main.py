@@ -30,8 +30,8 @@ from services.escalator.help_center import ArticleLookup, grpc_articles, no_arti
 from services.escalator.incidents import IncidentTracker
 from services.escalator.investigator_client import run_action_executor
 from services.escalator.lookups_ahead import LookupsAhead
-from services.escalator.similar_cases import SimilarCaseLookup, grpc_similar_cases, no_similar_cases
 from services.escalator.settings import EscalatorSettings
+from services.escalator.similar_cases import SimilarCaseLookup, grpc_similar_cases, no_similar_cases
 
 SERVICE = "escalator"
 

@@ -10,8 +10,8 @@ from supportflow.observability import Health
 from supportflow.service import ServiceParts
 
 from services.gateway.http_api import GatewayApp, serve
-from services.gateway.smtp_intake import MailIntake, serve_smtp
 from services.gateway.settings import GatewaySettings
+from services.gateway.smtp_intake import MailIntake, serve_smtp
 
 log = logging.getLogger(__name__)
 

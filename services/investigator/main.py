@@ -18,7 +18,6 @@ from services.investigator.servicer import InvestigatorServicer
 from services.investigator.settings import InvestigatorSettings
 
 
-
 def build_investigator(settings: InvestigatorSettings) -> Investigator:
     return Investigator(settings.systems(), settings.tenant_data_dir, deadline_s=settings.investigation_deadline_s)
 

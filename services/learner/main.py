@@ -48,10 +48,10 @@ from services.learner.config import LearnerConfig
 from services.learner.handlers import Learner, check_input
 from services.learner.metrics import LearnerCollector
 from services.learner.servicer import LearnerServicer
+from services.learner.settings import LearnerSettings
 from services.learner.snapshots import SnapshotStore, learner_version
 from services.learner.state import StateError
 from services.learner.tenant_data import TenantData
-from services.learner.settings import LearnerSettings
 
 SERVICE = "learner"
 INPUTS = (*DECISION_TOPICS.values(), Topic.TICKETS_FEEDBACK, Topic.AGENT_ACTIONS, Topic.TICKETS_RECEIVED,

@@ -51,9 +51,9 @@ from services.workspace.handlers import (
     queue_row,
     ticket_effect,
 )
+from services.workspace.settings import WorkspaceSettings
 from services.workspace.store import WorkspaceStore
 from services.workspace.web import create_app
-from services.workspace.settings import WorkspaceSettings
 
 log = logging.getLogger(__name__)
 

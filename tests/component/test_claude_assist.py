@@ -12,9 +12,9 @@ import pytest
 from supportflow.claude import claude_client
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FileCrm
-from tooling.sample_data import SAMPLE_CRM_PATH
 from tests.fake_messages_api import OVERLOADED, FakeMessagesApi
 from tests.intent_stubs import FixedModel
+from tooling.sample_data import SAMPLE_CRM_PATH
 
 from services.classifier import input_guard, metrics
 from services.classifier.claude_assist import NONE_OF_THESE, TOOL_NAME, ClaudeAssist

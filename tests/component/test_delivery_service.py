@@ -31,8 +31,8 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import (H_DLQ_ERROR, H_DLQ_REASON, EventPublisher, derived_event_id, ensure_topics, header,
                                   kafka_config, new_meta)
-from tooling.settings import FleetSettings
 from supportflow.topics import DECISION_TOPICS, Topic
+from tooling.settings import FleetSettings
 
 from services.delivery.main import RETRY_DELAY_S
 from tests.kafka_helpers import read_all

@@ -22,9 +22,9 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import EventPublisher, decode, ensure_topics, kafka_config, new_meta
 from supportflow.service import EXIT_STATE_LOST
-from tooling.settings import FleetSettings
 from supportflow.topics import Topic
 from tests.process_helpers import ServiceProcess, kill_in_turn, read_records
+from tooling.settings import FleetSettings
 
 
 pytestmark = pytest.mark.infra

@@ -29,11 +29,11 @@ from supportflow.eventbus import (
 )
 from supportflow.rpc import open_channel
 from supportflow.service import EXIT_STATE_LOST
-from tooling.settings import FleetSettings
 from supportflow.topics import DECISION_TOPICS, Topic
 from tests.kafka_helpers import read_all
 from tests.process_helpers import ROOT, ServiceProcess, kill_in_turn, read_records
 from tooling.fleet import free_port
+from tooling.settings import FleetSettings
 
 from services.learner.config import LearnerConfig
 from services.learner.handlers import Learner

@@ -15,8 +15,8 @@ import pytest
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import EventPublisher, ensure_topics, new_meta
-from tooling.settings import FleetSettings
 from supportflow.topics import Topic
+from tooling.settings import FleetSettings
 
 from services.workspace.main import consumer_group
 from tests.kafka_helpers import read_all

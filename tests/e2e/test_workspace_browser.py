@@ -33,7 +33,6 @@ from selenium.webdriver.support.ui import Select
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import EventPublisher, delete_namespace_topics, ensure_topics, new_meta
-from tooling.settings import FleetSettings
 from supportflow.topics import Topic
 from tests.service_helpers import headless_browser, wait_for_page
 from tooling.channel_servers import ChannelServers, ChannelServersConfig
@@ -41,6 +40,7 @@ from tooling.decisions import read_topic
 from tooling.demo import channels_file, tenant_accounts
 from tooling.fleet import ServiceFleet, free_port
 from tooling.round_trip import DEMO_TENANT
+from tooling.settings import FleetSettings
 
 pytestmark = pytest.mark.infra
 

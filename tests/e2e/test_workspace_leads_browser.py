@@ -37,8 +37,8 @@ from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import EventPublisher, delete_namespace_topics, ensure_topics, new_meta
 from supportflow.observability import Health
 from supportflow.rpc import create_server
-from tooling.settings import FleetSettings
 from supportflow.topics import Topic
+from tooling.settings import FleetSettings
 
 from services.workspace.auth import bootstrap_admin, hash_password
 from services.workspace.handlers import INSTRUCTION_METADATA_KEY

@@ -18,9 +18,9 @@ from tests.intent_stubs import FixedModel, Prediction
 from services.classifier import input_guard, metrics
 from services.classifier.classify import classify_batch, classify_ticket
 from supportflow.crm import ERROR, STANDARD_CUSTOMER, CustomerLookup, FileCrm
-from tooling.sample_data import SAMPLE_CRM_PATH
 from services.classifier.handlers import TicketTriage
 from services.classifier.routing import DEFAULT_POLICY_PATH, PolicyStore, load_policy
+from tooling.sample_data import SAMPLE_CRM_PATH
 
 POLICY = load_policy(DEFAULT_POLICY_PATH)
 CRM = FileCrm(SAMPLE_CRM_PATH)

@@ -11,9 +11,9 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2 as svc
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FileCrm
-from tooling.sample_data import SAMPLE_CRM_PATH
 from supportflow.eventbus import new_meta
 from supportflow.topics import Topic
+from tooling.sample_data import SAMPLE_CRM_PATH
 
 from services.escalator.actions import ActionGate, ActionLedger, ExecutionResult
 from services.escalator.case_routing import case_type_for

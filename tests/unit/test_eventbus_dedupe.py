@@ -5,8 +5,8 @@ import pytest
 
 from supportflow.eventbus import HandledIds, handled_id_record
 from supportflow.settings import SettingsError
-from tooling.settings import FleetSettings
 from supportflow.topics import HANDLED_IDS_SUFFIX, all_physical_names, handled_ids_in
+from tooling.settings import FleetSettings
 
 
 class Clock:

@@ -9,10 +9,10 @@ from pathlib import Path
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FileCrm
-from tooling.sample_data import SAMPLE_CRM_PATH
 from supportflow.eventbus import new_meta
 from supportflow.topics import Topic
 from tests.intent_stubs import FixedModel
+from tooling.sample_data import SAMPLE_CRM_PATH
 
 from services.classifier.handlers import TicketTriage, routing_override_handler
 from services.classifier.routing import DEFAULT_POLICY_PATH, PolicyStore

@@ -11,8 +11,8 @@ from supportflow.eventbus import (
     H_DLQ_REASON, H_EVENT_ID, H_SOURCE_TOPIC, ConsumerLoop, Forward, derived_event_id, encode, header,
 )
 from supportflow.observability import Health
-from tooling.settings import FleetSettings
 from supportflow.topics import DECISION_TOPICS, Topic
+from tooling.settings import FleetSettings
 
 from services.learner.applied_ids import AppliedIds
 from services.learner.config import LearnerConfig

@@ -15,10 +15,10 @@ import pytest
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.crm import FileCrm
-from tooling.sample_data import SAMPLE_CRM_PATH
 from supportflow.eventbus import new_meta
 from supportflow.topics import DECISION_TOPICS, Topic
 from tests.intent_stubs import FixedModel
+from tooling.sample_data import SAMPLE_CRM_PATH
 
 from services.classifier.handlers import TicketTriage
 from services.classifier.input_guard import injection_styles

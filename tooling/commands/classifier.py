@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
+from encoders.embedding import load_encoder
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.crm import FileCrm
 from tooling.sample_data import SAMPLE_CRM_PATH
 from tooling.settings import FleetSettings
-from encoders.embedding import load_encoder
 
 from services.classifier.classify import classify_batch, classify_ticket
 from services.classifier.intent_catalog import archetype_name
