@@ -60,7 +60,7 @@ PASSAGES_PER_ARTICLE = 2
 # enough candidates to still find k distinct articles. Every candidate comes with its vector, so
 # the count is much of a search's cost: 80 for k=10 (the evaluated setting), 32 for the drafter's 4.
 # 8, chosen by cross-validation over 4 and 8 (benchmarks/retrieval_cv.py --candidates-per-article
-# 4 8: 8 in 97 of 100 folds; docs/retrieval.md), for about 7% fewer queries/s.
+# 4 8: 8 in 97 of 100 folds; docs/retrieval.md), for about 6% fewer queries/s.
 CANDIDATES_PER_ARTICLE = 8
 MIN_CANDIDATES = 12
 SEGMENT_CHARS = 450  # a query segment the encoder reads whole (MiniLM stops at 128 word pieces)
