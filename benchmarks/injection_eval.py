@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from integrations.crm import FileCrm  # noqa: E402
 from supportflow.contracts.v1 import events_pb2 as ev  # noqa: E402
-from supportflow.crm import FileCrm  # noqa: E402
 from supportflow.eventbus import new_meta  # noqa: E402
 from supportflow.topics import DECISION_TOPICS, Topic  # noqa: E402
 from tooling.assets import ensure_demo_intent_model  # noqa: E402

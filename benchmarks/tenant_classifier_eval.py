@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from encoders.embedding import load_encoder
+from integrations.crm import FileCrm
 from services.classifier.classify import classify_batch
 from services.classifier.intent_catalog import default_catalog
 from services.classifier.intent_model import IntentModel, _macro_f1, cross_validate, read_labeled_csv
 from services.classifier.routing import DEFAULT_POLICY_PATH, load_policy, route_name
 from services.classifier.tenant_data import EXAMPLES_FILE, tenant_catalogs, tenant_policy_paths
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.crm import FileCrm
 from tooling.sample_data import SAMPLE_CRM_PATH
 from tooling.settings import FleetSettings
 

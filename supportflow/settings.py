@@ -9,8 +9,9 @@ tenants). Each service declares its own knobs in a subclass beside it (`services
 and its process reads that class alone: a service is configured, validated and documented by what
 it reads, and a bad variable of another service never stops it. The parts several services share
 are here, each for the platform module that reads it: `ChannelSettings` (channels.py),
-`CrmSettings` (crm.py), `InvestigationSettings` and `EvidenceSettings` (investigation.py and the
-peers' addresses), `ClaudeSettings` (claude.py). Services pass plain values on to constructors.
+`InvestigationSettings` and `EvidenceSettings` (investigation.py and the peers' addresses); a
+library's are beside it (`integrations/settings.py`, `encoders/settings.py`). Services pass plain
+values on to constructors.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Mapping, Self
 
-from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from supportflow.channels import ChannelConfigError, ChannelsConfig
@@ -178,15 +179,6 @@ class ChannelSettings(Settings):
         return ChannelsConfig.from_yaml(text, os.environ if environ is None else environ, str(self.channels_path))
 
 
-class CrmSettings(Settings):
-    """For the services that look customers up (the classifier's tier, the escalator's packets)."""
-
-    # A JSON export or an http(s) base URL (GET {url}/customers/{id}). Unset: no CRM, so every
-    # customer is standard tier with nothing known of the account (supportflow/crm.py).
-    crm_location: str = ""
-    crm_timeout_s: float = 0.5
-
-
 class InvestigationSettings(Settings):
     """For the investigator and its callers: an investigation answers within this deadline, or
     with what it has; a caller waits that long plus a margin (supportflow/investigation.py)."""
@@ -200,18 +192,6 @@ class EvidenceSettings(InvestigationSettings):
 
     retriever_addr: str = "127.0.0.1:50062"
     investigator_addr: str = "127.0.0.1:50066"
-
-
-class ClaudeSettings(Settings):
-    """For the services that call Claude (the classifier's assist, the drafter): without a key
-    neither does, and both work offline."""
-
-    # The SDK's own variable, ANTHROPIC_API_KEY, is honoured too, so a key set the usual way works.
-    anthropic_api_key: str = Field("", validation_alias=AliasChoices(ENV_PREFIX + "ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"))
-    anthropic_base_url: str = ""
-    anthropic_model: str = ""
-    anthropic_timeout_s: float = 20.0
-    anthropic_max_tokens: int = 1024
 
 
 def _settings_error(exc: ValidationError) -> SettingsError:

@@ -16,9 +16,9 @@ from typing import Protocol, Sequence
 
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
+from integrations.crm import ERROR, CustomerDirectory
 from services.classifier import input_guard
 from services.classifier.claude_assist import TEXT_FIELDS, Refinement
-from supportflow.crm import ERROR, CustomerDirectory
 from services.classifier.intake import TicketReading, missing_identifiers, read_ticket
 from services.classifier.intent_catalog import IntentCatalog, default_catalog
 from services.classifier.routing import RoutingFacts, RoutingPolicy, decide_route

@@ -11,7 +11,7 @@ is narrow on purpose:
 - empty normalized fields only; the rule-based identifiers are never overwritten.
 
 The ticket is data inside an escaped `<ticket>` element; personal data is redacted before the call
-and restored after (supportflow/pii.py). Tickets flagged as prompt injection or in an unsupported
+and restored after (conversation/pii.py). Tickets flagged as prompt injection or in an unsupported
 language are never sent. The triage path must not stall: one attempt with a short timeout, and a
 per-minute budget beyond which tickets go without (counted in
 `supportflow_classifier_claude_assist_total{outcome}`, as are timeouts, overloads and malformed
@@ -29,9 +29,9 @@ from typing import Any, Callable, Sequence
 
 import anthropic
 
-from supportflow.claude import ClaudeFailure, classify_failure, default_model
+from conversation.pii import PiiVault
+from integrations.claude import ClaudeFailure, classify_failure, default_model
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.pii import PiiVault
 
 from services.classifier import metrics
 

@@ -11,9 +11,9 @@ from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import Emit, InvalidEvent, new_meta, ticket_with_tenant
 from supportflow.topics import Topic
 
+from integrations.crm import CustomerDirectory
 from services.classifier import metrics
 from services.classifier.classify import HardCaseAssist, IntentPrediction, IntentPredictor, classify_ticket
-from supportflow.crm import CustomerDirectory
 from services.classifier.intent_catalog import IntentCatalog, archetype_name
 from services.classifier.routing import InvalidOverride, PolicyStore, route_name
 

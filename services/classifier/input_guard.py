@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from supportflow.claude import TICKET_CHARS_SHOWN
+from integrations.claude import TICKET_CHARS_SHOWN
 
 # Input flags, a fixed set (they label metrics and travel in Classification.input_flags).
 EMPTY = "empty"

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from supportflow.claude import claude_client
+from integrations.claude import claude_client
+from integrations.crm import crm_from_settings
 from supportflow.contracts.v1 import services_pb2_grpc
-from supportflow.crm import crm_from_settings
 from supportflow.eventbus import ConsumerLoop, EventPublisher
 from supportflow.observability import Health
 from supportflow.service import ServiceParts

@@ -28,8 +28,8 @@ import yaml
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
+from integrations.crm import TIERS
 from services.classifier import input_guard, metrics
-from supportflow.crm import TIERS
 from services.classifier.intent_catalog import ARCHETYPES, archetype_name
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from encoders.settings import EncoderSettings
-from supportflow.settings import ClaudeSettings, CrmSettings
+from integrations.settings import ClaudeSettings, CrmSettings
 
 
 class ClassifierSettings(ClaudeSettings, CrmSettings, EncoderSettings):

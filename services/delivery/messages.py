@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Iterable, Sequence, Union
 
+from conversation.summary import clip
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.summary import clip
 
 MAX_REPLY_CITATIONS = 3
 MAX_PASSAGE_CHARS = 300

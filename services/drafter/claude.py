@@ -7,7 +7,7 @@ ledger as the offline drafter's (see drafting.py), so the model can never add an
   instruction. A ticket the classifier flagged as a prompt-injection attempt is not sent at all:
   the extractive drafter, which follows no instructions, answers it.
 - Personal data (e-mails, phones, card numbers, IBANs) is replaced by placeholders before the call
-  and restored in the answer (supportflow/pii.py).
+  and restored in the answer (conversation/pii.py).
 - The answer is structured: the model must call the `submit_draft` tool (answer with [P#]
   passage markers, citations, uncertainty, follow-up questions, and the account evidence with
   [F#] finding markers); anything else is malformed.
@@ -32,9 +32,9 @@ from typing import Any, Callable
 import anthropic
 import tenacity
 
-from supportflow.claude import DEFAULT_TIMEOUT_S, TICKET_CHARS_SHOWN, ClaudeFailure, classify_failure, default_model
+from conversation.pii import PiiVault
+from integrations.claude import DEFAULT_TIMEOUT_S, TICKET_CHARS_SHOWN, ClaudeFailure, classify_failure, default_model
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.pii import PiiVault
 
 from services.drafter import metrics
 from services.drafter.evidence_ledger import customer_findings

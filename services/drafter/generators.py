@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from supportflow.claude import claude_client
+from integrations.claude import claude_client
 
 from services.drafter.answer_checks import TenantAnswerChecks
 from services.drafter.claude import ClaudeDrafter

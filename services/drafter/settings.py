@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from encoders.settings import EncoderSettings
-from supportflow.settings import ClaudeSettings, EvidenceSettings
+from integrations.settings import ClaudeSettings
+from supportflow.settings import EvidenceSettings
 
 
 class DrafterSettings(ClaudeSettings, EvidenceSettings, EncoderSettings):

@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from integrations.crm import FOUND, CustomerDirectory, account_fields
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2 as svc
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.crm import FOUND, CustomerDirectory, account_fields
 from supportflow.eventbus import Emit, InvalidEvent, new_meta
 from supportflow.investigation import Investigate, no_investigation
 from supportflow.timestamps import seconds_of, timestamp_at

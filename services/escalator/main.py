@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 
-from supportflow.crm import crm_from_settings
+from integrations.crm import crm_from_settings
 from supportflow.investigation import Investigate, investigator_client, no_investigation
 from supportflow.observability import Health
 from supportflow.rpc import open_channel

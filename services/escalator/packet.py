@@ -23,9 +23,9 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
+from conversation.summary import clip, conversation_summary, sentences
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.summary import clip, conversation_summary, sentences
 
 from services.escalator.decision import escalation_flags
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from supportflow.settings import CrmSettings, EvidenceSettings
+from integrations.settings import CrmSettings
+from supportflow.settings import EvidenceSettings
 
 
 class EscalatorSettings(CrmSettings, EvidenceSettings):

@@ -15,9 +15,9 @@ import collections
 import uuid
 from dataclasses import dataclass, field
 
+from conversation.summary import conversation_summary
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.eventbus import Emit, new_meta
-from supportflow.summary import conversation_summary
 from supportflow.topics import Topic
 
 from services.learner.config import KnowledgeConfig

@@ -9,9 +9,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from supportflow.claude import claude_client
+from integrations.claude import claude_client
+from integrations.crm import FileCrm
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.crm import FileCrm
 from tests.fake_messages_api import OVERLOADED, FakeMessagesApi
 from tests.intent_stubs import FixedModel
 from tooling.sample_data import SAMPLE_CRM_PATH

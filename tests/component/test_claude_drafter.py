@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import pytest
 from prometheus_client import REGISTRY
 
-from supportflow.claude import claude_client, default_model
+from integrations.claude import claude_client, default_model
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from tests.fake_messages_api import OVERLOADED, FakeMessagesApi

@@ -3,16 +3,18 @@ what it reads must be declared there: a read of a knob only the whole fleet's se
 pass every test that runs services from the fleet and fail in a deployment, where the service's
 process reads its own class. Every `settings.<name>` (and `self._settings.<name>`) in a service's
 code names a field, property or method of that service's class; the platform's code reads only
-the settings classes the platform defines, and the encoders only `EncoderSettings`."""
+the settings classes the platform defines, and each library only its own."""
 
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from encoders.settings import EncoderSettings
+from integrations.settings import ClaudeSettings, CrmSettings
 from supportflow import settings as platform_settings
 from supportflow.settings import Settings
 from tooling.settings import SERVICE_SETTINGS, FleetSettings
@@ -59,7 +61,9 @@ PLATFORM_SETTINGS = tuple(cls for cls in vars(platform_settings).values()
 
 
 @pytest.mark.parametrize(("package", "settings_classes"), [("supportflow", PLATFORM_SETTINGS),
-                                                          ("encoders", (EncoderSettings,))])
+                                                          ("encoders", (EncoderSettings,)),
+                                                          ("integrations", (ClaudeSettings, CrmSettings)),
+                                                          ("conversation", (Settings,))])
 def test_the_platform_and_the_libraries_read_only_their_own_settings(package: str, settings_classes: tuple) -> None:
     assert undeclared(ROOT / package, *settings_classes) == []
 
@@ -74,7 +78,9 @@ def test_the_check_catches_a_read_of_another_services_knob(tmp_path: Path) -> No
 
 def test_every_setting_is_read_somewhere() -> None:
     """A variable nothing reads is a knob an operator sets in vain (issue 27: no dead settings)."""
-    read = {node.attr for package in ("services", "supportflow", "encoders", "tooling")
+    packages = [pattern.rstrip("*") for pattern in tomllib.loads((ROOT / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["packages"]["find"]["include"]]
+    read = {node.attr for package in packages
             for path in (ROOT / package).rglob("*.py") if not path.name.endswith(("_pb2.py", "_pb2_grpc.py"))
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(node, ast.Attribute)}
     assert sorted(set(FleetSettings.model_fields) - read) == []

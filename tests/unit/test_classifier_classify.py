@@ -15,9 +15,9 @@ from supportflow.eventbus import InvalidEvent, new_meta
 from supportflow.topics import Topic
 from tests.intent_stubs import FixedModel, Prediction
 
+from integrations.crm import ERROR, STANDARD_CUSTOMER, CustomerLookup, FileCrm
 from services.classifier import input_guard, metrics
 from services.classifier.classify import classify_batch, classify_ticket
-from supportflow.crm import ERROR, STANDARD_CUSTOMER, CustomerLookup, FileCrm
 from services.classifier.handlers import TicketTriage
 from services.classifier.routing import DEFAULT_POLICY_PATH, PolicyStore, load_policy
 from tooling.sample_data import SAMPLE_CRM_PATH

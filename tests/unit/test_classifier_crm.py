@@ -13,8 +13,8 @@ import pytest
 
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
-from supportflow import crm as crm_module
-from supportflow.crm import (
+from integrations import crm as crm_module
+from integrations.crm import (
     ERROR,
     FOUND,
     NOT_FOUND,
@@ -25,7 +25,7 @@ from supportflow.crm import (
     crm_from_location,
     crm_from_settings,
 )
-from supportflow.settings import CrmSettings
+from integrations.settings import CrmSettings
 from tooling.sample_data import SAMPLE_CRM_PATH
 from tooling.settings import FleetSettings
 

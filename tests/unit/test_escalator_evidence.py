@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
+from integrations.crm import FileCrm
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2 as svc
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.crm import FileCrm
 from supportflow.eventbus import new_meta
 from supportflow.topics import Topic
 from tooling.sample_data import SAMPLE_CRM_PATH

@@ -12,7 +12,7 @@ from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import InvalidEvent, new_meta
 from supportflow.topics import DECISION_TOPICS, Topic
 
-from supportflow.crm import FileCrm
+from integrations.crm import FileCrm
 from tooling.sample_data import SAMPLE_CRM_PATH
 
 from services.escalator.actions import ActionGate, ActionLedger

@@ -9,9 +9,9 @@ import threading
 import pytest
 from prometheus_client import REGISTRY
 
+from integrations.crm import FileCrm
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.crm import FileCrm
 from tooling.sample_data import SAMPLE_CRM_PATH
 
 from services.escalator.actions import ActionGate, ActionLedger

@@ -5,9 +5,9 @@ from __future__ import annotations
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 
-from supportflow.crm import FileCrm, account_fields
+from conversation.summary import MAX_SUMMARY_CHARS, conversation_summary
+from integrations.crm import FileCrm, account_fields
 from services.escalator.packet import REQUIRED_FIELDS, build_packet, steps_already_tried
-from supportflow.summary import MAX_SUMMARY_CHARS, conversation_summary
 from tooling.sample_data import SAMPLE_CRM_PATH
 
 EMAIL = (

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from integrations.crm import FileCrm
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.crm import FileCrm
 from supportflow.eventbus import new_meta
 from supportflow.topics import Topic
 from tests.intent_stubs import FixedModel

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from supportflow.pii import PiiVault, iban_is_valid
+from conversation.pii import PiiVault, iban_is_valid
 
 
 def test_personal_data_is_replaced_consistently_and_restored() -> None:

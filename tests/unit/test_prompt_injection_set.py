@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from integrations.crm import FileCrm
 from supportflow.contracts.v1 import events_pb2 as ev
-from supportflow.crm import FileCrm
 from supportflow.eventbus import new_meta
 from supportflow.topics import DECISION_TOPICS, Topic
 from tests.intent_stubs import FixedModel

@@ -3,11 +3,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from integrations.settings import ClaudeSettings
 from services.classifier.settings import ClassifierSettings
 from services.drafter.settings import DrafterSettings
 from services.escalator.settings import EscalatorSettings
 from services.retriever.settings import RetrieverSettings
-from supportflow.settings import ClaudeSettings, Settings, SettingsError
+from supportflow.settings import Settings, SettingsError
 from tooling.settings import SERVICE_SETTINGS, FleetSettings
 
 

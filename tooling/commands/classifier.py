@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Iterable, TextIO
 
 from encoders.embedding import load_encoder
+from integrations.crm import FileCrm
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.crm import FileCrm
 from tooling.sample_data import SAMPLE_CRM_PATH
 from tooling.settings import FleetSettings
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
+from integrations.settings import CrmSettings
 from supportflow.contracts.v1 import ticket_pb2 as tk
-from supportflow.settings import CrmSettings
 
 from prometheus_client import Counter
 
