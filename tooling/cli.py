@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Optional
 import typer
 
 from supportflow.settings import SettingsError
-from tooling.settings import FleetSettings
+from tooling.settings import SERVICE_SETTINGS, FleetSettings
 
 app = typer.Typer(name="supportflow", help="Supportflow: the services, the demo, the local stack and the offline tools.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -47,14 +47,7 @@ def run(service: str = typer.Argument(..., help="the service: gateway, classifie
     if service not in SERVICES:
         print(f"supportflow run: no service {service!r}; choose one of {', '.join(SERVICES)}", file=sys.stderr)
         raise typer.Exit(2)
-    from tooling.settings import SERVICE_SETTINGS
-
-    try:
-        settings = SERVICE_SETTINGS[service].from_env()
-    except SettingsError as exc:
-        print(f"{service}: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from exc
-    raise typer.Exit(run_service(service, settings))
+    raise typer.Exit(run_service(service, SERVICE_SETTINGS[service].from_env()))  # main() reports bad settings
 
 
 @app.command()
