@@ -3,7 +3,8 @@ until GetKpis serves the whole panel again, replaying the learner's log from its
 restored from a snapshot.
 
 The log (`learner.events`, in a namespace of its own) gets N decided tickets and a CSAT survey for
-each, as the learner's intake passes them on (the topic they came from in a header). Then one
+each, of one tenant, as the learner's intake passes them on (to the tenant's partition, the topic
+they came from in a header). Then one
 replica (`python -m services.learner.main`, with a snapshot folder) is started and timed until
 GetKpis answers with all N tickets (GetKpis waits for its replica to apply the log up to its end,
 so the first full answer is the moment it has); it is stopped (its snapshot written at shutdown),
@@ -47,7 +48,7 @@ from supportflow.topics import DECISION_TOPICS, Topic  # noqa: E402
 from tooling.fleet import free_port  # noqa: E402
 from tooling.settings import FleetSettings  # noqa: E402
 
-from services.learner.snapshots import FILE_NAME  # noqa: E402
+from services.learner.shards import shard_of  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_700_000_000
@@ -68,7 +69,8 @@ def write_log(settings: FleetSettings, tickets: int, on_inputs: bool) -> int:
             written += 1
             return
         value, headers = encode(event)
-        publisher.produce_raw(log_name, key.encode(), value, headers + [(H_SOURCE_TOPIC, source.base_name.encode())])
+        publisher.produce_raw(log_name, key.encode(), value, headers + [(H_SOURCE_TOPIC, source.base_name.encode())],
+                              partition=shard_of("rho-bank"))
         written += 1
 
     for i in range(tickets):
@@ -162,7 +164,7 @@ def run(tickets: int, on_inputs: bool, code_dir: Path, keep: bool = False) -> di
             stopped = time.monotonic()
             stop(process)
             figures[name]["stop_s"] = round(time.monotonic() - stopped, 2)
-        figures["snapshot_bytes"] = (snapshots / FILE_NAME).stat().st_size
+        figures["snapshot_bytes"] = sum(path.stat().st_size for path in snapshots.glob("learner-*.snapshot"))
     finally:
         delete_namespace_topics(settings)
         if keep:

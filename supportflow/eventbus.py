@@ -28,10 +28,12 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 import tenacity
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message as KafkaMessage, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message as KafkaMessage, Producer, TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, OffsetSpec
 from google.protobuf.message import DecodeError, Message
 
@@ -184,9 +186,11 @@ class Emit:
 class Forward:
     """What a handler returns to pass the record it was given on to the log topic `to`, untouched
     (same key, value, headers and event id) plus a header naming the topic it came from, so that a
-    loop reading the log (`ConsumerLoop(via=...)`) hands it to that topic's handler."""
+    loop reading the log (`ConsumerLoop(via=...)`) hands it to that topic's handler. `partition`:
+    the partition of `to` to write it to (None: by its key)."""
 
     to: Topic
+    partition: int | None = None
 
 
 def encode(event: Message, traceparent: str | None = None) -> tuple[bytes, list[tuple[str, bytes]]]:
@@ -277,30 +281,36 @@ def group_has_committed(settings: Settings, group_id: str, topic_names: Sequence
 
 
 class LogEnd:
-    """The end offset of a one-partition topic (a log) now, read on demand with a client of its own
-    (a loop's consumer belongs to the loop's thread): a reader whose position has reached it has
-    seen everything written before the question."""
+    """The end offsets of a log topic's partitions now, read on demand with a client of its own (a
+    loop's consumer belongs to the loop's thread): a reader whose position in a partition has
+    reached its end has seen everything written there before the question. The topic must have
+    exactly `partitions` partitions: records are placed by a function of that count, and another
+    count would put them (and the state built from them) elsewhere."""
 
-    def __init__(self, settings: Settings, topic: Topic) -> None:
-        name = topic.name_in(settings.topic_prefix)
-        self._partition = TopicPartition(name, 0)
+    def __init__(self, settings: Settings, topic: Topic, partitions: int) -> None:
+        self._name = topic.name_in(settings.topic_prefix)
         self._client = Consumer(kafka_config(settings) | {"group.id": f"log-end-{uuid.uuid4().hex}",
                                                           "enable.auto.commit": False})
         self._lock = threading.Lock()
-        found = self._client.list_topics(name, timeout=30).topics.get(name)
-        if found is not None and found.error is None and len(found.partitions) != 1:
+        found = self._client.list_topics(self._name, timeout=30).topics.get(self._name)
+        if found is not None and found.error is None and len(found.partitions) != partitions:
             self._client.close()
-            # Records spread over partitions have no one order: replicas would apply them differently.
-            raise RuntimeError(f"{name} has {len(found.partitions)} partitions; a log must have exactly one "
-                               "(recreate it with one, as `supportflow topics create` does)")
+            raise RuntimeError(f"{self._name} has {len(found.partitions)} partitions; this log needs exactly "
+                               f"{partitions} (recreate it with {partitions}, as `supportflow topics create` does)")
 
-    def offset(self, timeout_s: float) -> int:
-        """The next offset to be written; TransientError when Kafka does not answer in time."""
+    def offset(self, partition: int, timeout_s: float) -> int:
+        """The next offset to be written in `partition`; TransientError when Kafka does not answer in time."""
+        return self.bounds(partition, timeout_s)[1]
+
+    def bounds(self, partition: int, timeout_s: float) -> tuple[int, int]:
+        """The first offset `partition` still holds and the next to be written; TransientError when
+        Kafka does not answer in time."""
         try:
             with self._lock:
-                return self._client.get_watermark_offsets(self._partition, timeout=timeout_s, cached=False)[1]
+                return self._client.get_watermark_offsets(TopicPartition(self._name, partition), timeout=timeout_s,
+                                                          cached=False)
         except KafkaException as exc:
-            raise TransientError(f"end of {self._partition.topic} not read: {exc}") from exc
+            raise TransientError(f"end of {self._name} [{partition}] not read: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
@@ -506,6 +516,24 @@ def _log_transient_retry(state: tenacity.RetryCallState) -> None:
     log.warning("transient failure, retrying", extra={"fields": {"error": str(error), "attempt": state.attempt_number}})
 
 
+class PartitionOwner(Protocol):
+    """State kept per partition of a log, each partition owned by one loop of a shared group at a
+    time (the learner's shards): `ConsumerLoop(owner=...)` asks it where each partition it is
+    given starts, tells it which it loses, and hands each record to the handlers of the partition
+    the record is on."""
+
+    def assigned(self, partitions: list[int]) -> dict[int, int | None]:
+        """Take these partitions; the offset each starts at (None: the beginning)."""
+
+    def revoked(self, partitions: list[int]) -> None:
+        """These partitions are another loop's now (or nobody's)."""
+
+    sources: tuple[Topic, ...]  # the topics the log's records come from (each has a handler)
+
+    def handlers(self, partition: int) -> Mapping[Topic, Handler] | None:
+        """The handlers of `partition`'s records by source topic; None for a partition not held."""
+
+
 class ConsumerLoop:
     """Consumes `handlers`' topics in one consumer group and publishes what the handlers return.
 
@@ -530,11 +558,15 @@ class ConsumerLoop:
     restart or a rebalance is skipped too, however many messages came in between.
     `remember_handled=False` opts a loop out of the topic (it still skips repeats it saw itself).
 
-    For state saved with the positions it was read up to (the learner's snapshots): `start_at`
-    gives the offset to start each (physical topic, partition) at, instead of the group's committed
-    offset or the beginning (after a rebalance, the position reached instead), and `after_batch` is
-    called on the loop's thread after each batch, once its output is published, with the position
-    after every message handled so far.
+    `owner=` (with `via=`) shares the log's partitions among the loops of `group` and keeps the
+    state built from each partition with its `PartitionOwner`: the group never commits; a partition
+    assigned starts where the owner says (its snapshot's position, or the beginning) and its records
+    go to the owner's handlers for that partition; partitions move between loops one at a time
+    (cooperative rebalancing: a partition that stays is not revoked and replayed). The loop keeps no
+    memory of handled ids of its own there: the owner's handlers skip repeats, deterministically.
+    `client_id` names the loop's consumer in the group (the learner: its address for the panel).
+    `after_batch` is called on the loop's thread after each batch, once its output is published,
+    with the position after every message handled so far in each partition it holds.
     """
 
     def __init__(
@@ -551,16 +583,19 @@ class ConsumerLoop:
         max_retries: int = 5,
         budget: DeadLetterBudget | None = None,
         workers: int = 1,
-        start_at: Mapping[tuple[str, int], int] | None = None,
         after_batch: Callable[[dict[tuple[str, int], int]], None] | None = None,
         remember_handled: bool = True,
         via: Topic | None = None,
+        owner: PartitionOwner | None = None,
+        client_id: str | None = None,
         session_timeout_s: float = 10.0,
     ) -> None:
+        if owner is not None and (via is None or broadcast):
+            raise ValueError("a loop with a partition owner reads one log (via=) in a shared group")
         self._settings = settings
-        self._positioned = bool(start_at)
+        self._owner = owner
         self._after_batch = after_batch
-        self._positions: dict[tuple[str, int], int] = dict(start_at or {})  # next offset to handle
+        self._positions: dict[tuple[str, int], int] = {}  # next offset to handle
         self._service = service
         self._handlers = handlers
         self._publisher = publisher
@@ -574,7 +609,7 @@ class ConsumerLoop:
         self._bookkeeping = threading.Lock()  # the handled ids and the dead-letter budget, across workers
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"{service}-worker") if workers > 1 else None
         self._via = via
-        self._sources = {topic.base_name: topic for topic in handlers}
+        self._sources = {topic.base_name: topic for topic in (owner.sources if owner is not None else handlers)}
         self._by_name = ({via.name_in(settings.topic_prefix): via} if via is not None
                          else {topic.name_in(settings.topic_prefix): topic for topic in handlers})
         group_id = group or f"{settings.topic_prefix}{service}"
@@ -582,7 +617,7 @@ class ConsumerLoop:
             # Unique per loop (a restarted container keeps its hostname and pid), and never
             # committed: every start reads the topics from the beginning.
             group_id = f"{group_id}-{os.uname().nodename}-{uuid.uuid4().hex[:12]}"
-        self._commits = not broadcast
+        self._commits = not broadcast and owner is None
         self.group_id = group_id
         self.handled_ids_topic = handled_ids_in(settings.topic_prefix, group_id) if self._commits and remember_handled else None
         self._handled_ids_partitions = 0  # that topic's partition count, once it is known to exist
@@ -593,10 +628,11 @@ class ConsumerLoop:
                 "group.id": group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
-                "client.id": f"{service}-{os.getpid()}",
+                "client.id": client_id or f"{service}-{os.getpid()}",
                 "session.timeout.ms": int(session_timeout_s * 1000),
                 "heartbeat.interval.ms": max(int(session_timeout_s * 100), 100),
             }
+            | ({"partition.assignment.strategy": "cooperative-sticky"} if owner is not None else {})
         )
         self._assigned = threading.Event()
         self.caught_up = threading.Event()
@@ -622,7 +658,11 @@ class ConsumerLoop:
         return self._assigned
 
     def run(self, stop: threading.Event) -> None:
-        self._consumer.subscribe(list(self._by_name), on_assign=self._on_assign)
+        if self._owner is not None:
+            self._consumer.subscribe(list(self._by_name), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                     on_lost=self._on_revoke)
+        else:
+            self._consumer.subscribe(list(self._by_name), on_assign=self._on_assign)
         try:
             while not stop.is_set():
                 batch = self._next_batch()
@@ -642,13 +682,32 @@ class ConsumerLoop:
             self.stopped.set()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._positioned:
+        if self._owner is not None:
+            starts = self._owner.assigned([tp.partition for tp in partitions]) if partitions else {}
             for tp in partitions:
-                tp.offset = self._positions.get((tp.topic, tp.partition), tp.offset)
-            consumer.assign(partitions)
+                start = starts.get(tp.partition)
+                tp.offset = OFFSET_BEGINNING if start is None else start
+                self._positions.pop((tp.topic, tp.partition), None)
+                if start is not None:
+                    self._positions[(tp.topic, tp.partition)] = start
+            consumer.incremental_assign(partitions)
+            if partitions:
+                log.info("log partitions taken", extra={"fields": {
+                    "partitions": sorted(tp.partition for tp in partitions),
+                    "from_snapshot": sorted(p for p, start in starts.items() if start is not None)}})
         elif self.handled_ids_topic is not None and partitions:
             self._recall_handled(consumer, partitions)
         self._assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """A partition owner's partitions that go to another loop (or were lost with the session)."""
+        if not partitions:
+            return
+        self._owner.revoked([tp.partition for tp in partitions])
+        for tp in partitions:
+            self._positions.pop((tp.topic, tp.partition), None)
+        consumer.incremental_unassign(partitions)
+        log.info("log partitions given up", extra={"fields": {"partitions": sorted(tp.partition for tp in partitions)}})
 
     def _ensure_handled_ids_topic(self) -> tuple[int, bool]:
         """Create the group's handled-ids topic if it is missing, with as many partitions as the
@@ -784,7 +843,8 @@ class ConsumerLoop:
         if self._commits:
             self._consumer.commit(asynchronous=False)
         for message in messages:
-            self._positions[(message.topic(), message.partition())] = message.offset() + 1
+            if self._owner is None or self._owner.handlers(message.partition()) is not None:
+                self._positions[(message.topic(), message.partition())] = message.offset() + 1
         if self._after_batch is not None:
             self._after_batch(dict(self._positions))
 
@@ -813,6 +873,11 @@ class ConsumerLoop:
 
     def _process(self, message: KafkaMessage) -> None:
         topic = self._by_name[message.topic()]
+        handlers = self._handlers
+        if self._owner is not None:
+            handlers = self._owner.handlers(message.partition())
+            if handlers is None:  # fetched before its partition went to another loop, which handles it
+                return
         EVENTS_CONSUMED.labels(self._service, topic.base_name).inc()
         watch = Stopwatch()
         key = (message.key() or b"").decode("utf-8", "replace")
@@ -820,12 +885,13 @@ class ConsumerLoop:
             try:
                 source = self._source_of(message) if self._via is not None else topic
                 event = decode(source, message)
-                with self._bookkeeping:
-                    duplicate = event.meta.event_id in self._handled
-                if duplicate:
-                    EVENTS_DUPLICATE.labels(self._service, topic.base_name).inc()
-                    return
-                emits = list(self._handlers[source](event))
+                if self._owner is None:
+                    with self._bookkeeping:
+                        duplicate = event.meta.event_id in self._handled
+                    if duplicate:
+                        EVENTS_DUPLICATE.labels(self._service, topic.base_name).inc()
+                        return
+                emits = list(handlers[source](event))
             except InvalidEvent as exc:
                 self._dead_letter(topic, message, "invalid_event", str(exc))
                 return
@@ -838,25 +904,26 @@ class ConsumerLoop:
             parent = header(message, H_TRACEPARENT)
             for index, emit in enumerate(emits):
                 if isinstance(emit, Forward):
-                    self._forward(message, topic, emit.to)
+                    self._forward(message, topic, emit)
                     continue
                 # Reprocessing the same input yields the same output ids, so consumers downstream
                 # can drop what an interrupted batch had already published.
                 emit.event.meta.event_id = derived_event_id(event.meta.event_id, emit.topic, index)
                 self._publisher.publish(emit.topic, emit.key, emit.event, new_traceparent(parent))
-            with self._bookkeeping:
-                handled_at = self._handled.add(event.meta.event_id)
-                if self.handled_ids_topic is not None:
-                    self._batch_handled.append((event.meta.event_id, message.partition(), handled_at))
+            if self._owner is None:
+                with self._bookkeeping:
+                    handled_at = self._handled.add(event.meta.event_id)
+                    if self.handled_ids_topic is not None:
+                        self._batch_handled.append((event.meta.event_id, message.partition(), handled_at))
         with self._bookkeeping:
             self._budget.record(False)
         EVENT_PROCESSING_SECONDS.labels(self._service, topic.base_name).observe(watch.elapsed)
 
-    def _forward(self, message: KafkaMessage, source: Topic, to: Topic) -> None:
+    def _forward(self, message: KafkaMessage, source: Topic, forward: Forward) -> None:
         headers = [(name, value) for name, value in message.headers() or [] if name != H_SOURCE_TOPIC]
-        self._publisher.produce_raw(to.name_in(self._settings.topic_prefix), message.key(), message.value(),
-                                    headers + [(H_SOURCE_TOPIC, source.base_name.encode())])
-        EVENTS_PRODUCED.labels(self._service, to.base_name).inc()
+        self._publisher.produce_raw(forward.to.name_in(self._settings.topic_prefix), message.key(), message.value(),
+                                    headers + [(H_SOURCE_TOPIC, source.base_name.encode())], partition=forward.partition)
+        EVENTS_PRODUCED.labels(self._service, forward.to.base_name).inc()
 
     def _dead_letter(self, topic: Topic, message: KafkaMessage, reason: str, detail: str) -> None:
         headers = dead_letter_headers(message, self._service, reason, detail)

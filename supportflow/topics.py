@@ -46,9 +46,10 @@ class Topic(enum.Enum):
     # carries both messages untouched (the message-type header says which).
     ESCALATOR_BY_SIGNATURE = ("escalator.tickets_by_signature", ev.TicketClassified)
     # The learner's own log: every input the learner handles, passed on untouched by its intake
-    # with the topic it came from in a header (eventbus.Forward), in ONE partition, so that every
-    # replica applies the same events in the same order (services/learner/main.py).
-    LEARNER_EVENTS = ("learner.events", ev.TicketDecided, 1)
+    # with the topic it came from in a header (eventbus.Forward), to the partition of its tenant:
+    # each partition is one shard of the learner's state, applied in its one order by the replica
+    # that holds it (services/learner/shards.py). The count is fixed: tenants are placed by it.
+    LEARNER_EVENTS = ("learner.events", ev.TicketDecided, 8)
 
     def __init__(self, base_name: str, message_type: type[Message], partitions: int | None = None) -> None:
         self.base_name = base_name

@@ -1,14 +1,14 @@
-"""The ids of the events the learner applied last, in the order it applied them: the replicated
-log (learner.events, main.py) is written at least once, so an event can be on it twice, and its
-second copy must change nothing.
+"""The ids of the events a shard of the learner applied last, in the order it applied them: the
+learner's log (learner.events, main.py) is written at least once, so an event can be on it twice,
+and its second copy must change nothing.
 
-Every replica applies the same log in the same order, so this memory, and each decision it makes,
-is the same on every replica: it is part of the learner's state (exported in its snapshot, in
-order), and its bound is a count of events, never a time. A copy further behind its original than
-the bound is applied again; the intake's copies come within one interrupted batch of their
-originals, far inside it. The bound is above the consumer loop's own memory of recent ids
-(eventbus._RecentIds, 50,000, not in the snapshot) so that a replica restored from a snapshot
-decides as one that replayed the whole log.
+A shard is built from its partition of the log in the partition's one order, so this memory, and
+each decision it makes, is the same on whichever replica builds the shard: it is part of the
+shard's state (exported in its snapshot, in order), and its bound is a count of events, never a
+time. A copy further behind its original than the bound is applied again; the intake's copies come
+within one interrupted batch of their originals, far inside it. The consumer loop keeps no memory
+of ids of its own for the log (eventbus.ConsumerLoop with a partition owner): this one alone
+decides, so a shard restored from a snapshot decides as one that replayed its whole partition.
 """
 
 from __future__ import annotations

@@ -21,10 +21,11 @@ Bad input: an outcome for a ticket not decided yet is held until its decision co
 without a latency) raises InvalidEvent, so the consumer dead-letters it with the reason, and
 `supportflow_learner_invalid_outcomes_total` counts it.
 
-State is in memory and rebuilt at every start by replaying the learner's log, learner.events, in its
-one order (main.py); every replica does, so every replica holds the same state. `applied_once`
-wraps each handler of the log: an event id applied already (the log is written at least once) is
-skipped, and the memory of applied ids is part of the state (applied_ids.py). While the learner
+State is in memory: a Learner is one shard of the learner's state (shards.py), rebuilt by the
+replica holding it by replaying its partition of the learner's log, learner.events, in its one
+order (main.py), so it is the same on whichever replica builds it. `applied_once` wraps each
+handler of the log: an event id applied already (the log is written at least once) is skipped, and
+the memory of applied ids is part of the state (applied_ids.py). While the learner
 replays (`replaying=True`) it holds the overrides and QA samples it would emit; `finish_replay`
 then returns the overrides `routing.overrides` does not already hold (their ids are deterministic)
 and the samples of the current week (their event ids derive from their decision's, as a live
@@ -219,7 +220,7 @@ class Learner:
         if event.kind == ev.AGENT_ACTION_KIND_ESCALATE:
             if not ticket_id:
                 raise InvalidEvent("agent action without a ticket id")
-            return self._outcome(_tenant_of(event), ticket_id, event)
+            return self._outcome(action_tenant(event), ticket_id, event)
         feedback = feedback_of_action(event)
         if feedback is None:
             return []
@@ -430,7 +431,7 @@ def _check_delivered(event: ev.DeliveryRecorded) -> None:
         raise InvalidEvent("delivery record without a ticket id")
 
 
-def _tenant_of(action: ev.AgentAction) -> str:
+def action_tenant(action: ev.AgentAction) -> str:
     # Attached by (tenant, ticket) as feedback is: the tenant of the decision acted on, if the action lacks one.
     return action.meta.tenant_id or action.decision.ticket.tenant_id or action.decision.meta.tenant_id
 
@@ -446,7 +447,7 @@ def feedback_of_action(action: ev.AgentAction) -> ev.FeedbackReceived | None:
         return None
     meta = ev.EventMeta()
     meta.CopyFrom(action.meta)
-    meta.tenant_id = _tenant_of(action)
+    meta.tenant_id = action_tenant(action)
     feedback = ev.FeedbackReceived(meta=meta, ticket_id=ticket_id, source="workspace")
     if action.kind == ev.AGENT_ACTION_KIND_FLAG_CONTEXT_LOSS:
         feedback.context_loss = True

@@ -3,28 +3,30 @@ draft-for-review, and the weekly QA sample, from new tickets, decisions, outcome
 (tickets.feedback), agents' actions, deliveries and KB gaps; baselines and lexicons per tenant from
 `SUPPORTFLOW_TENANTS_DIR` (services/learner/tenant_data.py).
 
-Runs as any number of replicas, each with the same state, through a replicated log:
+Runs as any number of replicas, which share the work by tenant through a log in shards:
 
-- intake: one consumer group shared by the replicas (committed, so each input event is read by
-  one of them) passes every input event on, untouched, to `learner.events`, a topic of ONE
-  partition, with the topic it came from in a header (eventbus.Forward): publish, flush, commit,
-  so at least once. An event the handlers would refuse (handlers.check_input) is dead-lettered
-  there instead, on its own topic's twin, once;
-- apply: every replica reads `learner.events` from its beginning (a group of its own, never
-  committed) and applies each event with the pure handlers in the log's one order, skipping an
-  event id it applied already (handlers.Learner.applied_once). Same log, same order, same
-  deterministic handlers: the same state on every replica, whichever replica's intake read what;
+- intake: one consumer group shared by the replicas (committed, so each input event is read by one
+  of them) passes every input event on, untouched, to `learner.events`, to the partition of its
+  tenant (shards.shard_of), with the topic it came from in a header (eventbus.Forward): publish,
+  flush, commit, so at least once. An event the handlers would refuse (handlers.check_input) is
+  dead-lettered there instead, on its own topic's twin, once;
+- apply: the replicas share the log's partitions in a second group (never committed; partitions
+  move one at a time). A replica builds the shard of each partition it is given (shards.py): from
+  the partition's beginning, or from its snapshot of it, and applies each event with the pure
+  handlers in the partition's one order, skipping an event id the shard applied already
+  (handlers.Learner.applied_once). Same partition, same order, same deterministic handlers: the
+  same shard on whichever replica builds it;
 - `routing.overrides` is one of the intake's inputs: a person's override and the learner's own
-  reach the log in the order the intake read them, so every replica latches and clears its
-  guardrails at the same point of the log (each override applies once, by id).
+  reach the tenant's partition in the order the intake read them, so a shard latches and clears
+  its guardrails at the same point of its partition wherever it is built.
 
-Outputs (overrides, QA samples, resolved tickets, KB proposals) are computed by every replica; their
-event ids derive from the log event that caused them, so the N copies are one event to the
-consumers downstream, which skip repeated ids. The log is the learner's state, as a changelog is a
-Faust table's: a restart loses nothing and counts nothing twice; its retention bounds the history
-the panel can show. With a snapshot folder the apply loop starts where the last snapshot left off
-(snapshots.py). GetKpis first waits (at most PANEL_WAIT_S) until this replica has applied the log
-up to its end as of the request, so every replica gives the same answer.
+Outputs (overrides, QA samples, resolved tickets, KB proposals) have event ids derived from the log
+event that caused them, so a shard built twice (moved between replicas) emits one event downstream:
+consumers skip repeated ids. A shard being built holds its outputs until it has applied its
+partition up to the end (shards.py). GetKpis answers for the tenants of the shards this replica
+holds, once the shard has applied its partition up to its end as of the request (at most
+PANEL_WAIT_S), and asks the replica holding any other (panel_owners.py): every replica gives the
+same answer.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Callable
 
 from google.protobuf.message import Message
 from prometheus_client import REGISTRY
@@ -40,139 +43,159 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 from supportflow.contracts.v1 import services_pb2_grpc
 from supportflow.eventbus import ConsumerLoop, EventPublisher, Forward, LogEnd, TransientError, group_has_committed
 from supportflow.observability import Health
-from supportflow.service import ServiceParts, StateLost
-from supportflow.topics import DECISION_TOPICS, Topic
+from supportflow.service import DEFAULT_GRPC_PORTS, ServiceParts, StateLost
 
 from services.learner import metrics
 from services.learner.config import LearnerConfig
-from services.learner.handlers import Learner, check_input
+from services.learner.handlers import check_input
 from services.learner.metrics import LearnerCollector
+from services.learner.panel_owners import PanelOwners, advertised_address, member_name
 from services.learner.servicer import LearnerServicer
 from services.learner.settings import LearnerSettings
-from services.learner.snapshots import SnapshotStore, learner_version
-from services.learner.state import StateError
+from services.learner.shards import INPUTS, LOG, SHARDS, LearnerShards, shard_of, tenant_of
+from services.learner.snapshots import SnapshotStore, learner_version, shard_stores
 from services.learner.tenant_data import TenantData
 
 SERVICE = "learner"
-INPUTS = (*DECISION_TOPICS.values(), Topic.TICKETS_FEEDBACK, Topic.AGENT_ACTIONS, Topic.TICKETS_RECEIVED,
-          Topic.TICKETS_DELIVERED, Topic.KB_GAPS, Topic.ROUTING_OVERRIDES)
-LOG = Topic.LEARNER_EVENTS
 INTAKE_BATCH = 1000
-PANEL_WAIT_S = 5.0  # at most, for this replica to apply the log up to its end before GetKpis answers
+PANEL_WAIT_S = 5.0  # at most, for the tenant's shard to apply its partition up to its end before GetKpis answers
+REPLAY_WATCH_S = 0.2
 
 log = logging.getLogger(__name__)
 
 
 def forward_to_log(event: Message) -> list[Forward]:
     """The intake's handler: an event the learner would refuse is dead-lettered here, on its own
-    topic's twin, once; any other is passed on to the log untouched."""
+    topic's twin, once; any other is passed on to its tenant's partition of the log, untouched."""
     check_input(event)
-    return [Forward(LOG)]
+    return [Forward(LOG, partition=shard_of(tenant_of(event)))]
 
 
 @retry(retry=retry_if_exception_type(TransientError), stop=stop_after_delay(30), wait=wait_fixed(0.5), reraise=True)
-def _end_of(reader: LogEnd) -> int:
-    """The log's end, asked again while Kafka cannot say (a log created a moment ago, at this very
-    start, has no partition leader yet)."""
-    return reader.offset(timeout_s=10.0)
+def _ends_of(reader: LogEnd) -> list[int]:
+    """The end of each of the log's partitions, asked again while Kafka cannot say (a log created a
+    moment ago, at this very start, has no partition leaders yet)."""
+    return [reader.offset(partition, timeout_s=10.0) for partition in range(SHARDS)]
 
 
-def check_log_kept(settings: LearnerSettings, snapshot_positions: dict[tuple[str, int], int] | None) -> None:
-    """Raise StateLost when the log, which is the learner's state, is gone: its end is before the
-    snapshot's position (deleted and created again), or it never held a record while the intake
-    group has passed inputs on to it before. Replaying an empty log would start every replica
-    with an empty panel and re-armed guardrails, silently."""
+def check_log_kept(settings: LearnerSettings, stores: Callable[[int], SnapshotStore] | None) -> None:
+    """Raise StateLost when the log, which is the learner's state, is gone or cannot be read as
+    shards: a partition ends before this replica's snapshot of it (deleted and created again), the
+    log never held a record while the intake group has passed inputs on to it before, or it has
+    another partition count than SHARDS (tenants would be read from other partitions than they
+    were written to). Replaying an empty log would start with an empty panel and re-armed
+    guardrails, silently."""
     log_name = LOG.name_in(settings.topic_prefix)
-    reader = LogEnd(settings, LOG)
+    group = f"{settings.topic_prefix}{SERVICE}-intake"
+    rebuild = (f"Restore the topic, or rebuild the state from the inputs (as far as their retention goes): stop "
+               f"every learner replica, empty each replica's snapshot folder, delete {log_name} and the intake "
+               f"group's offsets (kafka-consumer-groups --delete-offsets --group {group} --topic <each input "
+               f"topic>) and start again: the intake passes every input on to the log anew.")
     try:
-        end = _end_of(reader)
+        reader = LogEnd(settings, LOG, SHARDS)
+    except RuntimeError as exc:
+        raise StateLost(f"{exc}. {rebuild}") from exc
+    try:
+        ends = _ends_of(reader)
     finally:
         reader.close()
-    group = f"{settings.topic_prefix}{SERVICE}-intake"
-    snapshots = "empty each replica's snapshot folder, " if snapshot_positions else ""
-    rebuild = (f"Restore the topic, or rebuild the state from the inputs (as far as their retention goes): stop "
-               f"every learner replica, {snapshots}"
-               f"delete the intake group's offsets (kafka-consumer-groups --delete-offsets --group {group} "
-               "--topic <each input topic>) and start again: the intake passes every input on to the log anew.")
-    at = (snapshot_positions or {}).get((log_name, 0))
-    if at is not None and at > end:
-        raise StateLost(f"{log_name} ends at offset {end}, before the snapshot's position {at}: the log was deleted "
-                        f"and created again, and what it held after the snapshot is gone. {rebuild}")
-    if end == 0 and group_has_committed(settings, group, [t.name_in(settings.topic_prefix) for t in INPUTS]):
+    for partition in range(SHARDS) if stores is not None else ():
+        at = (stores(partition).saved_position() or {}).get((log_name, partition))
+        if at is not None and at > ends[partition]:
+            raise StateLost(f"{log_name} [{partition}] ends at offset {ends[partition]}, before the snapshot's "
+                            f"position {at}: the log was deleted and created again, and what it held after the "
+                            f"snapshot is gone. {rebuild}")
+    if not any(ends) and group_has_committed(settings, group, [t.name_in(settings.topic_prefix) for t in INPUTS]):
         raise StateLost(f"{log_name} has never held a record, but consumer group {group!r} has passed inputs on to "
                         f"it: the log, which is the learner's state, was deleted. {rebuild}")
 
 
 class AppliedThroughEnd:
-    """Waits, before the panel answers, until the apply loop has applied the log up to its end as
-    of the question; past the wait (or when the end cannot be read) the panel answers with what it
-    has, logged and counted (supportflow_learner_panel_waits_total)."""
+    """Waits until a shard has applied its partition of the log up to its end as of the question:
+    before the panel answers (past the wait, or when the end cannot be read, the panel answers with
+    what it has, logged and counted in supportflow_learner_panel_waits_total), and before a shard's
+    replay ends."""
 
-    def __init__(self, settings: LearnerSettings, positions) -> None:  # noqa: ANN001 - the loop's positions property
-        self._end = LogEnd(settings, LOG)
-        self._where = (LOG.name_in(settings.topic_prefix), 0)
-        self._positions = positions
+    def __init__(self, settings: LearnerSettings, shards: LearnerShards) -> None:
+        self._end = LogEnd(settings, LOG, SHARDS)
+        self._shards = shards
 
-    def wait(self, timeout_s: float, *, panel: bool = True) -> bool:
-        """Whether the log was applied up to its end (as of the call) within `timeout_s`; a
-        `panel` wait is logged and counted when it was not."""
+    def bounds_of(self, partition: int) -> tuple[int, int]:
+        """The partition's first held and next offsets now."""
+        return self._end.bounds(partition, timeout_s=2.0)
+
+    def applied_to(self, partition: int, low: int) -> int:
+        """Where the shard has applied its partition up to: a shard that has read nothing yet is
+        at the partition's first record (`low`: retention may have deleted the ones before)."""
+        position = self._shards.position(partition)
+        return low if position is None else position
+
+    def wait(self, tenant: str, timeout_s: float) -> bool:
+        """Whether `tenant`'s shard applied its partition up to its end (as of the call) within
+        `timeout_s`; logged and counted when it did not."""
         started = time.monotonic()
+        partition = shard_of(tenant)
         try:
-            end = self._end.offset(timeout_s=max(min(timeout_s, 2.0), 0.1))
+            low, end = self._end.bounds(partition, timeout_s=max(min(timeout_s, 2.0), 0.1))
         except TransientError as exc:
-            if panel:
-                metrics.PANEL_WAITS.labels("unavailable").inc()
-                log.warning("panel answered without waiting for the log: its end is unknown",
-                            extra={"fields": {"error": str(exc)}})
+            metrics.PANEL_WAITS.labels("unavailable").inc()
+            log.warning("panel answered without waiting for the log: its end is unknown",
+                        extra={"fields": {"error": str(exc)}})
             return False
-        while self._positions().get(self._where, 0) < end:
+        while self.applied_to(partition, low) < end:
             if time.monotonic() - started >= timeout_s:
-                if panel:
-                    metrics.PANEL_WAITS.labels("timed_out").inc()
-                    log.warning("panel answered before this replica applied the log up to its end", extra={"fields": {
-                        "applied_to": self._positions().get(self._where, 0), "log_end": end,
-                        "waited_s": round(time.monotonic() - started, 3)}})
+                metrics.PANEL_WAITS.labels("timed_out").inc()
+                log.warning("panel answered before its shard applied the log up to its end", extra={"fields": {
+                    "partition": partition, "applied_to": self.applied_to(partition, low), "log_end": end,
+                    "waited_s": round(time.monotonic() - started, 3)}})
                 return False
             time.sleep(0.005)
-        if panel:
-            metrics.PANEL_WAITS.labels("caught_up").inc()
+        metrics.PANEL_WAITS.labels("caught_up").inc()
         return True
 
     def close(self) -> None:
         self._end.close()
 
 
+def finish_replays(shards: LearnerShards, applied: AppliedThroughEnd, intake: ConsumerLoop,
+                   publisher: EventPublisher, stop: threading.Event) -> None:
+    """End each shard's replay once it has applied its partition up to the end read after the
+    intake caught up (a first start, or one after an outage of every replica, finds the inputs'
+    backlog not yet on the log): publish what the shard held that is missing downstream."""
+    while not stop.wait(REPLAY_WATCH_S):
+        if not intake.caught_up.is_set():
+            continue
+        for shard in shards.held():
+            if not shard.replaying:
+                continue
+            if shard.replay_end is None:
+                try:
+                    shard.replay_start, shard.replay_end = applied.bounds_of(shard.partition)
+                except TransientError:
+                    continue
+            if (shard.replay_start if shard.position is None else shard.position) < shard.replay_end:
+                continue
+            held = shard.learner.finish_replay()
+            shard.replaying = False
+            for emit in held:
+                publisher.publish(emit.topic, emit.key, emit.event)
+            publisher.flush()
+            log.info("shard replay finished", extra={"fields": {
+                "partition": shard.partition, "outputs_published_after_replay": len(held)}})
+
+
 def build(settings: LearnerSettings, publisher: EventPublisher, health: Health) -> ServiceParts:
-    store = None
-    snapshot = None
+    log_name = LOG.name_in(settings.topic_prefix)
+    stores = None
     if settings.learner_snapshot_dir is not None:
         version = learner_version(LearnerConfig.source_text(settings.learner_config_path), settings.topic_prefix)
-        store = SnapshotStore(settings.learner_snapshot_dir, version, interval_s=settings.learner_snapshot_interval_s)
-        snapshot = store.load()
-    check_log_kept(settings, snapshot.positions if snapshot else None)
+        stores = shard_stores(settings.learner_snapshot_dir, version, settings.learner_snapshot_interval_s)
+    check_log_kept(settings, stores)
     tenants_dir = settings.tenant_data_dir
     with_baseline = TenantData(tenants_dir).check_all()  # a malformed tenant file stops the start, named
     log.info("tenant data read", extra={"fields": {"tenants_dir": str(tenants_dir), "with_baseline": with_baseline}})
-    config = LearnerConfig.load(settings.learner_config_path)
-    learner = None
-    if snapshot is not None:
-        try:
-            learner = Learner.from_state(snapshot.state, config, tenants_dir)
-        except StateError as exc:
-            log.warning("learner snapshot state unreadable: replaying from the beginning",
-                        extra={"fields": {"error": str(exc)}})
-            snapshot = None
-    if learner is None:
-        learner = Learner(config, TenantData(tenants_dir), replaying=True)
-    handlers = {topic: learner.on_decided for topic in DECISION_TOPICS.values()}
-    handlers |= {Topic.TICKETS_FEEDBACK: learner.on_feedback, Topic.AGENT_ACTIONS: learner.on_agent_action,
-                 Topic.TICKETS_RECEIVED: learner.on_received, Topic.TICKETS_DELIVERED: learner.on_delivered,
-                 Topic.KB_GAPS: learner.on_kb_gap, Topic.ROUTING_OVERRIDES: learner.on_override}
-    handlers = {topic: learner.applied_once(handler) for topic, handler in handlers.items()}
-
-    def save_snapshot(positions: dict[tuple[str, int], int]) -> None:
-        if store is not None and store.due(positions):
-            store.try_save(learner.export_state, positions)
+    shards = LearnerShards(LearnerConfig.load(settings.learner_config_path), tenants_dir, log_name, stores)
+    address = advertised_address(settings.learner_advertised_host, settings.grpc_port or DEFAULT_GRPC_PORTS[SERVICE])
 
     # Bad input events are dead-lettered by the intake, on their own topics' twins, as before.
     # Large batches: passing an event on costs little beside each batch's flush and commit (a
@@ -180,44 +203,30 @@ def build(settings: LearnerSettings, publisher: EventPublisher, health: Health) 
     intake = ConsumerLoop(settings, SERVICE, {topic: forward_to_log for topic in INPUTS}, publisher, health,
                           group=f"{settings.topic_prefix}{SERVICE}-intake", batch_size=INTAKE_BATCH,
                           session_timeout_s=settings.learner_session_timeout_s)
-    apply_log = ConsumerLoop(settings, SERVICE, handlers, publisher, health, via=LOG,
-                             group=f"{settings.topic_prefix}{SERVICE}-apply", broadcast=True,
-                             start_at=snapshot.positions if snapshot else None,
-                             after_batch=save_snapshot if store is not None else None)
-    applied = AppliedThroughEnd(settings, lambda: apply_log.positions)
+    apply_log = ConsumerLoop(settings, SERVICE, {}, publisher, health, via=LOG, owner=shards,
+                             group=f"{settings.topic_prefix}{SERVICE}-apply", client_id=member_name(address),
+                             after_batch=shards.after_batch, session_timeout_s=settings.learner_session_timeout_s)
+    applied = AppliedThroughEnd(settings, shards)
+    owners = PanelOwners(settings, apply_log.group_id, log_name, address)
 
-    def final_snapshot() -> None:
+    def final_snapshots() -> None:
         # Only once the apply loop has exited: mid-batch, state and positions would disagree.
-        if store is not None and apply_log.stopped.is_set() and store.changed(apply_log.positions):
-            store.try_save(learner.export_state, apply_log.positions)
+        if apply_log.stopped.is_set():
+            shards.save_all()
 
     stop_replay_watch = threading.Event()
-
-    def finish_replay() -> None:
-        # The replay is the log as it was at start plus the backlog of the inputs this replica's
-        # intake was given (a first start, or one after an outage of every replica, finds the
-        # inputs' backlog not yet on the log): outputs of either are held as before.
-        while not intake.caught_up.wait(0.5):
-            if stop_replay_watch.is_set():
-                return
-        while not applied.wait(0.5, panel=False):
-            if stop_replay_watch.is_set():
-                return
-        held = learner.finish_replay()
-        for emit in held:
-            publisher.publish(emit.topic, emit.key, emit.event)
-        publisher.flush()
-        log.info("replay finished", extra={"fields": {"overrides_published_after_replay": len(held)}})
-
-    collector = LearnerCollector(learner)
+    collector = LearnerCollector(lambda: [shard.learner for shard in shards.held()])
     REGISTRY.register(collector)
     return ServiceParts(
         consumers=[apply_log, intake],
         grpc=[(services_pb2_grpc.add_LearnerServicer_to_server,
-               LearnerServicer(learner, settings.default_tenant, before_answer=applied.wait, max_wait_s=PANEL_WAIT_S),
+               LearnerServicer(shards.learner_of, settings.default_tenant, before_answer=applied.wait,
+                               max_wait_s=PANEL_WAIT_S, elsewhere=owners.ask),
                "supportflow.contracts.v1.Learner")],
-        on_start=[lambda: threading.Thread(target=finish_replay, name="learner-replay", daemon=True).start()],
-        on_stop=[stop_replay_watch.set, final_snapshot, applied.close, lambda: REGISTRY.unregister(collector)],
+        on_start=[lambda: threading.Thread(target=finish_replays, name="learner-replay", daemon=True,
+                                           args=(shards, applied, intake, publisher, stop_replay_watch)).start()],
+        on_stop=[stop_replay_watch.set, final_snapshots, applied.close, owners.close,
+                 lambda: REGISTRY.unregister(collector)],
     )
 
 

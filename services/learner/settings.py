@@ -16,3 +16,6 @@ class LearnerSettings(Settings):
     # How long Kafka waits for a silent replica before handing its intake partitions to another
     # (the panel is served meanwhile; only new input waits).
     learner_session_timeout_s: float = 10.0
+    # Where the other replicas reach this one's gRPC port for the panels of the shards it holds
+    # (services/learner/panel_owners.py): a pod's IP in Kubernetes; unset, this machine's name's address.
+    learner_advertised_host: str = ""

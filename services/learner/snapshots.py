@@ -1,16 +1,18 @@
-"""Learner snapshots: the learner's state with the position in its log (learner.events) it was
-applied up to, so that a restart reads only what came after instead of every retained event.
+"""Learner snapshots: a shard's state (shards.py) with the position in its partition of the log
+(learner.events) it was applied up to, so that taking the shard again reads only what came after
+instead of every retained event.
 
-Without snapshots the learner rebuilds its state at every start by replaying its log from the
+Without snapshots a replica builds each shard it takes by replaying the shard's partition from the
 beginning (main.py). With a snapshot folder (`SUPPORTFLOW_LEARNER_SNAPSHOT_DIR`), the apply loop's
-thread writes a snapshot between two batches every `SUPPORTFLOW_LEARNER_SNAPSHOT_INTERVAL_S` (when
-it applied anything since the last) and once more at shutdown. It is taken under the learner's
+thread writes a shard's snapshot between two batches every `SUPPORTFLOW_LEARNER_SNAPSHOT_INTERVAL_S`
+(when it applied anything since the last), when the shard goes to another replica and once more at
+shutdown, one file per shard (`learner-<partition>.snapshot`). It is taken under the learner's
 lock, after the batch's output was published: the state (with the ids of the events applied last,
-applied_ids.py) and the position are one consistent cut. A restored learner starts the apply loop
-at that position (overrides are on the log too, and the guardrails' state is in the snapshot),
-and overrides the tail of the replay would issue are held and compared with the topic as in a
-full replay. Replicas take their snapshots each in a folder of its own; as
-they hold the same state at the same position, any replica's snapshot would do for another.
+applied_ids.py) and the position are one consistent cut. A shard restored starts at that position
+(overrides are on the log too, and the guardrails' state is in the snapshot), and overrides the
+tail of the replay would issue are held and compared with the topic as in a full replay. Replicas
+take their snapshots each in a folder of its own; a shard's state depends only on its partition,
+so any replica's snapshot of it would do for another.
 
 The file is written under a temporary name, flushed to disk and renamed over the previous one, so a
 crash while writing leaves the previous snapshot. Its first line is a JSON header; a snapshot of
@@ -42,8 +44,11 @@ from services.learner import metrics
 
 log = logging.getLogger(__name__)
 
-FORMAT = "supportflow-learner-snapshot/2"  # 2: positions in learner.events, applied ids in the state
-FILE_NAME = "learner.snapshot"
+FORMAT = "supportflow-learner-snapshot/3"  # 3: one per shard (partition of learner.events)
+
+
+def file_name(partition: int) -> str:
+    return f"learner-{partition}.snapshot"
 
 Positions = Mapping[tuple[str, int], int]  # (physical topic, partition) -> next offset to read
 
@@ -58,6 +63,13 @@ def learner_version(config_text: str, topic_prefix: str) -> str:
     return digest.hexdigest()[:20]
 
 
+def shard_stores(directory: Path, version: str, interval_s: float) -> Callable[[int], "SnapshotStore"]:
+    """The store of each shard's snapshots in `directory`, by partition."""
+    def store(partition: int) -> SnapshotStore:
+        return SnapshotStore(directory, version, interval_s=interval_s, partition=partition)
+    return store
+
+
 @dataclass(frozen=True)
 class Snapshot:
     state: bytes
@@ -67,9 +79,9 @@ class Snapshot:
 
 
 class SnapshotStore:
-    def __init__(self, directory: Path, version: str, *, interval_s: float,
+    def __init__(self, directory: Path, version: str, *, interval_s: float, partition: int = 0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.path = Path(directory) / FILE_NAME
+        self.path = Path(directory) / file_name(partition)
         self._version = version
         self._interval_s = interval_s
         self._clock = clock
@@ -111,6 +123,18 @@ class SnapshotStore:
             "age_s": round(time.time() - snapshot.taken_at, 1), "partitions": len(positions), "bytes": len(state)}})
         return snapshot
 
+    def saved_position(self) -> dict[tuple[str, int], int] | None:
+        """The positions in the snapshot's header, without reading its state; None without a
+        snapshot, or one of another format or version (it would not be loaded)."""
+        try:
+            with self.path.open("rb") as handle:
+                header = json.loads(handle.readline())
+            if header["format"] != FORMAT or header["version"] != self._version:
+                return None
+            return {(topic, int(partition)): int(offset) for topic, partition, offset in header["positions"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def changed(self, positions: Positions) -> bool:
         """Whether the positions moved since the last save (or the snapshot loaded)."""
         return dict(positions) != self._saved_positions
@@ -143,7 +167,7 @@ class SnapshotStore:
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{FILE_NAME}.")
+        descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
         try:
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(json.dumps(header).encode() + b"\n")

@@ -1,8 +1,9 @@
 """The learner as replicas on the real Kafka, each a separate process (`python -m
-services.learner.main`, the container's command), on its replicated log (learner.events):
+services.learner.main`, the container's command), sharing its log (learner.events) by tenant:
 
-- two replicas serve the same GetKpis panel, whichever is asked, and it is the panel of one replica
-  on the same input and of the pure handlers applied to it; both replicas' intakes take part;
+- two replicas serve the same GetKpis panel of every tenant, whichever is asked (one holds the
+  tenant's shard, the other asks it), and it is the panel of one replica on the same input and of
+  the pure handlers applied to each shard's events; both replicas' intakes and apply loops take part;
 - kill -9 of a replica five times while the input streams in, and records repeated on the log (as
   an intake killed between its publish and its commit leaves them): no event lost, none counted
   twice, the panel afterwards exact on both replicas; the recovery times are printed;
@@ -11,6 +12,7 @@ services.learner.main`, the container's command), on its replicated log (learner
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -38,12 +40,16 @@ from tooling.settings import FleetSettings
 from services.learner.config import LearnerConfig
 from services.learner.handlers import Learner
 from services.learner.servicer import LearnerServicer
+from services.learner.shards import SHARDS, shard_handlers, shard_of, tenant_of
 from services.learner.tenant_data import TenantData
 
 pytestmark = pytest.mark.infra
 
 TENANTS = ROOT / "tests" / "unit" / "fixtures" / "learner-tenants"  # rho-bank: at-resolution baseline 80
 TENANT = "rho-bank"
+# rho-bank and one tenant for each other shard: two replicas each hold some of them.
+SPREAD = [TENANT] + [next(f"tenant-{j}" for j in range(1000) if shard_of(f"tenant-{j}") == shard)
+                     for shard in range(SHARDS) if shard != shard_of(TENANT)]
 T0 = 1_700_000_000  # Tue 14 Nov 2023
 ARCHETYPES = [(tk.ARCHETYPE_FAQ_BOUNDED, "retail"), (tk.ARCHETYPE_REPETITIVE, "business"),
               (tk.ARCHETYPE_ACCOUNT_SPECIFIC, "retail")]
@@ -62,16 +68,23 @@ def learner_settings(settings: FleetSettings, tmp_path: Path) -> FleetSettings:
                             learner_session_timeout_s=6.0)
 
 
+def tenant_of_ticket(i: int) -> str:
+    return SPREAD[i % len(SPREAD)]
+
+
 def workload(tickets: int) -> list[tuple[Topic, str, object]]:
-    """Each ticket: received, decided, delivered, surveyed (never under the baseline, so no CSAT
-    guardrail), some approved, resolved or reopened; one P0 QA verdict (faq_bounded is pulled back
-    once) and one survey out of range (a dead letter). A ticket's events are on several topics."""
+    """Each ticket, of one of the SPREAD tenants in turn: received, decided, delivered, surveyed
+    (never under the baseline, so no CSAT guardrail), some approved, resolved or reopened; one P0
+    QA verdict (faq_bounded is pulled back once, for t-0003's tenant) and one survey out of range
+    (a dead letter). A ticket's events are on several topics."""
     rng = random.Random(26)
     out: list[tuple[Topic, str, object]] = []
     for i in range(tickets):
         ticket_id = f"t-{i:04d}"
+        tenant = tenant_of_ticket(i)
+        new_meta_of = functools.partial(new_meta, tenant)
         archetype, segment = ARCHETYPES[i % len(ARCHETYPES)]
-        received = tk.Ticket(ticket_id=ticket_id, tenant_id=TENANT, customer_id=f"c-{i % 17}", channel=tk.CHANNEL_EMAIL)
+        received = tk.Ticket(ticket_id=ticket_id, tenant_id=tenant, customer_id=f"c-{i % 17}", channel=tk.CHANNEL_EMAIL)
         received.received_at.seconds = T0 + i * 60
         out.append((Topic.TICKETS_RECEIVED, ticket_id, ev.TicketReceived(meta=new_meta_of("gateway"), ticket=received)))
         decision = DECISIONS[i % len(DECISIONS)]
@@ -103,15 +116,12 @@ def workload(tickets: int) -> list[tuple[Topic, str, object]]:
                 meta=new_meta_of("helpdesk"), ticket_id=ticket_id,
                 repeat_contact=ev.RepeatContact(days_after_resolution=3, reopened=True))))
     out.append((Topic.TICKETS_FEEDBACK, "t-0003", ev.FeedbackReceived(
-        meta=new_meta_of("qa"), ticket_id="t-0003", qa=ev.QaResult(hallucinated_policy=True, note="invented a fee"))))
+        meta=new_meta(tenant_of_ticket(3), "qa"), ticket_id="t-0003",
+        qa=ev.QaResult(hallucinated_policy=True, note="invented a fee"))))
     out.append((Topic.TICKETS_FEEDBACK, "t-0004", ev.FeedbackReceived(  # out of range: dead-lettered
-        meta=new_meta_of("gateway"), ticket_id="t-0004",
+        meta=new_meta(tenant_of_ticket(4), "gateway"), ticket_id="t-0004",
         csat=ev.CsatScore(latency=ev.CSAT_LATENCY_AT_RESOLUTION, score=150.0))))
     return out
-
-
-def new_meta_of(producer: str) -> ev.EventMeta:
-    return new_meta(TENANT, producer)
 
 
 def publish(settings: FleetSettings, events: list, spacing_s: float = 0.0) -> None:
@@ -131,17 +141,19 @@ def panel_of(response: services_pb2.GetKpisResponse) -> Panel:
     return [(r.archetype, r.segment, r.channel, r.tickets, sorted(r.values.items())) for r in response.rows]
 
 
-def reference_panel(settings: FleetSettings, events: list) -> Panel:
-    """The pure handlers applied to the same events once each, served by the same servicer code."""
-    learner = Learner(LearnerConfig.load(settings.learner_config_path), TenantData(TENANTS))
-    handlers = {Topic.TICKETS_RECEIVED: learner.on_received, Topic.TICKETS_DELIVERED: learner.on_delivered,
-                Topic.TICKETS_FEEDBACK: learner.on_feedback, Topic.AGENT_ACTIONS: learner.on_agent_action}
+def reference_panels(settings: FleetSettings, events: list) -> dict[str, Panel]:
+    """Each tenant's panel from the pure handlers of its shard applied to the shard's events once
+    each, in the order they were published, served by the same servicer code."""
+    config = LearnerConfig.load(settings.learner_config_path)
+    learners = {shard: Learner(config, TenantData(TENANTS)) for shard in range(SHARDS)}
+    handlers = {shard: shard_handlers(learner) for shard, learner in learners.items()}
     for topic, _, event in events:
         try:
-            handlers.get(topic, learner.on_decided)(event)
+            handlers[shard_of(tenant_of(event))][topic](event)
         except Exception:  # noqa: BLE001 - the out-of-range survey, dead-lettered by the service
             pass
-    return panel_of(LearnerServicer(learner, TENANT).GetKpis(services_pb2.GetKpisRequest(tenant_id=TENANT), None))
+    servicer = LearnerServicer(lambda tenant: learners[shard_of(tenant)], TENANT)
+    return {tenant: panel_of(servicer.GetKpis(services_pb2.GetKpisRequest(tenant_id=tenant), None)) for tenant in SPREAD}
 
 
 class Replica(ServiceProcess):
@@ -157,23 +169,28 @@ class Replica(ServiceProcess):
         self.stub = services_pb2_grpc.LearnerStub(open_channel("test", f"127.0.0.1:{self.grpc_port}", 3.0))
         return self
 
-    def panel(self) -> Panel | None:
-        """The panel this replica serves now; None while it cannot (starting)."""
+    def panel(self, tenant: str = TENANT) -> Panel | None:
+        """`tenant`'s panel as this replica serves it now (its own shard's, or asked of the
+        replica holding it); None while it cannot (starting)."""
         try:
-            return panel_of(self.stub.GetKpis(services_pb2.GetKpisRequest(tenant_id=TENANT), timeout=3))
+            return panel_of(self.stub.GetKpis(services_pb2.GetKpisRequest(tenant_id=tenant), timeout=6))
         except grpc.RpcError:
             return None
 
-    def wait_serving(self, timeout_s: float = 45.0) -> float:
-        """Seconds until GetKpis answers with the log applied up to its end (the wait before the
-        answer caught up, not timed out)."""
+    def panels(self) -> dict[str, Panel | None]:
+        return {tenant: self.panel(tenant) for tenant in SPREAD}
+
+    def wait_serving(self, replicas: list["Replica"], timeout_s: float = 45.0) -> float:
+        """Seconds until this replica answers GetKpis with the tenant's shard applied up to its end
+        (the wait before the answer caught up, not timed out, on whichever of `replicas` holds it)."""
+        def caught_up() -> float:
+            return sum(r.metric("supportflow_learner_panel_waits_total", 'outcome="caught_up"') for r in replicas)
         started = time.monotonic()
         while True:
             self.assert_running()
             assert time.monotonic() - started < timeout_s, f"{self.name} not serving:\n{self.tail()}"
-            before = self.metric("supportflow_learner_panel_waits_total", 'outcome="caught_up"')
-            if self.panel() is not None and self.metric("supportflow_learner_panel_waits_total",
-                                                        'outcome="caught_up"') > before:
+            before = caught_up()
+            if self.panel() is not None and caught_up() > before:
                 return time.monotonic() - started
             time.sleep(0.1)
 
@@ -213,35 +230,42 @@ def test_two_replicas_serve_the_panel_of_one_replica(settings, second_namespace,
         ensure_topics(ns)
         log_name = Topic.LEARNER_EVENTS.name_in(ns.topic_prefix)
         admin = AdminClient(kafka_config(ns))
-        assert len(admin.list_topics(log_name, timeout=10).topics[log_name].partitions) == 1  # the others: 4
+        assert len(admin.list_topics(log_name, timeout=10).topics[log_name].partitions) == SHARDS  # the others: 4
         replicas = [Replica(ns, tmp_path, f"{name}-{i}").start() for i in range(count)]
         try:
             for replica in replicas:
-                replica.wait_serving()
+                replica.wait_serving(replicas)
             wait_until(lambda: all(r.ready() for r in replicas), 30, f"{name}: replicas not ready")
             time.sleep(1.0)  # a later joiner's rebalance of the intake settles before the events come
             publish(ns, events)
             wait_until(lambda: inputs_on_log(ns, events) == len(valid_event_ids(events)), 60,
                        lambda: f"{name}: {inputs_on_log(ns, events)} input events on the log")
-            # No wait here for the replicas: GetKpis waits for its replica to apply the log's end.
-            panels[name] = [r.panel() for r in replicas]
+            # No wait here for the replicas: GetKpis waits for the tenant's shard to apply its partition's end.
+            panels[name] = [r.panels() for r in replicas]
             passed_on = [r.metric("supportflow_events_produced_total", 'topic="learner.events"') for r in replicas]
+            applied = [r.metric("supportflow_events_consumed_total", 'topic="learner.events"') for r in replicas]
             overrides = learner_overrides(ns)
             dead = read_all(ns, Topic.TICKETS_FEEDBACK.dead_letter_in(ns.topic_prefix), expected=1, timeout_s=10)
         finally:
             codes = [r.stop() for r in replicas]
         assert codes == [0] * count, "\n".join(r.tail() for r in replicas)
         assert all(n > 0 for n in passed_on), f"{name}: both intakes must take part: events passed on {passed_on}"
+        assert all(n > 0 for n in applied), f"{name}: both replicas must apply shards: log records read {applied}"
+        assert sum(applied) < 1.5 * sum(passed_on), f"{name}: each record applied once, by its shard's replica"
         assert {(o.override_id, o.archetype, o.route) for o in overrides} == {
             (overrides[0].override_id, tk.ARCHETYPE_FAQ_BOUNDED, tk.ROUTE_DRAFT_FOR_REVIEW)}
         assert len(dead) == 1 and b"outside 0..100" in dict(dead[0].headers())["sf-dlq-error"]  # once, by the intake
     [one] = panels["one"]
     first, second = panels["two"]
-    assert one and first == second == one
-    assert one == reference_panel(learner_settings(settings, tmp_path), events)
-    rollup = {(a, s, c): (n, dict(v)) for a, s, c, n, v in one}
+    assert all(one.values()) and first == second == one
+    assert one == reference_panels(learner_settings(settings, tmp_path), events)
+    pulled_back = tenant_of_ticket(3)
+    rollup = {(a, s, c): (n, dict(v)) for a, s, c, n, v in one[pulled_back]}
     tickets, values = rollup[("faq_bounded", "all", "all")]
-    assert tickets == 30 and values["guardrail_override_active"] == 1.0 and values["hallucinated_policy"] == 1
+    assert tickets == sum(1 for i in range(90) if tenant_of_ticket(i) == pulled_back and i % len(ARCHETYPES) == 0)
+    assert values["guardrail_override_active"] == 1.0 and values["hallucinated_policy"] == 1
+    others = {(a, s, c): dict(v) for a, s, c, n, v in one[TENANT]}
+    assert others[("faq_bounded", "all", "all")]["guardrail_override_active"] == 0.0  # another tenant's guardrail
 
 
 REPEATED = 25
@@ -251,18 +275,18 @@ def test_kill_9_of_a_replica_five_times_leaves_the_panel_exact(settings, tmp_pat
     ns = learner_settings(settings, tmp_path)
     ensure_topics(ns)
     events = workload(150)
-    expected = reference_panel(ns, events)
+    expected = reference_panels(ns, events)
     replicas = [Replica(ns, tmp_path, f"r{i}").start() for i in range(2)]
 
     def recovered(kill: int, victim: Replica, killed_at: float) -> str:
-        serving_s = victim.wait_serving()
+        serving_s = victim.wait_serving(replicas)
         wait_until(victim.ready, 30, lambda: f"{victim.name} not ready:\n{victim.tail()}")
         return (f"kill {kill + 1} ({victim.name}): panel served, log applied to its end, "
                 f"{serving_s:.1f} s after the kill; ready {time.monotonic() - killed_at:.1f} s")
 
     try:
         for replica in replicas:
-            replica.wait_serving()
+            replica.wait_serving(replicas)
         feeder = threading.Thread(target=publish, args=(ns, events, 0.02), daemon=True)
         started = time.monotonic()
         feeder.start()
@@ -272,12 +296,12 @@ def test_kill_9_of_a_replica_five_times_leaves_the_panel_exact(settings, tmp_pat
         # What an intake killed between its publish and its commit leaves: records on the log again.
         copier = EventPublisher(ns, "test")
         for record in read_records(ns, Topic.LEARNER_EVENTS)[-REPEATED:]:
-            copier.produce_raw(record.topic(), record.key(), record.value(), record.headers())
+            copier.produce_raw(record.topic(), record.key(), record.value(), record.headers(), partition=record.partition())
         copier.flush()
         fed = time.monotonic()
         wait_until(lambda: inputs_on_log(ns, events) == len(valid_event_ids(events)), 60,
                    lambda: f"{inputs_on_log(ns, events)} of {len(valid_event_ids(events))} input events on the log")
-        panels = [r.panel() for r in replicas]
+        panels = [r.panels() for r in replicas]
         settled = time.monotonic() - fed
         on_log = log_event_ids(ns)
         skipped = [r.metric("supportflow_learner_log_duplicates_total")
@@ -291,7 +315,8 @@ def test_kill_9_of_a_replica_five_times_leaves_the_panel_exact(settings, tmp_pat
     assert codes == [0, 0], "\n".join(r.tail() for r in replicas)
     # None lost on the way to the log; the learner's override is on it too, read back like any input.
     assert set(on_log) == valid_event_ids(events) | {o.meta.event_id for o in overrides}
-    assert len(on_log) >= len(set(on_log)) + REPEATED and all(n >= REPEATED for n in skipped)
+    # Each repeat is skipped by its shard, on the replica holding it (again after each restart).
+    assert len(on_log) >= len(set(on_log)) + REPEATED and sum(skipped) >= REPEATED
     assert panels[0] == panels[1] == expected, "the panel after the kills is not the undisturbed run's"
     # Repeated by a restarting replica or not, the override keeps its id: one override.
     assert {(o.override_id, o.archetype) for o in overrides} == {(overrides[0].override_id, tk.ARCHETYPE_FAQ_BOUNDED)}
@@ -305,7 +330,7 @@ def test_a_deleted_log_stops_the_start_with_a_clear_message(settings, tmp_path):
     events = workload(6)
     first = Replica(ns, tmp_path, "first").start()
     try:
-        first.wait_serving()
+        first.wait_serving([first])
         publish(ns, events)
         wait_until(lambda: inputs_on_log(ns, events) == len(valid_event_ids(events)), 60,
                    lambda: f"{inputs_on_log(ns, events)} input events on the log")

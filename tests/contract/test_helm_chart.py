@@ -201,7 +201,7 @@ def test_environment_comes_from_the_shared_config_and_names_real_settings(helm: 
     for name, deployment in manifests.by_component("Deployment").items():
         main = container(deployment)
         assert {"configMapRef": {"name": config_name}} in main["envFrom"], name
-        env = {item["name"]: item["value"] for item in main["env"]}
+        env = {item["name"]: item.get("value", item.get("valueFrom")) for item in main["env"]}
         for variable in env:
             if variable.startswith(ENV_PREFIX):
                 assert variable in variables(SERVICE_SETTINGS[name]), f"{name} sets {variable}, which its settings do not read"
@@ -347,7 +347,14 @@ def test_network_policy_follows_the_call_graph(helm: Helm) -> None:
 
     assert callers_of("retriever") == {"drafter", "escalator"}  # Search; SimilarCases for packets
     assert callers_of("classifier") == set()  # Classifier.Classify serves callers outside the chart
-    assert callers_of("drafter") == {"workspace"} and callers_of("learner") == {"workspace"}  # a new draft; KPIs
+    assert callers_of("drafter") == {"workspace"}  # a new draft
+    assert callers_of("learner") == {"workspace", "learner"}  # KPIs; a replica asks the one holding a tenant's shard
+    learner_egress = policies["learner"]["spec"]["egress"]
+    assert [rule["ports"] for rule in learner_egress
+            if any(selects(peer.get("podSelector", {}), pod_labels(manifests, "learner")) for peer in rule.get("to", []))
+            ] == [[{"port": 50065, "protocol": "TCP"}]]
+    learner_env = {item["name"]: item for item in container(manifests.by_component("Deployment")["learner"])["env"]}
+    assert learner_env["SUPPORTFLOW_LEARNER_ADVERTISED_HOST"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert callers_of("delivery") == set()
     assert callers_of("workspace") == set()
 
@@ -402,7 +409,7 @@ def test_the_channels_file_is_mounted_read_only_where_it_is_read(helm: Helm) -> 
     deployments = helm.render(*BARE, "--set", "channels.existingSecret=tenant-channels").by_component("Deployment")
     readers = set()
     for name, deployment in deployments.items():
-        env = {item["name"]: item["value"] for item in container(deployment)["env"]}
+        env = {item["name"]: item.get("value", item.get("valueFrom")) for item in container(deployment)["env"]}
         if "SUPPORTFLOW_CHANNELS_PATH" not in env:
             continue
         readers.add(name)
@@ -646,7 +653,7 @@ def test_the_systems_file_is_mounted_read_only_into_the_investigator_only(helm: 
     manifests = helm.render(*scenario_args(CHART / "ci" / "production-values.yaml"))
     readers = set()
     for name, deployment in manifests.by_component("Deployment").items():
-        env = {item["name"]: item["value"] for item in container(deployment)["env"]}
+        env = {item["name"]: item.get("value", item.get("valueFrom")) for item in container(deployment)["env"]}
         if "SUPPORTFLOW_SYSTEMS_PATH" not in env:
             continue
         readers.add(name)

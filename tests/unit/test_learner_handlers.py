@@ -167,6 +167,9 @@ def test_invalid_events_are_rejected_and_ticketless_gaps_ignored():
 
 
 class FakeContext:
+    def time_remaining(self):
+        return None
+
     def abort(self, code, details):
         raise grpc.RpcError(f"{code}: {details}")
 
@@ -182,7 +185,8 @@ def populated() -> Learner:
 
 
 def test_get_kpis_returns_rows_per_cut_for_the_default_tenant_and_filters():
-    servicer = LearnerServicer(populated(), default_tenant="rho-bank")
+    learner = populated()
+    servicer = LearnerServicer(lambda _tenant: learner, default_tenant="rho-bank")
     response = servicer.GetKpis(services_pb2.GetKpisRequest(), FakeContext())
     assert [(r.archetype, r.segment, r.channel, r.tickets) for r in response.rows] == [
         ("account_specific", "business", "unknown", 1), ("account_specific", "business", "all", 1),
@@ -209,7 +213,7 @@ def test_collector_exposes_kpis_and_guardrails_under_documented_names():
         learner.on_decided(decided(f"s{i}"))
         learner.on_feedback(csat(f"s{i}", 77.0))
     registry = CollectorRegistry()
-    registry.register(LearnerCollector(learner))
+    registry.register(LearnerCollector(lambda: [learner]))
     text = generate_latest(registry).decode()
     labels = 'archetype="faq_bounded",channel="unknown",segment="retail",tenant="rho-bank"'
     assert f"supportflow_learner_deflection_rate{{{labels}}} {21 / 22!r}" in text
@@ -224,6 +228,26 @@ def test_collector_exposes_kpis_and_guardrails_under_documented_names():
     assert exposed <= set(metric_names())
     # The open review shows on the archetype's GetKpis rows too, for the workspace.
     assert all(r.values["guardrail_review_open"] == 1.0 for r in learner.kpi_rows("rho-bank", "faq_bounded"))
+
+
+def test_the_collector_computes_the_panels_at_most_once_per_ten_times_what_they_took():
+    now = [100.0]
+    learner = populated()
+    computed_at = []
+
+    def learners() -> list[Learner]:
+        computed_at.append(now[0])
+        now[0] += 0.2  # the panels of every tenant held take 0.2 s
+        return [learner]
+    registry = CollectorRegistry()
+    registry.register(LearnerCollector(learners, clock=lambda: now[0]))
+    first = generate_latest(registry).decode()
+    learner.on_decided(decided("late"))
+    now[0] = 101.9  # 1.9 s after the last computation started, which took 0.2 s: the same series
+    assert generate_latest(registry).decode() == first
+    now[0] = 102.1
+    assert generate_latest(registry).decode() != first  # the new ticket counted now
+    assert computed_at == [100.0, 102.1]
 
 
 def test_kpi_table_renders_every_row_in_the_panel_order_and_marks_missing_values():
@@ -256,8 +280,9 @@ def test_show_kpis_fetches_the_panel_over_grpc(base_settings):
     from tooling.commands.learner import show_kpis
 
     health = Health("learner-test")
+    learner = populated()
     server, port = create_server(
-        "learner", [(services_pb2_grpc.add_LearnerServicer_to_server, LearnerServicer(populated(), "rho-bank"),
+        "learner", [(services_pb2_grpc.add_LearnerServicer_to_server, LearnerServicer(lambda _tenant: learner, "rho-bank"),
                      "supportflow.contracts.v1.Learner")], health, 0, host="127.0.0.1")
     server.start()
     try:

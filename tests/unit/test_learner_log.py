@@ -1,6 +1,7 @@
-"""The learner's replicated log without a broker: the memory of applied event ids, a handler applied
-once per event id, the log's envelope (a record passed on untouched with its source topic, and
-handed to that topic's handler when read back), and output ids that do not depend on the replica."""
+"""The learner's log without a broker: the memory of applied event ids, a handler applied once per
+event id, the log's envelope (a record passed on untouched with its source topic to its tenant's
+partition, and handed to that partition's shard's handler of that topic when read back), and output
+ids that do not depend on the replica."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.eventbus import (
-    H_DLQ_REASON, H_EVENT_ID, H_SOURCE_TOPIC, ConsumerLoop, Forward, derived_event_id, encode, header,
+    H_DLQ_REASON, H_EVENT_ID, H_SOURCE_TOPIC, ConsumerLoop, derived_event_id, encode, header,
 )
 from supportflow.observability import Health
 from supportflow.topics import DECISION_TOPICS, Topic
@@ -18,6 +19,8 @@ from services.learner.applied_ids import AppliedIds
 from services.learner.config import LearnerConfig
 from services.learner.handlers import Learner
 from services.learner.state import StateError
+from services.learner.main import forward_to_log
+from services.learner.shards import SHARDS, shard_of, tenant_of
 from tests.unit.test_learner_handlers import TENANTS, csat, decided, make_learner
 
 
@@ -82,14 +85,16 @@ def test_a_held_qa_sample_has_the_event_id_a_live_replica_gives_it():
 class Record:
     """A consumed record: the accessors the consumer loop reads."""
 
-    def __init__(self, topic: str, value: bytes, headers: list, key: bytes = b"t1", offset: int = 0) -> None:
+    def __init__(self, topic: str, value: bytes, headers: list, key: bytes = b"t1", offset: int = 0,
+                 partition: int = 0) -> None:
         self._topic, self._value, self._headers, self._key, self._offset = topic, value, headers, key, offset
+        self._partition = partition
 
     def topic(self):
         return self._topic
 
     def partition(self):
-        return 0
+        return self._partition
 
     def offset(self):
         return self._offset
@@ -110,10 +115,12 @@ class Record:
 class Publisher:
     def __init__(self) -> None:
         self.raw: list[tuple[str, bytes, bytes, list]] = []
+        self.partitions: list[int | None] = []
         self.events: list = []
 
-    def produce_raw(self, topic_name, key, value, headers) -> None:
+    def produce_raw(self, topic_name, key, value, headers, partition=None) -> None:
         self.raw.append((topic_name, key, value, headers))
+        self.partitions.append(partition)
 
     def publish(self, topic, key, event, traceparent=None) -> None:
         self.events.append((topic, key, event))
@@ -138,8 +145,8 @@ def loop(monkeypatch):
     return make
 
 
-def test_the_intake_passes_a_record_on_untouched_with_the_topic_it_came_from(loop):
-    intake, publisher = loop({topic: lambda _event: [Forward(Topic.LEARNER_EVENTS)] for topic in DECISION_TOPICS.values()})
+def test_the_intake_passes_a_record_on_untouched_to_its_tenants_partition_with_the_topic_it_came_from(loop):
+    intake, publisher = loop({topic: forward_to_log for topic in DECISION_TOPICS.values()})
     decision = decided("t1", ev.DECISION_ESCALATE)
     value, headers = encode(decision)
     intake._process(Record("p.tickets.escalated", value, headers))
@@ -147,19 +154,46 @@ def test_the_intake_passes_a_record_on_untouched_with_the_topic_it_came_from(loo
     assert (name, key, forwarded) == ("p.learner.events", b"t1", value)
     assert forwarded_headers == headers + [(H_SOURCE_TOPIC, b"tickets.escalated")]
     assert dict(forwarded_headers)[H_EVENT_ID] == decision.meta.event_id.encode()  # the same event, the same id
+    assert publisher.partitions == [shard_of("rho-bank")]
 
 
-def test_the_log_hands_each_record_to_its_source_topics_handler_and_dead_letters_a_stranger(loop):
-    seen = []
-    handlers = {Topic.TICKETS_ESCALATED: lambda event: seen.append(("decided", event.ticket.ticket_id)) or [],
-                Topic.TICKETS_FEEDBACK: lambda event: seen.append(("feedback", event.ticket_id)) or []}
-    applier, publisher = loop(handlers, via=Topic.LEARNER_EVENTS, broadcast=True)
+def test_every_tenant_of_an_event_is_the_one_its_handler_attaches_it_to():
+    action = ev.AgentAction(ticket_id="t1", kind=ev.AGENT_ACTION_KIND_APPROVE)
+    action.decision.ticket.tenant_id = "acme"  # an action without a tenant of its own: its decision's
+    assert tenant_of(action) == "acme"
+    received = ev.TicketReceived(meta=ev.EventMeta(tenant_id="meta-tenant"))
+    received.ticket.tenant_id = "acme"
+    assert tenant_of(received) == "acme" and tenant_of(csat("t1", 90.0)) == "rho-bank"
+    assert len({shard_of(f"tenant-{i}") for i in range(200)}) == SHARDS  # tenants spread over every shard
+
+
+class Shards:
+    """A partition owner holding partition 0 only, each handler recording what it applied."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+        self.sources = (Topic.TICKETS_ESCALATED, Topic.TICKETS_FEEDBACK)
+        self._handlers = {Topic.TICKETS_ESCALATED: lambda event: self.seen.append(("decided", event.ticket.ticket_id)) or [],
+                          Topic.TICKETS_FEEDBACK: lambda event: self.seen.append(("feedback", event.ticket_id)) or []}
+
+    def handlers(self, partition):
+        return self._handlers if partition == 0 else None
+
+
+def test_the_log_hands_each_record_to_its_shards_handler_and_dead_letters_a_stranger(loop):
+    shards = Shards()
+    applier, publisher = loop({}, via=Topic.LEARNER_EVENTS, owner=shards)
     value, headers = encode(decided("t1", ev.DECISION_ESCALATE))
+    applier._process(Record("p.learner.events", value, headers + [(H_SOURCE_TOPIC, b"tickets.escalated")]))
     applier._process(Record("p.learner.events", value, headers + [(H_SOURCE_TOPIC, b"tickets.escalated")]))
     value, headers = encode(csat("t2", 90.0))
     applier._process(Record("p.learner.events", value, headers + [(H_SOURCE_TOPIC, b"tickets.feedback")], offset=1))
+    # A record of a partition that went to another replica before it was handled: that one applies it.
+    applier._process(Record("p.learner.events", value, headers + [(H_SOURCE_TOPIC, b"tickets.feedback")], offset=1,
+                            partition=1))
     applier._process(Record("p.learner.events", value, headers + [(H_SOURCE_TOPIC, b"kb.articles")], offset=2))
-    assert seen == [("decided", "t1"), ("feedback", "t2")]
+    # The repeat reaches the shard (whose applied_once skips it, the same on every replica).
+    assert shards.seen == [("decided", "t1"), ("decided", "t1"), ("feedback", "t2")]
     [(name, _key, _value, dead_headers)] = publisher.raw
     assert name == "p.learner.events.dlq" and header(Record("", b"", dead_headers), H_DLQ_REASON) == "invalid_event"
 
@@ -179,6 +213,8 @@ def test_the_panel_waits_for_the_log_at_most_its_bound_and_never_past_the_calls_
     from services.learner.servicer import LearnerServicer
 
     waits = []
-    servicer = LearnerServicer(make_learner(), "rho-bank", before_answer=waits.append, max_wait_s=5.0)
+    learner = make_learner()
+    servicer = LearnerServicer(lambda _tenant: learner, "rho-bank", max_wait_s=5.0,
+                               before_answer=lambda tenant, seconds: waits.append((tenant, seconds)))
     servicer.GetKpis(services_pb2.GetKpisRequest(tenant_id="rho-bank"), Context(remaining))
-    assert waits == [pytest.approx(waited)]
+    assert waits == [("rho-bank", pytest.approx(waited, abs=0.05))]

@@ -15,7 +15,7 @@ from supportflow.eventbus import new_meta
 
 from services.learner.config import LearnerConfig
 from services.learner.handlers import Learner
-from services.learner.snapshots import FILE_NAME, SnapshotStore, learner_version
+from services.learner.snapshots import SnapshotStore, file_name, learner_version
 from services.learner.state import StateError
 from tests.unit.test_learner_handlers import TENANTS, csat, decided, make_learner, overrides, populated
 
@@ -141,7 +141,7 @@ def test_only_the_same_code_and_configuration_load_a_snapshot(tmp_path):
 @pytest.mark.parametrize("damage", ["truncate", "header", "empty"])
 def test_a_damaged_snapshot_is_not_loaded(tmp_path, damage):
     store(tmp_path).save(populated().export_state(), POSITIONS)
-    path = tmp_path / FILE_NAME
+    path = tmp_path / file_name(0)
     data = path.read_bytes()
     path.write_bytes({"truncate": data[:-10], "header": b"{not json\n" + data, "empty": b""}[damage])
     assert store(tmp_path).load() is None
@@ -174,4 +174,4 @@ def test_a_failed_save_is_counted_and_the_learner_goes_on(tmp_path):
     assert store(blocked).try_save(populated().export_state, POSITIONS) is False
     assert store(tmp_path).try_save(populated().export_state, POSITIONS) is True
     assert (saves("failed") - failed, saves("saved") - saved) == (1, 1)
-    assert not list(tmp_path.glob(f".{FILE_NAME}.*"))  # no temporary file left behind
+    assert not list(tmp_path.glob(f".{file_name(0)}.*"))  # no temporary file left behind

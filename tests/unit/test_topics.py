@@ -40,7 +40,7 @@ def test_the_deployment_namespace_is_never_deleted():
         delete_namespace_topics(FleetSettings(topic_prefix=""))
 
 
-def test_the_learners_log_has_one_partition_and_every_other_topic_the_deployments_count():
-    # One partition: one order, which every learner replica applies alike (services/learner/main.py).
+def test_the_learners_log_has_its_fixed_shard_count_and_every_other_topic_the_deployments_count():
+    # Fixed: tenants are placed on the log's partitions by its count (services/learner/shards.py).
     assert {t for t in Topic if t.partitions is not None} == {Topic.LEARNER_EVENTS}
-    assert Topic.LEARNER_EVENTS.partitions == 1
+    assert Topic.LEARNER_EVENTS.partitions == 8
