@@ -522,13 +522,13 @@ class PartitionOwner(Protocol):
     given starts, tells it which it loses, and hands each record to the handlers of the partition
     the record is on."""
 
+    sources: tuple[Topic, ...]  # the topics the log's records come from (each has a handler)
+
     def assigned(self, partitions: list[int]) -> dict[int, int | None]:
         """Take these partitions; the offset each starts at (None: the beginning)."""
 
     def revoked(self, partitions: list[int]) -> None:
         """These partitions are another loop's now (or nobody's)."""
-
-    sources: tuple[Topic, ...]  # the topics the log's records come from (each has a handler)
 
     def handlers(self, partition: int) -> Mapping[Topic, Handler] | None:
         """The handlers of `partition`'s records by source topic; None for a partition not held."""
