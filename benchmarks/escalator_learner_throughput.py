@@ -38,7 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.machine import CpuMeter, machine_speed  # noqa: E402
+from benchmarks.machine import CpuMeter, machine_speed, throughput_figures  # noqa: E402
+from benchmarks.replicas import start_replica, stop_replicas  # noqa: E402
 from supportflow.contracts.v1 import events_pb2 as ev  # noqa: E402
 from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
 from supportflow.eventbus import new_meta  # noqa: E402
@@ -198,8 +199,6 @@ def stand_in_peers(latency_s: dict[str, float]):
 
 def run_on_kafka(count: int, replicas: int, code_dir: Path, labelled: bool = False, slow_peers: bool = False) -> dict:
     """The escalator's replicas as processes on Kafka, draining a backlog; see the module's doc."""
-    import os
-    import subprocess
     import urllib.request
     import uuid
 
@@ -231,15 +230,11 @@ def run_on_kafka(count: int, replicas: int, code_dir: Path, labelled: bool = Fal
             publisher.publish(Topic.TICKETS_DRAFTED, event.ticket.ticket_id, event)
         publisher.flush()
         ports = []
-        (settings.cache_dir / "bench-runs").mkdir(parents=True, exist_ok=True)
         for index in range(replicas):
             ports.append(free_port())
-            env = os.environ | settings.to_env() | {
-                "SUPPORTFLOW_OPS_PORT": str(ports[-1]), "PYTHONPATH": str(code_dir), "PYTHONUNBUFFERED": "1",
-                "SUPPORTFLOW_ESCALATOR_TABLE_DIR": str(settings.cache_dir / "bench-tables" / f"{settings.topic_prefix}{index}")}
-            log = open(settings.cache_dir / "bench-runs" / f"escalator-{settings.topic_prefix}{index}.log", "ab")
-            processes.append(subprocess.Popen([sys.executable, "-m", "services.escalator.main"], cwd=str(code_dir), env=env,
-                                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            processes.append(start_replica("escalator", settings, index, code_dir, {
+                "SUPPORTFLOW_OPS_PORT": str(ports[-1]),
+                "SUPPORTFLOW_ESCALATOR_TABLE_DIR": str(settings.cache_dir / "bench-tables" / f"{settings.topic_prefix}{index}")}))
 
         def ready(port: int) -> bool:
             try:
@@ -269,13 +264,7 @@ def run_on_kafka(count: int, replicas: int, code_dir: Path, labelled: bool = Fal
         cpu = meter.stop()
         reader.close()
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_replicas(processes)
         delete_namespace_topics(settings)
         if peers is not None:
             peers.stop(0)
@@ -291,12 +280,7 @@ def run_on_kafka(count: int, replicas: int, code_dir: Path, labelled: bool = Fal
                                      f"under {len({g.store_key for g in signatures if g is not None})} signatures",
         "decisions": published,
         "drain_s": round(elapsed, 2),
-        "escalator_events_per_s": round(events / elapsed),
-        "escalator_events_per_s_per_replica": round(events / elapsed / replicas),
-        "replica_cpu_s": [round(s, 2) for s in cpu.cpu_s.values()],
-        "escalator_events_per_replica_cpu_s": round(events / sum(cpu.cpu_s.values())),
-        "other_processes_cpu_s": round(cpu.others_cpu_s, 2),
-        "machine_busy_share": f"{cpu.busy_share:.0%} of {cpu.cores} cores",
+        **throughput_figures(cpu, events, elapsed, replicas, "escalator_events"),
     }
 
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
-import subprocess
 import sys
 import time
 import urllib.request
@@ -36,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
-from benchmarks.machine import CpuMeter, machine_speed  # noqa: E402
+from benchmarks.machine import CpuMeter, machine_speed, throughput_figures  # noqa: E402
+from benchmarks.replicas import start_replica, stop_replicas  # noqa: E402
 from supportflow.contracts.v1 import events_pb2 as ev  # noqa: E402
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc  # noqa: E402
 from supportflow.contracts.v1 import ticket_pb2 as tk  # noqa: E402
@@ -117,26 +116,21 @@ def run(tickets: int, tenant_count: int, replicas: int) -> dict:
     settings = FleetSettings.from_env().replace(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.", topic_partitions=4)
     tenants = tenants_over_shards(tenant_count)
     ensure_topics(settings)
-    logs = settings.cache_dir / "bench-runs"
-    logs.mkdir(parents=True, exist_ok=True)
     processes, ops_ports, grpc_ports = [], [], []
     try:
         for index in range(replicas):
             ops_ports.append(free_port())
             grpc_ports.append(free_port())
-            env = os.environ | settings.to_env() | {
+            processes.append(start_replica("learner", settings, index, ROOT, {
                 "SUPPORTFLOW_OPS_PORT": str(ops_ports[-1]), "SUPPORTFLOW_GRPC_PORT": str(grpc_ports[-1]),
-                "SUPPORTFLOW_LEARNER_ADVERTISED_HOST": "127.0.0.1", "PYTHONPATH": str(ROOT)}
-            log = open(logs / f"learner-{settings.topic_prefix}{index}.log", "ab")
-            processes.append(subprocess.Popen([sys.executable, "-m", "services.learner.main"], cwd=str(ROOT), env=env,
-                                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+                "SUPPORTFLOW_LEARNER_ADVERTISED_HOST": "127.0.0.1"}))
         admin = AdminClient(kafka_config(settings))
         deadline = time.monotonic() + 120
         while not (all(ops_text(port, "/readyz") is not None for port in ops_ports)
                    and [sum(len(h) for h in held) for held in [shards_held(admin, settings)]] == [SHARDS]
                    and len(shards_held(admin, settings)) == replicas):
             if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
-                raise RuntimeError(f"the learner replicas did not become ready: see {logs}")
+                raise RuntimeError(f"the learner replicas did not become ready: see {settings.cache_dir / 'bench-runs'}")
             time.sleep(0.2)
         held = shards_held(admin, settings)
         encoded = log_records(tickets, tenants)
@@ -165,13 +159,7 @@ def run(tickets: int, tenant_count: int, replicas: int) -> dict:
         if counted != expected:
             raise RuntimeError(f"panels count {counted}, expected {expected}")
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_replicas(processes)
         delete_namespace_topics(settings)
     return {
         "replicas": replicas,
@@ -180,12 +168,7 @@ def run(tickets: int, tenant_count: int, replicas: int) -> dict:
         "records": records,
         "written_s": round(written_s, 2),
         "applied_s": round(elapsed, 2),
-        "events_per_s": round(records / elapsed),
-        "events_per_s_per_replica": round(records / elapsed / replicas),
-        "replica_cpu_s": [round(s, 2) for s in cpu.cpu_s.values()],
-        "events_per_replica_cpu_s": round(records / sum(cpu.cpu_s.values())),
-        "other_processes_cpu_s": round(cpu.others_cpu_s, 2),
-        "machine_busy_share": f"{cpu.busy_share:.0%} of {cpu.cores} cores",
+        **throughput_figures(cpu, records, elapsed, replicas),
         "panels": "every tenant's panel counts all its tickets",
     }
 

@@ -81,3 +81,17 @@ class CpuMeter:
         busy, total = machine_busy_s()
         busy_share = (busy - self._machine[0]) / max(total - self._machine[1], 1e-9)
         return CpuUse(cpu, busy_share, os.cpu_count() or 1, time.perf_counter() - self._started)
+
+
+def throughput_figures(cpu: CpuUse, events: int, elapsed_s: float, replicas: int, name: str = "events") -> dict:
+    """What replicas on Kafka did with `events` in `elapsed_s`: per second, per replica, per replica
+    CPU second (if it holds from one replica to two while the throughput does not double, the
+    machine ran out of cores, not the design out of scale), and the machine's other load."""
+    return {
+        f"{name}_per_s": round(events / elapsed_s),
+        f"{name}_per_s_per_replica": round(events / elapsed_s / replicas),
+        "replica_cpu_s": [round(s, 2) for s in cpu.cpu_s.values()],
+        f"{name}_per_replica_cpu_s": round(events / sum(cpu.cpu_s.values())),
+        "other_processes_cpu_s": round(cpu.others_cpu_s, 2),
+        "machine_busy_share": f"{cpu.busy_share:.0%} of {cpu.cores} cores",
+    }
