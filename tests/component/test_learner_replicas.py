@@ -7,7 +7,8 @@ services.learner.main`, the container's command), sharing its log (learner.event
 - kill -9 of a replica five times while the input streams in, and records repeated on the log (as
   an intake killed between its publish and its commit leaves them): no event lost, none counted
   twice, the panel afterwards exact on both replicas; the recovery times are printed;
-- a deleted log (the learner's state) stops the next start with a clear message.
+- a deleted log (the learner's state), or one of another partition count (the one-partition log
+  of before the shards), stops the next start with a clear message.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc
@@ -352,3 +353,22 @@ def test_a_deleted_log_stops_the_start_with_a_clear_message(settings, tmp_path):
     log = again.log_path.read_text(errors="replace")
     assert code == EXIT_STATE_LOST, log[-3000:]
     assert "refusing to start" in log and log_name in log and "was deleted" in log and "--delete-offsets" in log
+
+
+def test_a_log_of_another_partition_count_stops_the_start_with_how_to_rebuild_it(settings, tmp_path):
+    """A deployment upgraded from the one-partition log of before the shards: its tenants would be
+    read from other partitions than they were written to, so a replica refuses to start."""
+    ns = learner_settings(settings, tmp_path)
+    log_name = Topic.LEARNER_EVENTS.name_in(ns.topic_prefix)
+    admin = AdminClient(kafka_config(ns))
+    admin.create_topics([NewTopic(log_name, 1, ns.topic_replication)], request_timeout=30)[log_name].result(30)
+    upgraded = Replica(ns, tmp_path, "upgraded").start()
+    assert upgraded.process is not None
+    try:
+        code = upgraded.process.wait(60)
+    finally:
+        if upgraded.process.poll() is None:  # it started on the wrong layout
+            upgraded.stop()
+    log = upgraded.log_path.read_text(errors="replace")
+    assert code == EXIT_STATE_LOST, log[-3000:]
+    assert f"{log_name} has 1 partitions; this log needs exactly {SHARDS}" in log and "--delete-offsets" in log
