@@ -437,6 +437,7 @@ HANDLED_IDS_RETENTION_MARGIN_S = 3600.0
 # How long an assignment may spend reading a handled-ids topic back before it goes on without
 # the rest (a warning says so).
 HANDLED_IDS_READ_DEADLINE_S = 60.0
+FIRST_RETRY_WAIT_S = 0.1  # after a transient failure; each later wait doubles, up to 5 s
 
 
 def _follow_retention(admin: AdminClient, topic: str, retention_ms: int) -> None:
@@ -513,7 +514,8 @@ def handled_id_record(message: KafkaMessage) -> tuple[str, float] | None:
 
 def _log_transient_retry(state: tenacity.RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome is not None else None
-    log.warning("transient failure, retrying", extra={"fields": {"error": str(error), "attempt": state.attempt_number}})
+    # The consumer loop's first attempt is made before tenacity's: its attempts are one further on.
+    log.warning("transient failure, retrying", extra={"fields": {"error": str(error), "attempt": state.attempt_number + 1}})
 
 
 class PartitionOwner(Protocol):
@@ -854,11 +856,22 @@ class ConsumerLoop:
 
     def _process_with_retries(self, message: KafkaMessage) -> None:
         """A transient failure (a peer down, a store unavailable) is retried after 0.1 s, 0.2 s, ...
-        at most 5 s apart, `max_retries` times; then it propagates and the batch is not committed."""
+        at most 5 s apart, `max_retries` times; then it propagates and the batch is not committed.
+        The first attempt is a plain call, and tenacity takes over only once it failed: building its
+        retry state for every message cost about 20 µs, a seventh of the learner's apply loop's time
+        per event."""
+        try:
+            self._process(message)
+            return
+        except TransientError as exc:
+            if self._max_retries < 1:
+                raise
+            log.warning("transient failure, retrying", extra={"fields": {"error": str(exc), "attempt": 1}})
+        time.sleep(FIRST_RETRY_WAIT_S)
         tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TransientError),
-            stop=tenacity.stop_after_attempt(self._max_retries + 1),
-            wait=tenacity.wait_exponential(multiplier=0.1, max=5.0),
+            stop=tenacity.stop_after_attempt(self._max_retries),
+            wait=tenacity.wait_exponential(multiplier=2 * FIRST_RETRY_WAIT_S, max=5.0),
             before_sleep=_log_transient_retry,
             reraise=True,
         )(self._process, message)
