@@ -857,9 +857,8 @@ class ConsumerLoop:
     def _process_with_retries(self, message: KafkaMessage) -> None:
         """A transient failure (a peer down, a store unavailable) is retried after 0.1 s, 0.2 s, ...
         at most 5 s apart, `max_retries` times; then it propagates and the batch is not committed.
-        The first attempt is a plain call, and tenacity takes over only once it failed: building its
-        retry state for every message cost about 20 µs, a seventh of the learner's apply loop's time
-        per event."""
+        The first attempt is a plain call, and tenacity takes over only once it failed: running every
+        message through its retry state took a third of the learner's apply loop's time per event."""
         try:
             self._process(message)
             return
