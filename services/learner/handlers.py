@@ -41,7 +41,6 @@ import logging
 import json
 import math
 import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,15 +69,11 @@ _HANDOFFS = (ev.DECISION_REVIEW, ev.DECISION_ESCALATE)
 _OVERRIDE_TYPE = types_by_name(ev.RoutingOverride)
 _SAMPLE_TYPE = types_by_name(ev.QaSampleRequested)
 MAX_REVIEWS_KEPT = 1000  # the latest guardrail reviews opened and closed, for the weekly report
-SLOW_PANEL_S = 0.05
-PANEL_THROTTLE = 10
 
 
 @dataclass(frozen=True)
 class _CachedRows:
     version: int
-    at: float  # time.monotonic() when computed
-    cost_s: float
     rows: list[KpiRowValues]
 
 
@@ -244,12 +239,10 @@ class Learner:
 
     # -- the panel
 
-    def kpi_rows(self, tenant: str, archetype: str = "", segment: str = "", channel: str = "", *,
-                 fresh: bool = False) -> list[KpiRowValues]:
-        """Rows for `tenant`, optionally one archetype, segment and/or channel ("all": the rollups).
-        `fresh`: of the state as it is now, never a throttled older computation (the panel served
-        over gRPC, which replicas must answer alike)."""
-        rows = self._tenant_rows(tenant, fresh)
+    def kpi_rows(self, tenant: str, archetype: str = "", segment: str = "", channel: str = "") -> list[KpiRowValues]:
+        """Rows for `tenant` of the state as it is now, optionally one archetype, segment and/or
+        channel ("all": the rollups)."""
+        rows = self._tenant_rows(tenant)
         return [r for r in rows if (not archetype or r.archetype == archetype) and (not segment or r.segment == segment)
                 and (not channel or r.channel == channel)]
 
@@ -270,27 +263,23 @@ class Learner:
                 dropped_feedback=self._kpis.dropped_feedback,
             )
 
-    def _tenant_rows(self, tenant: str, fresh: bool = False) -> list[KpiRowValues]:
+    def _tenant_rows(self, tenant: str) -> list[KpiRowValues]:
         """The tenant's rows, computed from the records outside the lock (the consumers go on
-        meanwhile) and kept until the state changes. A panel that takes more than SLOW_PANEL_S to
-        compute (a large state) is recomputed at most once per PANEL_THROTTLE times its cost, so
-        reading it never takes more than a tenth of the learner's time (Prometheus's scrapes); a
-        `fresh` read (GetKpis) always has the current state's."""
+        meanwhile) and kept until the state changes. How often Prometheus's scrapes may have them
+        computed is bounded for all the tenants a replica holds together (metrics.LearnerCollector)."""
         with self._lock:
             version = self._kpis.version
             cached = self._rows_cache.get(tenant)
-            if cached is not None and (cached.version == version or (not fresh and
-                    cached.cost_s > SLOW_PANEL_S and time.monotonic() - cached.at < cached.cost_s * PANEL_THROTTLE)):
+            if cached is not None and cached.version == version:
                 return cached.rows
             view = self._kpis.view(tenant)
             status = {s.archetype: {"guardrail_review_open": float(s.reviewing),
                                     "guardrail_override_active": float(s.overridden)}
                       for s in self._guardrails.status() if s.tenant == tenant}
-        started = time.monotonic()
         rows = with_status(panel_rows(view.entries(), self._tenant_data.baseline(tenant), self._config.panel,
                                       view.latest_seen), status)
         with self._lock:
-            self._rows_cache[tenant] = _CachedRows(version, time.monotonic(), time.monotonic() - started, rows)
+            self._rows_cache[tenant] = _CachedRows(version, rows)
         return rows
 
     # -- internals

@@ -149,8 +149,8 @@ class LearnerCollector(Collector):
 
     The panels of every tenant held are computed at most once per THROTTLE times what the last
     computation took (the series are up to that old), so that scrapes, however frequent, take at
-    most about a tenth of one core whatever the number of tenants; the per-tenant throttle in the
-    Learner alone let each tenant's panels take a tenth."""
+    most about a tenth of one core whatever the number of tenants (a throttle per tenant, as there
+    was, let each tenant's panels take a tenth)."""
 
     THROTTLE = 10
 

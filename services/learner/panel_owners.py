@@ -5,7 +5,7 @@ client id `learner@<host>:<gRPC port>`. A panel question (GetKpis) about a tenan
 another replica holds is asked of that replica: the group's description (Kafka's admin API) says
 which member holds the partition, and its client id where to call. The call carries a header
 saying it was routed; a replica asked so that does not hold the shard (it moved a moment ago)
-answers UNAVAILABLE and the asker looks again, until its deadline.
+answers UNAVAILABLE and the asker (servicer.py) looks again, until its deadline.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 
 import grpc
 from confluent_kafka import KafkaException
@@ -28,7 +27,6 @@ from services.learner.shards import shard_of
 
 ROUTED = "sf-learner-routed"  # gRPC metadata on a panel question one replica asks another
 MEMBER_PREFIX = "learner@"
-LOOK_AGAIN_S = 0.2
 
 log = logging.getLogger(__name__)
 
@@ -79,28 +77,21 @@ class PanelOwners:
 
     def ask(self, request: services_pb2.GetKpisRequest, tenant: str,
             timeout_s: float) -> services_pb2.GetKpisResponse | None:
-        """The panel from the replica holding `tenant`'s shard; None when the group says this
-        replica holds it (taken a moment ago). grpc.RpcError UNAVAILABLE when no replica answers
-        for it within `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        partition = shard_of(tenant)
-        last = "no replica holds the shard"
-        while True:
-            address = self.address_of(partition)
-            if address == self._own:
-                return None
-            remaining = deadline - time.monotonic()
-            if address is not None and remaining > 0:
-                try:
-                    return self._stub(address).GetKpis(request, timeout=remaining, metadata=((ROUTED, "1"),))
-                except grpc.RpcError as exc:
-                    if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                        raise
-                    last = f"{address}: {exc.details()}"
-            if time.monotonic() + LOOK_AGAIN_S >= deadline:
-                raise PanelUnavailable(f"the panel of {tenant!r} (shard {partition}) is on no replica that answers: "
-                                       f"{last}")
-            time.sleep(LOOK_AGAIN_S)
+        """The panel from the replica holding `tenant`'s shard, asked once; None when there is no
+        answer to have now: no replica holds the shard (a rebalance), this one does (taken a
+        moment ago), or the holder is unavailable or moving it (the caller looks again). Other
+        gRPC errors are raised."""
+        address = self.address_of(shard_of(tenant))
+        if address is None or address == self._own or timeout_s <= 0:
+            return None
+        try:
+            return self._stub(address).GetKpis(request, timeout=timeout_s, metadata=((ROUTED, "1"),))
+        except grpc.RpcError as exc:
+            if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise
+            log.info("learner replica did not answer for a shard", extra={"fields": {
+                "address": address, "tenant": tenant, "error": exc.details()}})
+            return None
 
     def close(self) -> None:
         with self._lock:
@@ -114,15 +105,3 @@ class PanelOwners:
                 channel = open_channel("learner", address, 5.0)
                 self._channels[address] = (channel, services_pb2_grpc.LearnerStub(channel))
             return self._channels[address][1]
-
-
-class PanelUnavailable(grpc.RpcError):
-    def __init__(self, details: str) -> None:
-        super().__init__(details)
-        self._details = details
-
-    def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.UNAVAILABLE
-
-    def details(self) -> str:
-        return self._details

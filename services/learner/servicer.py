@@ -3,8 +3,8 @@ channel) cut and the rollups ("all"); filters by archetype, segment and channel 
 
 A replica answers for the tenants of the shards it holds (shards.py): `learner_of(tenant)` gives
 the shard's Learner, or None, and then `elsewhere(request, tenant, seconds)` asks the replica that
-holds it (panel_owners.py). A question that was itself routed here is not routed again: UNAVAILABLE,
-and the asker looks for the shard again. Before it answers, `before_answer(tenant, seconds)` waits
+holds it (panel_owners.py), looking again while the shard moves, until the deadline. A question
+that was itself routed here is not routed again: UNAVAILABLE, and the asker looks again. Before it answers, `before_answer(tenant, seconds)` waits
 until the shard has applied its partition of the log up to its end as of the request (main.py), at
 most `max_wait_s` and never past the call's own deadline (less a margin to answer in): any replica
 asked then gives the same panel."""
@@ -51,22 +51,22 @@ class LearnerServicer(services_pb2_grpc.LearnerServicer):
         wait_s = self._max_wait_s if remaining is None else min(self._max_wait_s, remaining - ANSWER_MARGIN_S)
         deadline = time.monotonic() + max(wait_s, 0.0)
         learner = self._learner_of(tenant)
-        while learner is None:
+        while learner is None:  # the shard is elsewhere, or moving: ask, and look again until the deadline
             if self._elsewhere is None or was_routed(context):
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"the shard of {tenant!r} is not on this learner replica")
             try:
-                answer = self._elsewhere(request, tenant, max(deadline - time.monotonic(), 0.0))
+                answer = self._elsewhere(request, tenant, deadline - time.monotonic())
             except grpc.RpcError as exc:
                 context.abort(exc.code(), exc.details())
             if answer is not None:
                 return answer
-            if time.monotonic() >= deadline:  # the group says this replica holds it: not taken yet
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"the shard of {tenant!r} is being taken by this replica")
+            if time.monotonic() + LOOK_AGAIN_S >= deadline:
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"no learner replica answers for the shard of {tenant!r}")
             time.sleep(LOOK_AGAIN_S)
             learner = self._learner_of(tenant)
         if self._before_answer is not None:
             self._before_answer(tenant, max(deadline - time.monotonic(), 0.0))
-        rows = learner.kpi_rows(tenant, archetype, request.segment, request.channel, fresh=True)
+        rows = learner.kpi_rows(tenant, archetype, request.segment, request.channel)
         response = services_pb2.GetKpisResponse(
             rows=[
                 services_pb2.KpiRow(archetype=row.archetype, segment=row.segment, channel=row.channel,

@@ -4,6 +4,9 @@ own shard alone."""
 
 from __future__ import annotations
 
+import grpc
+import pytest
+
 from supportflow.topics import Topic
 
 from services.learner.config import LearnerConfig
@@ -64,3 +67,47 @@ def test_a_snapshot_of_other_code_is_not_used_and_the_shard_replays_from_the_beg
     shard_stores(tmp_path, "old", interval_s=300.0)(SHARD).save(b"{}", {(LOG, SHARD): 5})
     owner = shards(shard_stores(tmp_path, "new", interval_s=300.0))
     assert owner.assigned([SHARD]) == {SHARD: None}
+
+
+class Context:
+    """A call's context: its remaining time, whether it was routed here, and an abort that raises."""
+
+    def __init__(self, routed: bool = False) -> None:
+        self._metadata = (("sf-learner-routed", "1"),) if routed else ()
+
+    def time_remaining(self):
+        return 2.0
+
+    def invocation_metadata(self):
+        return self._metadata
+
+    def abort(self, code, details):
+        raise grpc.RpcError(f"{code.name}: {details}")
+
+
+def test_the_panel_of_a_shard_held_elsewhere_is_asked_of_its_holder_and_a_routed_question_is_not_routed_again():
+    from supportflow.contracts.v1 import services_pb2
+
+    from services.learner.servicer import LearnerServicer
+
+    asked = []
+    answer = services_pb2.GetKpisResponse(rows=[services_pb2.KpiRow(archetype="faq_bounded", tickets=7)])
+
+    def elsewhere(request, tenant, seconds):
+        asked.append(tenant)
+        return None if len(asked) == 1 else answer  # the first look finds the shard moving
+    servicer = LearnerServicer(lambda _tenant: None, "rho-bank", max_wait_s=5.0, elsewhere=elsewhere)
+    assert servicer.GetKpis(services_pb2.GetKpisRequest(tenant_id="acme"), Context()) is answer
+    assert asked == ["acme", "acme"]
+    with pytest.raises(grpc.RpcError, match="UNAVAILABLE"):
+        servicer.GetKpis(services_pb2.GetKpisRequest(tenant_id="acme"), Context(routed=True))
+    assert asked == ["acme", "acme"]  # a question routed here is never routed on
+
+    owner = shards()  # the shard taken here while the question waits: answered from it
+    held = iter([None, "taken"])
+    servicer = LearnerServicer(lambda tenant: owner.learner_of(tenant) if next(held, "taken") == "taken" else None,
+                               "rho-bank", elsewhere=lambda *_: None)
+    owner.assigned([SHARD])
+    apply(owner, SHARD, [decided("t1")], 0)
+    response = servicer.GetKpis(services_pb2.GetKpisRequest(tenant_id="rho-bank"), Context())
+    assert {(r.archetype, r.segment, r.channel): r.tickets for r in response.rows}[("faq_bounded", "all", "all")] == 1
