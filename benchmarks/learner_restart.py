@@ -5,10 +5,10 @@ restored from a snapshot.
 The log (`learner.events`, in a namespace of its own) gets N decided tickets and a CSAT survey for
 each, of one tenant, as the learner's intake passes them on (to the tenant's partition, the topic
 they came from in a header). Then one
-replica (`python -m services.learner.main`, with a snapshot folder) is started and timed until
-GetKpis answers with all N tickets (GetKpis waits for its replica to apply the log up to its end,
-so the first full answer is the moment it has); it is stopped (its snapshot written at shutdown),
-started again without the snapshot folder, and started a third time with it.
+replica (`python -m services.learner.main`) is started and timed until GetKpis answers with all N
+tickets (GetKpis waits for its replica to apply the log up to its end, so the first full answer is
+the moment it has); it is stopped (its shard's snapshot written to Kafka at shutdown), started
+again with snapshots off (a full replay), and started a third time with them (restored).
 
     python benchmarks/learner_restart.py [--tickets 100000] [--inputs] [--code-dir PATH] [--json]
 
@@ -49,6 +49,7 @@ from tooling.fleet import free_port  # noqa: E402
 from tooling.settings import FleetSettings  # noqa: E402
 
 from services.learner.shards import shard_of  # noqa: E402
+from services.learner.snapshots import HEADER_KEY, KafkaSnapshotLog  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_700_000_000
@@ -147,24 +148,31 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(120)
 
 
+def snapshot_bytes(settings: FleetSettings) -> int:
+    """The size of the state in the tenant's shard's snapshot (in Kafka), uncompressed."""
+    records = {r.key: r.value for r in KafkaSnapshotLog(settings).read(shard_of("rho-bank"))}
+    return int(json.loads(records[HEADER_KEY])["state_bytes"]) if records.get(HEADER_KEY) else 0
+
+
 def run(tickets: int, on_inputs: bool, code_dir: Path, keep: bool = False) -> dict:
     settings = FleetSettings().replace(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.", topic_partitions=4)
     work = Path(tempfile.mkdtemp(prefix="learner-restart-"))
-    snapshots = work / "snapshots"
     ensure_topics(settings)
     figures: dict = {"tickets": tickets, "written_on": "inputs" if on_inputs else "log", "code_dir": str(code_dir)}
     try:
         started = time.perf_counter()
         figures["records"] = write_log(settings, tickets, on_inputs)
         figures["written_s"] = round(time.perf_counter() - started, 1)
-        with_snapshots = settings.replace(learner_snapshot_dir=snapshots)
-        for name, chosen in (("first_start_replay", with_snapshots), ("restart_replay", settings),
-                             ("restart_snapshot", with_snapshots)):
+        # The first start saves the shard's snapshot at its stop; the second runs without
+        # snapshots (a full replay), the third restores the first's.
+        without = settings.replace(learner_snapshots=False)
+        for name, chosen in (("first_start_replay", settings), ("restart_replay", without),
+                             ("restart_snapshot", settings)):
             figures[name], process = timed_start(chosen, tickets, work / f"{name}.log", code_dir)
             stopped = time.monotonic()
             stop(process)
             figures[name]["stop_s"] = round(time.monotonic() - stopped, 2)
-        figures["snapshot_bytes"] = sum(path.stat().st_size for path in snapshots.glob("learner-*.snapshot"))
+        figures["snapshot_bytes"] = snapshot_bytes(settings)
     finally:
         delete_namespace_topics(settings)
         if keep:

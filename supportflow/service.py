@@ -134,6 +134,7 @@ def run_service(service: str, settings: Settings, stop: threading.Event | None =
         if any(c.error is not None for c in parts.consumers):
             break
     failed = any(c.error is not None for c in parts.consumers)
+    lost = next((c.error for c in parts.consumers if isinstance(c.error, StateLost)), None)
 
     health.set_ready(False, "shutting down")
     log.info("stopping")
@@ -147,6 +148,8 @@ def run_service(service: str, settings: Settings, stop: threading.Event | None =
         stop_hook()
     publisher.flush()
     ops.shutdown()
+    if lost is not None:  # found while running (the learner's shard taken from a snapshot the log no longer holds)
+        return refuse_start(service, health, lost)
     return 1 if failed else 0
 
 

@@ -17,6 +17,9 @@ DEAD_LETTER_SUFFIX = ".dlq"
 # A committing consumer group's memory of the event ids it handled (ConsumerLoop's redelivery
 # memory): one topic per group, named after the group, created by the group's first consumer.
 HANDLED_IDS_SUFFIX = ".handled-ids"
+# The learner's snapshots of its shards (services/learner/snapshots.py): a compacted topic, one
+# partition per partition of Topic.LEARNER_EVENTS, created by the learner. Not events: no twin.
+LEARNER_SNAPSHOTS = "learner.snapshots"
 
 
 class Topic(enum.Enum):
@@ -78,6 +81,10 @@ def all_physical_names(prefix: str) -> list[str]:
     for topic in Topic:
         names += [topic.name_in(prefix), topic.dead_letter_in(prefix)]
     return names
+
+
+def learner_snapshots_in(prefix: str) -> str:
+    return f"{prefix}{LEARNER_SNAPSHOTS}"
 
 
 def handled_ids_in(prefix: str, group_id: str) -> str:

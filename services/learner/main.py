@@ -12,7 +12,7 @@ Runs as any number of replicas, which share the work by tenant through a log in 
   dead-lettered there instead, on its own topic's twin, once;
 - apply: the replicas share the log's partitions in a second group (never committed; partitions
   move one at a time). A replica builds the shard of each partition it is given (shards.py): from
-  the partition's beginning, or from its snapshot of it, and applies each event with the pure
+  the partition's beginning, or from the shard's last snapshot (in Kafka), and applies each event with the pure
   handlers in the partition's one order, skipping an event id the shard applied already
   (handlers.Learner.applied_once). Same partition, same order, same deterministic handlers: the
   same shard on whichever replica builds it;
@@ -36,14 +36,18 @@ import threading
 import time
 from typing import Callable
 
+from confluent_kafka import KafkaException
 from google.protobuf.message import Message
 from prometheus_client import REGISTRY
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from supportflow.contracts.v1 import services_pb2_grpc
-from supportflow.eventbus import ConsumerLoop, EventPublisher, Forward, LogEnd, TransientError, group_has_committed
+from supportflow.eventbus import (
+    ConsumerLoop, EventPublisher, Forward, LogEnd, TransientError, group_has_committed, topic_id,
+)
 from supportflow.observability import Health
 from supportflow.service import DEFAULT_GRPC_PORTS, ServiceParts, StateLost
+from supportflow.topics import learner_snapshots_in
 
 from services.learner import metrics
 from services.learner.config import LearnerConfig
@@ -53,7 +57,7 @@ from services.learner.panel_owners import PanelOwners, advertised_address, membe
 from services.learner.servicer import LearnerServicer
 from services.learner.settings import LearnerSettings
 from services.learner.shards import INPUTS, LOG, SHARDS, LearnerShards, shard_of, tenant_of
-from services.learner.snapshots import SnapshotStore, learner_version, shard_stores
+from services.learner.snapshots import KafkaSnapshotLog, Snapshot, learner_version, shard_stores
 from services.learner.tenant_data import TenantData
 
 SERVICE = "learner"
@@ -78,36 +82,58 @@ def _ends_of(reader: LogEnd) -> list[int]:
     return [reader.offset(partition, timeout_s=10.0) for partition in range(SHARDS)]
 
 
-def check_log_kept(settings: LearnerSettings, stores: Callable[[int], SnapshotStore] | None) -> None:
-    """Raise StateLost when the log, which is the learner's state, is gone or cannot be read as
-    shards: a partition ends before this replica's snapshot of it (deleted and created again), the
-    log never held a record while the intake group has passed inputs on to it before, or it has
-    another partition count than SHARDS (tenants would be read from other partitions than they
-    were written to). Replaying an empty log would start with an empty panel and re-armed
-    guardrails, silently."""
+@retry(retry=retry_if_exception_type(KafkaException), stop=stop_after_delay(30), wait=wait_fixed(0.5), reraise=True)
+def _log_id_of(settings: LearnerSettings, name: str) -> str:
+    """Kafka's id of the log, asked again while Kafka cannot say (a log created at this very start)."""
+    return topic_id(settings, name)
+
+
+def rebuild_advice(settings: LearnerSettings) -> str:
     log_name = LOG.name_in(settings.topic_prefix)
     group = f"{settings.topic_prefix}{SERVICE}-intake"
-    rebuild = (f"Restore the topic, or rebuild the state from the inputs (as far as their retention goes): stop "
-               f"every learner replica, empty each replica's snapshot folder, delete {log_name} and the intake "
-               f"group's offsets (kafka-consumer-groups --delete-offsets --group {group} --topic <each input "
-               f"topic>) and start again: the intake passes every input on to the log anew.")
+    return (f"Restore the topic, or rebuild the state from the inputs (as far as their retention goes): stop "
+            f"every learner replica, delete {log_name}, {learner_snapshots_in(settings.topic_prefix)} and the "
+            f"intake group's offsets (kafka-consumer-groups --delete-offsets --group {group} --topic <each input "
+            f"topic>) and start again: the intake passes every input on to the log anew.")
+
+
+def check_log_kept(settings: LearnerSettings) -> None:
+    """Raise StateLost when the log, which is the learner's state, is gone or cannot be read as
+    shards: the log never held a record while the intake group has passed inputs on to it before,
+    or it has another partition count than SHARDS (tenants would be read from other partitions than
+    they were written to). Replaying an empty log would start with an empty panel and re-armed
+    guardrails, silently. (A partition ending before a shard's snapshot: `check_snapshot_kept`,
+    when the shard is taken.)"""
+    log_name = LOG.name_in(settings.topic_prefix)
+    group = f"{settings.topic_prefix}{SERVICE}-intake"
     try:
         reader = LogEnd(settings, LOG, SHARDS)
     except RuntimeError as exc:
-        raise StateLost(f"{exc}. {rebuild}") from exc
+        raise StateLost(f"{exc}. {rebuild_advice(settings)}") from exc
     try:
         ends = _ends_of(reader)
     finally:
         reader.close()
-    for partition in range(SHARDS) if stores is not None else ():
-        at = (stores(partition).saved_position() or {}).get((log_name, partition))
-        if at is not None and at > ends[partition]:
-            raise StateLost(f"{log_name} [{partition}] ends at offset {ends[partition]}, before the snapshot's "
-                            f"position {at}: the log was deleted and created again, and what it held after the "
-                            f"snapshot is gone. {rebuild}")
     if not any(ends) and group_has_committed(settings, group, [t.name_in(settings.topic_prefix) for t in INPUTS]):
         raise StateLost(f"{log_name} has never held a record, but consumer group {group!r} has passed inputs on to "
-                        f"it: the log, which is the learner's state, was deleted. {rebuild}")
+                        f"it: the log, which is the learner's state, was deleted. {rebuild_advice(settings)}")
+
+
+def check_snapshot_kept(settings: LearnerSettings, reader: LogEnd, log_id: str) -> Callable[[int, Snapshot], None]:
+    """For LearnerShards: raise StateLost when a shard's snapshot was taken of another log than
+    this one (`log_id`: Kafka's id of the log now), or its partition ends before the snapshot's
+    position: the log was deleted and created again since, and what it held after the snapshot is
+    gone. The apply loop stops on it and the service exits as for any lost state."""
+    log_name = LOG.name_in(settings.topic_prefix)
+
+    def check(partition: int, snapshot: Snapshot) -> None:
+        end = reader.offset(partition, timeout_s=10.0)
+        if snapshot.log_id != log_id or snapshot.position > end:
+            raise StateLost(f"{log_name} [{partition}] is not the log the shard's snapshot was taken of (topic id "
+                            f"{log_id}, snapshot's {snapshot.log_id}; it ends at offset {end}, the snapshot's "
+                            f"position is {snapshot.position}): the log was deleted and created again, and what it "
+                            f"held after the snapshot is gone. {rebuild_advice(settings)}")
+    return check
 
 
 class AppliedThroughEnd:
@@ -186,15 +212,18 @@ def finish_replays(shards: LearnerShards, applied: AppliedThroughEnd, intake: Co
 
 def build(settings: LearnerSettings, publisher: EventPublisher, health: Health) -> ServiceParts:
     log_name = LOG.name_in(settings.topic_prefix)
+    check_log_kept(settings)
     stores = None
-    if settings.learner_snapshot_dir is not None:
+    log_id = _log_id_of(settings, log_name)
+    if settings.learner_snapshots:
         version = learner_version(LearnerConfig.source_text(settings.learner_config_path), settings.topic_prefix)
-        stores = shard_stores(settings.learner_snapshot_dir, version, settings.learner_snapshot_interval_s)
-    check_log_kept(settings, stores)
+        stores = shard_stores(KafkaSnapshotLog(settings), version, settings.learner_snapshot_interval_s, log_id)
     tenants_dir = settings.tenant_data_dir
     with_baseline = TenantData(tenants_dir).check_all()  # a malformed tenant file stops the start, named
     log.info("tenant data read", extra={"fields": {"tenants_dir": str(tenants_dir), "with_baseline": with_baseline}})
-    shards = LearnerShards(LearnerConfig.load(settings.learner_config_path), tenants_dir, log_name, stores)
+    snapshot_check_reader = LogEnd(settings, LOG, SHARDS)
+    shards = LearnerShards(LearnerConfig.load(settings.learner_config_path), tenants_dir, log_name, stores,
+                           check_kept=check_snapshot_kept(settings, snapshot_check_reader, log_id))
     address = advertised_address(settings.learner_advertised_host, settings.grpc_port or DEFAULT_GRPC_PORTS[SERVICE])
 
     # Bad input events are dead-lettered by the intake, on their own topics' twins, as before.
@@ -225,7 +254,7 @@ def build(settings: LearnerSettings, publisher: EventPublisher, health: Health) 
                "supportflow.contracts.v1.Learner")],
         on_start=[lambda: threading.Thread(target=finish_replays, name="learner-replay", daemon=True,
                                            args=(shards, applied, intake, publisher, stop_replay_watch)).start()],
-        on_stop=[stop_replay_watch.set, final_snapshots, applied.close, owners.close,
+        on_stop=[stop_replay_watch.set, final_snapshots, applied.close, snapshot_check_reader.close, owners.close,
                  lambda: REGISTRY.unregister(collector)],
     )
 

@@ -33,9 +33,9 @@ Outcome plumbing:
     supportflow_learner_pending_feedback                 outcomes held for their ticket's decision
     supportflow_learner_feedback_dropped_total           held outcomes dropped at the bound
 
-Snapshots (services/learner/snapshots.py), when a snapshot folder is set:
+Snapshots (services/learner/snapshots.py, in Kafka), unless SUPPORTFLOW_LEARNER_SNAPSHOTS is false:
 
-    supportflow_learner_snapshots_total{outcome}         snapshots saved or failed (full or read-only disk)
+    supportflow_learner_snapshots_total{outcome}         snapshots saved or failed (Kafka unreachable)
 
 The replicated log (learner.events, main.py):
 

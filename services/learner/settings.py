@@ -9,9 +9,9 @@ from supportflow.settings import Settings
 
 class LearnerSettings(Settings):
     learner_config_path: Path | None = None  # unset: learner.yaml beside the service
-    # Snapshots (services/learner/snapshots.py): unset, every start replays the outcome topics
-    # from the beginning.
-    learner_snapshot_dir: Path | None = None
+    # Snapshots of the shards, in Kafka (services/learner/snapshots.py): off, a shard taken is
+    # always built by replaying its partition of the log from the beginning.
+    learner_snapshots: bool = True
     learner_snapshot_interval_s: float = 300.0
     # How long Kafka waits for a silent replica before handing its intake partitions to another
     # (the panel is served meanwhile; only new input waits).

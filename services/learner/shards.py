@@ -8,7 +8,7 @@ supportflow/topics.py). The replicas share the partitions in one consumer group;
 the shards it holds, serves their tenants' panels, and hands a panel question about another shard
 to the replica holding it (panel_owners.py). A shard's state depends only on its partition: the
 same on whichever replica builds it, and a shard that moves is rebuilt by its new holder from the
-partition (or from that replica's snapshot of it) while the old one drops it.
+partition (or from the shard's last snapshot, snapshots.py) while the old one drops it.
 
 A shard replays (holds its overrides and QA samples, as a restarted learner does) from the moment
 it is taken until it has applied its partition up to the end read once the intake caught up; then
@@ -30,7 +30,7 @@ from supportflow.topics import DECISION_TOPICS, Topic
 
 from services.learner.config import LearnerConfig
 from services.learner.handlers import Learner, action_tenant
-from services.learner.snapshots import SnapshotStore
+from services.learner.snapshots import Snapshot, SnapshotStore
 from services.learner.state import StateError
 from services.learner.tenant_data import TenantData
 
@@ -82,11 +82,15 @@ class LearnerShards:
     applied on the loop's thread; read by the panel, the metrics and the replay watcher."""
 
     def __init__(self, config: LearnerConfig, tenants_dir: Path | None, log_name: str,
-                 snapshots: Callable[[int], SnapshotStore] | None = None) -> None:
+                 snapshots: Callable[[int], SnapshotStore] | None = None,
+                 check_kept: Callable[[int, Snapshot], None] | None = None) -> None:
+        """`check_kept(partition, snapshot)` raises StateLost when the log is not the one a
+        shard's snapshot was taken of (deleted and created again since)."""
         self._config = config
         self._tenants_dir = tenants_dir
         self._log_name = log_name
         self._snapshots = snapshots
+        self._check_kept = check_kept
         self._shards: dict[int, Shard] = {}  # replaced whole on change: readers take it as it is
         self.sources = INPUTS
         self._lock = threading.Lock()
@@ -120,8 +124,8 @@ class LearnerShards:
             position = positions.get((self._log_name, shard.partition))
             if position is not None:
                 shard.position = position
-            if shard.store is not None and shard.position is not None and shard.store.due(self._where(shard)):
-                shard.store.try_save(shard.learner.export_state, self._where(shard))
+            if shard.store is not None and shard.position is not None and shard.store.due(shard.position):
+                shard.store.try_save(shard.learner.export_state, shard.position)
 
     # -- readers
 
@@ -157,12 +161,11 @@ class LearnerShards:
                 snapshot = None
         if learner is None:
             learner = Learner(self._config, TenantData(self._tenants_dir), replaying=True)
-        position = snapshot.positions.get((self._log_name, partition)) if snapshot is not None else None
+        position = snapshot.position if snapshot is not None else None
+        if snapshot is not None and self._check_kept is not None:
+            self._check_kept(partition, snapshot)
         return Shard(partition, learner, shard_handlers(learner), store, position)
 
-    def _where(self, shard: Shard) -> dict[tuple[str, int], int]:
-        return {(self._log_name, shard.partition): shard.position}
-
     def _save(self, shard: Shard) -> None:
-        if shard.store is not None and shard.position is not None and shard.store.changed(self._where(shard)):
-            shard.store.try_save(shard.learner.export_state, self._where(shard))
+        if shard.store is not None and shard.position is not None and shard.store.changed(shard.position):
+            shard.store.try_save(shard.learner.export_state, shard.position)

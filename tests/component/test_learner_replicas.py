@@ -7,13 +7,15 @@ services.learner.main`, the container's command), sharing its log (learner.event
 - kill -9 of a replica five times while the input streams in, and records repeated on the log (as
   an intake killed between its publish and its commit leaves them): no event lost, none counted
   twice, the panel afterwards exact on both replicas; the recovery times are printed;
-- a deleted log (the learner's state), or one of another partition count (the one-partition log
-  of before the shards), stops the next start with a clear message.
+- a deleted log (the learner's state), one created again under a shard's snapshot, or one of
+  another partition count (the one-partition log of before the shards), stops the next start with
+  a clear message.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import random
 import threading
 import time
@@ -272,6 +274,16 @@ def test_two_replicas_serve_the_panel_of_one_replica(settings, second_namespace,
 REPEATED = 25
 
 
+def shards_taken_from_snapshots(replicas: list[Replica]) -> int:
+    """How many shards the replicas' logs say were taken from a snapshot, over all their starts."""
+    taken = 0
+    for replica in replicas:
+        for line in replica.log_path.read_text(errors="replace").splitlines():
+            if '"log partitions taken"' in line:
+                taken += len(json.loads(line).get("from_snapshot", []))
+    return taken
+
+
 def test_kill_9_of_a_replica_five_times_leaves_the_panel_exact(settings, tmp_path):
     ns = learner_settings(settings, tmp_path)
     ensure_topics(ns)
@@ -310,23 +322,27 @@ def test_kill_9_of_a_replica_five_times_leaves_the_panel_exact(settings, tmp_pat
         overrides = learner_overrides(ns)
     finally:
         codes = [replica.stop() for replica in replicas]
+    restored = shards_taken_from_snapshots(replicas)
     print(f"\n{len(events)} events over {fed - started:.1f} s; " + "; ".join(recoveries)
           + f"\nlog: {len(on_log)} records, {len(set(on_log))} event ids; repeats skipped since the last start: "
-          f"{skipped}; panel exact on both {settled:.1f} s after the last input; override records {len(overrides)}")
+          f"{skipped}; panel exact on both {settled:.1f} s after the last input; override records {len(overrides)}; "
+          f"shards taken from a snapshot {restored}")
     assert codes == [0, 0], "\n".join(r.tail() for r in replicas)
     # None lost on the way to the log; the learner's override is on it too, read back like any input.
     assert set(on_log) == valid_event_ids(events) | {o.meta.event_id for o in overrides}
     # Each repeat is skipped by its shard, on the replica holding it (again after each restart).
     assert len(on_log) >= len(set(on_log)) + REPEATED and sum(skipped) >= REPEATED
     assert panels[0] == panels[1] == expected, "the panel after the kills is not the undisturbed run's"
+    # A restarted replica takes shards back from the survivor, which snapshots them as it gives them
+    # up: those are restored from the snapshots (in Kafka), and the panel is still exact.
+    assert restored > 0
     # Repeated by a restarting replica or not, the override keeps its id: one override.
     assert {(o.override_id, o.archetype) for o in overrides} == {(overrides[0].override_id, tk.ARCHETYPE_FAQ_BOUNDED)}
 
 
-def test_a_deleted_log_stops_the_start_with_a_clear_message(settings, tmp_path):
-    """The log is the learner's state: deleted (and created again empty at the next start, as every
-    start creates missing topics), a replica refuses to start rather than serve an empty panel."""
-    ns = learner_settings(settings, tmp_path)
+def fill_then_delete_log(ns: FleetSettings, tmp_path: Path) -> str:
+    """A replica run on a few events and stopped (its shards' snapshots saved), then the log
+    deleted; its name."""
     ensure_topics(ns)
     events = workload(6)
     first = Replica(ns, tmp_path, "first").start()
@@ -337,12 +353,15 @@ def test_a_deleted_log_stops_the_start_with_a_clear_message(settings, tmp_path):
                    lambda: f"{inputs_on_log(ns, events)} input events on the log")
     finally:
         assert first.stop() == 0, first.tail()
-
     admin = AdminClient(kafka_config(ns))
     log_name = Topic.LEARNER_EVENTS.name_in(ns.topic_prefix)
     admin.delete_topics([log_name], request_timeout=30)[log_name].result(30)
     wait_until(lambda: log_name not in admin.list_topics(timeout=10).topics, 20, f"{log_name} not deleted")
+    return log_name
 
+
+def refused_start(ns: FleetSettings, tmp_path: Path) -> str:
+    """The log of a replica that must refuse to start, asserted to exit with EXIT_STATE_LOST."""
     again = Replica(ns, tmp_path, "again").start()
     assert again.process is not None
     try:
@@ -352,7 +371,30 @@ def test_a_deleted_log_stops_the_start_with_a_clear_message(settings, tmp_path):
             again.stop()
     log = again.log_path.read_text(errors="replace")
     assert code == EXIT_STATE_LOST, log[-3000:]
+    return log
+
+
+def test_a_deleted_log_stops_the_start_with_a_clear_message(settings, tmp_path):
+    """The log is the learner's state: deleted (and created again empty at the next start, as every
+    start creates missing topics), a replica refuses to start rather than serve an empty panel."""
+    ns = learner_settings(settings, tmp_path)
+    log_name = fill_then_delete_log(ns, tmp_path)
+    log = refused_start(ns, tmp_path)
     assert "refusing to start" in log and log_name in log and "was deleted" in log and "--delete-offsets" in log
+
+
+def test_a_log_created_again_and_written_anew_stops_the_replica_taking_a_shards_snapshot(settings, tmp_path):
+    """Deleted and written anew, the log is another topic (Kafka's id) than the one the shard's
+    snapshot (kept in Kafka) was taken of: the replica taking the shard stops rather than apply
+    new records over the old state."""
+    ns = learner_settings(settings, tmp_path)
+    log_name = fill_then_delete_log(ns, tmp_path)
+    ensure_topics(ns)
+    publisher = EventPublisher(ns, "test")
+    publisher.produce_raw(log_name, b"k", b"", [], partition=shard_of(TENANT))
+    publisher.flush()
+    log = refused_start(ns, tmp_path)
+    assert "refusing to start" in log and "is not the log the shard's snapshot was taken of" in log and "--delete-offsets" in log
 
 
 def test_a_log_of_another_partition_count_stops_the_start_with_how_to_rebuild_it(settings, tmp_path):

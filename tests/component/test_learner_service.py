@@ -171,9 +171,8 @@ def outcome_events_read() -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("snapshots", [False, True], ids=["replay", "snapshot"])
-def test_a_restart_mid_stream_loses_nothing_counts_nothing_twice_and_repeats_no_override(settings, tmp_path, snapshots):
-    if snapshots:
-        settings = settings.replace(learner_snapshot_dir=tmp_path / "snapshots")
+def test_a_restart_mid_stream_loses_nothing_counts_nothing_twice_and_repeats_no_override(settings, snapshots):
+    settings = settings.replace(learner_snapshots=snapshots)
     ensure_topics(settings)
     publisher = EventPublisher(settings, "test")
     for index, decision in enumerate(DECISIONS):

@@ -1,18 +1,22 @@
 """The learner's shards without a broker: a shard per log partition taken, applied, snapshotted
-when it goes to another replica and taken again from that snapshot; each tenant's panel from its
-own shard alone."""
+when it goes to another replica and taken again from that snapshot (not from a snapshot of another
+log: the replica stops); each tenant's panel from its own shard alone."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
 
+from supportflow.service import StateLost
 from supportflow.topics import Topic
 
 from services.learner.config import LearnerConfig
+from services.learner.main import check_snapshot_kept
+from services.learner.settings import LearnerSettings
 from services.learner.shards import LearnerShards, shard_of
 from services.learner.snapshots import shard_stores
 from tests.unit.test_learner_handlers import TENANTS, csat, decided
+from tests.unit.test_learner_snapshots import MemorySnapshotLog
 
 LOG = "p.learner.events"
 SHARD = shard_of("rho-bank")
@@ -45,16 +49,16 @@ def test_a_shard_is_applied_only_where_it_is_held_and_serves_only_its_tenants():
     assert owner.handlers(SHARD) is None and owner.learner_of("rho-bank") is None and owner.held() == []
 
 
-def test_a_shard_given_up_is_snapshotted_and_taken_again_from_there_replaying_what_came_after(tmp_path):
-    stores = shard_stores(tmp_path, "v1", interval_s=300.0)
+def test_a_shard_given_up_is_snapshotted_and_taken_again_from_there_replaying_what_came_after():
+    records = MemorySnapshotLog()
+    stores = shard_stores(records, "v1", 300.0, "log-1")
     first = shards(stores)
     first.assigned([SHARD])
     position = apply(first, SHARD, [decided("t1"), csat("t1", 90.0), decided("t2")], 0)
     first.revoked([SHARD])  # to another replica: its state is saved with its position
-    assert (tmp_path / f"learner-{SHARD}.snapshot").exists()
-    assert stores(SHARD).saved_position() == {(LOG, SHARD): position}
+    assert stores(SHARD).load().position == position
 
-    again = shards(stores)
+    again = shards(stores)  # another replica: the snapshot is in the shared topic
     assert again.assigned([SHARD]) == {SHARD: position}  # reads on from there
     [shard] = again.held()
     assert shard.replaying  # holds its outputs until it has applied up to the partition's end
@@ -63,10 +67,42 @@ def test_a_shard_given_up_is_snapshotted_and_taken_again_from_there_replaying_wh
     assert row.tickets == 2 and row.values["csat_at_resolution_mean"] == 80.0
 
 
-def test_a_snapshot_of_other_code_is_not_used_and_the_shard_replays_from_the_beginning(tmp_path):
-    shard_stores(tmp_path, "old", interval_s=300.0)(SHARD).save(b"{}", {(LOG, SHARD): 5})
-    owner = shards(shard_stores(tmp_path, "new", interval_s=300.0))
+def test_a_snapshot_of_other_code_is_not_used_and_the_shard_replays_from_the_beginning():
+    records = MemorySnapshotLog()
+    shard_stores(records, "old", 300.0, "log-1")(SHARD).save(b"{}", 5)
+    owner = shards(shard_stores(records, "new", 300.0, "log-1"))
     assert owner.assigned([SHARD]) == {SHARD: None}
+
+
+class PartitionEnds:
+    """LogEnd's answer: every partition of the log ends at `end`."""
+
+    def __init__(self, end: int) -> None:
+        self.end = end
+
+    def offset(self, partition: int, timeout_s: float) -> int:
+        return self.end
+
+
+@pytest.mark.parametrize("log_id, end", [("log-2", 10), ("log-1", 1)], ids=["created_again", "shorter"])
+def test_a_snapshot_of_another_log_stops_the_replica_taking_it(log_id, end):
+    """The log deleted and created again since the snapshot: another topic id, or (the same name
+    written anew) a partition ending before the snapshot's position."""
+    records = MemorySnapshotLog()
+    first = shards(shard_stores(records, "v1", 300.0, "log-1"))
+    first.assigned([SHARD])
+    apply(first, SHARD, [decided("t1"), csat("t1", 90.0)], 0)
+    first.revoked([SHARD])
+
+    check = check_snapshot_kept(LearnerSettings(topic_prefix="p."), PartitionEnds(end), log_id)
+    again = LearnerShards(LearnerConfig.load(), TENANTS, LOG, shard_stores(records, "v1", 300.0, "log-1"),
+                          check_kept=check)
+    with pytest.raises(StateLost, match="the log was deleted and created again") as lost:
+        again.assigned([SHARD])
+    assert "--delete-offsets" in str(lost.value)
+    same = LearnerShards(LearnerConfig.load(), TENANTS, LOG, shard_stores(records, "v1", 300.0, "log-1"),
+                         check_kept=check_snapshot_kept(LearnerSettings(topic_prefix="p."), PartitionEnds(10), "log-1"))
+    assert same.assigned([SHARD]) == {SHARD: 2}
 
 
 class Context:

@@ -1,6 +1,9 @@
-"""Learner snapshots: the state and positions come back as saved, only for the same code and
-configuration, never from a damaged file; a restored learner goes on as if it had never stopped,
-and reading routing.overrides again over it changes nothing."""
+"""Learner snapshots: the state and position come back as saved, only for the same code and
+configuration, never from a damaged or incomplete snapshot; a newer snapshot replaces the older
+one's records; a restored learner goes on as if it had never stopped, and reading routing.overrides
+again over it changes nothing. The snapshot topic here is a list of records per partition read as
+Kafka's compacted topic is (the latest value of each key, a tombstone deleting it); on the real
+broker: tests/component/test_learner_service.py and test_learner_replicas.py."""
 
 from __future__ import annotations
 
@@ -13,33 +16,66 @@ from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import new_meta
 
+from services.learner import snapshots
 from services.learner.config import LearnerConfig
 from services.learner.handlers import Learner
-from services.learner.snapshots import SnapshotStore, file_name, learner_version
+from services.learner.snapshots import HEADER_KEY, Record, SnapshotStore, learner_version
 from services.learner.state import StateError
 from tests.unit.test_learner_handlers import TENANTS, csat, decided, make_learner, overrides, populated
 
-POSITIONS = {("p.tickets.responded", 0): 17, ("p.tickets.feedback", 2): 5}
+POSITION = 17
 VERSION = learner_version(LearnerConfig.source_text(), "p.")
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
 
     def __call__(self) -> float:
         return self.now
 
 
-def store(tmp_path, version=VERSION, interval_s=60.0, clock=None) -> SnapshotStore:
-    return SnapshotStore(tmp_path, version, interval_s=interval_s, clock=clock or Clock())
+class MemorySnapshotLog:
+    """The snapshot topic's partitions as lists of records, every record kept (as before compaction)."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.partitions: dict[int, list[Record]] = {}
+        self.clock = clock or Clock(1_700_000_000.0)
+        self.broken = False
+
+    def read(self, partition: int) -> list[Record]:
+        if self.broken:
+            raise RuntimeError("broker unreachable")
+        return list(self.partitions.get(partition, []))
+
+    def write(self, partition: int, records) -> None:  # noqa: ANN001
+        if self.broken:
+            raise RuntimeError("broker unreachable")
+        self.partitions.setdefault(partition, []).extend(Record(k, v, self.clock()) for k, v in records)
+
+    def live(self, partition: int) -> dict[bytes, bytes]:
+        latest: dict[bytes, bytes] = {}
+        for record in self.partitions.get(partition, []):
+            if record.value is None:
+                latest.pop(record.key, None)
+            else:
+                latest[record.key] = record.value
+        return latest
 
 
-def test_a_saved_learner_comes_back_with_its_positions_and_goes_on_counting(tmp_path):
+def store(records: MemorySnapshotLog, version=VERSION, interval_s=60.0, clock=None, partition=0) -> SnapshotStore:
+    return SnapshotStore(records, version, interval_s=interval_s, partition=partition, log_id="log-1",
+                         clock=clock or Clock(), wall_clock=records.clock)
+
+
+def test_a_saved_learner_comes_back_with_its_position_and_goes_on_counting(monkeypatch):
+    monkeypatch.setattr(snapshots, "CHUNK_BYTES", 500)  # a state of several chunks
+    records = MemorySnapshotLog()
     original = populated()
-    store(tmp_path).save(original.export_state(), POSITIONS)
-    snapshot = store(tmp_path).load()
-    assert snapshot is not None and snapshot.positions == POSITIONS
+    store(records).save(original.export_state(), POSITION)
+    assert len(records.live(0)) > 3
+    snapshot = store(records).load()
+    assert snapshot is not None and (snapshot.position, snapshot.log_id) == (POSITION, "log-1")
     restored = Learner.from_state(snapshot.state, LearnerConfig.load(), TENANTS)
     assert restored.kpi_rows("rho-bank") == original.kpi_rows("rho-bank")
     assert restored.kpi_rows("acme") == original.kpi_rows("acme")
@@ -130,48 +166,90 @@ def test_overrides_read_again_over_a_restored_learner_change_nothing():
     assert [g.samples for g in before if g.archetype == "faq_bounded"] == [5]
 
 
-def test_only_the_same_code_and_configuration_load_a_snapshot(tmp_path):
-    store(tmp_path).save(populated().export_state(), POSITIONS)
-    assert store(tmp_path, version="another").load() is None
+def test_only_the_same_code_and_configuration_load_a_snapshot():
+    records = MemorySnapshotLog()
+    store(records).save(populated().export_state(), POSITION)
+    assert store(records, version="another").load() is None
     other_config = LearnerConfig.source_text() + "\n# tuned\n"
     assert learner_version(other_config, "p.") != VERSION
     assert learner_version(LearnerConfig.source_text(), "other.") != VERSION
 
 
-@pytest.mark.parametrize("damage", ["truncate", "header", "empty"])
-def test_a_damaged_snapshot_is_not_loaded(tmp_path, damage):
-    store(tmp_path).save(populated().export_state(), POSITIONS)
-    path = tmp_path / file_name(0)
-    data = path.read_bytes()
-    path.write_bytes({"truncate": data[:-10], "header": b"{not json\n" + data, "empty": b""}[damage])
-    assert store(tmp_path).load() is None
+def test_each_shard_has_its_own_snapshot():
+    records = MemorySnapshotLog()
+    store(records, partition=3).save(b"three", 3)
+    store(records, partition=5).save(b"five", 5)
+    assert (store(records, partition=3).load().state, store(records, partition=5).load().position) == (b"three", 5)
+    assert store(records, partition=4).load() is None
 
 
-def test_no_snapshot_yet_means_a_full_replay(tmp_path):
-    assert store(tmp_path / "never-written").load() is None
+def test_a_new_snapshot_replaces_the_older_ones_records(monkeypatch):
+    """Its chunks, then its header, then tombstones for the chunks of the one it replaces: what
+    compaction keeps is one snapshot."""
+    monkeypatch.setattr(snapshots, "CHUNK_BYTES", 4)
+    records = MemorySnapshotLog()
+    store(records).save(b"first state", 1)
+    saving = store(records)
+    assert saving.load().state == b"first state"
+    saving.save(b"second, longer state", 2)
+    live = records.live(0)
+    assert len(live) == 1 + 5  # the header and the second snapshot's five chunks
+    assert store(records).load().state == b"second, longer state"
+    keys = [record.key for record in records.partitions[0]]
+    header_at = max(i for i, key in enumerate(keys) if key == HEADER_KEY)
+    assert all(records.partitions[0][i].value is None for i in range(header_at + 1, len(keys)))  # after the header
 
 
-def test_a_snapshot_is_due_after_the_interval_and_only_if_the_positions_moved(tmp_path):
+@pytest.mark.parametrize("damage", ["chunk_missing", "chunk_changed", "header_not_json"])
+def test_a_damaged_or_incomplete_snapshot_is_not_loaded(monkeypatch, damage):
+    monkeypatch.setattr(snapshots, "CHUNK_BYTES", 1000)
+    records = MemorySnapshotLog()
+    store(records).save(populated().export_state(), POSITION)
+    chunk = next(key for key in records.live(0) if key.startswith(b"chunk/"))
+    records.write(0, {"chunk_missing": [(chunk, None)], "chunk_changed": [(chunk, b"x" * 1000)],
+                      "header_not_json": [(HEADER_KEY, b"{not json")]}[damage])
+    assert store(records).load() is None
+
+
+def test_no_snapshot_yet_or_none_readable_means_a_full_replay():
+    records = MemorySnapshotLog()
+    assert store(records).load() is None
+    store(records).save(b"state", 3)
+    records.broken = True
+    assert store(records).load() is None
+
+
+def test_chunks_no_header_names_are_deleted_once_old():
+    """A writer that lost the shard mid-save leaves chunks without a header; a reader deletes them
+    once they are older than an hour, not before (they may be a save in progress elsewhere)."""
+    records = MemorySnapshotLog()
+    store(records).save(b"kept", 1)
+    records.write(0, [(b"chunk/abandoned/00000", b"half a state")])
+    assert store(records).load().state == b"kept" and b"chunk/abandoned/00000" in records.live(0)
+    records.clock.now += snapshots.ORPHAN_AGE_S + 1
+    assert store(records).load().state == b"kept" and b"chunk/abandoned/00000" not in records.live(0)
+
+
+def test_a_snapshot_is_due_after_the_interval_and_only_if_the_position_moved():
     clock = Clock()
-    saving = store(tmp_path, interval_s=60.0, clock=clock)
-    assert not saving.due(POSITIONS)
+    saving = store(MemorySnapshotLog(), interval_s=60.0, clock=clock)
+    assert not saving.due(POSITION)
     clock.now += 61
-    assert saving.due(POSITIONS)
-    saving.save(b"state", POSITIONS)
+    assert saving.due(POSITION)
+    saving.save(b"state", POSITION)
     clock.now += 61
-    assert not saving.due(POSITIONS) and not saving.changed(POSITIONS)
-    moved = POSITIONS | {("p.tickets.responded", 0): 18}
-    assert saving.due(moved) and saving.changed(moved)
+    assert not saving.due(POSITION) and not saving.changed(POSITION)
+    assert saving.due(POSITION + 1) and saving.changed(POSITION + 1)
 
 
-def test_a_failed_save_is_counted_and_the_learner_goes_on(tmp_path):
+def test_a_failed_save_is_counted_and_the_learner_goes_on():
     def saves(outcome: str) -> float:
         return REGISTRY.get_sample_value("supportflow_learner_snapshots_total", {"outcome": outcome}) or 0.0
 
     failed, saved = saves("failed"), saves("saved")
-    blocked = tmp_path / "file-not-folder"
-    blocked.write_text("")
-    assert store(blocked).try_save(populated().export_state, POSITIONS) is False
-    assert store(tmp_path).try_save(populated().export_state, POSITIONS) is True
+    records = MemorySnapshotLog()
+    records.broken = True
+    assert store(records).try_save(populated().export_state, POSITION) is False
+    records.broken = False
+    assert store(records).try_save(populated().export_state, POSITION) is True
     assert (saves("failed") - failed, saves("saved") - saved) == (1, 1)
-    assert not list(tmp_path.glob(f".{file_name(0)}.*"))  # no temporary file left behind
