@@ -151,12 +151,6 @@ class TenantData:
         self._lexicons: dict[str, RepetitionLexicon] = {}
         self._lock = threading.Lock()
 
-    def __getstate__(self) -> dict:  # snapshots carry the folder, not the lock; files are re-read
-        return {"tenants_dir": self._dir}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["tenants_dir"])
-
     def baseline(self, tenant: str) -> KpiBaseline | None:
         with self._lock:
             if tenant not in self._baselines:
