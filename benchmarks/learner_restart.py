@@ -8,7 +8,9 @@ they came from in a header). Then one
 replica (`python -m services.learner.main`) is started and timed until GetKpis answers with all N
 tickets (GetKpis waits for its replica to apply the log up to its end, so the first full answer is
 the moment it has); it is stopped (its shard's snapshot written to Kafka at shutdown), started
-again with snapshots off (a full replay), and started a third time with them (restored).
+again with snapshots off (a full replay), and started a third time with them (restored). Then
+failover: two replicas serving the panel, and kill -9 of the one holding the tenant's shard, timed
+until the other serves the whole panel, with snapshots and without.
 
     python benchmarks/learner_restart.py [--tickets 100000] [--inputs] [--code-dir PATH] [--json]
 
@@ -32,6 +34,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -90,8 +93,26 @@ def write_log(settings: FleetSettings, tickets: int, on_inputs: bool) -> int:
     return written
 
 
-def timed_start(settings: FleetSettings, tickets: int, log_path: Path, code_dir: Path) -> tuple[dict, subprocess.Popen]:
-    """Start one learner; seconds until GetKpis serves all `tickets`, and until it is ready."""
+@dataclass
+class Replica:
+    process: subprocess.Popen
+    grpc_port: int
+    ops_port: int
+    log_path: Path
+    launched: float
+
+    def holds(self, partition: int) -> bool:
+        """Whether its log says it holds `partition` of the log now."""
+        held: set[int] = set()
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if '"log partitions taken"' in line:
+                held |= set(json.loads(line)["partitions"])
+            elif '"log partitions given up"' in line:
+                held -= set(json.loads(line)["partitions"])
+        return partition in held
+
+
+def launch(settings: FleetSettings, log_path: Path, code_dir: Path) -> Replica:
     ops, grpc_port = free_port(), free_port()
     env = os.environ | settings.to_env() | {"SUPPORTFLOW_OPS_PORT": str(ops), "SUPPORTFLOW_GRPC_PORT": str(grpc_port),
                                             "PYTHONPATH": str(code_dir)}
@@ -99,34 +120,22 @@ def timed_start(settings: FleetSettings, tickets: int, log_path: Path, code_dir:
         launched = time.monotonic()
         process = subprocess.Popen([sys.executable, "-m", "services.learner.main"], env=env, stdout=log,
                                    stderr=subprocess.STDOUT, cwd=str(code_dir))
+    return Replica(process, grpc_port, ops, log_path, launched)
+
+
+def full_panel_after(replica: Replica, tickets: int, since: float) -> float:
+    """Seconds from `since` until `replica`'s GetKpis serves all `tickets`."""
     while True:  # a channel opened before the server listens waits out gRPC's reconnect backoff
-        assert process.poll() is None, log_path.read_text()[-3000:]
+        assert replica.process.poll() is None, replica.log_path.read_text()[-3000:]
         try:
-            socket.create_connection(("127.0.0.1", grpc_port), timeout=1).close()
+            socket.create_connection(("127.0.0.1", replica.grpc_port), timeout=1).close()
             break
         except OSError:
             time.sleep(0.02)
-    stub = services_pb2_grpc.LearnerStub(open_channel("bench", f"127.0.0.1:{grpc_port}", 30.0))
-    # Readiness is watched on its own thread: a GetKpis call may wait up to 5 s for the log.
-    ready_at: list[float] = []
-    watching = threading.Event()
-
-    def watch_ready() -> None:
-        while not watching.is_set() and time.monotonic() - launched < 600:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{ops}/readyz", timeout=1) as response:
-                    if response.status == 200:
-                        ready_at.append(time.monotonic() - launched)
-                        return
-            except OSError:
-                pass
-            time.sleep(0.02)
-
-    watcher = threading.Thread(target=watch_ready, daemon=True)
-    watcher.start()
+    stub = services_pb2_grpc.LearnerStub(open_channel("bench", f"127.0.0.1:{replica.grpc_port}", 30.0))
     while True:
-        assert process.poll() is None, log_path.read_text()[-3000:]
-        assert time.monotonic() - launched < 600, "no full panel after 600 s"
+        assert replica.process.poll() is None, replica.log_path.read_text()[-3000:]
+        assert time.monotonic() - since < 600, "no full panel after 600 s"
         try:
             rows = stub.GetKpis(services_pb2.GetKpisRequest(tenant_id="rho-bank", segment="all", channel="all"),
                                 timeout=30).rows
@@ -134,13 +143,57 @@ def timed_start(settings: FleetSettings, tickets: int, log_path: Path, code_dir:
             time.sleep(0.05)
             continue
         if sum(r.tickets for r in rows if r.archetype != "all") == tickets:
-            break
-    served_s = time.monotonic() - launched
+            return time.monotonic() - since
+
+
+def timed_start(settings: FleetSettings, tickets: int, log_path: Path, code_dir: Path) -> tuple[dict, subprocess.Popen]:
+    """Start one learner; seconds until GetKpis serves all `tickets`, and until it is ready."""
+    replica = launch(settings, log_path, code_dir)
+    # Readiness is watched on its own thread: a GetKpis call may wait up to 5 s for the log.
+    ready_at: list[float] = []
+    watching = threading.Event()
+
+    def watch_ready() -> None:
+        while not watching.is_set() and time.monotonic() - replica.launched < 600:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{replica.ops_port}/readyz", timeout=1) as response:
+                    if response.status == 200:
+                        ready_at.append(time.monotonic() - replica.launched)
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch_ready, daemon=True)
+    watcher.start()
+    served_s = full_panel_after(replica, tickets, replica.launched)
     watcher.join(60)
     watching.set()
     ready_s = ready_at[0] if ready_at else None
     return {"panel_served_s": round(served_s, 2),
-            "ready_s": round(ready_s, 2) if ready_s is not None else None}, process
+            "ready_s": round(ready_s, 2) if ready_s is not None else None}, replica.process
+
+
+def failover(settings: FleetSettings, tickets: int, work: Path, code_dir: Path) -> dict:
+    """Two replicas serving the panel; kill -9 of the one holding the tenant's shard: seconds until
+    the other serves the whole panel (it takes the shard after the session timeout, from the
+    shard's snapshot when there is one)."""
+    replicas = [launch(settings, work / f"failover-{i}.log", code_dir) for i in range(2)]
+    try:
+        for replica in replicas:
+            full_panel_after(replica, tickets, replica.launched)
+        time.sleep(3)  # the second replica's join settled
+        shard = shard_of("rho-bank")
+        holder = next(r for r in replicas if r.holds(shard))
+        survivor = next(r for r in replicas if r is not holder)
+        killed = time.monotonic()
+        holder.process.kill()
+        holder.process.wait(30)
+        return {"panel_served_s": round(full_panel_after(survivor, tickets, killed), 2)}
+    finally:
+        for replica in replicas:
+            if replica.process.poll() is None:
+                stop(replica.process)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -173,6 +226,8 @@ def run(tickets: int, on_inputs: bool, code_dir: Path, keep: bool = False) -> di
             stop(process)
             figures[name]["stop_s"] = round(time.monotonic() - stopped, 2)
         figures["snapshot_bytes"] = snapshot_bytes(settings)
+        figures["failover_snapshot"] = failover(settings, tickets, work, code_dir)
+        figures["failover_replay"] = failover(without, tickets, work, code_dir)
     finally:
         delete_namespace_topics(settings)
         if keep:
