@@ -224,11 +224,16 @@ def read_ranges(
     """Hand every message of each (physical topic, partition) from its start offset up to, not
     including, its end offset to `on_message`, in partition order, without joining a group or
     committing; returns the ranges still unfinished when `deadline_s` ran out (an empty set when
-    all were read). Raises KafkaException when Kafka cannot serve them."""
+    all were read). Raises KafkaException when Kafka cannot serve them.
+
+    A range is read once its last offset came, or once the reader reached the partition's end: in a
+    compacted topic the records at a range's end may be gone (a tombstone past its retention, in a
+    segment no longer active), and no message with the last offset would ever come."""
     pending = {where: end for where, (start, end) in ranges.items() if start < end}
     if not pending:
         return set()
-    reader = Consumer(kafka_config(settings) | {"group.id": f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    reader = Consumer(kafka_config(settings) | {"group.id": f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False,
+                                                "enable.partition.eof": True})
     try:
         reader.assign([TopicPartition(topic, partition, ranges[(topic, partition)][0]) for topic, partition in pending])
         deadline = time.monotonic() + deadline_s
@@ -236,12 +241,15 @@ def read_ranges(
         # the last few messages of a range are not waited on (0.5 s took 0.4 s of a snapshot's 0.5 s read).
         while pending and time.monotonic() < deadline:
             for message in reader.consume(num_messages=500, timeout=min(0.05, max(deadline - time.monotonic(), 0.01))):
+                where = (message.topic(), message.partition())
+                end = pending.get(where)
                 if message.error() is not None:
                     if message.error().code() != KafkaError._PARTITION_EOF:
                         log.warning("reading a range: consumer error", extra={"fields": {"error": str(message.error())}})
+                    elif end is not None and message.offset() >= end:
+                        del pending[where]  # at the partition's end: nothing of the range is left to come
+                        reader.pause([TopicPartition(*where)])
                     continue
-                where = (message.topic(), message.partition())
-                end = pending.get(where)
                 if end is None:
                     continue
                 if message.offset() < end:

@@ -6,7 +6,7 @@ import threading
 import time
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from prometheus_client import REGISTRY
 
 from supportflow.contracts.v1 import events_pb2 as ev
@@ -23,6 +23,8 @@ from supportflow.eventbus import (
     header,
     kafka_config,
     new_meta,
+    read_ranges,
+    watermarks,
 )
 from supportflow.observability import Health
 from supportflow.topics import Topic
@@ -357,3 +359,30 @@ def test_a_consumer_started_before_its_topic_exists_waits_for_it(settings):
     stop.set()
     thread.join(15)
     assert loop.error is None and [m.key() for m in outputs] == [b"late"]
+
+
+def test_a_range_whose_last_offsets_hold_no_record_is_read_to_its_end_without_waiting(settings):
+    """A compacted topic can lose the records at a partition's end (a tombstone past its
+    retention); a transaction's commit marker, never delivered to a consumer, leaves the same
+    shape: the high watermark one past the last record. The range is read once the reader reaches
+    the partition's end, not at its deadline."""
+    name = f"{settings.topic_prefix}ranges"
+    admin = AdminClient(kafka_config(settings))
+    admin.create_topics([NewTopic(name, 1, settings.topic_replication)])[name].result(30)
+    producer = Producer(kafka_config(settings) | {"transactional.id": f"{name}-writer"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(3):
+        producer.produce(name, f"v{i}".encode(), f"k{i}".encode())
+    producer.commit_transaction(30)
+    # The commit returns once the transaction is prepared; the broker writes its marker after.
+    deadline = time.monotonic() + 30
+    while (bounds := watermarks(admin, [(name, 0)], timeout_s=30)[(name, 0)]) != (0, 4):  # 3 records, the marker
+        assert time.monotonic() < deadline, f"watermarks {bounds}"
+        time.sleep(0.05)
+    low, high = bounds
+    read: list[bytes] = []
+    started = time.monotonic()
+    unfinished = read_ranges(settings, {(name, 0): (low, high)}, lambda m: read.append(m.value()), deadline_s=30)
+    assert (unfinished, read) == (set(), [b"v0", b"v1", b"v2"])
+    assert time.monotonic() - started < 10  # not the deadline's 30 s
