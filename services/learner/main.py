@@ -12,8 +12,8 @@ Runs as any number of replicas, which share the work by tenant through a log in 
   dead-lettered there instead, on its own topic's twin, once;
 - apply: the replicas share the log's partitions in a second group (never committed; partitions
   move one at a time). A replica builds the shard of each partition it is given (shards.py): from
-  the partition's beginning, or from the shard's last snapshot (in Kafka), and applies each event with the pure
-  handlers in the partition's one order, skipping an event id the shard applied already
+  the partition's beginning, or from the shard's last snapshot (in Kafka, snapshots.py), and
+  applies each event with the pure handlers in the partition's one order, skipping an event id the shard applied already
   (handlers.Learner.applied_once). Same partition, same order, same deterministic handlers: the
   same shard on whichever replica builds it;
 - `routing.overrides` is one of the intake's inputs: a person's override and the learner's own
@@ -102,7 +102,7 @@ def check_log_kept(settings: LearnerSettings) -> None:
     shards: the log never held a record while the intake group has passed inputs on to it before,
     or it has another partition count than SHARDS (tenants would be read from other partitions than
     they were written to). Replaying an empty log would start with an empty panel and re-armed
-    guardrails, silently. (A partition ending before a shard's snapshot: `check_snapshot_kept`,
+    guardrails, silently. (A log created again under a shard's snapshot: `check_snapshot_kept`,
     when the shard is taken.)"""
     log_name = LOG.name_in(settings.topic_prefix)
     group = f"{settings.topic_prefix}{SERVICE}-intake"
@@ -121,18 +121,29 @@ def check_log_kept(settings: LearnerSettings) -> None:
 
 def check_snapshot_kept(settings: LearnerSettings, reader: LogEnd, log_id: str) -> Callable[[int, Snapshot], None]:
     """For LearnerShards: raise StateLost when a shard's snapshot was taken of another log than
-    this one (`log_id`: Kafka's id of the log now), or its partition ends before the snapshot's
-    position: the log was deleted and created again since, and what it held after the snapshot is
-    gone. The apply loop stops on it and the service exits as for any lost state."""
+    this one (`log_id`: Kafka's id of the log now: deleted and created again since), or when its
+    partition ends before the snapshot's position (cut short, as an unclean leader election can):
+    what the log held after the snapshot is gone, and new records there would be skipped. The
+    apply loop stops on it and the service exits as for any lost state. A partition end that cannot
+    be read now is logged, not waited for: the topic id is the stronger test."""
     log_name = LOG.name_in(settings.topic_prefix)
 
+    def lost(partition: int, snapshot: Snapshot, what: str) -> StateLost:
+        return StateLost(f"{log_name} [{partition}] is not the log the shard's snapshot was taken of ({what}): "
+                         f"the log was deleted and created again or cut short, and what it held after the "
+                         f"snapshot is gone. {rebuild_advice(settings)}")
+
     def check(partition: int, snapshot: Snapshot) -> None:
-        end = reader.offset(partition, timeout_s=10.0)
-        if snapshot.log_id != log_id or snapshot.position > end:
-            raise StateLost(f"{log_name} [{partition}] is not the log the shard's snapshot was taken of (topic id "
-                            f"{log_id}, snapshot's {snapshot.log_id}; it ends at offset {end}, the snapshot's "
-                            f"position is {snapshot.position}): the log was deleted and created again, and what it "
-                            f"held after the snapshot is gone. {rebuild_advice(settings)}")
+        if snapshot.log_id != log_id:
+            raise lost(partition, snapshot, f"topic id {log_id}, the snapshot's {snapshot.log_id}")
+        try:
+            end = reader.offset(partition, timeout_s=10.0)
+        except TransientError as exc:
+            log.warning("the end of a shard's partition not read: its snapshot's position not checked",
+                        extra={"fields": {"partition": partition, "error": str(exc)}})
+            return
+        if snapshot.position > end:
+            raise lost(partition, snapshot, f"it ends at offset {end}, before the snapshot's position {snapshot.position}")
     return check
 
 
@@ -213,17 +224,18 @@ def finish_replays(shards: LearnerShards, applied: AppliedThroughEnd, intake: Co
 def build(settings: LearnerSettings, publisher: EventPublisher, health: Health) -> ServiceParts:
     log_name = LOG.name_in(settings.topic_prefix)
     check_log_kept(settings)
-    stores = None
-    log_id = _log_id_of(settings, log_name)
+    stores, check_kept, closing = None, None, []
     if settings.learner_snapshots:
+        log_id = _log_id_of(settings, log_name)
         version = learner_version(LearnerConfig.source_text(settings.learner_config_path), settings.topic_prefix)
         stores = shard_stores(KafkaSnapshotLog(settings), version, settings.learner_snapshot_interval_s, log_id)
+        ends = LogEnd(settings, LOG, SHARDS)
+        check_kept, closing = check_snapshot_kept(settings, ends, log_id), [ends.close]
     tenants_dir = settings.tenant_data_dir
     with_baseline = TenantData(tenants_dir).check_all()  # a malformed tenant file stops the start, named
     log.info("tenant data read", extra={"fields": {"tenants_dir": str(tenants_dir), "with_baseline": with_baseline}})
-    snapshot_check_reader = LogEnd(settings, LOG, SHARDS)
     shards = LearnerShards(LearnerConfig.load(settings.learner_config_path), tenants_dir, log_name, stores,
-                           check_kept=check_snapshot_kept(settings, snapshot_check_reader, log_id))
+                           check_kept=check_kept)
     address = advertised_address(settings.learner_advertised_host, settings.grpc_port or DEFAULT_GRPC_PORTS[SERVICE])
 
     # Bad input events are dead-lettered by the intake, on their own topics' twins, as before.
@@ -254,7 +266,7 @@ def build(settings: LearnerSettings, publisher: EventPublisher, health: Health) 
                "supportflow.contracts.v1.Learner")],
         on_start=[lambda: threading.Thread(target=finish_replays, name="learner-replay", daemon=True,
                                            args=(shards, applied, intake, publisher, stop_replay_watch)).start()],
-        on_stop=[stop_replay_watch.set, final_snapshots, applied.close, snapshot_check_reader.close, owners.close,
+        on_stop=[stop_replay_watch.set, final_snapshots, applied.close, *closing, owners.close,
                  lambda: REGISTRY.unregister(collector)],
     )
 

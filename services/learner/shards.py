@@ -151,6 +151,8 @@ class LearnerShards:
     def _open(self, partition: int) -> Shard:
         store = self._snapshots(partition) if self._snapshots is not None else None
         snapshot = store.load() if store is not None else None
+        if snapshot is not None and self._check_kept is not None:
+            self._check_kept(partition, snapshot)
         learner = None
         if snapshot is not None:
             try:
@@ -162,8 +164,6 @@ class LearnerShards:
         if learner is None:
             learner = Learner(self._config, TenantData(self._tenants_dir), replaying=True)
         position = snapshot.position if snapshot is not None else None
-        if snapshot is not None and self._check_kept is not None:
-            self._check_kept(partition, snapshot)
         return Shard(partition, learner, shard_handlers(learner), store, position)
 
     def _save(self, shard: Shard) -> None:
