@@ -64,6 +64,9 @@ FORMAT = "supportflow-learner-snapshot/4"  # 4: in a compacted topic, in chunks
 HEADER_KEY = b"header"
 CHUNK_BYTES = 512 * 1024  # under the broker's default largest message (1 MB) before compression
 ORPHAN_AGE_S = 3600.0
+# Compaction only cleans segments no longer written to; the broker's default segment (1 GB) would
+# keep dozens of superseded snapshots of a large shard (30 MB at 100,000 tickets) on disk.
+SEGMENT_BYTES = 64 * 1024 * 1024
 READ_DEADLINE_S = 120.0
 WRITE_TIMEOUT_S = 60.0
 
@@ -251,7 +254,8 @@ class KafkaSnapshotLog:
             "enable.idempotence": True, "acks": "all", "compression.type": "zstd", "linger.ms": 5})
 
     def _ensure(self, partitions: int) -> None:
-        topic = NewTopic(self.name, partitions, self._settings.topic_replication, config={"cleanup.policy": "compact"})
+        topic = NewTopic(self.name, partitions, self._settings.topic_replication,
+                         config={"cleanup.policy": "compact", "segment.bytes": str(SEGMENT_BYTES)})
         try:
             self._admin.create_topics([topic], request_timeout=30)[self.name].result(timeout=30)
             log.info("learner snapshot topic created", extra={"fields": {"topic": self.name, "partitions": partitions}})
