@@ -143,7 +143,8 @@ def check_snapshot_kept(settings: LearnerSettings, reader: LogEnd, log_id: str) 
                         extra={"fields": {"partition": partition, "error": str(exc)}})
             return
         if snapshot.position > end:
-            raise lost(partition, snapshot, f"it ends at offset {end}, before the snapshot's position {snapshot.position}")
+            raise lost(partition, snapshot,
+                       f"it ends at offset {end}, before the snapshot's position {snapshot.position}")
     return check
 
 

@@ -3,16 +3,18 @@
 next reads only what came after instead of every retained event.
 
 Where they are kept: a compacted topic (`supportflow.topics.learner_snapshots_in`), one partition
-per shard, created by the learner at start. The state, JSON of a few hundred bytes per ticket,
-is cut into chunks of CHUNK_BYTES (compressed by the producer), each under a key of its own
-snapshot's id, and the snapshot's header (format, version, position and Kafka's id of the log it is
-a position in, chunk count, size and SHA-256 of the state) is written after them under the partition's one header key. Once the header is
-acknowledged, the chunks of the snapshot it replaces are deleted (tombstones: compaction then
-drops them). A reader reads the partition to its end, keeps the latest value of each key, and
-loads the snapshot the header names; a header whose chunks are not all there, or do not add up to
-its size and digest, is not loaded, and the shard replays from the beginning. Kept in the
-cluster, a snapshot survives its replica: a shard moved by a rebalance, a rolling update, a pod
-rescheduled or a replica killed is taken from the last snapshot by the next holder.
+per shard, created by the learner at start. The state, JSON of a few hundred bytes per ticket, is
+cut into chunks of CHUNK_BYTES (compressed by the producer), each under a key of its own
+snapshot's id; the snapshot's header (format, version, position and Kafka's id of the log it is a
+position in, chunk count, size and SHA-256 of the state) comes after them under the partition's
+one header key, and after it, tombstones for the chunks of the snapshot it replaces (compaction
+then drops them), all in one ordered write. A reader reads the partition to its end, keeps the
+latest value of each key, and loads the snapshot the header names; a header whose chunks are not
+all there, or do not add up to its size and digest, is not loaded, and the shard replays from the
+beginning. A snapshot of another log than the one there now (deleted and created again) stops
+the replica taking the shard (main.check_snapshot_kept). Kept in the cluster, a snapshot survives
+its replica: a shard moved by a rebalance, a rolling update, a pod rescheduled or a replica killed
+is taken from the last snapshot by the next holder.
 
 When: the apply loop's thread writes a shard's snapshot between two batches every
 `SUPPORTFLOW_LEARNER_SNAPSHOT_INTERVAL_S` (when it applied anything since the last), when the shard
@@ -208,7 +210,8 @@ class SnapshotStore:
         header = {"format": FORMAT, "version": self._version, "id": snapshot_id, "taken_at": self._wall_clock(),
                   "log_id": self._log_id, "position": position, "chunks": len(pieces), "state_bytes": len(state),
                   "state_sha256": hashlib.sha256(state).hexdigest()}
-        records: list[tuple[bytes, bytes | None]] = [(chunk_key(snapshot_id, i), piece) for i, piece in enumerate(pieces)]
+        records: list[tuple[bytes, bytes | None]] = [
+            (chunk_key(snapshot_id, i), piece) for i, piece in enumerate(pieces)]
         records.append((HEADER_KEY, json.dumps(header).encode()))
         if self._replaced is not None:  # after the header: until it is written, the old snapshot stays whole
             old_id, old_chunks = self._replaced

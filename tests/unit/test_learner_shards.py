@@ -104,8 +104,9 @@ def test_a_snapshot_of_another_log_stops_the_replica_taking_it(log_id, end):
         again.assigned([SHARD])
     assert "--delete-offsets" in str(lost.value)
     for end in (10, None):  # the same log, or its end unknown for now: the snapshot is used
+        check = check_snapshot_kept(LearnerSettings(topic_prefix="p."), PartitionEnds(end), "log-1")
         same = LearnerShards(LearnerConfig.load(), TENANTS, LOG, shard_stores(records, "v1", 300.0, "log-1"),
-                             check_kept=check_snapshot_kept(LearnerSettings(topic_prefix="p."), PartitionEnds(end), "log-1"))
+                             check_kept=check)
         assert same.assigned([SHARD]) == {SHARD: 2}
 
 
