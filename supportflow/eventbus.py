@@ -114,17 +114,25 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         return []
     fixed = {name: topic.partitions for topic in Topic if topic.partitions
              for name in (topic.name_in(settings.topic_prefix), topic.dead_letter_in(settings.topic_prefix))}
-    futures = admin.create_topics(
-        [NewTopic(name, fixed.get(name, settings.topic_partitions), settings.topic_replication) for name in wanted],
-        request_timeout=timeout_s,
-    )
-    for name, future in futures.items():
+    create_topics(admin, [NewTopic(name, fixed.get(name, settings.topic_partitions), settings.topic_replication)
+                          for name in wanted], timeout_s)
+    return wanted
+
+
+def create_topics(admin: AdminClient, topics: Sequence[NewTopic], timeout_s: float = 30.0) -> list[str]:
+    """Create `topics`, leaving as it is one that another client created meanwhile; returns the
+    names this call created. Raises KafkaException for any other failure."""
+    if not topics:
+        return []
+    created = []
+    for name, future in admin.create_topics(list(topics), request_timeout=timeout_s).items():
         try:
             future.result(timeout=timeout_s)
+            created.append(name)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
-    return wanted
+    return created
 
 
 def delete_namespace_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
@@ -744,14 +752,10 @@ class ConsumerLoop:
             inputs = [len(topics[t].partitions) for t in self._by_name if t in topics]
             new = NewTopic(name, max(inputs, default=self._settings.topic_partitions), self._settings.topic_replication,
                            config={"cleanup.policy": "delete", "retention.ms": str(retention_ms)})
-            try:
-                admin.create_topics([new], request_timeout=30)[name].result(timeout=30)
+            if create_topics(admin, [new]):
                 log.info("handled-ids topic created", extra={"fields": {"topic": name, "partitions": new.num_partitions}})
                 self._handled_ids_partitions = new.num_partitions
                 return self._handled_ids_partitions, True
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
         for _ in range(20):  # another consumer of the group may have created it a moment ago
             topic = admin.list_topics(topic=name, timeout=10).topics.get(name)
             if topic is not None and topic.partitions:

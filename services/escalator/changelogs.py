@@ -17,7 +17,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from tenacity import Retrying, retry, retry_if_exception, stop_after_delay, wait_fixed
 
-from supportflow.eventbus import group_has_committed, kafka_config, watermarks
+from supportflow.eventbus import create_topics, group_has_committed, kafka_config, watermarks
 from supportflow.service import StateLost
 from supportflow.settings import Settings
 
@@ -57,16 +57,8 @@ def _check(settings: Settings, group_id: str, input_topics: list[str], changelog
             "start with empty state on purpose, delete the consumer group's offsets (kafka-consumer-groups "
             f"--delete-offsets --group {group_id}) so that every input is handled again.")
     created = [name for name in changelogs if name not in existing]
-    if created:
-        futures = admin.create_topics([NewTopic(name, changelogs[name], settings.topic_replication,
-                                                config={"cleanup.policy": "compact"}) for name in created],
-                                      request_timeout=timeout_s)
-        for future in futures.values():
-            try:
-                future.result(timeout=timeout_s)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
+    create_topics(admin, [NewTopic(name, changelogs[name], settings.topic_replication,
+                                   config={"cleanup.policy": "compact"}) for name in created], timeout_s)
     if empty:
         producer = Producer(kafka_config(settings) | {"acks": "all"})
         for name in sorted(empty):

@@ -51,10 +51,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from supportflow.eventbus import kafka_config, read_ranges, watermarks
+from supportflow.eventbus import EventPublisher, create_topics, kafka_config, read_ranges, watermarks
 from supportflow.settings import Settings
 from supportflow.topics import Topic, learner_snapshots_in
 
@@ -245,26 +244,23 @@ class SnapshotStore:
 
 class KafkaSnapshotLog:
     """The snapshot topic on Kafka: created compacted with one partition per shard if missing; read
-    with a reader of its own, written with a producer of its own (idempotent, so a partition's
-    records stay in order across retries; zstd, as the state is JSON)."""
+    with a reader of its own, written with a publisher of its own (idempotent, so a partition's
+    records stay in order across retries; compressed, as the state is JSON)."""
 
     def __init__(self, settings: Settings, partitions: int = Topic.LEARNER_EVENTS.partitions) -> None:
         self._settings = settings
         self.name = learner_snapshots_in(settings.topic_prefix)
         self._admin = AdminClient(kafka_config(settings))
         self._ensure(partitions)
-        self._producer = Producer(kafka_config(settings) | {
-            "enable.idempotence": True, "acks": "all", "compression.type": "zstd", "linger.ms": 5})
+        # A publisher of its own: a flush here waits for the snapshot's records only, and takes
+        # no other loop's delivery failures.
+        self._publisher = EventPublisher(settings, "learner-snapshots")
 
     def _ensure(self, partitions: int) -> None:
         topic = NewTopic(self.name, partitions, self._settings.topic_replication,
                          config={"cleanup.policy": "compact", "segment.bytes": str(SEGMENT_BYTES)})
-        try:
-            self._admin.create_topics([topic], request_timeout=30)[self.name].result(timeout=30)
+        if create_topics(self._admin, [topic]):
             log.info("learner snapshot topic created", extra={"fields": {"topic": self.name, "partitions": partitions}})
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
         found = self._admin.list_topics(self.name, timeout=30).topics.get(self.name)
         if found is not None and found.error is None and len(found.partitions) != partitions:
             raise RuntimeError(f"{self.name} has {len(found.partitions)} partitions; the learner's snapshots need "
@@ -284,23 +280,9 @@ class KafkaSnapshotLog:
         return records
 
     def write(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
-        failures: list[str] = []
-
-        def delivered(error, _message) -> None:  # noqa: ANN001 - confluent_kafka's callback
-            if error is not None:
-                failures.append(str(error))
-
         for key, value in records:
-            while True:
-                try:
-                    self._producer.produce(self.name, value, key, partition=partition, on_delivery=delivered)
-                    break
-                except BufferError:  # the producer's queue is full: let it drain
-                    self._producer.poll(0.1)
-        remaining = self._producer.flush(WRITE_TIMEOUT_S)
-        if remaining or failures:
-            raise RuntimeError(f"{self.name} [{partition}]: {len(failures)} records failed "
-                               f"({failures[:1]}), {remaining} unsent after {WRITE_TIMEOUT_S:.0f} s")
+            self._publisher.produce_raw(self.name, key, value, [], partition=partition)
+        self._publisher.flush(WRITE_TIMEOUT_S)  # TransientError when any failed
 
 
 def shard_stores(records: SnapshotLog, version: str, interval_s: float, log_id: str) -> Callable[[int], SnapshotStore]:
