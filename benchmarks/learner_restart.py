@@ -9,8 +9,9 @@ replica (`python -m services.learner.main`) is started and timed until GetKpis a
 tickets (GetKpis waits for its replica to apply the log up to its end, so the first full answer is
 the moment it has); it is stopped (its shard's snapshot written to Kafka at shutdown), started
 again with snapshots off (a full replay), and started a third time with them (restored). Then
-failover: two replicas serving the panel, and kill -9 of the one holding the tenant's shard, timed
-until the other serves the whole panel, with snapshots and without.
+failover: two replicas serving the panel, a fifth more tickets written (after the shard's last
+snapshot), and kill -9 of the one holding the tenant's shard, timed until the other serves the
+whole panel: with warm standbys (`failover_standby`), with snapshots only, and with neither.
 
     python benchmarks/learner_restart.py [--tickets 100000] [--inputs] [--code-dir PATH] [--json]
 
@@ -59,9 +60,9 @@ T0 = 1_700_000_000
 ARCHETYPES = [tk.ARCHETYPE_FAQ_BOUNDED, tk.ARCHETYPE_REPETITIVE, tk.ARCHETYPE_ACCOUNT_SPECIFIC]
 
 
-def write_log(settings: FleetSettings, tickets: int, on_inputs: bool) -> int:
-    """N decided tickets and a survey each, on the log as the intake writes them (or on the input
-    topics); the records written."""
+def write_log(settings: FleetSettings, tickets: int, on_inputs: bool, first: int = 0) -> int:
+    """N decided tickets (numbered from `first`) and a survey each, on the log as the intake writes
+    them (or on the input topics); the records written."""
     publisher = EventPublisher(settings, "bench")
     log_name = Topic.LEARNER_EVENTS.name_in(settings.topic_prefix)
     written = 0
@@ -77,7 +78,7 @@ def write_log(settings: FleetSettings, tickets: int, on_inputs: bool) -> int:
                               partition=shard_of("rho-bank"))
         written += 1
 
-    for i in range(tickets):
+    for i in range(first, first + tickets):
         ticket_id = f"b-{i:07d}"
         decision = (ev.DECISION_RESPOND, ev.DECISION_REVIEW, ev.DECISION_ESCALATE)[i % 3]
         decided = ev.TicketDecided(meta=new_meta("rho-bank", "escalator"), decision=decision,
@@ -110,6 +111,13 @@ class Replica:
             elif '"log partitions given up"' in line:
                 held -= set(json.loads(line)["partitions"])
         return partition in held
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's series on the replica's /metrics (0 when it has none)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/metrics", timeout=5) as response:
+            lines = response.read().decode().splitlines()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+                   if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "))
 
 
 def launch(settings: FleetSettings, log_path: Path, code_dir: Path) -> Replica:
@@ -174,10 +182,12 @@ def timed_start(settings: FleetSettings, tickets: int, log_path: Path, code_dir:
             "ready_s": round(ready_s, 2) if ready_s is not None else None}, replica.process
 
 
-def failover(settings: FleetSettings, tickets: int, work: Path, code_dir: Path) -> dict:
-    """Two replicas serving the panel; kill -9 of the one holding the tenant's shard: seconds until
-    the other serves the whole panel (it takes the shard after the session timeout, from the
-    shard's snapshot when there is one)."""
+def failover(settings: FleetSettings, tickets: int, fresh: int, work: Path, code_dir: Path) -> dict:
+    """Two replicas serving the panel, then `fresh` more tickets on the log (after the shard's
+    last snapshot, as a crash between two snapshots finds them); kill -9 of the replica holding
+    the tenant's shard: seconds until the other serves the whole panel (it takes the shard after
+    the session timeout: from its warm copy with standbys, else from the shard's snapshot and the
+    log after it, else from the log's beginning)."""
     replicas = [launch(settings, work / f"failover-{i}.log", code_dir) for i in range(2)]
     try:
         for replica in replicas:
@@ -186,10 +196,23 @@ def failover(settings: FleetSettings, tickets: int, work: Path, code_dir: Path) 
         shard = shard_of("rho-bank")
         holder = next(r for r in replicas if r.holds(shard))
         survivor = next(r for r in replicas if r is not holder)
+        write_log(settings, fresh, on_inputs=False, first=tickets)
+        full_panel_after(holder, tickets + fresh, time.monotonic())
+        if settings.learner_standby:
+            deadline = time.monotonic() + 300
+            while not (survivor.metric("supportflow_learner_standby_shards") > 0
+                       and survivor.metric("supportflow_learner_standby_behind_records") == 0):
+                assert time.monotonic() < deadline, "the survivor's copy did not catch up"
+                time.sleep(0.2)
         killed = time.monotonic()
         holder.process.kill()
         holder.process.wait(30)
-        return {"panel_served_s": round(full_panel_after(survivor, tickets, killed), 2)}
+        figures = {"panel_served_s": round(full_panel_after(survivor, tickets + fresh, killed), 2)}
+        if settings.learner_standby:
+            figures["taken_from_copy"] = any(
+                shard in json.loads(line).get("from_standby", [])
+                for line in survivor.log_path.read_text(errors="replace").splitlines() if '"log partitions taken"' in line)
+        return figures
     finally:
         for replica in replicas:
             if replica.process.poll() is None:
@@ -226,8 +249,14 @@ def run(tickets: int, on_inputs: bool, code_dir: Path, keep: bool = False) -> di
             stop(process)
             figures[name]["stop_s"] = round(time.monotonic() - stopped, 2)
         figures["snapshot_bytes"] = snapshot_bytes(settings)
-        figures["failover_snapshot"] = failover(settings, tickets, work, code_dir)
-        figures["failover_replay"] = failover(without, tickets, work, code_dir)
+        # Failover with a fifth more tickets written after the shard's last snapshot.
+        fresh = tickets // 5
+        figures["failover_fresh_tickets"] = fresh
+        figures["failover_standby"] = failover(settings.replace(learner_standby=True), tickets, fresh, work, code_dir)
+        tickets += fresh
+        figures["failover_snapshot"] = failover(settings, tickets, fresh, work, code_dir)
+        tickets += fresh
+        figures["failover_replay"] = failover(without, tickets, fresh, work, code_dir)
     finally:
         delete_namespace_topics(settings)
         if keep:

@@ -463,6 +463,7 @@ HANDLED_IDS_RETENTION_MARGIN_S = 3600.0
 # How long an assignment may spend reading a handled-ids topic back before it goes on without
 # the rest (a warning says so).
 HANDLED_IDS_READ_DEADLINE_S = 60.0
+POSITIONS_COMMIT_S = 1.0  # a partition owner's loop commits its positions at most this often
 FIRST_RETRY_WAIT_S = 0.1  # after a transient failure; each later wait doubles, up to 5 s
 
 
@@ -544,6 +545,16 @@ def _log_transient_retry(state: tenacity.RetryCallState) -> None:
     log.warning("transient failure, retrying", extra={"fields": {"error": str(error), "attempt": state.attempt_number + 1}})
 
 
+def source_of(message: KafkaMessage, sources: Mapping[str, Topic]) -> Topic:
+    """The topic a record read from a log (passed on by a `Forward`) was first published on, one
+    of `sources` (by base name); InvalidEvent for any other."""
+    source = sources.get(header(message, H_SOURCE_TOPIC) or "")
+    if source is None:
+        raise InvalidEvent(f"record on {message.topic()} from {header(message, H_SOURCE_TOPIC)!r}, "
+                           f"not one of {sorted(sources)}")
+    return source
+
+
 class PartitionOwner(Protocol):
     """State kept per partition of a log, each partition owned by one loop of a shared group at a
     time (the learner's shards): `ConsumerLoop(owner=...)` asks it where each partition it is
@@ -552,14 +563,17 @@ class PartitionOwner(Protocol):
 
     sources: tuple[Topic, ...]  # the topics the log's records come from (each has a handler)
 
-    def assigned(self, partitions: list[int]) -> dict[int, int | None]:
-        """Take these partitions; the offset each starts at (None: the beginning)."""
+    def assigned(self, partitions: list[int], committed: Mapping[int, int]) -> dict[int, int | None]:
+        """Take these partitions; the offset each starts at (None: the beginning). `committed`: the
+        group's committed position of each that has one, up to which its previous holders
+        applied it and published what that caused."""
 
     def revoked(self, partitions: list[int]) -> None:
         """These partitions are another loop's now (or nobody's)."""
 
-    def handlers(self, partition: int) -> Mapping[Topic, Handler] | None:
-        """The handlers of `partition`'s records by source topic; None for a partition not held."""
+    def handlers(self, partition: int, offset: int) -> Mapping[Topic, Handler] | None:
+        """The handlers of the record at `offset` of `partition`, by source topic; None for a
+        partition not held."""
 
 
 class ConsumerLoop:
@@ -587,14 +601,21 @@ class ConsumerLoop:
     `remember_handled=False` opts a loop out of the topic (it still skips repeats it saw itself).
 
     `owner=` (with `via=`) shares the log's partitions among the loops of `group` and keeps the
-    state built from each partition with its `PartitionOwner`: the group never commits; a partition
-    assigned starts where the owner says (its snapshot's position, or the beginning) and its records
+    state built from each partition with its `PartitionOwner`: a partition assigned starts where the
+    owner says (its snapshot's position, or the beginning), not where the group committed, and its records
     go to the owner's handlers for that partition; partitions move between loops one at a time
     (cooperative rebalancing: a partition that stays is not revoked and replayed). The loop keeps no
     memory of handled ids of its own there: the owner's handlers skip repeats, deterministically.
     `client_id` names the loop's consumer in the group (the learner: its address for the panel).
     `after_batch` is called on the loop's thread after each batch, once its output is published,
-    with the position after every message handled so far in each partition it holds.
+    with the position after every message handled so far in each partition it holds. Such a loop
+    commits those positions at most every POSITIONS_COMMIT_S (asynchronously): they say how far the
+    holder of each partition has applied it and published what that caused (a warm standby follows
+    no further, services/learner/standby.py), and they give the group's lag to the usual tools. A
+    loop that lost its partitions cannot commit over the new holder's: Kafka refuses a commit from
+    an older generation of the group. The owner is told each partition's committed position when
+    it is given one; a partition the group never committed counts as published up to its end
+    (`published_before`, code before these commits held it) or from its beginning.
     """
 
     def __init__(
@@ -617,13 +638,17 @@ class ConsumerLoop:
         owner: PartitionOwner | None = None,
         client_id: str | None = None,
         session_timeout_s: float = 10.0,
+        published_before: bool = True,
     ) -> None:
         if owner is not None and (via is None or broadcast):
             raise ValueError("a loop with a partition owner reads one log (via=) in a shared group")
         self._settings = settings
         self._owner = owner
+        self._published_before = published_before
         self._after_batch = after_batch
         self._positions: dict[tuple[str, int], int] = {}  # next offset to handle
+        self._positions_committed: dict[tuple[str, int], int] = {}
+        self._positions_committed_at = 0.0
         self._service = service
         self._handlers = handlers
         self._publisher = publisher
@@ -660,7 +685,8 @@ class ConsumerLoop:
                 "session.timeout.ms": int(session_timeout_s * 1000),
                 "heartbeat.interval.ms": max(int(session_timeout_s * 100), 100),
             }
-            | ({"partition.assignment.strategy": "cooperative-sticky"} if owner is not None else {})
+            | ({"partition.assignment.strategy": "cooperative-sticky", "on_commit": self._on_commit}
+               if owner is not None else {})
         )
         self._assigned = threading.Event()
         self.caught_up = threading.Event()
@@ -688,7 +714,7 @@ class ConsumerLoop:
     def run(self, stop: threading.Event) -> None:
         if self._owner is not None:
             self._consumer.subscribe(list(self._by_name), on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                     on_lost=self._on_revoke)
+                                     on_lost=self._on_lost)
         else:
             self._consumer.subscribe(list(self._by_name), on_assign=self._on_assign)
         try:
@@ -696,6 +722,8 @@ class ConsumerLoop:
                 batch = self._next_batch()
                 if batch:
                     self._process_batch(batch)
+                if self._owner is not None:
+                    self._commit_positions()
                 self._check_caught_up(batch)
                 self._report_lag()
         except BaseException as exc:  # noqa: BLE001 - recorded, reported via health, then re-raised
@@ -711,7 +739,8 @@ class ConsumerLoop:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._owner is not None:
-            starts = self._owner.assigned([tp.partition for tp in partitions]) if partitions else {}
+            starts = self._owner.assigned([tp.partition for tp in partitions],
+                                          self._committed(consumer, partitions)) if partitions else {}
             for tp in partitions:
                 start = starts.get(tp.partition)
                 tp.offset = OFFSET_BEGINNING if start is None else start
@@ -719,21 +748,47 @@ class ConsumerLoop:
                 if start is not None:
                     self._positions[(tp.topic, tp.partition)] = start
             consumer.incremental_assign(partitions)
-            if partitions:
-                log.info("log partitions taken", extra={"fields": {
-                    "partitions": sorted(tp.partition for tp in partitions),
-                    "from_snapshot": sorted(p for p, start in starts.items() if start is not None)}})
         elif self.handled_ids_topic is not None and partitions:
             self._recall_handled(consumer, partitions)
         self._assigned.set()
 
+    def _committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[int, int]:
+        """The group's committed position of each of `partitions`: up to where its holders before
+        applied it and published what that caused. A partition the group never committed counts
+        as published up to its end now when `published_before` (code before these commits held
+        it), else from its beginning (a deployment's first start: nothing was published); that
+        position is committed at once, so the next holder knows what this one starts from.
+        Partitions Kafka cannot say anything about now are left out (logged)."""
+        try:
+            found = consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=10)
+            committed = {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+            fresh = [(tp.topic, tp.partition) for tp in partitions if tp.partition not in committed]
+            if fresh:
+                marks = watermarks(self._admin, fresh, timeout_s=10)
+                since = {key: high if self._published_before else low for key, (low, high) in marks.items()}
+                consumer.commit(offsets=[TopicPartition(topic, partition, offset)
+                                         for (topic, partition), offset in since.items()], asynchronous=False)
+                committed |= {partition: offset for (_, partition), offset in since.items()}
+                self._positions_committed |= since
+        except KafkaException as exc:
+            log.warning("committed positions not read", extra={"fields": {"error": str(exc)}})
+            return {}
+        return committed
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """A partition owner's partitions that go to another loop (or were lost with the session)."""
+        """A partition owner's partitions that go to another loop: their positions committed first."""
+        if partitions:
+            self._commit_positions(given_up=partitions)
+        self._on_lost(consumer, partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """A partition owner's partitions that went to another loop (the session lost: no commit)."""
         if not partitions:
             return
         self._owner.revoked([tp.partition for tp in partitions])
         for tp in partitions:
             self._positions.pop((tp.topic, tp.partition), None)
+            self._positions_committed.pop((tp.topic, tp.partition), None)
         consumer.incremental_unassign(partitions)
         log.info("log partitions given up", extra={"fields": {"partitions": sorted(tp.partition for tp in partitions)}})
 
@@ -830,6 +885,38 @@ class ConsumerLoop:
                                         [], partition=partition % count)
         self._publisher.flush()
 
+    def _commit_positions(self, given_up: list[TopicPartition] | None = None) -> None:
+        """A partition owner's loop: commit the positions that moved, at most every
+        POSITIONS_COMMIT_S and asynchronously (one Kafka refuses, the group's generation moved on
+        in a rebalance, is made again the next round: `_on_commit`); or, for partitions being
+        given up, at once and waited for, so that their next holder knows exactly what was
+        published."""
+        now = time.monotonic()
+        if given_up is None and now - self._positions_committed_at < POSITIONS_COMMIT_S:
+            return
+        keys = self._positions if given_up is None else [(tp.topic, tp.partition) for tp in given_up]
+        moved = {key: self._positions[key] for key in keys
+                 if key in self._positions and self._positions_committed.get(key) != self._positions[key]}
+        if not moved:
+            return
+        if given_up is None:
+            self._positions_committed_at = now
+        try:
+            self._consumer.commit(offsets=[TopicPartition(topic, partition, offset)
+                                           for (topic, partition), offset in moved.items()],
+                                  asynchronous=given_up is None)
+        except KafkaException as exc:  # no coordinator for a moment, or the session lost
+            log.info("positions not committed", extra={"fields": {"error": str(exc)}})
+            return
+        self._positions_committed.update(moved)
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """A partition owner's commit that failed (its generation moved on in a rebalance) is made
+        again with the next positions: called in the loop's poll, on its thread."""
+        for tp in partitions:
+            if error is not None or tp.error is not None:
+                self._positions_committed.pop((tp.topic, tp.partition), None)
+
     def _next_batch(self) -> list[KafkaMessage]:
         first = self._consumer.poll(0.2)
         if first is None:
@@ -867,7 +954,7 @@ class ConsumerLoop:
         if self._commits:
             self._consumer.commit(asynchronous=False)
         for message in messages:
-            if self._owner is None or self._owner.handlers(message.partition()) is not None:
+            if self._owner is None or self._owner.handlers(message.partition(), message.offset()) is not None:
                 self._positions[(message.topic(), message.partition())] = message.offset() + 1
         if self._after_batch is not None:
             self._after_batch(dict(self._positions))
@@ -897,19 +984,12 @@ class ConsumerLoop:
             reraise=True,
         )(self._process, message)
 
-    def _source_of(self, message: KafkaMessage) -> Topic:
-        """The topic whose handler takes a record read from the log (`via`)."""
-        source = self._sources.get(header(message, H_SOURCE_TOPIC) or "")
-        if source is None:
-            raise InvalidEvent(f"record on {self._via.base_name} from {header(message, H_SOURCE_TOPIC)!r}, "
-                               f"not one of {sorted(self._sources)}")
-        return source
 
     def _process(self, message: KafkaMessage) -> None:
         topic = self._by_name[message.topic()]
         handlers = self._handlers
         if self._owner is not None:
-            handlers = self._owner.handlers(message.partition())
+            handlers = self._owner.handlers(message.partition(), message.offset())
             if handlers is None:  # fetched before its partition went to another loop, which handles it
                 return
         EVENTS_CONSUMED.labels(self._service, topic.base_name).inc()
@@ -917,7 +997,7 @@ class ConsumerLoop:
         key = (message.key() or b"").decode("utf-8", "replace")
         with ticket_context(key):
             try:
-                source = self._source_of(message) if self._via is not None else topic
+                source = source_of(message, self._sources) if self._via is not None else topic
                 event = decode(source, message)
                 if self._owner is None:
                     with self._bookkeeping:

@@ -26,10 +26,12 @@ replica holding it by replaying its partition of the learner's log, learner.even
 order (main.py), so it is the same on whichever replica builds it. `applied_once` wraps each
 handler of the log: an event id applied already (the log is written at least once) is skipped, and
 the memory of applied ids is part of the state (applied_ids.py). While the learner
-replays (`replaying=True`) it holds the overrides and QA samples it would emit; `finish_replay`
-then returns the overrides `routing.overrides` does not already hold (their ids are deterministic)
-and the samples of the current week (their event ids derive from their decision's, as a live
-replica's do, so the workspace drops one it already has). Two consumer threads and the gRPC server
+replays (`replaying=True`) what a holder before applied and published, it holds the overrides and
+QA samples it would emit and drops the knowledge loop's outputs; past the previous holders'
+committed position (`past_published`, shards.py) it emits as a live learner does, and
+`finish_replay` then returns the held overrides `routing.overrides` does not already hold (their
+ids are deterministic) and the held samples of the current week (their event ids derive from
+their decision's, as a live replica's do, so the workspace drops one it already has). Two consumer threads and the gRPC server
 share the state, hence the lock. `export_state` and `from_state` carry the whole state across a
 restart (snapshots.py).
 """
@@ -94,6 +96,8 @@ class Learner:
         self._knowledge = KnowledgeLoop(config.knowledge, config.max_tickets)
         self._sampler = QaSampler(config.qa_sampling.rate, config.qa_sampling.seed)
         self._lock = threading.Lock()
+        # Replaying what a holder before applied and published: outputs are held (overrides, QA
+        # samples) or dropped (the knowledge loop's), until `past_published` or `finish_replay`.
         self._replaying = replaying
         self._held: dict[str, tuple[str, ev.RoutingOverride]] = {}  # override id -> (trigger, override)
         self._held_samples: dict[str, ev.QaSampleRequested] = {}  # ticket id -> sample
@@ -156,6 +160,21 @@ class Learner:
             self._held.clear()
             self._held_samples.clear()
         return [_issue(trigger, override) for trigger, override in missing] + [_sample(s) for s in samples]
+
+    def hold_outputs(self) -> None:
+        """Hold the overrides and QA samples from now on, as during a replay: a shard kept as a warm
+        standby (standby.py), whose holder publishes them; `finish_replay` publishes what is
+        missing once this replica takes the shard."""
+        with self._lock:
+            self._replaying = True
+
+    def past_published(self) -> None:
+        """The records applied from now on were never applied by a holder that published what they
+        caused (a replay past the previous holders' committed position): their outputs go out as
+        a live learner's do (their ids derive from the record's, so one published already is
+        skipped downstream). What was held before stays held for `finish_replay`."""
+        with self._lock:
+            self._replaying = False
 
     def applied_once(self, handler: Handler) -> Handler:
         """`handler` for the events of the log: one whose id was applied already changes nothing
@@ -328,13 +347,17 @@ class Learner:
         # live replica emits it now or one that replayed the log emits it at `finish_replay`.
         sample.meta.event_id = derived_event_id(event.meta.event_id, Topic.QA_SAMPLES, 0)
         if self._replaying:
+            # Only this week's are published when the replay ends: one of an earlier week never is.
+            week = iso_week(self._kpis.latest_seen)
+            if next(iter(self._held_samples.values()), sample).week < week:
+                self._held_samples = {ticket: held for ticket, held in self._held_samples.items() if held.week >= week}
             self._held_samples[event.ticket.ticket_id] = sample
             return []
         return [_sample(sample)]
 
     def _learn(self, tenant: str, ticket_id: str, resolution: ev.Resolution, kb_gap: bool) -> list[Emit]:
-        """A resolution feeds the knowledge loop. During a replay its outputs are already on their
-        topics: the loop's state is rebuilt, nothing is re-published."""
+        """A resolution feeds the knowledge loop. During a replay of what a holder before published,
+        its outputs are already on their topics: the loop's state is rebuilt, nothing is re-published."""
         emits = self._knowledge.on_resolution(tenant, ticket_id, resolution, kb_gap=kb_gap)
         if self._replaying:
             return []

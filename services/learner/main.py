@@ -16,6 +16,9 @@ Runs as any number of replicas, which share the work by tenant through a log in 
   applies each event with the pure handlers in the partition's one order, skipping an event id the shard applied already
   (handlers.Learner.applied_once). Same partition, same order, same deterministic handlers: the
   same shard on whichever replica builds it;
+- standby (`SUPPORTFLOW_LEARNER_STANDBY`, off by default): a replica also keeps a warm copy of each
+  shard it does not hold, applied as far as its holder has (standby.py), and takes a shard from
+  there when it is given one;
 - `routing.overrides` is one of the intake's inputs: a person's override and the learner's own
   reach the tenant's partition in the order the intake read them, so a shard latches and clears
   its guardrails at the same point of its partition wherever it is built.
@@ -58,6 +61,7 @@ from services.learner.servicer import LearnerServicer
 from services.learner.settings import LearnerSettings
 from services.learner.shards import INPUTS, LOG, SHARDS, LearnerShards, shard_of, tenant_of
 from services.learner.snapshots import KafkaSnapshotLog, Snapshot, learner_version, shard_stores
+from services.learner.standby import WarmStandby
 from services.learner.tenant_data import TenantData
 
 SERVICE = "learner"
@@ -245,11 +249,22 @@ def build(settings: LearnerSettings, publisher: EventPublisher, health: Health) 
     intake = ConsumerLoop(settings, SERVICE, {topic: forward_to_log for topic in INPUTS}, publisher, health,
                           group=f"{settings.topic_prefix}{SERVICE}-intake", batch_size=INTAKE_BATCH,
                           session_timeout_s=settings.learner_session_timeout_s)
+    # A shard whose position the apply group never committed: learners before these commits
+    # published the outputs of what is on the log if the intake ran before; at a deployment's first
+    # start nobody did.
+    intake_ran = group_has_committed(settings, intake.group_id, [t.name_in(settings.topic_prefix) for t in INPUTS])
     apply_log = ConsumerLoop(settings, SERVICE, {}, publisher, health, via=LOG, owner=shards,
                              group=f"{settings.topic_prefix}{SERVICE}-apply", client_id=member_name(address),
-                             after_batch=shards.after_batch, session_timeout_s=settings.learner_session_timeout_s)
+                             after_batch=shards.after_batch, session_timeout_s=settings.learner_session_timeout_s,
+                             published_before=intake_ran)
     applied = AppliedThroughEnd(settings, shards)
     owners = PanelOwners(settings, apply_log.group_id, log_name, address)
+    stop_standby = threading.Event()
+    standby_thread = None
+    if settings.learner_standby:
+        shards.standby = WarmStandby(settings, shards.open, log_name, apply_log.group_id)
+        standby_thread = threading.Thread(target=shards.standby.run, name="learner-standby", daemon=True,
+                                          args=(stop_standby, apply_log.assigned))
 
     def final_snapshots() -> None:
         # Only once the apply loop has exited: mid-batch, state and positions would disagree.
@@ -266,8 +281,10 @@ def build(settings: LearnerSettings, publisher: EventPublisher, health: Health) 
                                max_wait_s=PANEL_WAIT_S, elsewhere=owners.ask),
                "supportflow.contracts.v1.Learner")],
         on_start=[lambda: threading.Thread(target=finish_replays, name="learner-replay", daemon=True,
-                                           args=(shards, applied, intake, publisher, stop_replay_watch)).start()],
-        on_stop=[stop_replay_watch.set, final_snapshots, applied.close, *closing, owners.close,
+                                           args=(shards, applied, intake, publisher, stop_replay_watch)).start(),
+                  *([standby_thread.start] if standby_thread is not None else [])],
+        on_stop=[stop_replay_watch.set, stop_standby.set, *([lambda: standby_thread.join(10)] if standby_thread else []),
+                 final_snapshots, applied.close, *closing, owners.close,
                  lambda: REGISTRY.unregister(collector)],
     )
 

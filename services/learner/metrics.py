@@ -37,12 +37,18 @@ Snapshots (services/learner/snapshots.py, in Kafka), unless SUPPORTFLOW_LEARNER_
 
     supportflow_learner_snapshots_total{outcome}         snapshots saved or failed (Kafka unreachable)
 
-The replicated log (learner.events, main.py):
+The log in shards (learner.events, main.py, shards.py, standby.py):
 
     supportflow_learner_log_duplicates_total             events of the log skipped as already applied (by id)
     supportflow_learner_panel_waits_total{outcome}       GetKpis waits for this replica to apply the log up to
                                                          its end: caught_up, or timed_out (answered with what
                                                          it had), or unavailable (the end could not be read)
+    supportflow_learner_shards_held                      shards this replica holds (applies, serves)
+    supportflow_learner_shards_taken_total{source}       shards taken, by where their state came from: standby
+                                                         (a warm copy), snapshot (then the log after it), log
+    supportflow_learner_standby_shards                   warm copies kept (SUPPORTFLOW_LEARNER_STANDBY)
+    supportflow_learner_standby_behind_records           records the copies have yet to apply to reach their holders
+    supportflow_learner_standby_errors_total             failures of the copies' loop (logged; it starts again)
 
 Cardinality: tenants x 4 archetypes x (segments + 1) x (channels + 1) series per KPI.
 """
@@ -53,7 +59,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -98,6 +104,16 @@ KB_PROPOSALS = Counter(
 SNAPSHOTS = Counter("supportflow_learner_snapshots_total", "Learner snapshots by outcome (saved, failed)", ["outcome"])
 LOG_DUPLICATES = Counter("supportflow_learner_log_duplicates_total",
                          "Events of learner.events skipped as already applied (the same event id passed on twice)")
+SHARDS_TAKEN = Counter("supportflow_learner_shards_taken_total",
+                       "Shards this replica took, by where their state came from (standby: its warm copy; "
+                       "snapshot: the shard's snapshot, then the log after it; log: the log from its beginning)",
+                       ["source"])
+SHARDS_HELD = Gauge("supportflow_learner_shards_held", "Shards this replica holds (applies and serves)")
+STANDBY_SHARDS = Gauge("supportflow_learner_standby_shards", "Shards this replica keeps as warm standbys")
+STANDBY_BEHIND = Gauge("supportflow_learner_standby_behind_records",
+                       "Records the warm standbys have yet to apply to reach where the shards' holders have applied")
+STANDBY_ERRORS = Counter("supportflow_learner_standby_errors_total",
+                         "Failures of the warm standbys' loop (each logged; it starts again after a second)")
 PANEL_WAITS = Counter("supportflow_learner_panel_waits_total",
                       "GetKpis waits for the log to be applied up to its end, by outcome (caught_up, timed_out, "
                       "unavailable)", ["outcome"])
@@ -139,7 +155,9 @@ def metric_names() -> list[str]:
            "supportflow_learner_invalid_outcomes_total",
            "supportflow_learner_kb_proposals_total", "supportflow_learner_snapshots_total",
            "supportflow_learner_agent_actions_total", "supportflow_learner_log_duplicates_total",
-           "supportflow_learner_panel_waits_total"]
+           "supportflow_learner_panel_waits_total", "supportflow_learner_shards_held",
+           "supportflow_learner_shards_taken_total", "supportflow_learner_standby_shards",
+           "supportflow_learner_standby_behind_records", "supportflow_learner_standby_errors_total"]
     )
 
 

@@ -12,7 +12,13 @@ partition (or from the shard's last snapshot, snapshots.py) while the old one dr
 
 A shard replays (holds its overrides and QA samples, as a restarted learner does) from the moment
 it is taken until it has applied its partition up to the end read once the intake caught up; then
-main.py publishes what it held that is missing downstream (`Learner.finish_replay`).
+main.py publishes what it held that is missing downstream (`Learner.finish_replay`). Records past
+the previous holders' committed position (the apply loop commits what it applied once their
+outputs are published) were never published: from there the shard emits as a live one.
+
+With warm standbys (standby.py) a replica also keeps every shard it does not hold, applied as far
+as its holder has: a shard taken comes from there when it can (then only the few records since),
+and a shard given up goes there.
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Protocol
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.eventbus import Handler
 from supportflow.topics import DECISION_TOPICS, Topic
 
+from services.learner import metrics
 from services.learner.config import LearnerConfig
 from services.learner.handlers import Learner, action_tenant
 from services.learner.snapshots import Snapshot, SnapshotStore
@@ -73,8 +80,21 @@ class Shard:
     store: SnapshotStore | None
     position: int | None  # the next offset to apply; None: the partition's beginning, nothing applied
     replaying: bool = True
+    # The previous holders' committed position when this replica took the shard: they published
+    # the outputs of what came before. From there on the shard emits its outputs as a live one.
+    published_to: int | None = None
     replay_start: int = 0  # the partition's first offset held when the replay's end was read
     replay_end: int | None = None  # where the replay ends, read once the intake caught up
+
+
+class Standby(Protocol):
+    """Warm copies of the shards this replica does not hold (standby.py)."""
+
+    def take(self, partition: int) -> Shard | None:
+        """The copy of `partition`'s shard, if there is one, which this replica now holds."""
+
+    def give(self, shard: Shard) -> None:
+        """A shard this replica no longer holds, to keep up to date from now on."""
 
 
 class LearnerShards:
@@ -94,29 +114,57 @@ class LearnerShards:
         self._shards: dict[int, Shard] = {}  # replaced whole on change: readers take it as it is
         self.sources = INPUTS
         self._lock = threading.Lock()
+        self.standby: Standby | None = None
 
     # -- the apply loop's (eventbus.PartitionOwner)
 
-    def assigned(self, partitions: list[int]) -> dict[int, int | None]:
+    def assigned(self, partitions: list[int], committed: Mapping[int, int]) -> dict[int, int | None]:
         shards = dict(self._shards)
+        sources: dict[str, list[int]] = {"standby": [], "snapshot": [], "log": []}
         for partition in partitions:
-            shards[partition] = self._open(partition)
+            shard = self.standby.take(partition) if self.standby is not None else None
+            if shard is not None:
+                sources["standby"].append(partition)
+                shard.replaying, shard.replay_end = True, None  # the standby held its outputs
+            else:
+                shard = self.open(partition)
+                sources["snapshot" if shard.position is not None else "log"].append(partition)
+            shard.published_to = committed.get(partition)
+            self._note_position(shard, shard.position)
+            shards[partition] = shard
         with self._lock:
             self._shards = shards
+        metrics.SHARDS_HELD.set(len(shards))
+        for source, taken in sources.items():
+            metrics.SHARDS_TAKEN.labels(source).inc(len(taken))
+        if partitions:
+            log.info("log partitions taken", extra={"fields": {
+                "partitions": sorted(partitions), "from_standby": sources["standby"], "from_snapshot": sources["snapshot"],
+                "positions": {p: shards[p].position for p in partitions},
+                "published_to": {p: shards[p].published_to for p in partitions}}})
         return {partition: shards[partition].position for partition in partitions}
 
     def revoked(self, partitions: list[int]) -> None:
         shards = dict(self._shards)
+        given = []
         for partition in partitions:
             shard = shards.pop(partition, None)
             if shard is not None:
                 self._save(shard)
+                given.append(shard)
         with self._lock:
             self._shards = shards
+        metrics.SHARDS_HELD.set(len(shards))
+        if self.standby is not None:
+            for shard in given:
+                self.standby.give(shard)
 
-    def handlers(self, partition: int) -> Mapping[Topic, Handler] | None:
+    def handlers(self, partition: int, offset: int) -> Mapping[Topic, Handler] | None:
         shard = self._shards.get(partition)
-        return None if shard is None else shard.handlers
+        if shard is None:
+            return None
+        self._note_position(shard, offset)
+        return shard.handlers
 
     def after_batch(self, positions: dict[tuple[str, int], int]) -> None:
         """The loop's positions after a batch: each shard's, and its snapshot when one is due."""
@@ -148,7 +196,21 @@ class LearnerShards:
 
     # -- internals
 
-    def _open(self, partition: int) -> Shard:
+    @staticmethod
+    def _note_position(shard: Shard, offset: int | None) -> None:
+        """A replaying shard about to apply the record at `offset`: past what the previous holders
+        published (the group's committed position), its outputs go out as a live shard's
+        (Learner.past_published). Not known (Kafka could not say when the shard was taken): held
+        or dropped until the replay ends, as before the commits were kept."""
+        if (shard.replaying and shard.published_to is not None and offset is not None
+                and offset >= shard.published_to):
+            shard.learner.past_published()
+            shard.published_to = None  # once
+
+    def open(self, partition: int) -> Shard:
+        """`partition`'s shard, from its snapshot when there is a good one, else empty: at its
+        position, replaying (holding its outputs). Raises StateLost when the snapshot was taken
+        of another log."""
         store = self._snapshots(partition) if self._snapshots is not None else None
         snapshot = store.load() if store is not None else None
         if snapshot is not None and self._check_kept is not None:

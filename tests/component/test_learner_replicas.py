@@ -6,7 +6,10 @@ services.learner.main`, the container's command), sharing its log (learner.event
   the pure handlers applied to each shard's events; both replicas' intakes and apply loops take part;
 - kill -9 of a replica five times while the input streams in, and records repeated on the log (as
   an intake killed between its publish and its commit leaves them): no event lost, none counted
-  twice, the panel afterwards exact on both replicas; the recovery times are printed;
+  twice, the panel afterwards exact on both replicas, every QA sample and resolved ticket
+  published; the recovery times are printed;
+- with warm standbys, a killed replica's shards are taken from the survivor's copies, twice, with
+  the same panel and outputs;
 - a deleted log (the learner's state), one created again under a shard's snapshot, or one of
   another partition count (the one-partition log of before the shards), stops the next start with
   a clear message.
@@ -144,19 +147,43 @@ def panel_of(response: services_pb2.GetKpisResponse) -> Panel:
     return [(r.archetype, r.segment, r.channel, r.tickets, sorted(r.values.items())) for r in response.rows]
 
 
-def reference_panels(settings: FleetSettings, events: list) -> dict[str, Panel]:
+def reference_run(settings: FleetSettings, events: list) -> tuple[dict[str, Panel], dict[Topic, set[str]]]:
     """Each tenant's panel from the pure handlers of its shard applied to the shard's events once
-    each, in the order they were published, served by the same servicer code."""
+    each, in the order they were published, served by the same servicer code; and the tickets
+    they sampled for QA and sent for indexing as resolved."""
     config = LearnerConfig.load(settings.learner_config_path)
     learners = {shard: Learner(config, TenantData(TENANTS)) for shard in range(SHARDS)}
     handlers = {shard: shard_handlers(learner) for shard, learner in learners.items()}
+    outputs: dict[Topic, set[str]] = {Topic.QA_SAMPLES: set(), Topic.TICKETS_RESOLVED: set()}
     for topic, _, event in events:
         try:
-            handlers[shard_of(tenant_of(event))][topic](event)
+            emits = handlers[shard_of(tenant_of(event))][topic](event)
         except Exception:  # noqa: BLE001 - the out-of-range survey, dead-lettered by the service
-            pass
+            continue
+        for emit in emits:
+            if emit.topic in outputs:
+                outputs[emit.topic].add(emit.event.ticket_id)
     servicer = LearnerServicer(lambda tenant: learners[shard_of(tenant)], TENANT)
-    return {tenant: panel_of(servicer.GetKpis(services_pb2.GetKpisRequest(tenant_id=tenant), None)) for tenant in SPREAD}
+    panels = {tenant: panel_of(servicer.GetKpis(services_pb2.GetKpisRequest(tenant_id=tenant), None))
+              for tenant in SPREAD}
+    return panels, outputs
+
+
+def tickets_on(settings: FleetSettings, topic: Topic) -> set[str]:
+    """The tickets of the outputs on `topic` (QA samples, resolved tickets)."""
+    return {decode(topic, record).ticket_id for record in read_records(settings, topic)}
+
+
+def wait_for_outputs(settings: FleetSettings, expected: dict[Topic, set[str]]) -> None:
+    """Until each topic holds the reference's outputs: a shard taken publishes what it held once
+    its replay ends, just after its panel is served, so they follow within a few seconds."""
+    for topic, tickets in expected.items():
+        wait_until(lambda: tickets_on(settings, topic) == tickets, 30,
+                   lambda: f"{topic.base_name}: missing {sorted(tickets - tickets_on(settings, topic))}")
+
+
+def reference_panels(settings: FleetSettings, events: list) -> dict[str, Panel]:
+    return reference_run(settings, events)[0]
 
 
 class Replica(ServiceProcess):
@@ -288,7 +315,7 @@ def test_kill_9_of_a_replica_five_times_leaves_the_panel_exact(settings, tmp_pat
     ns = learner_settings(settings, tmp_path)
     ensure_topics(ns)
     events = workload(150)
-    expected = reference_panels(ns, events)
+    expected, outputs = reference_run(ns, events)
     replicas = [Replica(ns, tmp_path, f"r{i}").start() for i in range(2)]
 
     def recovered(kill: int, victim: Replica, killed_at: float) -> str:
@@ -316,6 +343,9 @@ def test_kill_9_of_a_replica_five_times_leaves_the_panel_exact(settings, tmp_pat
                    lambda: f"{inputs_on_log(ns, events)} of {len(valid_event_ids(events))} input events on the log")
         panels = [r.panels() for r in replicas]
         settled = time.monotonic() - fed
+        # Every QA sample and resolved ticket published, whatever the kills interrupted: a shard
+        # taken replays what its previous holder had not published with its outputs.
+        wait_for_outputs(ns, outputs)
         on_log = log_event_ids(ns)
         skipped = [r.metric("supportflow_learner_log_duplicates_total")
                    + r.metric("supportflow_events_duplicate_total", 'topic="learner.events"') for r in replicas]
@@ -337,6 +367,73 @@ def test_kill_9_of_a_replica_five_times_leaves_the_panel_exact(settings, tmp_pat
     # up: those are restored from the snapshots (in Kafka), and the panel is still exact.
     assert restored > 0
     # Repeated by a restarting replica or not, the override keeps its id: one override.
+    assert {(o.override_id, o.archetype) for o in overrides} == {(overrides[0].override_id, tk.ARCHETYPE_FAQ_BOUNDED)}
+
+
+def shards_taken(replica: Replica, source: str) -> float:
+    return replica.metric("supportflow_learner_shards_taken_total", f'source="{source}"')
+
+
+def test_with_warm_standbys_a_killed_replicas_shards_are_taken_from_the_survivors_copies(settings, tmp_path):
+    """Two replicas with warm standbys: each keeps a copy of the shards the other holds. kill -9 of
+    one, and the other serves all its shards from its copies; the killed one started again takes
+    shards back (the other keeps a copy of those from then on), and a kill of the other is taken
+    over from those copies. The panel afterwards is the undisturbed run's, and every ticket's QA
+    sample is published (a copy holds its outputs, published once it is taken)."""
+    ns = learner_settings(settings, tmp_path).replace(learner_standby=True)
+    ensure_topics(ns)
+    events = workload(90)
+    expected, outputs = reference_run(ns, events)
+    thirds = [events[:30], events[30:60], events[60:]]
+    first, second = replicas = [Replica(ns, tmp_path, f"standby-{i}").start() for i in range(2)]
+
+    def copies_caught_up(replica: Replica, holder: Replica) -> bool:
+        held_elsewhere = holder.metric("supportflow_learner_shards_held")
+        return (held_elsewhere > 0 and replica.metric("supportflow_learner_standby_shards") == held_elsewhere
+                and replica.metric("supportflow_learner_standby_behind_records") == 0)
+
+    def fail_over(victim: Replica, survivor: Replica, part: list) -> tuple[float, float]:
+        """Publish `part`, wait until the survivor's copies have it, kill -9 the victim: the
+        shards the survivor took from its copies, and seconds until it served the panel."""
+        publish(ns, part)
+        wanted = valid_event_ids(events) & {event.meta.event_id for _, _, event in part}
+        wait_until(lambda: wanted <= set(log_event_ids(ns)), 60, "inputs not on the log")
+        wait_until(lambda: copies_caught_up(survivor, victim), 60,
+                   lambda: f"{survivor.name}'s copies not caught up:\n{survivor.tail()}")
+        before = shards_taken(survivor, "standby")
+        held = victim.metric("supportflow_learner_shards_held")
+        victim.kill()
+        killed = time.monotonic()
+        wait_until(lambda: shards_taken(survivor, "standby") - before == held, 30,
+                   lambda: f"{survivor.name} did not take {held:.0f} shards from its copies:\n{survivor.tail()}")
+        survivor.wait_serving([survivor])
+        return held, time.monotonic() - killed
+
+    try:
+        for replica in replicas:
+            replica.wait_serving(replicas)
+        wait_until(lambda: all(r.metric("supportflow_learner_shards_held") > 0 for r in replicas), 30,
+                   "the shards not shared by the replicas")
+        took_1, after_1 = fail_over(first, second, thirds[0])
+        first.start()  # takes shards back from the survivor, which keeps copies of them from then on
+        first.wait_serving(replicas)
+        wait_until(lambda: all(r.metric("supportflow_learner_shards_held") > 0 for r in replicas), 30,
+                   "the shards not shared again after the restart")
+        took_2, after_2 = fail_over(second, first, thirds[1])
+        publish(ns, thirds[2])
+        wait_until(lambda: inputs_on_log(ns, events) == len(valid_event_ids(events)), 60,
+                   lambda: f"{inputs_on_log(ns, events)} of {len(valid_event_ids(events))} input events on the log")
+        panels = first.panels()
+        wait_for_outputs(ns, outputs)
+        overrides = learner_overrides(ns)
+    finally:
+        codes = [replica.stop() for replica in replicas]
+    print(f"\nkill 1: {took_1:.0f} shards taken from copies, panel served {after_1:.1f} s after the kill; "
+          f"kill 2: {took_2:.0f} shards, {after_2:.1f} s")
+    assert codes[0] == 0, first.tail()
+    assert took_1 > 0 and took_2 > 0
+    assert panels == expected, "the panel after the failovers is not the undisturbed run's"
+    assert len(outputs[Topic.QA_SAMPLES]) == 90 and len(outputs[Topic.TICKETS_RESOLVED]) == 30
     assert {(o.override_id, o.archetype) for o in overrides} == {(overrides[0].override_id, tk.ARCHETYPE_FAQ_BOUNDED)}
 
 

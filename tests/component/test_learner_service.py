@@ -108,7 +108,7 @@ def test_learner_computes_kpis_and_issues_one_override(settings):
         overrides = read_all(settings, Topic.ROUTING_OVERRIDES.name_in(settings.topic_prefix), expected=1, timeout_s=60)
         rows = learner.wait_for_row(4)
         dead = read_all(settings, Topic.TICKETS_FEEDBACK.dead_letter_in(settings.topic_prefix), expected=1, timeout_s=30)
-        samples = read_all(settings, Topic.QA_SAMPLES.name_in(settings.topic_prefix), expected=1, timeout_s=30)
+        samples = read_all(settings, Topic.QA_SAMPLES.name_in(settings.topic_prefix), expected=2, timeout_s=30)
 
     [record] = overrides
     override = decode(Topic.ROUTING_OVERRIDES, record)
@@ -127,10 +127,13 @@ def test_learner_computes_kpis_and_issues_one_override(settings):
     [letter] = dead
     assert dict(letter.headers())["sf-dlq-reason"] == b"invalid_event"
     assert b"outside 0..100" in dict(letter.headers())["sf-dlq-error"]
-    # The QA sample of the current week (the replay at start-up holds back older weeks' samples): at
-    # least the first ticket of each archetype decided this week, with the decision the customer got.
-    [sample] = [decode(Topic.QA_SAMPLES, s) for s in samples]
-    assert (sample.ticket_id, sample.decision.ticket.ticket_id) == ("q-now", "q-now")
+    # The QA samples: at least the first ticket of each archetype decided in each week, with the
+    # decision the customer got. The learner never published these (its group had committed no
+    # position), so its first start publishes them, this week's and the older week's alike.
+    sampled = {s.ticket_id: s for s in (decode(Topic.QA_SAMPLES, record) for record in samples)}
+    assert sampled["q-now"].decision.ticket.ticket_id == "q-now"
+    older = {ticket: s.week for ticket, s in sampled.items() if ticket != "q-now"}
+    assert older and set(older) <= {f"t-{index}" for index in range(len(DECISIONS))} and set(older.values()) == {"2023-W46"}
 
 
 def test_agents_actions_from_the_workspace_are_counted_as_verdicts(settings):

@@ -6,6 +6,7 @@ ids that do not depend on the replica."""
 from __future__ import annotations
 
 import pytest
+from confluent_kafka import KafkaError, TopicPartition
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.eventbus import (
@@ -176,7 +177,7 @@ class Shards:
         self._handlers = {Topic.TICKETS_ESCALATED: lambda event: self.seen.append(("decided", event.ticket.ticket_id)) or [],
                           Topic.TICKETS_FEEDBACK: lambda event: self.seen.append(("feedback", event.ticket_id)) or []}
 
-    def handlers(self, partition):
+    def handlers(self, partition, offset):
         return self._handlers if partition == 0 else None
 
 
@@ -218,3 +219,49 @@ def test_the_panel_waits_for_the_log_at_most_its_bound_and_never_past_the_calls_
                                before_answer=lambda tenant, seconds: waits.append((tenant, seconds)))
     servicer.GetKpis(services_pb2.GetKpisRequest(tenant_id="rho-bank"), Context(remaining))
     assert waits == [("rho-bank", pytest.approx(waited, abs=0.05))]
+
+
+class CommittingConsumer:
+    """What the apply loop asks of its consumer about the group's committed positions."""
+
+    def __init__(self, committed: dict[int, int]) -> None:
+        self.committed_offsets = committed
+        self.commits: list[tuple[dict[int, int], bool]] = []
+
+    def committed(self, partitions, timeout):  # noqa: ANN001, ANN201
+        return [TopicPartition(tp.topic, tp.partition, self.committed_offsets.get(tp.partition, -1001))
+                for tp in partitions]
+
+    def commit(self, offsets, asynchronous):  # noqa: ANN001, ANN201
+        self.commits.append(({tp.partition: tp.offset for tp in offsets}, asynchronous))
+
+
+@pytest.mark.parametrize("published_before, since", [(True, 30), (False, 10)])
+def test_a_partition_the_apply_group_never_committed_counts_as_published_to_its_end_or_from_its_beginning(
+        loop, monkeypatch, published_before, since):
+    """Code before the apply loop's commits published what is on the log (to its end); at a
+    deployment's first start nothing was (from the partition's first record). Either is committed
+    at once, so the next holder knows what this one starts from."""
+    monkeypatch.setattr("supportflow.eventbus.watermarks",
+                        lambda admin, partitions, timeout_s: {key: (10, 30) for key in partitions})
+    applier, _ = loop({}, via=Topic.LEARNER_EVENTS, owner=Shards(), published_before=published_before)
+    consumer = CommittingConsumer({0: 25})
+    log_name = Topic.LEARNER_EVENTS.name_in("p.")
+    assert applier._committed(consumer, [TopicPartition(log_name, 0), TopicPartition(log_name, 1)]) == {0: 25, 1: since}
+    assert consumer.commits == [({1: since}, False)]  # waited for: before the partition is read
+
+
+def test_a_failed_commit_of_the_positions_is_made_again(loop):
+    applier, _ = loop({}, via=Topic.LEARNER_EVENTS, owner=Shards())
+    applier._consumer = consumer = CommittingConsumer({})
+    log_name = Topic.LEARNER_EVENTS.name_in("p.")
+    applier._positions = {(log_name, 0): 7}
+    applier._commit_positions()
+    applier._positions_committed_at = 0.0  # the next round is due
+    applier._commit_positions()
+    assert consumer.commits == [({0: 7}, True)]  # not again while it stands
+    # Refused: the group's generation moved on in a rebalance (the callback, in the loop's poll).
+    applier._on_commit(KafkaError(KafkaError.ILLEGAL_GENERATION), [TopicPartition(log_name, 0, 7)])
+    applier._positions_committed_at = 0.0
+    applier._commit_positions()
+    assert consumer.commits == [({0: 7}, True), ({0: 7}, True)]

@@ -16,7 +16,7 @@ from services.learner.main import check_snapshot_kept
 from services.learner.settings import LearnerSettings
 from services.learner.shards import LearnerShards, shard_of
 from services.learner.snapshots import shard_stores
-from tests.unit.test_learner_handlers import TENANTS, csat, decided
+from tests.unit.test_learner_handlers import TENANTS, csat, decided, resolution
 from tests.unit.test_learner_snapshots import MemorySnapshotLog
 
 LOG = "p.learner.events"
@@ -29,17 +29,17 @@ def shards(snapshots=None) -> LearnerShards:  # noqa: ANN001
 
 def apply(owner: LearnerShards, partition: int, events: list, start: int) -> int:
     """Apply `events` as the loop would, at offsets from `start`; the position after them."""
-    for event in events:
+    for offset, event in enumerate(events, start):
         topic = Topic.TICKETS_FEEDBACK if event.DESCRIPTOR.name == "FeedbackReceived" else Topic.TICKETS_RESPONDED
-        owner.handlers(partition)[topic](event)
+        owner.handlers(partition, offset)[topic](event)
     owner.after_batch({(LOG, partition): start + len(events)})
     return start + len(events)
 
 
 def test_a_shard_is_applied_only_where_it_is_held_and_serves_only_its_tenants():
     owner = shards()
-    assert owner.assigned([SHARD]) == {SHARD: None}  # no snapshot: from the partition's beginning
-    assert owner.handlers((SHARD + 1) % 8) is None and owner.learner_of("rho-bank") is not None
+    assert owner.assigned([SHARD], {}) == {SHARD: None}  # no snapshot: from the partition's beginning
+    assert owner.handlers((SHARD + 1) % 8, 0) is None and owner.learner_of("rho-bank") is not None
     other = next(f"t{i}" for i in range(100) if shard_of(f"t{i}") != SHARD)
     assert owner.learner_of(other) is None  # asked of the replica holding it
     apply(owner, SHARD, [decided("t1"), csat("t1", 90.0)], 0)
@@ -47,20 +47,20 @@ def test_a_shard_is_applied_only_where_it_is_held_and_serves_only_its_tenants():
     [row] = owner.learner_of("rho-bank").kpi_rows("rho-bank", "faq_bounded", "retail", "all")
     assert row.tickets == 1
     owner.revoked([SHARD])
-    assert owner.handlers(SHARD) is None and owner.learner_of("rho-bank") is None and owner.held() == []
+    assert owner.handlers(SHARD, 0) is None and owner.learner_of("rho-bank") is None and owner.held() == []
 
 
 def test_a_shard_given_up_is_snapshotted_and_taken_again_from_there_replaying_what_came_after():
     records = MemorySnapshotLog()
     stores = shard_stores(records, "v1", 300.0, "log-1")
     first = shards(stores)
-    first.assigned([SHARD])
+    first.assigned([SHARD], {})
     position = apply(first, SHARD, [decided("t1"), csat("t1", 90.0), decided("t2")], 0)
     first.revoked([SHARD])  # to another replica: its state is saved with its position
     assert stores(SHARD).load().position == position
 
     again = shards(stores)  # another replica: the snapshot is in the shared topic
-    assert again.assigned([SHARD]) == {SHARD: position}  # reads on from there
+    assert again.assigned([SHARD], {}) == {SHARD: position}  # reads on from there
     [shard] = again.held()
     assert shard.replaying  # holds its outputs until it has applied up to the partition's end
     apply(again, SHARD, [csat("t2", 70.0)], position)
@@ -68,11 +68,31 @@ def test_a_shard_given_up_is_snapshotted_and_taken_again_from_there_replaying_wh
     assert row.tickets == 2 and row.values["csat_at_resolution_mean"] == 80.0
 
 
+@pytest.mark.parametrize("committed", [{}, {SHARD: 4}, {SHARD: 0}])
+def test_a_replay_emits_outputs_only_past_the_previous_holders_committed_position(committed):
+    owner = shards()
+    owner.assigned([SHARD], committed)
+    tickets = ["t1", "t2", "t3"]
+    events = [event for ticket in tickets for event in (decided(ticket), resolution(ticket, "Reset the card."))]
+    outputs = []
+    for offset, event in enumerate(events):  # offsets 0..5: t1, t2 before 4, t3 past it
+        topic = Topic.TICKETS_FEEDBACK if event.DESCRIPTOR.name == "FeedbackReceived" else Topic.TICKETS_RESPONDED
+        outputs += [(e.topic, e.key) for e in owner.handlers(SHARD, offset)[topic](event)]
+    # Before that position the previous holders published the outputs. Not known (Kafka could
+    # not say), the replay publishes nothing until its end, as before the commits were kept.
+    expected = {(): [], (4,): ["t3"], (0,): tickets}[tuple(committed.values())]
+    assert [key for topic, key in outputs if topic is Topic.TICKETS_RESOLVED] == expected
+    # Sampled: the week's first ticket of the archetype (t1), emitted only when it is past that position.
+    assert [key for topic, key in outputs if topic is Topic.QA_SAMPLES] == [key for key in expected if key == "t1"]
+    [shard] = owner.held()
+    assert shard.replaying  # until the replay's end, which publishes what was held (main.finish_replays)
+
+
 def test_a_snapshot_of_other_code_is_not_used_and_the_shard_replays_from_the_beginning():
     records = MemorySnapshotLog()
     shard_stores(records, "old", 300.0, "log-1")(SHARD).save(b"{}", 5)
     owner = shards(shard_stores(records, "new", 300.0, "log-1"))
-    assert owner.assigned([SHARD]) == {SHARD: None}
+    assert owner.assigned([SHARD], {}) == {SHARD: None}
 
 
 class PartitionEnds:
@@ -93,7 +113,7 @@ def test_a_snapshot_of_another_log_stops_the_replica_taking_it(log_id, end):
     written anew) a partition ending before the snapshot's position."""
     records = MemorySnapshotLog()
     first = shards(shard_stores(records, "v1", 300.0, "log-1"))
-    first.assigned([SHARD])
+    first.assigned([SHARD], {})
     apply(first, SHARD, [decided("t1"), csat("t1", 90.0)], 0)
     first.revoked([SHARD])
 
@@ -101,13 +121,13 @@ def test_a_snapshot_of_another_log_stops_the_replica_taking_it(log_id, end):
     again = LearnerShards(LearnerConfig.load(), TENANTS, LOG, shard_stores(records, "v1", 300.0, "log-1"),
                           check_kept=check)
     with pytest.raises(StateLost, match="the log was deleted and created again") as lost:
-        again.assigned([SHARD])
+        again.assigned([SHARD], {})
     assert "--delete-offsets" in str(lost.value)
     for end in (10, None):  # the same log, or its end unknown for now: the snapshot is used
         check = check_snapshot_kept(LearnerSettings(topic_prefix="p."), PartitionEnds(end), "log-1")
         same = LearnerShards(LearnerConfig.load(), TENANTS, LOG, shard_stores(records, "v1", 300.0, "log-1"),
                              check_kept=check)
-        assert same.assigned([SHARD]) == {SHARD: 2}
+        assert same.assigned([SHARD], {}) == {SHARD: 2}
 
 
 class Context:
@@ -148,7 +168,7 @@ def test_the_panel_of_a_shard_held_elsewhere_is_asked_of_its_holder_and_a_routed
     held = iter([None, "taken"])
     servicer = LearnerServicer(lambda tenant: owner.learner_of(tenant) if next(held, "taken") == "taken" else None,
                                "rho-bank", elsewhere=lambda *_: None)
-    owner.assigned([SHARD])
+    owner.assigned([SHARD], {})
     apply(owner, SHARD, [decided("t1")], 0)
     response = servicer.GetKpis(services_pb2.GetKpisRequest(tenant_id="rho-bank"), Context())
     assert {(r.archetype, r.segment, r.channel): r.tickets for r in response.rows}[("faq_bounded", "all", "all")] == 1
