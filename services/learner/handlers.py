@@ -31,8 +31,8 @@ QA samples it would emit and drops the knowledge loop's outputs; past the previo
 committed position (`past_published`, shards.py) it emits as a live learner does, and
 `finish_replay` then returns the held overrides `routing.overrides` does not already hold (their
 ids are deterministic) and the held samples of the current week (their event ids derive from
-their decision's, as a live replica's do, so the workspace drops one it already has). Two consumer threads and the gRPC server
-share the state, hence the lock. `export_state` and `from_state` carry the whole state across a
+their decision's, as a live replica's do, so the workspace drops one it already has). Two
+consumer threads and the gRPC server share the state, hence the lock. `export_state` and `from_state` carry the whole state across a
 restart (snapshots.py).
 """
 
