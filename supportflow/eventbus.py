@@ -761,19 +761,24 @@ class ConsumerLoop:
         Partitions Kafka cannot say anything about now are left out (logged)."""
         try:
             found = consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=10)
-            committed = {tp.partition: tp.offset for tp in found if tp.offset >= 0}
-            fresh = [(tp.topic, tp.partition) for tp in partitions if tp.partition not in committed]
-            if fresh:
-                marks = watermarks(self._admin, fresh, timeout_s=10)
-                since = {key: high if self._published_before else low for key, (low, high) in marks.items()}
-                consumer.commit(offsets=[TopicPartition(topic, partition, offset)
-                                         for (topic, partition), offset in since.items()], asynchronous=False)
-                committed |= {partition: offset for (_, partition), offset in since.items()}
-                self._positions_committed |= since
         except KafkaException as exc:
             log.warning("committed positions not read", extra={"fields": {"error": str(exc)}})
             return {}
-        return committed
+        committed = {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+        fresh = [(tp.topic, tp.partition) for tp in partitions if tp.partition not in committed]
+        if not fresh:
+            return committed
+        try:
+            marks = watermarks(self._admin, fresh, timeout_s=10)
+            since = {key: high if self._published_before else low for key, (low, high) in marks.items()}
+            consumer.commit(offsets=[TopicPartition(topic, partition, offset)
+                                     for (topic, partition), offset in since.items()], asynchronous=False)
+        except KafkaException as exc:
+            log.warning("first positions not committed", extra={"fields": {
+                "partitions": sorted(partition for _, partition in fresh), "error": str(exc)}})
+            return committed
+        self._positions_committed |= since
+        return committed | {partition: offset for (_, partition), offset in since.items()}
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """A partition owner's partitions that go to another loop: their positions committed first."""

@@ -6,7 +6,7 @@ ids that do not depend on the replica."""
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.eventbus import (
@@ -265,3 +265,17 @@ def test_a_failed_commit_of_the_positions_is_made_again(loop):
     applier._positions_committed_at = 0.0
     applier._commit_positions()
     assert consumer.commits == [({0: 7}, True), ({0: 7}, True)]
+
+
+def test_positions_read_are_kept_when_the_first_commit_of_another_partition_is_refused(loop, monkeypatch):
+    monkeypatch.setattr("supportflow.eventbus.watermarks",
+                        lambda admin, partitions, timeout_s: {key: (10, 30) for key in partitions})
+
+    class Refusing(CommittingConsumer):
+        def commit(self, offsets, asynchronous):  # noqa: ANN001, ANN201
+            raise KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+
+    applier, _ = loop({}, via=Topic.LEARNER_EVENTS, owner=Shards())
+    log_name = Topic.LEARNER_EVENTS.name_in("p.")
+    # Partition 1's position is not known then: its shard holds its outputs until its replay ends.
+    assert applier._committed(Refusing({0: 25}), [TopicPartition(log_name, 0), TopicPartition(log_name, 1)]) == {0: 25}
