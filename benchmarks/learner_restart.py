@@ -40,6 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
 from benchmarks.machine import machine_speed  # noqa: E402
 from supportflow.contracts.v1 import events_pb2 as ev  # noqa: E402
 from supportflow.contracts.v1 import services_pb2, services_pb2_grpc  # noqa: E402
@@ -115,9 +117,8 @@ class Replica:
     def metric(self, name: str) -> float:
         """The sum of a metric's series on the replica's /metrics (0 when it has none)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/metrics", timeout=5) as response:
-            lines = response.read().decode().splitlines()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in lines
-                   if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "))
+            families = text_string_to_metric_families(response.read().decode())
+        return sum(sample.value for family in families for sample in family.samples if sample.name == name)
 
 
 def launch(settings: FleetSettings, log_path: Path, code_dir: Path) -> Replica:
