@@ -4,7 +4,7 @@ and its second copy must change nothing.
 
 A shard is built from its partition of the log in the partition's one order, so this memory, and
 each decision it makes, is the same on whichever replica builds the shard: it is part of the
-shard's state (exported in its snapshot, in order), and its bound is a count of events, never a
+shard's state (entries of the snapshot, numbered in order), and its bound is a count of events, never a
 time. A copy further behind its original than the bound is applied again; the intake's copies come
 within one interrupted batch of their originals, far inside it. The consumer loop keeps no memory
 of ids of its own for the log (eventbus.ConsumerLoop with a partition owner): this one alone
@@ -13,35 +13,31 @@ decides, so a shard restored from a snapshot decides as one that replayed its wh
 
 from __future__ import annotations
 
-import collections
-
-from services.learner.state import StateError
+from services.learner.entries import EntryMap
 
 APPLIED_IDS_KEPT = 100_000
 
 
 class AppliedIds:
     def __init__(self, capacity: int = APPLIED_IDS_KEPT) -> None:
-        self._ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.ids: EntryMap[tuple[str], int] = EntryMap("applied", int, int)  # value: unused
         self._capacity = capacity
 
     def __contains__(self, event_id: str) -> bool:
-        return event_id in self._ids
+        return (event_id,) in self.ids
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self.ids)
 
     def add(self, event_id: str) -> None:
         """Remember `event_id` as the latest applied; forget the oldest beyond the bound."""
-        self._ids[event_id] = None
-        self._ids.move_to_end(event_id)
-        while len(self._ids) > self._capacity:
-            self._ids.popitem(last=False)
+        if (event_id,) in self.ids:
+            self.ids.move_to_end((event_id,))
+        else:
+            self.ids[(event_id,)] = 0
+        while len(self.ids) > self._capacity:
+            self.ids.popitem(last=False)
 
-    def to_state(self) -> list[str]:
-        return list(self._ids)
-
-    def load_state(self, value: object) -> None:
-        if not isinstance(value, list) or not all(isinstance(event_id, str) for event_id in value):
-            raise StateError("applied event ids: a list of strings expected")
-        self._ids = collections.OrderedDict.fromkeys(value[-self._capacity:])
+    def latest(self) -> list[str]:
+        """The ids remembered, the oldest first."""
+        return [event_id for event_id, in self.ids]

@@ -32,6 +32,8 @@ from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.eventbus import new_meta
 
 from services.learner.config import LATENCY_NAMES, GuardrailConfig, archetype_name, parse_archetype
+from services.learner.entries import EntryMap
+from services.learner.state import StateError
 
 ISSUER = "learner:guardrail"
 PRODUCER = "learner"
@@ -63,6 +65,30 @@ class _ArchetypeGuard:
         self.newest.clear()
         self.oldest.clear()
         self.handoffs_lost = None
+
+
+def _guard_state(guard: _ArchetypeGuard) -> dict:
+    return {
+        "scores": [[latency, [[ticket, score, at] for ticket, (score, at) in window.items()]]
+                   for latency, window in guard.scores.items()],
+        "handoffs": [[ticket, lost] for ticket, lost in guard.handoffs.items()],
+        "reviewing": guard.reviewing, "latched": guard.latched, "generation": guard.generation,
+    }
+
+
+def _guard_from_state(values: object) -> _ArchetypeGuard:
+    if not isinstance(values, dict):
+        raise StateError("a guardrail's state that is not an object")
+    try:
+        guard = _ArchetypeGuard(reviewing=bool(values["reviewing"]), latched=bool(values["latched"]),
+                                generation=int(values["generation"]))
+        for latency, window in values["scores"]:
+            guard.scores[int(latency)] = collections.OrderedDict(
+                (str(ticket), (float(score), float(at))) for ticket, score, at in window)
+        guard.handoffs = collections.OrderedDict((str(ticket), bool(lost)) for ticket, lost in values["handoffs"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateError(f"a guardrail's state that cannot be read: {exc!r}") from exc
+    return guard
 
 
 @dataclass(frozen=True)
@@ -99,31 +125,20 @@ class Guardrails:
     def __init__(self, config: GuardrailConfig, baseline_of: BaselineOf) -> None:
         self._config = config
         self._baseline_of = baseline_of
-        self._guards: dict[tuple[str, str], _ArchetypeGuard] = collections.defaultdict(_ArchetypeGuard)
-        self._observed: set[str] = set()  # override ids already applied
+        self._guards: EntryMap[tuple[str, str], _ArchetypeGuard] = EntryMap("guardrail", _guard_state, _guard_from_state)
+        self._observed: EntryMap[tuple[str], bool] = EntryMap("override-seen", bool, bool)  # override ids applied
 
-    def to_state(self) -> dict:
-        return {
-            "guards": [[tenant, archetype, {
-                "scores": [[latency, [[ticket, score, at] for ticket, (score, at) in window.items()]]
-                           for latency, window in guard.scores.items()],
-                "handoffs": [[ticket, lost] for ticket, lost in guard.handoffs.items()],
-                "reviewing": guard.reviewing, "latched": guard.latched, "generation": guard.generation,
-            }] for (tenant, archetype), guard in self._guards.items()],
-            "observed": sorted(self._observed),
-        }
+    def _guard(self, tenant: str, archetype: str) -> _ArchetypeGuard:
+        """The guard of (tenant, archetype), marked as changed: every caller may change it."""
+        guard = self._guards.get((tenant, archetype))
+        if guard is None:
+            guard = self._guards[(tenant, archetype)] = _ArchetypeGuard()
+        else:
+            self._guards.touch((tenant, archetype))
+        return guard
 
-    def load_state(self, state: dict) -> None:
-        self._guards.clear()
-        for tenant, archetype, values in state["guards"]:
-            guard = _ArchetypeGuard(reviewing=bool(values["reviewing"]), latched=bool(values["latched"]),
-                                    generation=int(values["generation"]))
-            for latency, window in values["scores"]:
-                guard.scores[int(latency)] = collections.OrderedDict(
-                    (ticket, (float(score), float(at))) for ticket, score, at in window)
-            guard.handoffs = collections.OrderedDict((ticket, bool(lost)) for ticket, lost in values["handoffs"])
-            self._guards[(tenant, archetype)] = guard
-        self._observed = set(state["observed"])
+    def entry_maps(self) -> list[EntryMap]:
+        return [self._guards, self._observed]
 
     @property
     def latencies(self) -> tuple[int, ...]:
@@ -135,7 +150,7 @@ class Guardrails:
         outcome = GuardrailOutcome()
         if latency not in self._config.latencies:
             return outcome
-        guard = self._guards[(tenant, archetype)]
+        guard = self._guard(tenant, archetype)
         window = guard.scores[latency]
         replaced = window.pop(ticket_id, None)
         window[ticket_id] = (score, given_at)
@@ -185,13 +200,13 @@ class Guardrails:
         if not self.is_p0(qa_class, severity):
             return outcome
         reason = f"QA found hallucinated policy ({qa_class}, P0) on ticket {ticket_id}" + (f": {note}" if note else "")
-        self._override(tenant, archetype, self._guards[(tenant, archetype)], TRIGGER_HALLUCINATION, reason, outcome)
+        self._override(tenant, archetype, self._guard(tenant, archetype), TRIGGER_HALLUCINATION, reason, outcome)
         return outcome
 
     def observe_handoff(self, tenant: str, archetype: str, ticket_id: str, context_loss: bool) -> GuardrailOutcome:
         """A handoff (review or escalation) of this archetype, or its context-loss flag arriving."""
         outcome = GuardrailOutcome()
-        guard = self._guards[(tenant, archetype)]
+        guard = self._guard(tenant, archetype)
         if guard.handoffs_lost is None:
             guard.handoffs_lost = sum(guard.handoffs.values())
         if ticket_id in guard.handoffs:
@@ -216,10 +231,10 @@ class Guardrails:
         if event.archetype == tk.ARCHETYPE_UNSPECIFIED:
             return
         if event.override_id:
-            if event.override_id in self._observed:
+            if (event.override_id,) in self._observed:
                 return
-            self._observed.add(event.override_id)
-        guard = self._guards[(event.meta.tenant_id, archetype_name(event.archetype))]
+            self._observed[(event.override_id,)] = True
+        guard = self._guard(event.meta.tenant_id, archetype_name(event.archetype))
         if event.issued_by == ISSUER:
             if event.action == ev.OVERRIDE_ACTION_SET_AUTOMATION:
                 guard.latched = True

@@ -32,19 +32,24 @@ committed position (`past_published`, shards.py) it emits as a live learner does
 `finish_replay` then returns the held overrides `routing.overrides` does not already hold (their
 ids are deterministic) and the held samples of the current week (their event ids derive from
 their decision's, as a live replica's do, so the workspace drops one it already has). Two
-consumer threads and the gRPC server share the state, hence the lock. `export_state` and `from_state` carry the whole state across a
-restart (snapshots.py).
+consumer threads and the gRPC server share the state, hence the lock.
+
+The state is a set of entries keyed below the shard (entries.py: per ticket, per customer, per
+guardrail, per applied event id, ...): `export_state` and `from_state` carry them across a restart
+(snapshots.py), `entries` and `from_entries` are the same as a table of key and value, and with
+`track_changes` on, `take_changes` gives the entries the records applied since it was last called
+wrote or deleted: what a changelog-backed table of the state records.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import json
 import math
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Mapping
 
 from supportflow.contracts.v1 import events_pb2 as ev
 from supportflow.eventbus import Emit, Handler, InvalidEvent, derived_event_id, new_meta
@@ -60,7 +65,8 @@ from services.learner.kpis import (
     KpiRowValues, KpiStore, TicketRecord, iso_week, panel_rows, qa_class_of, with_status,
 )
 from services.learner.qa_sampling import QaSampler
-from services.learner.state import StateError, message_from_state, message_state, types_by_name
+from services.learner.entries import Changes, Entries, EntryMap, entry_key, entry_parts
+from services.learner.state import StateError, collector_paused, listed, message_from_state, message_state, types_by_name
 from services.learner.tenant_data import TenantData
 
 log = logging.getLogger(__name__)
@@ -71,6 +77,7 @@ _HANDOFFS = (ev.DECISION_REVIEW, ev.DECISION_ESCALATE)
 _OVERRIDE_TYPE = types_by_name(ev.RoutingOverride)
 _SAMPLE_TYPE = types_by_name(ev.QaSampleRequested)
 MAX_REVIEWS_KEPT = 1000  # the latest guardrail reviews opened and closed, for the weekly report
+_META_KEY = entry_key("shard", ())  # the shard's own figures, and the numbers its maps give next
 
 
 @dataclass(frozen=True)
@@ -99,55 +106,121 @@ class Learner:
         # Replaying what a holder before applied and published: outputs are held (overrides, QA
         # samples) or dropped (the knowledge loop's), until `past_published` or `finish_replay`.
         self._replaying = replaying
-        self._held: dict[str, tuple[str, ev.RoutingOverride]] = {}  # override id -> (trigger, override)
-        self._held_samples: dict[str, ev.QaSampleRequested] = {}  # ticket id -> sample
-        self._published: set[str] = set()  # ids of our overrides seen on routing.overrides
+        # override id -> (trigger, override)
+        self._held: EntryMap[tuple[str], tuple[str, ev.RoutingOverride]] = EntryMap(
+            "held-override", lambda held: [held[0], message_state(held[1])], _held_from_state)
+        # ticket id -> sample
+        self._held_samples: EntryMap[tuple[str], ev.QaSampleRequested] = EntryMap(
+            "held-sample", message_state, lambda value: message_from_state(value, _SAMPLE_TYPE))
+        # ids of our overrides seen on routing.overrides
+        self._published: EntryMap[tuple[str], bool] = EntryMap("published-override", bool, bool)
         self._rows_cache: dict[str, _CachedRows] = {}
-        self._reviews: collections.deque[ReviewChange] = collections.deque(maxlen=MAX_REVIEWS_KEPT)
+        # the latest guardrail reviews opened and closed, under their number
+        self._reviews: EntryMap[tuple[str], ReviewChange] = EntryMap("review", asdict, _review_from_state)
         self._applied = AppliedIds()
+        self._maps: list[EntryMap] = [
+            *self._kpis.entry_maps(), *self._guardrails.entry_maps(), *self._knowledge.entry_maps(),
+            *self._sampler.entry_maps(), self._held, self._held_samples, self._published, self._reviews,
+            self._applied.ids]
+        self._meta_taken: dict | None = None
+
+    # -- state, as entries keyed below the shard (entries.py)
+
+    def track_changes(self) -> None:
+        """Mark the entries written from now on, for `take_changes` (a caller that writes them to a
+        changelog); untracked by default, as the marks are kept until taken."""
+        with self._lock:
+            for entry_map in self._maps:
+                entry_map.track_changes()
+
+    def take_changes(self) -> Changes:
+        """The entries written or deleted (None) since the last call or `track_changes`: what a
+        changelog of the shard's state records for the records applied in between."""
+        with self._lock:
+            changes: Changes = {}
+            for entry_map in self._maps:
+                entry_map.take_changes(changes)
+            meta = self._meta()
+            if meta != self._meta_taken:
+                changes[_META_KEY] = self._meta_taken = meta
+            return changes
+
+    def entries(self) -> Entries:
+        """Every entry of the state; taken under the lock, so consistent."""
+        with self._lock:
+            entries: Entries = {}
+            for entry_map in self._maps:
+                entry_map.entries(entries)
+            entries[_META_KEY] = self._meta()
+            return entries
+
+    @classmethod
+    def from_entries(cls, entries: Mapping[str, object], config: LearnerConfig,
+                     tenants_dir: Path | None = None) -> "Learner":
+        """A learner with the state `entries` hold, replaying (what came after them) until
+        `finish_replay`; tenant data is read again from `tenants_dir`. StateError when they are not
+        a state this learner can read."""
+        rows: dict[str, list] = {}
+        try:
+            for key, value in entries.items():
+                if key != _META_KEY:
+                    kind, parts = entry_parts(key)
+                    number, encoded = value  # type: ignore[misc]
+                    rows.setdefault(kind, []).append((parts, number, encoded))
+            return cls._from_rows(rows, entries[_META_KEY], config, tenants_dir)
+        except StateError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:  # values of another shape
+            raise StateError(f"the learner's state cannot be read: {exc!r}") from exc
+
+    @classmethod
+    def _from_rows(cls, rows: Mapping[str, list], meta: object, config: LearnerConfig,
+                   tenants_dir: Path | None) -> "Learner":
+        learner = cls(config, TenantData(tenants_dir), replaying=True)
+        unknown = set(rows) - {entry_map.kind for entry_map in learner._maps}
+        if unknown:
+            raise StateError(f"an entry of an unknown kind {sorted(unknown)[0]!r}")
+        try:
+            for entry_map in learner._maps:
+                entry_map.load(rows.get(entry_map.kind, ()))
+            learner._load_meta(meta)
+        except StateError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:  # values of another shape
+            raise StateError(f"the learner's state cannot be read: {exc!r}") from exc
+        return learner
 
     def export_state(self) -> bytes:
-        """Everything the learner knows, for a snapshot, as JSON (state.py); taken under the lock,
-        so consistent."""
-        with self._lock:
-            state = {
-                "kpis": self._kpis.to_state(),
-                "guardrails": self._guardrails.to_state(),
-                "knowledge": self._knowledge.to_state(),
-                "sampler": self._sampler.to_state(),
-                "held": [[override_id, trigger, message_state(override)]
-                         for override_id, (trigger, override) in self._held.items()],
-                "held_samples": [message_state(sample) for sample in self._held_samples.values()],
-                "published": sorted(self._published),
-                "reviews": [asdict(review) for review in self._reviews],
-                "applied": self._applied.to_state(),
-            }
-        return json.dumps(state, separators=(",", ":")).encode()
+        """Everything the learner knows, for a snapshot, as JSON: its entries grouped by kind, each
+        as [key parts, number, value], and the shard's meta entry; taken under the lock, so
+        consistent."""
+        with self._lock, collector_paused():
+            state = {"meta": self._meta(), "entries": {entry_map.kind: entry_map.rows() for entry_map in self._maps}}
+        return json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
     def from_state(cls, state: bytes, config: LearnerConfig, tenants_dir: Path | None = None) -> "Learner":
-        """A learner with an exported state, replaying (what came after the snapshot) until
-        `finish_replay`; tenant data is read again from `tenants_dir`. StateError when `state` is
-        not one this learner can read."""
-        learner = cls(config, TenantData(tenants_dir), replaying=True)
+        """The learner `export_state` wrote, replaying until `finish_replay` (see `from_entries`)."""
         try:
-            values = json.loads(state)
-            learner._kpis.load_state(values["kpis"])
-            learner._guardrails.load_state(values["guardrails"])
-            learner._knowledge.load_state(values["knowledge"])
-            learner._sampler.load_state(values["sampler"])
-            learner._held = {override_id: (trigger, message_from_state(override, _OVERRIDE_TYPE))
-                             for override_id, trigger, override in values["held"]}
-            samples = [message_from_state(sample, _SAMPLE_TYPE) for sample in values["held_samples"]]
-            learner._held_samples = {sample.ticket_id: sample for sample in samples}
-            learner._published = set(values["published"])
-            learner._reviews.extend(ReviewChange(**review) for review in values["reviews"])
-            learner._applied.load_state(values["applied"])
+            with collector_paused():
+                values = json.loads(state)
+                return cls._from_rows(values["entries"], values["meta"], config, tenants_dir)
         except StateError:
             raise
-        except (ValueError, KeyError, TypeError) as exc:  # JSON, or values of another shape
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not JSON, or of another shape
             raise StateError(f"the learner's state cannot be read: {exc!r}") from exc
-        return learner
+
+    def _meta(self) -> dict:
+        return {"kpis": self._kpis.meta(), "numbers": {m.kind: m.next_number for m in self._maps}}
+
+    def _load_meta(self, meta: object) -> None:
+        if not isinstance(meta, dict):
+            raise StateError("the shard's meta entry is not an object")
+        self._kpis.load_meta(meta["kpis"])
+        numbers = meta["numbers"]
+        for entry_map in self._maps:
+            entry_map.next_number = int(numbers[entry_map.kind])
+        self._meta_taken = self._meta()
 
     def finish_replay(self) -> list[Emit]:
         """End the replay: the held overrides that were never published, and this week's held QA
@@ -253,7 +326,7 @@ class Learner:
         with self._lock:
             self._guardrails.observe_override(event)
             if event.issued_by == ISSUER:
-                self._published.add(event.override_id)
+                self._published[(event.override_id,)] = True
         return []
 
     # -- the panel
@@ -268,7 +341,7 @@ class Learner:
     def reviews(self, tenant: str) -> list[ReviewChange]:
         """The guardrail reviews opened and closed for `tenant` (the latest MAX_REVIEWS_KEPT)."""
         with self._lock:
-            return [review for review in self._reviews if review.tenant == tenant]
+            return [review for review in self._reviews.values() if review.tenant == tenant]
 
     def snapshot(self) -> LearnerSnapshot:
         with self._lock:
@@ -350,8 +423,9 @@ class Learner:
             # Only this week's are published when the replay ends: one of an earlier week never is.
             week = iso_week(self._kpis.latest_seen)
             if next(iter(self._held_samples.values()), sample).week < week:
-                self._held_samples = {ticket: held for ticket, held in self._held_samples.items() if held.week >= week}
-            self._held_samples[event.ticket.ticket_id] = sample
+                for ticket in [ticket for ticket, held in self._held_samples.items() if held.week < week]:
+                    self._held_samples.pop(ticket)
+            self._held_samples[(event.ticket.ticket_id,)] = sample
             return []
         return [_sample(sample)]
 
@@ -370,7 +444,9 @@ class Learner:
 
     def _act(self, outcome: GuardrailOutcome) -> list[Emit]:
         for change in outcome.reviews:
-            self._reviews.append(change)
+            self._reviews[(str(self._reviews.next_number),)] = change
+            if len(self._reviews) > MAX_REVIEWS_KEPT:
+                self._reviews.popitem(last=False)
             fields = {"tenant": change.tenant, "archetype": change.archetype, "latency": change.latency,
                       "slip_points": round(change.slip, 2), "csat": round(change.mean, 2),
                       "baseline": change.baseline, "samples": change.samples}
@@ -382,7 +458,7 @@ class Learner:
         issued = []
         for trigger, override in outcome.overrides:
             if self._replaying:
-                self._held[override.override_id] = (trigger, override)
+                self._held[(override.override_id,)] = (trigger, override)
             else:
                 issued.append(_issue(trigger, override))
         return issued
@@ -486,6 +562,17 @@ def _kind(item) -> str:
     if isinstance(item, ev.DeliveryRecorded):
         return "delivery"
     return "agent_escalation"
+
+
+def _held_from_state(value: object) -> tuple[str, ev.RoutingOverride]:
+    trigger, override = listed(value)
+    return str(trigger), message_from_state(override, _OVERRIDE_TYPE)
+
+
+def _review_from_state(value: object) -> ReviewChange:
+    if not isinstance(value, dict):
+        raise StateError("a guardrail review that is not an object")
+    return ReviewChange(**value)
 
 
 def _issue(trigger: str, override: ev.RoutingOverride) -> Emit:

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import collections
 import uuid
 from dataclasses import dataclass, field
 
@@ -21,6 +20,8 @@ from supportflow.eventbus import Emit, new_meta
 from supportflow.topics import Topic
 
 from services.learner.config import KnowledgeConfig
+from services.learner.entries import EntryMap
+from services.learner.state import listed
 
 PRODUCER = "learner"
 MAX_EXAMPLES = 5  # problem statements and resolution notes quoted in a proposal
@@ -41,6 +42,21 @@ class CaseFacts:
     problem_statement: str
 
 
+def _case_from_state(values: object) -> CaseFacts:
+    intent, problem = listed(values)
+    return CaseFacts(str(intent), str(problem))
+
+
+def _group_state(group: _GapGroup) -> list:
+    return [group.proposed, [[ticket_id, problem, notes] for ticket_id, (problem, notes) in group.tickets.items()]]
+
+
+def _group_from_state(values: object) -> _GapGroup:
+    proposed, tickets = listed(values)
+    return _GapGroup({str(ticket_id): (str(problem), str(notes)) for ticket_id, problem, notes in listed(tickets)},
+                     bool(proposed))
+
+
 def topic_title(intent: str) -> str:
     words = intent.replace("_", " ").strip()
     return words[:1].upper() + words[1:] if words else "Unclassified questions"
@@ -50,25 +66,14 @@ class KnowledgeLoop:
     def __init__(self, config: KnowledgeConfig, max_tickets: int) -> None:
         self._config = config
         self._max_tickets = max_tickets
-        self._cases: collections.OrderedDict[tuple[str, str], CaseFacts] = collections.OrderedDict()
-        self._groups: dict[tuple[str, str], _GapGroup] = collections.defaultdict(_GapGroup)
+        # (tenant, ticket id) -> what the ticket opened with; the oldest forgotten first
+        self._cases: EntryMap[tuple[str, str], CaseFacts] = EntryMap(
+            "case", lambda facts: [facts.intent, facts.problem_statement], _case_from_state)
+        # (tenant, intent) -> the unbacked resolutions of that topic
+        self._groups: EntryMap[tuple[str, str], _GapGroup] = EntryMap("gap-group", _group_state, _group_from_state)
 
-    def to_state(self) -> dict:
-        return {
-            "cases": [[tenant, ticket_id, facts.intent, facts.problem_statement]
-                      for (tenant, ticket_id), facts in self._cases.items()],
-            "groups": [[tenant, intent, group.proposed, [[ticket_id, problem, notes]
-                                                         for ticket_id, (problem, notes) in group.tickets.items()]]
-                       for (tenant, intent), group in self._groups.items()],
-        }
-
-    def load_state(self, state: dict) -> None:
-        self._cases = collections.OrderedDict(
-            ((tenant, ticket_id), CaseFacts(intent, problem)) for tenant, ticket_id, intent, problem in state["cases"])
-        self._groups.clear()
-        for tenant, intent, proposed, tickets in state["groups"]:
-            self._groups[(tenant, intent)] = _GapGroup(
-                {ticket_id: (problem, notes) for ticket_id, problem, notes in tickets}, bool(proposed))
+    def entry_maps(self) -> list[EntryMap]:
+        return [self._cases, self._groups]
 
     def remember(self, event: ev.TicketDecided) -> None:
         """The case a ticket opened with: a later decision on the same ticket (the customer's reply,
@@ -81,7 +86,6 @@ class KnowledgeLoop:
         problem = event.packet.conversation_summary or conversation_summary(event.ticket)
         problem = _one_line(problem, MAX_PROBLEM_CHARS)
         self._cases[(tenant, event.ticket.ticket_id)] = CaseFacts(event.classification.intent, problem)
-        self._cases.move_to_end((tenant, event.ticket.ticket_id))
         while len(self._cases) > self._max_tickets:
             self._cases.popitem(last=False)
 
@@ -96,10 +100,13 @@ class KnowledgeLoop:
             resolution_notes=notes, intent=facts.intent, article_ids=list(resolution.cited_article_ids),
         ))]
         if kb_gap or not resolution.cited_article_ids:
-            group = self._groups[(tenant, facts.intent)]
+            group = self._groups.get((tenant, facts.intent))
+            if group is None:
+                group = self._groups[(tenant, facts.intent)] = _GapGroup()
             if group.proposed:  # one proposal per topic; later tickets are the reviewers' business
                 return emits
             group.tickets[ticket_id] = (facts.problem_statement, notes)
+            self._groups.touch((tenant, facts.intent))
             if len(group.tickets) >= self._config.proposal_min_tickets:
                 group.proposed = True
                 emits.append(Emit(Topic.KB_PROPOSALS, facts.intent, proposal(tenant, facts.intent, group.tickets)))

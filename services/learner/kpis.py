@@ -15,14 +15,15 @@ the latest event time read, so a replay computes what the live run computed.
 
 State is bounded: beyond `max_tickets` the oldest records are forgotten (and leave the panel),
 beyond `max_pending_feedback` the oldest held outcomes are dropped and counted, beyond
-`max_customers` the customers seen longest ago are forgotten.
+`max_customers` the customers seen longest ago are forgotten. Records, held outcomes and contacts
+are entries keyed by (tenant, ticket) and (tenant, customer) (entries.py): a record changed in
+place is marked (`touch`), so the entries a change wrote can be taken for a changelog.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
-import operator
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Mapping, Sequence
@@ -34,7 +35,8 @@ from supportflow.contracts.v1 import ticket_pb2 as tk
 from supportflow.timestamps import seconds_of
 
 from services.learner.config import QA_CLASSES, QA_NONE, LearnerConfig, PanelConfig, archetype_name
-from services.learner.state import StateError, message_from_state, message_state, types_by_name
+from services.learner.entries import EntryMap
+from services.learner.state import StateError, listed as _listed, message_from_state, message_state, types_by_name
 from services.learner.tenant_data import KpiBaseline
 
 ALL = "all"
@@ -203,13 +205,6 @@ class TicketRecord:
     qa_class: str = ""  # the latest QA verdict: "" none yet, "none", a class, or "unclassified"
     qa_at: float | None = None
     qa_sampled: bool = False
-
-    def __reduce__(self) -> tuple:
-        # Pickled as the constructor's arguments (smaller and faster snapshots than a dict of slots).
-        return TicketRecord, _record_values(self)
-
-
-_record_values = operator.attrgetter(*(f.name for f in fields(TicketRecord)))
 
 
 # ---- pure computations ---------------------------------------------------------------------------
@@ -435,49 +430,43 @@ class KpiStore:
     def __init__(self, config: LearnerConfig, said_already: Callable[[str, str], bool]) -> None:
         self._config = config
         self._said_already = said_already
-        self._records: collections.OrderedDict[tuple[str, str], TicketRecord] = collections.OrderedDict()
-        self._pending: collections.OrderedDict[tuple[str, str], list[Outcome]] = collections.OrderedDict()
-        self._contacts: collections.OrderedDict[tuple[str, str], list[tuple[float, str]]] = collections.OrderedDict()
         self._keys: dict[CutKey, CutKey] = {}
+        # (tenant, ticket id) -> record; the oldest decided is forgotten first
+        self._records: EntryMap[tuple[str, str], TicketRecord] = EntryMap("record", record_state, self._record_from_state)
+        # (tenant, ticket id) -> outcomes that came before the ticket's decision
+        self._pending: EntryMap[tuple[str, str], list[Outcome]] = EntryMap(
+            "pending", lambda items: [message_state(item) for item in items],
+            lambda items: [message_from_state(item, OUTCOME_TYPES) for item in _listed(items)])
+        # (tenant, customer) -> (received at, ticket id) of the customer's tickets
+        self._contacts: EntryMap[tuple[str, str], list[tuple[float, str]]] = EntryMap(
+            "contacts", lambda contacts: [[at, ticket_id] for at, ticket_id in contacts],
+            lambda contacts: [(float(at), str(ticket_id)) for at, ticket_id in _listed(contacts)])
         self.pending_feedback = 0
         self.dropped_feedback = 0
         self.latest_seen = 0.0
-        self.version = 0
+        self.version = 0  # of the panel's inputs, for the rows' cache (not state)
 
-    # -- state (snapshots: JSON values only, see services/learner/state.py)
+    # -- state, as entries (entries.py)
 
-    def to_state(self) -> dict:
-        return {
-            "record_fields": list(RECORD_FIELDS),
-            "records": [[tenant, ticket_id, record_state(record)] for (tenant, ticket_id), record in self._records.items()],
-            "pending": [[tenant, ticket_id, [message_state(item) for item in items]]
-                        for (tenant, ticket_id), items in self._pending.items()],
-            "contacts": [[tenant, customer, [[at, ticket_id] for at, ticket_id in contacts]]
-                         for (tenant, customer), contacts in self._contacts.items()],
-            "pending_feedback": self.pending_feedback,
-            "dropped_feedback": self.dropped_feedback,
-            "latest_seen": self.latest_seen,
-            "version": self.version,
-        }
+    def entry_maps(self) -> list[EntryMap]:
+        return [self._records, self._pending, self._contacts]
 
-    def load_state(self, state: dict) -> None:
-        if state["record_fields"] != list(RECORD_FIELDS):
-            raise StateError("ticket records of another shape (fields " + ", ".join(state["record_fields"]) + ")")
-        self._records.clear()
-        for tenant, ticket_id, values in state["records"]:
-            record = record_from_state(values)
-            record.key = self._keys.setdefault(record.key, record.key)
-            self._records[(tenant, ticket_id)] = record
-        self._pending = collections.OrderedDict(
-            ((tenant, ticket_id), [message_from_state(item, OUTCOME_TYPES) for item in items])
-            for tenant, ticket_id, items in state["pending"])
-        self._contacts = collections.OrderedDict(
-            ((tenant, customer), [(float(at), ticket_id) for at, ticket_id in contacts])
-            for tenant, customer, contacts in state["contacts"])
-        self.pending_feedback = int(state["pending_feedback"])
-        self.dropped_feedback = int(state["dropped_feedback"])
-        self.latest_seen = float(state["latest_seen"])
-        self.version = int(state["version"])
+    def meta(self) -> dict:
+        return {"record_fields": list(RECORD_FIELDS), "pending_feedback": self.pending_feedback,
+                "dropped_feedback": self.dropped_feedback, "latest_seen": self.latest_seen}
+
+    def load_meta(self, meta: dict) -> None:
+        if meta["record_fields"] != list(RECORD_FIELDS):
+            raise StateError("ticket records of another shape (fields " + ", ".join(meta["record_fields"]) + ")")
+        self.pending_feedback = int(meta["pending_feedback"])
+        self.dropped_feedback = int(meta["dropped_feedback"])
+        self.latest_seen = float(meta["latest_seen"])
+        self.version += 1
+
+    def _record_from_state(self, values: object) -> TicketRecord:
+        record = record_from_state(_listed(values))
+        record.key = self._keys.setdefault(record.key, record.key)
+        return record
 
     # -- queries
 
@@ -492,7 +481,7 @@ class KpiStore:
         the computation (`TenantView.entries`, `panel_rows`) can run outside it."""
         records = [(ticket_id, record) for (record_tenant, ticket_id), record in self._records.items()
                    if record_tenant == tenant]
-        return TenantView(tenant, records, dict(self._contacts), self.latest_seen)
+        return TenantView(tenant, records, dict(self._contacts.items()), self.latest_seen)
 
     # -- updates
 
@@ -529,6 +518,7 @@ class KpiStore:
             # an older decision read after a newer one: the newer one stands, in the first one's cut
             if previous.opened_at is None or decided_at < previous.opened_at:
                 previous.key, previous.opened_at = key, decided_at
+                self._records.touch(ident)
                 self.version += 1
             return None
         record = previous or TicketRecord(key=key, decision=event.decision, opened_at=decided_at)
@@ -539,6 +529,8 @@ class KpiStore:
             self._records[ident] = record
             while len(self._records) > self._config.max_tickets:
                 self._records.popitem(last=False)
+        else:
+            self._records.touch(ident)
         waiting = self._pending.pop(ident, [])
         self.pending_feedback -= len(waiting)
         for item in waiting:
@@ -553,6 +545,7 @@ class KpiStore:
         self.version += 1
         if record is None:
             self._pending.setdefault((tenant, ticket_id), []).append(item)
+            self._pending.touch((tenant, ticket_id))
             self.pending_feedback += 1
             while self.pending_feedback > self._config.max_pending_feedback:
                 _, dropped = self._pending.popitem(last=False)
@@ -560,12 +553,14 @@ class KpiStore:
                 self.dropped_feedback += len(dropped)
             return None
         self._update(record, item)
+        self._records.touch((tenant, ticket_id))
         return record
 
     def mark_qa_sampled(self, tenant: str, ticket_id: str) -> None:
         record = self._records.get((tenant, ticket_id))
         if record is not None:
             record.qa_sampled = True
+            self._records.touch((tenant, ticket_id))
             self.version += 1
 
     def _seen(self, at: float | None) -> None:

@@ -10,10 +10,11 @@ emits a QaSampleRequested for each; the reviewer's verdict comes back as an agen
 
 from __future__ import annotations
 
-import collections
 import hashlib
 
+from services.learner.entries import EntryMap
 from services.learner.kpis import iso_week
+from services.learner.state import listed
 
 MAX_TENANT_WEEKS = 1024  # (tenant, week) pairs remembered: the guarantee needs only the weeks still being decided
 
@@ -28,14 +29,11 @@ class QaSampler:
         self._rate = rate
         self._seed = seed
         # (tenant, week) -> archetypes that already have a sample that week
-        self._covered: collections.OrderedDict[tuple[str, str], set[str]] = collections.OrderedDict()
+        self._covered: EntryMap[tuple[str, str], set[str]] = EntryMap(
+            "qa-covered", sorted, lambda archetypes: {str(archetype) for archetype in listed(archetypes)})
 
-    def to_state(self) -> dict:
-        return {"covered": [[tenant, week, sorted(archetypes)] for (tenant, week), archetypes in self._covered.items()]}
-
-    def load_state(self, state: dict) -> None:
-        self._covered = collections.OrderedDict(
-            ((tenant, week), set(archetypes)) for tenant, week, archetypes in state["covered"])
+    def entry_maps(self) -> list[EntryMap]:
+        return [self._covered]
 
     def consider(self, tenant: str, archetype: str, ticket_id: str, decided_at: float) -> str | None:
         """The ISO week to sample the ticket into, or None when it is not sampled."""
@@ -45,5 +43,6 @@ class QaSampler:
             self._covered.popitem(last=False)
         if sample_draw(self._seed, tenant, ticket_id) < self._rate or archetype not in covered:
             covered.add(archetype)
+            self._covered.touch((tenant, week))
             return week
         return None

@@ -34,8 +34,9 @@ and that are older than ORPHAN_AGE_S (left by such a writer) are deleted by the 
 A snapshot of another format, learner code, learner configuration or topic namespace (the
 header's `version`: a digest of services/learner/*.py, the configuration file and the topic
 prefix) is not loaded, and the shard replays from the beginning as it would without one. The
-state is JSON (state.py: numbers, strings, lists and the protobuf messages the learner holds, as
-wire bytes under their type's name): loading it reads data and runs nothing, and a state the
+state is the shard's entries (entries.py), grouped by kind, as JSON (state.py: numbers, strings,
+lists and the protobuf messages the learner holds, as wire bytes under their type's name): loading
+it reads data and runs nothing, and a state the
 learner cannot read is logged and replayed from the beginning like a missing snapshot. The topic
 belongs to the learner alone: a changed snapshot would change the panel's figures.
 """
@@ -61,7 +62,7 @@ from services.learner import metrics
 
 log = logging.getLogger(__name__)
 
-FORMAT = "supportflow-learner-snapshot/4"  # 4: in a compacted topic, in chunks
+FORMAT = "supportflow-learner-snapshot/5"  # 4: in a compacted topic, in chunks; 5: the state as entries
 HEADER_KEY = b"header"
 CHUNK_BYTES = 512 * 1024  # under the broker's default largest message (1 MB) before compression
 ORPHAN_AGE_S = 3600.0

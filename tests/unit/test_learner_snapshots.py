@@ -111,10 +111,9 @@ def test_the_state_is_json_and_comes_back_whole():
     learner.on_feedback(ev.FeedbackReceived(meta=new_meta("rho-bank", "gateway"), ticket_id="a",
                                             qa=ev.QaResult(hallucinated_policy=True, note="invented fee")))
     state = learner.export_state()
-    values = json.loads(state)
-    assert set(values) == {"kpis", "guardrails", "knowledge", "sampler", "held", "held_samples", "published", "reviews",
-                           "applied"}
-    assert values["kpis"]["pending"] and values["guardrails"]["guards"] and values["sampler"]["covered"]
+    values = json.loads(state)  # entries by kind, as [key parts, number, value] (services/learner/entries.py)
+    assert all(values["entries"][kind] for kind in ("record", "pending", "guardrail", "qa-covered"))
+    assert values["meta"]["kpis"]["pending_feedback"] == 1
     restored = Learner.from_state(state, LearnerConfig.load(), TENANTS)
     assert restored.export_state() == state
     assert restored.kpi_rows("rho-bank") == learner.kpi_rows("rho-bank")
@@ -122,7 +121,8 @@ def test_the_state_is_json_and_comes_back_whole():
 
 @pytest.mark.parametrize("damage, why", [
     (lambda state: b"\x80\x05" + state, "cannot be read"),  # not JSON (a pickle's opening bytes)
-    (lambda state: state.replace(b'"records"', b'"rows"'), "cannot be read"),
+    (lambda state: state.replace(b'"record":[', b'"row":['), "unknown kind 'row'"),
+    (lambda state: state.replace(b'"record_fields":[', b'"record_fields":["mood",'), "records of another shape"),
     (lambda state: state.replace(b"supportflow.contracts.v1.FeedbackReceived", b"os.system"), "'os.system'"),
 ])
 def test_a_state_this_learner_cannot_read_is_refused_by_name(damage, why):
