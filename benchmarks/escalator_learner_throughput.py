@@ -2,7 +2,9 @@
 pure handlers take, on the demo's tickets (Banking77 held-out messages dressed as channel payloads,
 including oversized and hostile ones), how long a KPI panel read takes once the learner holds many
 tickets, and what a learner snapshot of that state costs to write and to restore (against handling
-every event again, which a start without a snapshot does).
+every event again, which a start without a snapshot does). It also applies the learner's events
+with the changes to its state taken every 100 events, as a changelog-backed table would take them:
+the entries and bytes such a changelog writes per event, and what taking them costs.
 
     python benchmarks/escalator_learner_throughput.py [--tickets N] [--json]
 
@@ -53,6 +55,7 @@ from services.learner.handlers import Learner  # noqa: E402
 
 T0 = 1_700_000_000
 ROUTES = [tk.ROUTE_AUTO_RESPOND] * 4 + [tk.ROUTE_DRAFT_FOR_REVIEW] * 3 + [tk.ROUTE_ASK_FOLLOW_UP, tk.ROUTE_ESCALATE]
+CHANGES_EVERY = 100  # events between two takes of the learner's changes (a batch of the apply loop)
 INTENTS = ["card_arrival", "card_not_working", "request_refund", "passcode_forgotten", "top_up_failed", "exchange_rate"]
 
 
@@ -131,6 +134,20 @@ def run(count: int) -> dict:
     for item in feedback:
         on_feedback(item)
     once_s = time.perf_counter() - started
+    # The same, with the changes a changelog-backed table would take (services/learner/entries.py):
+    # taken every CHANGES_EVERY events, each entry encoded as a table's JSON serializer would.
+    tracked = Learner(LearnerConfig.load())
+    tracked.track_changes()
+    on_decided, on_feedback = tracked.applied_once(tracked.on_decided), tracked.applied_once(tracked.on_feedback)
+    entries = changelog_bytes = 0
+    started = time.perf_counter()
+    for index, (handle, event) in enumerate([(on_decided, d) for d in decisions] + [(on_feedback, f) for f in feedback]):
+        handle(event)
+        if index % CHANGES_EVERY == CHANGES_EVERY - 1:
+            for key, value in tracked.take_changes().items():
+                entries += 1
+                changelog_bytes += len(key) + len(json.dumps(value, separators=(",", ":")))
+    tracked_s = time.perf_counter() - started
     read_started = time.perf_counter()
     rows = learner.kpi_rows("rho-bank")
     read_ms = (time.perf_counter() - read_started) * 1000
@@ -154,6 +171,9 @@ def run(count: int) -> dict:
         "learner_events": len(decisions) + len(feedback),
         "learner_events_per_s": round((len(decisions) + len(feedback)) / learner_s),
         "learner_events_per_s_applied_once": round((len(decisions) + len(feedback)) / once_s),
+        "learner_events_per_s_changes_taken": round((len(decisions) + len(feedback)) / tracked_s),
+        "learner_changelog_entries_per_event": round(entries / (len(decisions) + len(feedback)), 2),
+        "learner_changelog_bytes_per_event": round(changelog_bytes / (len(decisions) + len(feedback))),
         "kpi_rows": len(rows),
         "kpi_panel_read_ms": round(read_ms, 2),
         "learner_replay_handling_s": round(learner_s, 2),
