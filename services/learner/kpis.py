@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import operator
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Mapping, Sequence
@@ -384,20 +385,17 @@ OUTCOME_TYPES = types_by_name(ev.FeedbackReceived, ev.KbGapDetected, ev.Delivery
 RECORD_FIELDS = tuple(f.name for f in fields(TicketRecord))
 
 
+_KEY, _CSAT = RECORD_FIELDS.index("key"), RECORD_FIELDS.index("csat")
+_record_values = operator.attrgetter(*RECORD_FIELDS)
+
+
 def record_state(record: TicketRecord) -> list:
     """A record's values in RECORD_FIELDS order, as JSON values."""
-    values: list = []
-    for name in RECORD_FIELDS:
-        value = getattr(record, name)
-        if name == "key":
-            value = [value.tenant, value.archetype, value.segment, value.channel]
-        elif name == "csat":
-            value = [[latency, score, at] for latency, (score, at) in value.items()]
-        values.append(value)
+    values = list(_record_values(record))
+    key = values[_KEY]
+    values[_KEY] = [key.tenant, key.archetype, key.segment, key.channel]
+    values[_CSAT] = [[latency, score, at] for latency, (score, at) in values[_CSAT].items()]
     return values
-
-
-_KEY, _CSAT = RECORD_FIELDS.index("key"), RECORD_FIELDS.index("csat")
 
 
 def record_from_state(values: Sequence) -> TicketRecord:
