@@ -20,24 +20,24 @@ APPLIED_IDS_KEPT = 100_000
 
 class AppliedIds:
     def __init__(self, capacity: int = APPLIED_IDS_KEPT) -> None:
-        self.ids: EntryMap[tuple[str], int] = EntryMap("applied", int, int)  # value: unused
+        self.ids: EntryMap[str, int] = EntryMap("applied", int, int)  # value: unused
         self._capacity = capacity
 
     def __contains__(self, event_id: str) -> bool:
-        return (event_id,) in self.ids
+        return event_id in self.ids
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def add(self, event_id: str) -> None:
         """Remember `event_id` as the latest applied; forget the oldest beyond the bound."""
-        if (event_id,) in self.ids:
-            self.ids.move_to_end((event_id,))
+        if event_id in self.ids:
+            self.ids.move_to_end(event_id)
         else:
-            self.ids[(event_id,)] = 0
+            self.ids[event_id] = 0
         while len(self.ids) > self._capacity:
             self.ids.popitem(last=False)
 
     def latest(self) -> list[str]:
         """The ids remembered, the oldest first."""
-        return [event_id for event_id, in self.ids]
+        return list(self.ids)

@@ -16,20 +16,22 @@ from __future__ import annotations
 import collections
 import json
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
-from typing import Callable, Generic, Iterable, Sequence, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, Sequence, TypeVar
 
 from services.learner.state import StateError
 
-K = TypeVar("K", bound=tuple)
+K = TypeVar("K", str, tuple)
 V = TypeVar("V")
 
 Entries = dict[str, object]  # entry key -> JSON value
 Changes = dict[str, object | None]  # entry key -> JSON value, or None for an entry deleted
 
 
-def entry_key(kind: str, parts: tuple) -> str:
-    """The key of an entry: a JSON list of strings, `kind` first."""
-    return "[" + ",".join(map(encode_basestring, (kind, *parts))) + "]"
+def entry_key(kind: str, key: str | tuple) -> str:
+    """The key of an entry: a JSON list of strings, `kind` first, then the key's parts."""
+    if isinstance(key, str):
+        return "[" + encode_basestring(kind) + "," + encode_basestring(key) + "]"
+    return "[" + ",".join(map(encode_basestring, (kind, *key))) + "]"
 
 
 def entry_parts(key: str) -> tuple[str, tuple[str, ...]]:
@@ -43,45 +45,55 @@ def entry_parts(key: str) -> tuple[str, tuple[str, ...]]:
     return kind, tuple(parts)
 
 
+# The OrderedDict's methods are called directly: a super object per write would be one more
+# container for the garbage collector to count, on every event applied.
+_odict = collections.OrderedDict
+
+
 class EntryMap(collections.OrderedDict, Generic[K, V]):
-    """An insertion-ordered map of one kind of entry, keyed by tuples of strings. Reading is the
+    """An insertion-ordered map of one kind of entry, keyed by strings (a key of one part) or tuples
+    of strings. Reading is the
     OrderedDict's own; each way of writing used here marks the keys it changes (`update` and
-    the like are refused rather than left unmarked)."""
+    the like are refused rather than left unmarked).
+
+    An entry's number says where it stands in the order, nothing else. Untracked, the map keeps
+    no numbers (its order is its own) and numbers its entries by position when they are written
+    out; tracked, it numbers each key as it is inserted or moved to its end, so that the numbers of
+    entries taken at different times still sort in the map's order."""
 
     def __init__(self, kind: str, encode: Callable[[V], object], decode: Callable[[object], V]) -> None:
-        super().__init__()
+        _odict.__init__(self)
         self.kind = kind
         self._encode = encode
         self._decode = decode
-        self._numbers: dict[K, int] = {}
-        self.next_number = 0
         self._changed: set[K] | None = None  # None: changes are not tracked (`track_changes`)
+        self._numbers: dict[K, int] | None = None  # kept while tracked
+        self._next_number = 0
 
     def track_changes(self) -> None:
         """Mark the keys written from now on, for `take_changes`: only for a caller that takes
-        them, as the marks are kept until taken."""
+        them, as the marks (and the numbers) are kept until taken."""
         if self._changed is None:
             self._changed = set()
+            self._numbers = {key: number for number, key in enumerate(self)}
+            self._next_number = len(self)
 
     def __setitem__(self, key: K, value: V) -> None:
-        if key not in self:
-            self._numbers[key] = self.next_number
-            self.next_number += 1
-        super().__setitem__(key, value)
         if self._changed is not None:
+            if key not in self:
+                self._number(key)
             self._changed.add(key)
+        _odict.__setitem__(self, key, value)
 
     def __delitem__(self, key: K) -> None:
-        super().__delitem__(key)
-        del self._numbers[key]
-        if self._changed is not None:
-            self._changed.add(key)
+        _odict.__delitem__(self, key)
+        self._forget(key)
 
     def setdefault(self, key: K, default: V) -> V:  # type: ignore[override]
         if key not in self:
             self[key] = default
             return default
-        return super().__getitem__(key)
+        return _odict.__getitem__(self, key)
 
     _MISSING = object()
 
@@ -90,33 +102,28 @@ class EntryMap(collections.OrderedDict, Generic[K, V]):
             if default is EntryMap._MISSING:
                 raise KeyError(key)
             return default
-        value = super().pop(key)
-        del self._numbers[key]
-        if self._changed is not None:
-            self._changed.add(key)
+        value = _odict.pop(self, key)
+        self._forget(key)
         return value
 
     def popitem(self, last: bool = True) -> tuple[K, V]:
-        key, value = super().popitem(last)
-        del self._numbers[key]
-        if self._changed is not None:
-            self._changed.add(key)
+        key, value = _odict.popitem(self, last)
+        self._forget(key)
         return key, value
 
     def move_to_end(self, key: K, last: bool = True) -> None:
         if not last:
             raise NotImplementedError("an entry map numbers keys in the order they are moved to its end")
-        super().move_to_end(key)
-        self._numbers[key] = self.next_number
-        self.next_number += 1
+        _odict.move_to_end(self, key)
         if self._changed is not None:
+            self._number(key)
             self._changed.add(key)
 
     def clear(self) -> None:
         if self._changed is not None:
             self._changed.update(self)
-        super().clear()
-        self._numbers.clear()
+            self._numbers.clear()  # type: ignore[union-attr]
+        _odict.clear(self)
 
     def update(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         raise NotImplementedError("set entries one by one, so each is numbered and marked")
@@ -126,6 +133,15 @@ class EntryMap(collections.OrderedDict, Generic[K, V]):
         if self._changed is not None and key in self:
             self._changed.add(key)
 
+    def _number(self, key: K) -> None:
+        self._numbers[key] = self._next_number  # type: ignore[index]
+        self._next_number += 1
+
+    def _forget(self, key: K) -> None:
+        if self._changed is not None:
+            del self._numbers[key]  # type: ignore[union-attr]
+            self._changed.add(key)
+
     # -- entries
 
     def take_changes(self, into: Changes) -> None:
@@ -133,22 +149,31 @@ class EntryMap(collections.OrderedDict, Generic[K, V]):
         a deleted one."""
         if self._changed is None:
             raise RuntimeError(f"the {self.kind} entries' changes are not tracked")
+        numbers, encode, get = self._numbers, self._encode, self.get
         for key in self._changed:
-            into[entry_key(self.kind, key)] = self._entry(key) if key in self else None
+            into[entry_key(self.kind, key)] = [numbers[key], encode(get(key))] if key in self else None  # type: ignore[index]
         self._changed.clear()
 
     def entries(self, into: Entries) -> None:
-        for key in self:
-            into[entry_key(self.kind, key)] = self._entry(key)
+        for key, number, encoded in self._numbered():
+            into[entry_key(self.kind, key)] = [number, encoded]
 
     def rows(self) -> list[list]:
         """Every entry as [key parts, number, value]: the snapshot's form, without a key string
         to write and parse for each."""
-        numbers, encode = self._numbers, self._encode
-        return [[list(key), numbers[key], encode(value)] for key, value in self.items()]
+        return [[[key] if isinstance(key, str) else list(key), number, encoded]
+                for key, number, encoded in self._numbered()]
+
+    def _numbered(self) -> Iterator[tuple[K, int, object]]:
+        encode = self._encode
+        if self._numbers is None:
+            return ((key, number, encode(value)) for number, (key, value) in enumerate(self.items()))
+        numbers = self._numbers
+        return ((key, numbers[key], encode(value)) for key, value in self.items())
 
     def load(self, rows: Iterable[Sequence]) -> None:
-        """Replace the contents with `rows` ([key parts, number, value] of this kind), in any order."""
+        """Replace the contents with `rows` ([key parts, number, value] of this kind), in any order:
+        the numbers give the order."""
         numbered = []
         for row in rows:
             try:
@@ -157,16 +182,13 @@ class EntryMap(collections.OrderedDict, Generic[K, V]):
                 raise StateError(f"a {self.kind} entry that is not [key, number, value]") from exc
             if not isinstance(number, int) or not isinstance(parts, (list, tuple)):
                 raise StateError(f"a {self.kind} entry keyed {parts!r} and numbered {number!r}")
-            numbered.append((number, tuple(parts), encoded))
+            numbered.append((number, parts[0] if len(parts) == 1 else tuple(parts), encoded))
         numbered.sort(key=lambda item: item[0])
-        super().clear()
-        self._numbers.clear()
-        set_item = super().__setitem__
-        for number, key, encoded in numbered:
-            set_item(key, self._decode(encoded))
-            self._numbers[key] = number
-        if self._changed is not None:
+        _odict.clear(self)
+        set_item = _odict.__setitem__
+        for _, key, encoded in numbered:
+            set_item(self, key, self._decode(encoded))
+        if self._changed is not None:  # the entries' own numbers: the ones a table holds
             self._changed.clear()
-
-    def _entry(self, key: K) -> list:
-        return [self._numbers[key], self._encode(super().__getitem__(key))]
+            self._numbers = {key: number for number, key, _ in numbered}
+            self._next_number = numbered[-1][0] + 1 if numbered else 0

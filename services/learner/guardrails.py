@@ -126,7 +126,7 @@ class Guardrails:
         self._config = config
         self._baseline_of = baseline_of
         self._guards: EntryMap[tuple[str, str], _ArchetypeGuard] = EntryMap("guardrail", _guard_state, _guard_from_state)
-        self._observed: EntryMap[tuple[str], bool] = EntryMap("override-seen", bool, bool)  # override ids applied
+        self._observed: EntryMap[str, bool] = EntryMap("override-seen", bool, bool)  # override ids applied
 
     def _guard(self, tenant: str, archetype: str) -> _ArchetypeGuard:
         """The guard of (tenant, archetype), marked as changed: every caller may change it."""
@@ -231,9 +231,9 @@ class Guardrails:
         if event.archetype == tk.ARCHETYPE_UNSPECIFIED:
             return
         if event.override_id:
-            if (event.override_id,) in self._observed:
+            if event.override_id in self._observed:
                 return
-            self._observed[(event.override_id,)] = True
+            self._observed[event.override_id] = True
         guard = self._guard(event.meta.tenant_id, archetype_name(event.archetype))
         if event.issued_by == ISSUER:
             if event.action == ev.OVERRIDE_ACTION_SET_AUTOMATION:

@@ -77,7 +77,7 @@ _HANDOFFS = (ev.DECISION_REVIEW, ev.DECISION_ESCALATE)
 _OVERRIDE_TYPE = types_by_name(ev.RoutingOverride)
 _SAMPLE_TYPE = types_by_name(ev.QaSampleRequested)
 MAX_REVIEWS_KEPT = 1000  # the latest guardrail reviews opened and closed, for the weekly report
-_META_KEY = entry_key("shard", ())  # the shard's own figures, and the numbers its maps give next
+_META_KEY = entry_key("shard", ())  # the shard's own figures
 
 
 @dataclass(frozen=True)
@@ -107,16 +107,17 @@ class Learner:
         # samples) or dropped (the knowledge loop's), until `past_published` or `finish_replay`.
         self._replaying = replaying
         # override id -> (trigger, override)
-        self._held: EntryMap[tuple[str], tuple[str, ev.RoutingOverride]] = EntryMap(
+        self._held: EntryMap[str, tuple[str, ev.RoutingOverride]] = EntryMap(
             "held-override", lambda held: [held[0], message_state(held[1])], _held_from_state)
         # ticket id -> sample
-        self._held_samples: EntryMap[tuple[str], ev.QaSampleRequested] = EntryMap(
+        self._held_samples: EntryMap[str, ev.QaSampleRequested] = EntryMap(
             "held-sample", message_state, lambda value: message_from_state(value, _SAMPLE_TYPE))
         # ids of our overrides seen on routing.overrides
-        self._published: EntryMap[tuple[str], bool] = EntryMap("published-override", bool, bool)
+        self._published: EntryMap[str, bool] = EntryMap("published-override", bool, bool)
         self._rows_cache: dict[str, _CachedRows] = {}
-        # the latest guardrail reviews opened and closed, under their number
-        self._reviews: EntryMap[tuple[str], ReviewChange] = EntryMap("review", asdict, _review_from_state)
+        # the latest guardrail reviews opened and closed, under their number (of _review_count)
+        self._reviews: EntryMap[str, ReviewChange] = EntryMap("review", asdict, _review_from_state)
+        self._review_count = 0
         self._applied = AppliedIds()
         self._maps: list[EntryMap] = [
             *self._kpis.entry_maps(), *self._guardrails.entry_maps(), *self._knowledge.entry_maps(),
@@ -157,9 +158,10 @@ class Learner:
     @classmethod
     def from_entries(cls, entries: Mapping[str, object], config: LearnerConfig,
                      tenants_dir: Path | None = None) -> "Learner":
-        """A learner with the state `entries` hold, replaying (what came after them) until
-        `finish_replay`; tenant data is read again from `tenants_dir`. StateError when they are not
-        a state this learner can read."""
+        """A learner with the state `entries` hold (a table's), its changes tracked from there on
+        (`take_changes`, numbered after the table's), replaying (what came after them) until
+        `finish_replay`; tenant data is read again from `tenants_dir`. StateError when they are
+        not a state this learner can read."""
         rows: dict[str, list] = {}
         try:
             for key, value in entries.items():
@@ -167,7 +169,7 @@ class Learner:
                     kind, parts = entry_parts(key)
                     number, encoded = value  # type: ignore[misc]
                     rows.setdefault(kind, []).append((parts, number, encoded))
-            return cls._from_rows(rows, entries[_META_KEY], config, tenants_dir)
+            return cls._from_rows(rows, entries[_META_KEY], config, tenants_dir, track_changes=True)
         except StateError:
             raise
         except (ValueError, KeyError, TypeError) as exc:  # values of another shape
@@ -175,8 +177,10 @@ class Learner:
 
     @classmethod
     def _from_rows(cls, rows: Mapping[str, list], meta: object, config: LearnerConfig,
-                   tenants_dir: Path | None) -> "Learner":
+                   tenants_dir: Path | None, *, track_changes: bool = False) -> "Learner":
         learner = cls(config, TenantData(tenants_dir), replaying=True)
+        if track_changes:
+            learner.track_changes()
         unknown = set(rows) - {entry_map.kind for entry_map in learner._maps}
         if unknown:
             raise StateError(f"an entry of an unknown kind {sorted(unknown)[0]!r}")
@@ -211,15 +215,13 @@ class Learner:
             raise StateError(f"the learner's state cannot be read: {exc!r}") from exc
 
     def _meta(self) -> dict:
-        return {"kpis": self._kpis.meta(), "numbers": {m.kind: m.next_number for m in self._maps}}
+        return {"kpis": self._kpis.meta(), "reviews_recorded": self._review_count}
 
     def _load_meta(self, meta: object) -> None:
         if not isinstance(meta, dict):
             raise StateError("the shard's meta entry is not an object")
         self._kpis.load_meta(meta["kpis"])
-        numbers = meta["numbers"]
-        for entry_map in self._maps:
-            entry_map.next_number = int(numbers[entry_map.kind])
+        self._review_count = int(meta["reviews_recorded"])
         self._meta_taken = self._meta()
 
     def finish_replay(self) -> list[Emit]:
@@ -326,7 +328,7 @@ class Learner:
         with self._lock:
             self._guardrails.observe_override(event)
             if event.issued_by == ISSUER:
-                self._published[(event.override_id,)] = True
+                self._published[event.override_id] = True
         return []
 
     # -- the panel
@@ -425,7 +427,7 @@ class Learner:
             if next(iter(self._held_samples.values()), sample).week < week:
                 for ticket in [ticket for ticket, held in self._held_samples.items() if held.week < week]:
                     self._held_samples.pop(ticket)
-            self._held_samples[(event.ticket.ticket_id,)] = sample
+            self._held_samples[event.ticket.ticket_id] = sample
             return []
         return [_sample(sample)]
 
@@ -444,7 +446,8 @@ class Learner:
 
     def _act(self, outcome: GuardrailOutcome) -> list[Emit]:
         for change in outcome.reviews:
-            self._reviews[(str(self._reviews.next_number),)] = change
+            self._reviews[str(self._review_count)] = change
+            self._review_count += 1
             if len(self._reviews) > MAX_REVIEWS_KEPT:
                 self._reviews.popitem(last=False)
             fields = {"tenant": change.tenant, "archetype": change.archetype, "latency": change.latency,
@@ -458,7 +461,7 @@ class Learner:
         issued = []
         for trigger, override in outcome.overrides:
             if self._replaying:
-                self._held[(override.override_id,)] = (trigger, override)
+                self._held[override.override_id] = (trigger, override)
             else:
                 issued.append(_issue(trigger, override))
         return issued
