@@ -31,7 +31,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -44,6 +43,7 @@ from supportflow.eventbus import (  # noqa: E402
 from supportflow.topics import DECISION_TOPICS, Topic  # noqa: E402
 from tooling.settings import FleetSettings  # noqa: E402
 
+from services.escalator.agents import FaustRecord  # noqa: E402
 from services.escalator.app import broker_url  # noqa: E402
 from services.learner.config import LearnerConfig  # noqa: E402
 from services.learner.handlers import Learner  # noqa: E402
@@ -74,23 +74,6 @@ def write_log(settings: FleetSettings, tickets: int) -> int:
                                   headers + [(H_SOURCE_TOPIC, source.base_name.encode())], partition=shard_of(TENANT))
     publisher.flush(120.0)
     return tickets * 2
-
-
-class _Record:
-    """A faust message with the accessors eventbus.decode reads."""
-
-    def __init__(self, message: Any) -> None:
-        self._message = message
-
-    def headers(self) -> list:
-        headers = self._message.headers or []
-        return list(headers.items()) if isinstance(headers, dict) else list(headers)
-
-    def value(self) -> bytes | None:
-        return self._message.value
-
-    def topic(self) -> str:
-        return self._message.topic
 
 
 def worker(settings: FleetSettings, mode: str, app_id: str, expected: int) -> dict:
@@ -131,7 +114,7 @@ def worker(settings: FleetSettings, mode: str, app_id: str, expected: int) -> di
         async for event in stream.events():
             if mode == "recover":
                 continue  # the recovery is timed, not the log applied again
-            record = _Record(event.message)
+            record = FaustRecord(event.message)
             topic = source_of(record, SOURCES)
             handlers[topic](decode(topic, record))
             applied += 1

@@ -259,7 +259,7 @@ def declare_tables(app: faust.App, settings: EscalatorSettings, config: Escalati
     )
 
 
-class _Record:
+class FaustRecord:
     """A faust message with confluent-kafka's accessors, for eventbus.decode and dead letters."""
 
     __slots__ = ("_message",)
@@ -292,7 +292,7 @@ class _Work:
     """An admitted event on its way through the worker thread."""
 
     event: Any
-    record: _Record
+    record: FaustRecord
     arrived_on: Topic
     tp: Any
     offset: int
@@ -543,7 +543,7 @@ def install(app: faust.App, settings: EscalatorSettings, escalator: Escalator, t
             counter = produced[topic] = EVENTS_PRODUCED.labels(service, topic.base_name)
         return counter
 
-    async def dead_letter(topic: Topic, record: _Record, reason: str, detail: str) -> None:
+    async def dead_letter(topic: Topic, record: FaustRecord, reason: str, detail: str) -> None:
         await send(topic.dead_letter_in(prefix), record.key(), record.value(),
                    dead_letter_headers(record, service, reason, detail))
         EVENTS_DEAD_LETTERED.labels(service, topic.base_name, reason).inc()
@@ -697,7 +697,7 @@ def install(app: faust.App, settings: EscalatorSettings, escalator: Escalator, t
             arrived_on = by_name[message.topic]
             consumed[arrived_on].inc()
             key = "" if arrived_on is Topic.ESCALATOR_BY_SIGNATURE else (message.key or b"").decode("utf-8", "replace")
-            batch.append(_Work(event, _Record(message), arrived_on, tp, offset, key))
+            batch.append(_Work(event, FaustRecord(message), arrived_on, tp, offset, key))
         try:
             await work_through_all(batch, generation)
         finally:
