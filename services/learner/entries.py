@@ -52,22 +52,23 @@ _odict = collections.OrderedDict
 
 class EntryMap(collections.OrderedDict, Generic[K, V]):
     """An insertion-ordered map of one kind of entry, keyed by strings (a key of one part) or tuples
-    of strings. Reading is the
-    OrderedDict's own; each way of writing used here marks the keys it changes (`update` and
-    the like are refused rather than left unmarked).
+    of strings.
 
-    An entry's number says where it stands in the order, nothing else. Untracked, the map keeps
-    no numbers (its order is its own) and numbers its entries by position when they are written
-    out; tracked, it numbers each key as it is inserted or moved to its end, so that the numbers of
-    entries taken at different times still sort in the map's order."""
+    An entry's number says where it stands in the order, nothing else. Untracked (the default), an
+    entry map is an OrderedDict whose reads and writes are the dict's own, in C: it keeps no
+    numbers (its order is its own) and numbers its entries by position when they are written out.
+    `track_changes` makes it a `TrackedEntryMap`, whose writers number each key as it is inserted
+    or moved to its end, so that the numbers of entries taken at different times still sort in the
+    map's order, and mark the keys they change for `take_changes`."""
+
+    _changed: set | None = None  # the keys changed since last taken, while tracked
+    _numbers: dict | None = None  # each key's number, while tracked
 
     def __init__(self, kind: str, encode: Callable[[V], object], decode: Callable[[object], V]) -> None:
         _odict.__init__(self)
         self.kind = kind
         self._encode = encode
         self._decode = decode
-        self._changed: set[K] | None = None  # None: changes are not tracked (`track_changes`)
-        self._numbers: dict[K, int] | None = None  # kept while tracked
         self._next_number = 0
 
     def track_changes(self) -> None:
@@ -77,82 +78,17 @@ class EntryMap(collections.OrderedDict, Generic[K, V]):
             self._changed = set()
             self._numbers = {key: number for number, key in enumerate(self)}
             self._next_number = len(self)
-
-    def __setitem__(self, key: K, value: V) -> None:
-        if self._changed is not None:
-            if key not in self:
-                self._number(key)
-            self._changed.add(key)
-        _odict.__setitem__(self, key, value)
-
-    def __delitem__(self, key: K) -> None:
-        _odict.__delitem__(self, key)
-        self._forget(key)
-
-    def setdefault(self, key: K, default: V) -> V:  # type: ignore[override]
-        if key not in self:
-            self[key] = default
-            return default
-        return _odict.__getitem__(self, key)
-
-    _MISSING = object()
-
-    def pop(self, key: K, default=_MISSING):  # noqa: ANN001, ANN201 - OrderedDict.pop's signature
-        if key not in self:
-            if default is EntryMap._MISSING:
-                raise KeyError(key)
-            return default
-        value = _odict.pop(self, key)
-        self._forget(key)
-        return value
-
-    def popitem(self, last: bool = True) -> tuple[K, V]:
-        key, value = _odict.popitem(self, last)
-        self._forget(key)
-        return key, value
-
-    def move_to_end(self, key: K, last: bool = True) -> None:
-        if not last:
-            raise NotImplementedError("an entry map numbers keys in the order they are moved to its end")
-        _odict.move_to_end(self, key)
-        if self._changed is not None:
-            self._number(key)
-            self._changed.add(key)
-
-    def clear(self) -> None:
-        if self._changed is not None:
-            self._changed.update(self)
-            self._numbers.clear()  # type: ignore[union-attr]
-        _odict.clear(self)
-
-    def update(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
-        raise NotImplementedError("set entries one by one, so each is numbered and marked")
+            self.__class__ = TrackedEntryMap
 
     def touch(self, key: K) -> None:
-        """`key`'s value was changed in place."""
-        if self._changed is not None and key in self:
-            self._changed.add(key)
-
-    def _number(self, key: K) -> None:
-        self._numbers[key] = self._next_number  # type: ignore[index]
-        self._next_number += 1
-
-    def _forget(self, key: K) -> None:
-        if self._changed is not None:
-            del self._numbers[key]  # type: ignore[union-attr]
-            self._changed.add(key)
-
-    # -- entries
+        """`key`'s value was changed in place (marked, while tracked)."""
 
     def take_changes(self, into: Changes) -> None:
         """The entries changed since the last call (or `track_changes`): their values now, None for
         a deleted one."""
-        if self._changed is None:
-            raise RuntimeError(f"the {self.kind} entries' changes are not tracked")
-        numbers, encode, get = self._numbers, self._encode, self.get
-        for key in self._changed:
-            into[entry_key(self.kind, key)] = [numbers[key], encode(get(key))] if key in self else None  # type: ignore[index]
-        self._changed.clear()
+        raise RuntimeError(f"the {self.kind} entries' changes are not tracked")
+
+    # -- entries
 
     def entries(self, into: Entries) -> None:
         for key, number, encoded in self._numbered():
@@ -192,3 +128,77 @@ class EntryMap(collections.OrderedDict, Generic[K, V]):
             self._changed.clear()
             self._numbers = {key: number for number, key, _ in numbered}
             self._next_number = numbered[-1][0] + 1 if numbered else 0
+
+
+class TrackedEntryMap(EntryMap[K, V]):
+    """An entry map whose changes are tracked (`EntryMap.track_changes`): each way of writing used
+    here numbers and marks the keys it changes (`update` and the like are refused rather than left
+    unmarked)."""
+
+    _changed: set
+    _numbers: dict
+
+    def __setitem__(self, key: K, value: V) -> None:
+        if key not in self:
+            self._number(key)
+        self._changed.add(key)
+        _odict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: K) -> None:
+        _odict.__delitem__(self, key)
+        self._forget(key)
+
+    def setdefault(self, key: K, default: V) -> V:  # type: ignore[override]
+        if key not in self:
+            self[key] = default
+            return default
+        return _odict.__getitem__(self, key)
+
+    _MISSING = object()
+
+    def pop(self, key: K, default=_MISSING):  # noqa: ANN001, ANN201 - OrderedDict.pop's signature
+        if key not in self:
+            if default is TrackedEntryMap._MISSING:
+                raise KeyError(key)
+            return default
+        value = _odict.pop(self, key)
+        self._forget(key)
+        return value
+
+    def popitem(self, last: bool = True) -> tuple[K, V]:
+        key, value = _odict.popitem(self, last)
+        self._forget(key)
+        return key, value
+
+    def move_to_end(self, key: K, last: bool = True) -> None:
+        if not last:
+            raise NotImplementedError("an entry map numbers keys in the order they are moved to its end")
+        _odict.move_to_end(self, key)
+        self._number(key)
+        self._changed.add(key)
+
+    def clear(self) -> None:
+        self._changed.update(self)
+        self._numbers.clear()
+        _odict.clear(self)
+
+    def update(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        raise NotImplementedError("set entries one by one, so each is numbered and marked")
+
+    def touch(self, key: K) -> None:
+        if key in self:
+            self._changed.add(key)
+
+    def take_changes(self, into: Changes) -> None:
+        numbers, encode, get = self._numbers, self._encode, self.get
+        for key in self._changed:
+            into[entry_key(self.kind, key)] = [numbers[key], encode(get(key))] if key in self else None
+        self._changed.clear()
+
+    def _number(self, key: K) -> None:
+        self._numbers[key] = self._next_number
+        self._next_number += 1
+
+    def _forget(self, key: K) -> None:
+        del self._numbers[key]
+        self._changed.add(key)

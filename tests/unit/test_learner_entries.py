@@ -207,3 +207,18 @@ def test_an_entry_map_keeps_its_order_through_entries_that_come_in_any_order():
     again = EntryMap("p", int, int)
     again.load(pairs.rows())
     assert list(again.items()) == [(("x", "1"), 1)]
+
+
+def test_a_tracked_map_marks_and_renumbers_a_key_moved_to_its_end():
+    entries_of = EntryMap("n", int, int)
+    entries_of["a"], entries_of["b"] = 1, 2  # untracked: plain writes, nothing marked
+    entries_of.track_changes()
+    changes: dict = {}
+    entries_of.take_changes(changes)
+    assert changes == {}
+    entries_of.move_to_end("a")
+    entries_of.take_changes(changes)
+    assert changes == {entry_key("n", "a"): [2, 1]}  # after b's number 1
+    entries_of.popitem(last=False)
+    entries_of.take_changes(changes)
+    assert changes[entry_key("n", "b")] is None
