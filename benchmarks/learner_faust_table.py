@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -53,6 +54,7 @@ T0 = 1_700_000_000
 TENANT = "rho-bank"
 CHANGES_EVERY = 100  # events between two writes of the changed entries (a batch of the apply loop)
 SOURCES = {topic.base_name: topic for topic in INPUTS}
+DATA_DIR = "bench-faust-table"  # the workers' faust data folders, under the cache, removed at the end
 
 
 def write_log(settings: FleetSettings, tickets: int) -> int:
@@ -82,7 +84,7 @@ def worker(settings: FleetSettings, mode: str, app_id: str, expected: int) -> di
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    data_dir = settings.cache_dir / "bench-faust-table" / uuid.uuid4().hex[:8]
+    data_dir = settings.cache_dir / DATA_DIR / uuid.uuid4().hex[:8]
     data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(app_id, broker=broker_url(settings), store="memory://", autodiscover=False, web_enabled=False,
                     datadir=str(data_dir), topic_partitions=settings.topic_partitions, producer_linger=0.0,
@@ -199,6 +201,7 @@ def main() -> int:
         results["machine_speed_rounds_per_s"] = {"before": speed_before, "after": machine_speed()}
     finally:
         delete_namespace_topics(settings)
+        shutil.rmtree(settings.cache_dir / DATA_DIR, ignore_errors=True)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -5,10 +5,11 @@ they come in; the changes one record of the log makes are the entries it wrote o
 the shape of a changelog-backed table (a faust table's changelog holds one record per key written),
 and what the shard's snapshot holds (snapshots.py).
 
-`EntryMap` is the ordered map each state holder keeps its state in: it remembers which keys
-changed since the changes were last taken, and numbers each key as it is (re)inserted, so that an
-order that matters (the oldest ticket is forgotten first) comes back from entries that carry no
-order of their own. A value changed in place is marked with `touch`.
+`EntryMap` is the ordered map each state holder keeps its state in. Each entry written out carries
+a number, so that an order that matters (the oldest ticket is forgotten first) comes back from
+entries that carry no order of their own. Once its changes are tracked (`track_changes`, for a
+caller that writes them to a table), a map also remembers which keys changed since the changes
+were last taken; a value changed in place is marked with `touch`.
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ def entry_key(kind: str, key: str | tuple) -> str:
 def entry_parts(key: str) -> tuple[str, tuple[str, ...]]:
     """(kind, parts) of an entry key; StateError for a key `entry_key` did not write."""
     try:
-        kind, *parts = json.loads(key)
+        values = json.loads(key)
     except (ValueError, TypeError) as exc:
         raise StateError(f"an unreadable entry key {key[:80]!r}") from exc
-    if not isinstance(kind, str) or not all(isinstance(part, str) for part in parts):
-        raise StateError(f"an entry key of other values than strings: {key[:80]!r}")
-    return kind, tuple(parts)
+    if not isinstance(values, list) or not values or not all(isinstance(value, str) for value in values):
+        raise StateError(f"an entry key that is not a list of strings: {key[:80]!r}")
+    return values[0], tuple(values[1:])
 
 
 # The OrderedDict's methods are called directly: a super object per write would be one more

@@ -190,6 +190,10 @@ def test_entries_of_an_unknown_kind_or_shape_are_refused():
                     {**entries, "not a key": [0, 1]}):
         with pytest.raises(StateError):
             Learner.from_entries(damaged, small_config(), TENANTS)
+    for key in ('"record"', "[]", '["record", 1]'):  # JSON, but not a list of strings
+        with pytest.raises(StateError):
+            entry_parts(key)
+    assert entry_parts(entry_key("record", ("acme", 't-"1"'))) == ("record", ("acme", 't-"1"'))
 
 
 def test_an_entry_map_keeps_its_order_through_entries_that_come_in_any_order():
