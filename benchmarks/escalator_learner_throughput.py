@@ -141,9 +141,10 @@ def run(count: int) -> dict:
     on_decided, on_feedback = tracked.applied_once(tracked.on_decided), tracked.applied_once(tracked.on_feedback)
     entries = changelog_bytes = 0
     started = time.perf_counter()
-    for index, (handle, event) in enumerate([(on_decided, d) for d in decisions] + [(on_feedback, f) for f in feedback]):
+    events = [(on_decided, d) for d in decisions] + [(on_feedback, f) for f in feedback]
+    for index, (handle, event) in enumerate(events):
         handle(event)
-        if index % CHANGES_EVERY == CHANGES_EVERY - 1:
+        if index % CHANGES_EVERY == CHANGES_EVERY - 1 or index == len(events) - 1:
             for key, value in tracked.take_changes().items():
                 entries += 1
                 changelog_bytes += len(key) + len(json.dumps(value, separators=(",", ":")))
